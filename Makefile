@@ -1,0 +1,76 @@
+# colbert.c: one Makefile (llm.c style).
+#   make            build the colbert CLI and libcolbert.a (release, -O3)
+#   make test       set up a fresh machine if needed, build, run every test
+#                   (unit tests, the same under ASan/UBSan, PyTorch parity)
+#   make demo       the main job end to end on the default dataset
+#   make bench      the benchmarks of bench/ (long; not part of make test)
+# Variables: CC, ARCH (default -march=native), OMP=0 to build without OpenMP.
+
+CC      ?= gcc
+ARCH    ?= -march=native
+WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Wno-unused-parameter -Werror
+STD     := -std=c11 -D_GNU_SOURCE
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null || echo -I/usr/include/x86_64-linux-gnu/openblas-openmp)
+BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+DEP_CFLAGS  := $(BLAS_CFLAGS) $(shell pkg-config --cflags jansson libutf8proc 2>/dev/null)
+DEP_LIBS    := $(BLAS_LIBS) $(shell pkg-config --libs jansson libutf8proc 2>/dev/null || echo -ljansson -lutf8proc) -lm -lpthread
+OMPFLAG := -fopenmp
+ifeq ($(OMP),0)
+OMPFLAG :=
+endif
+
+CFLAGS_REL  := -O3 $(ARCH) -g $(OMPFLAG)
+CFLAGS_SAN  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+               -fno-sanitize-recover=undefined $(OMPFLAG)
+
+SRC      := $(filter-out src/main.c,$(wildcard src/*.c))
+TESTSRC  := $(wildcard tests/test_*.c)
+HDR      := $(wildcard src/*.h) $(wildcard tests/*.h)
+
+BUILD    := build
+SAN      := build-san
+
+.PHONY: all test unit unit-san pytest setup demo bench clean
+all: $(BUILD)/colbert $(BUILD)/libcolbert.a
+
+# ---- release build -------------------------------------------------------
+$(BUILD)/obj/%.o: src/%.c $(HDR) | $(BUILD)/obj
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -c $< -o $@
+$(BUILD)/libcolbert.a: $(SRC:src/%.c=$(BUILD)/obj/%.o)
+	ar rcs $@ $^
+$(BUILD)/colbert: src/main.c $(BUILD)/libcolbert.a
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) $< $(BUILD)/libcolbert.a $(DEP_LIBS) -o $@
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libcolbert.a $(HDR) | $(BUILD)/tests
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) -o $@
+
+# ---- sanitizer build (ASan + UBSan) --------------------------------------
+$(SAN)/obj/%.o: src/%.c $(HDR) | $(SAN)/obj
+	$(CC) $(STD) $(WARN) $(CFLAGS_SAN) $(DEP_CFLAGS) -c $< -o $@
+$(SAN)/libcolbert.a: $(SRC:src/%.c=$(SAN)/obj/%.o)
+	ar rcs $@ $^
+$(SAN)/colbert: src/main.c $(SAN)/libcolbert.a
+	$(CC) $(STD) $(WARN) $(CFLAGS_SAN) $(DEP_CFLAGS) $< $(SAN)/libcolbert.a $(DEP_LIBS) -o $@
+$(SAN)/tests/%: tests/%.c $(SAN)/libcolbert.a $(HDR) | $(SAN)/tests
+	$(CC) $(STD) $(WARN) $(CFLAGS_SAN) $(DEP_CFLAGS) -Isrc $< $(SAN)/libcolbert.a $(DEP_LIBS) -o $@
+
+$(BUILD)/obj $(BUILD)/tests $(SAN)/obj $(SAN)/tests:
+	mkdir -p $@
+
+TESTS_REL := $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
+TESTS_SAN := $(TESTSRC:tests/%.c=$(SAN)/tests/%)
+
+setup:
+	bash scripts/setup.sh
+
+test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert
+	bash tests/run.sh
+
+bench: setup all
+	bash bench/run.sh
+
+demo: setup all
+	bash scripts/demo.sh
+
+clean:
+	rm -rf $(BUILD) $(SAN)

@@ -1,0 +1,22 @@
+/* blas.h: the linear algebra under colbert.c (OpenBLAS, OpenMP build).
+ *
+ * Debian's OpenBLAS 0.3.21 picks its kernels at load time from the CPU model
+ * and misreads newer CPUs (Intel model 207 runs as "Prescott", 5-10x slower
+ * than its SkylakeX kernels). blas_init checks the kernels in use against
+ * what the CPU supports and, when they are weaker, re-runs the program once
+ * with OPENBLAS_CORETYPE set to the best matching kernels, so users never
+ * have to set anything. A user's own OPENBLAS_CORETYPE is respected.
+ */
+#ifndef CB_BLAS_H
+#define CB_BLAS_H
+#include <stdio.h>
+#include <cblas.h>
+
+/* Call first thing in main(): may re-exec the program (argv unchanged). */
+void blas_init(int argc, char **argv);
+/* The kernels OpenBLAS runs ("Haswell", "SkylakeX", ...) */
+const char *blas_corename(void);
+/* The kernels this CPU should run, by its features; NULL if no better. */
+const char *blas_best_coretype(void);
+void blas_print_info(FILE *f);
+#endif

@@ -1,0 +1,112 @@
+/* common.c: errors, checked allocation, small file and path helpers. */
+#define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+int cb_err_set(cb_err *err, const char *fmt, ...) {
+    if (!err) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int cb_err_prefix(cb_err *err, const char *fmt, ...) {
+    if (!err) return -1;
+    char prefix[512], old[sizeof err->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, err->msg, sizeof old);
+    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    return -1;
+}
+
+static void oom(size_t n) {
+    fprintf(stderr, "colbert: error: out of memory (asked for %zu bytes)\n", n);
+    exit(1);
+}
+
+void *cb_xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) oom(n);
+    return p;
+}
+
+void *cb_xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) oom(n * size);
+    return p;
+}
+
+void *cb_xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) oom(n);
+    return q;
+}
+
+char *cb_xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = cb_xmalloc(n);
+    memcpy(d, s, n);
+    return d;
+}
+
+char *cb_read_file(const char *path, size_t *len, cb_err *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        cb_err_set(err, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = cb_xmalloc(cap);
+    for (;;) {
+        if (n + 1 >= cap) buf = cb_xrealloc(buf, cap *= 2);
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    if (ferror(f)) {
+        cb_err_set(err, "%s: read error: %s", path, strerror(errno));
+        fclose(f);
+        free(buf);
+        return NULL;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    if (len) *len = n;
+    return buf;
+}
+
+char *cb_path_join(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    int slash = la > 0 && a[la - 1] != '/';
+    char *p = cb_xmalloc(la + lb + 2);
+    memcpy(p, a, la);
+    if (slash) p[la] = '/';
+    memcpy(p + la + slash, b, lb + 1);
+    return p;
+}
+
+int cb_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int cb_dir_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+double cb_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}

@@ -1,0 +1,56 @@
+/* model.h: Hugging Face model directories.
+ *
+ * A model is named by a local directory, or by a hub id ("ORG/NAME")
+ * resolved from the local Hugging Face cache: $HF_HOME/hub, else
+ * ~/.cache/huggingface/hub, directory models--ORG--NAME/snapshots/<rev>/
+ * (the revision in refs/main when present, else the only/newest snapshot).
+ * Nothing is ever downloaded.
+ *
+ * config.json of the BERT family is read into bert_config; other model
+ * types are refused with a clear message. The sentence-transformers files
+ * (modules.json, 1_Pooling/config.json, sentence_bert_config.json) are read
+ * into sbert_config.
+ */
+#ifndef CB_MODEL_H
+#define CB_MODEL_H
+#include "common.h"
+
+/* Resolve a model name to a directory path (caller frees). NULL + err when
+ * it is neither a directory nor in the cache; the message says where it
+ * looked and how to provide the model. */
+char *model_resolve(const char *name, cb_err *err);
+
+typedef struct bert_config {
+    char model_type[32];        /* "bert" */
+    int vocab_size;
+    int hidden_size;
+    int num_hidden_layers;
+    int num_attention_heads;
+    int intermediate_size;
+    int max_position_embeddings;
+    int type_vocab_size;
+    int pad_token_id;
+    float layer_norm_eps;
+    float initializer_range;
+    float hidden_dropout_prob;
+    float attention_probs_dropout_prob;
+} bert_config;
+
+/* Read and check <dir>/config.json: model_type must be BERT-family,
+ * hidden_act gelu, position_embedding_type absolute, sizes positive,
+ * hidden_size divisible by num_attention_heads. */
+int bert_config_load(bert_config *c, const char *dir, cb_err *err);
+
+typedef enum sbert_pooling { POOL_MEAN, POOL_CLS, POOL_MAX, POOL_MEAN_SQRT_LEN } sbert_pooling;
+
+typedef struct sbert_config {
+    int is_sbert;           /* modules.json present */
+    sbert_pooling pooling;  /* from 1_Pooling/config.json; mean when none */
+    int normalize;          /* a sentence_transformers.models.Normalize module */
+    int max_seq_length;     /* sentence_bert_config.json; else 0 (model max) */
+} sbert_config;
+
+/* Read the sentence-transformers description of <dir>; a plain model gives
+ * {is_sbert 0, mean pooling, no normalisation, max_seq_length 0}. */
+int sbert_config_load(sbert_config *c, const char *dir, cb_err *err);
+#endif

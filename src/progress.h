@@ -1,0 +1,24 @@
+/* progress.h: a progress bar with rate and ETA on stderr.
+ * On a terminal it redraws one line ("encode  1234/5000 [=====>    ] 24%
+ * 310.2 texts/s ETA 0:12"); when stderr is not a terminal it prints a plain
+ * line at most every 10 seconds, so logs stay readable. */
+#ifndef CB_PROGRESS_H
+#define CB_PROGRESS_H
+#include <stdint.h>
+
+typedef struct progress {
+    const char *label;  /* e.g. "encode" */
+    const char *unit;   /* e.g. "texts" */
+    int64_t total;      /* 0 when unknown */
+    int64_t done;
+    double t_start, t_last_draw;
+    int tty, quiet, drawn;
+} progress;
+
+/* quiet != 0 draws nothing (for tests and --quiet). */
+void progress_init(progress *p, const char *label, const char *unit, int64_t total, int quiet);
+/* Set the count done so far and redraw if due. */
+void progress_update(progress *p, int64_t done);
+/* Final line with the elapsed time and mean rate. */
+void progress_finish(progress *p);
+#endif

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# run.sh: run every test of colbert.c and print one closing line
+# "N passed, N failed". Called by `make test` after the builds.
+#   - each C unit test, release build, then the ASan/UBSan build
+#   - the Python tests (pytest) that compare against PyTorch & co.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export COLBERT_ROOT="$ROOT"
+export COLBERT_BIN="$ROOT/build/colbert"
+export COLBERT_SAN_BIN="$ROOT/build-san/colbert"
+export COLBERT_DATASETS="${COLBERT_DATASETS:-$ROOT/../shared/datasets}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+PY="$ROOT/.venv/bin/python"
+if [ -z "${COLBERT_MODEL:-}" ]; then
+    COLBERT_MODEL=$("$PY" tests/ref/find_model.py) || { echo "run.sh: cannot find the all-MiniLM-L6-v2 model" >&2; exit 1; }
+    export COLBERT_MODEL
+fi
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" UBSAN_OPTIONS="print_stacktrace=1"
+export COLBERT_TMP=$(mktemp -d /tmp/colbert-test.XXXXXX)
+trap 'rm -rf "$COLBERT_TMP"' EXIT
+
+passed=0; failed=0; failures=()
+run() {  # run NAME CMD...
+    local name=$1; shift
+    local t0=$(date +%s.%N)
+    if "$@"; then passed=$((passed+1)); s=ok; else failed=$((failed+1)); failures+=("$name"); s=FAILED; fi
+    printf '== %-40s %s (%.1f s)\n' "$name" "$s" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')"
+}
+for t in build/tests/test_*; do run "$(basename "$t")" "$t"; done
+for t in build-san/tests/test_*; do run "$(basename "$t") [asan]" "$t"; done
+run "pytest" "$PY" -m pytest -q -p no:cacheprovider tests
+echo
+[ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
