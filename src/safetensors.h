@@ -54,4 +54,25 @@ int st_read_f32(const st_file *f, const char *name, float *out, int ndim,
                 const int64_t *shape, cb_err *err);
 
 const char *st_dtype_name(st_dtype d);
+size_t st_dtype_size(st_dtype d);          /* bytes per element */
+
+/* IEEE binary16 to fp32, exact (subnormals, inf, nan included). */
+float st_f16_to_f32(uint16_t h);
+
+/* One tensor to write: `data` holds product(shape) elements of `dtype`,
+ * little-endian, row-major. */
+typedef struct st_wtensor {
+    const char *name;
+    st_dtype dtype;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    const void *data;
+} st_wtensor;
+
+/* Write `n` tensors to `path` (in the given order, data packed back to back,
+ * header padded to 8 bytes, __metadata__ {"format": "pt"} so that
+ * transformers loads it). Written to "<path>.tmp.<pid>", synced, then
+ * renamed: `path` is either the old file or the complete new one, never a
+ * partial one. Returns 0, or -1 with err set. */
+int st_write(const char *path, const st_wtensor *tensors, int n, cb_err *err);
 #endif
