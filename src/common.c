@@ -25,7 +25,15 @@ int cb_err_prefix(cb_err *err, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    /* "prefix: old", cut at the buffer's end */
+    size_t lp = strlen(prefix), lo = strlen(old), cap = sizeof err->msg - 1;
+    if (lp > cap) lp = cap;
+    memcpy(err->msg, prefix, lp);
+    size_t n = lp;
+    for (const char *s = ": "; *s && n < cap; s++) err->msg[n++] = *s;
+    if (lo > cap - n) lo = cap - n;
+    memcpy(err->msg + n, old, lo);
+    err->msg[n + lo] = '\0';
     return -1;
 }
 
