@@ -1,0 +1,346 @@
+/* model.c: find a Hugging Face model directory (a path or a hub id in the
+ * local cache) and read its config.json and sentence-transformers files.
+ * Every JSON file is checked key by key; a problem is reported as one line
+ * naming the file, the key and what was expected. */
+#include "model.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Parse a JSON file. NULL + err (file, line, column) on failure. */
+static json_t *json_load_path(const char *path, cb_err *err) {
+    size_t len;
+    char *text = cb_read_file(path, &len, err);
+    if (!text) return NULL;
+    json_error_t je;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    free(text);
+    if (!root)
+        cb_err_set(err, "%s: invalid JSON: %s (line %d, column %d)", path, je.text,
+                   je.line, je.column);
+    return root;
+}
+
+/* ---- model_resolve ---------------------------------------------------- */
+
+/* The hub cache directory, as huggingface_hub computes it: $HF_HUB_CACHE,
+ * else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
+ * ~/.cache/huggingface/hub. Caller frees. */
+static char *hf_hub_dir(void) {
+    const char *v;
+    char buf[4096];
+    if ((v = getenv("HF_HUB_CACHE")) && *v) return cb_xstrdup(v);
+    if ((v = getenv("HF_HOME")) && *v) snprintf(buf, sizeof buf, "%s/hub", v);
+    else if ((v = getenv("XDG_CACHE_HOME")) && *v)
+        snprintf(buf, sizeof buf, "%s/huggingface/hub", v);
+    else snprintf(buf, sizeof buf, "%s/.cache/huggingface/hub",
+                  (v = getenv("HOME")) && *v ? v : "");
+    return cb_xstrdup(buf);
+}
+
+/* A hub id: "NAME" or "ORG/NAME" with no empty part, no "..", not a path
+ * that starts with "/" or ".". */
+static int is_hub_id(const char *s) {
+    if (!*s || *s == '/' || *s == '.' || strstr(s, "..")) return 0;
+    const char *slash = strchr(s, '/');
+    if (!slash) return 1;
+    return slash[1] && !strchr(slash + 1, '/');
+}
+
+/* The snapshot directory of <repo> (models--ORG--NAME): refs/main when it
+ * names an existing snapshot, else the most recently modified one.
+ * NULL when there is none. Caller frees. */
+static char *hf_snapshot(const char *repo) {
+    char *snaps = cb_path_join(repo, "snapshots");
+    char *refp = cb_path_join(repo, "refs/main");
+    char *out = NULL;
+    size_t len;
+    char *ref = cb_file_exists(refp) ? cb_read_file(refp, &len, NULL) : NULL;
+    if (ref) {
+        ref[strcspn(ref, " \t\r\n")] = '\0';
+        if (*ref && !strchr(ref, '/')) {
+            char *p = cb_path_join(snaps, ref);
+            if (cb_dir_exists(p)) out = p;
+            else free(p);
+        }
+        free(ref);
+    }
+    free(refp);
+    if (!out) {
+        DIR *d = opendir(snaps);
+        struct dirent *de;
+        time_t best = 0;
+        while (d && (de = readdir(d))) {
+            if (de->d_name[0] == '.') continue;
+            char *p = cb_path_join(snaps, de->d_name);
+            struct stat st;
+            if (stat(p, &st) == 0 && S_ISDIR(st.st_mode) && (!out || st.st_mtime > best)) {
+                free(out);
+                out = p;
+                best = st.st_mtime;
+            } else {
+                free(p);
+            }
+        }
+        if (d) closedir(d);
+    }
+    free(snaps);
+    return out;
+}
+
+char *model_resolve(const char *name, cb_err *err) {
+    if (cb_dir_exists(name)) return cb_xstrdup(name);
+    struct stat st;
+    if (stat(name, &st) == 0) {
+        cb_err_set(err, "%s: model path is not a directory (give the directory that holds "
+                   "config.json and model.safetensors)", name);
+        return NULL;
+    }
+    if (!is_hub_id(name)) {
+        cb_err_set(err, "%s: model directory does not exist", name);
+        return NULL;
+    }
+    char *hub = hf_hub_dir();
+    /* "ORG/NAME" -> "models--ORG--NAME" */
+    size_t n = strlen(name);
+    char *repo_name = cb_xmalloc(8 + 2 * n + 1);
+    char *w = repo_name + sprintf(repo_name, "models--");
+    for (const char *r = name; *r; r++) {
+        if (*r == '/') { *w++ = '-'; *w++ = '-'; }
+        else *w++ = *r;
+    }
+    *w = '\0';
+    char *repo = cb_path_join(hub, repo_name);
+    char *snap = hf_snapshot(repo);
+    if (!snap)
+        cb_err_set(err, "model '%s': no such directory, and not in the local Hugging Face "
+                   "cache (looked for %s/snapshots/*; cache from $HF_HOME or "
+                   "~/.cache/huggingface); give a model directory path, or put the model in "
+                   "the cache (e.g. `huggingface-cli download %s`); nothing is downloaded",
+                   name, repo, name);
+    free(repo);
+    free(repo_name);
+    free(hub);
+    return snap;
+}
+
+/* ---- config.json -------------------------------------------------------- */
+
+/* An integer key in [lo, hi]. Missing: *out = def when optional (def_ok),
+ * else an error. */
+static int cfg_int(const json_t *root, const char *path, const char *key, int *out,
+                   int def_ok, int def, long long lo, long long hi, cb_err *err) {
+    const json_t *v = json_object_get(root, key);
+    if (!v || (def_ok && json_is_null(v))) {
+        if (def_ok) { *out = def; return 0; }
+        return cb_err_set(err, "%s: required key \"%s\" is missing", path, key);
+    }
+    if (!json_is_integer(v))
+        return cb_err_set(err, "%s: key \"%s\" must be an integer", path, key);
+    long long x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return cb_err_set(err, "%s: key \"%s\" is %lld, expected %lld..%lld", path, key, x,
+                          lo, hi);
+    *out = (int)x;
+    return 0;
+}
+
+/* A number key in [lo, hi) (hi exclusive only when hi_open), default def. */
+static int cfg_num(const json_t *root, const char *path, const char *key, float *out,
+                   double def, double lo, double hi, int hi_open, cb_err *err) {
+    const json_t *v = json_object_get(root, key);
+    if (!v) { *out = (float)def; return 0; }
+    if (!json_is_number(v))
+        return cb_err_set(err, "%s: key \"%s\" must be a number", path, key);
+    double x = json_number_value(v);
+    if (!(x >= lo && (hi_open ? x < hi : x <= hi)))
+        return cb_err_set(err, "%s: key \"%s\" is %g, expected %g..%g%s", path, key, x, lo,
+                          hi, hi_open ? " (exclusive)" : "");
+    *out = (float)x;
+    return 0;
+}
+
+/* An optional string key; NULL when missing, error when not a string. */
+static int cfg_str(const json_t *root, const char *path, const char *key,
+                   const char **out, cb_err *err) {
+    const json_t *v = json_object_get(root, key);
+    *out = NULL;
+    if (!v) return 0;
+    if (!json_is_string(v))
+        return cb_err_set(err, "%s: key \"%s\" must be a string", path, key);
+    *out = json_string_value(v);
+    return 0;
+}
+
+static int bert_config_parse(bert_config *c, const json_t *root, const char *path,
+                             cb_err *err) {
+    if (!json_is_object(root))
+        return cb_err_set(err, "%s: expected a JSON object", path);
+    const char *s;
+    if (cfg_str(root, path, "model_type", &s, err)) return -1;
+    if (!s) return cb_err_set(err, "%s: required key \"model_type\" is missing", path);
+    if (strcmp(s, "bert"))
+        return cb_err_set(err, "%s: model_type '%s' is not supported yet (BERT family only)",
+                          path, s);
+    snprintf(c->model_type, sizeof c->model_type, "%s", s);
+
+    /* transformers' "gelu" and "gelu_python" are both the exact erf GELU. */
+    if (cfg_str(root, path, "hidden_act", &s, err)) return -1;
+    if (s && strcmp(s, "gelu") && strcmp(s, "gelu_python"))
+        return cb_err_set(err, "%s: hidden_act '%s' is not supported (only the exact "
+                          "erf \"gelu\")", path, s);
+    if (cfg_str(root, path, "position_embedding_type", &s, err)) return -1;
+    if (s && strcmp(s, "absolute"))
+        return cb_err_set(err, "%s: position_embedding_type '%s' is not supported (only "
+                          "\"absolute\")", path, s);
+
+    const long long big = 1 << 30;
+    if (cfg_int(root, path, "vocab_size", &c->vocab_size, 0, 0, 1, big, err) ||
+        cfg_int(root, path, "hidden_size", &c->hidden_size, 0, 0, 1, 1 << 20, err) ||
+        cfg_int(root, path, "num_hidden_layers", &c->num_hidden_layers, 0, 0, 1, 1024, err) ||
+        cfg_int(root, path, "num_attention_heads", &c->num_attention_heads, 0, 0, 1, 1024,
+                err) ||
+        cfg_int(root, path, "intermediate_size", &c->intermediate_size, 0, 0, 1, 1 << 22,
+                err) ||
+        cfg_int(root, path, "max_position_embeddings", &c->max_position_embeddings, 0, 0, 1,
+                1 << 20, err) ||
+        cfg_int(root, path, "type_vocab_size", &c->type_vocab_size, 1, 2, 1, 1 << 20, err) ||
+        cfg_int(root, path, "pad_token_id", &c->pad_token_id, 1, 0, 0, big, err) ||
+        cfg_num(root, path, "layer_norm_eps", &c->layer_norm_eps, 1e-12, 1e-30, 1, 0, err) ||
+        cfg_num(root, path, "initializer_range", &c->initializer_range, 0.02, 0, 10, 0, err) ||
+        cfg_num(root, path, "hidden_dropout_prob", &c->hidden_dropout_prob, 0.1, 0, 1, 1,
+                err) ||
+        cfg_num(root, path, "attention_probs_dropout_prob", &c->attention_probs_dropout_prob,
+                0.1, 0, 1, 1, err))
+        return -1;
+    if (c->hidden_size % c->num_attention_heads)
+        return cb_err_set(err, "%s: hidden_size %d is not a multiple of num_attention_heads %d",
+                          path, c->hidden_size, c->num_attention_heads);
+    if (c->pad_token_id >= c->vocab_size)
+        return cb_err_set(err, "%s: pad_token_id %d is outside the vocabulary (vocab_size %d)",
+                          path, c->pad_token_id, c->vocab_size);
+    return 0;
+}
+
+int bert_config_load(bert_config *c, const char *dir, cb_err *err) {
+    memset(c, 0, sizeof *c);
+    char *path = cb_path_join(dir, "config.json");
+    json_t *root = json_load_path(path, err);
+    int rc = root ? bert_config_parse(c, root, path, err) : -1;
+    json_decref(root);
+    free(path);
+    return rc;
+}
+
+/* ---- sentence-transformers ---------------------------------------------- */
+
+/* 1_Pooling/config.json: exactly one pooling_mode_* flag set, and one that
+ * we implement. */
+static int pooling_parse(sbert_config *c, const json_t *root, const char *path,
+                         cb_err *err) {
+    static const struct { const char *key; int mode; } modes[] = {
+        {"pooling_mode_cls_token", POOL_CLS},
+        {"pooling_mode_mean_tokens", POOL_MEAN},
+        {"pooling_mode_max_tokens", POOL_MAX},
+        {"pooling_mode_mean_sqrt_len_tokens", POOL_MEAN_SQRT_LEN},
+        {"pooling_mode_weightedmean_tokens", -1},
+        {"pooling_mode_lasttoken", -1},
+    };
+    if (!json_is_object(root)) return cb_err_set(err, "%s: expected a JSON object", path);
+    char set[256] = "";
+    int nset = 0;
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        const json_t *v = json_object_get(root, modes[i].key);
+        if (!v || json_is_false(v) || json_is_null(v)) continue;
+        if (!json_is_true(v))
+            return cb_err_set(err, "%s: key \"%s\" must be true or false", path, modes[i].key);
+        if (modes[i].mode < 0)
+            return cb_err_set(err, "%s: %s is not supported (cls, mean, max or "
+                              "mean_sqrt_len pooling only)", path, modes[i].key);
+        size_t l = strlen(set);
+        snprintf(set + l, sizeof set - l, "%s%s", nset ? " + " : "", modes[i].key);
+        c->pooling = (sbert_pooling)modes[i].mode;
+        nset++;
+    }
+    if (nset == 0)
+        return cb_err_set(err, "%s: no pooling_mode_* key is true", path);
+    if (nset > 1)
+        return cb_err_set(err, "%s: combined pooling (%s) is not supported; set exactly "
+                          "one pooling_mode_*", path, set);
+    return 0;
+}
+
+static int modules_parse(sbert_config *c, const json_t *mods, const char *dir,
+                         const char *path, cb_err *err) {
+    if (!json_is_array(mods))
+        return cb_err_set(err, "%s: expected a JSON array of modules", path);
+    size_t i;
+    const json_t *m;
+    json_array_foreach(mods, i, m) {
+        const json_t *jt = json_object_get(m, "type"), *jp = json_object_get(m, "path");
+        if (!json_is_object(m) || !json_is_string(jt) || (jp && !json_is_string(jp)))
+            return cb_err_set(err, "%s: module %zu must be an object with string \"type\" "
+                              "and \"path\"", path, i);
+        const char *type = json_string_value(jt);
+        const char *sub = jp ? json_string_value(jp) : "";
+        const char *dot = strrchr(type, '.');
+        const char *cls = dot ? dot + 1 : type;
+        if (!strcmp(cls, "Transformer")) {
+            continue;
+        } else if (!strcmp(cls, "Normalize")) {
+            c->normalize = 1;             /* has no files; its directory may be absent */
+        } else if (!strcmp(cls, "Pooling")) {
+            char *pdir = cb_path_join(dir, sub);
+            char *ppath = cb_path_join(pdir, "config.json");
+            json_t *pc = json_load_path(ppath, err);
+            int rc = pc ? pooling_parse(c, pc, ppath, err) : -1;
+            json_decref(pc);
+            free(ppath);
+            free(pdir);
+            if (rc) return -1;
+        } else {
+            return cb_err_set(err, "%s: module %zu '%s' is not supported (Transformer, "
+                              "Pooling and Normalize only)", path, i, type);
+        }
+    }
+    return 0;
+}
+
+int sbert_config_load(sbert_config *c, const char *dir, cb_err *err) {
+    memset(c, 0, sizeof *c);
+    c->pooling = POOL_MEAN;
+    int rc = 0;
+    char *path = cb_path_join(dir, "modules.json");
+    if (cb_file_exists(path)) {
+        c->is_sbert = 1;
+        json_t *mods = json_load_path(path, err);
+        rc = mods ? modules_parse(c, mods, dir, path, err) : -1;
+        json_decref(mods);
+    }
+    free(path);
+    if (rc) return rc;
+
+    path = cb_path_join(dir, "sentence_bert_config.json");
+    if (cb_file_exists(path)) {
+        json_t *sb = json_load_path(path, err);
+        if (!sb) rc = -1;
+        else if (!json_is_object(sb)) rc = cb_err_set(err, "%s: expected a JSON object", path);
+        else {
+            const json_t *v = json_object_get(sb, "max_seq_length");
+            if (v && !json_is_null(v)) {
+                if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                    json_integer_value(v) > INT_MAX)
+                    rc = cb_err_set(err, "%s: key \"max_seq_length\" must be a positive "
+                                    "integer", path);
+                else c->max_seq_length = (int)json_integer_value(v);
+            }
+        }
+        json_decref(sb);
+    }
+    free(path);
+    return rc;
+}
