@@ -11,6 +11,9 @@
 #define CB_BLAS_H
 #include <stdio.h>
 #include <cblas.h>
+/* OpenBLAS's cblas.h pulls in <complex.h>, whose macro I would shadow every
+ * variable named I (our intermediate size). We use no complex numbers. */
+#undef I
 
 /* Call first thing in main(): may re-exec the program (argv unchanged). */
 void blas_init(int argc, char **argv);

@@ -20,6 +20,12 @@ export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" UBSAN_OPTIONS="print_stack
 export COLBERT_TMP=$(mktemp -d /tmp/colbert-test.XXXXXX)
 trap 'rm -rf "$COLBERT_TMP"' EXIT
 
+# Reference tensors from PyTorch for the C parity tests (tests/ref/gen_*.py).
+export COLBERT_REF="$COLBERT_TMP/ref"
+for g in tests/ref/gen_*.py; do
+    "$PY" "$g" "$COLBERT_MODEL" "$COLBERT_DATASETS" "$COLBERT_REF" || { echo "run.sh: $g failed" >&2; exit 1; }
+done
+
 passed=0; failed=0; failures=()
 run() {  # run NAME CMD...
     local name=$1; shift

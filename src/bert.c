@@ -1,0 +1,317 @@
+/* bert.c: BERT encoder forward on packed batches. See bert.h.
+ * Shapes: T tokens in the batch, H hidden, I intermediate, NH heads,
+ * D = H / NH head size, L layers. */
+#include "bert.h"
+#include "blas.h"
+#include "safetensors.h"
+
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ------------------------------------------------------------------ */
+/* parameters                                                          */
+
+void bert_param_sizes(const bert_config *c, size_t s[BP_COUNT]) {
+    size_t H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t L = (size_t)c->num_hidden_layers;
+    s[BP_WORD_EMB] = (size_t)c->vocab_size * H;
+    s[BP_POS_EMB] = (size_t)c->max_position_embeddings * H;
+    s[BP_TYPE_EMB] = (size_t)c->type_vocab_size * H;
+    s[BP_EMB_LN_W] = s[BP_EMB_LN_B] = H;
+    s[BP_QKV_W] = L * 3 * H * H;
+    s[BP_QKV_B] = L * 3 * H;
+    s[BP_ATTO_W] = L * H * H;
+    s[BP_ATTO_B] = L * H;
+    s[BP_LN1_W] = s[BP_LN1_B] = L * H;
+    s[BP_FFU_W] = L * I * H;
+    s[BP_FFU_B] = L * I;
+    s[BP_FFD_W] = L * H * I;
+    s[BP_FFD_B] = L * H;
+    s[BP_LN2_W] = s[BP_LN2_B] = L * H;
+}
+
+/* Read one tensor "<prefix><name>" of shape dims into dst. */
+static int load_tensor(const st_file *f, const char *prefix, const char *name, float *dst,
+                       int ndim, int64_t d0, int64_t d1, cb_err *err) {
+    char key[256];
+    snprintf(key, sizeof key, "%s%s", prefix, name);
+    int64_t shape[2] = {d0, d1};
+    return st_read_f32(f, key, dst, ndim, shape, err);
+}
+
+int bert_load(bert_model *m, const char *dir, cb_err *err) {
+    memset(m, 0, sizeof *m);
+    if (bert_config_load(&m->cfg, dir, err)) return -1;
+    const bert_config *c = &m->cfg;
+    bert_param_sizes(c, m->sizes);
+    m->n_params = 0;
+    for (int i = 0; i < BP_COUNT; i++) m->n_params += m->sizes[i];
+    m->params = cb_xmalloc(m->n_params * sizeof(float));
+    float *p = m->params;
+    for (int i = 0; i < BP_COUNT; i++) { m->t[i] = p; p += m->sizes[i]; }
+
+    char *path = cb_path_join(dir, "model.safetensors");
+    st_file f;
+    if (st_open(&f, path, err)) {
+        free(path);
+        bert_free(m);
+        return -1;
+    }
+    free(path);
+    const char *pre = st_find(&f, "bert.embeddings.word_embeddings.weight") ? "bert." : "";
+    int64_t H = c->hidden_size, I = c->intermediate_size;
+    int rc = 0;
+    rc |= load_tensor(&f, pre, "embeddings.word_embeddings.weight", m->t[BP_WORD_EMB], 2, c->vocab_size, H, err);
+    if (!rc) rc |= load_tensor(&f, pre, "embeddings.position_embeddings.weight", m->t[BP_POS_EMB], 2, c->max_position_embeddings, H, err);
+    if (!rc) rc |= load_tensor(&f, pre, "embeddings.token_type_embeddings.weight", m->t[BP_TYPE_EMB], 2, c->type_vocab_size, H, err);
+    if (!rc) rc |= load_tensor(&f, pre, "embeddings.LayerNorm.weight", m->t[BP_EMB_LN_W], 1, H, 0, err);
+    if (!rc) rc |= load_tensor(&f, pre, "embeddings.LayerNorm.bias", m->t[BP_EMB_LN_B], 1, H, 0, err);
+    for (int l = 0; l < c->num_hidden_layers && !rc; l++) {
+        char n[128];
+        size_t HH = (size_t)H * H, HI = (size_t)H * I;
+        static const char *qkv[3] = {"query", "key", "value"};
+        for (int j = 0; j < 3 && !rc; j++) {
+            snprintf(n, sizeof n, "encoder.layer.%d.attention.self.%s.weight", l, qkv[j]);
+            rc |= load_tensor(&f, pre, n, m->t[BP_QKV_W] + (size_t)l * 3 * HH + (size_t)j * HH, 2, H, H, err);
+            snprintf(n, sizeof n, "encoder.layer.%d.attention.self.%s.bias", l, qkv[j]);
+            if (!rc) rc |= load_tensor(&f, pre, n, m->t[BP_QKV_B] + (size_t)l * 3 * H + (size_t)j * H, 1, H, 0, err);
+        }
+#define LOAD(name, idx, stride, nd, a, b)                                              \
+        if (!rc) {                                                                     \
+            snprintf(n, sizeof n, "encoder.layer.%d." name, l);                        \
+            rc |= load_tensor(&f, pre, n, m->t[idx] + (size_t)l * (stride), nd, a, b, err); \
+        }
+        LOAD("attention.output.dense.weight", BP_ATTO_W, HH, 2, H, H)
+        LOAD("attention.output.dense.bias", BP_ATTO_B, H, 1, H, 0)
+        LOAD("attention.output.LayerNorm.weight", BP_LN1_W, H, 1, H, 0)
+        LOAD("attention.output.LayerNorm.bias", BP_LN1_B, H, 1, H, 0)
+        LOAD("intermediate.dense.weight", BP_FFU_W, HI, 2, I, H)
+        LOAD("intermediate.dense.bias", BP_FFU_B, I, 1, I, 0)
+        LOAD("output.dense.weight", BP_FFD_W, HI, 2, H, I)
+        LOAD("output.dense.bias", BP_FFD_B, H, 1, H, 0)
+        LOAD("output.LayerNorm.weight", BP_LN2_W, H, 1, H, 0)
+        LOAD("output.LayerNorm.bias", BP_LN2_B, H, 1, H, 0)
+#undef LOAD
+    }
+    st_close(&f);
+    if (rc) {
+        bert_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+void bert_free(bert_model *m) {
+    free(m->params);
+    m->params = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* activations                                                         */
+
+void bert_acts_init(bert_acts *a, const bert_config *c, int max_tokens, size_t max_att, int train) {
+    memset(a, 0, sizeof *a);
+    size_t T = (size_t)max_tokens, H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t NH = (size_t)c->num_attention_heads;
+    size_t nl = train ? (size_t)c->num_hidden_layers : 1;
+    a->max_tokens = max_tokens;
+    a->max_att = max_att;
+    a->train = train;
+    size_t per_layer = T * 3 * H + NH * max_att + T * H * 5 + T * I * 2 + T * 4;
+    a->n_floats = T * H * 2 + T * 2 + nl * per_layer;
+    a->memory = cb_xmalloc(a->n_floats * sizeof(float));
+    float *p = a->memory;
+#define TAKE(ptr, n) do { ptr = p; p += (n); } while (0)
+    TAKE(a->emb, T * H);
+    TAKE(a->emb_mean, T);
+    TAKE(a->emb_rstd, T);
+    TAKE(a->emb_out, T * H);
+    /* per-layer buffers: layer l of buffer X lies at X + l * stride_X */
+    TAKE(a->qkv, nl * T * 3 * H);
+    TAKE(a->att, nl * NH * max_att);
+    TAKE(a->ctx, nl * T * H);
+    TAKE(a->res1, nl * T * H);
+    TAKE(a->ln1, nl * T * H);
+    TAKE(a->res2, nl * T * H);
+    TAKE(a->ln2, nl * T * H);
+    TAKE(a->ffh, nl * T * I);
+    TAKE(a->ffg, nl * T * I);
+    TAKE(a->ln1_mean, nl * T);
+    TAKE(a->ln1_rstd, nl * T);
+    TAKE(a->ln2_mean, nl * T);
+    TAKE(a->ln2_rstd, nl * T);
+#undef TAKE
+    CB_ASSERT((size_t)(p - a->memory) == a->n_floats);
+    a->stride_TH = train ? T * H : 0;
+    a->stride_T3H = train ? T * 3 * H : 0;
+    a->stride_TI = train ? T * I : 0;
+    a->stride_T = train ? T : 0;
+    a->stride_att = train ? NH * max_att : 0;
+    a->seq_off = cb_xmalloc((T + 1) * sizeof(int));
+    a->att_off = cb_xmalloc((T + 1) * sizeof(size_t));
+    a->pos = cb_xmalloc(T * sizeof(int));
+}
+
+void bert_acts_free(bert_acts *a) {
+    free(a->memory);
+    free(a->seq_off);
+    free(a->att_off);
+    free(a->pos);
+    memset(a, 0, sizeof *a);
+}
+
+/* ------------------------------------------------------------------ */
+/* kernels                                                             */
+
+/* out, inp: [T, C]; mean, rstd: [T]; w, b: [C] */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *w, const float *b, int T, int C, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *x = inp + (size_t)t * C;
+        float *o = out + (size_t)t * C;
+        double s = 0;
+        for (int i = 0; i < C; i++) s += x[i];
+        float m = (float)(s / C);
+        double v = 0;
+        for (int i = 0; i < C; i++) { float d = x[i] - m; v += (double)d * d; }
+        float r = 1.0f / sqrtf((float)(v / C) + eps);
+        for (int i = 0; i < C; i++) o[i] = (x[i] - m) * r * w[i] + b[i];
+        mean[t] = m;
+        rstd[t] = r;
+    }
+}
+
+/* out, inp: [n]; exact GELU 0.5 x (1 + erf(x / sqrt 2)) */
+void gelu_forward(float *out, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
+    }
+}
+
+/* out: [T, OC]; inp: [T, C]; w: [OC, C]; b: [OC] or NULL */
+void matmul_forward(float *out, const float *inp, const float *w, const float *b, int T, int C, int OC) {
+    if (b) {
+#pragma omp parallel for schedule(static)
+        for (int t = 0; t < T; t++) memcpy(out + (size_t)t * OC, b, (size_t)OC * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, OC, C, 1.0f, inp, C, w, C,
+                b ? 1.0f : 0.0f, out, OC);
+}
+
+/* Multi-head self-attention over a packed batch.
+ * ctx: [T, H]; att: [NH * sum n_s^2] probabilities (sequence s, head h at
+ * att_off[s] * NH + h * n_s^2, row-major [query, key]); qkv: [T, 3H];
+ * mask: [T] or NULL (keys with mask 0 get probability 0). */
+static void attention_forward(float *ctx, float *att, const float *qkv, const uint8_t *mask,
+                              const int *seq_off, const size_t *att_off, int S, int H, int NH) {
+    int D = H / NH;
+    float scale = 1.0f / sqrtf((float)D);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int job = 0; job < S * NH; job++) {
+        int s = job / NH, h = job % NH;
+        int o = seq_off[s], n = seq_off[s + 1] - o;
+        const float *q = qkv + (size_t)o * 3 * H + (size_t)h * D;
+        const float *k = q + H;
+        const float *v = q + 2 * H;
+        float *P = att + att_off[s] * NH + (size_t)h * n * n;
+        /* P[n, n] = scale * q[n, D] @ k[n, D]^T (rows strided by 3H) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, scale, q, 3 * H, k,
+                    3 * H, 0.0f, P, n);
+        for (int i = 0; i < n; i++) {
+            float *row = P + (size_t)i * n;
+            if (mask)
+                for (int j = 0; j < n; j++) if (!mask[o + j]) row[j] = -INFINITY;
+            float mx = -INFINITY;
+            for (int j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+            float sum = 0;
+            for (int j = 0; j < n; j++) { float e = expf(row[j] - mx); row[j] = e; sum += e; }
+            float inv = 1.0f / sum;
+            for (int j = 0; j < n; j++) row[j] *= inv;
+        }
+        /* ctx[n, D] (rows strided by H) = P[n, n] @ v[n, D] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, n, 1.0f, P, n, v, 3 * H,
+                    0.0f, ctx + (size_t)o * H + (size_t)h * D, H);
+    }
+}
+
+static void residual_forward(float *out, const float *a, const float *b, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+/* ------------------------------------------------------------------ */
+/* forward                                                             */
+
+float *bert_output(const bert_model *m, const bert_acts *a) {
+    int L = m->cfg.num_hidden_layers;
+    return L > 0 ? a->ln2 + (size_t)(L - 1) * a->stride_TH : a->emb_out;
+}
+
+void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
+    const bert_config *c = &m->cfg;
+    int H = c->hidden_size, I = c->intermediate_size, NH = c->num_attention_heads;
+    float eps = c->layer_norm_eps;
+    int S = b->n_seq;
+    /* layout of the batch */
+    int T = 0;
+    size_t att = 0;
+    for (int s = 0; s < S; s++) {
+        int n = b->seq_len[s];
+        CB_ASSERT(n > 0 && n <= c->max_position_embeddings);
+        a->seq_off[s] = T;
+        a->att_off[s] = att;
+        for (int i = 0; i < n; i++) a->pos[T + i] = i;
+        T += n;
+        att += (size_t)n * n;
+    }
+    a->seq_off[S] = T;
+    CB_ASSERT(T <= a->max_tokens && att <= a->max_att);
+
+    /* embeddings: emb[t] = word[id] + pos[p] + type[tt]; then LayerNorm */
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        int id = b->ids[t], tt = b->type_ids ? b->type_ids[t] : 0;
+        CB_ASSERT(id >= 0 && id < c->vocab_size && tt >= 0 && tt < c->type_vocab_size);
+        const float *we = m->t[BP_WORD_EMB] + (size_t)id * H;
+        const float *pe = m->t[BP_POS_EMB] + (size_t)a->pos[t] * H;
+        const float *te = m->t[BP_TYPE_EMB] + (size_t)tt * H;
+        float *e = a->emb + (size_t)t * H;
+        for (int i = 0; i < H; i++) e[i] = we[i] + pe[i] + te[i];
+    }
+    layernorm_forward(a->emb_out, a->emb_mean, a->emb_rstd, a->emb, m->t[BP_EMB_LN_W],
+                      m->t[BP_EMB_LN_B], T, H, eps);
+
+    const float *x = a->emb_out;
+    size_t HH = (size_t)H * H, HI = (size_t)H * I;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        float *qkv = a->qkv + l * a->stride_T3H;
+        float *P = a->att + l * a->stride_att;
+        float *ctx = a->ctx + l * a->stride_TH;
+        float *res1 = a->res1 + l * a->stride_TH;
+        float *ln1 = a->ln1 + l * a->stride_TH;
+        float *ffh = a->ffh + l * a->stride_TI;
+        float *ffg = a->ffg + l * a->stride_TI;
+        float *res2 = a->res2 + l * a->stride_TH;
+        float *ln2 = a->ln2 + l * a->stride_TH;
+        matmul_forward(qkv, x, m->t[BP_QKV_W] + l * 3 * HH, m->t[BP_QKV_B] + (size_t)l * 3 * H, T, H, 3 * H);
+        attention_forward(ctx, P, qkv, b->mask, a->seq_off, a->att_off, S, H, NH);
+        /* attention output projection into res1, then res1 += x */
+        matmul_forward(res1, ctx, m->t[BP_ATTO_W] + l * HH, m->t[BP_ATTO_B] + (size_t)l * H, T, H, H);
+        residual_forward(res1, res1, x, (size_t)T * H);
+        layernorm_forward(ln1, a->ln1_mean + l * a->stride_T, a->ln1_rstd + l * a->stride_T, res1,
+                          m->t[BP_LN1_W] + (size_t)l * H, m->t[BP_LN1_B] + (size_t)l * H, T, H, eps);
+        matmul_forward(ffh, ln1, m->t[BP_FFU_W] + l * HI, m->t[BP_FFU_B] + (size_t)l * I, T, H, I);
+        gelu_forward(ffg, ffh, (size_t)T * I);
+        matmul_forward(res2, ffg, m->t[BP_FFD_W] + l * HI, m->t[BP_FFD_B] + (size_t)l * H, T, I, H);
+        residual_forward(res2, res2, ln1, (size_t)T * H);
+        layernorm_forward(ln2, a->ln2_mean + l * a->stride_T, a->ln2_rstd + l * a->stride_T, res2,
+                          m->t[BP_LN2_W] + (size_t)l * H, m->t[BP_LN2_B] + (size_t)l * H, T, H, eps);
+        x = ln2;
+    }
+}

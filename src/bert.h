@@ -1,0 +1,120 @@
+/* bert.h: the BERT encoder, forward pass on packed variable-length batches.
+ *
+ * Packing. A batch of S sequences of lengths n_0..n_{S-1} is laid out as
+ * T = sum n_s rows, one per token, with no padding anywhere: every linear
+ * layer is one GEMM over the T rows, and attention runs per sequence and
+ * head over its own n_s x n_s block. A per-token attention mask (0 = this
+ * token is computed but no other token attends to it, as Hugging Face's
+ * attention_mask does for ColBERT's [MASK] query padding) is optional.
+ * Results equal transformers' BertModel on the unpadded tokens.
+ *
+ * Memory. Parameters live in one allocation (bert_model.params) laid out as
+ * the bert_params pointers say; Q, K and V are stored fused as one
+ * [3H, H] matrix per layer. Activations live in one allocation sized for the
+ * largest batch (bert_acts); in inference mode all layers share one set of
+ * buffers, in training mode every layer keeps its own for the backward pass.
+ */
+#ifndef CB_BERT_H
+#define CB_BERT_H
+#include <stddef.h>
+#include <stdint.h>
+#include "common.h"
+#include "model.h"
+
+/* Parameter tensors, in the order they lie in memory. L = layers,
+ * H = hidden, I = intermediate, V = vocab, P = positions, TV = token types. */
+enum {
+    BP_WORD_EMB,   /* [V, H] */
+    BP_POS_EMB,    /* [P, H] */
+    BP_TYPE_EMB,   /* [TV, H] */
+    BP_EMB_LN_W,   /* [H] */
+    BP_EMB_LN_B,   /* [H] */
+    BP_QKV_W,      /* [L, 3H, H]  rows: query, key, value */
+    BP_QKV_B,      /* [L, 3H] */
+    BP_ATTO_W,     /* [L, H, H]   attention.output.dense */
+    BP_ATTO_B,     /* [L, H] */
+    BP_LN1_W,      /* [L, H]      attention.output.LayerNorm */
+    BP_LN1_B,      /* [L, H] */
+    BP_FFU_W,      /* [L, I, H]   intermediate.dense */
+    BP_FFU_B,      /* [L, I] */
+    BP_FFD_W,      /* [L, H, I]   output.dense */
+    BP_FFD_B,      /* [L, H] */
+    BP_LN2_W,      /* [L, H]      output.LayerNorm */
+    BP_LN2_B,      /* [L, H] */
+    BP_COUNT
+};
+
+typedef struct bert_model {
+    bert_config cfg;
+    float *params;              /* one allocation, n_params floats */
+    size_t n_params;
+    size_t sizes[BP_COUNT];     /* floats per tensor */
+    float *t[BP_COUNT];         /* pointers into params */
+} bert_model;
+
+/* Sizes (in floats) of every parameter tensor for a config. */
+void bert_param_sizes(const bert_config *c, size_t sizes[BP_COUNT]);
+
+/* Load config.json and model.safetensors from a model directory (keys with
+ * or without the "bert." prefix; pooler and cls.* tensors are ignored).
+ * Returns 0, or -1 with err naming the file and the problem. */
+int bert_load(bert_model *m, const char *dir, cb_err *err);
+void bert_free(bert_model *m);
+
+/* A packed batch. ids, type_ids, mask are [T]; seq_len is [S]. type_ids and
+ * mask may be NULL (all 0, all 1). Every sequence must have at least one
+ * token with mask 1. */
+typedef struct bert_batch {
+    int n_seq;
+    const int *seq_len;
+    const int32_t *ids;
+    const int32_t *type_ids;
+    const uint8_t *mask;
+} bert_batch;
+
+/* Activations. Sized by bert_acts_init for at most max_tokens tokens in a
+ * batch and max_att attention scores (sum over sequences of n_s^2, times
+ * heads is applied inside). */
+typedef struct bert_acts {
+    int max_tokens;
+    size_t max_att;             /* sum of n_s^2 the buffers hold */
+    int train;                  /* 1: each layer keeps its activations */
+    float *memory;              /* the one allocation */
+    size_t n_floats;
+    /* embeddings */
+    float *emb;                 /* [T, H] word + pos + type, before LN */
+    float *emb_mean, *emb_rstd; /* [T] */
+    float *emb_out;             /* [T, H] after LN: input of layer 0 */
+    /* per layer (layer l at + l * stride; stride 0 in inference) */
+    float *qkv;                 /* [T, 3H] */
+    float *att;                 /* [heads * sum n_s^2] softmax probabilities */
+    float *ctx;                 /* [T, H] attention context, heads side by side */
+    float *res1;                /* [T, H] x + attention output, before LN1 */
+    float *ln1_mean, *ln1_rstd; /* [T] */
+    float *ln1;                 /* [T, H] */
+    float *ffh;                 /* [T, I] before GELU */
+    float *ffg;                 /* [T, I] after GELU */
+    float *res2;                /* [T, H] ln1 + FFN output, before LN2 */
+    float *ln2_mean, *ln2_rstd; /* [T] */
+    float *ln2;                 /* [T, H] layer output */
+    size_t stride_TH, stride_T3H, stride_TI, stride_T, stride_att;
+    /* per-batch bookkeeping, filled by bert_forward */
+    int *seq_off;               /* [max_tokens] token offset of each sequence */
+    size_t *att_off;            /* [max_tokens] offset of each sequence's scores */
+    int *pos;                   /* [max_tokens] position id of each token */
+} bert_acts;
+
+void bert_acts_init(bert_acts *a, const bert_config *c, int max_tokens, size_t max_att, int train);
+void bert_acts_free(bert_acts *a);
+
+/* Forward pass. Output: the last hidden states, bert_output(m, a), [T, H]. */
+void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b);
+float *bert_output(const bert_model *m, const bert_acts *a);
+
+/* Kernels (exposed for tests). Shapes in the comments of bert.c. */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *w, const float *b, int T, int C, float eps);
+void gelu_forward(float *out, const float *inp, size_t n);
+/* out[T, OC] = inp[T, C] @ w[OC, C]^T + b[OC] (b may be NULL) */
+void matmul_forward(float *out, const float *inp, const float *w, const float *b, int T, int C, int OC);
+#endif

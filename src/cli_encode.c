@@ -1,0 +1,166 @@
+/* cli_encode.c: `colbert encode`: sentence embeddings or token vectors of
+ * each line of a text file, written as .npy. */
+#include "cli.h"
+#include "encoder.h"
+#include "npy.h"
+
+#include <errno.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+void openblas_set_num_threads(int);
+
+static const char *ENCODE_HELP =
+    "usage: colbert encode --model M --input FILE --output OUT.npy [options]\n"
+    "\n"
+    "Encode each line of FILE (one text a line, UTF-8) with a BERT-family model.\n"
+    "By default writes the sentence embeddings, [N, hidden] float32, pooled and\n"
+    "normalised as the model's sentence-transformers files (modules.json,\n"
+    "1_Pooling/config.json) say, mean pooling when there are none.\n"
+    "\n"
+    "options:\n"
+    "  --model M          model directory, or hub id from the local Hugging Face cache\n"
+    "  --input FILE       input texts, one per line ('-' for stdin)\n"
+    "  --output OUT.npy   output file (written to a temporary name, then renamed)\n"
+    "  --token-vectors    write the last hidden states of every token instead:\n"
+    "                     OUT.npy [total tokens, hidden] in input order, and\n"
+    "                     OUT.lengths.npy [N] int32 tokens per text\n"
+    "  --max-length N     tokens per text incl. [CLS] and [SEP] (default: the model's\n"
+    "                     max_seq_length, else max_position_embeddings)\n"
+    "  --threads N        threads (default: all cores)\n"
+    "  --quiet            no progress bar\n"
+    "  -h, --help         this help\n";
+
+/* Read the lines of path (or stdin for "-"): *buf holds the text with each
+ * line NUL-terminated; returns the count. */
+int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, cb_err *err);
+
+int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, cb_err *err) {
+    size_t n = 0;
+    char *text;
+    if (!strcmp(path, "-")) {
+        size_t cap = 1 << 16;
+        text = cb_xmalloc(cap);
+        size_t got;
+        while ((got = fread(text + n, 1, cap - n - 1, stdin)) > 0) {
+            n += got;
+            if (n + 1 >= cap) text = cb_xrealloc(text, cap *= 2);
+        }
+        text[n] = '\0';
+    } else if (!(text = cb_read_file(path, &n, err))) {
+        return -1;
+    }
+    size_t cap = 1024, count = 0;
+    char **L = cb_xmalloc(cap * sizeof(char *));
+    size_t *N = cb_xmalloc(cap * sizeof(size_t));
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && text[j] != '\n') j++;
+        size_t e = j;
+        if (e > i && text[e - 1] == '\r') e--;
+        if (count == cap) {
+            L = cb_xrealloc(L, (cap *= 2) * sizeof(char *));
+            N = cb_xrealloc(N, cap * sizeof(size_t));
+        }
+        text[e] = '\0';
+        L[count] = text + i;
+        N[count] = e - i;
+        count++;
+        i = j + 1;
+    }
+    *buf = text;
+    *lines = L;
+    *lens = N;
+    return (int)count;
+}
+
+void cli_set_threads(int n);
+void cli_set_threads(int n) {
+    if (n <= 0) return;
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+    openblas_set_num_threads(n);
+}
+
+int cli_encode(int argc, char **argv) {
+    const char *model = NULL, *input = NULL, *output = NULL;
+    int token_vectors = 0, max_len = 0, threads = 0, quiet = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int more = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(ENCODE_HELP, stdout); return 0; }
+        else if (!strcmp(a, "--model") && more) model = argv[++i];
+        else if (!strcmp(a, "--input") && more) input = argv[++i];
+        else if (!strcmp(a, "--output") && more) output = argv[++i];
+        else if (!strcmp(a, "--token-vectors")) token_vectors = 1;
+        else if (!strcmp(a, "--max-length") && more) max_len = atoi(argv[++i]);
+        else if (!strcmp(a, "--threads") && more) threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--quiet")) quiet = 1;
+        else {
+            fprintf(stderr, "colbert encode: unknown or incomplete option '%s'\n\n%s", a, ENCODE_HELP);
+            return 2;
+        }
+    }
+    if (!model || !input || !output) {
+        fprintf(stderr, "colbert encode: --model, --input and --output are required\n\n%s", ENCODE_HELP);
+        return 2;
+    }
+    size_t olen = strlen(output);
+    if (olen < 5 || strcmp(output + olen - 4, ".npy")) {
+        fprintf(stderr, "colbert: error: %s: the output must be a .npy file\n", output);
+        return 2;
+    }
+    cli_set_threads(threads);
+    cb_err err = {{0}};
+    encoder e;
+    if (encoder_load(&e, model, max_len, &err)) {
+        fprintf(stderr, "colbert: error: %s\n", err.msg);
+        return 1;
+    }
+    e.quiet = quiet;
+    char *buf, **lines;
+    size_t *lens;
+    int n = cli_read_lines(input, &buf, &lines, &lens, &err);
+    if (n < 0) {
+        fprintf(stderr, "colbert: error: %s\n", err.msg);
+        encoder_free(&e);
+        return 1;
+    }
+    int H = e.bert.cfg.hidden_size, rc = 0;
+    double t0 = cb_now();
+    if (!token_vectors) {
+        float *out = cb_xmalloc((size_t)(n ? n : 1) * H * sizeof(float));
+        encoder_embed(&e, (const char *const *)lines, lens, n, out);
+        int64_t shape[2] = {n, H};
+        rc = npy_write(output, "<f4", out, 2, shape, &err);
+        free(out);
+    } else {
+        int *L;
+        float *vec;
+        encoder_token_vectors(&e, (const char *const *)lines, lens, n, &L, &vec);
+        int64_t total = 0;
+        for (int i = 0; i < n; i++) total += L[i];
+        int64_t shape[2] = {total, H}, lshape[1] = {n};
+        char *lpath = cb_xmalloc(olen + 16);
+        memcpy(lpath, output, olen - 4);
+        strcpy(lpath + olen - 4, ".lengths.npy");
+        rc = npy_write(lpath, "<i4", L, 1, lshape, &err);
+        if (!rc) rc = npy_write(output, "<f4", vec, 2, shape, &err);
+        if (rc) remove(lpath);
+        free(lpath);
+        free(L);
+        free(vec);
+    }
+    if (rc) fprintf(stderr, "colbert: error: %s\n", err.msg);
+    else if (!quiet)
+        fprintf(stderr, "encoded %d texts in %.2f s (%.1f texts/s) -> %s\n", n, cb_now() - t0,
+                n / (cb_now() - t0 + 1e-9), output);
+    free(buf);
+    free(lines);
+    free(lens);
+    encoder_free(&e);
+    return rc ? 1 : 0;
+}

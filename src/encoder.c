@@ -1,0 +1,175 @@
+/* encoder.c: see encoder.h. */
+#include "encoder.h"
+#include "progress.h"
+
+#include <math.h>
+#include <string.h>
+
+int encoder_load(encoder *e, const char *name, int max_len, cb_err *err) {
+    memset(e, 0, sizeof *e);
+    e->dir = model_resolve(name, err);
+    if (!e->dir) return -1;
+    if (sbert_config_load(&e->sbert, e->dir, err)) goto fail;
+    if (!(e->tok = tokenizer_load(e->dir, err))) goto fail;
+    if (bert_load(&e->bert, e->dir, err)) goto fail;
+    e->sp = tokenizer_get_specials(e->tok);
+    if (e->sp.cls < 0 || e->sp.sep < 0) {
+        cb_err_set(err, "%s: the vocabulary has no [CLS] or [SEP] token", e->dir);
+        goto fail;
+    }
+    int model_max = e->bert.cfg.max_position_embeddings;
+    e->max_len = max_len > 0 ? max_len : (e->sbert.max_seq_length > 0 ? e->sbert.max_seq_length : model_max);
+    if (e->max_len > model_max) e->max_len = model_max;
+    if (e->max_len < 2) e->max_len = 2;
+    e->batch_tokens = e->max_len > 4096 ? e->max_len : 4096;
+    bert_acts_init(&e->acts, &e->bert.cfg, e->batch_tokens, (size_t)e->batch_tokens * (size_t)e->max_len, 0);
+    return 0;
+fail:
+    encoder_free(e);
+    return -1;
+}
+
+void encoder_free(encoder *e) {
+    if (e->tok) tokenizer_free(e->tok);
+    if (e->bert.params) bert_free(&e->bert);
+    if (e->acts.memory) bert_acts_free(&e->acts);
+    free(e->dir);
+    memset(e, 0, sizeof *e);
+}
+
+int encoder_tokenize(const encoder *e, const char *text, size_t len, int32_t *ids) {
+    int n = tokenizer_encode(e->tok, text, len, ids + 1, e->max_len - 2);
+    if (n > e->max_len - 2) n = e->max_len - 2;
+    ids[0] = e->sp.cls;
+    ids[n + 1] = e->sp.sep;
+    return n + 2;
+}
+
+/* Tokenize all texts (in parallel) into ids[n * max_len], lens[n]. */
+static void tokenize_all(const encoder *e, const char *const *texts, const size_t *lens, int n,
+                         int32_t *ids, int *ntok) {
+#pragma omp parallel for schedule(dynamic, 64)
+    for (int i = 0; i < n; i++)
+        ntok[i] = encoder_tokenize(e, texts[i], lens[i], ids + (size_t)i * e->max_len);
+}
+
+static const int *sort_keys;
+static int by_length_desc(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    int d = sort_keys[y] - sort_keys[x];
+    return d ? d : x - y;
+}
+
+/* Visit batches of texts in order of decreasing length; for each batch run
+ * the forward pass and call visit(order slice, count, hidden states). */
+typedef void (*batch_visit)(void *ctx, const int *idx, int count, const int *ntok, const float *hidden);
+
+static void run_batches(encoder *e, const char *const *texts, const size_t *lens, int n,
+                        batch_visit visit, void *ctx) {
+    int32_t *ids = cb_xmalloc((size_t)n * e->max_len * sizeof(int32_t));
+    int *ntok = cb_xmalloc((size_t)(n ? n : 1) * sizeof(int));
+    int *order = cb_xmalloc((size_t)(n ? n : 1) * sizeof(int));
+    int32_t *packed = cb_xmalloc((size_t)e->batch_tokens * sizeof(int32_t));
+    int *seq_len = cb_xmalloc((size_t)e->batch_tokens * sizeof(int));
+    tokenize_all(e, texts, lens, n, ids, ntok);
+    for (int i = 0; i < n; i++) order[i] = i;
+    sort_keys = ntok;
+    qsort(order, (size_t)n, sizeof(int), by_length_desc);
+    progress pg;
+    progress_init(&pg, "encode", "texts", n, e->quiet);
+    for (int start = 0; start < n;) {
+        int T = 0, count = 0;
+        while (start + count < n && T + ntok[order[start + count]] <= e->batch_tokens) {
+            int i = order[start + count];
+            memcpy(packed + T, ids + (size_t)i * e->max_len, (size_t)ntok[i] * sizeof(int32_t));
+            seq_len[count] = ntok[i];
+            T += ntok[i];
+            count++;
+        }
+        bert_batch b = {.n_seq = count, .seq_len = seq_len, .ids = packed};
+        bert_forward(&e->bert, &e->acts, &b);
+        visit(ctx, order + start, count, seq_len, bert_output(&e->bert, &e->acts));
+        start += count;
+        progress_update(&pg, start);
+    }
+    progress_finish(&pg);
+    free(ids);
+    free(ntok);
+    free(order);
+    free(packed);
+    free(seq_len);
+}
+
+typedef struct embed_ctx { const encoder *e; float *out; } embed_ctx;
+
+static void pool_batch(void *vctx, const int *idx, int count, const int *ntok, const float *hidden) {
+    embed_ctx *c = vctx;
+    int H = c->e->bert.cfg.hidden_size;
+    sbert_pooling mode = c->e->sbert.pooling;
+    int off = 0;
+    for (int k = 0; k < count; k++) {
+        const float *h = hidden + (size_t)off * H;
+        float *o = c->out + (size_t)idx[k] * H;
+        int n = ntok[k];
+        if (mode == POOL_CLS) {
+            memcpy(o, h, (size_t)H * sizeof(float));
+        } else if (mode == POOL_MAX) {
+            for (int j = 0; j < H; j++) {
+                float m = h[j];
+                for (int t = 1; t < n; t++) m = fmaxf(m, h[(size_t)t * H + j]);
+                o[j] = m;
+            }
+        } else {
+            for (int j = 0; j < H; j++) o[j] = 0;
+            for (int t = 0; t < n; t++)
+                for (int j = 0; j < H; j++) o[j] += h[(size_t)t * H + j];
+            float div = mode == POOL_MEAN_SQRT_LEN ? sqrtf((float)n) : (float)n;
+            for (int j = 0; j < H; j++) o[j] /= div;
+        }
+        if (c->e->sbert.normalize) {
+            /* torch.nn.functional.normalize: x / max(||x||, 1e-12) */
+            double s = 0;
+            for (int j = 0; j < H; j++) s += (double)o[j] * o[j];
+            float inv = 1.0f / fmaxf((float)sqrt(s), 1e-12f);
+            for (int j = 0; j < H; j++) o[j] *= inv;
+        }
+        off += n;
+    }
+}
+
+void encoder_embed(encoder *e, const char *const *texts, const size_t *lens, int n, float *out) {
+    embed_ctx c = {e, out};
+    run_batches(e, texts, lens, n, pool_batch, &c);
+}
+
+typedef struct tokvec_ctx { int H; int *lengths; size_t *offsets; float *vectors; } tokvec_ctx;
+
+static void copy_batch(void *vctx, const int *idx, int count, const int *ntok, const float *hidden) {
+    tokvec_ctx *c = vctx;
+    size_t off = 0;
+    for (int k = 0; k < count; k++) {
+        size_t nf = (size_t)ntok[k] * c->H;
+        memcpy(c->vectors + c->offsets[idx[k]] * c->H, hidden + off, nf * sizeof(float));
+        off += nf;
+    }
+}
+
+void encoder_token_vectors(encoder *e, const char *const *texts, const size_t *lens, int n,
+                           int **lengths, float **vectors) {
+    int H = e->bert.cfg.hidden_size;
+    int *L = cb_xmalloc((size_t)(n ? n : 1) * sizeof(int));
+    size_t *offs = cb_xmalloc((size_t)(n ? n : 1) * sizeof(size_t));
+    int32_t *tmp = cb_xmalloc((size_t)e->max_len * sizeof(int32_t));
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {  /* lengths first, to lay out the output */
+        L[i] = encoder_tokenize(e, texts[i], lens[i], tmp);
+        offs[i] = total;
+        total += (size_t)L[i];
+    }
+    free(tmp);
+    tokvec_ctx c = {H, L, offs, cb_xmalloc((total ? total : 1) * H * sizeof(float))};
+    run_batches(e, texts, lens, n, copy_batch, &c);
+    free(offs);
+    *lengths = L;
+    *vectors = c.vectors;
+}

@@ -1,0 +1,44 @@
+/* encoder.h: text in, vectors out. A tokenizer, a BERT model and the
+ * sentence-transformers pooling of one model directory, with the batching
+ * that makes encoding fast: texts are tokenized in parallel, sorted by
+ * length and packed into batches of about `batch_tokens` tokens, so no work
+ * is spent on padding.
+ */
+#ifndef CB_ENCODER_H
+#define CB_ENCODER_H
+#include <stddef.h>
+#include <stdint.h>
+#include "bert.h"
+#include "model.h"
+#include "tokenizer.h"
+
+typedef struct encoder {
+    char *dir;              /* resolved model directory */
+    tokenizer *tok;
+    tokenizer_specials sp;
+    bert_model bert;
+    sbert_config sbert;
+    int max_len;            /* tokens per text, [CLS] and [SEP] included */
+    int batch_tokens;       /* token budget of one forward pass */
+    bert_acts acts;
+    int quiet;              /* no progress bar */
+} encoder;
+
+/* Load a model by name (directory or hub id). max_len 0: the model's
+ * sentence-transformers max_seq_length, else max_position_embeddings. */
+int encoder_load(encoder *e, const char *name, int max_len, cb_err *err);
+void encoder_free(encoder *e);
+
+/* Token ids of one text: [CLS] pieces... [SEP], truncated to max_len.
+ * ids must hold max_len entries; returns the count. */
+int encoder_tokenize(const encoder *e, const char *text, size_t len, int32_t *ids);
+
+/* Sentence embeddings: out[n, H], pooled and normalised as the model's
+ * sentence-transformers modules say (mean pooling when there are none). */
+void encoder_embed(encoder *e, const char *const *texts, const size_t *lens, int n, float *out);
+
+/* Last hidden states of every token. *lengths gets [n] token counts,
+ * *vectors [sum lengths, H] packed in input order. Caller frees both. */
+void encoder_token_vectors(encoder *e, const char *const *texts, const size_t *lens, int n,
+                           int **lengths, float **vectors);
+#endif
