@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# run.sh: the benchmarks of colbert.c (make bench). Long; never part of
+# make test. Each prints the peer and us side by side, and the ratio.
+#   bench/run.sh            all
+#   bench/run.sh sgemm      SGEMM GFLOP/s at BERT shapes (OpenBLAS, and BLIS if installed)
+#   bench/run.sh encode     colbert encode vs sentence-transformers
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+what="${1:-all}"
+threads="${THREADS:-$(nproc)}"
+if [ "$what" = all ] || [ "$what" = sgemm ]; then
+    mkdir -p build/bench
+    cc -O2 -fopenmp bench/bench_sgemm.c $(pkg-config --cflags --libs openblas) -o build/bench/sgemm_openblas
+    echo "# OpenBLAS kernels: $(build/colbert info | sed -n 's/^kernels: //p')"
+    OMP_NUM_THREADS=$threads build/bench/sgemm_openblas openblas
+    if [ -f /usr/include/blis/cblas.h ] && [ -e /usr/lib/x86_64-linux-gnu/libblis.so ]; then
+        cc -O2 -fopenmp bench/bench_sgemm.c -I/usr/include/blis -lblis -lm -o build/bench/sgemm_blis
+        OMP_NUM_THREADS=$threads BLIS_NUM_THREADS=$threads build/bench/sgemm_blis blis
+    fi
+fi
+if [ "$what" = all ] || [ "$what" = encode ]; then
+    HF_HUB_OFFLINE=1 $PY bench/bench_encode.py --threads "$threads"
+fi
