@@ -128,12 +128,15 @@ static int st_parse_entry(const st_file *f, st_tensor *t, const json_t *v,
     t->begin = (size_t)b;
     t->end = (size_t)e;
     char sb[160];
-    if (overflow || nbytes != t->end - t->begin)
-        return cb_err_set(err, "%s: tensor '%s': shape %s of %s needs %s%zu bytes but "
+    if (overflow)
+        return cb_err_set(err, "%s: tensor '%s': shape %s of %s is too large (its byte "
+                          "count overflows)", p, nm, shape_str(sb, sizeof sb, t->ndim, t->shape),
+                          st_dtypes[t->dtype].name);
+    if (nbytes != t->end - t->begin)
+        return cb_err_set(err, "%s: tensor '%s': shape %s of %s needs %zu bytes but "
                           "data_offsets [%zu, %zu] hold %zu",
                           p, nm, shape_str(sb, sizeof sb, t->ndim, t->shape),
-                          st_dtypes[t->dtype].name, overflow ? "more than " : "",
-                          overflow ? SIZE_MAX : nbytes, t->begin, t->end, t->end - t->begin);
+                          st_dtypes[t->dtype].name, nbytes, t->begin, t->end, t->end - t->begin);
     return 0;
 }
 
