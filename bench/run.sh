@@ -12,8 +12,9 @@ threads="${THREADS:-$(nproc)}"
 if [ "$what" = all ] || [ "$what" = sgemm ]; then
     mkdir -p build/bench
     cc -O2 -fopenmp bench/bench_sgemm.c $(pkg-config --cflags --libs openblas) -o build/bench/sgemm_openblas
-    echo "# OpenBLAS kernels: $(build/colbert info | sed -n 's/^kernels: //p')"
-    OMP_NUM_THREADS=$threads build/bench/sgemm_openblas openblas
+
+    core=$(build/colbert info | sed -n "s/^kernels: //p")
+    OPENBLAS_CORETYPE=$core OMP_NUM_THREADS=$threads build/bench/sgemm_openblas openblas
     if [ -f /usr/include/blis/cblas.h ] && [ -e /usr/lib/x86_64-linux-gnu/libblis.so ]; then
         cc -O2 -fopenmp bench/bench_sgemm.c -I/usr/include/blis -lblis -lm -o build/bench/sgemm_blis
         OMP_NUM_THREADS=$threads BLIS_NUM_THREADS=$threads build/bench/sgemm_blis blis
