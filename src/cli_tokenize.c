@@ -1,0 +1,119 @@
+/* cli_tokenize.c: `colbert tokenize`: the word-piece ids of each input line,
+ * space-separated, one output line per input line, no special tokens. */
+#include "cli.h"
+#include "model.h"
+#include "tokenizer.h"
+
+#include <errno.h>
+#include <string.h>
+
+static const char *TOKENIZE_HELP =
+    "usage: colbert tokenize --model M [FILE]\n"
+    "\n"
+    "Print the word-piece ids of each line of FILE (stdin when FILE is absent\n"
+    "or '-'), space-separated, one output line per input line, without special\n"
+    "tokens ([CLS], [SEP]). The trailing \\n and \\r of each line are not part of\n"
+    "the text. Same ids as Hugging Face tokenizers' encode(text,\n"
+    "add_special_tokens=False).\n"
+    "\n"
+    "options:\n"
+    "  --model M    model directory, or hub id from the local Hugging Face cache\n"
+    "  -h, --help   this help\n";
+
+/* Append the decimal of v (>= 0) to p; returns the new end. */
+static char *put_int(char *p, int32_t v) {
+    char tmp[12];
+    int n = 0;
+    uint32_t u = (uint32_t)v;
+    do { tmp[n++] = (char)('0' + u % 10); u /= 10; } while (u);
+    while (n) *p++ = tmp[--n];
+    return p;
+}
+
+int cli_tokenize(int argc, char **argv) {
+    const char *model = NULL, *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(TOKENIZE_HELP, stdout);
+            return 0;
+        } else if (!strcmp(a, "--model")) {
+            if (++i == argc) { fprintf(stderr, "colbert tokenize: --model needs a value\n%s", TOKENIZE_HELP); return 2; }
+            model = argv[i];
+        } else if (!strncmp(a, "--model=", 8)) {
+            model = a + 8;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            fprintf(stderr, "colbert tokenize: unknown option '%s'\n%s", a, TOKENIZE_HELP);
+            return 2;
+        } else if (path) {
+            fprintf(stderr, "colbert tokenize: one input file at most ('%s' and '%s')\n%s", path, a, TOKENIZE_HELP);
+            return 2;
+        } else {
+            path = a;
+        }
+    }
+    if (!model) {
+        fprintf(stderr, "colbert tokenize: --model is required\n%s", TOKENIZE_HELP);
+        return 2;
+    }
+
+    cb_err err = {{0}};
+    char *dir = model_resolve(model, &err);
+    if (!dir) { fprintf(stderr, "colbert: error: %s\n", err.msg); return 1; }
+    tokenizer *tok = tokenizer_load(dir, &err);
+    free(dir);
+    if (!tok) { fprintf(stderr, "colbert: error: %s\n", err.msg); return 1; }
+
+    FILE *in = stdin;
+    if (path && strcmp(path, "-")) {
+        in = fopen(path, "rb");
+        if (!in) {
+            fprintf(stderr, "colbert: error: %s: cannot open: %s\n", path, strerror(errno));
+            tokenizer_free(tok);
+            return 1;
+        }
+    }
+    static char outbuf[1 << 16];
+    setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+
+    int cap = 4096;
+    int32_t *ids = cb_xmalloc((size_t)cap * sizeof *ids);
+    char *txt = cb_xmalloc((size_t)cap * 12 + 2);  /* an id is at most 11 chars + space */
+    char *line = NULL;
+    size_t line_cap = 0;
+    ssize_t got;
+    int rc = 0;
+    while ((got = getline(&line, &line_cap, in)) >= 0) {
+        size_t len = (size_t)got;
+        if (len && line[len - 1] == '\n') len--;
+        if (len && line[len - 1] == '\r') len--;
+        int n = tokenizer_encode(tok, line, len, ids, cap);
+        if (n > cap) {
+            while (cap < n) cap *= 2;
+            ids = cb_xrealloc(ids, (size_t)cap * sizeof *ids);
+            txt = cb_xrealloc(txt, (size_t)cap * 12 + 2);
+            n = tokenizer_encode(tok, line, len, ids, cap);
+        }
+        char *p = txt;
+        for (int i = 0; i < n; i++) {
+            if (i) *p++ = ' ';
+            p = put_int(p, ids[i]);
+        }
+        *p++ = '\n';
+        if (fwrite(txt, 1, (size_t)(p - txt), stdout) != (size_t)(p - txt)) break;
+    }
+    if (ferror(in)) {
+        fprintf(stderr, "colbert: error: %s: read error: %s\n", path ? path : "stdin", strerror(errno));
+        rc = 1;
+    }
+    if (fflush(stdout) || ferror(stdout)) {
+        fprintf(stderr, "colbert: error: writing the output: %s\n", strerror(errno));
+        rc = 1;
+    }
+    if (in != stdin) fclose(in);
+    free(line);
+    free(ids);
+    free(txt);
+    tokenizer_free(tok);
+    return rc;
+}
