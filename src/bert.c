@@ -153,6 +153,41 @@ void bert_acts_init(bert_acts *a, const bert_config *c, int max_tokens, size_t m
     a->seq_off = cb_xmalloc((T + 1) * sizeof(int));
     a->att_off = cb_xmalloc((T + 1) * sizeof(size_t));
     a->pos = cb_xmalloc(T * sizeof(int));
+    if (train) {
+        size_t L = (size_t)c->num_hidden_layers;
+        a->p_hidden = c->hidden_dropout_prob;
+        a->p_att = c->attention_probs_dropout_prob;
+        /* masks: one byte allocation */
+        size_t nm = T * H + L * (NH * max_att + 2 * T * H);
+        a->m_emb = cb_xmalloc(nm);
+        a->m_att = a->m_emb + T * H;
+        a->m_atto = a->m_att + L * NH * max_att;
+        a->m_ffd = a->m_atto + L * T * H;
+        int ms = 1;
+        while ((size_t)(ms + 1) * (size_t)(ms + 1) <= max_att && ms < c->max_position_embeddings) ms++;
+        a->max_seq = ms;
+        a->n_threads = 1;
+#ifdef _OPENMP
+        a->n_threads = omp_get_max_threads();
+#endif
+        size_t nd = T * H * 3 + T * 3 * H + T * I + (size_t)a->n_threads * 2 * (size_t)ms * ms;
+        a->d_x = cb_xmalloc(nd * sizeof(float));
+        a->d_y = a->d_x + T * H;
+        a->d_ctx = a->d_y + T * H;
+        a->d_qkv = a->d_ctx + T * H;
+        a->d_ff = a->d_qkv + T * 3 * H;
+        a->scratch = a->d_ff + T * I;
+    } else {
+        /* inference: attention needs one n x n scratch per thread */
+        int ms = 1;
+        while ((size_t)(ms + 1) * (size_t)(ms + 1) <= max_att && ms < c->max_position_embeddings) ms++;
+        a->max_seq = ms;
+        a->n_threads = 1;
+#ifdef _OPENMP
+        a->n_threads = omp_get_max_threads();
+#endif
+        a->scratch = cb_xmalloc((size_t)a->n_threads * 2 * (size_t)ms * ms * sizeof(float));
+    }
 }
 
 void bert_acts_free(bert_acts *a) {
@@ -160,6 +195,9 @@ void bert_acts_free(bert_acts *a) {
     free(a->seq_off);
     free(a->att_off);
     free(a->pos);
+    free(a->m_emb);
+    if (a->train) free(a->d_x);
+    else free(a->scratch);
     memset(a, 0, sizeof *a);
 }
 
@@ -204,22 +242,66 @@ void matmul_forward(float *out, const float *inp, const float *w, const float *b
                 b ? 1.0f : 0.0f, out, OC);
 }
 
+/* Dropout masks come from a counter-based hash, so any element's mask is a
+ * pure function of (seed, stream, index): reproducible, thread-order free. */
+static uint64_t mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+int dropout_keep(uint64_t seed, uint64_t stream, uint64_t idx, float p) {
+    uint64_t h = mix64(mix64(seed ^ (stream * 0xd1342543de82ef95ULL)) ^ idx);
+    uint32_t thr = (uint32_t)((double)p * 4294967296.0);
+    return (uint32_t)(h >> 32) >= thr;
+}
+
+/* mask[n] = keep bits; x[n] = x * mask / (1 - p) */
+static void dropout_forward(float *x, uint8_t *mask, size_t n, float p, uint64_t seed, uint64_t stream) {
+    float scale = 1.0f / (1.0f - p);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        mask[i] = (uint8_t)dropout_keep(seed, stream, i, p);
+        x[i] = mask[i] ? x[i] * scale : 0.0f;
+    }
+}
+
+static void dropout_backward(float *dx, const uint8_t *mask, size_t n, float p) {
+    float scale = 1.0f / (1.0f - p);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) dx[i] = mask[i] ? dx[i] * scale : 0.0f;
+}
+
+static float *thread_scratch(const bert_acts *a) {
+    int t = 0;
+#ifdef _OPENMP
+    t = omp_get_thread_num();
+#endif
+    CB_ASSERT(t < a->n_threads);
+    return a->scratch + (size_t)t * 2 * (size_t)a->max_seq * a->max_seq;
+}
+
 /* Multi-head self-attention over a packed batch.
- * ctx: [T, H]; att: [NH * sum n_s^2] probabilities (sequence s, head h at
- * att_off[s] * NH + h * n_s^2, row-major [query, key]); qkv: [T, 3H];
- * mask: [T] or NULL (keys with mask 0 get probability 0). */
-static void attention_forward(float *ctx, float *att, const float *qkv, const uint8_t *mask,
-                              const int *seq_off, const size_t *att_off, int S, int H, int NH) {
+ * ctx: [T, H] attention context; P: [NH * sum n_s^2] softmax probabilities
+ * (sequence s, head h at att_off[s] * NH + h * n_s^2, row-major [query,
+ * key]); qkv: [T, 3H]; mask: [T] or NULL (keys with mask 0 get probability
+ * 0). With p_att > 0, dropout on P (mask in pmask, same layout) before P @ V.
+ * The probabilities kept in P are the ones before dropout. */
+static void attention_forward(float *ctx, float *P_all, uint8_t *pmask, const float *qkv,
+                              const uint8_t *mask, const bert_acts *a, int S, int H, int NH,
+                              float p_att, uint64_t seed, uint64_t stream) {
     int D = H / NH;
-    float scale = 1.0f / sqrtf((float)D);
+    float scale = 1.0f / sqrtf((float)D), dscale = p_att > 0 ? 1.0f / (1.0f - p_att) : 1.0f;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int job = 0; job < S * NH; job++) {
         int s = job / NH, h = job % NH;
-        int o = seq_off[s], n = seq_off[s + 1] - o;
+        int o = a->seq_off[s], n = a->seq_off[s + 1] - o;
         const float *q = qkv + (size_t)o * 3 * H + (size_t)h * D;
         const float *k = q + H;
         const float *v = q + 2 * H;
-        float *P = att + att_off[s] * NH + (size_t)h * n * n;
+        size_t base = a->att_off[s] * NH + (size_t)h * n * n;
+        float *P = P_all + base;
         /* P[n, n] = scale * q[n, D] @ k[n, D]^T (rows strided by 3H) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, scale, q, 3 * H, k,
                     3 * H, 0.0f, P, n);
@@ -234,9 +316,62 @@ static void attention_forward(float *ctx, float *att, const float *qkv, const ui
             float inv = 1.0f / sum;
             for (int j = 0; j < n; j++) row[j] *= inv;
         }
+        const float *Pv = P;
+        if (p_att > 0) {  /* dropped copy of P in this thread's scratch */
+            float *Pd = thread_scratch(a);
+            uint8_t *pm = pmask + base;
+            for (size_t i = 0; i < (size_t)n * n; i++) {
+                pm[i] = (uint8_t)dropout_keep(seed, stream, base + i, p_att);
+                Pd[i] = pm[i] ? P[i] * dscale : 0.0f;
+            }
+            Pv = Pd;
+        }
         /* ctx[n, D] (rows strided by H) = P[n, n] @ v[n, D] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, n, 1.0f, P, n, v, 3 * H,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, n, 1.0f, Pv, n, v, 3 * H,
                     0.0f, ctx + (size_t)o * H + (size_t)h * D, H);
+    }
+}
+
+/* Backward of attention_forward. d_qkv: [T, 3H] (overwritten); d_ctx: [T, H]. */
+static void attention_backward(float *d_qkv, const float *d_ctx, const float *qkv, const float *P_all,
+                               const uint8_t *pmask, const bert_acts *a, int S, int H, int NH,
+                               float p_att) {
+    int D = H / NH;
+    float scale = 1.0f / sqrtf((float)D), dscale = p_att > 0 ? 1.0f / (1.0f - p_att) : 1.0f;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int job = 0; job < S * NH; job++) {
+        int s = job / NH, h = job % NH;
+        int o = a->seq_off[s], n = a->seq_off[s + 1] - o;
+        size_t nn = (size_t)n * n, base = a->att_off[s] * NH + (size_t)h * nn;
+        const float *q = qkv + (size_t)o * 3 * H + (size_t)h * D, *k = q + H, *v = q + 2 * H;
+        float *dq = d_qkv + (size_t)o * 3 * H + (size_t)h * D, *dk = dq + H, *dv = dq + 2 * H;
+        const float *dc = d_ctx + (size_t)o * H + (size_t)h * D;
+        const float *P = P_all + base;
+        float *dP = thread_scratch(a), *Pd = dP + (size_t)a->max_seq * a->max_seq;
+        const float *Pv = P;
+        if (p_att > 0) {
+            const uint8_t *pm = pmask + base;
+            for (size_t i = 0; i < nn; i++) Pd[i] = pm[i] ? P[i] * dscale : 0.0f;
+            Pv = Pd;
+        }
+        /* forward: ctx = Pv @ v  ->  dv = Pv^T @ dctx ; dPv = dctx @ v^T */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, n, 1.0f, Pv, n, dc, H, 0.0f, dv, 3 * H);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, 1.0f, dc, H, v, 3 * H, 0.0f, dP, n);
+        if (p_att > 0) {
+            const uint8_t *pm = pmask + base;
+            for (size_t i = 0; i < nn; i++) dP[i] = pm[i] ? dP[i] * dscale : 0.0f;
+        }
+        /* softmax: dS = P * (dP - sum_j dP * P) (masked keys have P = 0) */
+        for (int i = 0; i < n; i++) {
+            const float *pr = P + (size_t)i * n;
+            float *dr = dP + (size_t)i * n;
+            float dot = 0;
+            for (int j = 0; j < n; j++) dot += pr[j] * dr[j];
+            for (int j = 0; j < n; j++) dr[j] = pr[j] * (dr[j] - dot);
+        }
+        /* forward: S = scale q @ k^T  ->  dq = scale dS @ k ; dk = scale dS^T @ q */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, n, scale, dP, n, k, 3 * H, 0.0f, dq, 3 * H);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, n, scale, dP, n, q, 3 * H, 0.0f, dk, 3 * H);
     }
 }
 
@@ -286,6 +421,9 @@ void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
     }
     layernorm_forward(a->emb_out, a->emb_mean, a->emb_rstd, a->emb, m->t[BP_EMB_LN_W],
                       m->t[BP_EMB_LN_B], T, H, eps);
+    float ph = a->train ? a->p_hidden : 0.0f, pa = a->train ? a->p_att : 0.0f;
+    size_t TH = (size_t)a->max_tokens * H, NHatt = (size_t)NH * a->max_att;
+    if (ph > 0) dropout_forward(a->emb_out, a->m_emb, (size_t)T * H, ph, a->seed, 0);
 
     const float *x = a->emb_out;
     size_t HH = (size_t)H * H, HI = (size_t)H * I;
@@ -300,18 +438,170 @@ void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
         float *res2 = a->res2 + l * a->stride_TH;
         float *ln2 = a->ln2 + l * a->stride_TH;
         matmul_forward(qkv, x, m->t[BP_QKV_W] + l * 3 * HH, m->t[BP_QKV_B] + (size_t)l * 3 * H, T, H, 3 * H);
-        attention_forward(ctx, P, qkv, b->mask, a->seq_off, a->att_off, S, H, NH);
-        /* attention output projection into res1, then res1 += x */
+        attention_forward(ctx, P, a->m_att ? a->m_att + l * NHatt : NULL, qkv, b->mask, a, S, H,
+                          NH, pa, a->seed, 1 + 4 * (uint64_t)l);
+        /* attention output projection into res1, dropout, then res1 += x */
         matmul_forward(res1, ctx, m->t[BP_ATTO_W] + l * HH, m->t[BP_ATTO_B] + (size_t)l * H, T, H, H);
+        if (ph > 0) dropout_forward(res1, a->m_atto + l * TH, (size_t)T * H, ph, a->seed, 2 + 4 * (uint64_t)l);
         residual_forward(res1, res1, x, (size_t)T * H);
         layernorm_forward(ln1, a->ln1_mean + l * a->stride_T, a->ln1_rstd + l * a->stride_T, res1,
                           m->t[BP_LN1_W] + (size_t)l * H, m->t[BP_LN1_B] + (size_t)l * H, T, H, eps);
         matmul_forward(ffh, ln1, m->t[BP_FFU_W] + l * HI, m->t[BP_FFU_B] + (size_t)l * I, T, H, I);
         gelu_forward(ffg, ffh, (size_t)T * I);
         matmul_forward(res2, ffg, m->t[BP_FFD_W] + l * HI, m->t[BP_FFD_B] + (size_t)l * H, T, I, H);
+        if (ph > 0) dropout_forward(res2, a->m_ffd + l * TH, (size_t)T * H, ph, a->seed, 3 + 4 * (uint64_t)l);
         residual_forward(res2, res2, ln1, (size_t)T * H);
         layernorm_forward(ln2, a->ln2_mean + l * a->stride_T, a->ln2_rstd + l * a->stride_T, res2,
                           m->t[BP_LN2_W] + (size_t)l * H, m->t[BP_LN2_B] + (size_t)l * H, T, H, eps);
         x = ln2;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* backward                                                            */
+
+void bert_grads_init(bert_grads *g, const bert_model *m) {
+    g->n = m->n_params;
+    g->memory = cb_xcalloc(g->n, sizeof(float));
+    float *p = g->memory;
+    for (int i = 0; i < BP_COUNT; i++) { g->t[i] = p; p += m->sizes[i]; }
+}
+
+void bert_grads_zero(bert_grads *g) { memset(g->memory, 0, g->n * sizeof(float)); }
+
+void bert_grads_free(bert_grads *g) {
+    free(g->memory);
+    memset(g, 0, sizeof *g);
+}
+
+/* Column-blocked loops: parameter-gradient reductions over T rows are split
+ * by columns across threads, so no two threads write the same element. */
+#define COL_BLOCK 64
+
+/* forward: out = (inp - mean) * rstd * w + b, per row of C.
+ * dinp: [T, C] (overwritten); dw, db: [C] (+=); dout, inp: [T, C] */
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, const float *mean, const float *rstd, int T, int C) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *x = inp + (size_t)t * C, *dy = dout + (size_t)t * C;
+        float *dx = dinp + (size_t)t * C;
+        float m = mean[t], r = rstd[t];
+        float s1 = 0, s2 = 0;  /* mean of dnorm, mean of dnorm * norm */
+        for (int i = 0; i < C; i++) {
+            float dn = dy[i] * w[i];
+            s1 += dn;
+            s2 += dn * (x[i] - m) * r;
+        }
+        s1 /= (float)C;
+        s2 /= (float)C;
+        for (int i = 0; i < C; i++) {
+            float norm = (x[i] - m) * r;
+            dx[i] = r * (dy[i] * w[i] - s1 - norm * s2);
+        }
+    }
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < C; c0 += COL_BLOCK) {
+        int c1 = c0 + COL_BLOCK < C ? c0 + COL_BLOCK : C;
+        for (int t = 0; t < T; t++) {
+            const float *x = inp + (size_t)t * C, *dy = dout + (size_t)t * C;
+            float m = mean[t], r = rstd[t];
+            for (int i = c0; i < c1; i++) {
+                dw[i] += dy[i] * (x[i] - m) * r;
+                db[i] += dy[i];
+            }
+        }
+    }
+}
+
+/* forward: out = 0.5 x (1 + erf(x / sqrt 2)); dinp may alias dout */
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
+        float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
+        dinp[i] = dout[i] * (cdf + x * pdf);
+    }
+}
+
+/* forward: out[T, OC] = inp[T, C] @ w[OC, C]^T + b */
+void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                     const float *w, int T, int C, int OC, int acc) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, OC, 1.0f, dout, OC, w, C,
+                acc ? 1.0f : 0.0f, dinp, C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, T, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (db) {
+#pragma omp parallel for schedule(static)
+        for (int c0 = 0; c0 < OC; c0 += COL_BLOCK) {
+            int c1 = c0 + COL_BLOCK < OC ? c0 + COL_BLOCK : OC;
+            for (int t = 0; t < T; t++) {
+                const float *d = dout + (size_t)t * OC;
+                for (int i = c0; i < c1; i++) db[i] += d[i];
+            }
+        }
+    }
+}
+
+void bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, const bert_batch *b, float *d) {
+    const bert_config *c = &m->cfg;
+    CB_ASSERT(a->train);
+    int H = c->hidden_size, I = c->intermediate_size, NH = c->num_attention_heads;
+    int S = b->n_seq, T = a->seq_off[S];
+    size_t HH = (size_t)H * H, HI = (size_t)H * I, TH = (size_t)a->max_tokens * H;
+    size_t NHatt = (size_t)NH * a->max_att, n = (size_t)T * H;
+    float ph = a->p_hidden, pa = a->p_att;
+    float *dx = a->d_x, *dy = a->d_y;
+    for (int l = c->num_hidden_layers - 1; l >= 0; l--) {
+        const float *x = l > 0 ? a->ln2 + (size_t)(l - 1) * a->stride_TH : a->emb_out;
+        const float *qkv = a->qkv + l * a->stride_T3H, *P = a->att + l * a->stride_att;
+        const float *ctx = a->ctx + l * a->stride_TH, *res1 = a->res1 + l * a->stride_TH;
+        const float *ln1 = a->ln1 + l * a->stride_TH, *ffh = a->ffh + l * a->stride_TI;
+        const float *ffg = a->ffg + l * a->stride_TI, *res2 = a->res2 + l * a->stride_TH;
+        /* ln2 = LN(res2); res2 = drop(ffg @ Wd^T + bd) + ln1 */
+        layernorm_backward(dy, g->t[BP_LN2_W] + (size_t)l * H, g->t[BP_LN2_B] + (size_t)l * H, d, res2,
+                           m->t[BP_LN2_W] + (size_t)l * H, a->ln2_mean + l * a->stride_T,
+                           a->ln2_rstd + l * a->stride_T, T, H);
+        memcpy(dx, dy, n * sizeof(float));
+        if (ph > 0) dropout_backward(dy, a->m_ffd + l * TH, n, ph);
+        matmul_backward(a->d_ff, g->t[BP_FFD_W] + l * HI, g->t[BP_FFD_B] + (size_t)l * H, dy, ffg,
+                        m->t[BP_FFD_W] + l * HI, T, I, H, 0);
+        /* ffg = gelu(ffh); ffh = ln1 @ Wu^T + bu */
+        gelu_backward(a->d_ff, ffh, a->d_ff, (size_t)T * I);
+        matmul_backward(dx, g->t[BP_FFU_W] + l * HI, g->t[BP_FFU_B] + (size_t)l * I, a->d_ff, ln1,
+                        m->t[BP_FFU_W] + l * HI, T, H, I, 1);
+        /* ln1 = LN(res1); res1 = drop(ctx @ Wo^T + bo) + x */
+        layernorm_backward(dy, g->t[BP_LN1_W] + (size_t)l * H, g->t[BP_LN1_B] + (size_t)l * H, dx, res1,
+                           m->t[BP_LN1_W] + (size_t)l * H, a->ln1_mean + l * a->stride_T,
+                           a->ln1_rstd + l * a->stride_T, T, H);
+        memcpy(d, dy, n * sizeof(float));
+        if (ph > 0) dropout_backward(dy, a->m_atto + l * TH, n, ph);
+        matmul_backward(a->d_ctx, g->t[BP_ATTO_W] + l * HH, g->t[BP_ATTO_B] + (size_t)l * H, dy, ctx,
+                        m->t[BP_ATTO_W] + l * HH, T, H, H, 0);
+        /* ctx = attention(qkv); qkv = x @ Wqkv^T + bqkv */
+        attention_backward(a->d_qkv, a->d_ctx, qkv, P, a->m_att ? a->m_att + l * NHatt : NULL, a, S,
+                           H, NH, pa);
+        matmul_backward(d, g->t[BP_QKV_W] + l * 3 * HH, g->t[BP_QKV_B] + (size_t)l * 3 * H, a->d_qkv, x,
+                        m->t[BP_QKV_W] + l * 3 * HH, T, H, 3 * H, 1);
+    }
+    /* emb_out = drop(LN(emb)); emb = word[id] + pos[p] + type[tt] */
+    if (ph > 0) dropout_backward(d, a->m_emb, n, ph);
+    layernorm_backward(dy, g->t[BP_EMB_LN_W], g->t[BP_EMB_LN_B], d, a->emb, m->t[BP_EMB_LN_W],
+                       a->emb_mean, a->emb_rstd, T, H);
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < H; c0 += COL_BLOCK) {
+        int c1 = c0 + COL_BLOCK < H ? c0 + COL_BLOCK : H;
+        for (int t = 0; t < T; t++) {
+            const float *de = dy + (size_t)t * H;
+            float *gw = g->t[BP_WORD_EMB] + (size_t)b->ids[t] * H;
+            float *gp = g->t[BP_POS_EMB] + (size_t)a->pos[t] * H;
+            float *gt = g->t[BP_TYPE_EMB] + (size_t)(b->type_ids ? b->type_ids[t] : 0) * H;
+            for (int i = c0; i < c1; i++) {
+                gw[i] += de[i];
+                gp[i] += de[i];
+                gt[i] += de[i];
+            }
+        }
     }
 }

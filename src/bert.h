@@ -102,14 +102,60 @@ typedef struct bert_acts {
     int *seq_off;               /* [max_tokens] token offset of each sequence */
     size_t *att_off;            /* [max_tokens] offset of each sequence's scores */
     int *pos;                   /* [max_tokens] position id of each token */
+    /* dropout (training mode only; p = 0 turns it off). Masks are 1 where an
+     * element is kept; the kept ones are scaled by 1 / (1 - p). */
+    float p_hidden, p_att;      /* config's hidden / attention dropout */
+    uint64_t seed;              /* set per step: the masks derive from it */
+    uint8_t *m_emb;             /* [T, H] after the embeddings' LayerNorm */
+    uint8_t *m_att;             /* per layer [heads * sum n_s^2] on probabilities */
+    uint8_t *m_atto;            /* per layer [T, H] on the attention output */
+    uint8_t *m_ffd;             /* per layer [T, H] on the feed-forward output */
+    /* backward scratch (training mode only) */
+    int max_seq;                /* longest sequence the scratch holds */
+    float *d_x, *d_y;           /* [T, H] */
+    float *d_qkv;               /* [T, 3H] */
+    float *d_ff;                /* [T, I] */
+    float *d_ctx;               /* [T, H] */
+    float *scratch;             /* [threads, 2, max_seq^2] */
+    int n_threads;
 } bert_acts;
 
 void bert_acts_init(bert_acts *a, const bert_config *c, int max_tokens, size_t max_att, int train);
 void bert_acts_free(bert_acts *a);
 
-/* Forward pass. Output: the last hidden states, bert_output(m, a), [T, H]. */
+/* Forward pass. Output: the last hidden states, bert_output(m, a), [T, H].
+ * In training mode with a->p_hidden / a->p_att > 0, dropout is applied as in
+ * transformers' BertModel.train() (after the embeddings' LayerNorm, on the
+ * attention probabilities, on the attention output and the feed-forward
+ * output before their residual LayerNorms), from masks derived from a->seed. */
 void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b);
 float *bert_output(const bert_model *m, const bert_acts *a);
+
+/* Parameter gradients: one allocation, the same layout as the parameters. */
+typedef struct bert_grads {
+    float *memory;
+    size_t n;
+    float *t[BP_COUNT];
+} bert_grads;
+void bert_grads_init(bert_grads *g, const bert_model *m);  /* zeroed */
+void bert_grads_zero(bert_grads *g);
+void bert_grads_free(bert_grads *g);
+
+/* Backward pass of the last bert_forward (training-mode activations).
+ * d_out: [T, H] gradient of the last hidden states (overwritten as scratch).
+ * Parameter gradients accumulate (+=) into g. */
+void bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, const bert_batch *b, float *d_out);
+
+/* Backward kernels (exposed for finite-difference tests). */
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, const float *mean, const float *rstd, int T, int C);
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+/* dinp[T, C] (+)= dout[T, OC] @ w[OC, C] (accumulate when acc); dw[OC, C] +=
+ * dout^T @ inp; db[OC] += column sums of dout (db may be NULL) */
+void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                     const float *w, int T, int C, int OC, int acc);
+/* keep-mask for element idx of stream `stream` under `seed`, probability p */
+int dropout_keep(uint64_t seed, uint64_t stream, uint64_t idx, float p);
 
 /* Kernels (exposed for tests). Shapes in the comments of bert.c. */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,

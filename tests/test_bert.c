@@ -75,6 +75,7 @@ int main(void) {
      * float noise (training mode buffers, to cover that layout too) */
     bert_acts a2;
     bert_acts_init(&a2, &m.cfg, longest, (size_t)longest * longest, 1);
+    a2.p_hidden = a2.p_att = 0;  /* parity runs without dropout */
     float d_one = 0;
     for (size_t s = 0; s < n_seq; s++) {
         float d = run_range(&m, &a2, ids, lens, mask, hid, off, (int)s, (int)s + 1);
