@@ -1,0 +1,120 @@
+/* colbert.h: ColBERT on top of the encoder: token layout, the projection
+ * head, MaxSim scores, and their backward pass.
+ *
+ * Token layout (colbert-ai's QueryTokenizer / DocTokenizer):
+ *   query  [CLS] [Q] pieces[:query_maxlen-3] [SEP] [MASK]... (exactly
+ *          query_maxlen ids); attention mask 1 on the real tokens and the
+ *          markers, 0 on the [MASK] padding unless attend_to_mask_tokens.
+ *          Every one of the query_maxlen output vectors is kept.
+ *   doc    [CLS] [D] pieces[:doc_maxlen-3] [SEP], no padding (packed).
+ *          Punctuation tokens (the first word piece of each character of
+ *          Python's string.punctuation) get a zero vector and take no part
+ *          in MaxSim when mask_punctuation is set.
+ *   [Q] is "[unused0]", [D] is "[unused1]".
+ *
+ * Head, per token t of the packed batch (colbert-ai's ColBERT.query/doc):
+ *   proj[t] = keep[t] * act(hidden[t] @ linear^T)     act = ReLU or identity
+ *   out[t]  = proj[t] / max(||proj[t]||, 1e-12)      (F.normalize)
+ * MaxSim (colbert_score with cosine similarity):
+ *   score(q, d) = sum_i max_{j in d, keep[j]} <Q[q, i], D[j]>
+ * whose gradient reaches only the arg-max document vector of each i.
+ *
+ * Memory: every kernel writes into buffers the caller sized once; nothing
+ * here allocates per step.
+ */
+#ifndef CB_COLBERT_H
+#define CB_COLBERT_H
+#include <stddef.h>
+#include <stdint.h>
+#include "common.h"
+#include "tokenizer.h"
+
+typedef struct colbert_config {
+    int dim;                    /* projection size (128) */
+    int query_maxlen;           /* 32 */
+    int doc_maxlen;             /* 220 */
+    int mask_punctuation;       /* 1 */
+    int attend_to_mask_tokens;  /* 0 */
+    int relu;                   /* 0; see colbert_head_forward */
+} colbert_config;
+
+/* colbert-ai's defaults (ColBERTConfig). */
+void colbert_config_default(colbert_config *c);
+
+/* The ids the layout needs, looked up once in the vocabulary. */
+#define COLBERT_MAX_PUNCT 32
+typedef struct colbert_vocab {
+    int32_t cls, sep, mask, pad, q_marker, d_marker;
+    int n_punct;
+    int32_t punct[COLBERT_MAX_PUNCT];   /* sorted, distinct */
+} colbert_vocab;
+
+/* Look the markers and punctuation ids up. -1 + err when the vocabulary
+ * lacks [CLS], [SEP], [MASK], [unused0] or [unused1]. */
+int colbert_vocab_init(colbert_vocab *v, const tokenizer *tok, cb_err *err);
+
+/* Query ids: writes exactly c->query_maxlen ids and attention-mask bytes. */
+void colbert_query_ids(int32_t *ids /* [query_maxlen] */, uint8_t *mask /* [query_maxlen] */,
+                       const colbert_vocab *v, const tokenizer *tok, const char *text, size_t len,
+                       const colbert_config *c);
+
+/* Document ids: writes n <= c->doc_maxlen ids and returns n. */
+int colbert_doc_ids(int32_t *ids /* [doc_maxlen] */, const colbert_vocab *v, const tokenizer *tok,
+                    const char *text, size_t len, const colbert_config *c);
+
+/* keep[i] = 0 for a punctuation id (when mask_punctuation) or [PAD], else 1. */
+void colbert_doc_keep(uint8_t *keep /* [n] */, const int32_t *ids /* [n] */, int n,
+                      const colbert_vocab *v, int mask_punctuation);
+
+/* A new projection: linear[D, H] ~ Normal(0, std) from a seeded
+ * splitmix64 + Box-Muller stream (the same numbers on every machine). */
+void colbert_linear_init(float *linear /* [D, H] */, uint64_t seed, float std, int D, int H);
+
+/* ---- head ---------------------------------------------------------------- */
+
+/* out = normalize(keep * act(hidden @ linear^T)). keep may be NULL (all 1).
+ * proj keeps the pre-normalisation vectors and norm the clamped norms, for
+ * the backward pass. relu: colbert-ai has the `relu` setting but its
+ * current code never applies it; ours applies it after the projection. */
+void colbert_head_forward(float *out /* [T, D] */, float *proj /* [T, D] */, float *norm /* [T] */,
+                          const float *hidden /* [T, H] */, const float *linear /* [D, H] */,
+                          const uint8_t *keep /* [T] */, int relu, int T, int H, int D);
+
+/* d_hidden += dL/dhidden; d_linear += dL/dlinear. d_out is overwritten
+ * (used as scratch for dL/dproj). */
+void colbert_head_backward(float *d_hidden /* [T, H] */, float *d_linear /* [D, H] */,
+                           float *d_out /* [T, D] */, const float *out /* [T, D] */,
+                           const float *proj /* [T, D] */, const float *norm /* [T] */,
+                           const float *hidden /* [T, H] */, const float *linear /* [D, H] */,
+                           const uint8_t *keep /* [T] */, int relu, int T, int H, int D);
+
+/* The kernels of the head, exposed for finite-difference tests. */
+/* out[t] = inp[t] / max(||inp[t]||, 1e-12), norm[t] = that max */
+void colbert_normalize_forward(float *out /* [T, D] */, float *norm /* [T] */,
+                               const float *inp /* [T, D] */, int T, int D);
+/* dinp = (dout - out <out, dout>) / norm, or dout / 1e-12 where clamped */
+void colbert_normalize_backward(float *dinp /* [T, D] */, const float *dout /* [T, D] */,
+                                const float *out /* [T, D] */, const float *norm /* [T] */,
+                                int T, int D);
+
+/* ---- MaxSim -------------------------------------------------------------- */
+
+/* Scores of nq queries (Lq vectors each, all kept) against packed documents
+ * (doc d = rows d_off[d] .. d_off[d+1] of dv, rows with d_keep 0 skipped).
+ * group > 0: query q meets documents q*group .. q*group+group-1 and
+ *            scores is [nq, group] (the nway scores);
+ * group = 0: query q meets every document and scores is [nq, nd].
+ * argmax[(q, k), i] is the row of dv that query vector i matched (-1 if the
+ * document has no kept row; its max is then -9999 as in colbert-ai). */
+void colbert_maxsim_forward(float *scores /* [nq, G] */, int32_t *argmax /* [nq, G, Lq] */,
+                            const float *qv /* [nq, Lq, D] */, const float *dv /* [Td, D] */,
+                            const int *d_off /* [nd+1] */, const uint8_t *d_keep /* [Td] */,
+                            int group, int nq, int nd, int Lq, int D);
+
+/* d_qv += dL/dqv; d_dv += dL/ddv: each query vector's gradient flows to its
+ * arg-max document row only. */
+void colbert_maxsim_backward(float *d_qv /* [nq, Lq, D] */, float *d_dv /* [Td, D] */,
+                             const float *d_scores /* [nq, G] */, const int32_t *argmax /* [nq, G, Lq] */,
+                             const float *qv /* [nq, Lq, D] */, const float *dv /* [Td, D] */,
+                             int group, int nq, int nd, int Lq, int D);
+#endif

@@ -1,0 +1,52 @@
+/* loss.h: colbert-ai's training loss on the MaxSim scores of a batch.
+ *
+ * B queries, nway documents each, the positive first. With S the scores:
+ *   main loss   CrossEntropy(S[b, own nway docs], target 0), mean over b;
+ *               or, with teacher scores t[B, nway], KLDivLoss(batchmean,
+ *               log_target) of log_softmax(S) against
+ *               log_softmax(t * distillation_alpha):
+ *               (1/B) sum_b sum_k p_t (log p_t - log p_s)
+ *   ib loss     (use_ib_negatives) CrossEntropy over every document of the
+ *               batch except the query's own negatives, i.e. columns
+ *               0 .. b*nway and b*nway+nway .. B*nway-1 (colbert-ai's
+ *               compute_ib_loss), target its own positive; mean over b.
+ *   loss        (main + ib) / accumsteps
+ * Sums run in double; gradients are exact for the returned loss.
+ */
+#ifndef CB_LOSS_H
+#define CB_LOSS_H
+#include <stddef.h>
+
+typedef struct loss_config {
+    int nway;                   /* documents per query, positive first (2) */
+    int use_ib_negatives;       /* in-batch negatives loss */
+    float distillation_alpha;   /* teacher score scale (1.0) */
+    int accumsteps;             /* the loss is divided by this (1) */
+} loss_config;
+
+/* What the last loss_forward_backward computed, before / accumsteps. */
+typedef struct loss_parts {
+    float main;                 /* cross-entropy or KL, mean over queries */
+    float ib;                   /* in-batch loss (0 when off) */
+} loss_parts;
+
+/* Columns of S: use_ib_negatives ? B * nway (query b against every
+ * document of the batch; its own documents at b*nway .. b*nway+nway-1)
+ * : nway (its own documents only). */
+int loss_score_cols(const loss_config *c, int B);
+
+/* Returns the loss; d_scores is overwritten with dloss/dS. teacher may be
+ * NULL (cross-entropy); parts may be NULL. */
+float loss_forward_backward(float *d_scores /* [B, cols] */, loss_parts *parts,
+                            const float *scores /* [B, cols] */, const float *teacher /* [B, nway] */,
+                            const loss_config *c, int B);
+
+/* Row kernels (exposed for finite-difference tests); gradients add (+=)
+ * `scale` times the derivative into dx. */
+/* scale * CE(x restricted to the columns outside [skip_lo, skip_hi), target) */
+double loss_ce_row(float *dx /* [C] */, const float *x /* [C] */, int target, int skip_lo, int skip_hi,
+                   double scale, int C);
+/* scale * KL(p_t || softmax(x)), p_t = softmax(alpha * teacher) */
+double loss_kl_row(float *dx /* [C] */, const float *x /* [C] */, const float *teacher /* [C] */,
+                   float alpha, double scale, int C);
+#endif
