@@ -1,0 +1,34 @@
+/* rng.h: a small seeded pseudo-random generator for reproducible sampling.
+ *
+ * splitmix64 (Steele, Lea, Flood 2014): 64 bits of state, one add and a
+ * multiply-xorshift finaliser per draw. Every sampling decision of colbert.c
+ * goes through rng_below(), which uses integers only (rejection, then modulo),
+ * so the same seed gives the same choices on every machine and
+ * compiler: no rand(), no floating point.
+ *
+ * Streams: rng_init(r, seed, stream) gives independent sequences for the same
+ * seed, e.g. one per query, so that results do not depend on the order in
+ * which queries are processed.
+ */
+#ifndef CB_RNG_H
+#define CB_RNG_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rng {
+    uint64_t state;
+} rng;
+
+/* Seed r with (seed, stream); distinct streams give unrelated sequences. */
+void rng_init(rng *r, uint64_t seed, uint64_t stream);
+/* Next 64 uniformly distributed bits. */
+uint64_t rng_next(rng *r);
+/* Uniform integer in [0, n), exactly unbiased (rejection, then modulo);
+ * n must be > 0. */
+uint64_t rng_below(rng *r, uint64_t n);
+/* Fisher-Yates shuffle of n elements of `size` bytes each, in place
+ * (size <= 64). Element i is swapped with a uniform j in [0, i], i = n-1..1. */
+void rng_shuffle(rng *r, void *base, size_t n, size_t size);
+/* Shuffle of a uint32_t array (the common case, faster than rng_shuffle). */
+void rng_shuffle_u32(rng *r, uint32_t *a, size_t n);
+#endif
