@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "encoder.h"
 #include "npy.h"
+#include "safetensors.h"
 
 #include <errno.h>
 #include <string.h>
@@ -13,7 +14,7 @@
 void openblas_set_num_threads(int);
 
 static const char *ENCODE_HELP =
-    "usage: colbert encode --model M --input FILE --output OUT.npy [options]\n"
+    "usage: colbert encode --model M --input FILE --output OUT.npy|OUT.safetensors [options]\n"
     "\n"
     "Encode each line of FILE (one text a line, UTF-8) with a BERT-family model.\n"
     "By default writes the sentence embeddings, [N, hidden] float32, pooled and\n"
@@ -23,10 +24,12 @@ static const char *ENCODE_HELP =
     "options:\n"
     "  --model M          model directory, or hub id from the local Hugging Face cache\n"
     "  --input FILE       input texts, one per line ('-' for stdin)\n"
-    "  --output OUT.npy   output file (written to a temporary name, then renamed)\n"
-    "  --token-vectors    write the last hidden states of every token instead:\n"
-    "                     OUT.npy [total tokens, hidden] in input order, and\n"
-    "                     OUT.lengths.npy [N] int32 tokens per text\n"
+    "  --output OUT       .npy, or .safetensors (tensor \"embeddings\"); written to a\n"
+    "                     temporary name and renamed when complete\n"
+    "  --token-vectors    write the last hidden states of every token instead,\n"
+    "                     [total tokens, hidden] in input order, and the tokens per\n"
+    "                     text as int32 [N]: OUT.npy + OUT.lengths.npy, or tensors\n"
+    "                     \"vectors\" and \"lengths\" in OUT.safetensors\n"
     "  --max-length N     tokens per text incl. [CLS] and [SEP] (default: the model's\n"
     "                     max_seq_length, else max_position_embeddings)\n"
     "  --threads N        threads (default: all cores)\n"
@@ -109,8 +112,9 @@ int cli_encode(int argc, char **argv) {
         return 2;
     }
     size_t olen = strlen(output);
-    if (olen < 5 || strcmp(output + olen - 4, ".npy")) {
-        fprintf(stderr, "colbert: error: %s: the output must be a .npy file\n", output);
+    int as_st = olen > 12 && !strcmp(output + olen - 12, ".safetensors");
+    if (!as_st && (olen < 5 || strcmp(output + olen - 4, ".npy"))) {
+        fprintf(stderr, "colbert: error: %s: the output must be a .npy or .safetensors file\n", output);
         return 2;
     }
     cli_set_threads(threads);
@@ -135,7 +139,12 @@ int cli_encode(int argc, char **argv) {
         float *out = cb_xmalloc((size_t)(n ? n : 1) * H * sizeof(float));
         encoder_embed(&e, (const char *const *)lines, lens, n, out);
         int64_t shape[2] = {n, H};
-        rc = npy_write(output, "<f4", out, 2, shape, &err);
+        if (as_st) {
+            st_wtensor t = {"embeddings", ST_F32, 2, {n, H}, out};
+            rc = st_write(output, &t, 1, &err);
+        } else {
+            rc = npy_write(output, "<f4", out, 2, shape, &err);
+        }
         free(out);
     } else {
         int *L;
@@ -144,6 +153,13 @@ int cli_encode(int argc, char **argv) {
         int64_t total = 0;
         for (int i = 0; i < n; i++) total += L[i];
         int64_t shape[2] = {total, H}, lshape[1] = {n};
+        if (as_st) {
+            st_wtensor t[2] = {{"vectors", ST_F32, 2, {total, H}, vec}, {"lengths", ST_I32, 1, {n}, L}};
+            rc = st_write(output, t, 2, &err);
+            free(L);
+            free(vec);
+            goto done;
+        }
         char *lpath = cb_xmalloc(olen + 16);
         memcpy(lpath, output, olen - 4);
         strcpy(lpath + olen - 4, ".lengths.npy");
@@ -154,6 +170,7 @@ int cli_encode(int argc, char **argv) {
         free(L);
         free(vec);
     }
+done:
     if (rc) fprintf(stderr, "colbert: error: %s\n", err.msg);
     else if (!quiet)
         fprintf(stderr, "encoded %d texts in %.2f s (%.1f texts/s) -> %s\n", n, cb_now() - t0,

@@ -92,3 +92,14 @@ def test_token_vectors_equal_bert_model(texts):
     print(f"{len(sample)} texts ({over256} over 256 tokens): max abs diff {worst:.3g}")
     assert over256 >= 2
     assert worst <= 1e-4
+
+
+def test_safetensors_output_equals_npy(texts):
+    from safetensors.numpy import load_file
+    sample = texts[:8]
+    npy = np.load(run_encode(sample, os.path.join(TMP, "s8.npy")))
+    st = load_file(run_encode(sample, os.path.join(TMP, "s8.safetensors")))
+    np.testing.assert_array_equal(st["embeddings"], npy)
+    tv = load_file(run_encode(sample, os.path.join(TMP, "t8.safetensors"), "--token-vectors"))
+    assert tv["lengths"].dtype == np.int32 and tv["lengths"].shape == (8,)
+    assert tv["vectors"].shape == (int(tv["lengths"].sum()), 384)
