@@ -191,32 +191,33 @@ void colbert_head_backward(float *d_hidden, float *d_linear, float *d_out, const
 
 /* ---- MaxSim -------------------------------------------------------------- */
 
-static inline float dot_f(const float *a, const float *b, int D) {
-    float s = 0.0f;
-    for (int i = 0; i < D; i++) s += a[i] * b[i];
-    return s;
-}
-
-void colbert_maxsim_forward(float *scores, int32_t *argmax, const float *qv, const float *dv,
+/* Per query, one GEMM gives the similarities of its Lq vectors with every
+ * row of the documents it meets; the max per document runs over those. */
+void colbert_maxsim_forward(float *scores, int32_t *argmax, float *sim, const float *qv, const float *dv,
                             const int *d_off, const uint8_t *d_keep, int group, int nq, int nd,
                             int Lq, int D) {
     int G = group > 0 ? group : nd;
     CB_ASSERT(group == 0 || nd >= nq * group);
-#pragma omp parallel for schedule(dynamic, 1) collapse(2)
     for (int q = 0; q < nq; q++) {
+        int d_lo = group > 0 ? q * group : 0;
+        int r0 = d_off[d_lo], n = d_off[d_lo + G] - r0;
+        const float *Q = qv + (size_t)q * Lq * D;
+        if (n > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Lq, n, D, 1.0f, Q, D,
+                        dv + (size_t)r0 * D, D, 0.0f, sim, n);
+#pragma omp parallel for schedule(dynamic, 1)
         for (int k = 0; k < G; k++) {
-            int d = group > 0 ? q * group + k : k;
-            const float *Q = qv + (size_t)q * Lq * D;
+            int d = d_lo + k;
             int32_t *am = argmax + ((size_t)q * G + k) * Lq;
             double total = 0;
             for (int i = 0; i < Lq; i++) {
+                const float *row = sim + (size_t)i * n - r0;    /* row[j], j a dv row */
                 float best = MAXSIM_EMPTY;
                 int32_t arg = -1;
                 /* strict > keeps the first maximum, as torch.max does */
                 for (int j = d_off[d]; j < d_off[d + 1]; j++) {
                     if (d_keep && !d_keep[j]) continue;
-                    float s = dot_f(Q + (size_t)i * D, dv + (size_t)j * D, D);
-                    if (arg < 0 || s > best) { best = s; arg = j; }
+                    if (arg < 0 || row[j] > best) { best = row[j]; arg = j; }
                 }
                 am[i] = arg;
                 total += arg < 0 ? MAXSIM_EMPTY : best;

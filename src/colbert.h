@@ -105,8 +105,11 @@ void colbert_normalize_backward(float *dinp /* [T, D] */, const float *dout /* [
  *            scores is [nq, group] (the nway scores);
  * group = 0: query q meets every document and scores is [nq, nd].
  * argmax[(q, k), i] is the row of dv that query vector i matched (-1 if the
- * document has no kept row; its max is then -9999 as in colbert-ai). */
+ * document has no kept row; its max is then -9999 as in colbert-ai).
+ * sim is scratch for Lq x (rows of the documents one query meets), at most
+ * Lq * (d_off[nd] - d_off[0]) floats. */
 void colbert_maxsim_forward(float *scores /* [nq, G] */, int32_t *argmax /* [nq, G, Lq] */,
+                            float *sim /* [Lq, Td] */,
                             const float *qv /* [nq, Lq, D] */, const float *dv /* [Td, D] */,
                             const int *d_off /* [nd+1] */, const uint8_t *d_keep /* [Td] */,
                             int group, int nq, int nd, int Lq, int D);

@@ -101,7 +101,7 @@ typedef struct step_bufs {
     const float *linear;        /* [D, H] */
     const uint8_t *keep;        /* [T] */
     const int *d_off;           /* [nd + 1] rows into the document part */
-    float *out, *proj, *norm, *d_out, *d_hidden, *d_linear, *S, *dS;
+    float *out, *proj, *norm, *d_out, *d_hidden, *d_linear, *S, *dS, *sim;
     int32_t *argmax;
 } step_bufs;
 
@@ -123,7 +123,7 @@ static float run_step(step_bufs *s, float *scores, float *ib_scores, int relu, i
     for (int m = 0; m < accum; m++) {
         const float *qv = s->out + (size_t)m * mb * Lq * D;
         const int *doff = s->d_off + m * nd;
-        colbert_maxsim_forward(s->S, s->argmax, qv, dv, doff, s->keep + s->Tq, group, mb, nd, Lq, D);
+        colbert_maxsim_forward(s->S, s->argmax, s->sim, qv, dv, doff, s->keep + s->Tq, group, mb, nd, Lq, D);
         total += loss_forward_backward(s->dS, NULL, s->S, teacher ? teacher + m * nd : NULL, &lc, mb);
         colbert_maxsim_backward(s->d_out + (size_t)m * mb * Lq * D, s->d_out + (size_t)s->Tq * D, s->dS,
                                 s->argmax, qv, dv, group, mb, nd, Lq, D);
@@ -173,6 +173,7 @@ static void test_step(void) {
     s.d_linear = malloc(DH * sizeof(float));
     s.S = malloc((size_t)s.B * s.nd * sizeof(float));
     s.dS = malloc((size_t)s.B * s.nd * sizeof(float));
+    s.sim = malloc((size_t)s.Lq * s.Td * sizeof(float));
     s.argmax = malloc((size_t)s.B * s.nd * s.Lq * sizeof(int32_t));
     float *scores = malloc((size_t)s.nd * sizeof(float)), *ib_scores = malloc((size_t)s.B * s.nd * sizeof(float));
     const float *teacher = rf("teacher", NULL);
@@ -219,7 +220,7 @@ static void test_step(void) {
     CHECK(e_l <= 1e-5f && e_dh <= 1e-3f && e_dl <= 1e-3f);
 
     free(hidden); free(keep); free(d_off); free(s.out); free(s.proj); free(s.d_out); free(s.norm);
-    free(s.d_hidden); free(s.d_linear); free(s.S); free(s.dS); free(s.argmax); free(scores); free(ib_scores);
+    free(s.d_hidden); free(s.d_linear); free(s.S); free(s.dS); free(s.argmax); free(s.sim); free(scores); free(ib_scores);
 }
 
 /* ---- 3. optimizer -------------------------------------------------------- */
@@ -296,7 +297,7 @@ typedef struct fd_ctx {
     uint8_t keep[FT];
     int relu;
     /* maxsim */
-    float qv[FNQ * FLQ * FD], dv[FT * FD], S[FNQ * FNQ * FNW], wS[FNQ * FNQ * FNW];
+    float qv[FNQ * FLQ * FD], dv[FT * FD], sim[FLQ * FT], S[FNQ * FNQ * FNW], wS[FNQ * FNQ * FNW];
     int32_t am[FNQ * FNQ * FNW * FLQ];
     int d_off[FNQ * FNW + 1], group;
     /* losses */
@@ -322,7 +323,7 @@ static double fn_head(void *p) {
 static double fn_maxsim(void *p) {
     fd_ctx *c = p;
     int nd = FNQ * FNW, G = c->group ? c->group : nd;
-    colbert_maxsim_forward(c->S, c->am, c->qv, c->dv, c->d_off, c->keep, c->group, FNQ, nd, FLQ, FD);
+    colbert_maxsim_forward(c->S, c->am, c->sim, c->qv, c->dv, c->d_off, c->keep, c->group, FNQ, nd, FLQ, FD);
     return dot_d(c->wS, c->S, (size_t)FNQ * G);
 }
 static double fn_loss(void *p) {
