@@ -156,13 +156,13 @@ static void jws(jparser *jp) {
         jp->p++;
 }
 
-static size_t jnode(jparser *jp, json_type t) {
+static size_t jnode(jparser *jp, dj_type t) {
     data_json *j = jp->j;
     if (j->n == j->cap) {
         j->cap = j->cap ? 2 * j->cap : 64;
         j->nodes = cb_xrealloc(j->nodes, j->cap * sizeof *j->nodes);
     }
-    json_node *nd = &j->nodes[j->n];
+    dj_node *nd = &j->nodes[j->n];
     memset(nd, 0, sizeof *nd);
     nd->type = t;
     return j->n++;
@@ -296,7 +296,7 @@ static int jstring(jparser *jp, size_t idx) {
             return jfail(jp, "an escape character (one of \"\\/bfnrtu)");
         }
     }
-    json_node *nd = &jp->j->nodes[idx];
+    dj_node *nd = &jp->j->nodes[idx];
     nd->s = s0;
     nd->len = (size_t)((o ? o : p) - s0);
     s0[nd->len] = '\0';   /* safe: at most the closing quote is overwritten */
@@ -324,7 +324,7 @@ static int jnumber(jparser *jp, size_t idx) {
         if (!(p < jp->end && *p >= '0' && *p <= '9')) { jp->p = p; return jfail(jp, "a digit in the exponent"); }
         while (p < jp->end && *p >= '0' && *p <= '9') p++;
     }
-    json_node *nd = &jp->j->nodes[idx];
+    dj_node *nd = &jp->j->nodes[idx];
     nd->s = s0;
     nd->len = (size_t)(p - s0);
     char tmp[64];
@@ -349,13 +349,13 @@ static int jvalue(jparser *jp) {
     char c = *jp->p;
     size_t idx;
     if (c == '"') {
-        idx = jnode(jp, JSON_STRING);
+        idx = jnode(jp, DJ_STRING);
         if (jstring(jp, idx)) return -1;
     } else if (c == '[' || c == '{') {
         if (++jp->depth > 64) return cb_err_set(jp->err, "invalid JSON at column %zu: nested "
                                                "deeper than 64", (size_t)(jp->p - jp->start) + 1);
         int obj = c == '{';
-        idx = jnode(jp, obj ? JSON_OBJECT : JSON_ARRAY);
+        idx = jnode(jp, obj ? DJ_OBJECT : DJ_ARRAY);
         jp->p++;
         jws(jp);
         uint32_t count = 0;
@@ -366,7 +366,7 @@ static int jvalue(jparser *jp) {
                 if (obj) {
                     jws(jp);
                     if (jp->p >= jp->end || *jp->p != '"') return jfail(jp, "'\"' starting a key");
-                    size_t k = jnode(jp, JSON_STRING);
+                    size_t k = jnode(jp, DJ_STRING);
                     if (jstring(jp, k)) return -1;
                     jp->j->nodes[k].next = (uint32_t)jp->j->n;
                     jws(jp);
@@ -384,16 +384,16 @@ static int jvalue(jparser *jp) {
         jp->depth--;
         jp->j->nodes[idx].n = count;
     } else if (c == '-' || (c >= '0' && c <= '9')) {
-        idx = jnode(jp, JSON_NUMBER);
+        idx = jnode(jp, DJ_NUMBER);
         if (jnumber(jp, idx)) return -1;
     } else if (jp->end - jp->p >= 4 && !memcmp(jp->p, "true", 4)) {
-        idx = jnode(jp, JSON_TRUE);
+        idx = jnode(jp, DJ_TRUE);
         jp->p += 4;
     } else if (jp->end - jp->p >= 5 && !memcmp(jp->p, "false", 5)) {
-        idx = jnode(jp, JSON_FALSE);
+        idx = jnode(jp, DJ_FALSE);
         jp->p += 5;
     } else if (jp->end - jp->p >= 4 && !memcmp(jp->p, "null", 4)) {
-        idx = jnode(jp, JSON_NULL);
+        idx = jnode(jp, DJ_NULL);
         jp->p += 4;
     } else {
         return jfail(jp, "a value");
@@ -417,11 +417,11 @@ void data_json_free(data_json *j) {
 }
 
 int64_t data_json_get(const data_json *j, size_t obj, const char *key) {
-    const json_node *o = &j->nodes[obj];
-    if (o->type != JSON_OBJECT) return -1;
+    const dj_node *o = &j->nodes[obj];
+    if (o->type != DJ_OBJECT) return -1;
     size_t klen = strlen(key), i = obj + 1;
     for (uint32_t m = 0; m < o->n; m++) {
-        const json_node *k = &j->nodes[i];
+        const dj_node *k = &j->nodes[i];
         size_t v = k->next;
         if (k->len == klen && !memcmp(k->s, key, klen)) return (int64_t)v;
         i = j->nodes[v].next;
@@ -429,14 +429,14 @@ int64_t data_json_get(const data_json *j, size_t obj, const char *key) {
     return -1;
 }
 
-const char *data_json_type_name(json_type t) {
+const char *data_json_type_name(dj_type t) {
     switch (t) {
-    case JSON_NULL: return "null";
-    case JSON_FALSE: case JSON_TRUE: return "a boolean";
-    case JSON_NUMBER: return "a number";
-    case JSON_STRING: return "a string";
-    case JSON_ARRAY: return "a list";
-    case JSON_OBJECT: return "an object";
+    case DJ_NULL: return "null";
+    case DJ_FALSE: case DJ_TRUE: return "a boolean";
+    case DJ_NUMBER: return "a number";
+    case DJ_STRING: return "a string";
+    case DJ_ARRAY: return "a list";
+    case DJ_OBJECT: return "an object";
     }
     return "?";
 }
@@ -709,11 +709,11 @@ int data_triples_load(data_triples *t, const char *path, int nway, cb_err *err) 
             cb_err_prefix(err, "%s:%lld", path, (long long)r.lineno);
             goto fail;
         }
-        const json_node *root = &j.nodes[0];
-        if (root->type != JSON_ARRAY || root->n < 2) {
+        const dj_node *root = &j.nodes[0];
+        if (root->type != DJ_ARRAY || root->n < 2) {
             cb_err_set(err, "%s:%lld: expected a list [qid, pid, pid, ...], found %s%s", path,
                        (long long)r.lineno, data_json_type_name(root->type),
-                       root->type == JSON_ARRAY ? " of fewer than 2 items" : "");
+                       root->type == DJ_ARRAY ? " of fewer than 2 items" : "");
             goto fail;
         }
         int have = (int)root->n - 1;
@@ -733,7 +733,7 @@ int data_triples_load(data_triples *t, const char *path, int nway, cb_err *err) 
             t->scores = cb_xrealloc(t->scores, cap * (size_t)nway * sizeof *t->scores);
         }
         size_t i = 1;
-        if (j.nodes[i].type != JSON_NUMBER || !j.nodes[i].is_int) {
+        if (j.nodes[i].type != DJ_NUMBER || !j.nodes[i].is_int) {
             cb_err_set(err, "%s:%lld: expected an integer query id first, found %s", path,
                        (long long)r.lineno, data_json_type_name(j.nodes[i].type));
             goto fail;
@@ -741,8 +741,8 @@ int data_triples_load(data_triples *t, const char *path, int nway, cb_err *err) 
         t->qids[t->n] = j.nodes[i].i;
         i = j.nodes[i].next;
         for (int k = 0; k < nway; k++) {
-            const json_node *e = &j.nodes[i];
-            int is_pair = e->type == JSON_ARRAY;
+            const dj_node *e = &j.nodes[i];
+            int is_pair = e->type == DJ_ARRAY;
             if (scored < 0) scored = is_pair;
             if (is_pair != scored) {
                 cb_err_set(err, "%s:%lld: passage %d is %s but the first line has %s", path,
@@ -750,7 +750,7 @@ int data_triples_load(data_triples *t, const char *path, int nway, cb_err *err) 
                            scored ? "[pid, score] pairs" : "bare pids");
                 goto fail;
             }
-            const json_node *pid = e, *sc = NULL;
+            const dj_node *pid = e, *sc = NULL;
             if (is_pair) {
                 if (e->n != 2) {
                     cb_err_set(err, "%s:%lld: expected [pid, score] for passage %d, found a list of %u",
@@ -759,13 +759,13 @@ int data_triples_load(data_triples *t, const char *path, int nway, cb_err *err) 
                 }
                 pid = &j.nodes[i + 1];
                 sc = &j.nodes[pid->next];
-                if (sc->type != JSON_NUMBER) {
+                if (sc->type != DJ_NUMBER) {
                     cb_err_set(err, "%s:%lld: expected a number as the score of passage %d, found %s",
                                path, (long long)r.lineno, k + 1, data_json_type_name(sc->type));
                     goto fail;
                 }
             }
-            if (pid->type != JSON_NUMBER || !pid->is_int || pid->i < 0) {
+            if (pid->type != DJ_NUMBER || !pid->is_int || pid->i < 0) {
                 cb_err_set(err, "%s:%lld: expected a passage id (integer >= 0) for passage %d, found %s",
                            path, (long long)r.lineno, k + 1, data_json_type_name(pid->type));
                 goto fail;

@@ -54,15 +54,15 @@ void data_lines_close(data_lines *r);
 /* ---- JSON, one value per line ------------------------------------------- */
 
 typedef enum {
-    JSON_NULL, JSON_FALSE, JSON_TRUE, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT
-} json_type;
+    DJ_NULL, DJ_FALSE, DJ_TRUE, DJ_NUMBER, DJ_STRING, DJ_ARRAY, DJ_OBJECT
+} dj_type;   /* prefixed: jansson.h owns the JSON_ names */
 
 /* One node of a parsed value, in document order. An array node is followed
  * by its elements, an object node by key, value, key, value... (each key a
- * JSON_STRING node); `next` is the index just past this node's subtree, so
+ * DJ_STRING node); `next` is the index just past this node's subtree, so
  * children are walked with `for (i = first child; ...; i = nodes[i].next)`. */
-typedef struct json_node {
-    json_type type;
+typedef struct dj_node {
+    dj_type type;
     uint32_t n;         /* elements of an array, members of an object */
     uint32_t next;
     const char *s;      /* string: decoded UTF-8 (in the line buffer); number: its text */
@@ -70,10 +70,10 @@ typedef struct json_node {
     double num;         /* number value */
     int64_t i;          /* number value when is_int */
     int is_int;         /* number without fraction or exponent that fits int64 */
-} json_node;
+} dj_node;
 
 typedef struct data_json {
-    json_node *nodes;
+    dj_node *nodes;
     size_t n, cap;
 } data_json;
 
@@ -87,7 +87,7 @@ void data_json_free(data_json *j);
 /* Value of member `key` of the object at index obj, or -1 when absent. */
 int64_t data_json_get(const data_json *j, size_t obj, const char *key);
 /* "string", "number", ... for messages. */
-const char *data_json_type_name(json_type t);
+const char *data_json_type_name(dj_type t);
 
 /* ---- buffered writer ---------------------------------------------------- */
 

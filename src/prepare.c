@@ -381,23 +381,23 @@ int prepare_add_corpus(prepare *p, const char *path, cb_err *err) {
         size_t n = len;
         if (form == F_JSONL) {
             if (data_json_parse(&p->j, line, len, err)) goto fail_prefix;
-            const json_node *nd = p->j.nodes;
-            if (nd[0].type == JSON_STRING) {
+            const dj_node *nd = p->j.nodes;
+            if (nd[0].type == DJ_STRING) {
                 text = nd[0].s;
                 n = nd[0].len;
             } else {
                 int64_t it = data_json_get(&p->j, 0, "text"), ti = data_json_get(&p->j, 0, "title");
-                if (nd[0].type != JSON_OBJECT || it < 0 || nd[it].type != JSON_STRING) {
+                if (nd[0].type != DJ_OBJECT || it < 0 || nd[it].type != DJ_STRING) {
                     read_err(err, &r, "expected an object with a \"text\" string, found %s%s",
                              data_json_type_name(nd[0].type),
-                             nd[0].type == JSON_OBJECT ? (it < 0 ? " without \"text\"" : " whose \"text\" is not a string") : "");
+                             nd[0].type == DJ_OBJECT ? (it < 0 ? " without \"text\"" : " whose \"text\" is not a string") : "");
                     goto fail;
                 }
-                if (ti >= 0 && nd[ti].type != JSON_STRING && nd[ti].type != JSON_NULL) {
+                if (ti >= 0 && nd[ti].type != DJ_STRING && nd[ti].type != DJ_NULL) {
                     read_err(err, &r, "expected \"title\" to be a string, found %s", data_json_type_name(nd[ti].type));
                     goto fail;
                 }
-                int has_title = ti >= 0 && nd[ti].type == JSON_STRING;
+                int has_title = ti >= 0 && nd[ti].type == DJ_STRING;
                 text = join_title(p, has_title ? nd[ti].s : NULL, has_title ? nd[ti].len : 0,
                                   nd[it].s, nd[it].len, &n);
             }
@@ -451,12 +451,12 @@ fail:
 
 /* ---- training records ---------------------------------------------------- */
 
-static int label_match_json(const label *l, const json_node *nd) {
-    if (nd->type == JSON_STRING) return nd->len == l->len && !memcmp(nd->s, l->text, l->len);
+static int label_match_json(const label *l, const dj_node *nd) {
+    if (nd->type == DJ_STRING) return nd->len == l->len && !memcmp(nd->s, l->text, l->len);
     if (!l->is_int) return 0;
-    if (nd->type == JSON_NUMBER) return nd->is_int ? nd->i == l->v : nd->num == (double)l->v;
-    if (nd->type == JSON_TRUE) return l->v == 1;
-    if (nd->type == JSON_FALSE) return l->v == 0;
+    if (nd->type == DJ_NUMBER) return nd->is_int ? nd->i == l->v : nd->num == (double)l->v;
+    if (nd->type == DJ_TRUE) return l->v == 1;
+    if (nd->type == DJ_FALSE) return l->v == 0;
     return 0;
 }
 
@@ -506,17 +506,17 @@ static int empty_field(const data_lines *r, const char *what, int field, cb_err 
 /* Add the passage(s) of JSON node idx (field number f) to query q. */
 static int add_json_passages(prepare *p, const data_lines *r, uint32_t q, size_t idx, int f,
                              int positive, cb_err *err) {
-    const json_node *nd = &p->j.nodes[idx];
-    if (nd->type == JSON_STRING) {
+    const dj_node *nd = &p->j.nodes[idx];
+    if (nd->type == DJ_STRING) {
         if (is_blank(nd->s, nd->len)) return empty_field(r, "passage", f, err);
         add_edge(p, q, add_doc(p, nd->s, nd->len), positive);
         return 0;
     }
-    if (nd->type == JSON_ARRAY) {
+    if (nd->type == DJ_ARRAY) {
         size_t i = idx + 1;
         for (uint32_t k = 0; k < nd->n; k++, i = p->j.nodes[i].next) {
-            const json_node *it = &p->j.nodes[i];
-            if (it->type != JSON_STRING)
+            const dj_node *it = &p->j.nodes[i];
+            if (it->type != DJ_STRING)
                 return read_err(err, r, "field %d: item %u of the list is %s, expected a string",
                                 f, k + 1, data_json_type_name(it->type));
             if (is_blank(it->s, it->len))
@@ -525,16 +525,16 @@ static int add_json_passages(prepare *p, const data_lines *r, uint32_t q, size_t
         }
         return 0;
     }
-    if (nd->type == JSON_OBJECT) {
+    if (nd->type == DJ_OBJECT) {
         int64_t c = data_json_get(&p->j, idx, "content");
-        if (c < 0 || p->j.nodes[c].type != JSON_STRING)
+        if (c < 0 || p->j.nodes[c].type != DJ_STRING)
             return read_err(err, r, "field %d: expected an object with a \"content\" string", f);
-        const json_node *cn = &p->j.nodes[c];
+        const dj_node *cn = &p->j.nodes[c];
         if (is_blank(cn->s, cn->len)) return empty_field(r, "passage", f, err);
         add_edge(p, q, add_doc(p, cn->s, cn->len), positive);
         return 0;
     }
-    if (f == 3 && (nd->type == JSON_NUMBER || nd->type == JSON_TRUE || nd->type == JSON_FALSE))
+    if (f == 3 && (nd->type == DJ_NUMBER || nd->type == DJ_TRUE || nd->type == DJ_FALSE))
         return read_err(err, r, "field 3 is %s, not a negative passage: for labeled pairs pass "
                         "--kind labeled", data_json_type_name(nd->type));
     return read_err(err, r, "field %d: expected a passage (a string, a list of strings or "
@@ -544,20 +544,20 @@ static int add_json_passages(prepare *p, const data_lines *r, uint32_t q, size_t
 static int add_jsonl_record(prepare *p, const data_lines *r, char *line, size_t len, cb_err *err) {
     if (data_json_parse(&p->j, line, len, err))
         return cb_err_prefix(err, "%s:%lld", r->path, (long long)r->lineno);
-    const json_node *nd = p->j.nodes;
-    if (nd[0].type != JSON_ARRAY)
+    const dj_node *nd = p->j.nodes;
+    if (nd[0].type != DJ_ARRAY)
         return read_err(err, r, "expected a list [query, passage, ...], found %s",
                         data_json_type_name(nd[0].type));
     int nf = (int)nd[0].n;
     size_t f0 = 1, f1 = nf >= 2 ? nd[f0].next : 0, f2 = nf >= 3 ? nd[f1].next : 0;
     int third_is_label = 0;
     if (nf == 3) {
-        const json_node *t = &nd[f2];
-        third_is_label = t->type == JSON_NUMBER || t->type == JSON_TRUE || t->type == JSON_FALSE ||
-                         (t->type == JSON_STRING && (label_match_json(&p->pos, t) || label_match_json(&p->neg, t)));
+        const dj_node *t = &nd[f2];
+        third_is_label = t->type == DJ_NUMBER || t->type == DJ_TRUE || t->type == DJ_FALSE ||
+                         (t->type == DJ_STRING && (label_match_json(&p->pos, t) || label_match_json(&p->neg, t)));
     }
     if (settle_kind(p, r, nf, third_is_label, err)) return -1;
-    if (nd[f0].type != JSON_STRING)
+    if (nd[f0].type != DJ_STRING)
         return read_err(err, r, "field 1: expected the query as a string, found %s",
                         data_json_type_name(nd[f0].type));
     if (is_blank(nd[f0].s, nd[f0].len)) return empty_field(r, "query", 1, err);
@@ -568,11 +568,11 @@ static int add_jsonl_record(prepare *p, const data_lines *r, char *line, size_t 
         break;
     case PREPARE_KIND_LABELED: {
         char b[96];
-        const json_node *t = &nd[f2];
-        const char *found = t->type == JSON_STRING ? excerpt(b, sizeof b, t->s, t->len)
-                            : t->type == JSON_NUMBER ? excerpt(b, sizeof b, t->s, t->len)
+        const dj_node *t = &nd[f2];
+        const char *found = t->type == DJ_STRING ? excerpt(b, sizeof b, t->s, t->len)
+                            : t->type == DJ_NUMBER ? excerpt(b, sizeof b, t->s, t->len)
                             : data_json_type_name(t->type);
-        if (t->type == JSON_NUMBER) {   /* print the number without quotes */
+        if (t->type == DJ_NUMBER) {   /* print the number without quotes */
             snprintf(b, sizeof b, "%.*s", (int)(t->len < 40 ? t->len : 40), t->s);
             found = b;
         }
@@ -674,12 +674,12 @@ int prepare_add_train(prepare *p, const char *path, cb_err *err) {
 /* The "_id" member of object node 0 as text (a string, or a number's text). */
 static int beir_id(prepare *p, const data_lines *r, const char **s, size_t *n, cb_err *err) {
     int64_t k = data_json_get(&p->j, 0, "_id");
-    if (p->j.nodes[0].type != JSON_OBJECT || k < 0)
+    if (p->j.nodes[0].type != DJ_OBJECT || k < 0)
         return read_err(err, r, "expected an object with \"_id\", found %s%s",
                         data_json_type_name(p->j.nodes[0].type),
-                        p->j.nodes[0].type == JSON_OBJECT ? " without \"_id\"" : "");
-    const json_node *nd = &p->j.nodes[k];
-    if (nd->type != JSON_STRING && nd->type != JSON_NUMBER)
+                        p->j.nodes[0].type == DJ_OBJECT ? " without \"_id\"" : "");
+    const dj_node *nd = &p->j.nodes[k];
+    if (nd->type != DJ_STRING && nd->type != DJ_NUMBER)
         return read_err(err, r, "expected \"_id\" to be a string, found %s", data_json_type_name(nd->type));
     *s = nd->s;
     *n = nd->len;
@@ -691,11 +691,11 @@ static int beir_text(prepare *p, const data_lines *r, const char *key, int requi
     int64_t k = data_json_get(&p->j, 0, key);
     *s = NULL;
     *n = 0;
-    if (k < 0 || p->j.nodes[k].type == JSON_NULL) {
+    if (k < 0 || p->j.nodes[k].type == DJ_NULL) {
         if (required) return read_err(err, r, "expected a \"%s\" string, found none", key);
         return 0;
     }
-    if (p->j.nodes[k].type != JSON_STRING)
+    if (p->j.nodes[k].type != DJ_STRING)
         return read_err(err, r, "expected \"%s\" to be a string, found %s", key,
                         data_json_type_name(p->j.nodes[k].type));
     *s = p->j.nodes[k].s;
