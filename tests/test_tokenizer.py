@@ -145,12 +145,18 @@ def hf_ids(tok, texts):
     return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
 
 
-def compare(name, texts, ours, ref):
+def say(capsys, msg):
+    """Print past pytest's capture: the counts belong in the test log."""
+    with capsys.disabled():
+        print("\n" + msg, flush=True)
+
+
+def compare(capsys, name, texts, ours, ref):
     assert len(ours) == len(texts), f"{name}: {len(ours)} output lines for {len(texts)} texts"
     bad = [i for i in range(len(texts)) if ours[i] != ref[i]]
     for i in bad[:5]:
         print(f"{name}: text {i} differs: {texts[i][:200]!r}\n  ours {ours[i][:40]}\n  hf   {ref[i][:40]}")
-    print(f"{name}: {len(texts) - len(bad)}/{len(texts)} texts with identical ids")
+    say(capsys, f"{name}: {len(texts) - len(bad)}/{len(texts)} texts with identical ids")
     assert not bad, f"{name}: {len(bad)} of {len(texts)} texts differ"
 
 
@@ -175,20 +181,20 @@ def hf():
     return hf_tokenizer(os.path.join(MODEL, "tokenizer.json"))
 
 
-def test_datasets_parity(hf):
+def test_datasets_parity(hf, capsys):
     texts = dataset_texts()
     assert len(texts) > 20000
     path = os.path.join(TMP, "tok_datasets.txt")
     write_lines(path, texts)
-    compare("datasets (nfcorpus + scifact queries, titles, texts)", texts,
+    compare(capsys, "datasets (nfcorpus + scifact queries, titles, texts)", texts,
             colbert_tokenize(BIN, MODEL, path), hf_ids(hf, texts))
 
 
-def test_torture_parity(hf):
+def test_torture_parity(hf, capsys):
     path = os.path.join(TMP, "tok_torture.txt")
     texts = write_lines(path, TORTURE)
     ours = colbert_tokenize(BIN, MODEL, path)
-    compare("torture list", texts, ours, hf_ids(hf, texts))
+    compare(capsys, "torture list", texts, ours, hf_ids(hf, texts))
     # The list must exercise the hard paths, not only pass through them.
     unk = hf.token_to_id("[UNK]")
     assert sum(unk in ids for ids in ours) >= 5
@@ -239,7 +245,7 @@ FALLBACK_CONFIGS = [
 
 
 @pytest.mark.parametrize("name,override", FALLBACK_CONFIGS, ids=[c[0] for c in FALLBACK_CONFIGS])
-def test_vocab_txt_fallback(name, override):
+def test_vocab_txt_fallback(name, override, capsys):
     from tokenizers.implementations import BertWordPieceTokenizer
 
     d = os.path.join(TMP, "fallback-" + name.replace(" ", "_").replace(",", ""))
@@ -267,7 +273,7 @@ def test_vocab_txt_fallback(name, override):
     texts = write_lines(path, texts_in)
     ours = colbert_tokenize(BIN, d, path)
     ref_ids = [e.ids for e in ref.encode_batch(texts, add_special_tokens=False)]
-    compare(f"vocab.txt fallback ({name})", texts, ours, ref_ids)
+    compare(capsys, f"vocab.txt fallback ({name})", texts, ours, ref_ids)
 
 
 # ---------------------------------------------------------------------------
@@ -299,7 +305,7 @@ def _in_common(cp):
 
 
 @pytest.mark.parametrize("strip", [None, False], ids=["strip_accents=null", "strip_accents=false"])
-def test_every_code_point(strip):
+def test_every_code_point(strip, capsys):
     with open(os.path.join(MODEL, "tokenizer.json"), encoding="utf-8") as f:
         spec = json.load(f)
     # Planes 0-3 and 14 whole; planes 4-13 are unassigned (no Unicode version
@@ -328,7 +334,7 @@ def test_every_code_point(strip):
     assert len(ours) == len(ref)
     bad = [cps[i] for i in range(len(cps)) if ours[i] != ref[i]]
     common = [cp for cp in bad if _in_common(cp)]
-    print(f"every code point ({strip=}): {len(cps) - len(bad)}/{len(cps)} identical; "
+    say(capsys, f"every code point ({strip=}): {len(cps) - len(bad)}/{len(cps)} identical; "
           f"{len(bad)} differ (Unicode version of HF's tables), {len(common)} of them in common ranges: "
           + " ".join(f"U+{cp:04X}" for cp in common))
     assert len(bad) <= 1000
