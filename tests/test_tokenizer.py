@@ -340,3 +340,39 @@ def test_every_code_point(strip, capsys):
     assert len(bad) <= 1000
     # In common ranges only characters added or re-categorized after Unicode 8.
     assert len(common) <= 40, [hex(c) for c in common]
+
+
+def test_added_token_options(capsys):
+    """Added tokens with the other flags: normalized (matched after the
+    normalizer), lstrip/rstrip (take the spaces around), single_word."""
+    with open(os.path.join(MODEL, "tokenizer.json"), encoding="utf-8") as f:
+        spec = json.load(f)
+    n = len(spec["model"]["vocab"])
+    extra = [
+        {"content": "<Foo Bar>", "normalized": True, "special": False},
+        {"content": "[STRIP]", "lstrip": True, "rstrip": True, "normalized": False, "special": True},
+        {"content": "qux", "single_word": True, "normalized": False, "special": False},
+        {"content": "Ünï", "normalized": True, "special": False},
+        {"content": "[CLS]x", "normalized": False, "special": True},
+    ]
+    for i, tok in enumerate(extra):
+        tok.update({"id": n + i, "single_word": tok.get("single_word", False),
+                    "lstrip": tok.get("lstrip", False), "rstrip": tok.get("rstrip", False)})
+    spec["added_tokens"] += extra
+    d = os.path.join(TMP, "added-options")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(spec, f, ensure_ascii=False)
+    lines = [
+        "a <foo bar> b <FOO BAR> c <Foo  Bar> <Foo\tBar>",
+        "x   [STRIP]   y [STRIP][STRIP] z[STRIP]w",
+        "qux quxx xqux (qux) qux. a qux",
+        "UNI uni ünï ÜNÏ unïcode",
+        "[CLS]x [CLS] x [CLS][CLS]xx",
+    ] + TORTURE
+    path = os.path.join(d, "lines.txt")
+    texts = write_lines(path, lines)
+    ours = colbert_tokenize(BIN, d, path)
+    compare(capsys, "added token options", texts, ours, hf_ids(hf_tokenizer(os.path.join(d, "tokenizer.json")), texts))
+    seen = {i for ids in ours for i in ids}
+    assert all(n + i in seen for i in range(len(extra))), "every added token must be matched somewhere"
