@@ -18,8 +18,10 @@
  * Unicode data (categories, canonical decomposition, combining classes,
  * case) comes from utf8proc. HF takes categories from the Rust crate
  * unicode_categories (old Unicode tables) and case from Rust's char
- * (current Unicode): characters whose properties changed between those
- * versions can differ; everything in real text we have seen matches.
+ * (current Unicode), utf8proc from its own version: characters encoded or
+ * re-categorized between those versions differ (about 600 code points, in
+ * recent scripts and signs; tests/test_tokenizer.py lists them). Both
+ * datasets and the torture list match id for id.
  *
  * The loaded tokenizer is read-only; tokenizer_encode keeps its scratch on
  * the stack or in buffers it allocates itself, so it is thread-safe.
@@ -29,6 +31,8 @@
 #include <jansson.h>
 #include <string.h>
 #include <utf8proc.h>
+
+static size_t utf8_decode(const unsigned char *s, size_t len, uint32_t *out);
 
 /* ---------------------------------------------------------------------------
  * Vocabulary: token bytes in one arena, open-addressing hash table. */
@@ -69,6 +73,7 @@ struct tokenizer {
     /* added tokens, split before (normalized == 0) or after normalization */
     added_token *added;
     int n_added, n_added_raw, n_added_norm;
+    uint64_t added_first[2];  /* bit (first cp & 63) of the raw [0] and normalized [1] patterns */
     tokenizer_specials specials;
 };
 
@@ -142,8 +147,6 @@ static void vocab_put(tokenizer *t, const char *s, size_t n, int id) {
 
 /* ---------------------------------------------------------------------------
  * Unicode predicates, as HF defines them (on top of utf8proc). */
-
-static uint32_t utf8_decode(const unsigned char *s, size_t len, uint32_t *out);
 
 /* HF is_control: Cc, Cf, Co (unicode_categories' is_other), minus \t \n \r. */
 static inline int is_control(uint32_t c) {
@@ -394,7 +397,9 @@ static void pretok_wordpiece(const tokenizer *t, scratch *s, const uint32_t *in,
  * (lstrip never reaches before it). */
 static int added_next(const tokenizer *t, int norm, const uint32_t *in, size_t n, size_t from,
                       size_t seg, size_t *ms, size_t *me, int *which) {
+    uint64_t first = t->added_first[norm];
     for (size_t i = from; i < n; i++) {
+        if (!(first >> (in[i] & 63) & 1)) continue;
         int best = -1;
         size_t best_len = 0;
         for (int k = 0; k < t->n_added; k++) {
@@ -475,7 +480,7 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *
  * UTF-8 decoding with Python's errors="replace": each maximal prefix of a
  * valid sequence that cannot be completed becomes one U+FFFD, and decoding
  * resumes at the byte that broke it. out has room for len code points. */
-static uint32_t utf8_decode(const unsigned char *s, size_t len, uint32_t *out) {
+static size_t utf8_decode(const unsigned char *s, size_t len, uint32_t *out) {
     size_t i = 0, n = 0;
     while (i < len) {
         unsigned c = s[i];
@@ -513,7 +518,7 @@ static uint32_t utf8_decode(const unsigned char *s, size_t len, uint32_t *out) {
         out[n++] = k == need ? cp : 0xFFFD;
         i = j;
     }
-    return (uint32_t)n;
+    return n;
 }
 
 /* ---------------------------------------------------------------------------
@@ -736,6 +741,7 @@ static int tokenizer_finish(tokenizer *t, const char *vocab_path, json_t *cfg, c
         }
         a->cps = cps;
         a->n = (int)n;
+        if (n) t->added_first[a->normalized] |= 1ULL << (cps[0] & 63);
     }
     free(s.norm);
     free(s.pend);
