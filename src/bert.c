@@ -3,6 +3,7 @@
  * D = H / NH head size, L layers. */
 #include "bert.h"
 #include "blas.h"
+#include "fastmath.h"
 #include "safetensors.h"
 
 #include <math.h>
@@ -225,10 +226,10 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
 
 /* out, inp: [n]; exact GELU 0.5 x (1 + erf(x / sqrt 2)) */
 void gelu_forward(float *out, const float *inp, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
+        out[i] = 0.5f * x * (1.0f + fast_erff(x * (float)M_SQRT1_2));
     }
 }
 
@@ -282,6 +283,29 @@ static float *thread_scratch(const bert_acts *a) {
     return a->scratch + (size_t)t * 2 * (size_t)a->max_seq * a->max_seq;
 }
 
+/* Row-wise softmax of P[n, n] in place; keys j with kmask[j] == 0 get
+ * probability exactly 0 (as -inf scores would). */
+static void softmax_rows(float *P, const uint8_t *kmask, int n) {
+    for (int i = 0; i < n; i++) {
+        float *row = P + (size_t)i * n;
+        if (kmask)
+            for (int j = 0; j < n; j++) if (!kmask[j]) row[j] = -INFINITY;
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+        float sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < n; j++) {
+            float e = fast_expf(row[j] - mx);  /* -inf -> ~1e-38, zeroed below */
+            row[j] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < n; j++) row[j] *= inv;
+        if (kmask)
+            for (int j = 0; j < n; j++) if (!kmask[j]) row[j] = 0.0f;
+    }
+}
+
 /* Multi-head self-attention over a packed batch.
  * ctx: [T, H] attention context; P: [NH * sum n_s^2] softmax probabilities
  * (sequence s, head h at att_off[s] * NH + h * n_s^2, row-major [query,
@@ -305,17 +329,7 @@ static void attention_forward(float *ctx, float *P_all, uint8_t *pmask, const fl
         /* P[n, n] = scale * q[n, D] @ k[n, D]^T (rows strided by 3H) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, scale, q, 3 * H, k,
                     3 * H, 0.0f, P, n);
-        for (int i = 0; i < n; i++) {
-            float *row = P + (size_t)i * n;
-            if (mask)
-                for (int j = 0; j < n; j++) if (!mask[o + j]) row[j] = -INFINITY;
-            float mx = -INFINITY;
-            for (int j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-            float sum = 0;
-            for (int j = 0; j < n; j++) { float e = expf(row[j] - mx); row[j] = e; sum += e; }
-            float inv = 1.0f / sum;
-            for (int j = 0; j < n; j++) row[j] *= inv;
-        }
+        softmax_rows(P, mask ? mask + o : NULL, n);
         const float *Pv = P;
         if (p_att > 0) {  /* dropped copy of P in this thread's scratch */
             float *Pd = thread_scratch(a);
@@ -517,11 +531,11 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
 /* forward: out = 0.5 x (1 + erf(x / sqrt 2)); dinp may alias dout */
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     const float inv_sqrt_2pi = 0.3989422804014327f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
-        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-        float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
+        float cdf = 0.5f * (1.0f + fast_erff(x * (float)M_SQRT1_2));
+        float pdf = inv_sqrt_2pi * fast_expf(-0.5f * x * x);
         dinp[i] = dout[i] * (cdf + x * pdf);
     }
 }
