@@ -6,6 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* ======================================================================== */
 /* UTF-8                                                                    */
@@ -221,6 +226,42 @@ static int jstring(jparser *jp, size_t idx) {
     char *p = jp->p + 1, *o = NULL, *end = jp->end;
     char *s0 = p;
     for (;;) {
+#ifdef __AVX2__
+        while (end - p >= 32) {   /* as below, 32 bytes at a time */
+            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)p);
+            __m256i m = _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('"')),
+                                                        _mm256_cmpeq_epi8(v, _mm256_set1_epi8('\\'))),
+                                        _mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), v));
+            unsigned mask = (unsigned)_mm256_movemask_epi8(m);
+            if (mask) {
+                int k = __builtin_ctz(mask);
+                if (o) { memmove(o, p, (size_t)k); o += k; }
+                p += k;
+                break;
+            }
+            if (o) { _mm256_storeu_si256((__m256i *)(void *)o, v); o += 32; }
+            p += 32;
+        }
+#endif
+#ifdef __SSE2__
+        /* Plain ASCII, 16 bytes at a time: stop at '"', '\\', a control
+         * character or a byte >= 0x80 (both < 0x20 as signed bytes). */
+        while (end - p >= 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                                  _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                                     _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
+            unsigned mask = (unsigned)_mm_movemask_epi8(m);
+            if (mask) {
+                int k = __builtin_ctz(mask);
+                if (o) { memmove(o, p, (size_t)k); o += k; }
+                p += k;
+                break;
+            }
+            if (o) { _mm_storeu_si128((__m128i *)(void *)o, v); o += 16; }
+            p += 16;
+        }
+#endif
         while (end - p >= 8) {   /* plain ASCII, 8 bytes at a time */
             uint64_t w;
             memcpy(&w, p, 8);

@@ -34,8 +34,19 @@ typedef struct strtab {
 static uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
 
 /* A fast 64-bit hash, two independent lanes of 8 bytes; quality only matters
- * for speed (ids never depend on it). */
+ * for speed (ids never depend on it, equal hashes are resolved by memcmp).
+ * Long texts are hashed by their length, first 256 and last 256 bytes: a
+ * document is read once but may be looked up many times, and texts that
+ * differ only in the middle merely share a probe chain. */
+static uint64_t hash_bytes_all(const char *s, size_t n);
+
 static uint64_t hash_bytes(const char *s, size_t n) {
+    if (n <= 512) return hash_bytes_all(s, n);
+    return hash_bytes_all(s, 256) ^ rotl64(hash_bytes_all(s + n - 256, 256), 23) ^
+           ((uint64_t)n * 0x9e3779b97f4a7c15ULL);
+}
+
+static uint64_t hash_bytes_all(const char *s, size_t n) {
     const uint64_t m1 = 0x9e3779b97f4a7c15ULL, m2 = 0xc2b2ae3d27d4eb4fULL;
     uint64_t h1 = 0x243f6a8885a308d3ULL ^ ((uint64_t)n * m2), h2 = 0x13198a2e03707344ULL;
     while (n >= 16) {
