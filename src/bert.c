@@ -105,9 +105,66 @@ int bert_load(bert_model *m, const char *dir, cb_err *err) {
     return 0;
 }
 
+void bert_bind(bert_model *m, float *mem) {
+    m->params = mem;
+    float *p = mem;
+    for (int i = 0; i < BP_COUNT; i++) { m->t[i] = p; p += m->sizes[i]; }
+}
+
 void bert_free(bert_model *m) {
     free(m->params);
     m->params = NULL;
+}
+
+int bert_named_count(const bert_config *c) { return 5 + 16 * c->num_hidden_layers; }
+
+static void named(bert_named *o, const char *name, size_t offset, int64_t d0, int64_t d1) {
+    snprintf(o->name, sizeof o->name, "%s", name);
+    o->offset = offset;
+    o->ndim = d1 ? 2 : 1;
+    o->shape[0] = d0;
+    o->shape[1] = d1;
+    o->n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+}
+
+void bert_named_tensors(const bert_model *m, bert_named *out) {
+    const bert_config *c = &m->cfg;
+    int64_t H = c->hidden_size, I = c->intermediate_size;
+    size_t HH = (size_t)H * H, HI = (size_t)H * I;
+#define OFF(idx) ((size_t)(m->t[idx] - m->params))
+    int k = 0;
+    named(&out[k++], "embeddings.word_embeddings.weight", OFF(BP_WORD_EMB), c->vocab_size, H);
+    named(&out[k++], "embeddings.position_embeddings.weight", OFF(BP_POS_EMB), c->max_position_embeddings, H);
+    named(&out[k++], "embeddings.token_type_embeddings.weight", OFF(BP_TYPE_EMB), c->type_vocab_size, H);
+    named(&out[k++], "embeddings.LayerNorm.weight", OFF(BP_EMB_LN_W), H, 0);
+    named(&out[k++], "embeddings.LayerNorm.bias", OFF(BP_EMB_LN_B), H, 0);
+    static const char *qkv[3] = {"query", "key", "value"};
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        size_t L = (size_t)l;
+        char n[96];
+        for (int j = 0; j < 3; j++) {
+            snprintf(n, sizeof n, "encoder.layer.%d.attention.self.%s.weight", l, qkv[j]);
+            named(&out[k++], n, OFF(BP_QKV_W) + L * 3 * HH + (size_t)j * HH, H, H);
+            snprintf(n, sizeof n, "encoder.layer.%d.attention.self.%s.bias", l, qkv[j]);
+            named(&out[k++], n, OFF(BP_QKV_B) + L * 3 * (size_t)H + (size_t)j * H, H, 0);
+        }
+#define NAMED(suffix, idx, stride, d0, d1)                                   \
+        snprintf(n, sizeof n, "encoder.layer.%d." suffix, l);                 \
+        named(&out[k++], n, OFF(idx) + L * (stride), d0, d1);
+        NAMED("attention.output.dense.weight", BP_ATTO_W, HH, H, H)
+        NAMED("attention.output.dense.bias", BP_ATTO_B, (size_t)H, H, 0)
+        NAMED("attention.output.LayerNorm.weight", BP_LN1_W, (size_t)H, H, 0)
+        NAMED("attention.output.LayerNorm.bias", BP_LN1_B, (size_t)H, H, 0)
+        NAMED("intermediate.dense.weight", BP_FFU_W, HI, I, H)
+        NAMED("intermediate.dense.bias", BP_FFU_B, (size_t)I, I, 0)
+        NAMED("output.dense.weight", BP_FFD_W, HI, H, I)
+        NAMED("output.dense.bias", BP_FFD_B, (size_t)H, H, 0)
+        NAMED("output.LayerNorm.weight", BP_LN2_W, (size_t)H, H, 0)
+        NAMED("output.LayerNorm.bias", BP_LN2_B, (size_t)H, H, 0)
+#undef NAMED
+    }
+#undef OFF
+    CB_ASSERT(k == bert_named_count(c));
 }
 
 /* ------------------------------------------------------------------ */
@@ -478,6 +535,13 @@ void bert_grads_init(bert_grads *g, const bert_model *m) {
     g->n = m->n_params;
     g->memory = cb_xcalloc(g->n, sizeof(float));
     float *p = g->memory;
+    for (int i = 0; i < BP_COUNT; i++) { g->t[i] = p; p += m->sizes[i]; }
+}
+
+void bert_grads_bind(bert_grads *g, const bert_model *m, float *mem) {
+    g->n = m->n_params;
+    g->memory = mem;
+    float *p = mem;
     for (int i = 0; i < BP_COUNT; i++) { g->t[i] = p; p += m->sizes[i]; }
 }
 

@@ -60,6 +60,10 @@ void bert_param_sizes(const bert_config *c, size_t sizes[BP_COUNT]);
  * Returns 0, or -1 with err naming the file and the problem. */
 int bert_load(bert_model *m, const char *dir, cb_err *err);
 void bert_free(bert_model *m);
+/* Point the tensors of m into `mem` (n_params floats, the same layout).
+ * Used to move the parameters into a larger allocation; m->params is then
+ * NOT owned by m (bert_free must not be called). */
+void bert_bind(bert_model *m, float *mem);
 
 /* A packed batch. ids, type_ids, mask are [T]; seq_len is [S]. type_ids and
  * mask may be NULL (all 0, all 1). Every sequence must have at least one
@@ -131,6 +135,22 @@ void bert_acts_free(bert_acts *a);
 void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b);
 float *bert_output(const bert_model *m, const bert_acts *a);
 
+/* The Hugging Face name of every parameter tensor (without the "bert."
+ * prefix), its shape and where it lies in our layout: element `offset` of
+ * the parameter block (or of any block with the same layout, such as the
+ * gradients). Q, K and V come out as separate tensors. Used to write
+ * checkpoints and to compare with PyTorch by name. */
+typedef struct bert_named {
+    char name[96];
+    size_t offset, n;
+    int ndim;
+    int64_t shape[2];
+} bert_named;
+/* Number of named tensors: 5 + 16 * layers. */
+int bert_named_count(const bert_config *c);
+/* Fill out[bert_named_count(c)]. */
+void bert_named_tensors(const bert_model *m, bert_named *out);
+
 /* Parameter gradients: one allocation, the same layout as the parameters. */
 typedef struct bert_grads {
     float *memory;
@@ -138,6 +158,8 @@ typedef struct bert_grads {
     float *t[BP_COUNT];
 } bert_grads;
 void bert_grads_init(bert_grads *g, const bert_model *m);  /* zeroed */
+/* Point g into caller-owned memory of m->n_params floats. */
+void bert_grads_bind(bert_grads *g, const bert_model *m, float *mem);
 void bert_grads_zero(bert_grads *g);
 void bert_grads_free(bert_grads *g);
 
