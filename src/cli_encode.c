@@ -1,6 +1,7 @@
 /* cli_encode.c: `colbert encode`: sentence embeddings or token vectors of
  * each line of a text file, written as .npy. */
 #include "cli.h"
+#include "colmodel.h"
 #include "encoder.h"
 #include "npy.h"
 #include "safetensors.h"
@@ -32,6 +33,11 @@ static const char *ENCODE_HELP =
     "                     \"vectors\" and \"lengths\" in OUT.safetensors\n"
     "  --max-length N     tokens per text incl. [CLS] and [SEP] (default: the model's\n"
     "                     max_seq_length, else max_position_embeddings)\n"
+    "  --colbert query|doc  ColBERT vectors instead (the model is a ColBERT\n"
+    "                     checkpoint, or a plain encoder with a new seeded projection):\n"
+    "                     query: OUT.npy [N, query_maxlen, dim], the [MASK]\n"
+    "                     augmentation included; doc: OUT.npy [kept tokens, dim]\n"
+    "                     (punctuation dropped) + OUT.lengths.npy [N] int32\n"
     "  --threads N        threads (default: all cores)\n"
     "  --quiet            no progress bar\n"
     "  -h, --help         this help\n";
@@ -88,9 +94,65 @@ void cli_set_threads(int n) {
     openblas_set_num_threads(n);
 }
 
+/* --colbert query|doc */
+static int encode_colbert(const char *model, const char *input, const char *output, int queries, int quiet) {
+    cb_err err = {{0}};
+    size_t olen = strlen(output);
+    if (olen < 5 || strcmp(output + olen - 4, ".npy")) {
+        fprintf(stderr, "colbert: error: %s: --colbert writes .npy files\n", output);
+        return 2;
+    }
+    colmodel m;
+    if (colmodel_load(&m, model, 0, 12345, &err)) {
+        fprintf(stderr, "colbert: error: %s\n", err.msg);
+        return 1;
+    }
+    m.quiet = quiet;
+    char *buf, **lines;
+    size_t *lens;
+    int n = cli_read_lines(input, &buf, &lines, &lens, &err), rc = 0;
+    if (n < 0) {
+        fprintf(stderr, "colbert: error: %s\n", err.msg);
+        colmodel_free(&m);
+        return 1;
+    }
+    int D = m.cc.dim;
+    if (queries) {
+        int Lq = m.cc.query_maxlen;
+        float *out = cb_xmalloc(((size_t)n * Lq + 1) * D * sizeof(float));
+        colmodel_encode_queries(&m, (const char *const *)lines, lens, n, out);
+        int64_t shape[3] = {n, Lq, D};
+        rc = npy_write(output, "<f4", out, 3, shape, &err);
+        free(out);
+    } else {
+        int *L;
+        float *vec;
+        colmodel_encode_docs(&m, (const char *const *)lines, lens, n, &L, &vec);
+        int64_t total = 0;
+        for (int i = 0; i < n; i++) total += L[i];
+        int64_t shape[2] = {total, D}, lshape[1] = {n};
+        char *lpath = cb_xmalloc(olen + 16);
+        memcpy(lpath, output, olen - 4);
+        strcpy(lpath + olen - 4, ".lengths.npy");
+        rc = npy_write(lpath, "<i4", L, 1, lshape, &err);
+        if (!rc) rc = npy_write(output, "<f4", vec, 2, shape, &err);
+        if (rc) remove(lpath);
+        free(lpath);
+        free(L);
+        free(vec);
+    }
+    if (rc) fprintf(stderr, "colbert: error: %s\n", err.msg);
+    free(buf);
+    free(lines);
+    free(lens);
+    colmodel_free(&m);
+    return rc ? 1 : 0;
+}
+
 int cli_encode(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *output = NULL;
     int token_vectors = 0, max_len = 0, threads = 0, quiet = 0;
+    const char *colbert = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int more = i + 1 < argc;
@@ -99,6 +161,7 @@ int cli_encode(int argc, char **argv) {
         else if (!strcmp(a, "--input") && more) input = argv[++i];
         else if (!strcmp(a, "--output") && more) output = argv[++i];
         else if (!strcmp(a, "--token-vectors")) token_vectors = 1;
+        else if (!strcmp(a, "--colbert") && more) colbert = argv[++i];
         else if (!strcmp(a, "--max-length") && more) max_len = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && more) threads = atoi(argv[++i]);
         else if (!strcmp(a, "--quiet")) quiet = 1;
@@ -119,6 +182,13 @@ int cli_encode(int argc, char **argv) {
     }
     cli_set_threads(threads);
     cb_err err = {{0}};
+    if (colbert) {
+        if (strcmp(colbert, "query") && strcmp(colbert, "doc")) {
+            fprintf(stderr, "colbert encode: --colbert takes query or doc, not '%s'\n", colbert);
+            return 2;
+        }
+        return encode_colbert(model, input, output, !strcmp(colbert, "query"), quiet);
+    }
     encoder e;
     if (encoder_load(&e, model, max_len, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);

@@ -1,0 +1,359 @@
+/* colmodel.c: see colmodel.h. */
+#include "colmodel.h"
+#include "model.h"
+#include "progress.h"
+#include "safetensors.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- load -------------------------------------------------------------- */
+
+static int meta_int(json_t *o, const char *key, int *dst, const char *path, cb_err *err) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) return 0;
+    if (json_is_boolean(v)) { *dst = json_is_true(v); return 0; }
+    if (json_is_integer(v)) { *dst = (int)json_integer_value(v); return 0; }
+    return cb_err_set(err, "%s: \"%s\" must be an integer or a boolean", path, key);
+}
+
+/* Read the ColBERT settings of artifact.metadata into cc. */
+static int read_metadata(colmodel *m, const char *path, cb_err *err) {
+    size_t len;
+    char *text = cb_read_file(path, &len, err);
+    if (!text) return -1;
+    json_error_t je;
+    json_t *root = json_loadb(text, len, 0, &je);
+    if (!root || !json_is_object(root)) {
+        cb_err_set(err, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column,
+                   root ? "expected an object" : je.text);
+        json_decref(root);
+        free(text);
+        return -1;
+    }
+    json_t *o = json_object_get(root, "config");  /* colbert-ai accepts {"config": {...}} too */
+    if (!json_is_object(o)) o = root;
+    int rc = meta_int(o, "query_maxlen", &m->cc.query_maxlen, path, err);
+    rc = rc ? rc : meta_int(o, "doc_maxlen", &m->cc.doc_maxlen, path, err);
+    rc = rc ? rc : meta_int(o, "dim", &m->cc.dim, path, err);
+    rc = rc ? rc : meta_int(o, "mask_punctuation", &m->cc.mask_punctuation, path, err);
+    rc = rc ? rc : meta_int(o, "attend_to_mask_tokens", &m->cc.attend_to_mask_tokens, path, err);
+    rc = rc ? rc : meta_int(o, "relu", &m->cc.relu, path, err);
+    json_decref(root);
+    if (rc) { free(text); return -1; }
+    m->metadata = text;
+    return 0;
+}
+
+int colmodel_load(colmodel *m, const char *name, int dim, uint64_t seed, cb_err *err) {
+    memset(m, 0, sizeof *m);
+    colbert_config_default(&m->cc);
+    if (dim > 0) m->cc.dim = dim;
+    if (!(m->dir = model_resolve(name, err))) return -1;
+    if (!(m->tok = tokenizer_load(m->dir, err))) goto fail;
+    if (colbert_vocab_init(&m->vocab, m->tok, err)) goto fail;
+    if (bert_load(&m->bert, m->dir, err)) goto fail;
+    int H = m->bert.cfg.hidden_size;
+    char *meta = cb_path_join(m->dir, "artifact.metadata");
+    int has_meta = cb_file_exists(meta);
+    int rc = has_meta ? read_metadata(m, meta, err) : 0;
+    free(meta);
+    if (rc) goto fail;
+    char *stp = cb_path_join(m->dir, "model.safetensors");
+    st_file f;
+    rc = st_open(&f, stp, err);
+    free(stp);
+    if (rc) goto fail;
+    const st_tensor *lt = st_find(&f, "linear.weight");
+    if (lt) {
+        /* a ColBERT checkpoint: its projection fixes dim */
+        if (lt->ndim != 2 || lt->shape[1] != H || lt->shape[0] <= 0) {
+            cb_err_set(err, "%s/model.safetensors: linear.weight has shape [%lld, %lld], expected "
+                       "[dim, %d]", m->dir, (long long)lt->shape[0],
+                       (long long)(lt->ndim > 1 ? lt->shape[1] : 0), H);
+            st_close(&f);
+            goto fail;
+        }
+        m->cc.dim = (int)lt->shape[0];
+        m->linear = cb_xmalloc((size_t)m->cc.dim * H * sizeof(float));
+        int64_t shape[2] = {m->cc.dim, H};
+        rc = st_read_f32(&f, "linear.weight", m->linear, 2, shape, err);
+        m->is_colbert = 1;
+    }
+    st_close(&f);
+    if (rc) goto fail;
+    if (!m->linear) {
+        m->linear = cb_xmalloc((size_t)m->cc.dim * H * sizeof(float));
+        colbert_linear_init(m->linear, seed, m->bert.cfg.initializer_range, m->cc.dim, H);
+    }
+    if (m->cc.dim <= 0 || m->cc.query_maxlen < 4 || m->cc.doc_maxlen < 3 ||
+        m->cc.query_maxlen > m->bert.cfg.max_position_embeddings ||
+        m->cc.doc_maxlen > m->bert.cfg.max_position_embeddings) {
+        cb_err_set(err, "%s: ColBERT settings out of range (dim %d, query_maxlen %d, doc_maxlen %d; "
+                   "the model has %d positions)", m->dir, m->cc.dim, m->cc.query_maxlen, m->cc.doc_maxlen,
+                   m->bert.cfg.max_position_embeddings);
+        goto fail;
+    }
+    return 0;
+fail:
+    colmodel_free(m);
+    return -1;
+}
+
+void colmodel_free(colmodel *m) {
+    if (m->tok) tokenizer_free(m->tok);
+    if (m->bert.params) bert_free(&m->bert);
+    if (m->acts.memory) bert_acts_free(&m->acts);
+    free(m->linear);
+    free(m->metadata);
+    free(m->buf);
+    free(m->dir);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- encode ------------------------------------------------------------ */
+
+typedef struct enc_bufs {
+    float *out, *proj, *norm;
+    int32_t *ids;
+    int *seq_len;
+    uint8_t *mask, *keep;
+} enc_bufs;
+
+static enc_bufs buffers(colmodel *m) {
+    int T = m->batch_tokens, D = m->cc.dim;
+    if (!m->buf) {
+        int maxlen = m->cc.doc_maxlen > m->cc.query_maxlen ? m->cc.doc_maxlen : m->cc.query_maxlen;
+        if (m->batch_tokens < maxlen) m->batch_tokens = T = maxlen;
+        bert_acts_init(&m->acts, &m->bert.cfg, T, (size_t)T * maxlen, 0);
+        m->buf = cb_xmalloc((size_t)T * (2 * D + 1) * sizeof(float) + (size_t)T * 2 * sizeof(int32_t) +
+                            2 * (size_t)T);
+    }
+    enc_bufs b;
+    b.out = m->buf;
+    b.proj = b.out + (size_t)T * D;
+    b.norm = b.proj + (size_t)T * D;
+    b.ids = (int32_t *)(b.norm + T);
+    b.seq_len = (int *)(b.ids + T);
+    b.mask = (uint8_t *)(b.seq_len + T);
+    b.keep = b.mask + T;
+    return b;
+}
+
+void colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t *lens, int n, float *out) {
+    if (!m->batch_tokens) m->batch_tokens = 8192;
+    enc_bufs b = buffers(m);
+    int Lq = m->cc.query_maxlen, D = m->cc.dim, H = m->bert.cfg.hidden_size;
+    int per = m->batch_tokens / Lq;
+    progress pg;
+    progress_init(&pg, "encode queries", "queries", n, m->quiet || n < 1000);
+    for (int s = 0; s < n; s += per) {
+        int nb = n - s < per ? n - s : per;
+#pragma omp parallel for schedule(dynamic, 16)
+        for (int i = 0; i < nb; i++)
+            colbert_query_ids(b.ids + (size_t)i * Lq, b.mask + (size_t)i * Lq, &m->vocab, m->tok, texts[s + i],
+                              lens[s + i], &m->cc);
+        for (int i = 0; i < nb; i++) b.seq_len[i] = Lq;
+        if (m->cc.attend_to_mask_tokens) memset(b.mask, 1, (size_t)nb * Lq);
+        bert_batch bb = {.n_seq = nb, .seq_len = b.seq_len, .ids = b.ids, .mask = b.mask};
+        bert_forward(&m->bert, &m->acts, &bb);
+        colbert_head_forward(out + (size_t)s * Lq * D, b.proj, b.norm, bert_output(&m->bert, &m->acts),
+                             m->linear, NULL, m->cc.relu, nb * Lq, H, D);
+        progress_update(&pg, s + nb);
+    }
+    progress_finish(&pg);
+}
+
+static const int *sort_len;
+static int by_len_desc(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return sort_len[y] != sort_len[x] ? sort_len[y] - sort_len[x] : x - y;
+}
+
+void colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,
+                          float **vectors) {
+    if (!m->batch_tokens) m->batch_tokens = 8192;
+    enc_bufs b = buffers(m);
+    int Ld = m->cc.doc_maxlen, D = m->cc.dim, H = m->bert.cfg.hidden_size;
+    size_t nn = (size_t)(n ? n : 1);
+    int32_t *ids = cb_xmalloc(nn * Ld * sizeof(int32_t));
+    int *ntok = cb_xmalloc(nn * sizeof(int)), *order = cb_xmalloc(nn * sizeof(int));
+    int *kept = cb_xcalloc(nn, sizeof(int));
+    size_t *off = cb_xmalloc((nn + 1) * sizeof(size_t));
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int i = 0; i < n; i++) {
+        int32_t *d = ids + (size_t)i * Ld;
+        ntok[i] = colbert_doc_ids(d, &m->vocab, m->tok, texts[i], lens[i], &m->cc);
+        uint8_t keep[1024];
+        int k = 0;
+        for (int j = 0; j < ntok[i]; j += 1024) {
+            int c = ntok[i] - j < 1024 ? ntok[i] - j : 1024;
+            colbert_doc_keep(keep, d + j, c, &m->vocab, m->cc.mask_punctuation);
+            for (int t = 0; t < c; t++) k += keep[t];
+        }
+        kept[i] = k;
+    }
+    off[0] = 0;
+    for (int i = 0; i < n; i++) { off[i + 1] = off[i] + (size_t)kept[i]; order[i] = i; }
+    float *vec = cb_xmalloc((off[n] ? off[n] : 1) * D * sizeof(float));
+    sort_len = ntok;
+    qsort(order, (size_t)n, sizeof(int), by_len_desc);
+    progress pg;
+    progress_init(&pg, "encode documents", "docs", n, m->quiet || n < 200);
+    for (int s = 0; s < n;) {
+        int T = 0, nb = 0;
+        while (s + nb < n && T + ntok[order[s + nb]] <= m->batch_tokens) {
+            int i = order[s + nb];
+            memcpy(b.ids + T, ids + (size_t)i * Ld, (size_t)ntok[i] * sizeof(int32_t));
+            b.seq_len[nb++] = ntok[i];
+            T += ntok[i];
+        }
+        colbert_doc_keep(b.keep, b.ids, T, &m->vocab, m->cc.mask_punctuation);
+        bert_batch bb = {.n_seq = nb, .seq_len = b.seq_len, .ids = b.ids};
+        bert_forward(&m->bert, &m->acts, &bb);
+        colbert_head_forward(b.out, b.proj, b.norm, bert_output(&m->bert, &m->acts), m->linear, b.keep,
+                             m->cc.relu, T, H, D);
+        int t = 0;
+        for (int k = 0; k < nb; k++) {
+            float *dst = vec + off[order[s + k]] * D;
+            for (int j = 0; j < b.seq_len[k]; j++, t++)
+                if (b.keep[t]) { memcpy(dst, b.out + (size_t)t * D, (size_t)D * sizeof(float)); dst += D; }
+        }
+        s += nb;
+        progress_update(&pg, s);
+    }
+    progress_finish(&pg);
+    free(ids);
+    free(ntok);
+    free(order);
+    free(off);
+    *lengths = kept;
+    *vectors = vec;
+}
+
+/* ---- save -------------------------------------------------------------- */
+
+static int copy_file(const char *src, const char *dst, cb_err *err) {
+    size_t n;
+    char *data = cb_read_file(src, &n, err);
+    if (!data) return -1;
+    FILE *f = fopen(dst, "wb");
+    int rc = 0;
+    if (!f || fwrite(data, 1, n, f) != n) rc = cb_err_set(err, "%s: cannot write: %s", dst, strerror(errno));
+    if (f && fclose(f) && !rc) rc = cb_err_set(err, "%s: cannot write: %s", dst, strerror(errno));
+    free(data);
+    return rc;
+}
+
+static void remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *p = cb_path_join(dir, e->d_name);
+        if (cb_dir_exists(p)) remove_tree(p);
+        else unlink(p);
+        free(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static int write_json(const char *path, json_t *j, cb_err *err) {
+    if (json_dump_file(j, path, JSON_INDENT(2) | JSON_SORT_KEYS))
+        return cb_err_set(err, "%s: cannot write", path);
+    return 0;
+}
+
+int colmodel_save(const char *dir, const bert_model *bert, const float *linear, const colbert_config *cc,
+                  const char *src_dir, const char *extra_meta, cb_err *err) {
+    size_t dl = strlen(dir);
+    char *tmp = cb_xmalloc(dl + 32), *old = cb_xmalloc(dl + 32);
+    snprintf(tmp, dl + 32, "%s.tmp-%ld", dir, (long)getpid());
+    snprintf(old, dl + 32, "%s.old-%ld", dir, (long)getpid());
+    remove_tree(tmp);
+    int rc = 0;
+    char *p = NULL;
+    json_t *cfg = NULL, *meta = NULL;
+    if (mkdir(tmp, 0755)) { rc = cb_err_set(err, "%s: cannot create: %s", tmp, strerror(errno)); goto done; }
+
+    /* weights: encoder under "bert.", then linear.weight */
+    int nt = bert_named_count(&bert->cfg);
+    bert_named *names = cb_xmalloc((size_t)nt * sizeof *names);
+    bert_named_tensors(bert, names);
+    st_wtensor *w = cb_xmalloc((size_t)(nt + 1) * sizeof *w);
+    char (*keys)[112] = cb_xmalloc((size_t)nt * sizeof *keys);
+    for (int i = 0; i < nt; i++) {
+        snprintf(keys[i], sizeof keys[i], "bert.%s", names[i].name);
+        w[i] = (st_wtensor){keys[i], ST_F32, names[i].ndim, {names[i].shape[0], names[i].shape[1]},
+                            bert->params + names[i].offset};
+    }
+    w[nt] = (st_wtensor){"linear.weight", ST_F32, 2, {cc->dim, bert->cfg.hidden_size}, linear};
+    p = cb_path_join(tmp, "model.safetensors");
+    rc = st_write(p, w, nt + 1, err);
+    free(p); p = NULL;
+    free(names);
+    free(w);
+    free(keys);
+    if (rc) goto done;
+
+    /* config.json: the source's, marked as colbert-ai's HF_ColBERT */
+    p = cb_path_join(src_dir, "config.json");
+    json_error_t je;
+    cfg = json_load_file(p, 0, &je);
+    free(p); p = NULL;
+    if (!cfg) { rc = cb_err_set(err, "%s/config.json:%d: %s", src_dir, je.line, je.text); goto done; }
+    json_object_set_new(cfg, "architectures", json_pack("[s]", "HF_ColBERT"));
+    p = cb_path_join(tmp, "config.json");
+    if ((rc = write_json(p, cfg, err))) goto done;
+    free(p); p = NULL;
+
+    /* tokenizer files */
+    static const char *tok_files[] = {"tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                                      "special_tokens_map.json", NULL};
+    for (int i = 0; tok_files[i] && !rc; i++) {
+        char *s = cb_path_join(src_dir, tok_files[i]), *d = cb_path_join(tmp, tok_files[i]);
+        if (cb_file_exists(s)) rc = copy_file(s, d, err);
+        free(s);
+        free(d);
+    }
+    if (rc) goto done;
+
+    /* artifact.metadata: ColBERT settings, extra keys, and "meta" */
+    meta = json_pack("{s:i, s:i, s:i, s:b, s:b, s:b, s:s, s:{s:s}}", "query_maxlen", cc->query_maxlen,
+                     "doc_maxlen", cc->doc_maxlen, "dim", cc->dim, "mask_punctuation", cc->mask_punctuation,
+                     "attend_to_mask_tokens", cc->attend_to_mask_tokens, "relu", cc->relu, "similarity",
+                     "cosine", "meta", "written_by", "colbert.c");
+    if (extra_meta) {
+        json_t *x = json_loads(extra_meta, 0, &je);
+        if (!json_is_object(x)) { json_decref(x); rc = cb_err_set(err, "checkpoint metadata: invalid JSON"); goto done; }
+        json_object_update(meta, x);
+        json_decref(x);
+    }
+    p = cb_path_join(tmp, "artifact.metadata");
+    if ((rc = write_json(p, meta, err))) goto done;
+    free(p); p = NULL;
+
+    /* into place: the old directory (if any) moves aside first */
+    int had_old = cb_dir_exists(dir);
+    if (had_old && rename(dir, old)) { rc = cb_err_set(err, "%s: cannot replace: %s", dir, strerror(errno)); goto done; }
+    if (rename(tmp, dir)) {
+        rc = cb_err_set(err, "%s: cannot rename into place: %s", dir, strerror(errno));
+        if (had_old) rename(old, dir);
+        goto done;
+    }
+    if (had_old) remove_tree(old);
+done:
+    if (rc) remove_tree(tmp);
+    free(p);
+    json_decref(cfg);
+    json_decref(meta);
+    free(tmp);
+    free(old);
+    return rc;
+}

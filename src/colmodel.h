@@ -1,0 +1,61 @@
+/* colmodel.h: a ColBERT model on disk and in memory.
+ *
+ * Load: any BERT-family model directory (or hub id from the local HF cache).
+ *   - A ColBERT checkpoint (artifact.metadata and a linear.weight tensor):
+ *     the encoder (keys with or without "bert."), its own projection and its
+ *     ColBERT settings (query_maxlen, doc_maxlen, dim, mask_punctuation,
+ *     attend_to_mask_tokens, relu) from artifact.metadata.
+ *   - A plain encoder: a new ColBERT; linear [dim, H] ~ Normal(0,
+ *     initializer_range) from a seed, colbert-ai's default settings.
+ * Save: a Hugging Face model directory that colbert-ai, RAGatouille and
+ *   PyLate load: config.json, model.safetensors ("bert." + encoder keys,
+ *   "linear.weight"), the tokenizer files, artifact.metadata (the ColBERT
+ *   settings as JSON with a "meta" object). Written into a temporary
+ *   directory beside the target and renamed when complete.
+ * Encode (inference, no dropout): query vectors [query_maxlen, dim] each
+ *   (the [MASK] augmentation included), document vectors of the kept
+ *   tokens only (punctuation dropped), as colbert-ai's queryFromText and
+ *   docFromText give them.
+ */
+#ifndef CB_COLMODEL_H
+#define CB_COLMODEL_H
+#include <stddef.h>
+#include <stdint.h>
+#include "bert.h"
+#include "colbert.h"
+#include "tokenizer.h"
+
+typedef struct colmodel {
+    char *dir;                  /* resolved directory it was loaded from */
+    tokenizer *tok;
+    colbert_vocab vocab;
+    bert_model bert;
+    float *linear;              /* [dim, H], owned */
+    int is_colbert;             /* loaded from a ColBERT checkpoint */
+    colbert_config cc;
+    char *metadata;             /* artifact.metadata text, NULL if none */
+    /* inference buffers, allocated on first encode */
+    bert_acts acts;
+    int batch_tokens;
+    float *buf;
+    int quiet;
+} colmodel;
+
+/* dim: projection size for a new ColBERT (0: 128); ignored for a
+ * checkpoint, which brings its own. */
+int colmodel_load(colmodel *m, const char *name, int dim, uint64_t seed, cb_err *err);
+void colmodel_free(colmodel *m);
+
+/* out[n, query_maxlen, dim] */
+void colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t *lens, int n, float *out);
+/* *lengths [n] kept vectors per document, *vectors [sum lengths, dim];
+ * caller frees both. */
+void colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,
+                          float **vectors);
+
+/* Write a checkpoint of (bert, linear, cc) to `dir`, copying config.json
+ * and the tokenizer files from src_dir. extra_meta: JSON object text merged
+ * into artifact.metadata (may be NULL). */
+int colmodel_save(const char *dir, const bert_model *bert, const float *linear, const colbert_config *cc,
+                  const char *src_dir, const char *extra_meta, cb_err *err);
+#endif
