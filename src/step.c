@@ -119,7 +119,9 @@ float step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
     s->acts.p_att = c->dropout ? s->bert.cfg.attention_probs_dropout_prob : 0.0f;
     s->acts.seed = mix(c->seed ^ mix((uint64_t)s->t * 1000003ULL + (uint64_t)s->acts.seed));
     bert_batch bb = {.n_seq = nq + nd, .seq_len = s->seq_len, .ids = s->ids, .mask = s->mask};
+    double t0 = cb_now();
     bert_forward(&s->bert, &s->acts, &bb);
+    s->t_fwd += cb_now() - t0;
     const float *hidden = bert_output(&s->bert, &s->acts);
 
     /* head, MaxSim, loss */
@@ -131,6 +133,7 @@ float step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
     float loss = loss_forward_backward(s->d_scores, parts, s->scores, b->teacher, &c->lc, nq);
 
     /* backward */
+    t0 = cb_now();
     memset(s->d_out, 0, T * D * sizeof(float));
     colbert_maxsim_backward(s->d_out, s->d_out + TQ * D, s->d_scores, s->argmax, qv, dv, group, nq, nd,
                             Lq, D);
@@ -138,6 +141,7 @@ float step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
     colbert_head_backward(s->d_hidden, s->g_linear, s->d_out, s->out, s->proj, s->norm, hidden, s->linear,
                           s->keep, c->cc.relu, (int)T, H, D);
     bert_backward(&s->bert, &s->acts, &s->bg, &bb, s->d_hidden);
+    s->t_bwd += cb_now() - t0;
     return loss;
 }
 

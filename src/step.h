@@ -73,6 +73,7 @@ typedef struct step_state {
     int *d_off;                 /* [max_q * nway + 1] */
     uint8_t *mask, *keep;       /* [T] attention mask, head keep */
     size_t bytes;               /* everything step_init allocated */
+    double t_fwd, t_bwd;        /* seconds in encoder forward / all backward, summed */
 } step_state;
 
 /* Take over a loaded BERT (its parameters move into the step's allocation;

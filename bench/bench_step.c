@@ -1,0 +1,104 @@
+/* bench_step: ColBERT training-step throughput and memory, colbert.c side.
+ * usage: bench_step MODEL_DIR DOCS.txt QUERIES.txt [--base] [--steps N]
+ *   MODEL_DIR  all-MiniLM-L6-v2 (weights and tokenizer); with --base a
+ *              BERT-base-shaped model (12 layers, 768 hidden, 12 heads, 3072
+ *              intermediate) with random weights and the same tokenizer
+ *   DOCS/QUERIES  real NFCorpus texts, one a line
+ * bsize 32, nway 2, query_maxlen 32, doc_maxlen 256, in-batch negatives,
+ * dropout on. Prints one JSON line: triplets/s, step seconds, forward and
+ * backward seconds, achieved GFLOP/s of the encoder, bytes allocated.
+ * bench/bench_step.py runs it beside PyTorch. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "colbert.h"
+#include "model.h"
+#include "step.h"
+#include "tokenizer.h"
+
+int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, cb_err *err);
+
+int main(int argc, char **argv) {
+    if (argc < 4) { fprintf(stderr, "usage: bench_step MODEL_DIR DOCS.txt QUERIES.txt [--base] [--steps N]\n"); return 2; }
+    int base = 0, steps = 3;
+    for (int i = 4; i < argc; i++) {
+        if (!strcmp(argv[i], "--base")) base = 1;
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+    }
+    cb_err err = {{0}};
+    tokenizer *tok = tokenizer_load(argv[1], &err);
+    if (!tok) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    bert_model bert;
+    if (!base) {
+        if (bert_load(&bert, argv[1], &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    } else {
+        memset(&bert, 0, sizeof bert);
+        if (bert_config_load(&bert.cfg, argv[1], &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+        bert.cfg.hidden_size = 768; bert.cfg.num_hidden_layers = 12; bert.cfg.num_attention_heads = 12;
+        bert.cfg.intermediate_size = 3072;
+        bert_param_sizes(&bert.cfg, bert.sizes);
+        for (int i = 0; i < BP_COUNT; i++) bert.n_params += bert.sizes[i];
+        bert.params = malloc(bert.n_params * sizeof(float));
+        uint64_t x = 1;
+        for (size_t i = 0; i < bert.n_params; i++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            bert.params[i] = ((float)(x >> 40) / 16777216.0f - 0.5f) * 0.04f;
+        }
+        bert_bind(&bert, bert.params);
+        for (int l = 0; l < 12; l++)
+            for (int i = 0; i < 768; i++) {
+                bert.t[BP_LN1_W][l * 768 + i] = 1; bert.t[BP_LN2_W][l * 768 + i] = 1;
+            }
+        for (int i = 0; i < 768; i++) bert.t[BP_EMB_LN_W][i] = 1;
+    }
+    size_t nparams = bert.n_params;
+    char *dbuf, **docs, *qbuf, **qs;
+    size_t *dlen, *qlen;
+    int nd = cli_read_lines(argv[2], &dbuf, &docs, &dlen, &err);
+    int nq = cli_read_lines(argv[3], &qbuf, &qs, &qlen, &err);
+    if (nd < 64 || nq < 32) { fprintf(stderr, "need >= 64 docs and 32 queries\n"); return 1; }
+
+    step_config c;
+    memset(&c, 0, sizeof c);
+    colbert_config_default(&c.cc);
+    c.cc.doc_maxlen = 256;
+    c.lc.nway = 2; c.lc.use_ib_negatives = 1; c.lc.distillation_alpha = 1; c.lc.accumsteps = 1;
+    c.bsize = 32; c.lr = 5e-6; c.warmup = 0; c.maxsteps = 1000; c.dropout = 1; c.seed = 1;
+    step_state s;
+    if (step_init(&s, &bert, tok, NULL, 7, &c, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    int Lq = 32;
+    int32_t *q_ids = malloc(32 * Lq * sizeof(int32_t)), *d_ids = malloc(64 * 256 * sizeof(int32_t));
+    uint8_t *q_mask = malloc(32 * Lq);
+    int d_len[64];
+    double t_total = 0, tokens = 0;
+    for (int it = 0; it <= steps; it++) {  /* step 0 is warm-up */
+        int T = 0;
+        for (int q = 0; q < 32; q++) {
+            int qi = (it * 32 + q) % nq;
+            colbert_query_ids(q_ids + q * Lq, q_mask + q * Lq, &s.vocab, tok, qs[qi], qlen[qi], &c.cc);
+        }
+        for (int d = 0; d < 64; d++) {
+            int di = (it * 64 + d) % nd;
+            d_len[d] = colbert_doc_ids(d_ids + T, &s.vocab, tok, docs[di], dlen[di], &c.cc);
+            T += d_len[d];
+        }
+        step_batch b = {.nq = 32, .q_ids = q_ids, .q_mask = q_mask, .d_ids = d_ids, .d_len = d_len};
+        if (it == 1) { s.t_fwd = s.t_bwd = 0; }
+        double t0 = cb_now();
+        step_micro(&s, &b, NULL);
+        step_update(&s, NULL);
+        if (it > 0) { t_total += cb_now() - t0; tokens += T + 32 * Lq; }
+    }
+    /* encoder FLOPs: 2 * tokens * non-embedding weights forward, 2x that backward */
+    const bert_config *bc = &s.bert.cfg;
+    double w = (double)bc->num_hidden_layers * (4.0 * bc->hidden_size * bc->hidden_size +
+                                                 2.0 * bc->hidden_size * bc->intermediate_size);
+    double flops = 6.0 * w * tokens;
+    printf("{\"model\": \"%s\", \"params\": %zu, \"steps\": %d, \"step_s\": %.4f, \"triplets_per_s\": %.3f, "
+           "\"forward_s\": %.4f, \"backward_s\": %.4f, \"encoder_gflops\": %.1f, \"bytes\": %zu}\n",
+           base ? "bert-base (random)" : "all-MiniLM-L6-v2", nparams, steps, t_total / steps,
+           32.0 * steps / t_total, s.t_fwd / steps, s.t_bwd / steps, flops / t_total / 1e9, s.bytes);
+    step_free(&s);
+    tokenizer_free(tok);
+    return 0;
+}
