@@ -173,12 +173,11 @@ void bert_named_tensors(const bert_model *m, bert_named *out) {
 void bert_acts_init(bert_acts *a, const bert_config *c, int max_tokens, size_t max_att, int train) {
     memset(a, 0, sizeof *a);
     size_t T = (size_t)max_tokens, H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
-    size_t NH = (size_t)c->num_attention_heads;
     size_t nl = train ? (size_t)c->num_hidden_layers : 1;
     a->max_tokens = max_tokens;
     a->max_att = max_att;
     a->train = train;
-    size_t per_layer = T * 3 * H + NH * max_att + T * H * 5 + T * I * 2 + T * 4;
+    size_t per_layer = T * 3 * H + T * H * 5 + T * I * 2 + T * 4;
     a->n_floats = T * H * 2 + T * 2 + nl * per_layer;
     a->memory = cb_xmalloc(a->n_floats * sizeof(float));
     float *p = a->memory;
@@ -189,7 +188,6 @@ void bert_acts_init(bert_acts *a, const bert_config *c, int max_tokens, size_t m
     TAKE(a->emb_out, T * H);
     /* per-layer buffers: layer l of buffer X lies at X + l * stride_X */
     TAKE(a->qkv, nl * T * 3 * H);
-    TAKE(a->att, nl * NH * max_att);
     TAKE(a->ctx, nl * T * H);
     TAKE(a->res1, nl * T * H);
     TAKE(a->ln1, nl * T * H);
@@ -207,44 +205,32 @@ void bert_acts_init(bert_acts *a, const bert_config *c, int max_tokens, size_t m
     a->stride_T3H = train ? T * 3 * H : 0;
     a->stride_TI = train ? T * I : 0;
     a->stride_T = train ? T : 0;
-    a->stride_att = train ? NH * max_att : 0;
     a->seq_off = cb_xmalloc((T + 1) * sizeof(int));
     a->att_off = cb_xmalloc((T + 1) * sizeof(size_t));
     a->pos = cb_xmalloc(T * sizeof(int));
+    /* attention scratch: three n x n blocks per thread */
+    int ms = 1;
+    while ((size_t)(ms + 1) * (size_t)(ms + 1) <= max_att && ms < c->max_position_embeddings) ms++;
+    a->max_seq = ms;
+    a->n_threads = 1;
+#ifdef _OPENMP
+    a->n_threads = omp_get_max_threads();
+#endif
+    a->scratch = cb_xmalloc((size_t)a->n_threads * 3 * (size_t)ms * ms * sizeof(float));
     if (train) {
         size_t L = (size_t)c->num_hidden_layers;
         a->p_hidden = c->hidden_dropout_prob;
         a->p_att = c->attention_probs_dropout_prob;
-        /* masks: one byte allocation */
-        size_t nm = T * H + L * (NH * max_att + 2 * T * H);
+        size_t nm = T * H + L * 2 * T * H;  /* masks: one byte allocation */
         a->m_emb = cb_xmalloc(nm);
-        a->m_att = a->m_emb + T * H;
-        a->m_atto = a->m_att + L * NH * max_att;
+        a->m_atto = a->m_emb + T * H;
         a->m_ffd = a->m_atto + L * T * H;
-        int ms = 1;
-        while ((size_t)(ms + 1) * (size_t)(ms + 1) <= max_att && ms < c->max_position_embeddings) ms++;
-        a->max_seq = ms;
-        a->n_threads = 1;
-#ifdef _OPENMP
-        a->n_threads = omp_get_max_threads();
-#endif
-        size_t nd = T * H * 3 + T * 3 * H + T * I + (size_t)a->n_threads * 2 * (size_t)ms * ms;
+        size_t nd = T * H * 3 + T * 3 * H + T * I;
         a->d_x = cb_xmalloc(nd * sizeof(float));
         a->d_y = a->d_x + T * H;
         a->d_ctx = a->d_y + T * H;
         a->d_qkv = a->d_ctx + T * H;
         a->d_ff = a->d_qkv + T * 3 * H;
-        a->scratch = a->d_ff + T * I;
-    } else {
-        /* inference: attention needs one n x n scratch per thread */
-        int ms = 1;
-        while ((size_t)(ms + 1) * (size_t)(ms + 1) <= max_att && ms < c->max_position_embeddings) ms++;
-        a->max_seq = ms;
-        a->n_threads = 1;
-#ifdef _OPENMP
-        a->n_threads = omp_get_max_threads();
-#endif
-        a->scratch = cb_xmalloc((size_t)a->n_threads * 2 * (size_t)ms * ms * sizeof(float));
     }
 }
 
@@ -254,8 +240,8 @@ void bert_acts_free(bert_acts *a) {
     free(a->att_off);
     free(a->pos);
     free(a->m_emb);
-    if (a->train) free(a->d_x);
-    else free(a->scratch);
+    free(a->d_x);
+    free(a->scratch);
     memset(a, 0, sizeof *a);
 }
 
@@ -309,18 +295,28 @@ static uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
+static inline uint64_t dropout_key(uint64_t seed, uint64_t stream) {
+    return mix64(seed ^ (stream * 0xd1342543de82ef95ULL));
+}
+
+static inline uint32_t dropout_thr(float p) { return (uint32_t)((double)p * 4294967296.0); }
+
+static inline int keep_bit(uint64_t key, uint64_t idx, uint32_t thr) {
+    return (uint32_t)(mix64(key ^ idx) >> 32) >= thr;
+}
+
 int dropout_keep(uint64_t seed, uint64_t stream, uint64_t idx, float p) {
-    uint64_t h = mix64(mix64(seed ^ (stream * 0xd1342543de82ef95ULL)) ^ idx);
-    uint32_t thr = (uint32_t)((double)p * 4294967296.0);
-    return (uint32_t)(h >> 32) >= thr;
+    return keep_bit(dropout_key(seed, stream), idx, dropout_thr(p));
 }
 
 /* mask[n] = keep bits; x[n] = x * mask / (1 - p) */
 static void dropout_forward(float *x, uint8_t *mask, size_t n, float p, uint64_t seed, uint64_t stream) {
     float scale = 1.0f / (1.0f - p);
+    uint64_t key = dropout_key(seed, stream);
+    uint32_t thr = dropout_thr(p);
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
-        mask[i] = (uint8_t)dropout_keep(seed, stream, i, p);
+        mask[i] = (uint8_t)keep_bit(key, i, thr);
         x[i] = mask[i] ? x[i] * scale : 0.0f;
     }
 }
@@ -337,7 +333,7 @@ static float *thread_scratch(const bert_acts *a) {
     t = omp_get_thread_num();
 #endif
     CB_ASSERT(t < a->n_threads);
-    return a->scratch + (size_t)t * 2 * (size_t)a->max_seq * a->max_seq;
+    return a->scratch + (size_t)t * 3 * (size_t)a->max_seq * a->max_seq;
 }
 
 /* Row-wise softmax of P[n, n] in place; keys j with kmask[j] == 0 get
@@ -363,75 +359,77 @@ static void softmax_rows(float *P, const uint8_t *kmask, int n) {
     }
 }
 
+/* P[n, n] = softmax(scale * q k^T) of sequence s, head h, in place;
+ * q, k rows strided by 3H. */
+static void attention_probs(float *P, const float *q, const float *k, const uint8_t *kmask, int n, int D,
+                            int H, float scale) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, scale, q, 3 * H, k, 3 * H, 0.0f, P, n);
+    softmax_rows(P, kmask, n);
+}
+
 /* Multi-head self-attention over a packed batch.
- * ctx: [T, H] attention context; P: [NH * sum n_s^2] softmax probabilities
- * (sequence s, head h at att_off[s] * NH + h * n_s^2, row-major [query,
- * key]); qkv: [T, 3H]; mask: [T] or NULL (keys with mask 0 get probability
- * 0). With p_att > 0, dropout on P (mask in pmask, same layout) before P @ V.
- * The probabilities kept in P are the ones before dropout. */
-static void attention_forward(float *ctx, float *P_all, uint8_t *pmask, const float *qkv,
-                              const uint8_t *mask, const bert_acts *a, int S, int H, int NH,
-                              float p_att, uint64_t seed, uint64_t stream) {
+ * ctx: [T, H] attention context; qkv: [T, 3H]; mask: [T] or NULL (keys with
+ * mask 0 get probability 0). With p_att > 0, dropout on the probabilities
+ * (element i of block (s, h) keeps by hash (seed, stream, att_off[s] * NH +
+ * h * n^2 + i)). The probabilities live only in this thread's scratch. */
+static void attention_forward(float *ctx, const float *qkv, const uint8_t *mask, const bert_acts *a, int S,
+                              int H, int NH, float p_att, uint64_t seed, uint64_t stream) {
     int D = H / NH;
     float scale = 1.0f / sqrtf((float)D), dscale = p_att > 0 ? 1.0f / (1.0f - p_att) : 1.0f;
+    uint64_t key = dropout_key(seed, stream);
+    uint32_t thr = dropout_thr(p_att);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int job = 0; job < S * NH; job++) {
         int s = job / NH, h = job % NH;
         int o = a->seq_off[s], n = a->seq_off[s + 1] - o;
+        CB_ASSERT(n <= a->max_seq);
         const float *q = qkv + (size_t)o * 3 * H + (size_t)h * D;
-        const float *k = q + H;
-        const float *v = q + 2 * H;
-        size_t base = a->att_off[s] * NH + (size_t)h * n * n;
-        float *P = P_all + base;
-        /* P[n, n] = scale * q[n, D] @ k[n, D]^T (rows strided by 3H) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, scale, q, 3 * H, k,
-                    3 * H, 0.0f, P, n);
-        softmax_rows(P, mask ? mask + o : NULL, n);
-        const float *Pv = P;
-        if (p_att > 0) {  /* dropped copy of P in this thread's scratch */
-            float *Pd = thread_scratch(a);
-            uint8_t *pm = pmask + base;
-            for (size_t i = 0; i < (size_t)n * n; i++) {
-                pm[i] = (uint8_t)dropout_keep(seed, stream, base + i, p_att);
-                Pd[i] = pm[i] ? P[i] * dscale : 0.0f;
-            }
-            Pv = Pd;
+        float *P = thread_scratch(a);
+        attention_probs(P, q, q + H, mask ? mask + o : NULL, n, D, H, scale);
+        if (p_att > 0) {
+            size_t base = a->att_off[s] * NH + (size_t)h * n * n;
+            for (size_t i = 0; i < (size_t)n * n; i++)
+                P[i] = keep_bit(key, base + i, thr) ? P[i] * dscale : 0.0f;
         }
         /* ctx[n, D] (rows strided by H) = P[n, n] @ v[n, D] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, n, 1.0f, Pv, n, v, 3 * H,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, n, 1.0f, P, n, q + 2 * H, 3 * H,
                     0.0f, ctx + (size_t)o * H + (size_t)h * D, H);
     }
 }
 
-/* Backward of attention_forward. d_qkv: [T, 3H] (overwritten); d_ctx: [T, H]. */
-static void attention_backward(float *d_qkv, const float *d_ctx, const float *qkv, const float *P_all,
-                               const uint8_t *pmask, const bert_acts *a, int S, int H, int NH,
-                               float p_att) {
+/* Backward of attention_forward; recomputes each block's probabilities.
+ * d_qkv: [T, 3H] (overwritten); d_ctx: [T, H]. */
+static void attention_backward(float *d_qkv, const float *d_ctx, const float *qkv, const uint8_t *mask,
+                               const bert_acts *a, int S, int H, int NH, float p_att, uint64_t seed,
+                               uint64_t stream) {
     int D = H / NH;
     float scale = 1.0f / sqrtf((float)D), dscale = p_att > 0 ? 1.0f / (1.0f - p_att) : 1.0f;
+    uint64_t key = dropout_key(seed, stream);
+    uint32_t thr = dropout_thr(p_att);
+    size_t blk = (size_t)a->max_seq * a->max_seq;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int job = 0; job < S * NH; job++) {
         int s = job / NH, h = job % NH;
         int o = a->seq_off[s], n = a->seq_off[s + 1] - o;
-        size_t nn = (size_t)n * n, base = a->att_off[s] * NH + (size_t)h * nn;
+        size_t nn = (size_t)n * n;
         const float *q = qkv + (size_t)o * 3 * H + (size_t)h * D, *k = q + H, *v = q + 2 * H;
         float *dq = d_qkv + (size_t)o * 3 * H + (size_t)h * D, *dk = dq + H, *dv = dq + 2 * H;
         const float *dc = d_ctx + (size_t)o * H + (size_t)h * D;
-        const float *P = P_all + base;
-        float *dP = thread_scratch(a), *Pd = dP + (size_t)a->max_seq * a->max_seq;
+        float *P = thread_scratch(a), *Pd = P + blk, *dP = Pd + blk;
+        attention_probs(P, q, k, mask ? mask + o : NULL, n, D, H, scale);
         const float *Pv = P;
         if (p_att > 0) {
-            const uint8_t *pm = pmask + base;
-            for (size_t i = 0; i < nn; i++) Pd[i] = pm[i] ? P[i] * dscale : 0.0f;
+            size_t base = a->att_off[s] * NH + (size_t)h * nn;
+            for (size_t i = 0; i < nn; i++) Pd[i] = keep_bit(key, base + i, thr) ? P[i] * dscale : 0.0f;
             Pv = Pd;
         }
         /* forward: ctx = Pv @ v  ->  dv = Pv^T @ dctx ; dPv = dctx @ v^T */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, n, 1.0f, Pv, n, dc, H, 0.0f, dv, 3 * H);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, 1.0f, dc, H, v, 3 * H, 0.0f, dP, n);
-        if (p_att > 0) {
-            const uint8_t *pm = pmask + base;
-            for (size_t i = 0; i < nn; i++) dP[i] = pm[i] ? dP[i] * dscale : 0.0f;
-        }
+        /* through dropout: dropped elements (Pd == 0) get no gradient; where
+         * P itself is 0 the softmax backward below zeroes it anyway */
+        if (p_att > 0)
+            for (size_t i = 0; i < nn; i++) dP[i] = Pd[i] != 0.0f ? dP[i] * dscale : 0.0f;
         /* softmax: dS = P * (dP - sum_j dP * P) (masked keys have P = 0) */
         for (int i = 0; i < n; i++) {
             const float *pr = P + (size_t)i * n;
@@ -493,14 +491,13 @@ void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
     layernorm_forward(a->emb_out, a->emb_mean, a->emb_rstd, a->emb, m->t[BP_EMB_LN_W],
                       m->t[BP_EMB_LN_B], T, H, eps);
     float ph = a->train ? a->p_hidden : 0.0f, pa = a->train ? a->p_att : 0.0f;
-    size_t TH = (size_t)a->max_tokens * H, NHatt = (size_t)NH * a->max_att;
+    size_t TH = (size_t)a->max_tokens * H;
     if (ph > 0) dropout_forward(a->emb_out, a->m_emb, (size_t)T * H, ph, a->seed, 0);
 
     const float *x = a->emb_out;
     size_t HH = (size_t)H * H, HI = (size_t)H * I;
     for (int l = 0; l < c->num_hidden_layers; l++) {
         float *qkv = a->qkv + l * a->stride_T3H;
-        float *P = a->att + l * a->stride_att;
         float *ctx = a->ctx + l * a->stride_TH;
         float *res1 = a->res1 + l * a->stride_TH;
         float *ln1 = a->ln1 + l * a->stride_TH;
@@ -509,8 +506,7 @@ void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
         float *res2 = a->res2 + l * a->stride_TH;
         float *ln2 = a->ln2 + l * a->stride_TH;
         matmul_forward(qkv, x, m->t[BP_QKV_W] + l * 3 * HH, m->t[BP_QKV_B] + (size_t)l * 3 * H, T, H, 3 * H);
-        attention_forward(ctx, P, a->m_att ? a->m_att + l * NHatt : NULL, qkv, b->mask, a, S, H,
-                          NH, pa, a->seed, 1 + 4 * (uint64_t)l);
+        attention_forward(ctx, qkv, b->mask, a, S, H, NH, pa, a->seed, 1 + 4 * (uint64_t)l);
         /* attention output projection into res1, dropout, then res1 += x */
         matmul_forward(res1, ctx, m->t[BP_ATTO_W] + l * HH, m->t[BP_ATTO_B] + (size_t)l * H, T, H, H);
         if (ph > 0) dropout_forward(res1, a->m_atto + l * TH, (size_t)T * H, ph, a->seed, 2 + 4 * (uint64_t)l);
@@ -628,12 +624,12 @@ void bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, const bert_
     int H = c->hidden_size, I = c->intermediate_size, NH = c->num_attention_heads;
     int S = b->n_seq, T = a->seq_off[S];
     size_t HH = (size_t)H * H, HI = (size_t)H * I, TH = (size_t)a->max_tokens * H;
-    size_t NHatt = (size_t)NH * a->max_att, n = (size_t)T * H;
+    size_t n = (size_t)T * H;
     float ph = a->p_hidden, pa = a->p_att;
     float *dx = a->d_x, *dy = a->d_y;
     for (int l = c->num_hidden_layers - 1; l >= 0; l--) {
         const float *x = l > 0 ? a->ln2 + (size_t)(l - 1) * a->stride_TH : a->emb_out;
-        const float *qkv = a->qkv + l * a->stride_T3H, *P = a->att + l * a->stride_att;
+        const float *qkv = a->qkv + l * a->stride_T3H;
         const float *ctx = a->ctx + l * a->stride_TH, *res1 = a->res1 + l * a->stride_TH;
         const float *ln1 = a->ln1 + l * a->stride_TH, *ffh = a->ffh + l * a->stride_TI;
         const float *ffg = a->ffg + l * a->stride_TI, *res2 = a->res2 + l * a->stride_TH;
@@ -658,8 +654,7 @@ void bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, const bert_
         matmul_backward(a->d_ctx, g->t[BP_ATTO_W] + l * HH, g->t[BP_ATTO_B] + (size_t)l * H, dy, ctx,
                         m->t[BP_ATTO_W] + l * HH, T, H, H, 0);
         /* ctx = attention(qkv); qkv = x @ Wqkv^T + bqkv */
-        attention_backward(a->d_qkv, a->d_ctx, qkv, P, a->m_att ? a->m_att + l * NHatt : NULL, a, S,
-                           H, NH, pa);
+        attention_backward(a->d_qkv, a->d_ctx, qkv, b->mask, a, S, H, NH, pa, a->seed, 1 + 4 * (uint64_t)l);
         matmul_backward(d, g->t[BP_QKV_W] + l * 3 * HH, g->t[BP_QKV_B] + (size_t)l * 3 * H, a->d_qkv, x,
                         m->t[BP_QKV_W] + l * 3 * HH, T, H, 3 * H, 1);
     }

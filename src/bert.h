@@ -13,6 +13,12 @@
  * [3H, H] matrix per layer. Activations live in one allocation sized for the
  * largest batch (bert_acts); in inference mode all layers share one set of
  * buffers, in training mode every layer keeps its own for the backward pass.
+ * Attention probabilities are never stored: each (sequence, head) block
+ * lives in a per-thread scratch while it is used, and the backward pass
+ * recomputes it (one extra n x n x D product per head), which saves
+ * heads * sum n_s^2 floats per layer (1.2 GB for MiniLM at bsize 32).
+ * Dropout masks of the attention probabilities are recomputed too: every
+ * mask is a pure hash of (seed, stream, element).
  */
 #ifndef CB_BERT_H
 #define CB_BERT_H
@@ -77,8 +83,8 @@ typedef struct bert_batch {
 } bert_batch;
 
 /* Activations. Sized by bert_acts_init for at most max_tokens tokens in a
- * batch and max_att attention scores (sum over sequences of n_s^2, times
- * heads is applied inside). */
+ * batch; max_att bounds sum over sequences of n_s^2 (its square root, capped
+ * at the model's positions, sizes the per-thread attention scratch). */
 typedef struct bert_acts {
     int max_tokens;
     size_t max_att;             /* sum of n_s^2 the buffers hold */
@@ -91,7 +97,6 @@ typedef struct bert_acts {
     float *emb_out;             /* [T, H] after LN: input of layer 0 */
     /* per layer (layer l at + l * stride; stride 0 in inference) */
     float *qkv;                 /* [T, 3H] */
-    float *att;                 /* [heads * sum n_s^2] softmax probabilities */
     float *ctx;                 /* [T, H] attention context, heads side by side */
     float *res1;                /* [T, H] x + attention output, before LN1 */
     float *ln1_mean, *ln1_rstd; /* [T] */
@@ -101,7 +106,7 @@ typedef struct bert_acts {
     float *res2;                /* [T, H] ln1 + FFN output, before LN2 */
     float *ln2_mean, *ln2_rstd; /* [T] */
     float *ln2;                 /* [T, H] layer output */
-    size_t stride_TH, stride_T3H, stride_TI, stride_T, stride_att;
+    size_t stride_TH, stride_T3H, stride_TI, stride_T;
     /* per-batch bookkeeping, filled by bert_forward */
     int *seq_off;               /* [max_tokens] token offset of each sequence */
     size_t *att_off;            /* [max_tokens] offset of each sequence's scores */
@@ -111,7 +116,6 @@ typedef struct bert_acts {
     float p_hidden, p_att;      /* config's hidden / attention dropout */
     uint64_t seed;              /* set per step: the masks derive from it */
     uint8_t *m_emb;             /* [T, H] after the embeddings' LayerNorm */
-    uint8_t *m_att;             /* per layer [heads * sum n_s^2] on probabilities */
     uint8_t *m_atto;            /* per layer [T, H] on the attention output */
     uint8_t *m_ffd;             /* per layer [T, H] on the feed-forward output */
     /* backward scratch (training mode only) */
@@ -120,7 +124,7 @@ typedef struct bert_acts {
     float *d_qkv;               /* [T, 3H] */
     float *d_ff;                /* [T, I] */
     float *d_ctx;               /* [T, H] */
-    float *scratch;             /* [threads, 2, max_seq^2] */
+    float *scratch;             /* [threads, 3, max_seq^2] attention blocks */
     int n_threads;
 } bert_acts;
 
