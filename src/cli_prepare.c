@@ -1,6 +1,7 @@
 /* cli_prepare.c: `colbert prepare`, the command line of prepare.h. */
 #include "cli.h"
 #include "common.h"
+#include "miner.h"
 #include "prepare.h"
 
 #include <errno.h>
@@ -42,9 +43,28 @@ static void usage(FILE *f) {
 "  --num-new-negatives N    new negatives per query (default 10; 0: only the given ones)\n"
 "  --seed N                 seed of every random choice (default 42): the same input\n"
 "                           and seed give byte-identical files\n"
-"  --no-mining              random negatives from the collection. Hard-negative mining\n"
-"                           is not available yet: without this flag prepare says so\n"
-"                           and uses random negatives too\n"
+"\n"
+"hard-negative mining (RAGatouille's SimpleMiner; on by default):\n"
+"  --mine-hard-negatives    the new negatives of a query are documents its dense\n"
+"                           embedding ranks near it, ranks [min rank, max rank),\n"
+"                           max rank = min(110, documents / 10) (default)\n"
+"  --no-mining              random negatives from the collection instead\n"
+"  --miner-model M          the dense model: a sentence-transformers directory or a\n"
+"                           hub id in the local Hugging Face cache (default by\n"
+"                           --language and --miner-size: en BAAI/bge-SIZE-en-v1.5,\n"
+"                           zh thenlper/gte-SIZE-zh, fr OrdalieTech/Solon-embeddings-\n"
+"                           {base,base,large}-0.1, other intfloat/multilingual-e5-SIZE)\n"
+"  --miner-size S           small (default), base or large\n"
+"  --language L             language code of the data (default en)\n"
+"  --hard-negative-min-rank N  first rank kept as a candidate (default 10)\n"
+"  --miner-index K          auto (default: exact below --miner-approx-docs documents,\n"
+"                           else ivf), exact (blocked SGEMM) or ivf (approximate)\n"
+"  --miner-approx-docs N    collection size from which auto uses ivf (default 250000)\n"
+"  --miner-nprobe N         ivf lists scanned per query (default: about 16 x max rank\n"
+"                           documents, at least 1/16 of the lists)\n"
+"  --save-embeddings DIR    write the embeddings (docs.npy, queries.npy), the ranked\n"
+"                           lists (neighbors.npy, scores.npy) and miner.json to DIR\n"
+"  --load-embeddings DIR    reuse DIR's embeddings (same texts) instead of encoding\n"
 "\n"
 "output:\n"
 "  --out DIR                output directory (created if missing); files are written\n"
@@ -72,6 +92,8 @@ int cli_prepare(int argc, char **argv) {
     prepare_opts o;
     prepare_opts_default(&o);
     o.negatives = PREPARE_NEG_MINED;   /* the reference's default */
+    miner_opts mo;
+    miner_opts_default(&mo);
     const char *train[MAX_FILES], *corpus[MAX_FILES], *beir = NULL, *split = "train", *out = NULL;
     int ntrain = 0, ncorpus = 0;
     for (int i = 1; i < argc; i++) {
@@ -81,6 +103,7 @@ int cli_prepare(int argc, char **argv) {
             return 0;
         }
         if (!strcmp(a, "--no-mining")) { o.negatives = PREPARE_NEG_RANDOM; continue; }
+        if (!strcmp(a, "--mine-hard-negatives")) { o.negatives = PREPARE_NEG_MINED; continue; }
         if (!strcmp(a, "--no-title")) { o.no_title = 1; continue; }
         if (!strcmp(a, "--quiet")) { o.quiet = 1; continue; }
         if (i + 1 >= argc || strncmp(a, "--", 2)) {
@@ -111,7 +134,34 @@ int cli_prepare(int argc, char **argv) {
         } else if (!strcmp(a, "--seed")) {
             if (parse_int(a, v, 0, INT64_MAX, &n)) return 2;
             o.seed = (uint64_t)n;
-        } else if (!strcmp(a, "--kind")) {
+        } else if (!strcmp(a, "--miner-model")) mo.model = v;
+        else if (!strcmp(a, "--miner-size")) {
+            if (!miner_default_model("en", v)) {
+                fprintf(stderr, "colbert: error: --miner-size: expected small, base or large, found \"%s\"\n", v);
+                return 2;
+            }
+            mo.size = v;
+        } else if (!strcmp(a, "--language")) mo.language = v;
+        else if (!strcmp(a, "--hard-negative-min-rank")) {
+            if (parse_int(a, v, 0, 1000000, &n)) return 2;
+            mo.min_rank = (int)n;
+        } else if (!strcmp(a, "--miner-index")) {
+            if (!strcmp(v, "auto")) mo.index = MINER_INDEX_AUTO;
+            else if (!strcmp(v, "exact")) mo.index = MINER_INDEX_EXACT;
+            else if (!strcmp(v, "ivf") || !strcmp(v, "approx")) mo.index = MINER_INDEX_IVF;
+            else {
+                fprintf(stderr, "colbert: error: --miner-index: expected auto, exact or ivf, found \"%s\"\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--miner-approx-docs")) {
+            if (parse_int(a, v, 0, INT64_MAX, &n)) return 2;
+            mo.approx_min_docs = (size_t)n;
+        } else if (!strcmp(a, "--miner-nprobe")) {
+            if (parse_int(a, v, 1, INT32_MAX, &n)) return 2;
+            mo.ivf_nprobe = (int)n;
+        } else if (!strcmp(a, "--save-embeddings")) mo.save_dir = v;
+        else if (!strcmp(a, "--load-embeddings")) mo.load_dir = v;
+        else if (!strcmp(a, "--kind")) {
             if (!strcmp(v, "auto")) o.kind = PREPARE_KIND_AUTO;
             else if (!strcmp(v, "pairs")) o.kind = PREPARE_KIND_PAIRS;
             else if (!strcmp(v, "labeled") || !strcmp(v, "labeled_pairs")) o.kind = PREPARE_KIND_LABELED;
@@ -138,12 +188,21 @@ int cli_prepare(int argc, char **argv) {
                 o.positive_label);
         return 2;
     }
-    if (o.negatives == PREPARE_NEG_MINED && o.num_new_negatives > 0) {
-        /* No miner yet (a later issue plugs one in through o.miner). */
-        if (!o.quiet)
-            fprintf(stderr, "colbert: note: hard-negative mining is not available yet: using random "
-                    "negatives (--no-mining silences this note)\n");
-        o.negatives = PREPARE_NEG_RANDOM;
+    /* The miner finds its model before any data is read: a missing model
+     * fails at once, with the name and how to provide it. */
+    miner m = {0};
+    prepare_miner hook = {0};
+    int mining = o.negatives == PREPARE_NEG_MINED && o.num_new_negatives > 0;
+    if (mining) {
+        cb_err merr = {{0}};
+        mo.quiet = o.quiet;
+        mo.seed = o.seed;
+        if (miner_init(&m, &mo, &merr)) {
+            fprintf(stderr, "colbert: error: %s\n", merr.msg);
+            return 1;
+        }
+        hook = miner_hook(&m);
+        o.miner = &hook;
     }
 
     double t0 = cb_now();
@@ -158,6 +217,7 @@ int cli_prepare(int argc, char **argv) {
     if (rc) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         prepare_free(p);
+        if (mining) miner_free(&m);
         return 1;
     }
     const prepare_stats *s = prepare_get_stats(p);
@@ -170,7 +230,9 @@ int cli_prepare(int argc, char **argv) {
                (long long)s->queries_with_triplets, (long long)s->queries, s->neg_mean,
                (long long)s->neg_min, (long long)s->neg_max, (long long)s->new_negatives,
                s->mined ? "mined" : "random", cb_now() - t0, out);
+        if (mining) miner_report(&m, stdout);
     }
     prepare_free(p);
+    if (mining) miner_free(&m);
     return 0;
 }

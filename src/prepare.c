@@ -1085,6 +1085,7 @@ static void mined_negatives(rng *r, const uint32_t *cand, size_t nc, size_t C, c
         c[m++] = pid;
     }
     size_t take = sample_prefix(r, c, m, k);
+    if (take == 0) return;   /* c may be NULL: no candidates at all */
     uint32_t *out = reserve(&s->negs, &s->cap_negs, *nout + take);
     memcpy(out + *nout, c, take * sizeof *c);
     *nout += take;
