@@ -66,7 +66,12 @@ setup:
 test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert
 	bash tests/run.sh
 
-bench: setup all
+$(BUILD)/bench/bench_step: bench/bench_step.c $(BUILD)/libcolbert.a | $(BUILD)/bench
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) -o $@
+$(BUILD)/bench:
+	mkdir -p $@
+
+bench: setup all $(BUILD)/bench/bench_step
 	bash bench/run.sh
 
 demo: setup all

@@ -4,6 +4,9 @@
 #   bench/run.sh            all
 #   bench/run.sh sgemm      SGEMM GFLOP/s at BERT shapes (OpenBLAS, and BLIS if installed)
 #   bench/run.sh encode     colbert encode vs sentence-transformers
+#   bench/run.sh prepare    colbert prepare vs RAGatouille's TrainingDataProcessor (1M pairs)
+#   bench/run.sh mine       hard-negative mining vs RAGatouille's SimpleMiner path
+#   bench/run.sh step       training step vs PyTorch eager (MiniLM and BERT-base shapes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -22,4 +25,13 @@ if [ "$what" = all ] || [ "$what" = sgemm ]; then
 fi
 if [ "$what" = all ] || [ "$what" = encode ]; then
     HF_HUB_OFFLINE=1 $PY bench/bench_encode.py --threads "$threads"
+fi
+if [ "$what" = all ] || [ "$what" = prepare ]; then
+    bash bench/bench_prepare.sh
+fi
+if [ "$what" = all ] || [ "$what" = mine ]; then
+    [ -f bench/bench_mine.sh ] && bash bench/bench_mine.sh
+fi
+if [ "$what" = all ] || [ "$what" = step ]; then
+    $PY bench/bench_step.py --threads "$threads"
 fi
