@@ -1,0 +1,245 @@
+/* cli_eval.c: `colbert eval`: nDCG@10, MRR@10, Recall@10 and Recall@100 of a
+ * ColBERT model (or of a TREC run file) on a BEIR dataset split. */
+#include "cli.h"
+#include "colmodel.h"
+#include "eval.h"
+#include "progress.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+void cli_set_threads(int n);   /* cli_encode.c */
+
+static const char *EVAL_HELP =
+    "usage: colbert eval --model M --dataset DIR [--split S] [options]\n"
+    "       colbert eval --score-run FILE --dataset DIR [--split S]\n"
+    "\n"
+    "Rank every document of a BEIR dataset (corpus.jsonl, queries.jsonl,\n"
+    "qrels/S.tsv) for each query of the split by exact ColBERT MaxSim, and report\n"
+    "nDCG@10, MRR@10, Recall@10 and Recall@100 (trec_eval's definitions, graded\n"
+    "relevance for nDCG): a table on stderr, one JSON object on stdout.\n"
+    "Documents are \"title text\"; the queries are those with qrels in the split.\n"
+    "\n"
+    "options:\n"
+    "  --model M          a ColBERT checkpoint, or a plain encoder (BERT, MiniLM, ...)\n"
+    "                     turned into a new ColBERT with a seeded projection; a\n"
+    "                     directory or a hub id from the local Hugging Face cache\n"
+    "  --dataset DIR      BEIR dataset directory\n"
+    "  --split S          qrels split (default: test)\n"
+    "  --run FILE         also write the ranking as a TREC run file\n"
+    "                     (\"qid Q0 docid rank score tag\"), written to a temporary\n"
+    "                     name and renamed when complete\n"
+    "  --depth N          documents per query in the run file (default 100)\n"
+    "  --score-run FILE   score this TREC run file instead of a model (trec_eval's\n"
+    "                     order: score descending, then docid descending)\n"
+    "  --doc-maxlen N     tokens per document (default: the model's doc_maxlen)\n"
+    "  --query-maxlen N   tokens per query (default: the model's query_maxlen)\n"
+    "  --max-queries N    only the first N queries of the split\n"
+    "  --dim N            projection size of a new ColBERT (default 128)\n"
+    "  --seed N           seed of a new ColBERT's projection (default 12345)\n"
+    "  --threads N        threads (default: all cores)\n"
+    "  --quiet            no progress bar\n"
+    "  -h, --help         this help\n";
+
+/* documents encoded and ranked at a time: bounds the vectors held */
+#define EVAL_CHUNK 1024
+
+static int parse_ll(const char *opt, const char *s, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "colbert: error: %s: expected an integer in [%lld, %lld], found \"%s\"\n", opt, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* s as a JSON string */
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static void report(const eval_metrics *m, const eval_data *d, const char *dataset, const char *split,
+                   const char *model, size_t doc_vectors, const double *t, int with_times) {
+    fprintf(stderr, "\n%-12s %s (%s): %zu queries, %zu documents\n", "dataset", dataset, split, d->n_queries,
+            d->n_docs);
+    fprintf(stderr, "%-12s %s\n", "model", model);
+    fprintf(stderr, "  %-11s %.4f\n  %-11s %.4f\n  %-11s %.4f\n  %-11s %.4f\n", "nDCG@10", m->ndcg10, "MRR@10",
+            m->mrr10, "Recall@10", m->recall10, "Recall@100", m->recall100);
+    if (with_times)
+        fprintf(stderr, "%-12s data %.1f s, model %.1f s, queries %.1f s, documents %.1f s (%.0f docs/s), "
+                "MaxSim %.1f s, total %.1f s\n", "time", t[0], t[1], t[2], t[3],
+                t[3] > 0 ? d->n_docs / t[3] : 0.0, t[4], t[5]);
+    else
+        fprintf(stderr, "%-12s %.1f s\n", "time", t[5]);
+    printf("{\"ndcg@10\": %.17g, \"mrr@10\": %.17g, \"recall@10\": %.17g, \"recall@100\": %.17g, "
+           "\"queries\": %zu, \"documents\": %zu", m->ndcg10, m->mrr10, m->recall10, m->recall100, d->n_queries,
+           d->n_docs);
+    if (with_times) printf(", \"doc_vectors\": %zu", doc_vectors);
+    printf(", \"dataset\": ");
+    json_str(stdout, dataset);
+    printf(", \"split\": ");
+    json_str(stdout, split);
+    printf(", \"model\": ");
+    json_str(stdout, model);
+    printf(", \"seconds\": {\"data\": %.3f", t[0]);
+    if (with_times)
+        printf(", \"model\": %.3f, \"queries\": %.3f, \"documents\": %.3f, \"maxsim\": %.3f", t[1], t[2], t[3],
+               t[4]);
+    printf(", \"total\": %.3f}}\n", t[5]);
+    fflush(stdout);
+}
+
+int cli_eval(int argc, char **argv) {
+    const char *model = NULL, *dataset = NULL, *split = "test", *run = NULL, *score_run = NULL;
+    long long depth = 100, doc_maxlen = 0, query_maxlen = 0, max_queries = 0, dim = 0, seed = 12345, threads = 0;
+    int quiet = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(EVAL_HELP, stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
+        if (strncmp(a, "--", 2) || i + 1 >= argc) {
+            fprintf(stderr, "colbert: error: %s: %s\n%s", a, strncmp(a, "--", 2) ? "unexpected argument" :
+                    "missing value", EVAL_HELP);
+            return 2;
+        }
+        const char *v = argv[++i];
+        int rc = 0;
+        if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--dataset")) dataset = v;
+        else if (!strcmp(a, "--split")) split = v;
+        else if (!strcmp(a, "--run")) run = v;
+        else if (!strcmp(a, "--score-run")) score_run = v;
+        else if (!strcmp(a, "--depth")) rc = parse_ll(a, v, 1, 100000, &depth);
+        else if (!strcmp(a, "--doc-maxlen")) rc = parse_ll(a, v, 3, 8192, &doc_maxlen);
+        else if (!strcmp(a, "--query-maxlen")) rc = parse_ll(a, v, 4, 8192, &query_maxlen);
+        else if (!strcmp(a, "--max-queries")) rc = parse_ll(a, v, 1, INT_MAX, &max_queries);
+        else if (!strcmp(a, "--dim")) rc = parse_ll(a, v, 1, 65536, &dim);
+        else if (!strcmp(a, "--seed")) rc = parse_ll(a, v, 0, LLONG_MAX, &seed);
+        else if (!strcmp(a, "--threads")) rc = parse_ll(a, v, 1, 4096, &threads);
+        else {
+            fprintf(stderr, "colbert: error: %s: unknown option\n%s", a, EVAL_HELP);
+            return 2;
+        }
+        if (rc) return 2;
+    }
+    if (!dataset || (!model && !score_run) || (model && score_run)) {
+        fprintf(stderr, "colbert: error: %s\n%s", !dataset ? "--dataset is required" :
+                model ? "--model and --score-run exclude each other" : "--model (or --score-run) is required",
+                EVAL_HELP);
+        return 2;
+    }
+    cli_set_threads((int)threads);
+    double t[6] = {0}, t0 = cb_now(), t1;
+    cb_err err = {{0}};
+    eval_data d;
+    if (eval_data_load(&d, dataset, split, (size_t)max_queries, &err)) {
+        fprintf(stderr, "colbert: error: %s\n", err.msg);
+        return 1;
+    }
+    t[0] = cb_now() - t0;
+    int D = 100 > depth ? 100 : (int)depth;   /* ranked per query: at least the metrics' 100 */
+    int32_t *top = NULL;
+    float *top_score = NULL, *qv = NULL;
+    size_t doc_vectors = 0;
+    int ret = 1;
+    eval_metrics m;
+    colmodel cm;
+    memset(&cm, 0, sizeof cm);
+    if (score_run) {
+        if (eval_read_run(&top, &d, score_run, D, &err)) {
+            fprintf(stderr, "colbert: error: %s\n", err.msg);
+            goto done;
+        }
+        eval_score(&m, NULL, &d, top, D);
+        t[5] = cb_now() - t0;
+        report(&m, &d, dataset, split, score_run, 0, t, 0);
+        ret = 0;
+        goto done;
+    }
+
+    t1 = cb_now();
+    if (colmodel_load(&cm, model, (int)dim, (uint64_t)seed, &err)) {
+        fprintf(stderr, "colbert: error: %s\n", err.msg);
+        goto done;
+    }
+    int maxpos = cm.bert.cfg.max_position_embeddings;
+    if (doc_maxlen > maxpos || query_maxlen > maxpos) {
+        fprintf(stderr, "colbert: error: --%s-maxlen %lld: the model has %d positions\n",
+                doc_maxlen > maxpos ? "doc" : "query", doc_maxlen > maxpos ? doc_maxlen : query_maxlen, maxpos);
+        goto done;
+    }
+    if (doc_maxlen) cm.cc.doc_maxlen = (int)doc_maxlen;
+    if (query_maxlen) cm.cc.query_maxlen = (int)query_maxlen;
+    cm.quiet = quiet;
+    t[1] = cb_now() - t1;
+    if (!quiet)
+        fprintf(stderr, "colbert eval: %s (%s): %zu queries, %zu documents; %s %s (query_maxlen %d, "
+                "doc_maxlen %d, dim %d)\n", dataset, split, d.n_queries, d.n_docs,
+                cm.is_colbert ? "ColBERT" : "new ColBERT from", cm.dir, cm.cc.query_maxlen, cm.cc.doc_maxlen,
+                cm.cc.dim);
+
+    /* queries: all of them at once, [nq, Lq, dim] */
+    t1 = cb_now();
+    int nq = (int)d.n_queries, Lq = cm.cc.query_maxlen, dimq = cm.cc.dim;
+    qv = cb_xmalloc(((size_t)(nq ? nq : 1) * Lq * dimq) * sizeof(float));
+    colmodel_encode_queries(&cm, d.query_text, d.query_len, nq, qv);
+    t[2] = cb_now() - t1;
+
+    /* documents: encoded and ranked a chunk at a time */
+    eval_ranker rk;
+    eval_ranker_init(&rk, qv, d.doc_tie, nq, Lq, dimq, D, EVAL_CHUNK, cm.cc.doc_maxlen);
+    progress pg;
+    progress_init(&pg, "encode + MaxSim", "docs", (int64_t)d.n_docs, quiet);
+    cm.quiet = 1;   /* one bar for the whole corpus, not one per chunk */
+    for (size_t s = 0; s < d.n_docs; s += EVAL_CHUNK) {
+        int n = d.n_docs - s < EVAL_CHUNK ? (int)(d.n_docs - s) : EVAL_CHUNK;
+        int *lengths;
+        float *vectors;
+        t1 = cb_now();
+        colmodel_encode_docs(&cm, d.doc_text + s, d.doc_len + s, n, &lengths, &vectors);
+        double t2 = cb_now();
+        t[3] += t2 - t1;
+        eval_ranker_add(&rk, vectors, lengths, (int)s, n);
+        t[4] += cb_now() - t2;
+        for (int i = 0; i < n; i++) doc_vectors += (size_t)lengths[i];
+        free(lengths);
+        free(vectors);
+        progress_update(&pg, (int64_t)(s + (size_t)n));
+    }
+    progress_finish(&pg);
+    top = cb_xmalloc((size_t)(nq ? nq : 1) * D * sizeof(int32_t));
+    top_score = cb_xmalloc((size_t)(nq ? nq : 1) * D * sizeof(float));
+    t1 = cb_now();
+    eval_ranker_finish(&rk, top, top_score);
+    eval_ranker_free(&rk);
+    t[4] += cb_now() - t1;
+    eval_score(&m, NULL, &d, top, D);
+    if (run && eval_write_run(run, &d, top, top_score, (int)depth, "colbert.c", &err)) {
+        fprintf(stderr, "colbert: error: %s\n", err.msg);
+        goto done;
+    }
+    t[5] = cb_now() - t0;
+    report(&m, &d, dataset, split, model, doc_vectors, t, 1);
+    ret = 0;
+done:
+    if (cm.dir) colmodel_free(&cm);
+    free(qv);
+    free(top);
+    free(top_score);
+    eval_data_free(&d);
+    return ret;
+}
