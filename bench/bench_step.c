@@ -11,12 +11,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include "colbert.h"
 #include "model.h"
 #include "step.h"
 #include "tokenizer.h"
 
 int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, cb_err *err);
+
+static long peak_rss(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss * 1024L;
+}
 
 int main(int argc, char **argv) {
     if (argc < 4) { fprintf(stderr, "usage: bench_step MODEL_DIR DOCS.txt QUERIES.txt [--base] [--steps N]\n"); return 2; }
@@ -95,9 +102,10 @@ int main(int argc, char **argv) {
                                                  2.0 * bc->hidden_size * bc->intermediate_size);
     double flops = 6.0 * w * tokens;
     printf("{\"model\": \"%s\", \"params\": %zu, \"steps\": %d, \"step_s\": %.4f, \"triplets_per_s\": %.3f, "
-           "\"forward_s\": %.4f, \"backward_s\": %.4f, \"encoder_gflops\": %.1f, \"bytes\": %zu}\n",
+           "\"forward_s\": %.4f, \"backward_s\": %.4f, \"encoder_gflops\": %.1f, \"bytes\": %zu, "
+           "\"peak_bytes\": %ld}\n",
            base ? "bert-base (random)" : "all-MiniLM-L6-v2", nparams, steps, t_total / steps,
-           32.0 * steps / t_total, s.t_fwd / steps, s.t_bwd / steps, flops / t_total / 1e9, s.bytes);
+           32.0 * steps / t_total, s.t_fwd / steps, s.t_bwd / steps, flops / t_total / 1e9, s.bytes, peak_rss());
     step_free(&s);
     tokenizer_free(tok);
     return 0;

@@ -130,14 +130,14 @@ def main():
             continue
         ours = run_child(["/usr/bin/env", f"OMP_NUM_THREADS={args.threads}", exe, model_dir, dp, qp,
                           "--steps", str(args.steps)] + (["--base"] if base else []))
-        peak_ours = ours["bytes"]
+        peak_ours = ours["peak_bytes"]
         theirs = run_child([sys.executable, __file__, "--steps", str(args.steps), "--threads", str(args.threads),
                             "--torch-child", model_dir, dp, qp, str(base)])
         print(f"  {name}:")
         print(f"    PyTorch eager {theirs['step_s']:7.2f} s/step {theirs['triplets_per_s']:6.2f} triplets/s "
               f"peak RSS {theirs['peak_bytes'] / 2**30:5.2f} GiB")
         print(f"    colbert.c     {ours['step_s']:7.2f} s/step {ours['triplets_per_s']:6.2f} triplets/s "
-              f"allocated {peak_ours / 2**30:5.2f} GiB (forward {ours['forward_s']:.2f} s, backward "
+              f"peak RSS {peak_ours / 2**30:5.2f} GiB (forward {ours['forward_s']:.2f} s, backward "
               f"{ours['backward_s']:.2f} s, encoder {ours['encoder_gflops']:.0f} GFLOP/s)")
         print(f"    ratio: {theirs['step_s'] / ours['step_s']:.2f}x throughput, "
               f"{peak_ours / theirs['peak_bytes']:.2f}x memory")
