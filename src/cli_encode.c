@@ -94,6 +94,27 @@ void cli_set_threads(int n) {
     openblas_set_num_threads(n);
 }
 
+/* Ragged vectors: OUT.npy [sum lengths, dim] and OUT.lengths.npy [n] int32,
+ * or tensors "vectors" and "lengths" in OUT.safetensors. */
+static int write_ragged(const char *output, const float *vec, const int *L, int n, int dim, cb_err *err) {
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += L[i];
+    size_t olen = strlen(output);
+    if (olen > 12 && !strcmp(output + olen - 12, ".safetensors")) {
+        st_wtensor t[2] = {{"vectors", ST_F32, 2, {total, dim}, vec}, {"lengths", ST_I32, 1, {n}, L}};
+        return st_write(output, t, 2, err);
+    }
+    int64_t shape[2] = {total, dim}, lshape[1] = {n};
+    char *lpath = cb_xmalloc(olen + 16);
+    memcpy(lpath, output, olen - 4);
+    strcpy(lpath + olen - 4, ".lengths.npy");
+    int rc = npy_write(lpath, "<i4", L, 1, lshape, err);
+    if (!rc) rc = npy_write(output, "<f4", vec, 2, shape, err);
+    if (rc) remove(lpath);
+    free(lpath);
+    return rc;
+}
+
 /* --colbert query|doc */
 static int encode_colbert(const char *model, const char *input, const char *output, int queries, int quiet) {
     cb_err err = {{0}};
@@ -128,16 +149,7 @@ static int encode_colbert(const char *model, const char *input, const char *outp
         int *L;
         float *vec;
         colmodel_encode_docs(&m, (const char *const *)lines, lens, n, &L, &vec);
-        int64_t total = 0;
-        for (int i = 0; i < n; i++) total += L[i];
-        int64_t shape[2] = {total, D}, lshape[1] = {n};
-        char *lpath = cb_xmalloc(olen + 16);
-        memcpy(lpath, output, olen - 4);
-        strcpy(lpath + olen - 4, ".lengths.npy");
-        rc = npy_write(lpath, "<i4", L, 1, lshape, &err);
-        if (!rc) rc = npy_write(output, "<f4", vec, 2, shape, &err);
-        if (rc) remove(lpath);
-        free(lpath);
+        rc = write_ragged(output, vec, L, n, D, &err);
         free(L);
         free(vec);
     }
@@ -220,27 +232,10 @@ int cli_encode(int argc, char **argv) {
         int *L;
         float *vec;
         encoder_token_vectors(&e, (const char *const *)lines, lens, n, &L, &vec);
-        int64_t total = 0;
-        for (int i = 0; i < n; i++) total += L[i];
-        int64_t shape[2] = {total, H}, lshape[1] = {n};
-        if (as_st) {
-            st_wtensor t[2] = {{"vectors", ST_F32, 2, {total, H}, vec}, {"lengths", ST_I32, 1, {n}, L}};
-            rc = st_write(output, t, 2, &err);
-            free(L);
-            free(vec);
-            goto done;
-        }
-        char *lpath = cb_xmalloc(olen + 16);
-        memcpy(lpath, output, olen - 4);
-        strcpy(lpath + olen - 4, ".lengths.npy");
-        rc = npy_write(lpath, "<i4", L, 1, lshape, &err);
-        if (!rc) rc = npy_write(output, "<f4", vec, 2, shape, &err);
-        if (rc) remove(lpath);
-        free(lpath);
+        rc = write_ragged(output, vec, L, n, H, &err);
         free(L);
         free(vec);
     }
-done:
     if (rc) fprintf(stderr, "colbert: error: %s\n", err.msg);
     else if (!quiet)
         fprintf(stderr, "encoded %d texts in %.2f s (%.1f texts/s) -> %s\n", n, cb_now() - t0,
