@@ -6,5 +6,6 @@
 int cli_tokenize(int argc, char **argv);  /* cli_encode.c */
 int cli_encode(int argc, char **argv);    /* cli_encode.c */
 int cli_prepare(int argc, char **argv);   /* cli_prepare.c */
+int cli_train(int argc, char **argv);     /* cli_train.c */
 int cli_eval(int argc, char **argv);      /* cli_eval.c */
 #endif

@@ -13,6 +13,7 @@ static void usage(FILE *f) {
         "  encode     sentence embeddings or token vectors of each input line\n"
         "  prepare    training data (queries, corpus, triples) from pairs, labeled pairs or triplets\n"
         "  eval       nDCG@10, MRR@10, Recall@10/100 of a ColBERT model on a BEIR dataset\n"
+        "  train      train a ColBERT model (checkpoints, validation, resume)\n"
         "  info       the linear-algebra library and threads in use\n");
 }
 
@@ -27,6 +28,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "encode")) return cli_encode(argc - 1, argv + 1);
     if (!strcmp(cmd, "prepare")) return cli_prepare(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return cli_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "train")) return cli_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) { blas_print_info(stdout); return 0; }
     fprintf(stderr, "colbert: unknown command '%s'\n", cmd);
     usage(stderr);
