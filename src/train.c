@@ -693,6 +693,10 @@ static int save_checkpoint(run *r, int validate_it, cb_err *err) {
     } else {
         free(r->tr->last);
         r->tr->last = cb_xstrdup(final);
+        /* later checkpoints copy config.json and the tokenizer from the
+         * newest one: the directory they came from may be pruned */
+        free(r->src_dir);
+        r->src_dir = cb_xstrdup(final);
         if (r->log) {
             json_t *j = json_pack("{s:s, s:I, s:s}", "event", "checkpoint", "step", (json_int_t)step, "path", final);
             if (!isnan(mrr)) {

@@ -35,6 +35,9 @@ run() {  # run NAME CMD...
 }
 for t in build/tests/test_*; do run "$(basename "$t")" "$t"; done
 for t in build-san/tests/test_*; do run "$(basename "$t") [asan]" "$t"; done
+# colbert-ai, PyLate and RAGatouille (transformers 4.x) for tests/test_train_compat.py
+bash scripts/setup_peers.sh || { echo "run.sh: scripts/setup_peers.sh failed" >&2; exit 1; }
+export COLBERT_PEERS_PY="${COLBERT_PEERS_VENV:-$HOME/.cache/colbert.c/venv-peers}/bin/python"
 run "pytest" "$PY" -m pytest -q -p no:cacheprovider tests
 echo
 [ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"

@@ -6,7 +6,8 @@ usage: load_checkpoint.py CKPT QUERIES.txt DOCS.txt OUT_DIR
   OUT_DIR/colbert_ai_q.npy  [n, query_maxlen, dim]   Checkpoint.queryFromText
   OUT_DIR/colbert_ai_d.npy  [sum kept, dim] + colbert_ai_d.lengths.npy  docFromText(keep_dims="flatten")
   OUT_DIR/pylate_q.npy, pylate_d.npy, pylate_d.lengths.npy   ColBERT.encode
-  OUT_DIR/ragatouille.json  RAGPretrainedModel.from_pretrained(CKPT).rerank of the first query
+  OUT_DIR/ragatouille.json  RAGPretrainedModel.from_pretrained(CKPT).rerank of the first query over all
+                            documents, and the query/doc lengths it chose for that
 """
 import json
 import os
@@ -55,6 +56,8 @@ from ragatouille import RAGPretrainedModel  # noqa: E402
 
 rag = RAGPretrainedModel.from_pretrained(ckpt, n_gpu=0, verbose=0)
 res = rag.rerank(query=queries[0], documents=docs, k=len(docs))
+ck = rag.model.inference_ckpt  # rerank sets its own lengths (documents up to the base model's 512 tokens)
 with open(os.path.join(out, "ragatouille.json"), "w") as f:
-    json.dump([{"rank": r["rank"], "score": float(r["score"]), "content": r["content"]} for r in res], f)
+    json.dump({"query_maxlen": ck.query_tokenizer.query_maxlen, "doc_maxlen": ck.doc_tokenizer.doc_maxlen,
+               "results": [{"rank": r["rank"], "score": float(r["score"]), "content": r["content"]} for r in res]}, f)
 print(f"ragatouille: reranked {len(res)} documents", file=sys.stderr)

@@ -1,0 +1,259 @@
+"""test_train.py: `colbert train` end to end on NFCorpus (all-MiniLM-L6-v2).
+
+- a short real run lowers the training loss, writes the checkpoints the save
+  rule implies (every n_triplets // bsize // 10 steps and at the end, the
+  newest --keep-checkpoints plus the best), prints the best path last;
+- resume (from a periodic checkpoint, and after SIGINT) ends with parameters
+  and AdamW moments bit-identical to an uninterrupted run, dropout on;
+- SIGKILL during a save leaves every earlier checkpoint complete and loadable;
+- fine-tuning one of our checkpoints keeps its linear.weight and settings;
+- small or broken inputs get a clear error (ASan build), never a crash.
+Sizes are small (batch 4-8, doc_maxlen 32-48) to stay quick on 2 cores.
+"""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+BIN = os.environ["COLBERT_BIN"]
+SAN = os.environ.get("COLBERT_SAN_BIN", BIN)
+MODEL = os.environ["COLBERT_MODEL"]
+DATA = os.environ["COLBERT_DATASETS"]
+TMP = os.environ["COLBERT_TMP"]
+FILES = ("queries.train.colbert.tsv", "corpus.train.colbert.tsv", "triples.train.colbert.jsonl")
+
+
+def train(args, binary=BIN, check=True):
+    r = subprocess.run([binary, "train", "--threads", "2", *args], capture_output=True, text=True)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def nf():
+    """NFCorpus train split as colbert prepare writes it (random negatives)."""
+    out = os.path.join(TMP, "train_nf")
+    if not os.path.exists(os.path.join(out, FILES[2])):
+        r = subprocess.run([BIN, "prepare", "--beir", os.path.join(DATA, "nfcorpus"), "--split", "train",
+                            "--no-mining", "--out", out, "--quiet"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    return out
+
+
+def subset(nf, name, n):
+    d = os.path.join(TMP, name)
+    os.makedirs(d, exist_ok=True)
+    for f in FILES[:2]:
+        shutil.copy(os.path.join(nf, f), d)
+    with open(os.path.join(nf, FILES[2])) as src, open(os.path.join(d, FILES[2]), "w") as dst:
+        for i, line in enumerate(src):
+            if i == n:
+                break
+            dst.write(line)
+    return d
+
+
+def digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def log_lines(run_dir):
+    return [json.loads(x) for x in open(os.path.join(run_dir, "train.jsonl"))]
+
+
+def test_short_nfcorpus_run(nf):
+    data = subset(nf, "nf480", 480)
+    out = os.path.join(TMP, "runs")
+    r = train(["--model-name", "nf", "--pretrained", MODEL, "--data", data, "--output-dir", out, "--batch-size", "8",
+               "--maxsteps", "24", "--doc-maxlen", "48", "--lr", "3e-5", "--keep-checkpoints", "2"])
+    run = os.path.join(out, "nf")
+    lines = log_lines(run)
+    steps = [x for x in lines if "event" not in x]
+    ckpts = [x for x in lines if x.get("event") == "checkpoint"]
+    loss = np.array([x["loss"] for x in steps])
+    first, last = loss[:10].mean(), loss[-10:].mean()
+    print(f"\nNFCorpus 480 triples, batch 8, 24 steps: loss {first:.4f} (steps 1-10) -> {last:.4f} (15-24); "
+          f"validation {[(c['step'], round(c['val_mrr10'], 3), round(c['val_loss'], 3)) for c in ckpts]}")
+    assert [x["step"] for x in steps] == list(range(1, 25))
+    assert last < first
+    # save_every = 480 // 8 // 10 = 6; warmup auto = int(480 // 8 * 0.1) = 6
+    assert [c["step"] for c in ckpts] == [6, 12, 18, 24]
+    assert all("val_mrr10" in c for c in ckpts)
+    assert steps[6]["lr"] == pytest.approx(3e-5 * (500000 - 6) / (500000 - 6), rel=1e-6)
+    assert steps[2]["lr"] == pytest.approx(3e-5 * 2 / 6, rel=1e-6)
+    best = os.path.realpath(os.path.join(run, "best"))
+    assert r.stdout.strip().splitlines()[-1] == os.path.join(run, os.path.basename(best))
+    bc = max(ckpts, key=lambda c: (c["val_mrr10"], -c["val_loss"], c["step"]))
+    assert os.path.basename(best) == f"step-{bc['step']:06d}"
+    kept = sorted(d for d in os.listdir(run) if d.startswith("step-"))
+    assert kept == sorted({"step-000018", "step-000024", os.path.basename(best)})
+    assert not [d for d in os.listdir(run) if d.startswith(".")]
+    for d in kept:
+        names = set(os.listdir(os.path.join(run, d)))
+        assert {"config.json", "model.safetensors", "artifact.metadata", "training_state.json",
+                "training_state.safetensors"} <= names
+        meta = json.load(open(os.path.join(run, d, "artifact.metadata")))
+        assert meta["doc_maxlen"] == 48 and meta["query_maxlen"] == 32 and meta["dim"] == 128
+        assert meta["bsize"] == 8 and meta["nbits"] == 2 and meta["warmup"] == 6
+    svg = open(os.path.join(run, "curve.svg")).read()
+    assert svg.startswith("<svg") and "polyline" in svg
+
+
+TINY = ["--batch-size", "4", "--doc-maxlen", "32", "--query-maxlen", "16", "--maxsteps", "6", "--save-every", "2",
+        "--val-fraction", "0", "--keep-checkpoints", "0", "--lr", "1e-4"]
+
+
+@pytest.fixture(scope="module")
+def full_run(nf):
+    data = subset(nf, "nf64", 64)
+    out = os.path.join(TMP, "full")
+    train(["--model-name", "a", "--pretrained", MODEL, "--data", data, "--output-dir", out, *TINY])
+    return data, os.path.join(out, "a")
+
+
+def same_state(a, b):
+    for f in ("model.safetensors", "training_state.safetensors"):
+        assert digest(os.path.join(a, f)) == digest(os.path.join(b, f)), f
+
+
+def test_resume_bit_identical(full_run):
+    data, a = full_run
+    b = os.path.join(TMP, "resumed", "a")
+    os.makedirs(b)
+    shutil.copytree(os.path.join(a, "step-000002"), os.path.join(b, "step-000002"))
+    shutil.copy(os.path.join(a, "train.jsonl"), b)
+    r = train(["--resume", os.path.join(b, "step-000002")])
+    assert r.stdout.strip().splitlines()[-1] == os.path.join(b, "step-000006")
+    same_state(os.path.join(a, "step-000006"), os.path.join(b, "step-000006"))
+    assert [x["step"] for x in log_lines(b) if "event" not in x] == list(range(1, 7))
+
+
+def test_sigint_then_resume_bit_identical(full_run):
+    data, a = full_run
+    out = os.path.join(TMP, "interrupted")
+    p = subprocess.Popen([BIN, "train", "--threads", "2", "--model-name", "a", "--pretrained", MODEL, "--data", data,
+                          "--output-dir", out, *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = os.path.join(out, "a", "train.jsonl")
+    t0 = time.time()
+    while time.time() - t0 < 120 and p.poll() is None:  # stop it after step 3
+        if os.path.exists(log) and sum(1 for x in open(log) if '"step":3,' in x):
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    so, se = p.communicate(timeout=120)
+    assert p.returncode == 130, se[-2000:]
+    saved = so.strip().splitlines()[-1]
+    assert "interrupted at step" in se and os.path.isdir(saved), se[-2000:]
+    step = json.load(open(os.path.join(saved, "training_state.json")))["step"]
+    print(f"\nSIGINT after step {step}: {saved}")
+    assert 3 <= step < 6
+    train(["--resume", saved])
+    same_state(os.path.join(a, "step-000006"), os.path.join(out, "a", "step-000006"))
+
+
+def loadable(ckpt):
+    q = os.path.join(TMP, "one_query.txt")
+    with open(q, "w") as f:
+        f.write("do statins cause cancer\n")
+    r = subprocess.run([BIN, "encode", "--colbert", "query", "--model", ckpt, "--input", q, "--output",
+                        os.path.join(TMP, "one_query.npy"), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, f"{ckpt}: {r.stderr}"
+    load_file(os.path.join(ckpt, "training_state.safetensors"))
+
+
+def test_sigkill_mid_save_keeps_earlier_checkpoints(nf):
+    data = subset(nf, "nf64k", 64)
+    out = os.path.join(TMP, "killed")
+    args = ["--model-name", "k", "--pretrained", MODEL, "--data", data, "--output-dir", out,
+            *[x if x != "6" else "12" for x in TINY]]
+    args[args.index("--save-every") + 1] = "1"
+    p = subprocess.Popen([BIN, "train", "--threads", "2", *args], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    run = os.path.join(out, "k")
+    t0, killed_in = time.time(), None
+    while time.time() - t0 < 120 and p.poll() is None:
+        names = os.listdir(run) if os.path.isdir(run) else []
+        part = [n for n in names if n.startswith(".partial-step-000003")]
+        if part:  # the third checkpoint is being written
+            p.kill()
+            killed_in = part[0]
+            break
+        time.sleep(0.002)
+    p.wait()
+    assert killed_in, "the run ended before the third save could be interrupted"
+    kept = sorted(d for d in os.listdir(run) if d.startswith("step-"))
+    print(f"\nSIGKILL while {killed_in} was being written; complete: {kept}")
+    assert kept == ["step-000001", "step-000002"]
+    for d in kept:
+        loadable(os.path.join(run, d))
+    # the next run over the same directory cleans the leftovers up and continues
+    r = train(["--resume", os.path.join(run, "step-000002"), "--quiet"])
+    assert not [n for n in os.listdir(run) if n.startswith(".")]
+    assert r.stdout.strip().splitlines()[-1] == os.path.join(run, "step-000012")
+
+
+def test_finetune_keeps_linear_and_config(full_run):
+    data, a = full_run
+    base = os.path.join(a, "step-000006")
+    out = os.path.join(TMP, "ft")
+    # no --dim/--doc-maxlen/--query-maxlen: the checkpoint's 128/32/16 stay; a tiny rate keeps the weights
+    r = train(["--model-name", "ft", "--pretrained", base, "--data", data, "--output-dir", out, "--batch-size", "4",
+               "--maxsteps", "1", "--val-fraction", "0", "--lr", "1e-12", "--no-dropout"])
+    assert "fine-tuning the ColBERT checkpoint" in r.stderr
+    ck = r.stdout.strip().splitlines()[-1]
+    meta = json.load(open(os.path.join(ck, "artifact.metadata")))
+    assert (meta["dim"], meta["doc_maxlen"], meta["query_maxlen"]) == (128, 32, 16)
+    w0 = load_file(os.path.join(base, "model.safetensors"))["linear.weight"]
+    w1 = load_file(os.path.join(ck, "model.safetensors"))["linear.weight"]
+    assert w1.shape == w0.shape and np.abs(w1 - w0).max() < 1e-6
+    # an explicit option overrides a setting; a different dim cannot
+    r = train(["--model-name", "ft2", "--pretrained", base, "--data", data, "--output-dir", out, "--batch-size", "4",
+               "--maxsteps", "1", "--val-fraction", "0", "--doc-maxlen", "40", "--no-dropout"])
+    meta = json.load(open(os.path.join(r.stdout.strip().splitlines()[-1], "artifact.metadata")))
+    assert (meta["dim"], meta["doc_maxlen"], meta["query_maxlen"]) == (128, 40, 16)
+    r = train(["--model-name", "ft3", "--pretrained", base, "--data", data, "--output-dir", out, "--dim", "64"],
+              check=False)
+    assert r.returncode == 1 and "dim 128" in r.stderr
+
+
+def test_bad_inputs_clear_errors(nf, tmp_path):
+    """ASan/UBSan build: each case exits 1 or 2 with one clear message."""
+    few = subset(nf, "nf5", 5)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    emptyfile = tmp_path / "emptyfile"
+    emptyfile.mkdir()
+    for f in FILES:
+        (emptyfile / f).write_text("")
+    gpt = tmp_path / "gpt"
+    gpt.mkdir()
+    (gpt / "config.json").write_text('{"model_type": "gpt2", "n_embd": 768}')
+    base = ["--model-name", "x", "--output-dir", str(tmp_path / "o")]
+    cases = [
+        (["--pretrained", MODEL, "--data", few], "fewer than one batch of 32"),
+        (["--pretrained", MODEL, "--data", str(empty)], "queries.train.colbert.tsv is missing"),
+        (["--pretrained", MODEL, "--data", str(tmp_path / "nope")], "no such data directory"),
+        (["--pretrained", MODEL, "--data", str(emptyfile)], "no"),
+        (["--pretrained", str(gpt), "--data", few, "--batch-size", "2"], "gpt2"),
+        (["--pretrained", MODEL, "--data", few, "--dim", "0"], "--dim"),
+        (["--pretrained", MODEL, "--data", few, "--dim", "100000"], "--dim"),
+        (["--pretrained", MODEL, "--data", few, "--batch-size", "2", "--doc-maxlen", "4096"], "exceed the 512 positions"),
+        (["--pretrained", MODEL, "--data", few, "--batch-size", "3", "--accumsteps", "2"], "accumsteps"),
+        (["--resume", str(empty)], "cannot resume"),
+    ]
+    for args, want in cases:
+        r = train([*base, *args], binary=SAN, check=False)
+        msg = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+        print(f"\n{' '.join(args[-4:])}: exit {r.returncode}: {msg}")
+        assert r.returncode in (1, 2), r.stderr[-2000:]
+        assert "AddressSanitizer" not in r.stderr and "runtime error" not in r.stderr
+        assert want in r.stderr, r.stderr[-2000:]
+        assert r.stdout == ""
