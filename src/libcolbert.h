@@ -1,0 +1,69 @@
+/* libcolbert.h: the public C API of colbert.c, in one include.
+ *
+ * colbert.c trains ColBERT retrievers in C: it turns query-passage data into
+ * ColBERT training files (with random or mined hard negatives), trains a
+ * ColBERT from a ColBERT checkpoint or from a plain BERT-like encoder, and
+ * writes Hugging Face checkpoints that colbert-ai, RAGatouille and PyLate
+ * load unchanged. Build: `make` gives build/libcolbert.a; link with
+ *   -fopenmp build/libcolbert.a $(pkg-config --libs openblas) -ljansson -lutf8proc -lm
+ * and compile with -Isrc $(pkg-config --cflags openblas).
+ *
+ * The whole job, as RAGatouille's RAGTrainer does it (train.h):
+ *
+ *   #include "libcolbert.h"
+ *   cb_err err;
+ *   trainer *t = trainer_new("my-colbert", "sentence-transformers/all-MiniLM-L6-v2",
+ *                            "en", -1, &err);
+ *   const char *pairs[] = {"pairs.jsonl"};   // ["query", "passage"] per line
+ *   if (!t || trainer_prepare_data(t, pairs, 1, NULL, 0, "data/", NULL, &err))
+ *       { fprintf(stderr, "%s\n", err.msg); return 1; }
+ *   train_opts o;
+ *   train_opts_default(&o);                   // RAGTrainer.train's defaults
+ *   o.maxsteps = 1000;
+ *   if (trainer_train(t, &o, &err) == TRAIN_ERROR) { fprintf(stderr, "%s\n", err.msg); return 1; }
+ *   printf("best checkpoint: %s\n", trainer_best_path(t));
+ *   trainer_free(t);
+ *
+ * The pieces, each usable alone:
+ *   model.h       find a model (directory or hub id in the local Hugging Face
+ *                 cache), read config.json and the sentence-transformers files
+ *   tokenizer.h   Hugging Face BERT WordPiece, id for id
+ *   safetensors.h read (validated, memory-mapped) and write .safetensors
+ *   bert.h        the BERT encoder: forward and backward on packed batches
+ *   encoder.h     text -> sentence embeddings, as sentence-transformers
+ *   colmodel.h    a ColBERT model: load, save, encode queries and documents
+ *   prepare.h     training data from pairs / labeled pairs / triplets / BEIR
+ *   miner.h       hard negatives from a dense model and a nearest-neighbour index
+ *   step.h        one training step (loss, gradients, AdamW), equal to PyTorch
+ *   train.h       the training run: checkpoints, validation, resume
+ *   eval.h        nDCG@10, MRR@10, Recall@k of a ColBERT on a BEIR dataset
+ *
+ * Conventions. Functions that can fail because of the world (files, input,
+ * memory) return non-zero or NULL and fill a cb_err (common.h) whose msg
+ * names the file, line or byte, what was expected and what was found; they
+ * never exit. Broken invariants abort with file and line (CB_ASSERT).
+ * Objects come in _load/_new and _free pairs; a caller frees what it loads.
+ * Output files are written under a temporary name and renamed when
+ * complete. Threads: OpenMP (omp_set_num_threads) and OpenBLAS.
+ * A program should call blas_init(argc, argv) first (blas.h): it makes
+ * OpenBLAS use the best kernels of the CPU.
+ */
+#ifndef LIBCOLBERT_H
+#define LIBCOLBERT_H
+#include "common.h"
+#include "blas.h"
+#include "model.h"
+#include "tokenizer.h"
+#include "safetensors.h"
+#include "bert.h"
+#include "encoder.h"
+#include "colbert.h"
+#include "colmodel.h"
+#include "prepare.h"
+#include "miner.h"
+#include "loss.h"
+#include "optim.h"
+#include "step.h"
+#include "train.h"
+#include "eval.h"
+#endif
