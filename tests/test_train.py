@@ -235,7 +235,10 @@ def test_bad_inputs_clear_errors(nf, tmp_path):
         (emptyfile / f).write_text("")
     gpt = tmp_path / "gpt"
     gpt.mkdir()
-    (gpt / "config.json").write_text('{"model_type": "gpt2", "n_embd": 768}')
+    for f in os.listdir(MODEL):  # a full model directory whose config says GPT-2
+        if f.endswith((".txt", ".json", ".safetensors")):
+            shutil.copy(os.path.join(MODEL, f), gpt)
+    (gpt / "config.json").write_text('{"model_type": "gpt2", "n_embd": 384}')
     base = ["--model-name", "x", "--output-dir", str(tmp_path / "o")]
     cases = [
         (["--pretrained", MODEL, "--data", few], "fewer than one batch of 32"),
