@@ -338,8 +338,10 @@ void ivf_free(ivf_index *ix) {
 int ivf_default_nprobe(const ivf_index *ix, int k) {
     if (ix->nlist <= 0 || ix->n == 0) return 1;
     double per_list = (double)ix->n / ix->nlist;
-    int np = (int)ceil(16.0 * k / per_list);
-    if (np < (ix->nlist + 15) / 16) np = (ix->nlist + 15) / 16;
+    /* The tail of a top-110 list is diffuse: on NFCorpus (MiniLM) recall@110
+     * reaches 0.99 when about 20 k documents are scanned (docs/prepare.md). */
+    int np = (int)ceil(24.0 * k / per_list);
+    if (np < (ix->nlist + 7) / 8) np = (ix->nlist + 7) / 8;
     if (np > ix->nlist) np = ix->nlist;
     return np < 1 ? 1 : np;
 }
@@ -450,10 +452,24 @@ static float *npy_read_f32(const char *path, int64_t rows, int64_t cols, cb_err 
     return out;
 }
 
+/* mkdir -p: 0, or -1 when dir is not a directory afterwards. */
+static int make_dirs(const char *dir) {
+    char *p = cb_xstrdup(dir);
+    for (char *c = p + 1; *c; c++)
+        if (*c == '/') {
+            *c = 0;
+            mkdir(p, 0777);
+            *c = '/';
+        }
+    mkdir(p, 0777);
+    free(p);
+    return cb_dir_exists(dir) ? 0 : -1;
+}
+
 static int save_embeddings(const miner *m, const float *D, const float *Q, int dim, uint64_t hd,
                            uint64_t hq, cb_err *err) {
     const char *dir = m->o.save_dir;
-    if (mkdir(dir, 0777) && !cb_dir_exists(dir))
+    if (make_dirs(dir))
         return cb_err_set(err, "--save-embeddings %s: cannot create the directory", dir);
     int64_t sd[2] = {(int64_t)m->st.n_docs, dim}, sq[2] = {(int64_t)m->st.n_queries, dim};
     char *p = cb_path_join(dir, "docs.npy");
@@ -485,7 +501,7 @@ static int save_embeddings(const miner *m, const float *D, const float *Q, int d
 }
 
 static int save_lists(const miner *m, const int32_t *ids, const float *scores, cb_err *err) {
-    if (mkdir(m->o.save_dir, 0777) && !cb_dir_exists(m->o.save_dir))
+    if (make_dirs(m->o.save_dir))
         return cb_err_set(err, "--save-embeddings %s: cannot create the directory", m->o.save_dir);
     int64_t s[2] = {(int64_t)m->st.n_queries, m->st.max_rank};
     char *p = cb_path_join(m->o.save_dir, "neighbors.npy");
