@@ -44,7 +44,7 @@ static const char *EVAL_HELP =
     "  -h, --help         this help\n";
 
 /* documents encoded and ranked at a time: bounds the vectors held */
-#define EVAL_CHUNK 1024
+#define EVAL_CHUNK 256
 
 static int parse_ll(const char *opt, const char *s, long long lo, long long hi, long long *out) {
     char *end;
