@@ -6,18 +6,25 @@
 # live in their own venv, $COLBERT_PEERS_VENV (default
 # ~/.cache/colbert.c/venv-peers), outside the checkout so that fresh clones
 # on the same machine reuse it. Re-running is cheap: a stamp holds the hash
-# of the pins below.
+# of the pins below. A fresh install takes about 5 minutes (torch with its
+# CUDA wheels from PyPI, about 4 GB; the tests run on the CPU). RAGatouille
+# 0.0.9 needs langchain < 0.4 (it imports langchain.retrievers); colbert-ai
+# compiles its segmented_maxsim extension with ninja on first use
+# (~/.cache/torch_extensions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${COLBERT_PEERS_VENV:-$HOME/.cache/colbert.c/venv-peers}"
 PY="${PYTHON:-python3}"
 PINS=(
-    "transformers>=4.41,<5"
+    "torch==2.11.0"
+    "transformers==4.57.6"
+    "sentence-transformers==5.3.0"
     "colbert-ai==0.2.22"
+    "pylate==1.6.0"
     "ragatouille==0.0.9.post2"
-    "langchain<0.4"
-    "pylate"
-    "ninja"
+    "langchain==0.3.30"
+    "langchain-core==0.3.86"
+    "ninja==1.11.1.4"
 )
 want=$(printf '%s\n' "${PINS[@]}" | sha256sum | cut -d' ' -f1)
 stamp="$VENV/.colbert-peers"

@@ -40,7 +40,7 @@ void train_opts_default(train_opts *o) {
     o->epochs = 1;
     o->seed = 12345;
     o->dropout = 1;
-    o->keep_checkpoints = 3;
+    o->keep_checkpoints = -1;
     o->val_fraction = 0.05;
     o->val_queries = 32;
     o->val_candidates = 16;
@@ -825,6 +825,7 @@ static int resume_opts(run *r, const char *dir, json_t **state, cb_err *err) {
     t->save_every = (long)GI("save_every");
     t->val_fraction = json_real_value(json_object_get(o, "val_fraction"));
     t->val_queries = (int)GI("val_queries"); t->val_candidates = (int)GI("val_candidates");
+    if (t->keep_checkpoints < 0) t->keep_checkpoints = (int)GI("keep_checkpoints");
 #undef GI
     *state = j;
     return 0;
@@ -933,6 +934,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
         r->src_dir = cb_xstrdup(resume);
     }
     /* options */
+    if (o->keep_checkpoints < 0) o->keep_checkpoints = 3;
     if (o->bsize < 1 || o->bsize > 1 << 16) return cb_err_set(err, "batch size %d out of range (1 .. 65536)", o->bsize);
     if (o->accumsteps < 1 || o->bsize % o->accumsteps)
         return cb_err_set(err, "accumsteps %d must be >= 1 and divide the batch size %d", o->accumsteps, o->bsize);

@@ -68,7 +68,7 @@ typedef struct train_opts {
     uint64_t seed;              /* 12345 (colbert-ai's) */
     int dropout;                /* 1: BERT's training-mode dropout */
     long save_every;            /* 0: auto */
-    int keep_checkpoints;       /* 3 newest (+ the best) */
+    int keep_checkpoints;       /* -1: 3 newest (+ the best), or the resumed run's; 0: all */
     const char *val_data;       /* NULL: hold out queries of the training data */
     double val_fraction;        /* 0.05 */
     int val_queries;            /* 32: at most this many held-out queries */
