@@ -228,7 +228,7 @@ int cli_eval(int argc, char **argv) {
     eval_ranker_free(&rk);
     t[4] += cb_now() - t1;
     eval_score(&m, NULL, &d, top, D);
-    if (run && eval_write_run(run, &d, top, top_score, (int)depth, "colbert.c", &err)) {
+    if (run && eval_write_run(run, &d, top, top_score, D, (int)depth, "colbert.c", &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         goto done;
     }

@@ -766,12 +766,13 @@ done:
 }
 
 int eval_write_run(const char *path, const eval_data *d, const int32_t *top, const float *top_score, int depth,
-                   const char *tag, cb_err *err) {
+                   int count, const char *tag, cb_err *err) {
+    CB_ASSERT(count >= 0 && count <= depth);
     char *tmp;
     FILE *f = cb_out_open(path, &tmp, err);
     if (!f) return -1;
     for (size_t q = 0; q < d->n_queries; q++)
-        for (int k = 0; k < depth; k++) {
+        for (int k = 0; k < count; k++) {
             int32_t doc = top[q * (size_t)depth + k];
             if (doc < 0) break;
             fprintf(f, "%s Q0 %s %d %.9g %s\n", d->query_id[q], d->doc_id[doc], k + 1,

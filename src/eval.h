@@ -107,9 +107,11 @@ void eval_score(eval_metrics *mean, eval_metrics *per_query /* [n_queries] */, c
  * a document listed twice for a query is an error. */
 int eval_read_run(int32_t **top, const eval_data *d, const char *path, int depth, cb_err *err);
 
-/* Write top/top_score as a TREC run ("qid Q0 docid rank score tag", rank
- * from 1, score with 9 significant digits so that the order survives),
- * atomically (temporary name, renamed when complete). */
-int eval_write_run(const char *path, const eval_data *d, const int32_t *top, const float *top_score,
-                   int depth, const char *tag, cb_err *err);
+/* Write the first `count` (<= depth) documents of each row of top/top_score
+ * as a TREC run ("qid Q0 docid rank score tag", rank from 1, score with 9
+ * significant digits so that the order survives), atomically (temporary
+ * name, renamed when complete). */
+int eval_write_run(const char *path, const eval_data *d, const int32_t *top /* [n_queries, depth] */,
+                   const float *top_score /* [n_queries, depth] */, int depth, int count, const char *tag,
+                   cb_err *err);
 #endif

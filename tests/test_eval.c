@@ -206,10 +206,15 @@ static void test_data(void) {
     float ts[2 * 4] = {5, 4, 0, 0, 1.5f, 1.25f, 1, 0.5f};
     char run[700];
     snprintf(run, sizeof run, "%s/a.run", tmp);
-    CHECK(eval_write_run(run, &d, top, ts, 4, "t", &err) == 0);
+    CHECK(eval_write_run(run, &d, top, ts, 4, 4, "t", &err) == 0);
     int32_t *back;
     CHECK(eval_read_run(&back, &d, run, 4, &err) == 0);
     CHECK(!memcmp(back, top, sizeof top));
+    free(back);
+    /* the first 1 of rows of 4 */
+    CHECK(eval_write_run(run, &d, top, ts, 4, 1, "t", &err) == 0);
+    CHECK(eval_read_run(&back, &d, run, 4, &err) == 0);
+    CHECK(back[0] == 3 && back[1] == -1 && back[4] == 0 && back[5] == -1);
     free(back);
     put(tmp, "b.run", "q1 Q0 d1 1 2 x\nq1 Q0 d4 2 2 x\nq9 Q0 d1 1 1 x\nq1 Q0 3 3 7 x\nq1 Q0 d2 4 2 x\n");
     snprintf(run, sizeof run, "%s/b.run", tmp);

@@ -254,3 +254,71 @@ def test_usage_errors():
                  ["--dataset", NF, "--bogus", "1"]):
         p = colbert_eval(*args, binary=SAN_BIN)
         assert p.returncode == 2 and "colbert: error:" in p.stderr, (args, p.stderr)
+
+
+def test_scores_equal_colbert_ai_maxsim():
+    """End to end on a ColBERT checkpoint (tests/ref/gen_train_step.py's):
+    every score of the run file equals colbert-ai's formulas in PyTorch
+    (BertModel, linear, punctuation mask, normalize, MaxSim) to 1e-4."""
+    import string
+    import sys
+
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "ref"))
+    import gen_colbert_head as ref
+
+    ckpt = os.path.join(os.environ.get("COLBERT_REF", ""), "colbert_ckpt")
+    if not os.path.isdir(ckpt):
+        pytest.skip("no ColBERT checkpoint in $COLBERT_REF (tests/ref/gen_train_step.py writes it)")
+    d = os.path.join(TMP, "e2e")
+    os.makedirs(os.path.join(d, "qrels"), exist_ok=True)
+    docs, queries = [], []
+    with open(os.path.join(NF, "corpus.jsonl")) as f:
+        for line in f:
+            o = json.loads(line)
+            docs.append((o["_id"], " ".join((o["title"] + " " + o["text"]).split())))
+            if len(docs) == 40:
+                break
+    with open(os.path.join(NF, "queries.jsonl")) as f:
+        for line in f:
+            o = json.loads(line)
+            queries.append((o["_id"], " ".join(o["text"].split())))
+            if len(queries) == 6:
+                break
+    with open(os.path.join(d, "corpus.jsonl"), "w") as f:
+        f.writelines(json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in docs)
+    with open(os.path.join(d, "queries.jsonl"), "w") as f:
+        f.writelines(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries)
+    with open(os.path.join(d, "qrels", "test.tsv"), "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{docs[k][0]}\t1\n" for k, (q, _) in enumerate(queries)))
+    run = os.path.join(TMP, "e2e.run")
+    p = colbert_eval("--model", ckpt, "--dataset", d, "--run", run, "--depth", "40", "--quiet")
+    assert p.returncode == 0, p.stderr
+    ours = read_run(run)
+
+    cfg = BertConfig.from_pretrained(ckpt)
+    sd = load_file(os.path.join(ckpt, "model.safetensors"))
+    bert = BertModel(cfg, add_pooling_layer=False).eval()
+    bert.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("bert.")})
+    linear, tok = sd["linear.weight"], BertTokenizerFast.from_pretrained(ckpt)
+    skip = {tok.encode(s, add_special_tokens=False)[0] for s in string.punctuation}
+    with torch.no_grad():
+        ids, mask = ref.tensorize_queries(tok, [t for _, t in queries])
+        Q = F.normalize(bert(input_ids=ids, attention_mask=mask).last_hidden_state @ linear.T, p=2, dim=2)
+        ids, mask = ref.tensorize_docs(tok, [t for _, t in docs])
+        D = bert(input_ids=ids, attention_mask=mask).last_hidden_state @ linear.T
+        keep = torch.tensor([[(x not in skip) and (x != tok.pad_token_id) for x in row] for row in ids.tolist()])
+        D = F.normalize(D * keep.unsqueeze(2).float(), p=2, dim=2)
+        sim = torch.einsum("qid,njd->qnij", Q, D).masked_fill(~keep[None, :, None, :], -9999)
+        S = sim.max(dim=3).values.sum(dim=2)   # [queries, docs]
+    worst = 0.0
+    for qi, (q, _) in enumerate(queries):
+        assert len(ours[q]) == 40
+        for di, (doc, _) in enumerate(docs):
+            worst = max(worst, abs(ours[q][doc] - S[qi, di].item()))
+    print(f"{len(queries)} x {len(docs)} MaxSim scores: max abs diff {worst:.3g}")
+    assert worst <= 1e-4
