@@ -17,8 +17,7 @@ import random
 import subprocess
 
 import pytest
-
-pytrec_eval = pytest.importorskip("pytrec_eval")
+import pytrec_eval  # requirements.txt: pytrec-eval-terrier
 
 BIN = os.environ["COLBERT_BIN"]
 SAN_BIN = os.environ["COLBERT_SAN_BIN"]
