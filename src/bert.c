@@ -344,6 +344,7 @@ static void softmax_rows(float *P, const uint8_t *kmask, int n) {
         if (kmask)
             for (int j = 0; j < n; j++) if (!kmask[j]) row[j] = -INFINITY;
         float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
         for (int j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
         float sum = 0;
 #pragma omp simd reduction(+ : sum)
