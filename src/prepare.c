@@ -602,15 +602,14 @@ static int add_jsonl_record(prepare *p, const data_lines *r, char *line, size_t 
     return 0;
 }
 
-static int add_tsv_record(prepare *p, const data_lines *r, char *line, size_t len, cb_err *err) {
-    if (check_utf8_line(r, line, len, err)) return -1;
-    char *f[4];
-    size_t n[4];
+/* Split line[0, len) at tabs: the first `max` fields go to f/n; returns
+ * the number of fields (which may exceed max). */
+static int split_tabs(char *line, size_t len, char **f, size_t *n, int max) {
     int nf = 0;
     char *s = line, *e = line + len;
     for (;;) {
         char *t = memchr(s, '\t', (size_t)(e - s));
-        if (nf < 4) {
+        if (nf < max) {
             f[nf] = s;
             n[nf] = t ? (size_t)(t - s) : (size_t)(e - s);
         }
@@ -618,6 +617,14 @@ static int add_tsv_record(prepare *p, const data_lines *r, char *line, size_t le
         if (!t) break;
         s = t + 1;
     }
+    return nf;
+}
+
+static int add_tsv_record(prepare *p, const data_lines *r, char *line, size_t len, cb_err *err) {
+    if (check_utf8_line(r, line, len, err)) return -1;
+    char *f[4];
+    size_t n[4];
+    int nf = split_tabs(line, len, f, n, 4);
     if (r->lineno == 1 && nf >= 2 && n[0] == 5 && !strncasecmp(f[0], "query", 5)) return 0;   /* header */
     int third_is_label = nf == 3 && (label_match_text(&p->pos, f[2], n[2]) || label_match_text(&p->neg, f[2], n[2]));
     if (settle_kind(p, r, nf, third_is_label, err)) return -1;
@@ -814,19 +821,9 @@ int prepare_add_beir(prepare *p, const char *dir, const char *split, cb_err *err
     while ((rc = data_lines_next(&r, &line, &len, err)) == 1) {
         if (is_blank(line, len)) continue;
         if (check_utf8_line(&r, line, len, err)) goto done;
-        char *f[3], *s = line, *e = line + len;
+        char *f[3];
         size_t n[3];
-        int nf = 0;
-        for (;;) {
-            char *t = memchr(s, '\t', (size_t)(e - s));
-            if (nf < 3) {
-                f[nf] = s;
-                n[nf] = t ? (size_t)(t - s) : (size_t)(e - s);
-            }
-            nf++;
-            if (!t) break;
-            s = t + 1;
-        }
+        int nf = split_tabs(line, len, f, n, 3);
         if (nf != 3) {
             read_err(err, &r, "expected 3 tab-separated fields (query-id, corpus-id, score), found %d", nf);
             goto done;

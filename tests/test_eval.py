@@ -271,8 +271,7 @@ def test_scores_equal_colbert_ai_maxsim():
     import gen_colbert_head as ref
 
     ckpt = os.path.join(os.environ.get("COLBERT_REF", ""), "colbert_ckpt")
-    if not os.path.isdir(ckpt):
-        pytest.skip("no ColBERT checkpoint in $COLBERT_REF (tests/ref/gen_train_step.py writes it)")
+    assert os.path.isdir(ckpt), "no ColBERT checkpoint in $COLBERT_REF (tests/ref/gen_train_step.py writes it)"
     d = os.path.join(TMP, "e2e")
     os.makedirs(os.path.join(d, "qrels"), exist_ok=True)
     docs, queries = [], []
