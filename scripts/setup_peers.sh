@@ -25,6 +25,7 @@ PINS=(
     "langchain==0.3.30"
     "langchain-core==0.3.86"
     "ninja==1.11.1.4"
+    "voyager==2.0.9"     # RAGatouille 0.0.9 passes lists to add_items; voyager >= 2.1 wants ndarrays
 )
 want=$(printf '%s\n' "${PINS[@]}" | sha256sum | cut -d' ' -f1)
 stamp="$VENV/.colbert-peers"
