@@ -56,31 +56,31 @@ int colbert_vocab_init(colbert_vocab *v, const tokenizer *tok, cb_err *err) {
     return 0;
 }
 
-void colbert_query_ids(int32_t *ids, uint8_t *mask, const colbert_vocab *v, const tokenizer *tok,
-                       const char *text, size_t len, const colbert_config *c) {
-    int L = c->query_maxlen;
+/* [CLS] marker pieces[:L-3] [SEP] into ids; returns the count (<= L). */
+static int marked_ids(int32_t *ids, const colbert_vocab *v, const tokenizer *tok, const char *text,
+                      size_t len, int32_t marker, int L) {
     CB_ASSERT(L >= 3);
     int n = tokenizer_encode(tok, text, len, ids + 2, L - 3);
     if (n > L - 3) n = L - 3;
     ids[0] = v->cls;
-    ids[1] = v->q_marker;
+    ids[1] = marker;
     ids[n + 2] = v->sep;
+    return n + 3;
+}
+
+void colbert_query_ids(int32_t *ids, uint8_t *mask, const colbert_vocab *v, const tokenizer *tok,
+                       const char *text, size_t len, const colbert_config *c) {
+    int L = c->query_maxlen;
+    int n = marked_ids(ids, v, tok, text, len, v->q_marker, L);
     for (int i = 0; i < L; i++) {
-        if (i >= n + 3) ids[i] = v->mask;
-        mask[i] = (uint8_t)(i < n + 3 || c->attend_to_mask_tokens);
+        if (i >= n) ids[i] = v->mask;
+        mask[i] = (uint8_t)(i < n || c->attend_to_mask_tokens);
     }
 }
 
 int colbert_doc_ids(int32_t *ids, const colbert_vocab *v, const tokenizer *tok,
                     const char *text, size_t len, const colbert_config *c) {
-    int L = c->doc_maxlen;
-    CB_ASSERT(L >= 3);
-    int n = tokenizer_encode(tok, text, len, ids + 2, L - 3);
-    if (n > L - 3) n = L - 3;
-    ids[0] = v->cls;
-    ids[1] = v->d_marker;
-    ids[n + 2] = v->sep;
-    return n + 3;
+    return marked_ids(ids, v, tok, text, len, v->d_marker, c->doc_maxlen);
 }
 
 void colbert_doc_keep(uint8_t *keep, const int32_t *ids, int n, const colbert_vocab *v, int mask_punctuation) {
