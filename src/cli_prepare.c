@@ -69,6 +69,7 @@ static void usage(FILE *f) {
 "output:\n"
 "  --out DIR                output directory (created if missing); files are written\n"
 "                           under temporary names and renamed when complete\n"
+"  --threads N              threads for mining (default: all cores)\n"
 "  --quiet                  no progress bars, notes or summary\n"
 "  -h, --help               this help\n");
 }
@@ -88,6 +89,8 @@ static int parse_int(const char *opt, const char *s, long long lo, long long hi,
 
 #define MAX_FILES 64
 
+void cli_set_threads(int n);  /* cli_encode.c */
+
 int cli_prepare(int argc, char **argv) {
     prepare_opts o;
     prepare_opts_default(&o);
@@ -95,7 +98,7 @@ int cli_prepare(int argc, char **argv) {
     miner_opts mo;
     miner_opts_default(&mo);
     const char *train[MAX_FILES], *corpus[MAX_FILES], *beir = NULL, *split = "train", *out = NULL;
-    int ntrain = 0, ncorpus = 0;
+    int ntrain = 0, ncorpus = 0, threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -134,6 +137,9 @@ int cli_prepare(int argc, char **argv) {
         } else if (!strcmp(a, "--seed")) {
             if (parse_int(a, v, 0, INT64_MAX, &n)) return 2;
             o.seed = (uint64_t)n;
+        } else if (!strcmp(a, "--threads")) {
+            if (parse_int(a, v, 1, 4096, &n)) return 2;
+            threads = (int)n;
         } else if (!strcmp(a, "--miner-model")) mo.model = v;
         else if (!strcmp(a, "--miner-size")) {
             if (!miner_default_model("en", v)) {
@@ -190,6 +196,7 @@ int cli_prepare(int argc, char **argv) {
     }
     /* The miner finds its model before any data is read: a missing model
      * fails at once, with the name and how to provide it. */
+    cli_set_threads(threads);
     miner m = {0};
     prepare_miner hook = {0};
     int mining = o.negatives == PREPARE_NEG_MINED && o.num_new_negatives > 0;
