@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
             T += d_len[d];
         }
         step_batch b = {.nq = 32, .q_ids = q_ids, .q_mask = q_mask, .d_ids = d_ids, .d_len = d_len};
-        if (it == 1) { s.t_fwd = s.t_bwd = 0; }
+        if (it == 1) { s.t_fwd = s.t_bwd = 0; s.acts.t_attn = 0; }
         double t0 = cb_now();
         step_micro(&s, &b, NULL);
         step_update(&s, NULL);
@@ -102,10 +102,12 @@ int main(int argc, char **argv) {
                                                  2.0 * bc->hidden_size * bc->intermediate_size);
     double flops = 6.0 * w * tokens;
     printf("{\"model\": \"%s\", \"params\": %zu, \"steps\": %d, \"step_s\": %.4f, \"triplets_per_s\": %.3f, "
-           "\"forward_s\": %.4f, \"backward_s\": %.4f, \"encoder_gflops\": %.1f, \"bytes\": %zu, "
+           "\"forward_s\": %.4f, \"backward_s\": %.4f, \"attention_s\": %.4f, \"encoder_gflops\": %.1f, "
+           "\"dense_gflops\": %.1f, \"bytes\": %zu, "
            "\"peak_bytes\": %ld}\n",
            base ? "bert-base (random)" : "all-MiniLM-L6-v2", nparams, steps, t_total / steps,
-           32.0 * steps / t_total, s.t_fwd / steps, s.t_bwd / steps, flops / t_total / 1e9, s.bytes, peak_rss());
+           32.0 * steps / t_total, s.t_fwd / steps, s.t_bwd / steps, s.acts.t_attn / steps, flops / t_total / 1e9,
+           flops / (s.t_fwd + s.t_bwd - s.acts.t_attn) / 1e9, s.bytes, peak_rss());
     step_free(&s);
     tokenizer_free(tok);
     return 0;

@@ -138,7 +138,9 @@ def main():
               f"peak RSS {theirs['peak_bytes'] / 2**30:5.2f} GiB")
         print(f"    colbert.c     {ours['step_s']:7.2f} s/step {ours['triplets_per_s']:6.2f} triplets/s "
               f"peak RSS {peak_ours / 2**30:5.2f} GiB (forward {ours['forward_s']:.2f} s, backward "
-              f"{ours['backward_s']:.2f} s, encoder {ours['encoder_gflops']:.0f} GFLOP/s)")
+              f"{ours['backward_s']:.2f} s, of which attention {ours['attention_s']:.2f} s)")
+        print(f"    colbert.c encoder FLOP rate: {ours['encoder_gflops']:.0f} GFLOP/s over the whole step, "
+              f"{ours['dense_gflops']:.0f} GFLOP/s outside attention")
         print(f"    ratio: {theirs['step_s'] / ours['step_s']:.2f}x throughput, "
               f"{peak_ours / theirs['peak_bytes']:.2f}x memory")
 

@@ -2,6 +2,7 @@
  * Shapes: T tokens in the batch, H hidden, I intermediate, NH heads,
  * D = H / NH head size, L layers. */
 #include "bert.h"
+#include "attn.h"
 #include "blas.h"
 #include "fastmath.h"
 #include "safetensors.h"
@@ -170,6 +171,16 @@ void bert_named_tensors(const bert_model *m, bert_named *out) {
 /* ------------------------------------------------------------------ */
 /* activations                                                         */
 
+/* Per-thread attention scratch, in floats, for sequences up to ms tokens and
+ * head size D: the backward's three [ms, pad(ms)] blocks (probabilities,
+ * dropped probabilities, their gradient), K^T or V^T packed [D, pad(ms)], V
+ * packed [ms, D] and one block of score rows (the forward needs only the last
+ * three). */
+static size_t attn_scratch_per(int ms, int D) {
+    size_t m8 = (size_t)attn_pad(ms);
+    return 3 * (size_t)ms * m8 + (size_t)D * m8 + (size_t)ms * D + ATTN_ROWS * m8;
+}
+
 void bert_acts_init(bert_acts *a, const bert_config *c, int max_tokens, size_t max_att, int train) {
     memset(a, 0, sizeof *a);
     size_t T = (size_t)max_tokens, H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
@@ -216,7 +227,8 @@ void bert_acts_init(bert_acts *a, const bert_config *c, int max_tokens, size_t m
 #ifdef _OPENMP
     a->n_threads = omp_get_max_threads();
 #endif
-    a->scratch = cb_xmalloc((size_t)a->n_threads * 3 * (size_t)ms * ms * sizeof(float));
+    a->scratch_per = attn_scratch_per(ms, c->hidden_size / c->num_attention_heads);
+    a->scratch = cb_xmalloc((size_t)a->n_threads * a->scratch_per * sizeof(float));
     if (train) {
         size_t L = (size_t)c->num_hidden_layers;
         a->p_hidden = c->hidden_dropout_prob;
@@ -333,46 +345,56 @@ static float *thread_scratch(const bert_acts *a) {
     t = omp_get_thread_num();
 #endif
     CB_ASSERT(t < a->n_threads);
-    return a->scratch + (size_t)t * 3 * (size_t)a->max_seq * a->max_seq;
+    return a->scratch + (size_t)t * a->scratch_per;
 }
 
-/* Row-wise softmax of P[n, n] in place; keys j with kmask[j] == 0 get
+/* Softmax of one row of n scores in place; keys j with kmask[j] == 0 get
  * probability exactly 0 (as -inf scores would). */
-static void softmax_rows(float *P, const uint8_t *kmask, int n) {
-    for (int i = 0; i < n; i++) {
-        float *row = P + (size_t)i * n;
-        if (kmask)
-            for (int j = 0; j < n; j++) if (!kmask[j]) row[j] = -INFINITY;
-        float mx = -INFINITY;
+static void softmax_row(float *row, const uint8_t *kmask, int n) {
+    if (kmask)
+        for (int j = 0; j < n; j++) if (!kmask[j]) row[j] = -INFINITY;
+    float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
-        for (int j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-        float sum = 0;
+    for (int j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    float sum = 0;
 #pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < n; j++) {
-            float e = fast_expf(row[j] - mx);  /* -inf -> ~1e-38, zeroed below */
-            row[j] = e;
-            sum += e;
-        }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < n; j++) row[j] *= inv;
-        if (kmask)
-            for (int j = 0; j < n; j++) if (!kmask[j]) row[j] = 0.0f;
+    for (int j = 0; j < n; j++) {
+        float e = fast_expf(row[j] - mx);  /* -inf -> ~1e-38, zeroed below */
+        row[j] = e;
+        sum += e;
     }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++) row[j] *= inv;
+    if (kmask)
+        for (int j = 0; j < n; j++) if (!kmask[j]) row[j] = 0.0f;
 }
 
-/* P[n, n] = softmax(scale * q k^T) of sequence s, head h, in place;
- * q, k rows strided by 3H. */
-static void attention_probs(float *P, const float *q, const float *k, const uint8_t *kmask, int n, int D,
-                            int H, float scale) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, scale, q, 3 * H, k, 3 * H, 0.0f, P, n);
-    softmax_rows(P, kmask, n);
+/* Probabilities of query rows i0 .. i0 + R - 1 of one head into P (rows
+ * strided by ldp): scores against the packed K^T, softmax, then dropout
+ * (element (i, j) keeps by hash (key, base + i n + j)) into Pd when Pd is
+ * not NULL (Pd may be P). Forward and backward both come here, so both see
+ * the same numbers. */
+static void attention_rows(float *P, float *Pd, int ldp, const float *q, int ldq, int i0, int R, const float *KT,
+                           const uint8_t *kmask, int n, int D, float scale, uint64_t key, uint32_t thr,
+                           size_t base, float dscale) {
+    attn_scores(P, ldp, q + (size_t)i0 * ldq, ldq, R, KT, attn_pad(n), D, scale);
+    for (int r = 0; r < R; r++) {
+        float *row = P + (size_t)r * ldp;
+        softmax_row(row, kmask, n);
+        if (Pd) {
+            float *out = Pd + (size_t)r * ldp;
+            size_t b = base + (size_t)(i0 + r) * n;
+            for (int j = 0; j < n; j++) out[j] = keep_bit(key, b + (size_t)j, thr) ? row[j] * dscale : 0.0f;
+        }
+    }
 }
 
 /* Multi-head self-attention over a packed batch.
  * ctx: [T, H] attention context; qkv: [T, 3H]; mask: [T] or NULL (keys with
  * mask 0 get probability 0). With p_att > 0, dropout on the probabilities
  * (element i of block (s, h) keeps by hash (seed, stream, att_off[s] * NH +
- * h * n^2 + i)). The probabilities live only in this thread's scratch. */
+ * h * n^2 + i)). Per sequence and head, blocks of ATTN_ROWS query rows go
+ * through scores, softmax and P V without leaving this thread's scratch. */
 static void attention_forward(float *ctx, const float *qkv, const uint8_t *mask, const bert_acts *a, int S,
                               int H, int NH, float p_att, uint64_t seed, uint64_t stream) {
     int D = H / NH;
@@ -382,19 +404,19 @@ static void attention_forward(float *ctx, const float *qkv, const uint8_t *mask,
 #pragma omp parallel for schedule(dynamic, 1)
     for (int job = 0; job < S * NH; job++) {
         int s = job / NH, h = job % NH;
-        int o = a->seq_off[s], n = a->seq_off[s + 1] - o;
+        int o = a->seq_off[s], n = a->seq_off[s + 1] - o, n8 = attn_pad(n);
         CB_ASSERT(n <= a->max_seq);
-        const float *q = qkv + (size_t)o * 3 * H + (size_t)h * D;
-        float *P = thread_scratch(a);
-        attention_probs(P, q, q + H, mask ? mask + o : NULL, n, D, H, scale);
-        if (p_att > 0) {
-            size_t base = a->att_off[s] * NH + (size_t)h * n * n;
-            for (size_t i = 0; i < (size_t)n * n; i++)
-                P[i] = keep_bit(key, base + i, thr) ? P[i] * dscale : 0.0f;
+        const float *q = qkv + (size_t)o * 3 * H + (size_t)h * D, *k = q + H, *v = q + 2 * H;
+        float *KT = thread_scratch(a), *V = KT + (size_t)D * n8, *P = V + (size_t)n * D;
+        attn_pack_t(KT, n8, k, 3 * H, n, D);
+        for (int j = 0; j < n; j++) memcpy(V + (size_t)j * D, v + (size_t)j * 3 * H, (size_t)D * sizeof(float));
+        size_t base = a->att_off[s] * NH + (size_t)h * n * n;
+        for (int i0 = 0; i0 < n; i0 += ATTN_ROWS) {
+            int R = n - i0 < ATTN_ROWS ? n - i0 : ATTN_ROWS;
+            attention_rows(P, p_att > 0 ? P : NULL, n8, q, 3 * H, i0, R, KT, mask ? mask + o : NULL, n, D, scale,
+                           key, thr, base, dscale);
+            attn_context(ctx + (size_t)(o + i0) * H + (size_t)h * D, H, P, n8, R, V, n, D);
         }
-        /* ctx[n, D] (rows strided by H) = P[n, n] @ v[n, D] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, n, 1.0f, P, n, q + 2 * H, 3 * H,
-                    0.0f, ctx + (size_t)o * H + (size_t)h * D, H);
     }
 }
 
@@ -407,41 +429,49 @@ static void attention_backward(float *d_qkv, const float *d_ctx, const float *qk
     float scale = 1.0f / sqrtf((float)D), dscale = p_att > 0 ? 1.0f / (1.0f - p_att) : 1.0f;
     uint64_t key = dropout_key(seed, stream);
     uint32_t thr = dropout_thr(p_att);
-    size_t blk = (size_t)a->max_seq * a->max_seq;
+    size_t blk = (size_t)a->max_seq * attn_pad(a->max_seq);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int job = 0; job < S * NH; job++) {
         int s = job / NH, h = job % NH;
-        int o = a->seq_off[s], n = a->seq_off[s + 1] - o;
-        size_t nn = (size_t)n * n;
+        int o = a->seq_off[s], n = a->seq_off[s + 1] - o, n8 = attn_pad(n);
         const float *q = qkv + (size_t)o * 3 * H + (size_t)h * D, *k = q + H, *v = q + 2 * H;
         float *dq = d_qkv + (size_t)o * 3 * H + (size_t)h * D, *dk = dq + H, *dv = dq + 2 * H;
         const float *dc = d_ctx + (size_t)o * H + (size_t)h * D;
-        float *P = thread_scratch(a), *Pd = P + blk, *dP = Pd + blk;
-        attention_probs(P, q, k, mask ? mask + o : NULL, n, D, H, scale);
-        const float *Pv = P;
-        if (p_att > 0) {
-            size_t base = a->att_off[s] * NH + (size_t)h * nn;
-            for (size_t i = 0; i < nn; i++) Pd[i] = keep_bit(key, base + i, thr) ? P[i] * dscale : 0.0f;
-            Pv = Pd;
+        float *P = thread_scratch(a), *Pd = P + blk, *dP = Pd + blk, *KT = dP + blk;
+        size_t base = a->att_off[s] * NH + (size_t)h * n * n;
+        attn_pack_t(KT, n8, k, 3 * H, n, D);
+        for (int i0 = 0; i0 < n; i0 += ATTN_ROWS) {
+            int R = n - i0 < ATTN_ROWS ? n - i0 : ATTN_ROWS;
+            attention_rows(P + (size_t)i0 * n8, p_att > 0 ? Pd + (size_t)i0 * n8 : NULL, n8, q, 3 * H, i0, R, KT,
+                           mask ? mask + o : NULL, n, D, scale, key, thr, base, dscale);
         }
+        const float *Pv = p_att > 0 ? Pd : P;
         /* forward: ctx = Pv @ v  ->  dv = Pv^T @ dctx ; dPv = dctx @ v^T */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, n, 1.0f, Pv, n, dc, H, 0.0f, dv, 3 * H);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, 1.0f, dc, H, v, 3 * H, 0.0f, dP, n);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, n, 1.0f, Pv, n8, dc, H, 0.0f, dv, 3 * H);
+        attn_pack_t(KT, n8, v, 3 * H, n, D);
+        for (int i0 = 0; i0 < n; i0 += ATTN_ROWS) {
+            int R = n - i0 < ATTN_ROWS ? n - i0 : ATTN_ROWS;
+            attn_scores(dP + (size_t)i0 * n8, n8, dc + (size_t)i0 * H, H, R, KT, n8, D, 1.0f);
+        }
         /* through dropout: dropped elements (Pd == 0) get no gradient; where
          * P itself is 0 the softmax backward below zeroes it anyway */
         if (p_att > 0)
-            for (size_t i = 0; i < nn; i++) dP[i] = Pd[i] != 0.0f ? dP[i] * dscale : 0.0f;
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < n; j++) {
+                    size_t e = (size_t)i * n8 + j;
+                    dP[e] = Pd[e] != 0.0f ? dP[e] * dscale : 0.0f;
+                }
         /* softmax: dS = P * (dP - sum_j dP * P) (masked keys have P = 0) */
         for (int i = 0; i < n; i++) {
-            const float *pr = P + (size_t)i * n;
-            float *dr = dP + (size_t)i * n;
+            const float *pr = P + (size_t)i * n8;
+            float *dr = dP + (size_t)i * n8;
             float dot = 0;
             for (int j = 0; j < n; j++) dot += pr[j] * dr[j];
             for (int j = 0; j < n; j++) dr[j] = pr[j] * (dr[j] - dot);
         }
         /* forward: S = scale q @ k^T  ->  dq = scale dS @ k ; dk = scale dS^T @ q */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, n, scale, dP, n, k, 3 * H, 0.0f, dq, 3 * H);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, n, scale, dP, n, q, 3 * H, 0.0f, dk, 3 * H);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, n, scale, dP, n8, k, 3 * H, 0.0f, dq, 3 * H);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, n, scale, dP, n8, q, 3 * H, 0.0f, dk, 3 * H);
     }
 }
 
@@ -507,7 +537,9 @@ void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
         float *res2 = a->res2 + l * a->stride_TH;
         float *ln2 = a->ln2 + l * a->stride_TH;
         matmul_forward(qkv, x, m->t[BP_QKV_W] + l * 3 * HH, m->t[BP_QKV_B] + (size_t)l * 3 * H, T, H, 3 * H);
+        double t0 = cb_now();
         attention_forward(ctx, qkv, b->mask, a, S, H, NH, pa, a->seed, 1 + 4 * (uint64_t)l);
+        a->t_attn += cb_now() - t0;
         /* attention output projection into res1, dropout, then res1 += x */
         matmul_forward(res1, ctx, m->t[BP_ATTO_W] + l * HH, m->t[BP_ATTO_B] + (size_t)l * H, T, H, H);
         if (ph > 0) dropout_forward(res1, a->m_atto + l * TH, (size_t)T * H, ph, a->seed, 2 + 4 * (uint64_t)l);
@@ -655,7 +687,9 @@ void bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, const bert_
         matmul_backward(a->d_ctx, g->t[BP_ATTO_W] + l * HH, g->t[BP_ATTO_B] + (size_t)l * H, dy, ctx,
                         m->t[BP_ATTO_W] + l * HH, T, H, H, 0);
         /* ctx = attention(qkv); qkv = x @ Wqkv^T + bqkv */
+        double t0 = cb_now();
         attention_backward(a->d_qkv, a->d_ctx, qkv, b->mask, a, S, H, NH, pa, a->seed, 1 + 4 * (uint64_t)l);
+        a->t_attn += cb_now() - t0;
         matmul_backward(d, g->t[BP_QKV_W] + l * 3 * HH, g->t[BP_QKV_B] + (size_t)l * 3 * H, a->d_qkv, x,
                         m->t[BP_QKV_W] + l * 3 * HH, T, H, 3 * H, 1);
     }

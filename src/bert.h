@@ -124,8 +124,13 @@ typedef struct bert_acts {
     float *d_qkv;               /* [T, 3H] */
     float *d_ff;                /* [T, I] */
     float *d_ctx;               /* [T, H] */
-    float *scratch;             /* [threads, 3, max_seq^2] attention blocks */
+    float *scratch;             /* [threads, scratch_per] attention blocks */
+    size_t scratch_per;         /* floats of scratch per thread */
     int n_threads;
+    /* seconds spent in attention (scores, softmax, context and their
+     * backward), accumulated by bert_forward / bert_backward; the caller
+     * resets it. For benchmarks: the rest of a pass is mostly dense GEMMs. */
+    double t_attn;
 } bert_acts;
 
 void bert_acts_init(bert_acts *a, const bert_config *c, int max_tokens, size_t max_att, int train);
