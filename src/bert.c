@@ -188,8 +188,8 @@ void bert_acts_init(bert_acts *a, const bert_config *c, int max_tokens, size_t m
     a->max_tokens = max_tokens;
     a->max_att = max_att;
     a->train = train;
-    size_t per_layer = T * 3 * H + T * H * 5 + T * I * 2 + T * 4;
-    a->n_floats = T * H * 2 + T * 2 + nl * per_layer;
+    size_t per_layer = T * 3 * H + T * H * 5 + T * I + T * 4;
+    a->n_floats = T * H * 2 + T * 2 + T * I + nl * per_layer;
     a->memory = cb_xmalloc(a->n_floats * sizeof(float));
     float *p = a->memory;
 #define TAKE(ptr, n) do { ptr = p; p += (n); } while (0)
@@ -205,7 +205,7 @@ void bert_acts_init(bert_acts *a, const bert_config *c, int max_tokens, size_t m
     TAKE(a->res2, nl * T * H);
     TAKE(a->ln2, nl * T * H);
     TAKE(a->ffh, nl * T * I);
-    TAKE(a->ffg, nl * T * I);
+    TAKE(a->ffg, T * I);   /* one layer: the backward recomputes GELU */
     TAKE(a->ln1_mean, nl * T);
     TAKE(a->ln1_rstd, nl * T);
     TAKE(a->ln2_mean, nl * T);
@@ -533,7 +533,7 @@ void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
         float *res1 = a->res1 + l * a->stride_TH;
         float *ln1 = a->ln1 + l * a->stride_TH;
         float *ffh = a->ffh + l * a->stride_TI;
-        float *ffg = a->ffg + l * a->stride_TI;
+        float *ffg = a->ffg;
         float *res2 = a->res2 + l * a->stride_TH;
         float *ln2 = a->ln2 + l * a->stride_TH;
         matmul_forward(qkv, x, m->t[BP_QKV_W] + l * 3 * HH, m->t[BP_QKV_B] + (size_t)l * 3 * H, T, H, 3 * H);
@@ -665,7 +665,9 @@ void bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, const bert_
         const float *qkv = a->qkv + l * a->stride_T3H;
         const float *ctx = a->ctx + l * a->stride_TH, *res1 = a->res1 + l * a->stride_TH;
         const float *ln1 = a->ln1 + l * a->stride_TH, *ffh = a->ffh + l * a->stride_TI;
-        const float *ffg = a->ffg + l * a->stride_TI, *res2 = a->res2 + l * a->stride_TH;
+        const float *res2 = a->res2 + l * a->stride_TH;
+        float *ffg = a->ffg;  /* not kept per layer: GELU again, from ffh */
+        gelu_forward(ffg, ffh, (size_t)T * I);
         /* ln2 = LN(res2); res2 = drop(ffg @ Wd^T + bd) + ln1 */
         layernorm_backward(dy, g->t[BP_LN2_W] + (size_t)l * H, g->t[BP_LN2_B] + (size_t)l * H, d, res2,
                            m->t[BP_LN2_W] + (size_t)l * H, a->ln2_mean + l * a->stride_T,

@@ -102,7 +102,8 @@ typedef struct bert_acts {
     float *ln1_mean, *ln1_rstd; /* [T] */
     float *ln1;                 /* [T, H] */
     float *ffh;                 /* [T, I] before GELU */
-    float *ffg;                 /* [T, I] after GELU */
+    float *ffg;                 /* [T, I] after GELU; one layer only (the
+                                 * backward recomputes it from ffh) */
     float *res2;                /* [T, H] ln1 + FFN output, before LN2 */
     float *ln2_mean, *ln2_rstd; /* [T] */
     float *ln2;                 /* [T, H] layer output */

@@ -43,6 +43,11 @@ static void usage(FILE *f) {
 "  --query-maxlen N         query tokens (default 32; fine-tune: the checkpoint's)\n"
 "  --nbits N                index bits, kept in the metadata (default 2)\n"
 "  --no-ib-negatives        no in-batch negatives loss\n"
+"  --loss colbert|contrastive\n"
+"                           colbert (default): colbert-ai's n-way cross-entropy plus\n"
+"                           the in-batch loss; contrastive: PyLate's, one\n"
+"                           cross-entropy over every document of the batch (better\n"
+"                           on NFCorpus, see docs/train.md)\n"
 "  --relu                   ReLU after the projection\n"
 "  --no-dropout             BERT without dropout (exact replays)\n"
 "  --seed N                 seed of the projection, dropout and shuffles (default 12345)\n"
@@ -115,6 +120,14 @@ int cli_train(int argc, char **argv) {
         else if (!strcmp(a, "--output-dir")) { o.output_dir = v; others++; }
         else if (!strcmp(a, "--val-data")) { o.val_data = v; others++; }
         else if (!strcmp(a, "--resume")) o.resume = v;
+        else if (!strcmp(a, "--loss")) {
+            if (strcmp(v, "colbert") && strcmp(v, "contrastive")) {
+                fprintf(stderr, "colbert: error: --loss: expected colbert or contrastive, found \"%s\"\n", v);
+                return 2;
+            }
+            o.contrastive = !strcmp(v, "contrastive");
+            others++;
+        }
         else if (!strcmp(a, "--warmup") && !strcmp(v, "auto")) { o.warmup = -1; others++; }
         INT("--gpus", -1, 1024, gpus)
         INT("--batch-size", 1, 65536, o.bsize)

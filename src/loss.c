@@ -7,7 +7,7 @@
 #include <string.h>
 
 int loss_score_cols(const loss_config *c, int B) {
-    return c->use_ib_negatives ? B * c->nway : c->nway;
+    return c->use_ib_negatives || c->contrastive ? B * c->nway : c->nway;
 }
 
 /* log-sum-exp over the columns outside [lo, hi) */
@@ -57,7 +57,9 @@ float loss_forward_backward(float *d_scores, loss_parts *parts, const float *sco
     memset(d_scores, 0, (size_t)B * cols * sizeof(float));
     /* both losses are means over the B queries, then / accumsteps */
     double scale = 1.0 / ((double)B * c->accumsteps), main = 0, ib = 0;
-    for (int b = 0; b < B; b++) {
+    for (int b = 0; b < B && c->contrastive; b++)
+        main += loss_ce_row(d_scores + (size_t)b * cols, scores + (size_t)b * cols, b * nway, 0, 0, scale, cols);
+    for (int b = 0; b < B && !c->contrastive; b++) {
         size_t own = (size_t)b * cols + (c->use_ib_negatives ? (size_t)b * nway : 0);
         if (teacher)
             main += loss_kl_row(d_scores + own, scores + own, teacher + (size_t)b * nway,

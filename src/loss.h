@@ -11,6 +11,10 @@
  *               0 .. b*nway and b*nway+nway .. B*nway-1 (colbert-ai's
  *               compute_ib_loss), target its own positive; mean over b.
  *   loss        (main + ib) / accumsteps
+ * With `contrastive` (PyLate's Contrastive loss, a **beyond** option): one
+ * cross-entropy over every document of the batch, the query's own negatives
+ * included, target its own positive (column b*nway); mean over b, reported
+ * as `main`; no separate ib term. Teacher scores are not used then.
  * Sums run in double; gradients are exact for the returned loss.
  */
 #ifndef CB_LOSS_H
@@ -22,6 +26,7 @@ typedef struct loss_config {
     int use_ib_negatives;       /* in-batch negatives loss */
     float distillation_alpha;   /* teacher score scale (1.0) */
     int accumsteps;             /* the loss is divided by this (1) */
+    int contrastive;            /* 1: PyLate's one cross-entropy over the batch */
 } loss_config;
 
 /* What the last loss_forward_backward computed, before / accumsteps. */
@@ -30,7 +35,7 @@ typedef struct loss_parts {
     float ib;                   /* in-batch loss (0 when off) */
 } loss_parts;
 
-/* Columns of S: use_ib_negatives ? B * nway (query b against every
+/* Columns of S: use_ib_negatives or contrastive ? B * nway (query b against every
  * document of the batch; its own documents at b*nway .. b*nway+nway-1)
  * : nway (its own documents only). */
 int loss_score_cols(const loss_config *c, int B);

@@ -50,7 +50,7 @@ int step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float
     size_t att = nq * Lq * Lq + nd * Ld * Ld;
     bert_acts_init(&s->acts, &s->bert.cfg, (int)T, att, 1);
     s->bytes += s->acts.n_floats * sizeof(float);
-    size_t cols = c->lc.use_ib_negatives ? nd : (size_t)c->lc.nway;
+    size_t cols = (size_t)loss_score_cols(&c->lc, (int)nq);
     size_t nf = T * D * 3 + T + T * H + 2 * nq * cols + Lq * nd * Ld;
     size_t ni = nq * cols * Lq + T + nq * (1 + c->lc.nway) + nd + 1;
     s->buf = cb_xmalloc(nf * sizeof(float) + ni * sizeof(int32_t) + 2 * T);
@@ -127,7 +127,7 @@ float step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
     /* head, MaxSim, loss */
     colbert_head_forward(s->out, s->proj, s->norm, hidden, s->linear, s->keep, c->cc.relu, (int)T, H, D);
     const float *qv = s->out, *dv = s->out + TQ * D;
-    int group = c->lc.use_ib_negatives ? 0 : nway;
+    int group = loss_score_cols(&c->lc, nq) == nway ? nway : 0;
     colbert_maxsim_forward(s->scores, s->argmax, s->sim, qv, dv, s->d_off, s->keep + TQ, group, nq, nd,
                            Lq, D);
     float loss = loss_forward_backward(s->d_scores, parts, s->scores, b->teacher, &c->lc, nq);

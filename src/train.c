@@ -512,6 +512,7 @@ static json_t *opts_json(const run *r) {
                           o->keep_checkpoints, "val_fraction", o->val_fraction, "val_queries", o->val_queries,
                           "val_candidates", o->val_candidates);
     json_object_set_new(j, "val_data", o->val_data ? json_string(o->val_data) : json_null());
+    json_object_set_new(j, "loss", json_string(o->contrastive ? "contrastive" : "colbert"));
     json_object_set_new(j, "model_name", json_string(r->tr->model_name));
     json_object_set_new(j, "pretrained", json_string(r->tr->pretrained));
     json_object_set_new(j, "language_code", json_string(r->tr->language));
@@ -819,6 +820,10 @@ static int resume_opts(run *r, const char *dir, json_t **state, cb_err *err) {
     t->dim = (int)GI("dim"); t->doc_maxlen = (int)GI("doc_maxlen"); t->query_maxlen = (int)GI("query_maxlen");
     t->warmup = (long)GI("warmup"); t->accumsteps = (int)GI("accumsteps");
     t->use_ib_negatives = json_is_true(json_object_get(o, "use_ib_negatives"));
+    {
+        const char *ls = json_string_value(json_object_get(o, "loss"));  /* absent before the option */
+        t->contrastive = ls && !strcmp(ls, "contrastive");
+    }
     t->relu = (int)GI("relu"); t->epochs = (int)GI("epochs");
     t->seed = strtoull(seed, NULL, 10);
     t->dropout = json_is_true(json_object_get(o, "dropout"));
@@ -1062,7 +1067,8 @@ static int setup(run *r, json_t **state, cb_err *err) {
 
     /* the step (takes over the encoder) */
     step_config sc = {.cc = r->cc, .lc = {.nway = NWAY, .use_ib_negatives = o->use_ib_negatives,
-                                          .distillation_alpha = 1.0f, .accumsteps = o->accumsteps},
+                                          .distillation_alpha = 1.0f, .accumsteps = o->accumsteps,
+                                          .contrastive = o->contrastive},
                       .bsize = o->bsize, .lr = o->lr, .warmup = o->warmup, .maxsteps = o->maxsteps,
                       .dropout = o->dropout, .seed = o->seed};
     int rc = step_init(&r->s, &m.bert, r->tok, m.linear, o->seed, &sc, err);
@@ -1092,7 +1098,9 @@ static int setup(run *r, json_t **state, cb_err *err) {
     r->q_mask = cb_xmalloc((size_t)r->mq * r->cc.query_maxlen);
     r->d_ids = cb_xmalloc((size_t)r->mq * NWAY * r->cc.doc_maxlen * sizeof(int32_t));
     r->d_len = cb_xmalloc((size_t)r->mq * NWAY * sizeof(int));
-    if (r->trip.scores) r->teacher = cb_xmalloc((size_t)r->mq * NWAY * sizeof(float));
+    if (r->trip.scores && !o->contrastive) r->teacher = cb_xmalloc((size_t)r->mq * NWAY * sizeof(float));
+    if (r->trip.scores && o->contrastive && !o->quiet)
+        fprintf(stderr, "colbert: note: --loss contrastive does not use the triples' teacher scores\n");
     r->order = cb_xmalloc(r->n_train * sizeof(uint32_t));
     r->order_epoch = -1;
     r->loss_hist = cb_xcalloc((size_t)r->total, sizeof(float));

@@ -63,6 +63,7 @@ typedef struct train_opts {
     long warmup;                /* -1: auto */
     int accumsteps;             /* 1 */
     int use_ib_negatives;       /* 1 */
+    int contrastive;            /* 0: colbert-ai's loss; 1: PyLate's Contrastive (--loss contrastive) */
     int relu;                   /* -1: off / the checkpoint's */
     int epochs;                 /* 1 */
     uint64_t seed;              /* 12345 (colbert-ai's) */

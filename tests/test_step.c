@@ -103,7 +103,8 @@ static int make_step(step_state *s, const char *model_dir, const float *linear, 
     c.cc.doc_maxlen = r->dmax;
     c.cc.relu = relu;
     c.lc.nway = r->nway;
-    c.lc.use_ib_negatives = ib;
+    c.lc.use_ib_negatives = ib == 1;
+    c.lc.contrastive = ib == 2;   /* PyLate's loss */
     c.lc.distillation_alpha = alpha;
     c.lc.accumsteps = accum;
     c.bsize = r->B;
@@ -167,6 +168,7 @@ int main(void) {
     run_case(model_dir, &r, "ib", 1, 0, 0, 1.0f, 1, r.linear, "ib");
     run_case(model_dir, &r, "kl", 0, 0, 1, 0.5f, 1, r.linear, "kl");
     run_case(model_dir, &r, "relu", 1, 1, 0, 1.0f, 1, r.linear, "relu");
+    run_case(model_dir, &r, "contrastive", 2, 0, 0, 1.0f, 1, r.linear, "contrastive");
 
     /* fine-tune start from the reference's ColBERT checkpoint: its encoder
      * (bert.* keys) and its own linear.weight */

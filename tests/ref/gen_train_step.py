@@ -42,22 +42,27 @@ def build(model_dir):
                                      add_pooling_layer=False).train()
 
 
-def loss_of(bert, linear, q_ids, q_mask, d_ids, d_mask, skiplist, pad, relu, ib, teacher, alpha, accum):
+def loss_of(bert, linear, q_ids, q_mask, d_ids, d_mask, skiplist, pad, relu, ib, teacher, alpha, accum,
+            contrastive=False):
     total = 0.0
     mb = B // accum
     for s in range(accum):
         qs, ds = slice(s * mb, (s + 1) * mb), slice(s * mb * NWAY, (s + 1) * mb * NWAY)
         hq = bert(input_ids=q_ids[qs], attention_mask=q_mask[qs]).last_hidden_state
         hd = bert(input_ids=d_ids[ds], attention_mask=d_mask[ds]).last_hidden_state
-        scores, _, ib_loss = ref.colbert_scores(hq, hd, q_ids[qs], d_ids[ds], linear, skiplist, pad, relu,
-                                                NWAY, ib)
+        scores, allsc, ib_loss = ref.colbert_scores(hq, hd, q_ids[qs], d_ids[ds], linear, skiplist, pad, relu,
+                                                    NWAY, ib or contrastive)
         scores = scores.view(-1, NWAY)
-        if teacher is not None:
+        if contrastive:
+            # PyLate's losses.Contrastive: one cross-entropy over every
+            # document of the batch, labels arange * N (query-major)
+            loss = F.cross_entropy(allsc, torch.arange(allsc.size(0)) * NWAY)
+        elif teacher is not None:
             t = F.log_softmax(teacher[qs].reshape(-1, NWAY) * alpha, dim=-1)
             loss = torch.nn.KLDivLoss(reduction="batchmean", log_target=True)(F.log_softmax(scores, dim=-1), t)
         else:
             loss = torch.nn.CrossEntropyLoss()(scores, torch.zeros(scores.size(0), dtype=torch.long))
-        if ib:
+        if ib and not contrastive:
             loss = loss + ib_loss
         loss = loss / accum
         loss.backward()
@@ -95,12 +100,13 @@ def main():
         "config": np.array([B, NWAY, ref.QMAX, ref.DMAX, DIM], np.int32),
     }
 
-    # name, relu, ib, teacher, alpha
-    for name, relu, ib, t, alpha in [("ce", 0, 0, None, 1.0), ("ib", 0, 1, None, 1.0),
-                                     ("kl", 0, 0, teacher, 0.5), ("relu", 1, 1, None, 1.0)]:
+    # name, relu, ib, teacher, alpha, contrastive
+    for name, relu, ib, t, alpha, con in [("ce", 0, 0, None, 1.0, 0), ("ib", 0, 1, None, 1.0, 0),
+                                          ("kl", 0, 0, teacher, 0.5, 0), ("relu", 1, 1, None, 1.0, 0),
+                                          ("contrastive", 0, 0, None, 1.0, 1)]:
         bert = build(model_dir)
         linear = linear0.clone().requires_grad_(True)
-        loss = loss_of(bert, linear, q_ids, q_mask, d_ids, d_mask, skiplist, pad, relu, ib, t, alpha, 1)
+        loss = loss_of(bert, linear, q_ids, q_mask, d_ids, d_mask, skiplist, pad, relu, ib, t, alpha, 1, con)
         out[f"{name}.loss"] = np.array([loss], np.float64)
         out.update({f"{name}.{k}": v for k, v in grads(bert, linear).items()})
         print(f"gen_train_step: {name}: loss {loss:.6f}", file=sys.stderr)
