@@ -14,12 +14,14 @@ by exact MaxSim, writes a TREC run, and `colbert eval --score-run` scores it.
   python bench/bench_quality.py pylate MODEL DATASET DATA WORK   (child, in the peers venv)
 
 Settings come from the environment (bench/bench_quality.sh sets them):
-Q_STEPS, Q_BATCH, Q_LR, Q_WARMUP, Q_DOC_MAXLEN, Q_THREADS, Q_SPLIT.
+Q_STEPS, Q_BATCH, Q_LR, Q_WARMUP, Q_DOC_MAXLEN, Q_THREADS, Q_SPLIT, and Q_LOSSES
+(default "colbert contrastive": colbert.c trains once per `--loss`).
 
 Differences that remain, named: colbert.c trains in file order, PyLate's
-trainer shuffles the same triples (its default sampler); colbert.c's loss is
-colbert-ai's (n-way cross-entropy plus the in-batch loss), PyLate's
-Contrastive loss is one cross-entropy over every document of the batch;
+trainer shuffles the same triples (its default sampler); colbert.c's default
+loss is colbert-ai's (n-way cross-entropy plus the in-batch loss), PyLate's
+Contrastive loss is one cross-entropy over every document of the batch
+(colbert.c's `--loss contrastive`);
 PyLate's optimiser is Hugging Face's AdamW, which skips weight decay on biases
 and LayerNorms. Dropout is on for both.
 """
@@ -41,6 +43,7 @@ WARMUP = env("Q_WARMUP", STEPS // 10)
 DOC_MAXLEN = env("Q_DOC_MAXLEN", 128)
 THREADS = env("Q_THREADS", os.cpu_count())
 SPLIT = env("Q_SPLIT", "test")
+LOSSES = env("Q_LOSSES", "colbert contrastive").split()
 KEYS = ("ndcg@10", "mrr@10", "recall@10", "recall@100")
 
 
@@ -160,16 +163,19 @@ def compare(binary, peers_py, model_dir, dataset, data, work):
     base = json.loads(base)
     print(f"untrained start: nDCG@10 {base['ndcg@10']:.4f} ({t_base:.0f} s)", flush=True)
 
-    out, t_ours = run([binary, "train", "--model-name", "quality", "--pretrained", model_dir, "--data", data,
-                       "--output-dir", os.path.join(work, "colbert-runs"), "--batch-size", str(BATCH),
-                       "--maxsteps", str(STEPS), "--lr", str(LR), "--warmup", str(WARMUP),
-                       "--doc-maxlen", str(DOC_MAXLEN), "--val-fraction", "0", "--save-every", str(STEPS),
-                       "--quiet", *th])
-    best = out.strip().splitlines()[-1]
-    ours, t_ours_eval = run([binary, "eval", "--model", best, "--dataset", dataset, "--split", SPLIT, "--quiet",
-                             "--run", os.path.join(work, "colbert.run"), *th])
-    ours = json.loads(ours)
-    print(f"colbert.c: trained in {t_ours:.0f} s, nDCG@10 {ours['ndcg@10']:.4f}", flush=True)
+    ours = {}
+    for loss in LOSSES:
+        out, t_train = run([binary, "train", "--model-name", "quality", "--pretrained", model_dir, "--data", data,
+                            "--output-dir", os.path.join(work, "colbert-runs-" + loss), "--batch-size", str(BATCH),
+                            "--maxsteps", str(STEPS), "--lr", str(LR), "--warmup", str(WARMUP),
+                            "--doc-maxlen", str(DOC_MAXLEN), "--val-fraction", "0", "--save-every", str(STEPS),
+                            "--loss", loss, "--quiet", *th])
+        best = out.strip().splitlines()[-1]
+        res, t_eval = run([binary, "eval", "--model", best, "--dataset", dataset, "--split", SPLIT, "--quiet",
+                           "--run", os.path.join(work, f"colbert-{loss}.run"), *th])
+        ours[loss] = (json.loads(res), t_train, t_eval, best)
+        print(f"colbert.c --loss {loss}: trained in {t_train:.0f} s, nDCG@10 {ours[loss][0]['ndcg@10']:.4f}",
+              flush=True)
 
     out, t_child = run([peers_py, os.path.abspath(__file__), "pylate", model_dir, dataset, data, work])
     py = json.loads(out.strip().splitlines()[-1])
@@ -179,12 +185,19 @@ def compare(binary, peers_py, model_dir, dataset, data, work):
     print(f"PyLate:    trained in {py['train_s']:.0f} s, nDCG@10 {peer['ndcg@10']:.4f}", flush=True)
 
     print()
-    print(f"{'':22} {'untrained':>10} {'colbert.c':>10} {'PyLate':>10} {'ratio':>8}")
+    head = "".join(f" {'colbert.c ' + loss[:4]:>15}" for loss in LOSSES)
+    print(f"{'':18} {'untrained':>10}{head} {'PyLate':>10}   colbert.c / PyLate")
     for k in KEYS:
-        print(f"{k:22} {base[k]:10.4f} {ours[k]:10.4f} {peer[k]:10.4f} {ours[k] / max(peer[k], 1e-9):8.3f}")
-    print(f"{'training seconds':22} {'':10} {t_ours:10.1f} {py['train_s']:10.1f} {py['train_s'] / t_ours:7.2f}x")
-    print(f"{'eval seconds':22} {t_base:10.1f} {t_ours_eval:10.1f} {py['eval_s']:10.1f}")
-    print(f"\nbest colbert.c checkpoint: {best}")
+        row = "".join(f" {ours[loss][0][k]:15.4f}" for loss in LOSSES)
+        ratio = " ".join(f"{ours[loss][0][k] / max(peer[k], 1e-9):.3f}" for loss in LOSSES)
+        print(f"{k:18} {base[k]:10.4f}{row} {peer[k]:10.4f}   {ratio}")
+    row = "".join(f" {ours[loss][1]:15.1f}" for loss in LOSSES)
+    ratio = " ".join(f"{py['train_s'] / ours[loss][1]:.2f}x" for loss in LOSSES)
+    print(f"{'training seconds':18} {'':10}{row} {py['train_s']:10.1f}   {ratio} faster")
+    row = "".join(f" {ours[loss][2]:15.1f}" for loss in LOSSES)
+    print(f"{'eval seconds':18} {t_base:10.1f}{row} {py['eval_s']:10.1f}")
+    for loss in LOSSES:
+        print(f"colbert.c --loss {loss} checkpoint: {ours[loss][3]}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ PEERS="${COLBERT_PEERS_VENV:-$HOME/.cache/colbert.c/venv-peers}"
 [ -x "$PEERS/bin/python" ] && "$PEERS/bin/python" -c "import pylate" 2>/dev/null || bash scripts/setup_peers.sh
 make -s build/colbert
 mkdir -p "$WORK"
-rm -rf "$WORK/colbert-runs" "$WORK/pylate-run" "$WORK/pylate-model"
+rm -rf "$WORK"/colbert-runs-* "$WORK/pylate-run" "$WORK/pylate-model"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [ ! -f "$WORK/data/triples.train.colbert.jsonl" ]; then
     build/colbert prepare --beir "$DATASET" --split train --miner-model "$MODEL" --num-new-negatives 10 \

@@ -10,6 +10,7 @@
 # variable, so the same script runs on other data or at full size, e.g.
 #   DEMO_DATASET=/data/scifact DEMO_TRAIN_SPLIT=train DEMO_EVAL_SPLIT=test \
 #   DEMO_STEPS=5000 DEMO_BATCH=32 DEMO_LR=5e-6 DEMO_DOC_MAXLEN=256 bash scripts/demo.sh
+# (DEMO_LOSS=colbert trains with colbert-ai's loss, as RAGatouille does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -22,12 +23,13 @@ EVAL_SPLIT="${DEMO_EVAL_SPLIT:-test}"
 MODEL="${DEMO_MODEL:-}"
 OUT="${DEMO_OUT:-$ROOT/build/demo}"   # build/ is ignored by git
 STEPS="${DEMO_STEPS:-150}"          # training steps
-BATCH="${DEMO_BATCH:-16}"           # triples per step
-LR="${DEMO_LR:-3e-5}"               # a new projection needs more than RAGatouille's 5e-6 in 150 steps
+BATCH="${DEMO_BATCH:-32}"           # triples per step
+LR="${DEMO_LR:-1e-4}"               # a new projection needs more than RAGatouille's 5e-6 in 150 steps
 WARMUP="${DEMO_WARMUP:-$(( STEPS / 10 ))}"
 SAVE_EVERY="${DEMO_SAVE_EVERY:-$(( STEPS / 3 > 0 ? STEPS / 3 : 1 ))}"
 DOC_MAXLEN="${DEMO_DOC_MAXLEN:-128}"  # the same for training and both evaluations
 NEGATIVES="${DEMO_NEGATIVES:-10}"
+LOSS="${DEMO_LOSS:-contrastive}"    # PyLate's loss; "colbert" for colbert-ai's (docs/benchmarks.md, quality)
 
 if [ -z "$MODEL" ]; then
     MODEL=$("$ROOT/.venv/bin/python" tests/ref/find_model.py) || {
@@ -43,11 +45,11 @@ stamp "1/4 prepare: $DATASET ($TRAIN_SPLIT), $NEGATIVES mined hard negatives per
 "$BIN" prepare --beir "$DATASET" --split "$TRAIN_SPLIT" --miner-model "$MODEL" \
     --num-new-negatives "$NEGATIVES" --out "$OUT/data"
 
-stamp "2/4 train: new ColBERT from $MODEL, $STEPS steps of $BATCH triples, lr $LR"
+stamp "2/4 train: new ColBERT from $MODEL, $STEPS steps of $BATCH triples, lr $LR, loss $LOSS"
 rm -rf "$OUT/checkpoints/demo"
 "$BIN" train --model-name demo --pretrained "$MODEL" --data "$OUT/data" --output-dir "$OUT/checkpoints" \
     --batch-size "$BATCH" --maxsteps "$STEPS" --lr "$LR" --warmup "$WARMUP" --save-every "$SAVE_EVERY" \
-    --doc-maxlen "$DOC_MAXLEN" > "$OUT/train.out"
+    --doc-maxlen "$DOC_MAXLEN" --loss "$LOSS" > "$OUT/train.out"
 BEST=$(tail -n 1 "$OUT/train.out")
 [ -d "$BEST" ] || { echo "demo: colbert train printed no checkpoint path (see $OUT/train.out)" >&2; exit 1; }
 
