@@ -23,7 +23,7 @@ OMPFLAG :=
 endif
 
 CFLAGS_REL  := -O3 $(ARCH) -fno-trapping-math -g $(OMPFLAG)
-CFLAGS_SAN  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+CFLAGS_SAN  := -O1 $(ARCH) -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined $(OMPFLAG)
 
 SRC      := $(filter-out src/main.c,$(wildcard src/*.c))
