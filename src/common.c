@@ -37,6 +37,35 @@ int cb_err_prefix(cb_err *err, const char *fmt, ...) {
     return -1;
 }
 
+static void *oom_err(size_t n, const char *what, cb_err *err) {
+    cb_err_set(err, "out of memory: %s needs %zu bytes (%.2f GiB)", what ? what : "a buffer", n,
+               (double)n / (1024.0 * 1024.0 * 1024.0));
+    return NULL;
+}
+
+void *cb_malloc(size_t n, const char *what, cb_err *err) {
+    void *p = malloc(n ? n : 1);
+    return p ? p : oom_err(n, what, err);
+}
+
+void *cb_calloc(size_t n, size_t size, const char *what, cb_err *err) {
+    if (size && n > SIZE_MAX / size) return oom_err(SIZE_MAX, what, err);
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    return p ? p : oom_err(n * size, what, err);
+}
+
+void *cb_realloc(void *p, size_t n, const char *what, cb_err *err) {
+    void *q = realloc(p, n ? n : 1);
+    return q ? q : oom_err(n, what, err);
+}
+
+char *cb_strdup(const char *s, cb_err *err) {
+    size_t n = strlen(s) + 1;
+    char *d = cb_malloc(n, "a string", err);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
 static void oom(size_t n) {
     fprintf(stderr, "colbert: error: out of memory (asked for %zu bytes)\n", n);
     exit(1);

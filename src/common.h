@@ -37,8 +37,17 @@ int cb_err_prefix(cb_err *err, const char *fmt, ...)
         }                                                                      \
     } while (0)
 
-/* Allocation that cannot fail silently: exits with a message on OOM.
- * Used only outside hot loops (set-up, loading). */
+/* Allocation that the library reports: NULL and err "out of memory:
+ * <what> needs N bytes" when it fails. The library never exits; every
+ * allocation whose size comes from the world (data, a model, a batch) goes
+ * through these. `what` names the buffer for the message. */
+void *cb_malloc(size_t n, const char *what, cb_err *err);
+void *cb_calloc(size_t n, size_t size, const char *what, cb_err *err);
+void *cb_realloc(void *p, size_t n, const char *what, cb_err *err);
+char *cb_strdup(const char *s, cb_err *err);
+
+/* Allocation that exits with a message on OOM (being phased out of the
+ * library: only the CLI may exit). */
 void *cb_xmalloc(size_t n);
 void *cb_xcalloc(size_t n, size_t size);
 void *cb_xrealloc(void *p, size_t n);

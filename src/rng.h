@@ -19,6 +19,15 @@ typedef struct rng {
     uint64_t state;
 } rng;
 
+/* The splitmix64 finaliser (one step of the stream from state z): the one
+ * 64-bit mixing hash of colbert.c (dropout masks, seeds, streams). */
+static inline uint64_t rng_mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
 /* Seed r with (seed, stream); distinct streams give unrelated sequences. */
 void rng_init(rng *r, uint64_t seed, uint64_t stream);
 /* Next 64 uniformly distributed bits. */
