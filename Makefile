@@ -26,9 +26,9 @@ CFLAGS_REL  := -O3 $(ARCH) -fno-trapping-math -g $(OMPFLAG)
 CFLAGS_SAN  := -O1 $(ARCH) -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined $(OMPFLAG)
 
-SRC      := $(filter-out src/main.c,$(wildcard src/*.c))
+SRC      := $(filter-out src/main.c,$(wildcard src/*.c src/cpu/*.c))
 TESTSRC  := $(wildcard tests/test_*.c)
-HDR      := $(wildcard src/*.h) $(wildcard tests/*.h)
+HDR      := $(wildcard src/*.h src/cpu/*.h) $(wildcard tests/*.h)
 
 BUILD    := build
 SAN      := build-san
@@ -38,6 +38,7 @@ all: $(BUILD)/colbert $(BUILD)/libcolbert.a
 
 # ---- release build -------------------------------------------------------
 $(BUILD)/obj/%.o: src/%.c $(HDR) | $(BUILD)/obj
+	@mkdir -p $(@D)
 	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -c $< -o $@
 $(BUILD)/libcolbert.a: $(SRC:src/%.c=$(BUILD)/obj/%.o)
 	ar rcs $@ $^
@@ -48,6 +49,7 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libcolbert.a $(HDR) | $(BUILD)/tests
 
 # ---- sanitizer build (ASan + UBSan) --------------------------------------
 $(SAN)/obj/%.o: src/%.c $(HDR) | $(SAN)/obj
+	@mkdir -p $(@D)
 	$(CC) $(STD) $(WARN) $(CFLAGS_SAN) $(DEP_CFLAGS) -c $< -o $@
 $(SAN)/libcolbert.a: $(SRC:src/%.c=$(SAN)/obj/%.o)
 	ar rcs $@ $^

@@ -37,7 +37,7 @@ int main(int argc, char **argv) {
     if (!tok) { fprintf(stderr, "%s\n", err.msg); return 1; }
     bert_model bert;
     if (!base) {
-        if (bert_load(&bert, argv[1], &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+        if (bert_load(&bert, ops_cpu(), argv[1], &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     } else {
         memset(&bert, 0, sizeof bert);
         if (bert_config_load(&bert.cfg, argv[1], &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
@@ -45,18 +45,29 @@ int main(int argc, char **argv) {
         bert.cfg.intermediate_size = 3072;
         bert_param_sizes(&bert.cfg, bert.sizes);
         for (int i = 0; i < BP_COUNT; i++) bert.n_params += bert.sizes[i];
-        bert.params = malloc(bert.n_params * sizeof(float));
+        /* random weights, written on the host and uploaded like bert_load */
+        float *host = malloc(bert.n_params * sizeof(float));
         uint64_t x = 1;
         for (size_t i = 0; i < bert.n_params; i++) {
             x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-            bert.params[i] = ((float)(x >> 40) / 16777216.0f - 0.5f) * 0.04f;
+            host[i] = ((float)(x >> 40) / 16777216.0f - 0.5f) * 0.04f;
         }
-        bert_bind(&bert, bert.params);
-        for (int l = 0; l < 12; l++)
-            for (int i = 0; i < 768; i++) {
-                bert.t[BP_LN1_W][l * 768 + i] = 1; bert.t[BP_LN2_W][l * 768 + i] = 1;
-            }
-        for (int i = 0; i < 768; i++) bert.t[BP_EMB_LN_W][i] = 1;
+        size_t o_ln1 = 0, o_ln2 = 0, o_emb = 0, o = 0;
+        for (int i = 0; i < BP_COUNT; i++) {
+            if (i == BP_LN1_W) o_ln1 = o;
+            if (i == BP_LN2_W) o_ln2 = o;
+            if (i == BP_EMB_LN_W) o_emb = o;
+            o += bert.sizes[i];
+        }
+        for (int i = 0; i < 12 * 768; i++) host[o_ln1 + i] = host[o_ln2 + i] = 1;
+        for (int i = 0; i < 768; i++) host[o_emb + i] = 1;
+        bert.dev = ops_cpu();
+        float *dp = ops_alloc(bert.dev, bert.n_params * sizeof(float), "parameters", &err);
+        if (!dp) { fprintf(stderr, "%s\n", err.msg); return 1; }
+        ops_upload(bert.dev, dp, host, bert.n_params * sizeof(float));
+        free(host);
+        bert_bind(&bert, dp);
+        bert.owned = 1;
     }
     size_t nparams = bert.n_params;
     char *dbuf, **docs, *qbuf, **qs;
@@ -65,6 +76,8 @@ int main(int argc, char **argv) {
     int nq = cli_read_lines(argv[3], &qbuf, &qs, &qlen, &err);
     if (nd < 64 || nq < 32) { fprintf(stderr, "need >= 64 docs and 32 queries\n"); return 1; }
 
+    colbert_vocab vocab;
+    if (colbert_vocab_init(&vocab, tok, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     step_config c;
     memset(&c, 0, sizeof c);
     colbert_config_default(&c.cc);
@@ -82,22 +95,22 @@ int main(int argc, char **argv) {
         int T = 0;
         for (int q = 0; q < 32; q++) {
             int qi = (it * 32 + q) % nq;
-            colbert_query_ids(q_ids + q * Lq, q_mask + q * Lq, &s.vocab, tok, qs[qi], qlen[qi], &c.cc);
+            colbert_query_ids(q_ids + q * Lq, q_mask + q * Lq, &vocab, tok, qs[qi], qlen[qi], &c.cc);
         }
         for (int d = 0; d < 64; d++) {
             int di = (it * 64 + d) % nd;
-            d_len[d] = colbert_doc_ids(d_ids + T, &s.vocab, tok, docs[di], dlen[di], &c.cc);
+            d_len[d] = colbert_doc_ids(d_ids + T, &vocab, tok, docs[di], dlen[di], &c.cc);
             T += d_len[d];
         }
         step_batch b = {.nq = 32, .q_ids = q_ids, .q_mask = q_mask, .d_ids = d_ids, .d_len = d_len};
-        if (it == 1) { s.t_fwd = s.t_bwd = 0; s.acts.t_attn = 0; }
+        if (it == 1) s.t_fwd = s.t_bwd = s.t_attn = 0;
         double t0 = cb_now();
         step_micro(&s, &b, NULL);
         step_update(&s, NULL);
         if (it > 0) { t_total += cb_now() - t0; tokens += T + 32 * Lq; }
     }
     /* encoder FLOPs: 2 * tokens * non-embedding weights forward, 2x that backward */
-    const bert_config *bc = &s.bert.cfg;
+    const bert_config *bc = step_bert_config(&s);
     double w = (double)bc->num_hidden_layers * (4.0 * bc->hidden_size * bc->hidden_size +
                                                  2.0 * bc->hidden_size * bc->intermediate_size);
     double flops = 6.0 * w * tokens;
@@ -106,8 +119,8 @@ int main(int argc, char **argv) {
            "\"dense_gflops\": %.1f, \"bytes\": %zu, "
            "\"peak_bytes\": %ld}\n",
            base ? "bert-base (random)" : "all-MiniLM-L6-v2", nparams, steps, t_total / steps,
-           32.0 * steps / t_total, s.t_fwd / steps, s.t_bwd / steps, s.acts.t_attn / steps, flops / t_total / 1e9,
-           flops / (s.t_fwd + s.t_bwd - s.acts.t_attn) / 1e9, s.bytes, peak_rss());
+           32.0 * steps / t_total, s.t_fwd / steps, s.t_bwd / steps, s.t_attn / steps, flops / t_total / 1e9,
+           flops / (s.t_fwd + s.t_bwd - s.t_attn) / 1e9, s.bytes, peak_rss());
     step_free(&s);
     tokenizer_free(tok);
     return 0;

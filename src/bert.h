@@ -8,13 +8,17 @@
  * attention_mask does for ColBERT's [MASK] query padding) is optional.
  * Results equal transformers' BertModel on the unpadded tokens.
  *
- * Memory. Parameters live in one allocation (bert_model.params) laid out as
- * the bert_params pointers say; Q, K and V are stored fused as one
- * [3H, H] matrix per layer. Activations live in one allocation sized for the
+ * Compute. Every operation runs on an ops_device (ops.h): this file lays
+ * out memory and orders the operations; it never touches a number itself.
+ * Pointers marked [dev] are device memory.
+ *
+ * Memory. Parameters live in one device allocation (bert_model.params) laid
+ * out as the BP_* tensors say; Q, K and V are stored fused as one [3H, H]
+ * matrix per layer. Activations live in one device allocation sized for the
  * largest batch (bert_acts); in inference mode all layers share one set of
  * buffers, in training mode every layer keeps its own for the backward pass.
  * Attention probabilities are never stored: each (sequence, head) block
- * lives in a per-thread scratch while it is used, and the backward pass
+ * lives in the attention workspace while it is used, and the backward pass
  * recomputes it (one extra n x n x D product per head), which saves
  * heads * sum n_s^2 floats per layer (1.2 GB for MiniLM at bsize 32).
  * Dropout masks of the attention probabilities are recomputed too: every
@@ -26,6 +30,7 @@
 #include <stdint.h>
 #include "common.h"
 #include "model.h"
+#include "ops.h"
 
 /* Parameter tensors, in the order they lie in memory. L = layers,
  * H = hidden, I = intermediate, V = vocab, P = positions, TV = token types. */
@@ -52,28 +57,30 @@ enum {
 
 typedef struct bert_model {
     bert_config cfg;
-    float *params;              /* one allocation, n_params floats */
+    ops_device *dev;            /* where params live */
+    float *params;              /* [dev] one allocation, n_params floats */
     size_t n_params;
     size_t sizes[BP_COUNT];     /* floats per tensor */
-    float *t[BP_COUNT];         /* pointers into params */
+    float *t[BP_COUNT];         /* [dev] pointers into params */
+    int owned;                  /* params allocated by bert_load */
 } bert_model;
 
 /* Sizes (in floats) of every parameter tensor for a config. */
 void bert_param_sizes(const bert_config *c, size_t sizes[BP_COUNT]);
 
 /* Load config.json and model.safetensors from a model directory (keys with
- * or without the "bert." prefix; pooler and cls.* tensors are ignored).
- * Returns 0, or -1 with err naming the file and the problem. */
-int bert_load(bert_model *m, const char *dir, cb_err *err);
+ * or without the "bert." prefix; pooler and cls.* tensors are ignored) onto
+ * dev. Returns 0, or -1 with err naming the file and the problem. */
+int bert_load(bert_model *m, ops_device *dev, const char *dir, cb_err *err);
 void bert_free(bert_model *m);
-/* Point the tensors of m into `mem` (n_params floats, the same layout).
- * Used to move the parameters into a larger allocation; m->params is then
- * NOT owned by m (bert_free must not be called). */
+/* Point the tensors of m into `mem` ([dev], n_params floats, the same
+ * layout), freeing what bert_load allocated. Used to move the parameters
+ * into a larger block; m no longer owns them. */
 void bert_bind(bert_model *m, float *mem);
 
-/* A packed batch. ids, type_ids, mask are [T]; seq_len is [S]. type_ids and
- * mask may be NULL (all 0, all 1). Every sequence must have at least one
- * token with mask 1. */
+/* A packed batch, in host memory. ids, type_ids, mask are [T]; seq_len is
+ * [S]. type_ids and mask may be NULL (all 0, all 1). Every sequence must
+ * have at least one token with mask 1. */
 typedef struct bert_batch {
     int n_seq;
     const int *seq_len;
@@ -82,15 +89,19 @@ typedef struct bert_batch {
     const uint8_t *mask;
 } bert_batch;
 
-/* Activations. Sized by bert_acts_init for at most max_tokens tokens in a
- * batch; max_att bounds sum over sequences of n_s^2 (its square root, capped
- * at the model's positions, sizes the per-thread attention scratch). */
+/* Activations, on the model's device. Sized by bert_acts_init for at most
+ * max_tokens tokens in a batch; max_att bounds sum over sequences of n_s^2
+ * (its square root, capped at the model's positions, sizes the attention
+ * workspace). */
 typedef struct bert_acts {
+    ops_device *dev;
     int max_tokens;
     size_t max_att;             /* sum of n_s^2 the buffers hold */
+    int max_seq;                /* longest sequence the workspace holds */
     int train;                  /* 1: each layer keeps its activations */
-    float *memory;              /* the one allocation */
+    float *memory;              /* [dev] the one allocation of floats */
     size_t n_floats;
+    size_t bytes;               /* device bytes of everything here */
     /* embeddings */
     float *emb;                 /* [T, H] word + pos + type, before LN */
     float *emb_mean, *emb_rstd; /* [T] */
@@ -108,40 +119,47 @@ typedef struct bert_acts {
     float *ln2_mean, *ln2_rstd; /* [T] */
     float *ln2;                 /* [T, H] layer output */
     size_t stride_TH, stride_T3H, stride_TI, stride_T;
-    /* per-batch bookkeeping, filled by bert_forward */
-    int *seq_off;               /* [max_tokens] token offset of each sequence */
-    size_t *att_off;            /* [max_tokens] offset of each sequence's scores */
-    int *pos;                   /* [max_tokens] position id of each token */
+    /* the batch's layout, filled by bert_forward: on the host, then
+     * uploaded into one device allocation */
+    void *lay;                  /* [dev] the allocation */
+    int32_t *ids, *types, *pos; /* [dev] [T] */
+    uint8_t *mask;              /* [dev] [T] attention mask */
+    int *seq_off;               /* [dev] [S + 1] token offset of each sequence */
+    size_t *att_off;            /* [dev] [S] offset of each sequence's scores */
+    void *h_lay;                /* host mirror of lay, same layout */
+    size_t lay_bytes;
+    ops_seqs seqs;              /* the last batch's sequences ([dev] arrays) */
+    int has_types, has_mask;
     /* dropout (training mode only; p = 0 turns it off). Masks are 1 where an
      * element is kept; the kept ones are scaled by 1 / (1 - p). */
     float p_hidden, p_att;      /* config's hidden / attention dropout */
     uint64_t seed;              /* set per step: the masks derive from it */
-    uint8_t *m_emb;             /* [T, H] after the embeddings' LayerNorm */
-    uint8_t *m_atto;            /* per layer [T, H] on the attention output */
-    uint8_t *m_ffd;             /* per layer [T, H] on the feed-forward output */
+    uint8_t *m_emb;             /* [dev] [T, H] after the embeddings' LayerNorm */
+    uint8_t *m_atto;            /* [dev] per layer [T, H] on the attention output */
+    uint8_t *m_ffd;             /* [dev] per layer [T, H] on the feed-forward output */
     /* backward scratch (training mode only) */
-    int max_seq;                /* longest sequence the scratch holds */
-    float *d_x, *d_y;           /* [T, H] */
-    float *d_qkv;               /* [T, 3H] */
-    float *d_ff;                /* [T, I] */
-    float *d_ctx;               /* [T, H] */
-    float *scratch;             /* [threads, scratch_per] attention blocks */
-    size_t scratch_per;         /* floats of scratch per thread */
-    int n_threads;
+    float *d_x, *d_y;           /* [dev] [T, H] */
+    float *d_qkv;               /* [dev] [T, 3H] */
+    float *d_ff;                /* [dev] [T, I] */
+    float *d_ctx;               /* [dev] [T, H] */
+    ops_work work;              /* attention workspace */
     /* seconds spent in attention (scores, softmax, context and their
      * backward), accumulated by bert_forward / bert_backward; the caller
      * resets it. For benchmarks: the rest of a pass is mostly dense GEMMs. */
     double t_attn;
 } bert_acts;
 
-void bert_acts_init(bert_acts *a, const bert_config *c, int max_tokens, size_t max_att, int train);
+/* Returns 0, or -1 with err (out of device memory). */
+int bert_acts_init(bert_acts *a, ops_device *dev, const bert_config *c, int max_tokens, size_t max_att,
+                   int train, cb_err *err);
 void bert_acts_free(bert_acts *a);
 
-/* Forward pass. Output: the last hidden states, bert_output(m, a), [T, H].
- * In training mode with a->p_hidden / a->p_att > 0, dropout is applied as in
- * transformers' BertModel.train() (after the embeddings' LayerNorm, on the
- * attention probabilities, on the attention output and the feed-forward
- * output before their residual LayerNorms), from masks derived from a->seed. */
+/* Forward pass. Output: the last hidden states, bert_output(m, a), [T, H]
+ * [dev]. In training mode with a->p_hidden / a->p_att > 0, dropout is
+ * applied as in transformers' BertModel.train() (after the embeddings'
+ * LayerNorm, on the attention probabilities, on the attention output and
+ * the feed-forward output before their residual LayerNorms), from masks
+ * derived from a->seed. */
 void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b);
 float *bert_output(const bert_model *m, const bert_acts *a);
 
@@ -159,40 +177,25 @@ typedef struct bert_named {
 /* Number of named tensors: 5 + 16 * layers. */
 int bert_named_count(const bert_config *c);
 /* Fill out[bert_named_count(c)]. */
-void bert_named_tensors(const bert_model *m, bert_named *out);
+void bert_named_tensors(const bert_config *c, bert_named *out);
 
-/* Parameter gradients: one allocation, the same layout as the parameters. */
+/* Parameter gradients: one device allocation, the same layout as the
+ * parameters. */
 typedef struct bert_grads {
-    float *memory;
+    ops_device *dev;
+    float *memory;              /* [dev] */
     size_t n;
-    float *t[BP_COUNT];
+    float *t[BP_COUNT];         /* [dev] */
+    int owned;
 } bert_grads;
-void bert_grads_init(bert_grads *g, const bert_model *m);  /* zeroed */
-/* Point g into caller-owned memory of m->n_params floats. */
+int bert_grads_init(bert_grads *g, const bert_model *m, cb_err *err);  /* zeroed */
+/* Point g into caller-owned device memory of m->n_params floats. */
 void bert_grads_bind(bert_grads *g, const bert_model *m, float *mem);
 void bert_grads_zero(bert_grads *g);
 void bert_grads_free(bert_grads *g);
 
 /* Backward pass of the last bert_forward (training-mode activations).
- * d_out: [T, H] gradient of the last hidden states (overwritten as scratch).
- * Parameter gradients accumulate (+=) into g. */
-void bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, const bert_batch *b, float *d_out);
-
-/* Backward kernels (exposed for finite-difference tests). */
-void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                        const float *w, const float *mean, const float *rstd, int T, int C);
-void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
-/* dinp[T, C] (+)= dout[T, OC] @ w[OC, C] (accumulate when acc); dw[OC, C] +=
- * dout^T @ inp; db[OC] += column sums of dout (db may be NULL) */
-void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                     const float *w, int T, int C, int OC, int acc);
-/* keep-mask for element idx of stream `stream` under `seed`, probability p */
-int dropout_keep(uint64_t seed, uint64_t stream, uint64_t idx, float p);
-
-/* Kernels (exposed for tests). Shapes in the comments of bert.c. */
-void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                       const float *w, const float *b, int T, int C, float eps);
-void gelu_forward(float *out, const float *inp, size_t n);
-/* out[T, OC] = inp[T, C] @ w[OC, C]^T + b[OC] (b may be NULL) */
-void matmul_forward(float *out, const float *inp, const float *w, const float *b, int T, int C, int OC);
+ * d_out: [T, H] [dev] gradient of the last hidden states (overwritten as
+ * scratch). Parameter gradients accumulate (+=) into g. */
+void bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, float *d_out);
 #endif

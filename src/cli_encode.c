@@ -124,7 +124,7 @@ static int encode_colbert(const char *model, const char *input, const char *outp
         return 2;
     }
     colmodel m;
-    if (colmodel_load(&m, model, 0, 12345, &err)) {
+    if (colmodel_load(&m, ops_cpu(), model, 0, 12345, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         return 1;
     }
@@ -141,17 +141,19 @@ static int encode_colbert(const char *model, const char *input, const char *outp
     if (queries) {
         int Lq = m.cc.query_maxlen;
         float *out = cb_xmalloc(((size_t)n * Lq + 1) * D * sizeof(float));
-        colmodel_encode_queries(&m, (const char *const *)lines, lens, n, out);
         int64_t shape[3] = {n, Lq, D};
-        rc = npy_write(output, "<f4", out, 3, shape, &err);
+        rc = colmodel_encode_queries(&m, (const char *const *)lines, lens, n, out, &err);
+        if (!rc) rc = npy_write(output, "<f4", out, 3, shape, &err);
         free(out);
     } else {
         int *L;
         float *vec;
-        colmodel_encode_docs(&m, (const char *const *)lines, lens, n, &L, &vec);
-        rc = write_ragged(output, vec, L, n, D, &err);
-        free(L);
-        free(vec);
+        rc = colmodel_encode_docs(&m, (const char *const *)lines, lens, n, &L, &vec, &err);
+        if (!rc) {
+            rc = write_ragged(output, vec, L, n, D, &err);
+            free(L);
+            free(vec);
+        }
     }
     if (rc) fprintf(stderr, "colbert: error: %s\n", err.msg);
     free(buf);
@@ -202,7 +204,7 @@ int cli_encode(int argc, char **argv) {
         return encode_colbert(model, input, output, !strcmp(colbert, "query"), quiet);
     }
     encoder e;
-    if (encoder_load(&e, model, max_len, &err)) {
+    if (encoder_load(&e, ops_cpu(), model, max_len, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         return 1;
     }
@@ -219,9 +221,10 @@ int cli_encode(int argc, char **argv) {
     double t0 = cb_now();
     if (!token_vectors) {
         float *out = cb_xmalloc((size_t)(n ? n : 1) * H * sizeof(float));
-        encoder_embed(&e, (const char *const *)lines, lens, n, out);
         int64_t shape[2] = {n, H};
-        if (as_st) {
+        rc = encoder_embed(&e, (const char *const *)lines, lens, n, out, &err);
+        if (rc) {
+        } else if (as_st) {
             st_wtensor t = {"embeddings", ST_F32, 2, {n, H}, out};
             rc = st_write(output, &t, 1, &err);
         } else {
@@ -231,10 +234,12 @@ int cli_encode(int argc, char **argv) {
     } else {
         int *L;
         float *vec;
-        encoder_token_vectors(&e, (const char *const *)lines, lens, n, &L, &vec);
-        rc = write_ragged(output, vec, L, n, H, &err);
-        free(L);
-        free(vec);
+        rc = encoder_token_vectors(&e, (const char *const *)lines, lens, n, &L, &vec, &err);
+        if (!rc) {
+            rc = write_ragged(output, vec, L, n, H, &err);
+            free(L);
+            free(vec);
+        }
     }
     if (rc) fprintf(stderr, "colbert: error: %s\n", err.msg);
     else if (!quiet)

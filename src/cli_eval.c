@@ -172,7 +172,7 @@ int cli_eval(int argc, char **argv) {
     }
 
     t1 = cb_now();
-    if (colmodel_load(&cm, model, (int)dim, (uint64_t)seed, &err)) {
+    if (colmodel_load(&cm, ops_cpu(), model, (int)dim, (uint64_t)seed, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         goto done;
     }
@@ -196,7 +196,10 @@ int cli_eval(int argc, char **argv) {
     t1 = cb_now();
     int nq = (int)d.n_queries, Lq = cm.cc.query_maxlen, dimq = cm.cc.dim;
     qv = cb_xmalloc(((size_t)(nq ? nq : 1) * Lq * dimq) * sizeof(float));
-    colmodel_encode_queries(&cm, d.query_text, d.query_len, nq, qv);
+    if (colmodel_encode_queries(&cm, d.query_text, d.query_len, nq, qv, &err)) {
+        fprintf(stderr, "colbert: error: %s\n", err.msg);
+        goto done;
+    }
     t[2] = cb_now() - t1;
 
     /* documents: encoded and ranked a chunk at a time */
@@ -210,7 +213,11 @@ int cli_eval(int argc, char **argv) {
         int *lengths;
         float *vectors;
         t1 = cb_now();
-        colmodel_encode_docs(&cm, d.doc_text + s, d.doc_len + s, n, &lengths, &vectors);
+        if (colmodel_encode_docs(&cm, d.doc_text + s, d.doc_len + s, n, &lengths, &vectors, &err)) {
+            fprintf(stderr, "colbert: error: %s\n", err.msg);
+            eval_ranker_free(&rk);
+            goto done;
+        }
         double t2 = cb_now();
         t[3] += t2 - t1;
         eval_ranker_add(&rk, vectors, lengths, (int)s, n);

@@ -19,6 +19,7 @@
  *   score(q, d) = sum_i max_{j in d, keep[j]} <Q[q, i], D[j]>
  * whose gradient reaches only the arg-max document vector of each i.
  *
+ * The head and MaxSim run on a device (ops.h); the layout is host code.
  * Memory: every kernel writes into buffers the caller sized once; nothing
  * here allocates per step.
  */
@@ -27,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "common.h"
+#include "ops.h"
 #include "tokenizer.h"
 
 typedef struct colbert_config {
@@ -72,52 +74,23 @@ void colbert_linear_init(float *linear /* [D, H] */, uint64_t seed, float std, i
 
 /* ---- head ---------------------------------------------------------------- */
 
-/* out = normalize(keep * act(hidden @ linear^T)). keep may be NULL (all 1).
- * proj keeps the pre-normalisation vectors and norm the clamped norms, for
- * the backward pass. relu: colbert-ai has the `relu` setting but its
- * current code never applies it; ours applies it after the projection. */
-void colbert_head_forward(float *out /* [T, D] */, float *proj /* [T, D] */, float *norm /* [T] */,
-                          const float *hidden /* [T, H] */, const float *linear /* [D, H] */,
-                          const uint8_t *keep /* [T] */, int relu, int T, int H, int D);
+/* out = normalize(keep * act(hidden @ linear^T)), on device d (every
+ * pointer [dev]). keep may be NULL (all 1). proj keeps the
+ * pre-normalisation vectors and norm the clamped norms, for the backward
+ * pass. relu: colbert-ai has the `relu` setting but its current code never
+ * applies it; ours applies it after the projection. */
+void colbert_head_forward(ops_device *d, float *out /* [T, D] */, float *proj /* [T, D] */,
+                          float *norm /* [T] */, const float *hidden /* [T, H] */,
+                          const float *linear /* [D, H] */, const uint8_t *keep /* [T] */, int relu, int T,
+                          int H, int D);
 
 /* d_hidden += dL/dhidden; d_linear += dL/dlinear. d_out is overwritten
  * (used as scratch for dL/dproj). */
-void colbert_head_backward(float *d_hidden /* [T, H] */, float *d_linear /* [D, H] */,
+void colbert_head_backward(ops_device *d, float *d_hidden /* [T, H] */, float *d_linear /* [D, H] */,
                            float *d_out /* [T, D] */, const float *out /* [T, D] */,
                            const float *proj /* [T, D] */, const float *norm /* [T] */,
                            const float *hidden /* [T, H] */, const float *linear /* [D, H] */,
                            const uint8_t *keep /* [T] */, int relu, int T, int H, int D);
 
-/* The kernels of the head, exposed for finite-difference tests. */
-/* out[t] = inp[t] / max(||inp[t]||, 1e-12), norm[t] = that max */
-void colbert_normalize_forward(float *out /* [T, D] */, float *norm /* [T] */,
-                               const float *inp /* [T, D] */, int T, int D);
-/* dinp = (dout - out <out, dout>) / norm, or dout / 1e-12 where clamped */
-void colbert_normalize_backward(float *dinp /* [T, D] */, const float *dout /* [T, D] */,
-                                const float *out /* [T, D] */, const float *norm /* [T] */,
-                                int T, int D);
-
-/* ---- MaxSim -------------------------------------------------------------- */
-
-/* Scores of nq queries (Lq vectors each, all kept) against packed documents
- * (doc d = rows d_off[d] .. d_off[d+1] of dv, rows with d_keep 0 skipped).
- * group > 0: query q meets documents q*group .. q*group+group-1 and
- *            scores is [nq, group] (the nway scores);
- * group = 0: query q meets every document and scores is [nq, nd].
- * argmax[(q, k), i] is the row of dv that query vector i matched (-1 if the
- * document has no kept row; its max is then -9999 as in colbert-ai).
- * sim is scratch for Lq x (rows of the documents one query meets), at most
- * Lq * (d_off[nd] - d_off[0]) floats. */
-void colbert_maxsim_forward(float *scores /* [nq, G] */, int32_t *argmax /* [nq, G, Lq] */,
-                            float *sim /* [Lq, Td] */,
-                            const float *qv /* [nq, Lq, D] */, const float *dv /* [Td, D] */,
-                            const int *d_off /* [nd+1] */, const uint8_t *d_keep /* [Td] */,
-                            int group, int nq, int nd, int Lq, int D);
-
-/* d_qv += dL/dqv; d_dv += dL/ddv: each query vector's gradient flows to its
- * arg-max document row only. */
-void colbert_maxsim_backward(float *d_qv /* [nq, Lq, D] */, float *d_dv /* [Td, D] */,
-                             const float *d_scores /* [nq, G] */, const int32_t *argmax /* [nq, G, Lq] */,
-                             const float *qv /* [nq, Lq, D] */, const float *dv /* [Td, D] */,
-                             int group, int nq, int nd, int Lq, int D);
+/* MaxSim (score, argmax, backward) is ops_maxsim_forward/backward (ops.h). */
 #endif

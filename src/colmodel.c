@@ -49,14 +49,16 @@ static int read_metadata(colmodel *m, const char *path, cb_err *err) {
     return 0;
 }
 
-int colmodel_load(colmodel *m, const char *name, int dim, uint64_t seed, cb_err *err) {
+int colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, uint64_t seed, cb_err *err) {
     memset(m, 0, sizeof *m);
+    m->dev = dev;
+    float *lin = NULL;
     colbert_config_default(&m->cc);
     if (dim > 0) m->cc.dim = dim;
     if (!(m->dir = model_resolve(name, err))) return -1;
     if (!(m->tok = tokenizer_load(m->dir, err))) goto fail;
     if (colbert_vocab_init(&m->vocab, m->tok, err)) goto fail;
-    if (bert_load(&m->bert, m->dir, err)) goto fail;
+    if (bert_load(&m->bert, dev, m->dir, err)) goto fail;
     int H = m->bert.cfg.hidden_size;
     char *meta = cb_path_join(m->dir, "artifact.metadata");
     int has_meta = cb_file_exists(meta);
@@ -79,17 +81,23 @@ int colmodel_load(colmodel *m, const char *name, int dim, uint64_t seed, cb_err 
             goto fail;
         }
         m->cc.dim = (int)lt->shape[0];
-        m->linear = cb_xmalloc((size_t)m->cc.dim * H * sizeof(float));
+        lin = cb_malloc((size_t)m->cc.dim * H * sizeof(float), "linear.weight", err);
         int64_t shape[2] = {m->cc.dim, H};
-        rc = st_read_f32(&f, "linear.weight", m->linear, 2, shape, err);
+        rc = lin ? st_read_f32(&f, "linear.weight", lin, 2, shape, err) : -1;
         m->is_colbert = 1;
     }
     st_close(&f);
     if (rc) goto fail;
-    if (!m->linear) {
-        m->linear = cb_xmalloc((size_t)m->cc.dim * H * sizeof(float));
-        colbert_linear_init(m->linear, seed, m->bert.cfg.initializer_range, m->cc.dim, H);
+    if (!lin) {
+        lin = cb_malloc((size_t)m->cc.dim * H * sizeof(float), "the projection", err);
+        if (!lin) goto fail;
+        colbert_linear_init(lin, seed, m->bert.cfg.initializer_range, m->cc.dim, H);
     }
+    m->linear = ops_alloc(dev, (size_t)m->cc.dim * H * sizeof(float), "the projection", err);
+    if (!m->linear) goto fail;
+    ops_upload(dev, m->linear, lin, (size_t)m->cc.dim * H * sizeof(float));
+    free(lin);
+    lin = NULL;
     if (m->cc.dim <= 0 || m->cc.query_maxlen < 4 || m->cc.doc_maxlen < 3 ||
         m->cc.query_maxlen > m->bert.cfg.max_position_embeddings ||
         m->cc.doc_maxlen > m->bert.cfg.max_position_embeddings) {
@@ -100,54 +108,74 @@ int colmodel_load(colmodel *m, const char *name, int dim, uint64_t seed, cb_err 
     }
     return 0;
 fail:
+    free(lin);
     colmodel_free(m);
     return -1;
 }
 
 void colmodel_free(colmodel *m) {
     if (m->tok) tokenizer_free(m->tok);
-    if (m->bert.params) bert_free(&m->bert);
-    if (m->acts.memory) bert_acts_free(&m->acts);
-    free(m->linear);
+    bert_free(&m->bert);
+    bert_acts_free(&m->acts);
+    if (m->dev) {
+        ops_free(m->dev, m->linear);
+        ops_free(m->dev, m->buf);
+    }
     free(m->metadata);
-    free(m->buf);
+    free(m->host);
     free(m->dir);
     memset(m, 0, sizeof *m);
 }
 
 /* ---- encode ------------------------------------------------------------ */
 
-typedef struct enc_bufs {
-    float *out, *proj, *norm;
-    int32_t *ids;
-    int *seq_len;
-    uint8_t *mask, *keep;
-} enc_bufs;
-
-static enc_bufs buffers(colmodel *m) {
-    int T = m->batch_tokens, D = m->cc.dim;
-    if (!m->buf) {
-        int maxlen = m->cc.doc_maxlen > m->cc.query_maxlen ? m->cc.doc_maxlen : m->cc.query_maxlen;
-        if (m->batch_tokens < maxlen) m->batch_tokens = T = maxlen;
-        bert_acts_init(&m->acts, &m->bert.cfg, T, (size_t)T * maxlen, 0);
-        m->buf = cb_xmalloc((size_t)T * (2 * D + 1) * sizeof(float) + (size_t)T * 2 * sizeof(int32_t) +
-                            2 * (size_t)T);
+/* The encoding buffers, for batches of batch_tokens tokens: on the device
+ * the head's output, projection, norms and keep mask; on the host the ids,
+ * lengths, masks and one batch of output vectors. */
+static int buffers(colmodel *m, cb_err *err) {
+    if (m->buf) return 0;
+    if (!m->batch_tokens) m->batch_tokens = 8192;
+    int maxlen = m->cc.doc_maxlen > m->cc.query_maxlen ? m->cc.doc_maxlen : m->cc.query_maxlen;
+    if (m->batch_tokens < maxlen) m->batch_tokens = maxlen;
+    size_t T = (size_t)m->batch_tokens, D = (size_t)m->cc.dim;
+    if (bert_acts_init(&m->acts, m->dev, &m->bert.cfg, (int)T, T * maxlen, 0, err)) return -1;
+    m->buf = ops_alloc(m->dev, T * (2 * D + 1) * sizeof(float) + T, "the encoder's buffers", err);
+    m->host = m->buf ? cb_malloc(T * D * sizeof(float) + T * 2 * sizeof(int32_t) + 2 * T, "the encoder's buffers",
+                                 err) : NULL;
+    if (!m->host) {
+        bert_acts_free(&m->acts);
+        if (m->buf) ops_free(m->dev, m->buf);
+        m->buf = NULL;
+        return -1;
     }
-    enc_bufs b;
-    b.out = m->buf;
-    b.proj = b.out + (size_t)T * D;
-    b.norm = b.proj + (size_t)T * D;
-    b.ids = (int32_t *)(b.norm + T);
-    b.seq_len = (int *)(b.ids + T);
-    b.mask = (uint8_t *)(b.seq_len + T);
-    b.keep = b.mask + T;
-    return b;
+    m->d_out = m->buf;
+    m->d_proj = m->d_out + T * D;
+    m->d_norm = m->d_proj + T * D;
+    m->d_keep = (uint8_t *)(m->d_norm + T);
+    m->h_out = m->host;
+    m->h_ids = (int32_t *)(m->h_out + T * D);
+    m->h_len = (int *)(m->h_ids + T);
+    m->h_mask = (uint8_t *)(m->h_len + T);
+    m->h_keep = m->h_mask + T;
+    return 0;
 }
 
-void colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t *lens, int n, float *out) {
-    if (!m->batch_tokens) m->batch_tokens = 8192;
-    enc_bufs b = buffers(m);
-    int Lq = m->cc.query_maxlen, D = m->cc.dim, H = m->bert.cfg.hidden_size;
+/* Encoder and head over the packed batch staged in m->h_*; the vectors
+ * come back into m->h_out. */
+static void encode_batch(colmodel *m, int n_seq, int T, int queries) {
+    int D = m->cc.dim, H = m->bert.cfg.hidden_size;
+    bert_batch bb = {.n_seq = n_seq, .seq_len = m->h_len, .ids = m->h_ids, .mask = queries ? m->h_mask : NULL};
+    bert_forward(&m->bert, &m->acts, &bb);
+    if (!queries) ops_upload(m->dev, m->d_keep, m->h_keep, (size_t)T);
+    colbert_head_forward(m->dev, m->d_out, m->d_proj, m->d_norm, bert_output(&m->bert, &m->acts), m->linear,
+                         queries ? NULL : m->d_keep, m->cc.relu, T, H, D);
+    ops_download(m->dev, m->h_out, m->d_out, (size_t)T * D * sizeof(float));
+}
+
+int colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t *lens, int n, float *out,
+                            cb_err *err) {
+    if (buffers(m, err)) return -1;
+    int Lq = m->cc.query_maxlen, D = m->cc.dim;
     int per = m->batch_tokens / Lq;
     progress pg;
     progress_init(&pg, "encode queries", "queries", n, m->quiet || n < 1000);
@@ -155,17 +183,16 @@ void colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t
         int nb = n - s < per ? n - s : per;
 #pragma omp parallel for schedule(dynamic, 16)
         for (int i = 0; i < nb; i++)
-            colbert_query_ids(b.ids + (size_t)i * Lq, b.mask + (size_t)i * Lq, &m->vocab, m->tok, texts[s + i],
-                              lens[s + i], &m->cc);
-        for (int i = 0; i < nb; i++) b.seq_len[i] = Lq;
-        if (m->cc.attend_to_mask_tokens) memset(b.mask, 1, (size_t)nb * Lq);
-        bert_batch bb = {.n_seq = nb, .seq_len = b.seq_len, .ids = b.ids, .mask = b.mask};
-        bert_forward(&m->bert, &m->acts, &bb);
-        colbert_head_forward(out + (size_t)s * Lq * D, b.proj, b.norm, bert_output(&m->bert, &m->acts),
-                             m->linear, NULL, m->cc.relu, nb * Lq, H, D);
+            colbert_query_ids(m->h_ids + (size_t)i * Lq, m->h_mask + (size_t)i * Lq, &m->vocab, m->tok,
+                              texts[s + i], lens[s + i], &m->cc);
+        for (int i = 0; i < nb; i++) m->h_len[i] = Lq;
+        if (m->cc.attend_to_mask_tokens) memset(m->h_mask, 1, (size_t)nb * Lq);
+        encode_batch(m, nb, nb * Lq, 1);
+        memcpy(out + (size_t)s * Lq * D, m->h_out, (size_t)nb * Lq * D * sizeof(float));
         progress_update(&pg, s + nb);
     }
     progress_finish(&pg);
+    return 0;
 }
 
 static const int *sort_len;
@@ -174,32 +201,35 @@ static int by_len_desc(const void *a, const void *b) {
     return sort_len[y] != sort_len[x] ? sort_len[y] - sort_len[x] : x - y;
 }
 
-void colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,
-                          float **vectors) {
-    if (!m->batch_tokens) m->batch_tokens = 8192;
-    enc_bufs b = buffers(m);
-    int Ld = m->cc.doc_maxlen, D = m->cc.dim, H = m->bert.cfg.hidden_size;
+int colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,
+                         float **vectors, cb_err *err) {
+    if (buffers(m, err)) return -1;
+    int Ld = m->cc.doc_maxlen, D = m->cc.dim;
     size_t nn = (size_t)(n ? n : 1);
-    int32_t *ids = cb_xmalloc(nn * Ld * sizeof(int32_t));
-    int *ntok = cb_xmalloc(nn * sizeof(int)), *order = cb_xmalloc(nn * sizeof(int));
-    int *kept = cb_xcalloc(nn, sizeof(int));
-    size_t *off = cb_xmalloc((nn + 1) * sizeof(size_t));
+    int32_t *ids = cb_malloc(nn * Ld * sizeof(int32_t), "the documents' token ids", err);
+    int *ntok = ids ? cb_malloc(nn * sizeof(int), "the documents' lengths", err) : NULL;
+    int *order = ntok ? cb_malloc(nn * sizeof(int), "the documents' order", err) : NULL;
+    int *kept = order ? cb_calloc(nn, sizeof(int), "the documents' lengths", err) : NULL;
+    size_t *off = kept ? cb_malloc((nn + 1) * sizeof(size_t), "the documents' offsets", err) : NULL;
+    float *vec = NULL;
+    if (!off) goto fail;
 #pragma omp parallel for schedule(dynamic, 16)
     for (int i = 0; i < n; i++) {
-        int32_t *d = ids + (size_t)i * Ld;
-        ntok[i] = colbert_doc_ids(d, &m->vocab, m->tok, texts[i], lens[i], &m->cc);
+        int32_t *dd = ids + (size_t)i * Ld;
+        ntok[i] = colbert_doc_ids(dd, &m->vocab, m->tok, texts[i], lens[i], &m->cc);
         uint8_t keep[1024];
         int k = 0;
         for (int j = 0; j < ntok[i]; j += 1024) {
             int c = ntok[i] - j < 1024 ? ntok[i] - j : 1024;
-            colbert_doc_keep(keep, d + j, c, &m->vocab, m->cc.mask_punctuation);
+            colbert_doc_keep(keep, dd + j, c, &m->vocab, m->cc.mask_punctuation);
             for (int t = 0; t < c; t++) k += keep[t];
         }
         kept[i] = k;
     }
     off[0] = 0;
     for (int i = 0; i < n; i++) { off[i + 1] = off[i] + (size_t)kept[i]; order[i] = i; }
-    float *vec = cb_xmalloc((off[n] ? off[n] : 1) * D * sizeof(float));
+    vec = cb_malloc((off[n] ? off[n] : 1) * D * sizeof(float), "the document vectors", err);
+    if (!vec) goto fail;
     sort_len = ntok;
     qsort(order, (size_t)n, sizeof(int), by_len_desc);
     progress pg;
@@ -208,20 +238,17 @@ void colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *l
         int T = 0, nb = 0;
         while (s + nb < n && T + ntok[order[s + nb]] <= m->batch_tokens) {
             int i = order[s + nb];
-            memcpy(b.ids + T, ids + (size_t)i * Ld, (size_t)ntok[i] * sizeof(int32_t));
-            b.seq_len[nb++] = ntok[i];
+            memcpy(m->h_ids + T, ids + (size_t)i * Ld, (size_t)ntok[i] * sizeof(int32_t));
+            m->h_len[nb++] = ntok[i];
             T += ntok[i];
         }
-        colbert_doc_keep(b.keep, b.ids, T, &m->vocab, m->cc.mask_punctuation);
-        bert_batch bb = {.n_seq = nb, .seq_len = b.seq_len, .ids = b.ids};
-        bert_forward(&m->bert, &m->acts, &bb);
-        colbert_head_forward(b.out, b.proj, b.norm, bert_output(&m->bert, &m->acts), m->linear, b.keep,
-                             m->cc.relu, T, H, D);
+        colbert_doc_keep(m->h_keep, m->h_ids, T, &m->vocab, m->cc.mask_punctuation);
+        encode_batch(m, nb, T, 0);
         int t = 0;
         for (int k = 0; k < nb; k++) {
             float *dst = vec + off[order[s + k]] * D;
-            for (int j = 0; j < b.seq_len[k]; j++, t++)
-                if (b.keep[t]) { memcpy(dst, b.out + (size_t)t * D, (size_t)D * sizeof(float)); dst += D; }
+            for (int j = 0; j < m->h_len[k]; j++, t++)
+                if (m->h_keep[t]) { memcpy(dst, m->h_out + (size_t)t * D, (size_t)D * sizeof(float)); dst += D; }
         }
         s += nb;
         progress_update(&pg, s);
@@ -233,6 +260,14 @@ void colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *l
     free(off);
     *lengths = kept;
     *vectors = vec;
+    return 0;
+fail:
+    free(ids);
+    free(ntok);
+    free(order);
+    free(kept);
+    free(off);
+    return -1;
 }
 
 /* ---- save -------------------------------------------------------------- */
@@ -270,8 +305,8 @@ static int write_json(const char *path, json_t *j, cb_err *err) {
     return 0;
 }
 
-int colmodel_save(const char *dir, const bert_model *bert, const float *linear, const colbert_config *cc,
-                  const char *src_dir, const char *extra_meta, cb_err *err) {
+int colmodel_save(const char *dir, const bert_config *bc, const float *params, const float *linear,
+                  const colbert_config *cc, const char *src_dir, const char *extra_meta, cb_err *err) {
     size_t dl = strlen(dir);
     char *tmp = cb_xmalloc(dl + 32), *old = cb_xmalloc(dl + 32);
     snprintf(tmp, dl + 32, "%s.tmp-%ld", dir, (long)getpid());
@@ -283,17 +318,17 @@ int colmodel_save(const char *dir, const bert_model *bert, const float *linear, 
     if (mkdir(tmp, 0755)) { rc = cb_err_set(err, "%s: cannot create: %s", tmp, strerror(errno)); goto done; }
 
     /* weights: encoder under "bert.", then linear.weight */
-    int nt = bert_named_count(&bert->cfg);
+    int nt = bert_named_count(bc);
     bert_named *names = cb_xmalloc((size_t)nt * sizeof *names);
-    bert_named_tensors(bert, names);
+    bert_named_tensors(bc, names);
     st_wtensor *w = cb_xmalloc((size_t)(nt + 1) * sizeof *w);
     char (*keys)[112] = cb_xmalloc((size_t)nt * sizeof *keys);
     for (int i = 0; i < nt; i++) {
         snprintf(keys[i], sizeof keys[i], "bert.%s", names[i].name);
         w[i] = (st_wtensor){keys[i], ST_F32, names[i].ndim, {names[i].shape[0], names[i].shape[1]},
-                            bert->params + names[i].offset};
+                            params + names[i].offset};
     }
-    w[nt] = (st_wtensor){"linear.weight", ST_F32, 2, {cc->dim, bert->cfg.hidden_size}, linear};
+    w[nt] = (st_wtensor){"linear.weight", ST_F32, 2, {cc->dim, bc->hidden_size}, linear};
     p = cb_path_join(tmp, "model.safetensors");
     rc = st_write(p, w, nt + 1, err);
     free(p); p = NULL;

@@ -29,33 +29,44 @@ typedef struct colmodel {
     char *dir;                  /* resolved directory it was loaded from */
     tokenizer *tok;
     colbert_vocab vocab;
-    bert_model bert;
-    float *linear;              /* [dim, H], owned */
+    ops_device *dev;            /* where the model runs */
+    bert_model bert;            /* on dev */
+    float *linear;              /* [dev] [dim, H], owned */
     int is_colbert;             /* loaded from a ColBERT checkpoint */
     colbert_config cc;
     char *metadata;             /* artifact.metadata text, NULL if none */
     /* inference buffers, allocated on first encode */
     bert_acts acts;
     int batch_tokens;
-    float *buf;
+    void *buf;                  /* [dev] one allocation: */
+    float *d_out, *d_proj, *d_norm;   /* [T, dim] [T, dim] [T] */
+    uint8_t *d_keep;            /* [T] */
+    void *host;                 /* host staging, one allocation: */
+    float *h_out;               /* [T, dim] */
+    int32_t *h_ids;             /* [T] */
+    int *h_len;                 /* [T] */
+    uint8_t *h_mask, *h_keep;   /* [T] */
     int quiet;
 } colmodel;
 
-/* dim: projection size for a new ColBERT (0: 128); ignored for a
- * checkpoint, which brings its own. */
-int colmodel_load(colmodel *m, const char *name, int dim, uint64_t seed, cb_err *err);
+/* Load onto device dev. dim: projection size for a new ColBERT (0: 128);
+ * ignored for a checkpoint, which brings its own. */
+int colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, uint64_t seed, cb_err *err);
 void colmodel_free(colmodel *m);
 
-/* out[n, query_maxlen, dim] */
-void colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t *lens, int n, float *out);
-/* *lengths [n] kept vectors per document, *vectors [sum lengths, dim];
- * caller frees both. */
-void colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,
-                          float **vectors);
+/* out[n, query_maxlen, dim] (host). 0, or -1 with err (out of memory). */
+int colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t *lens, int n, float *out,
+                            cb_err *err);
+/* *lengths [n] kept vectors per document, *vectors [sum lengths, dim]
+ * (host); caller frees both. 0, or -1 with err. */
+int colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,
+                         float **vectors, cb_err *err);
 
-/* Write a checkpoint of (bert, linear, cc) to `dir`, copying config.json
- * and the tokenizer files from src_dir. extra_meta: JSON object text merged
- * into artifact.metadata (may be NULL). */
-int colmodel_save(const char *dir, const bert_model *bert, const float *linear, const colbert_config *cc,
-                  const char *src_dir, const char *extra_meta, cb_err *err);
+/* Write a checkpoint to `dir`: the encoder's parameters (host, in the
+ * layout of bert_named_tensors(bc)), linear [cc->dim, H] (host) and the
+ * ColBERT settings cc, copying config.json and the tokenizer files from
+ * src_dir. extra_meta: JSON object text merged into artifact.metadata (may
+ * be NULL). */
+int colmodel_save(const char *dir, const bert_config *bc, const float *params, const float *linear,
+                  const colbert_config *cc, const char *src_dir, const char *extra_meta, cb_err *err);
 #endif

@@ -5,13 +5,14 @@
 #include <math.h>
 #include <string.h>
 
-int encoder_load(encoder *e, const char *name, int max_len, cb_err *err) {
+int encoder_load(encoder *e, ops_device *dev, const char *name, int max_len, cb_err *err) {
     memset(e, 0, sizeof *e);
+    e->dev = dev;
     e->dir = model_resolve(name, err);
     if (!e->dir) return -1;
     if (sbert_config_load(&e->sbert, e->dir, err)) goto fail;
     if (!(e->tok = tokenizer_load(e->dir, err))) goto fail;
-    if (bert_load(&e->bert, e->dir, err)) goto fail;
+    if (bert_load(&e->bert, dev, e->dir, err)) goto fail;
     e->sp = tokenizer_get_specials(e->tok);
     if (e->sp.cls < 0 || e->sp.sep < 0) {
         cb_err_set(err, "%s: the vocabulary has no [CLS] or [SEP] token", e->dir);
@@ -22,7 +23,12 @@ int encoder_load(encoder *e, const char *name, int max_len, cb_err *err) {
     if (e->max_len > model_max) e->max_len = model_max;
     if (e->max_len < 2) e->max_len = 2;
     e->batch_tokens = e->max_len > 4096 ? e->max_len : 4096;
-    bert_acts_init(&e->acts, &e->bert.cfg, e->batch_tokens, (size_t)e->batch_tokens * (size_t)e->max_len, 0);
+    if (bert_acts_init(&e->acts, dev, &e->bert.cfg, e->batch_tokens,
+                       (size_t)e->batch_tokens * (size_t)e->max_len, 0, err))
+        goto fail;
+    e->hidden = cb_malloc((size_t)e->batch_tokens * e->bert.cfg.hidden_size * sizeof(float),
+                          "the encoder's output buffer", err);
+    if (!e->hidden) goto fail;
     return 0;
 fail:
     encoder_free(e);
@@ -31,8 +37,9 @@ fail:
 
 void encoder_free(encoder *e) {
     if (e->tok) tokenizer_free(e->tok);
-    if (e->bert.params) bert_free(&e->bert);
-    if (e->acts.memory) bert_acts_free(&e->acts);
+    bert_free(&e->bert);
+    bert_acts_free(&e->acts);
+    free(e->hidden);
     free(e->dir);
     memset(e, 0, sizeof *e);
 }
@@ -64,13 +71,21 @@ static int by_length_desc(const void *a, const void *b) {
  * the forward pass and call visit(order slice, count, hidden states). */
 typedef void (*batch_visit)(void *ctx, const int *idx, int count, const int *ntok, const float *hidden);
 
-static void run_batches(encoder *e, const char *const *texts, const size_t *lens, int n,
-                        batch_visit visit, void *ctx) {
-    int32_t *ids = cb_xmalloc((size_t)n * e->max_len * sizeof(int32_t));
-    int *ntok = cb_xmalloc((size_t)(n ? n : 1) * sizeof(int));
-    int *order = cb_xmalloc((size_t)(n ? n : 1) * sizeof(int));
-    int32_t *packed = cb_xmalloc((size_t)e->batch_tokens * sizeof(int32_t));
-    int *seq_len = cb_xmalloc((size_t)e->batch_tokens * sizeof(int));
+static int run_batches(encoder *e, const char *const *texts, const size_t *lens, int n,
+                       batch_visit visit, void *ctx, cb_err *err) {
+    size_t nn = (size_t)(n ? n : 1);
+    int32_t *ids = cb_malloc(nn * e->max_len * sizeof(int32_t), "the texts' token ids", err);
+    int *ntok = ids ? cb_malloc(nn * sizeof(int), "the texts' lengths", err) : NULL;
+    int *order = ntok ? cb_malloc(nn * sizeof(int), "the texts' order", err) : NULL;
+    int32_t *packed = order ? cb_malloc((size_t)e->batch_tokens * sizeof(int32_t), "a batch", err) : NULL;
+    int *seq_len = packed ? cb_malloc((size_t)e->batch_tokens * sizeof(int), "a batch", err) : NULL;
+    if (!seq_len) {
+        free(ids);
+        free(ntok);
+        free(order);
+        free(packed);
+        return -1;
+    }
     tokenize_all(e, texts, lens, n, ids, ntok);
     for (int i = 0; i < n; i++) order[i] = i;
     sort_keys = ntok;
@@ -88,7 +103,9 @@ static void run_batches(encoder *e, const char *const *texts, const size_t *lens
         }
         bert_batch b = {.n_seq = count, .seq_len = seq_len, .ids = packed};
         bert_forward(&e->bert, &e->acts, &b);
-        visit(ctx, order + start, count, seq_len, bert_output(&e->bert, &e->acts));
+        ops_download(e->dev, e->hidden, bert_output(&e->bert, &e->acts),
+                     (size_t)T * e->bert.cfg.hidden_size * sizeof(float));
+        visit(ctx, order + start, count, seq_len, e->hidden);
         start += count;
         progress_update(&pg, start);
     }
@@ -98,6 +115,7 @@ static void run_batches(encoder *e, const char *const *texts, const size_t *lens
     free(order);
     free(packed);
     free(seq_len);
+    return 0;
 }
 
 typedef struct embed_ctx { const encoder *e; float *out; } embed_ctx;
@@ -137,9 +155,9 @@ static void pool_batch(void *vctx, const int *idx, int count, const int *ntok, c
     }
 }
 
-void encoder_embed(encoder *e, const char *const *texts, const size_t *lens, int n, float *out) {
+int encoder_embed(encoder *e, const char *const *texts, const size_t *lens, int n, float *out, cb_err *err) {
     embed_ctx c = {e, out};
-    run_batches(e, texts, lens, n, pool_batch, &c);
+    return run_batches(e, texts, lens, n, pool_batch, &c, err);
 }
 
 typedef struct tokvec_ctx { int H; int *lengths; size_t *offsets; float *vectors; } tokvec_ctx;
@@ -154,12 +172,17 @@ static void copy_batch(void *vctx, const int *idx, int count, const int *ntok, c
     }
 }
 
-void encoder_token_vectors(encoder *e, const char *const *texts, const size_t *lens, int n,
-                           int **lengths, float **vectors) {
+int encoder_token_vectors(encoder *e, const char *const *texts, const size_t *lens, int n, int **lengths,
+                          float **vectors, cb_err *err) {
     int H = e->bert.cfg.hidden_size;
-    int *L = cb_xmalloc((size_t)(n ? n : 1) * sizeof(int));
-    size_t *offs = cb_xmalloc((size_t)(n ? n : 1) * sizeof(size_t));
-    int32_t *tmp = cb_xmalloc((size_t)e->max_len * sizeof(int32_t));
+    int *L = cb_malloc((size_t)(n ? n : 1) * sizeof(int), "the texts' lengths", err);
+    size_t *offs = L ? cb_malloc((size_t)(n ? n : 1) * sizeof(size_t), "the texts' offsets", err) : NULL;
+    int32_t *tmp = offs ? cb_malloc((size_t)e->max_len * sizeof(int32_t), "a text's ids", err) : NULL;
+    if (!tmp) {
+        free(L);
+        free(offs);
+        return -1;
+    }
     size_t total = 0;
     for (int i = 0; i < n; i++) {  /* lengths first, to lay out the output */
         L[i] = encoder_tokenize(e, texts[i], lens[i], tmp);
@@ -167,9 +190,15 @@ void encoder_token_vectors(encoder *e, const char *const *texts, const size_t *l
         total += (size_t)L[i];
     }
     free(tmp);
-    tokvec_ctx c = {H, L, offs, cb_xmalloc((total ? total : 1) * H * sizeof(float))};
-    run_batches(e, texts, lens, n, copy_batch, &c);
+    tokvec_ctx c = {H, L, offs, cb_malloc((total ? total : 1) * H * sizeof(float), "the token vectors", err)};
+    if (!c.vectors || run_batches(e, texts, lens, n, copy_batch, &c, err)) {
+        free(c.vectors);
+        free(offs);
+        free(L);
+        return -1;
+    }
     free(offs);
     *lengths = L;
     *vectors = c.vectors;
+    return 0;
 }

@@ -55,6 +55,7 @@
 #include "model.h"
 #include "tokenizer.h"
 #include "safetensors.h"
+#include "ops.h"
 #include "bert.h"
 #include "encoder.h"
 #include "colbert.h"

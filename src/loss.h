@@ -15,7 +15,8 @@
  * cross-entropy over every document of the batch, the query's own negatives
  * included, target its own positive (column b*nway); mean over b, reported
  * as `main`; no separate ib term. Teacher scores are not used then.
- * Sums run in double; gradients are exact for the returned loss.
+ * Sums run in double; gradients are exact for the returned loss. This
+ * header holds the configuration; the computation is ops_loss (ops.h).
  */
 #ifndef CB_LOSS_H
 #define CB_LOSS_H
@@ -40,18 +41,5 @@ typedef struct loss_parts {
  * : nway (its own documents only). */
 int loss_score_cols(const loss_config *c, int B);
 
-/* Returns the loss; d_scores is overwritten with dloss/dS. teacher may be
- * NULL (cross-entropy); parts may be NULL. */
-float loss_forward_backward(float *d_scores /* [B, cols] */, loss_parts *parts,
-                            const float *scores /* [B, cols] */, const float *teacher /* [B, nway] */,
-                            const loss_config *c, int B);
-
-/* Row kernels (exposed for finite-difference tests); gradients add (+=)
- * `scale` times the derivative into dx. */
-/* scale * CE(x restricted to the columns outside [skip_lo, skip_hi), target) */
-double loss_ce_row(float *dx /* [C] */, const float *x /* [C] */, int target, int skip_lo, int skip_hi,
-                   double scale, int C);
-/* scale * KL(p_t || softmax(x)), p_t = softmax(alpha * teacher) */
-double loss_kl_row(float *dx /* [C] */, const float *x /* [C] */, const float *teacher /* [C] */,
-                   float alpha, double scale, int C);
+/* The loss itself runs on a device: ops_loss (ops.h). */
 #endif

@@ -609,7 +609,7 @@ int miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **can
         m->st.t_load = cb_now() - t;
     } else {
         encoder e;
-        if (encoder_load(&e, m->model_dir, m->o.max_len, err)) goto done;
+        if (encoder_load(&e, ops_cpu(), m->model_dir, m->o.max_len, err)) goto done;
         e.quiet = m->o.quiet;
         m->st.t_load = cb_now() - t;
         dim = e.bert.cfg.hidden_size;
@@ -619,9 +619,10 @@ int miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **can
         if (!m->o.quiet)
             fprintf(stderr, "mine: embedding %zu documents and %zu queries with %s\n", nd, nq,
                     m->model_name);
-        encoder_embed(&e, dt, dl, (int)nd, D);
-        encoder_embed(&e, qt, ql, (int)nq, Q);
+        int erc = encoder_embed(&e, dt, dl, (int)nd, D, err);
+        if (!erc) erc = encoder_embed(&e, qt, ql, (int)nq, Q, err);
         encoder_free(&e);
+        if (erc) goto done;
         m->st.t_encode = cb_now() - t;
     }
     miner_normalize(D, nd, dim);

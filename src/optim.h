@@ -2,7 +2,7 @@
  * of parameters (llm.c style: params, grads, m and v each one allocation
  * of n floats, the same layout).
  *
- *   optim_clip_grad_norm   torch.nn.utils.clip_grad_norm_(max_norm=2.0):
+ *   clip (ops_clip_grad_norm) torch.nn.utils.clip_grad_norm_(max_norm=2.0):
  *                          total = ||g||_2 over everything,
  *                          g *= min(1, max_norm / (total + 1e-6))
  *   optim_lr               transformers' get_linear_schedule_with_warmup
@@ -10,9 +10,11 @@
  *                          optimizer steps already taken) uses
  *                          lr * s / warmup while s < warmup, then
  *                          lr * max(0, (maxsteps - s) / (maxsteps - warmup))
- *   adamw_update           torch.optim.AdamW (single-tensor path): p *= 1 -
+ *   adamw (ops_adamw)      torch.optim.AdamW (single-tensor path): p *= 1 -
  *                          lr*wd; m = lerp(m, g, 1-b1); v = b2 v + (1-b2) g^2;
  *                          p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+ * This header holds the configuration and the schedule; clipping and the
+ * update run on a device (ops.h).
  */
 #ifndef CB_OPTIM_H
 #define CB_OPTIM_H
@@ -28,14 +30,7 @@ typedef struct adamw_config {
 /* torch's defaults with weight decay 0.01 and learning rate lr. */
 adamw_config adamw_default(double lr);
 
-/* Scale grads so that their global L2 norm is at most max_norm; returns
- * the norm before clipping. */
-float optim_clip_grad_norm(float *grads /* [n] */, size_t n, float max_norm);
-
 /* Learning rate of 0-based step `step` (see above). */
 double optim_lr(double base_lr, long step, long warmup, long maxsteps);
 
-/* One AdamW step; t is the 1-based step count (bias correction). */
-void adamw_update(float *params /* [n] */, const float *grads /* [n] */, float *m /* [n] */,
-                  float *v /* [n] */, size_t n, const adamw_config *c, long t);
 #endif

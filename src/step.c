@@ -1,6 +1,7 @@
-/* step.c: one ColBERT training step. See step.h. */
+/* step.c: one ColBERT training step, as a sequence of compute-interface
+ * operations (ops.h) on the step's device. See step.h. */
 #include "step.h"
-#include "optim.h"
+#include "rng.h"
 
 #include <string.h>
 
@@ -21,40 +22,56 @@ int step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float
                           cc->doc_maxlen, cc->query_maxlen, bert->cfg.max_position_embeddings);
     if (colbert_vocab_init(&s->vocab, tok, err)) return -1;
 
-    s->bert = *bert;
-    memset(bert, 0, sizeof *bert);  /* ownership moves here */
-    int H = s->H = s->bert.cfg.hidden_size, D = s->D = cc->dim;
+    ops_device *d = s->dev = bert->dev;
+    int H = s->H = bert->cfg.hidden_size, D = s->D = cc->dim;
     s->max_q = c->bsize / acc;
 
-    /* parameters, gradients, moments */
-    size_t nb = s->bert.n_params;
+    /* parameters, gradients, moments: BERT's block, then linear [D, H] */
+    size_t nb = bert->n_params, nbytes;
     s->n = nb + (size_t)D * H;
-    s->params = cb_xmalloc(s->n * sizeof(float));
-    s->grads = cb_xcalloc(s->n, sizeof(float));
-    s->m = cb_xcalloc(s->n, sizeof(float));
-    s->v = cb_xcalloc(s->n, sizeof(float));
-    memcpy(s->params, s->bert.params, nb * sizeof(float));
-    free(s->bert.params);
+    nbytes = s->n * sizeof(float);
+    s->params = ops_alloc(d, nbytes, "the parameters", err);
+    s->grads = s->params ? ops_alloc(d, nbytes, "the gradients", err) : NULL;
+    s->m = s->grads ? ops_alloc(d, nbytes, "AdamW's first moments", err) : NULL;
+    s->v = s->m ? ops_alloc(d, nbytes, "AdamW's second moments", err) : NULL;
+    if (!s->v) goto fail;
+    ops_zero(d, s->grads, nbytes);
+    ops_zero(d, s->m, nbytes);
+    ops_zero(d, s->v, nbytes);
+    s->bert = *bert;
+    memset(bert, 0, sizeof *bert);  /* ownership moves here */
+    ops_copy(d, s->params, s->bert.params, nb * sizeof(float));
     bert_bind(&s->bert, s->params);
     bert_grads_bind(&s->bg, &s->bert, s->grads);
     s->linear = s->params + nb;
     s->g_linear = s->grads + nb;
-    if (linear) memcpy(s->linear, linear, (size_t)D * H * sizeof(float));
-    else colbert_linear_init(s->linear, linear_seed, s->bert.cfg.initializer_range, D, H);
-    s->bytes = 4 * s->n * sizeof(float);
+    if (linear) {
+        ops_copy(d, s->linear, linear, (size_t)D * H * sizeof(float));
+    } else {
+        float *tmp = cb_malloc((size_t)D * H * sizeof(float), "the projection", err);
+        if (!tmp) goto fail;
+        colbert_linear_init(tmp, linear_seed, s->bert.cfg.initializer_range, D, H);
+        ops_upload(d, s->linear, tmp, (size_t)D * H * sizeof(float));
+        free(tmp);
+    }
+    s->bytes = 4 * nbytes;
 
     /* activations for the largest micro-batch */
     size_t Lq = (size_t)cc->query_maxlen, Ld = (size_t)cc->doc_maxlen, nq = (size_t)s->max_q;
     size_t nd = nq * (size_t)c->lc.nway;
     size_t T = nq * Lq + nd * Ld;
     size_t att = nq * Lq * Lq + nd * Ld * Ld;
-    bert_acts_init(&s->acts, &s->bert.cfg, (int)T, att, 1);
-    s->bytes += s->acts.n_floats * sizeof(float);
+    if (bert_acts_init(&s->acts, d, &s->bert.cfg, (int)T, att, 1, err)) goto fail;
+    s->bytes += s->acts.bytes;
     size_t cols = (size_t)loss_score_cols(&c->lc, (int)nq);
-    size_t nf = T * D * 3 + T + T * H + 2 * nq * cols + Lq * nd * Ld;
-    size_t ni = nq * cols * Lq + T + nq * (1 + c->lc.nway) + nd + 1;
-    s->buf = cb_xmalloc(nf * sizeof(float) + ni * sizeof(int32_t) + 2 * T);
-    s->bytes += nf * sizeof(float) + ni * sizeof(int32_t) + 2 * T;
+    size_t nf = T * D * 3 + T + T * H + 2 * nq * cols + nd;
+    size_t ni = nq * cols * Lq + nd + 1;
+    size_t bytes = nf * sizeof(float) + ni * sizeof(int32_t) + T;
+    s->sim.bytes = ops_maxsim_workspace(d, (int)Lq, nd * Ld);
+    s->buf = ops_alloc(d, bytes, "the training step's buffers", err);
+    s->sim.p = s->buf ? ops_alloc(d, s->sim.bytes, "the MaxSim workspace", err) : NULL;
+    if (!s->sim.p) goto fail;
+    s->bytes += bytes + s->sim.bytes;
     float *p = s->buf;
     s->out = p; p += T * D;
     s->proj = p; p += T * D;
@@ -63,95 +80,166 @@ int step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float
     s->d_hidden = p; p += T * H;
     s->scores = p; p += nq * cols;
     s->d_scores = p; p += nq * cols;
-    s->sim = p; p += Lq * nd * Ld;
+    s->teacher = p; p += nd;
     int32_t *ip = (int32_t *)p;
     s->argmax = ip; ip += nq * cols * Lq;
-    s->ids = ip; ip += T;
-    s->seq_len = (int *)ip; ip += nq * (1 + c->lc.nway);
     s->d_off = (int *)ip; ip += nd + 1;
-    s->mask = (uint8_t *)ip;
-    s->keep = s->mask + T;
+    s->keep = (uint8_t *)ip;
+    /* host staging of a micro-batch */
+    size_t hbytes = T * sizeof(int32_t) + (nq * (1 + c->lc.nway) + nd + 1) * sizeof(int) + 2 * T;
+    s->host = cb_malloc(hbytes, "the batch staging area", err);
+    if (!s->host) goto fail;
+    s->h_ids = s->host;
+    s->h_seq_len = (int *)(s->h_ids + T);
+    s->h_d_off = s->h_seq_len + nq * (1 + c->lc.nway);
+    s->h_mask = (uint8_t *)(s->h_d_off + nd + 1);
+    s->h_keep = s->h_mask + T;
     return 0;
+fail:
+    step_free(s);   /* the caller still owns `bert` if it was not taken over yet */
+    return -1;
 }
 
 void step_free(step_state *s) {
-    free(s->params);
-    free(s->grads);
-    free(s->m);
-    free(s->v);
-    free(s->buf);
-    bert_acts_free(&s->acts);
+    if (s->dev) {
+        ops_free(s->dev, s->params);
+        ops_free(s->dev, s->grads);
+        ops_free(s->dev, s->m);
+        ops_free(s->dev, s->v);
+        ops_free(s->dev, s->buf);
+        ops_free(s->dev, s->sim.p);
+        bert_acts_free(&s->acts);
+    }
+    bert_free(&s->bert);
+    free(s->host);
     memset(s, 0, sizeof *s);
-}
-
-static uint64_t mix(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
 }
 
 float step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
     const step_config *c = &s->c;
+    ops_device *d = s->dev;
     int Lq = c->cc.query_maxlen, nway = c->lc.nway, H = s->H, D = s->D;
     int nq = b->nq, nd = nq * nway;
     CB_ASSERT(nq > 0 && nq <= s->max_q);
     /* pack: queries first (Lq tokens each), then the documents */
     size_t TQ = (size_t)nq * Lq;
-    memcpy(s->ids, b->q_ids, TQ * sizeof(int32_t));
-    for (size_t i = 0; i < TQ; i++) s->mask[i] = c->cc.attend_to_mask_tokens ? 1 : b->q_mask[i];
-    memset(s->keep, 1, TQ);
-    for (int q = 0; q < nq; q++) s->seq_len[q] = Lq;
-    s->d_off[0] = 0;
+    memcpy(s->h_ids, b->q_ids, TQ * sizeof(int32_t));
+    for (size_t i = 0; i < TQ; i++) s->h_mask[i] = c->cc.attend_to_mask_tokens ? 1 : b->q_mask[i];
+    memset(s->h_keep, 1, TQ);
+    for (int q = 0; q < nq; q++) s->h_seq_len[q] = Lq;
+    s->h_d_off[0] = 0;
     for (int k = 0; k < nd; k++) {
         CB_ASSERT(b->d_len[k] > 0 && b->d_len[k] <= c->cc.doc_maxlen);
-        s->seq_len[nq + k] = b->d_len[k];
-        s->d_off[k + 1] = s->d_off[k] + b->d_len[k];
+        s->h_seq_len[nq + k] = b->d_len[k];
+        s->h_d_off[k + 1] = s->h_d_off[k] + b->d_len[k];
     }
-    size_t TD = (size_t)s->d_off[nd], T = TQ + TD;
+    size_t TD = (size_t)s->h_d_off[nd], T = TQ + TD;
     CB_ASSERT(T <= (size_t)s->acts.max_tokens);
-    memcpy(s->ids + TQ, b->d_ids, TD * sizeof(int32_t));
-    memset(s->mask + TQ, 1, TD);
-    colbert_doc_keep(s->keep + TQ, b->d_ids, (int)TD, &s->vocab, c->cc.mask_punctuation);
+    memcpy(s->h_ids + TQ, b->d_ids, TD * sizeof(int32_t));
+    memset(s->h_mask + TQ, 1, TD);
+    colbert_doc_keep(s->h_keep + TQ, b->d_ids, (int)TD, &s->vocab, c->cc.mask_punctuation);
+    ops_upload(d, s->keep, s->h_keep, T);
+    ops_upload(d, s->d_off, s->h_d_off, (size_t)(nd + 1) * sizeof(int));
+    if (b->teacher) ops_upload(d, s->teacher, b->teacher, (size_t)nd * sizeof(float));
 
     /* encoder */
     s->acts.p_hidden = c->dropout ? s->bert.cfg.hidden_dropout_prob : 0.0f;
     s->acts.p_att = c->dropout ? s->bert.cfg.attention_probs_dropout_prob : 0.0f;
-    s->acts.seed = mix(c->seed ^ mix((uint64_t)s->t * 1000003ULL + (uint64_t)s->acts.seed));
-    bert_batch bb = {.n_seq = nq + nd, .seq_len = s->seq_len, .ids = s->ids, .mask = s->mask};
-    double t0 = cb_now();
+    s->acts.seed = rng_mix64(c->seed ^ rng_mix64((uint64_t)s->t * 1000003ULL + (uint64_t)s->acts.seed));
+    bert_batch bb = {.n_seq = nq + nd, .seq_len = s->h_seq_len, .ids = s->h_ids, .mask = s->h_mask};
+    double t0 = cb_now(), a0 = s->acts.t_attn;
     bert_forward(&s->bert, &s->acts, &bb);
     s->t_fwd += cb_now() - t0;
     const float *hidden = bert_output(&s->bert, &s->acts);
 
     /* head, MaxSim, loss */
-    colbert_head_forward(s->out, s->proj, s->norm, hidden, s->linear, s->keep, c->cc.relu, (int)T, H, D);
+    colbert_head_forward(d, s->out, s->proj, s->norm, hidden, s->linear, s->keep, c->cc.relu, (int)T, H, D);
     const float *qv = s->out, *dv = s->out + TQ * D;
     int group = loss_score_cols(&c->lc, nq) == nway ? nway : 0;
-    colbert_maxsim_forward(s->scores, s->argmax, s->sim, qv, dv, s->d_off, s->keep + TQ, group, nq, nd,
-                           Lq, D);
-    float loss = loss_forward_backward(s->d_scores, parts, s->scores, b->teacher, &c->lc, nq);
+    ops_maxsim_forward(d, s->scores, s->argmax, qv, dv, s->d_off, s->h_d_off, s->keep + TQ, group, nq, nd, Lq, D,
+                       &s->sim);
+    float loss = ops_loss(d, s->d_scores, parts, s->scores, b->teacher ? s->teacher : NULL, &c->lc, nq);
 
     /* backward */
     t0 = cb_now();
-    memset(s->d_out, 0, T * D * sizeof(float));
-    colbert_maxsim_backward(s->d_out, s->d_out + TQ * D, s->d_scores, s->argmax, qv, dv, group, nq, nd,
-                            Lq, D);
-    memset(s->d_hidden, 0, T * H * sizeof(float));
-    colbert_head_backward(s->d_hidden, s->g_linear, s->d_out, s->out, s->proj, s->norm, hidden, s->linear,
+    ops_zero(d, s->d_out, T * D * sizeof(float));
+    ops_maxsim_backward(d, s->d_out, s->d_out + TQ * D, s->d_scores, s->argmax, qv, dv, group, nq, nd, Lq, D);
+    ops_zero(d, s->d_hidden, T * H * sizeof(float));
+    colbert_head_backward(d, s->d_hidden, s->g_linear, s->d_out, s->out, s->proj, s->norm, hidden, s->linear,
                           s->keep, c->cc.relu, (int)T, H, D);
-    bert_backward(&s->bert, &s->acts, &s->bg, &bb, s->d_hidden);
+    bert_backward(&s->bert, &s->acts, &s->bg, s->d_hidden);
     s->t_bwd += cb_now() - t0;
+    s->t_attn += s->acts.t_attn - a0;
     return loss;
 }
 
 float step_update(step_state *s, double *lr_used) {
-    float norm = optim_clip_grad_norm(s->grads, s->n, 2.0f);
+    ops_device *d = s->dev;
+    float norm = ops_clip_grad_norm(d, s->grads, s->n, 2.0f);
     double lr = s->c.warmup >= 0 ? optim_lr(s->c.lr, s->t, s->c.warmup, s->c.maxsteps) : s->c.lr;
     adamw_config ac = adamw_default(lr);
-    adamw_update(s->params, s->grads, s->m, s->v, s->n, &ac, s->t + 1);
+    ops_adamw(d, s->params, s->grads, s->m, s->v, s->n, &ac, s->t + 1);
     s->t++;
-    memset(s->grads, 0, s->n * sizeof(float));
+    ops_zero(d, s->grads, s->n * sizeof(float));
     if (lr_used) *lr_used = lr;
     return norm;
+}
+
+void step_encode(step_state *s, float *out, const int32_t *ids, const uint8_t *mask, const uint8_t *keep,
+                 const int *len, int n) {
+    ops_device *d = s->dev;
+    int H = s->H, D = s->D;
+    float ph = s->acts.p_hidden, pa = s->acts.p_att;
+    s->acts.p_hidden = s->acts.p_att = 0.0f;
+    size_t tok = 0;
+    for (int i = 0; i < n;) {
+        int j = i;
+        size_t T = 0, att = 0;
+        while (j < n && T + (size_t)len[j] <= (size_t)s->acts.max_tokens &&
+               att + (size_t)len[j] * len[j] <= s->acts.max_att) {
+            T += (size_t)len[j];
+            att += (size_t)len[j] * len[j];
+            j++;
+        }
+        CB_ASSERT(j > i);
+        bert_batch bb = {.n_seq = j - i, .seq_len = len + i, .ids = ids + tok, .mask = mask ? mask + tok : NULL};
+        bert_forward(&s->bert, &s->acts, &bb);
+        if (keep) ops_upload(d, s->keep, keep + tok, T);
+        colbert_head_forward(d, s->out, s->proj, s->norm, bert_output(&s->bert, &s->acts), s->linear,
+                             keep ? s->keep : NULL, s->c.cc.relu, (int)T, H, D);
+        ops_download(d, out + tok * D, s->out, T * D * sizeof(float));
+        tok += T;
+        i = j;
+    }
+    s->acts.p_hidden = ph;
+    s->acts.p_att = pa;
+}
+
+static float *block(const step_state *s, step_block which) {
+    switch (which) {
+    case STEP_PARAMS: return s->params;
+    case STEP_GRADS: return s->grads;
+    case STEP_ADAM_M: return s->m;
+    case STEP_ADAM_V: return s->v;
+    }
+    CB_ASSERT(0);
+    return NULL;
+}
+
+void step_get(const step_state *s, step_block which, float *host) {
+    ops_download(s->dev, host, block(s, which), s->n * sizeof(float));
+}
+
+void step_set(step_state *s, step_block which, const float *host) {
+    ops_upload(s->dev, block(s, which), host, s->n * sizeof(float));
+}
+
+size_t step_linear_offset(const step_state *s) { return s->bert.n_params; }
+const bert_config *step_bert_config(const step_state *s) { return &s->bert.cfg; }
+long step_count(const step_state *s) { return s->t; }
+uint64_t step_dropout_state(const step_state *s) { return s->acts.seed; }
+
+void step_restore(step_state *s, long t, uint64_t dropout_state) {
+    s->t = t;
+    s->acts.seed = dropout_state;
 }

@@ -14,10 +14,17 @@
  * the scheduled learning rate (linear warmup, linear decay to 0 at maxsteps)
  * and zeroes the gradients.
  *
- * Memory (llm.c style): parameters (BERT + linear) in one allocation, and
- * gradients, AdamW m and v each one allocation of the same layout;
- * activations and every scratch buffer in one allocation each, sized in
- * step_init for the largest micro-batch. Nothing is allocated in a step.
+ * Memory (llm.c style), all on the step's device: parameters (BERT +
+ * linear) in one allocation, and gradients, AdamW m and v each one
+ * allocation of the same layout; activations and every scratch buffer in
+ * one allocation each, sized in step_init for the largest micro-batch; the
+ * batch is packed in one host staging area. Nothing is allocated in a step.
+ *
+ * Ownership: step owns its state. Nothing outside step.c reads or writes
+ * the parameters, gradients, moments or activations: train.c, the tests
+ * and the benchmarks go through step_encode (eval-mode vectors), step_get /
+ * step_set (host copies of a block, for checkpoints and tests) and the
+ * step_* accessors.
  */
 #ifndef CB_STEP_H
 #define CB_STEP_H
@@ -26,6 +33,7 @@
 #include "bert.h"
 #include "colbert.h"
 #include "loss.h"
+#include "ops.h"
 
 typedef struct step_config {
     colbert_config cc;          /* dim, query_maxlen, doc_maxlen, masks, relu */
@@ -49,38 +57,44 @@ typedef struct step_batch {
 } step_batch;
 
 typedef struct step_state {
+    /* read-only for callers */
     step_config c;
+    int H, D, max_q;            /* hidden, dim, queries per micro-batch */
+    size_t n;                   /* floats in each of params, grads, m, v */
+    size_t bytes;               /* device bytes step_init allocated */
+    double t_fwd, t_bwd;        /* seconds in encoder forward / all backward, summed */
+    double t_attn;              /* seconds of those in attention */
+    /* private to step.c */
+    ops_device *dev;
     bert_model bert;            /* its tensors point into params */
     colbert_vocab vocab;        /* for the punctuation mask */
-    int H, D, max_q;            /* hidden, dim, queries per micro-batch */
-    /* parameters, gradients, AdamW moments: 4 allocations of n floats,
-     * BERT's tensors first, then linear [D, H] */
-    size_t n;
-    float *params, *grads, *m, *v;
-    float *linear, *g_linear;
+    float *params, *grads, *m, *v;  /* [dev] 4 allocations of n floats */
+    float *linear, *g_linear;   /* [dev] [D, H] inside params, grads */
     bert_grads bg;
     long t;                     /* optimizer steps taken */
-    /* activations and scratch */
     bert_acts acts;
-    float *buf;                 /* one allocation for the rest */
-    float *out, *proj, *norm;   /* [T, D], [T, D], [T] head */
-    float *d_out, *d_hidden;    /* [T, D], [T, H] */
-    float *scores, *d_scores;   /* [max_q, max_q * nway] */
-    float *sim;                 /* MaxSim scratch [Lq, doc tokens] */
-    int32_t *argmax;            /* [max_q, max_q * nway, Lq] */
-    int32_t *ids;               /* [T] packed queries then documents */
-    int *seq_len;               /* [max_q * (1 + nway)] */
-    int *d_off;                 /* [max_q * nway + 1] */
-    uint8_t *mask, *keep;       /* [T] attention mask, head keep */
-    size_t bytes;               /* everything step_init allocated */
-    double t_fwd, t_bwd;        /* seconds in encoder forward / all backward, summed */
+    void *buf;                  /* [dev] one allocation for the rest */
+    float *out, *proj, *norm;   /* [dev] [T, D], [T, D], [T] head */
+    float *d_out, *d_hidden;    /* [dev] [T, D], [T, H] */
+    float *scores, *d_scores;   /* [dev] [max_q, max_q * nway] */
+    float *teacher;             /* [dev] [max_q * nway] */
+    int32_t *argmax;            /* [dev] [max_q, max_q * nway, Lq] */
+    int *d_off;                 /* [dev] [max_q * nway + 1] */
+    uint8_t *keep;              /* [dev] [T] head keep */
+    ops_work sim;               /* MaxSim workspace */
+    void *host;                 /* host staging, one allocation: */
+    int32_t *h_ids;             /*   [T] packed queries then documents */
+    int *h_seq_len;             /*   [max_q * (1 + nway)] */
+    int *h_d_off;               /*   [max_q * nway + 1] */
+    uint8_t *h_mask, *h_keep;   /*   [T] attention mask, head keep */
 } step_state;
 
-/* Take over a loaded BERT (its parameters move into the step's allocation;
- * the caller must not free it) and a projection: linear [D, H] copied from
- * `linear`, or, when NULL, initialised from Normal(0, initializer_range)
- * with `linear_seed`. Sizes every buffer for micro-batches of
- * bsize / accumsteps queries. Returns 0 or -1 with err. */
+/* Take over a loaded BERT (on device dev; its parameters move into the
+ * step's allocation and the caller must not free it) and a projection:
+ * linear [D, H] ([dev]) copied, or, when NULL, initialised from Normal(0,
+ * initializer_range) with `linear_seed`. Sizes every buffer for
+ * micro-batches of bsize / accumsteps queries. Returns 0 or -1 with err
+ * (a bad configuration, or out of memory). */
 int step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float *linear,
               uint64_t linear_seed, const step_config *c, cb_err *err);
 void step_free(step_state *s);
@@ -93,4 +107,26 @@ float step_micro(step_state *s, const step_batch *b, loss_parts *parts);
 /* Clip, AdamW at the scheduled rate, zero the gradients. Returns the
  * gradient norm before clipping; *lr gets the rate used (may be NULL). */
 float step_update(step_state *s, double *lr);
+
+/* Eval mode (no dropout): the normalised ColBERT vectors of n packed
+ * sequences (ids [sum len], attention mask [sum len] or NULL, head keep
+ * [sum len] or NULL: rows with keep 0 come out zero) into out [sum len, D]
+ * on the host. Runs in chunks that fit the step's buffers. */
+void step_encode(step_state *s, float *out, const int32_t *ids, const uint8_t *mask, const uint8_t *keep,
+                 const int *len, int n);
+
+/* The blocks of n floats (step_state.n): BERT's parameters in the layout
+ * of bert_named_tensors, then linear [D, H]. */
+typedef enum { STEP_PARAMS, STEP_GRADS, STEP_ADAM_M, STEP_ADAM_V } step_block;
+/* host[n] = the block / the block = host[n] */
+void step_get(const step_state *s, step_block which, float *host);
+void step_set(step_state *s, step_block which, const float *host);
+/* Offset of linear in every block (= BERT's parameter count). */
+size_t step_linear_offset(const step_state *s);
+const bert_config *step_bert_config(const step_state *s);
+/* Optimizer steps taken, and the running dropout seed; both are part of a
+ * resumable state. */
+long step_count(const step_state *s);
+uint64_t step_dropout_state(const step_state *s);
+void step_restore(step_state *s, long t, uint64_t dropout_state);
 #endif

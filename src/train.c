@@ -370,33 +370,6 @@ static void val_build(run *r, const data_texts *q, const data_texts *c, const da
     free(cand);
 }
 
-/* Inference pass (no dropout) over n packed sequences with the training
- * model: out[sum len, D] normalised vectors (rows with keep 0 are zero). */
-static void eval_forward(run *r, float *out, const int32_t *ids, const uint8_t *mask, const uint8_t *keep,
-                         const int *len, int n) {
-    step_state *s = &r->s;
-    int H = s->H, D = s->D;
-    size_t tok = 0;
-    for (int i = 0; i < n;) {
-        int j = i;
-        size_t T = 0, att = 0;
-        while (j < n && T + (size_t)len[j] <= (size_t)s->acts.max_tokens &&
-               att + (size_t)len[j] * len[j] <= s->acts.max_att) {
-            T += (size_t)len[j];
-            att += (size_t)len[j] * len[j];
-            j++;
-        }
-        CB_ASSERT(j > i);
-        s->acts.p_hidden = s->acts.p_att = 0.0f;
-        bert_batch bb = {.n_seq = j - i, .seq_len = len + i, .ids = ids + tok, .mask = mask ? mask + tok : NULL};
-        bert_forward(&s->bert, &s->acts, &bb);
-        colbert_head_forward(out + tok * D, s->proj, s->norm, bert_output(&s->bert, &s->acts), s->linear,
-                             keep ? keep + tok : NULL, r->cc.relu, (int)T, H, D);
-        tok += T;
-        i = j;
-    }
-}
-
 /* Validation loss (mean nway cross-entropy, positive first) and MRR@10. */
 static void validate(run *r, double *loss_out, double *mrr_out) {
     val_set *v = &r->val;
@@ -405,8 +378,8 @@ static void validate(run *r, double *loss_out, double *mrr_out) {
     float *dv = cb_xmalloc((v->d_off[nc] + 1) * D * sizeof(float));
     uint8_t *qm = cb_xmalloc((size_t)v->nq * Lq);
     for (size_t i = 0; i < (size_t)v->nq * Lq; i++) qm[i] = r->cc.attend_to_mask_tokens ? 1 : v->q_mask[i];
-    eval_forward(r, qv, v->q_ids, qm, NULL, v->q_len, v->nq);
-    eval_forward(r, dv, v->d_ids, NULL, v->d_keep, v->d_len, nc);
+    step_encode(&r->s, qv, v->q_ids, qm, NULL, v->q_len, v->nq);
+    step_encode(&r->s, dv, v->d_ids, NULL, v->d_keep, v->d_len, nc);
     double *score = cb_xmalloc((size_t)(nc + 1) * sizeof(double));
     for (int q = 0; q < v->nq; q++)
         for (int ci = v->c_off[q]; ci < v->c_off[q + 1]; ci++) {
@@ -644,7 +617,7 @@ static void write_curve(const run *r);
 /* Write RUN/step-N: model, training state, validation; atomically. */
 static int save_checkpoint(run *r, int validate_it, cb_err *err) {
     step_state *s = &r->s;
-    long step = s->t;
+    long step = step_count(s);
     char *name = step_name(step);
     char *final = cb_path_join(r->run_dir, name);
     char *part = fmt("%s/.partial-%s", r->run_dir, name);
@@ -653,22 +626,34 @@ static int save_checkpoint(run *r, int validate_it, cb_err *err) {
     if (validate_it && r->has_val) validate(r, &vl, &mrr);
     char *meta = metadata_text(r, step, vl, mrr);
     remove_tree(part);
-    rc = colmodel_save(part, &s->bert, s->linear, &r->cc, r->src_dir, meta, err);
+    /* host copies of the parameters, then of the moments (staging only
+     * while saving) */
+    size_t n = s->n;
+    float *host = cb_malloc(2 * n * sizeof(float), "the checkpoint's staging copy", err);
+    if (!host) rc = -1;
+    if (!rc) {
+        step_get(s, STEP_PARAMS, host);
+        rc = colmodel_save(part, step_bert_config(s), host, host + step_linear_offset(s), &r->cc, r->src_dir,
+                           meta, err);
+    }
     free(meta);
     if (!rc) {
-        st_wtensor w[2] = {{"adamw.m", ST_F32, 1, {(int64_t)s->n}, s->m},
-                           {"adamw.v", ST_F32, 1, {(int64_t)s->n}, s->v}};
+        step_get(s, STEP_ADAM_M, host);
+        step_get(s, STEP_ADAM_V, host + n);
+        st_wtensor w[2] = {{"adamw.m", ST_F32, 1, {(int64_t)n}, host},
+                           {"adamw.v", ST_F32, 1, {(int64_t)n}, host + n}};
         char *p = cb_path_join(part, STATE_ST);
         rc = st_write(p, w, 2, err);
         free(p);
     }
+    free(host);
     if (!rc) {
         if (r->n_hist == r->cap_hist)
             r->hist = cb_xrealloc(r->hist, (size_t)(r->cap_hist = r->cap_hist ? 2 * r->cap_hist : 16) *
                                                sizeof(ckpt_info));
         r->hist[r->n_hist++] = (ckpt_info){step, vl, mrr};
         char seed[32];
-        snprintf(seed, sizeof seed, "%llu", (unsigned long long)s->acts.seed);
+        snprintf(seed, sizeof seed, "%llu", (unsigned long long)step_dropout_state(s));
         json_t *j = json_pack("{s:i, s:I, s:s, s:f, s:I, s:I, s:I, s:o, s:o}", "version", 1, "step",
                               (json_int_t)step, "dropout_state", seed, "loss_ema", r->ema, "steps_per_epoch",
                               (json_int_t)r->spe, "total_steps", (json_int_t)r->total, "train_triples",
@@ -725,7 +710,7 @@ static int save_checkpoint(run *r, int validate_it, cb_err *err) {
 /* ---- curve ------------------------------------------------------------- */
 
 static void write_curve(const run *r) {
-    long n = r->s.t;
+    long n = step_count(&r->s);
     if (n <= 0 || !r->loss_hist) return;
     const int W = 800, Hh = 360, L = 60, R = 70, T = 30, B = 40;
     int np = n < 1000 ? (int)n : 1000;
@@ -844,13 +829,18 @@ static int load_state(run *r, const char *dir, json_t *j, cb_err *err) {
     free(p);
     if (rc) return -1;
     int64_t shape[1] = {(int64_t)s->n};
-    rc = st_read_f32(&f, "adamw.m", s->m, 1, shape, err);
-    if (!rc) rc = st_read_f32(&f, "adamw.v", s->v, 1, shape, err);
+    float *host = cb_malloc(s->n * sizeof(float), "AdamW's moments", err);
+    rc = host ? st_read_f32(&f, "adamw.m", host, 1, shape, err) : -1;
+    if (!rc) {
+        step_set(s, STEP_ADAM_M, host);
+        rc = st_read_f32(&f, "adamw.v", host, 1, shape, err);
+    }
+    if (!rc) step_set(s, STEP_ADAM_V, host);
+    free(host);
     st_close(&f);
     if (rc) return -1;
-    s->t = (long)json_integer_value(json_object_get(j, "step"));
     const char *ds = json_string_value(json_object_get(j, "dropout_state"));
-    s->acts.seed = ds ? strtoull(ds, NULL, 10) : 0;
+    step_restore(s, (long)json_integer_value(json_object_get(j, "step")), ds ? strtoull(ds, NULL, 10) : 0);
     r->ema = json_real_value(json_object_get(j, "loss_ema"));
     json_t *h = json_object_get(j, "history");
     size_t i;
@@ -868,8 +858,8 @@ static int load_state(run *r, const char *dir, json_t *j, cb_err *err) {
         return cb_err_set(err, "%s: the training data changed since this checkpoint (%lld training triples "
                           "then, %zu now)", dir, (long long)json_integer_value(json_object_get(j, "train_triples")),
                           r->n_train);
-    if (s->t > r->total)
-        return cb_err_set(err, "%s: step %ld is past the run's %ld steps", dir, s->t, r->total);
+    if (step_count(s) > r->total)
+        return cb_err_set(err, "%s: step %ld is past the run's %ld steps", dir, step_count(s), r->total);
     return 0;
 }
 
@@ -962,7 +952,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
     /* model and configuration: the base's settings, then the user's */
     colmodel m;
     const char *from = resume ? resume : r->tr->pretrained;
-    if (colmodel_load(&m, from, o->dim, o->seed, err)) {
+    if (colmodel_load(&m, ops_cpu(), from, o->dim, o->seed, err)) {
         cb_err_prefix(err, "model %s", from);
         return -1;
     }
@@ -1113,7 +1103,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
     if (mkdirs(r->run_dir, err)) return -1;
     clean_run_dir(r->run_dir);
     if (resume && load_state(r, resume, *state, err)) return -1;
-    return open_log(r, r->s.t, err);
+    return open_log(r, step_count(&r->s), err);
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -1145,7 +1135,7 @@ int trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     }
     step_state *s = &r.s;
     train_opts *o = &r.o;
-    long start = s->t;
+    long start = step_count(s);
     fprintf(stderr, "colbert: training %s: %zu triples (%zu for training, %d validation queries), batch %d x "
             "%d micro-batches, %ld steps (%ld per epoch), warmup %ld, save every %ld, lr %g, %.1f GiB\n",
             tr->model_name, r.n_triplets, r.n_train, r.has_val ? r.val.nq : 0, r.mq, o->accumsteps, r.total,
@@ -1163,9 +1153,9 @@ int trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     int tty = r.tty = isatty(2) && !o->quiet;
     double t0 = cb_now(), last_draw = 0, alpha = 0.02;
     int interrupted = 0;
-    while (s->t < r.total) {
+    while (step_count(s) < r.total) {
         if (stop_requested) { interrupted = 1; break; }
-        long g = s->t;
+        long g = step_count(s);
         double loss = 0;
         loss_parts lp, sum = {0, 0};
         for (int a = 0; a < o->accumsteps; a++) {
@@ -1177,41 +1167,41 @@ int trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
         }
         double lr;
         float gn = step_update(s, &lr);
-        r.ema = s->t == 1 ? loss : (1 - alpha) * r.ema + alpha * loss;
+        r.ema = step_count(s) == 1 ? loss : (1 - alpha) * r.ema + alpha * loss;
         r.loss_hist[g] = (float)loss;
         r.lr_hist[g] = (float)lr;
         double now = cb_now(), el = now - t0;
-        double rate = (double)(s->t - start) * o->bsize / (el > 0 ? el : 1e-9);
+        double rate = (double)(step_count(s) - start) * o->bsize / (el > 0 ? el : 1e-9);
         fprintf(r.log, "{\"step\":%ld,\"epoch\":%ld,\"loss\":%.7g,\"loss_main\":%.7g,\"loss_ib\":%.7g,"
                 "\"loss_avg\":%.7g,\"lr\":%.7g,\"grad_norm\":%.7g,\"triplets_per_s\":%.4g,\"elapsed_s\":%.3f}\n",
-                s->t, g / r.spe + 1, loss, (double)sum.main, (double)sum.ib, r.ema, lr, (double)gn, rate, el);
+                step_count(s), g / r.spe + 1, loss, (double)sum.main, (double)sum.ib, r.ema, lr, (double)gn, rate, el);
         fflush(r.log);
-        if (!o->quiet && (tty || now - last_draw >= 10 || s->t == r.total || s->t == start + 1)) {
+        if (!o->quiet && (tty || now - last_draw >= 10 || step_count(s) == r.total || step_count(s) == start + 1)) {
             char eta[32], ela[32];
-            fmt_time(eta, sizeof eta, (double)(r.total - s->t) * o->bsize / rate);
+            fmt_time(eta, sizeof eta, (double)(r.total - step_count(s)) * o->bsize / rate);
             fmt_time(ela, sizeof ela, el);
-            int w = 20, fill = (int)((double)w * s->t / r.total);
+            int w = 20, fill = (int)((double)w * step_count(s) / r.total);
             char bar[32];
             for (int i = 0; i < w; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
             bar[w] = 0;
             fprintf(stderr, "%strain %ld/%ld [%s] %3d%% loss %.4f lr %.3g %.1f triplets/s %s ETA %s%s", tty ? "\r\033[K" : "",
-                    s->t, r.total, bar, (int)(100.0 * s->t / r.total), r.ema, lr, rate, ela, eta, tty ? "" : "\n");
+                    step_count(s), r.total, bar, (int)(100.0 * step_count(s) / r.total), r.ema, lr, rate, ela, eta, tty ? "" : "\n");
             last_draw = now;
         }
-        if (s->t % o->save_every == 0 || s->t == r.total) {
+        if (step_count(s) % o->save_every == 0 || step_count(s) == r.total) {
             if (save_checkpoint(&r, 1, err)) { rc = -1; break; }
         }
     }
     if (tty) fputc('\n', stderr);
     if (!rc && interrupted) {
-        if (s->t > start || !o->resume) {
-            if (s->t > 0 && save_checkpoint(&r, 0, err)) rc = -1;
+        if (step_count(s) > start || !o->resume) {
+            if (step_count(s) > 0 && save_checkpoint(&r, 0, err)) rc = -1;
         } else {
             free(tr->last);
             tr->last = cb_xstrdup(o->resume);
         }
         if (!rc)
-            fprintf(stderr, "colbert: interrupted at step %ld/%ld; continue with --resume %s\n", s->t, r.total,
+            fprintf(stderr, "colbert: interrupted at step %ld/%ld; continue with --resume %s\n", step_count(s), r.total,
                     tr->last ? tr->last : "(nothing saved yet)");
     }
     if (!rc && !interrupted && !tr->best) {
@@ -1226,7 +1216,7 @@ int trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (!rc && !interrupted)
-        fprintf(stderr, "colbert: done: %ld steps in %.1f s; best checkpoint %s\n", s->t - start, cb_now() - t0,
+        fprintf(stderr, "colbert: done: %ld steps in %.1f s; best checkpoint %s\n", step_count(s) - start, cb_now() - t0,
                 tr->best ? tr->best : "(none)");
     json_decref(state);
     run_free(&r);

@@ -5,7 +5,7 @@
  * fused multiply-add each); padding columns of K^T zero. The whole attention
  * (forward and backward) is compared with PyTorch in test_bert and
  * test_bert_grad. */
-#include "../src/attn.h"
+#include "../src/cpu/attn.h"
 #include "test.h"
 
 #include <stdint.h>

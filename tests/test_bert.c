@@ -4,15 +4,11 @@
  * queries with [MASK] padding excluded by the attention mask.
  * Tolerance: max abs diff <= 1e-4 on every hidden state. */
 #include "test.h"
+#include "ref.h"
 #include "bert.h"
 #include "safetensors.h"
 
-static const void *raw(const st_file *f, const char *name, size_t *n) {
-    const st_tensor *t = st_find(f, name);
-    if (!t) { fprintf(stderr, "reference tensor %s missing\n", name); exit(2); }
-    *n = (t->end - t->begin) / 4;
-    return f->map + f->data_start + t->begin;
-}
+#define raw ref_raw
 
 /* Run the forward pass over sequences [s0, s1) packed into one batch;
  * return the max abs diff against the reference hidden states. */
@@ -46,7 +42,8 @@ int main(void) {
     const float *hid = raw(&ref, "hidden", &n_hid);
 
     bert_model m;
-    if (bert_load(&m, model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
+    ops_device *dev = ops_cpu();
+    if (bert_load(&m, dev, model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
     int H = m.cfg.hidden_size;
     CHECK(n_hid == n_tok * (size_t)H && n_mask == n_tok);
     uint8_t *mask = malloc(n_tok);
@@ -65,7 +62,7 @@ int main(void) {
 
     /* 1. everything in one packed batch */
     bert_acts a;
-    bert_acts_init(&a, &m.cfg, (int)n_tok, att, 0);
+    CHECK(bert_acts_init(&a, dev, &m.cfg, (int)n_tok, att, 0, &err) == 0);
     float d_all = run_range(&m, &a, ids, lens, mask, hid, off, 0, (int)n_seq);
     printf("test_bert: %zu sequences (%zu tokens, longest %d, %d over 256) in one batch: "
            "max abs diff %.3g\n", n_seq, n_tok, longest, over256, d_all);
@@ -74,7 +71,7 @@ int main(void) {
     /* 2. one sequence at a time: packing must not change any number beyond
      * float noise (training mode buffers, to cover that layout too) */
     bert_acts a2;
-    bert_acts_init(&a2, &m.cfg, longest, (size_t)longest * longest, 1);
+    CHECK(bert_acts_init(&a2, dev, &m.cfg, longest, (size_t)longest * longest, 1, &err) == 0);
     a2.p_hidden = a2.p_att = 0;  /* parity runs without dropout */
     float d_one = 0;
     for (size_t s = 0; s < n_seq; s++) {
@@ -86,10 +83,10 @@ int main(void) {
 
     /* 3. kernels on small known values */
     float x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 1, 1}, bb[4] = {0, 0, 0, 0}, y[4], mean, rstd;
-    layernorm_forward(y, &mean, &rstd, x, w, bb, 1, 4, 0);
+    ops_layernorm_forward(dev, y, &mean, &rstd, x, w, bb, 1, 4, 0);
     CHECK(fabsf(mean - 2.5f) < 1e-6f && fabsf(y[0] + 1.3416408f) < 1e-5f);
     float g_in[3] = {-1, 0, 1}, g[3];
-    gelu_forward(g, g_in, 3);
+    ops_gelu_forward(dev, g, g_in, 3);
     CHECK(fabsf(g[0] + 0.15865525f) < 1e-6f && g[1] == 0 && fabsf(g[2] - 0.84134475f) < 1e-6f);
 
     bert_acts_free(&a);

@@ -10,27 +10,12 @@
  * 3. Dropout: the kept fraction, the 1/(1-p) scale, and that backward uses
  *    the forward's mask. */
 #include "test.h"
+#include "ref.h"
 #include "bert.h"
 #include "safetensors.h"
 
-static const void *raw(const st_file *f, const char *name, size_t *n) {
-    const st_tensor *t = st_find(f, name);
-    if (!t) { fprintf(stderr, "reference tensor %s missing\n", name); exit(2); }
-    if (n) *n = (t->end - t->begin) / 4;
-    return f->map + f->data_start + t->begin;
-}
-
-static double rel_err(const float *a, const float *b, size_t n, double *maxabs) {
-    double num = 0, den = 0, mx = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - b[i];
-        num += d * d;
-        den += (double)b[i] * b[i];
-        if (fabs(d) > mx || d != d) mx = fabs(d);
-    }
-    if (maxabs) *maxabs = mx;
-    return sqrt(num) / (sqrt(den) + 1e-30);
-}
+#define raw ref_raw
+#define rel_err ref_rel_l2
 
 struct gslice { const char *name; float *p; size_t n; };
 
@@ -55,23 +40,24 @@ static void test_pytorch(void) {
     float ref_loss = *(const float *)raw(&ref, "loss", NULL);
 
     bert_model m;
-    if (bert_load(&m, model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
+    ops_device *dev = ops_cpu();
+    if (bert_load(&m, dev, model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
     int H = m.cfg.hidden_size, L = m.cfg.num_hidden_layers;
     uint8_t *mask = malloc(n_tok);
     for (size_t i = 0; i < n_tok; i++) mask[i] = (uint8_t)mask32[i];
     size_t att = 0;
     for (size_t s = 0; s < n_seq; s++) att += (size_t)lens[s] * lens[s];
     bert_acts a;
-    bert_acts_init(&a, &m.cfg, (int)n_tok, att, 1);
+    CHECK(bert_acts_init(&a, dev, &m.cfg, (int)n_tok, att, 1, &err) == 0);
     a.p_hidden = a.p_att = 0;
     bert_grads g;
-    bert_grads_init(&g, &m);
+    CHECK(bert_grads_init(&g, &m, &err) == 0);
     bert_batch b = {.n_seq = (int)n_seq, .seq_len = (const int *)lens, .ids = ids, .mask = mask};
     bert_forward(&m, &a, &b);
     double loss = loss_of(bert_output(&m, &a), R, n_tok * H);
     float *d = malloc(n_tok * H * sizeof(float));
     memcpy(d, R, n_tok * H * sizeof(float));
-    bert_backward(&m, &a, &g, &b, d);
+    bert_backward(&m, &a, &g, d);
     double lerr = fabs(loss - ref_loss) / fabs(ref_loss);
     printf("test_bert_grad: loss %.6f vs PyTorch %.6f (rel err %.2g)\n", loss, ref_loss, lerr);
     CHECK_MSG(lerr <= 1e-5, "loss rel err %g", lerr);
@@ -169,6 +155,7 @@ static void test_finite_differences(void) {
     c->layer_norm_eps = 1e-5f;
     bert_param_sizes(c, m.sizes);
     for (int i = 0; i < BP_COUNT; i++) m.n_params += m.sizes[i];
+    m.dev = ops_cpu();   /* CPU device memory is host memory: set the weights directly */
     m.params = malloc(m.n_params * sizeof(float));
     float *p = m.params;
     for (int i = 0; i < BP_COUNT; i++) { m.t[i] = p; p += m.sizes[i]; }
@@ -185,14 +172,15 @@ static void test_finite_differences(void) {
     for (int i = 0; i < T * 8; i++) R[i] = frand();
     bert_batch b = {.n_seq = 3, .seq_len = lens, .ids = ids, .type_ids = types, .mask = mask};
     bert_acts a;
-    bert_acts_init(&a, c, T, 49 + 9 + 25, 1);
+    cb_err err = {{0}};
+    CHECK(bert_acts_init(&a, m.dev, c, T, 49 + 9 + 25, 1, &err) == 0);
     a.p_hidden = a.p_att = 0;
     bert_grads g;
-    bert_grads_init(&g, &m);
+    CHECK(bert_grads_init(&g, &m, &err) == 0);
     bert_forward(&m, &a, &b);
     float d[15 * 8];
     memcpy(d, R, sizeof d);
-    bert_backward(&m, &a, &g, &b, d);
+    bert_backward(&m, &a, &g, d);
 
     static const char *names[BP_COUNT] = {"word_emb", "pos_emb", "type_emb", "emb_ln_w", "emb_ln_b",
         "qkv_w", "qkv_b", "atto_w", "atto_b", "ln1_w", "ln1_b", "ffu_w", "ffu_b", "ffd_w", "ffd_b",
@@ -228,16 +216,16 @@ static void test_dropout(void) {
     /* kept fraction and scale */
     size_t n = 200000, kept = 0;
     float p = 0.1f;
-    for (size_t i = 0; i < n; i++) kept += (size_t)dropout_keep(1234, 5, i, p);
+    for (size_t i = 0; i < n; i++) kept += (size_t)ops_dropout_keep(1234, 5, i, p);
     double frac = 1.0 - (double)kept / (double)n;
     printf("test_bert_grad: dropout p=0.1 zeroed %.4f of %zu elements\n", frac, n);
     CHECK(fabs(frac - 0.1) < 0.005);
-    CHECK(dropout_keep(1, 2, 3, 0.0f) == 1);
+    CHECK(ops_dropout_keep(1, 2, 3, 0.0f) == 1);
     /* determinism: same seed same mask, other seed another mask */
     int same = 1, diff = 0;
     for (size_t i = 0; i < 1000; i++) {
-        same &= dropout_keep(7, 1, i, p) == dropout_keep(7, 1, i, p);
-        diff += dropout_keep(7, 1, i, p) != dropout_keep(8, 1, i, p);
+        same &= ops_dropout_keep(7, 1, i, p) == ops_dropout_keep(7, 1, i, p);
+        diff += ops_dropout_keep(7, 1, i, p) != ops_dropout_keep(8, 1, i, p);
     }
     CHECK(same && diff > 0);
     /* in the model: forward output scaled by 1/(1-p) where kept; backward
@@ -250,6 +238,7 @@ static void test_dropout(void) {
     c->layer_norm_eps = 1e-5f;
     bert_param_sizes(c, m.sizes);
     for (int i = 0; i < BP_COUNT; i++) m.n_params += m.sizes[i];
+    m.dev = ops_cpu();
     m.params = malloc(m.n_params * sizeof(float));
     float *q = m.params;
     for (int i = 0; i < BP_COUNT; i++) { m.t[i] = q; q += m.sizes[i]; }
@@ -260,10 +249,11 @@ static void test_dropout(void) {
     for (int i = 0; i < 80; i++) R[i] = frand();
     bert_batch b = {.n_seq = 2, .seq_len = lens, .ids = ids};
     bert_acts a;
-    bert_acts_init(&a, c, 10, 52, 1);
+    cb_err err = {{0}};
+    CHECK(bert_acts_init(&a, m.dev, c, 10, 52, 1, &err) == 0);
     a.p_hidden = 0.3f; a.p_att = 0.2f; a.seed = 99;
     bert_grads g;
-    bert_grads_init(&g, &m);
+    CHECK(bert_grads_init(&g, &m, &err) == 0);
     bert_forward(&m, &a, &b);
     /* embeddings: emb_out = LN(emb) * mask / (1 - p) */
     int ok = 1, zeros = 0;
@@ -276,7 +266,7 @@ static void test_dropout(void) {
     CHECK(ok && zeros > 0);
     float d[80];
     memcpy(d, R, sizeof d);
-    bert_backward(&m, &a, &g, &b, d);
+    bert_backward(&m, &a, &g, d);
     double num = 0, den = 0;
     for (size_t j = 0; j < m.n_params; j += 7) {
         float *w = m.params + j, save = *w, h = 1e-2f;

@@ -11,10 +11,11 @@
  *   3. 10 steps of clipping + AdamW + warmup/decay schedule equal to
  *      clip_grad_norm_ + torch.optim.AdamW + LambdaLR (rel. 1e-6)
  *   4. finite differences for every backward kernel on small random shapes
- *   5. dropout masks (bert.c's dropout_keep) keep 1 - p of the elements
+ *   5. dropout masks (ops_dropout_keep, ops.h) keep 1 - p of the elements
  *   6. a new projection is a reproducible Normal(0, std)
  * rel. err of a tensor = max |c - ref| / max |ref|. */
 #include "test.h"
+#include "ref.h"
 #include "bert.h"
 #include "colbert.h"
 #include "loss.h"
@@ -28,24 +29,31 @@ static st_file ref;
 
 static const void *raw(const char *name, size_t *n, size_t esize) {
     const st_tensor *t = st_find(&ref, name);
-    if (!t) { fprintf(stderr, "reference tensor %s missing\n", name); exit(2); }
-    CHECK_MSG(st_dtype_size(t->dtype) == esize, "%s: element size %zu, expected %zu", name,
+    CHECK_MSG(!t || st_dtype_size(t->dtype) == esize, "%s: element size %zu, expected %zu", name,
               st_dtype_size(t->dtype), esize);
-    if (n) *n = (t->end - t->begin) / esize;
-    return ref.map + ref.data_start + t->begin;
+    return ref_raw(&ref, name, n);
 }
 static const float *rf(const char *name, size_t *n) { return raw(name, n, 4); }
 static const int32_t *ri(const char *name, size_t *n) { return raw(name, n, 4); }
 static double rd(const char *name, size_t i) { return ((const double *)raw(name, NULL, 8))[i]; }
 
-static float rel_err(const float *a, const float *b, size_t n) {
-    double diff = 0, mag = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= diff)) diff = d;  /* NaN counts as worst */
-        if (fabs(b[i]) > mag) mag = fabs(b[i]);
+static float rel_err(const float *a, const float *b, size_t n) { return (float)ref_rel_max(a, b, n); }
+
+/* The CPU backend runs every op of this test; its device memory is host
+ * memory, so the buffers here are plain arrays. */
+#define CPU ops_cpu()
+
+static void maxsim_forward(float *S, int32_t *am, float *sim, const float *qv, const float *dv, const int *doff,
+                           const uint8_t *keep, int group, int nq, int nd, int Lq, int D) {
+    int G = group > 0 ? group : nd;
+    size_t rows = 0;
+    for (int q = 0; q < nq; q++) {
+        int lo = group > 0 ? q * group : 0;
+        size_t r = (size_t)(doff[lo + G] - doff[lo]);
+        if (r > rows) rows = r;
     }
-    return (float)(diff / (mag > 0 ? mag : 1));
+    ops_work w = {sim, (size_t)Lq * rows * sizeof(float)};
+    ops_maxsim_forward(CPU, S, am, qv, dv, doff, doff, keep, group, nq, nd, Lq, D, &w);
 }
 
 /* ---- 1. token layout ----------------------------------------------------- */
@@ -116,23 +124,23 @@ static float run_step(step_bufs *s, float *scores, float *ib_scores, int relu, i
     memset(s->d_out, 0, (size_t)s->T * D * sizeof(float));
     memset(s->d_hidden, 0, (size_t)s->T * s->H * sizeof(float));
     memset(s->d_linear, 0, (size_t)D * s->H * sizeof(float));
-    colbert_head_forward(s->out, s->proj, s->norm, s->hidden, s->linear, s->keep, relu, s->T, s->H, D);
+    colbert_head_forward(CPU, s->out, s->proj, s->norm, s->hidden, s->linear, s->keep, relu, s->T, s->H, D);
     const float *dv = s->out + (size_t)s->Tq * D;
     float total = 0;
     int cols = loss_score_cols(&lc, mb), group = ib ? 0 : nway;
     for (int m = 0; m < accum; m++) {
         const float *qv = s->out + (size_t)m * mb * Lq * D;
         const int *doff = s->d_off + m * nd;
-        colbert_maxsim_forward(s->S, s->argmax, s->sim, qv, dv, doff, s->keep + s->Tq, group, mb, nd, Lq, D);
-        total += loss_forward_backward(s->dS, NULL, s->S, teacher ? teacher + m * nd : NULL, &lc, mb);
-        colbert_maxsim_backward(s->d_out + (size_t)m * mb * Lq * D, s->d_out + (size_t)s->Tq * D, s->dS,
+        maxsim_forward(s->S, s->argmax, s->sim, qv, dv, doff, s->keep + s->Tq, group, mb, nd, Lq, D);
+        total += ops_loss(CPU, s->dS, NULL, s->S, teacher ? teacher + m * nd : NULL, &lc, mb);
+        ops_maxsim_backward(CPU, s->d_out + (size_t)m * mb * Lq * D, s->d_out + (size_t)s->Tq * D, s->dS,
                                 s->argmax, qv, dv, group, mb, nd, Lq, D);
         for (int b = 0; b < mb; b++)
             for (int k = 0; k < nway; k++)
                 scores[(m * mb + b) * nway + k] = s->S[b * cols + (ib ? b * nway : 0) + k];
         if (ib) memcpy(ib_scores + (size_t)m * mb * cols, s->S, (size_t)mb * cols * sizeof(float));
     }
-    colbert_head_backward(s->d_hidden, s->d_linear, s->d_out, s->out, s->proj, s->norm, s->hidden, s->linear,
+    colbert_head_backward(CPU, s->d_hidden, s->d_linear, s->d_out, s->out, s->proj, s->norm, s->hidden, s->linear,
                           s->keep, relu, s->T, s->H, D);
     return total;
 }
@@ -237,13 +245,13 @@ static void test_adamw(void) {
     int clipped = 0;
     for (int s = 0; s < steps; s++) {
         memcpy(g, grads + (size_t)s * n, n * sizeof(float));
-        float norm = optim_clip_grad_norm(g, n, 2.0f);
+        float norm = ops_clip_grad_norm(CPU, g, n, 2.0f);
         clipped += norm > 2.0f;
         CHECK_MSG(fabsf(norm - norms[s]) <= 1e-5f * norms[s], "step %d: grad norm %g, torch %g", s, norm, norms[s]);
         double lr = optim_lr(1e-3, s, 3, 12);
         CHECK_MSG(fabs(lr - rd("adam_lr", (size_t)s)) <= 1e-15, "step %d: lr %g, torch %g", s, lr, rd("adam_lr", (size_t)s));
         adamw_config c = adamw_default(lr);
-        adamw_update(p, g, m, v, n, &c, s + 1);
+        ops_adamw(CPU, p, g, m, v, n, &c, s + 1);
         const float *r = after + (size_t)s * n;
         for (size_t i = 0; i < n; i++) {
             float e = fabsf(p[i] - r[i]) / fmaxf(fabsf(r[i]), 1e-3f);
@@ -312,24 +320,24 @@ static double dot_d(const float *a, const float *b, size_t n) {
 }
 static double fn_normalize(void *p) {
     fd_ctx *c = p;
-    colbert_normalize_forward(c->out, c->norm, c->proj, FT, FD);
+    ops_l2norm_forward(CPU, c->out, c->norm, c->proj, FT, FD);
     return dot_d(c->w, c->out, FT * FD);
 }
 static double fn_head(void *p) {
     fd_ctx *c = p;
-    colbert_head_forward(c->out, c->proj, c->norm, c->hidden, c->linear, c->keep, c->relu, FT, FH, FD);
+    colbert_head_forward(CPU, c->out, c->proj, c->norm, c->hidden, c->linear, c->keep, c->relu, FT, FH, FD);
     return dot_d(c->w, c->out, FT * FD);
 }
 static double fn_maxsim(void *p) {
     fd_ctx *c = p;
     int nd = FNQ * FNW, G = c->group ? c->group : nd;
-    colbert_maxsim_forward(c->S, c->am, c->sim, c->qv, c->dv, c->d_off, c->keep, c->group, FNQ, nd, FLQ, FD);
+    maxsim_forward(c->S, c->am, c->sim, c->qv, c->dv, c->d_off, c->keep, c->group, FNQ, nd, FLQ, FD);
     return dot_d(c->wS, c->S, (size_t)FNQ * G);
 }
 static double fn_loss(void *p) {
     fd_ctx *c = p;
     loss_config lc = {.nway = FNW + 1, .use_ib_negatives = c->ib, .distillation_alpha = 0.7f, .accumsteps = 2};
-    return loss_forward_backward(c->dx, NULL, c->x, c->kl ? c->t : NULL, &lc, c->B);
+    return ops_loss(CPU, c->dx, NULL, c->x, c->kl ? c->t : NULL, &lc, c->B);
 }
 
 static void test_finite_differences(void) {
@@ -340,7 +348,7 @@ static void test_finite_differences(void) {
     fill(c.w, FT * FD, 1.0f);
     fn_normalize(&c);
     memcpy(dout, c.w, sizeof dout);
-    colbert_normalize_backward(g, dout, c.out, c.norm, FT, FD);
+    ops_l2norm_backward(CPU, g, dout, c.out, c.norm, FT, FD);
     fd_check("normalize", fn_normalize, &c, c.proj, g, FT * FD, 1e-3f);
 
     /* head: projection, ReLU, keep mask, normalize; wrt hidden and linear */
@@ -353,7 +361,7 @@ static void test_finite_differences(void) {
         memcpy(dout, c.w, sizeof dout);
         memset(g, 0, sizeof g);
         memset(gl, 0, sizeof gl);
-        colbert_head_backward(g, gl, dout, c.out, c.proj, c.norm, c.hidden, c.linear, c.keep, relu, FT, FH, FD);
+        colbert_head_backward(CPU, g, gl, dout, c.out, c.proj, c.norm, c.hidden, c.linear, c.keep, relu, FT, FH, FD);
         fd_check(relu ? "head+relu d_hidden" : "head d_hidden", fn_head, &c, c.hidden, g, FT * FH, 1e-3f);
         fd_check(relu ? "head+relu d_linear" : "head d_linear", fn_head, &c, c.linear, gl, FD * FH, 1e-3f);
         float gmasked = 0;
@@ -374,7 +382,7 @@ static void test_finite_differences(void) {
         fill(c.wS, sizeof c.wS / 4, 1.0f);
         fn_maxsim(&c);
         float gq[FNQ * FLQ * FD] = {0}, gd[FT * FD] = {0};
-        colbert_maxsim_backward(gq, gd, c.wS, c.am, c.qv, c.dv, group, FNQ, FNQ * FNW, FLQ, FD);
+        ops_maxsim_backward(CPU, gq, gd, c.wS, c.am, c.qv, c.dv, group, FNQ, FNQ * FNW, FLQ, FD);
         fd_check(group ? "maxsim nway d_q" : "maxsim all d_q", fn_maxsim, &c, c.qv, gq, sizeof gq / 4, 1e-3f);
         fd_check(group ? "maxsim nway d_d" : "maxsim all d_d", fn_maxsim, &c, c.dv, gd, sizeof gd / 4, 1e-3f);
         float gm = 0;
@@ -400,7 +408,7 @@ static void test_finite_differences(void) {
             memcpy(only_main, gx, sizeof gx);
             loss_config lc = {.nway = FNW + 1, .use_ib_negatives = 0, .distillation_alpha = 0.7f, .accumsteps = 2};
             float xs[6] = {c.x[0], c.x[1], c.x[2], c.x[9], c.x[10], c.x[11]}, ds[6];
-            loss_forward_backward(ds, NULL, xs, c.kl ? c.t : NULL, &lc, 2);
+            ops_loss(CPU, ds, NULL, xs, c.kl ? c.t : NULL, &lc, 2);
             CHECK_MSG(fabsf(only_main[1] - ds[1]) < 1e-6f && fabsf(only_main[2] - ds[2]) < 1e-6f,
                       "%s: own negatives of query 0 take part in the ib loss", names[v]);
         }
@@ -413,11 +421,18 @@ static void test_dropout(void) {
     const float ps[] = {0.1f, 0.5f};
     for (int k = 0; k < 2; k++) {
         size_t n = 1 << 20, kept = 0, same = 0;
+        /* the dropout op keeps exactly the elements the hash says, scaled */
+        float *x = malloc(n * sizeof(float));
+        uint8_t *mk = malloc(n);
+        for (size_t i = 0; i < n; i++) x[i] = 1.0f;
+        ops_dropout_forward(CPU, x, mk, n, ps[k], 1234, 7);
         for (size_t i = 0; i < n; i++) {
-            int a = dropout_keep(1234, 7, i, ps[k]);
+            int a = ops_dropout_keep(1234, 7, i, ps[k]);
             kept += a;
-            same += a == dropout_keep(1234, 7, i, ps[k]);
+            same += a == mk[i] && x[i] == (a ? 1.0f / (1.0f - ps[k]) : 0.0f);
         }
+        free(x);
+        free(mk);
         double frac = 1.0 - (double)kept / n, sd = sqrt(ps[k] * (1 - ps[k]) / n);
         printf("test_colbert_head: dropout p %.2f drops %.4f of %zu\n", ps[k], frac, n);
         CHECK_MSG(fabs(frac - ps[k]) <= 5 * sd, "dropout p %g dropped %g", ps[k], frac);

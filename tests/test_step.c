@@ -10,42 +10,31 @@
  *   - 10 AdamW steps with warmup: every step's loss within 1e-4, the final
  *     parameters within 1e-4 relative. */
 #include "test.h"
+#include "ref.h"
 #include "model.h"
 #include "safetensors.h"
 #include "step.h"
 
 static st_file ref;
-static const void *raw(const char *name, size_t *n) {
-    const st_tensor *t = st_find(&ref, name);
-    if (!t) { fprintf(stderr, "reference tensor %s missing\n", name); exit(2); }
-    if (n) *n = (t->end - t->begin) / (t->dtype == ST_F64 ? 8 : 4);
-    return ref.map + ref.data_start + t->begin;
-}
+static const void *raw(const char *name, size_t *n) { return ref_raw(&ref, name, n); }
 
-static double rel_err(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - b[i];
-        num += d * d;
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num) / (sqrt(den) + 1e-30);
-}
-
-/* Compare every tensor of `block` (the step's gradient or parameter block)
+/* Compare every tensor of the step's block `which` (gradients or parameters)
  * with reference tensors "<prefix><HF name>" and "<prefix>linear". key.bias
  * gradients are analytically zero (softmax ignores a constant per row):
  * they are checked to be ~0 instead. Returns the worst rel err. */
-static double compare_block(const step_state *s, const float *block, const char *prefix, double tol,
+static double compare_block(const step_state *s, step_block which, const char *prefix, double tol,
                             int key_bias_zero, double key_bias_abs) {
-    int nt = bert_named_count(&s->bert.cfg);
+    const bert_config *bc = step_bert_config(s);
+    int nt = bert_named_count(bc);
     bert_named *names = malloc((size_t)nt * sizeof *names);
-    bert_named_tensors(&s->bert, names);
+    bert_named_tensors(bc, names);
+    float *block = malloc(s->n * sizeof(float));
+    step_get(s, which, block);
     double worst = 0;
     char worst_name[128] = "";
     for (int i = 0; i <= nt; i++) {
         const char *nm = i < nt ? names[i].name : "linear";
-        size_t off = i < nt ? names[i].offset : (size_t)(s->linear - s->params);
+        size_t off = i < nt ? names[i].offset : step_linear_offset(s);
         size_t cnt = i < nt ? names[i].n : (size_t)s->D * s->H;
         char key[160];
         snprintf(key, sizeof key, "%s%s", prefix, nm);
@@ -61,12 +50,13 @@ static double compare_block(const step_state *s, const float *block, const char 
             CHECK_MSG(big <= key_bias_abs, "%s: %.3g > %.3g", key, big, key_bias_abs);
             continue;
         }
-        double e = rel_err(block + off, r, n);
+        double e = ref_rel_l2(block + off, r, n, NULL);
         CHECK_MSG(e <= tol, "%s: rel err %.3g > %.3g", key, e, tol);
         if (e > worst || e != e) { worst = e; snprintf(worst_name, sizeof worst_name, "%s", nm); }
     }
     printf("    worst tensor %s rel err %.3g\n", worst_name, worst);
     free(names);
+    free(block);
     return worst;
 }
 
@@ -92,7 +82,7 @@ static int make_step(step_state *s, const char *model_dir, const float *linear, 
                      int ib, int relu, int accum, float alpha, double lr) {
     cb_err err = {{0}};
     bert_model bert;
-    if (bert_load(&bert, model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
+    if (bert_load(&bert, ops_cpu(), model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
     tokenizer *tok = tokenizer_load(model_dir, &err);
     if (!tok) { fprintf(stderr, "%s\n", err.msg); exit(2); }
     step_config c;
@@ -136,7 +126,7 @@ static void run_case(const char *model_dir, const refbatch *r, const char *name,
            name, ib, relu, teacher, accum, loss, want, lerr);
     CHECK_MSG(lerr <= 1e-5, "%s: loss rel err %g", name, lerr);
     snprintf(key, sizeof key, "%s.grad.", ref_name);
-    compare_block(&s, s.grads, key, 1e-3, 1, 1e-4);
+    compare_block(&s, STEP_GRADS, key, 1e-3, 1, 1e-4);
     step_free(&s);
 }
 
@@ -204,7 +194,7 @@ int main(void) {
         /* key.bias: its gradient is rounding noise, which AdamW turns into
          * steps of up to lr each; it cannot change any output, so it is
          * checked against that bound instead. */
-        compare_block(&s, s.params, "adam.param.", 1e-4, 0, 10 * 1e-4 * 1.5);
+        compare_block(&s, STEP_PARAMS, "adam.param.", 1e-4, 0, 10 * 1e-4 * 1.5);
         printf("test_step: memory: %.1f MiB in parameters, gradients, AdamW moments, activations "
                "and scratch for %d triplets\n", (double)s.bytes / (1 << 20), r.B);
         step_free(&s);

@@ -1,4 +1,4 @@
-/* attn.c: see attn.h. */
+/* cpu/attn.c: the AVX2 attention tiles; see attn.h. */
 #include "attn.h"
 
 #include <string.h>
