@@ -1,4 +1,4 @@
-/* cli_eval.c: `colbert eval`: nDCG@10, MRR@10, Recall@10 and Recall@100 of a
+/* eval.c: `colbert eval`: nDCG@10, MRR@10, Recall@10 and Recall@100 of a
  * ColBERT model (or of a TREC run file) on a BEIR dataset split. */
 #include "cli.h"
 #include "colmodel.h"
@@ -10,7 +10,6 @@
 #include <math.h>
 #include <string.h>
 
-void cli_set_threads(int n);   /* cli_encode.c */
 
 static const char *EVAL_HELP =
     "usage: colbert eval --model M --dataset DIR [--split S] [options]\n"

@@ -1,4 +1,4 @@
-/* cli_train.c: `colbert train`, the command line of train.h. */
+/* train.c: `colbert train`, the command line of train.h. */
 #include "cli.h"
 #include "common.h"
 #include "train.h"
@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-void cli_set_threads(int n);  /* cli_encode.c */
 
 static void usage(FILE *f) {
     fprintf(f,

@@ -1,4 +1,4 @@
-/* cli_encode.c: `colbert encode`: sentence embeddings or token vectors of
+/* encode.c: `colbert encode`: sentence embeddings or token vectors of
  * each line of a text file, written as .npy. */
 #include "cli.h"
 #include "colmodel.h"
@@ -6,13 +6,7 @@
 #include "npy.h"
 #include "safetensors.h"
 
-#include <errno.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-void openblas_set_num_threads(int);
 
 static const char *ENCODE_HELP =
     "usage: colbert encode --model M --input FILE --output OUT.npy|OUT.safetensors [options]\n"
@@ -41,58 +35,6 @@ static const char *ENCODE_HELP =
     "  --threads N        threads (default: all cores)\n"
     "  --quiet            no progress bar\n"
     "  -h, --help         this help\n";
-
-/* Read the lines of path (or stdin for "-"): *buf holds the text with each
- * line NUL-terminated; returns the count. */
-int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, cb_err *err);
-
-int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, cb_err *err) {
-    size_t n = 0;
-    char *text;
-    if (!strcmp(path, "-")) {
-        size_t cap = 1 << 16;
-        text = cb_xmalloc(cap);
-        size_t got;
-        while ((got = fread(text + n, 1, cap - n - 1, stdin)) > 0) {
-            n += got;
-            if (n + 1 >= cap) text = cb_xrealloc(text, cap *= 2);
-        }
-        text[n] = '\0';
-    } else if (!(text = cb_read_file(path, &n, err))) {
-        return -1;
-    }
-    size_t cap = 1024, count = 0;
-    char **L = cb_xmalloc(cap * sizeof(char *));
-    size_t *N = cb_xmalloc(cap * sizeof(size_t));
-    for (size_t i = 0; i < n;) {
-        size_t j = i;
-        while (j < n && text[j] != '\n') j++;
-        size_t e = j;
-        if (e > i && text[e - 1] == '\r') e--;
-        if (count == cap) {
-            L = cb_xrealloc(L, (cap *= 2) * sizeof(char *));
-            N = cb_xrealloc(N, cap * sizeof(size_t));
-        }
-        text[e] = '\0';
-        L[count] = text + i;
-        N[count] = e - i;
-        count++;
-        i = j + 1;
-    }
-    *buf = text;
-    *lines = L;
-    *lens = N;
-    return (int)count;
-}
-
-void cli_set_threads(int n);
-void cli_set_threads(int n) {
-    if (n <= 0) return;
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#endif
-    openblas_set_num_threads(n);
-}
 
 /* Ragged vectors: OUT.npy [sum lengths, dim] and OUT.lengths.npy [n] int32,
  * or tensors "vectors" and "lengths" in OUT.safetensors. */

@@ -1,4 +1,4 @@
-/* main.c: the `colbert` executable: dispatch to the subcommands of cli.h. */
+/* main.c: the `colbert` executable: dispatch to the commands of cli.h. */
 #include <stdio.h>
 #include <string.h>
 #include "cli.h"

@@ -1,4 +1,4 @@
-/* cli_tokenize.c: `colbert tokenize`: the word-piece ids of each input line,
+/* tokenize.c: `colbert tokenize`: the word-piece ids of each input line,
  * space-separated, one output line per input line, no special tokens. */
 #include "cli.h"
 #include "model.h"

@@ -1,4 +1,4 @@
-/* cli_prepare.c: `colbert prepare`, the command line of prepare.h. */
+/* prepare.c: `colbert prepare`, the command line of prepare.h. */
 #include "cli.h"
 #include "common.h"
 #include "miner.h"
@@ -89,7 +89,6 @@ static int parse_int(const char *opt, const char *s, long long lo, long long hi,
 
 #define MAX_FILES 64
 
-void cli_set_threads(int n);  /* cli_encode.c */
 
 int cli_prepare(int argc, char **argv) {
     prepare_opts o;
