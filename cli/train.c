@@ -1,9 +1,9 @@
 /* train.c: `colbert train`, the command line of train.h. */
+#include "args.h"
 #include "cli.h"
 #include "common.h"
 #include "train.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,96 +72,106 @@ static void usage(FILE *f) {
 "written, exit status 130 / 143.\n");
 }
 
-static int num(const char *opt, const char *s, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (!*s || *end || errno || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "colbert: error: %s: expected a number in [%g, %g], found \"%s\"\n", opt, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
+enum { OPT_MODEL_NAME = 256, OPT_PRETRAINED, OPT_LANGUAGE, OPT_GPUS, OPT_DATA, OPT_BATCH_SIZE, OPT_ACCUMSTEPS,
+       OPT_MAXSTEPS, OPT_EPOCHS, OPT_LR, OPT_WARMUP, OPT_DIM, OPT_DOC_MAXLEN, OPT_QUERY_MAXLEN, OPT_NBITS,
+       OPT_NO_IB_NEGATIVES, OPT_LOSS, OPT_RELU, OPT_NO_DROPOUT, OPT_SEED, OPT_OUTPUT_DIR, OPT_SAVE_EVERY,
+       OPT_KEEP_CHECKPOINTS, OPT_VAL_DATA, OPT_VAL_FRACTION, OPT_VAL_QUERIES, OPT_RESUME, OPT_THREADS, OPT_QUIET };
+static const struct option TRAIN_OPTS[] = {
+    {"model-name", required_argument, NULL, OPT_MODEL_NAME},
+    {"pretrained", required_argument, NULL, OPT_PRETRAINED},
+    {"language", required_argument, NULL, OPT_LANGUAGE},
+    {"gpus", required_argument, NULL, OPT_GPUS},
+    {"data", required_argument, NULL, OPT_DATA},
+    {"batch-size", required_argument, NULL, OPT_BATCH_SIZE},
+    {"accumsteps", required_argument, NULL, OPT_ACCUMSTEPS},
+    {"maxsteps", required_argument, NULL, OPT_MAXSTEPS},
+    {"epochs", required_argument, NULL, OPT_EPOCHS},
+    {"lr", required_argument, NULL, OPT_LR},
+    {"warmup", required_argument, NULL, OPT_WARMUP},
+    {"dim", required_argument, NULL, OPT_DIM},
+    {"doc-maxlen", required_argument, NULL, OPT_DOC_MAXLEN},
+    {"query-maxlen", required_argument, NULL, OPT_QUERY_MAXLEN},
+    {"nbits", required_argument, NULL, OPT_NBITS},
+    {"no-ib-negatives", no_argument, NULL, OPT_NO_IB_NEGATIVES},
+    {"loss", required_argument, NULL, OPT_LOSS},
+    {"relu", no_argument, NULL, OPT_RELU},
+    {"no-dropout", no_argument, NULL, OPT_NO_DROPOUT},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"output-dir", required_argument, NULL, OPT_OUTPUT_DIR},
+    {"save-every", required_argument, NULL, OPT_SAVE_EVERY},
+    {"keep-checkpoints", required_argument, NULL, OPT_KEEP_CHECKPOINTS},
+    {"val-data", required_argument, NULL, OPT_VAL_DATA},
+    {"val-fraction", required_argument, NULL, OPT_VAL_FRACTION},
+    {"val-queries", required_argument, NULL, OPT_VAL_QUERIES},
+    {"resume", required_argument, NULL, OPT_RESUME},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"help", no_argument, NULL, 'h'},
+    {0, 0, 0, 0}};
 
-static int integer(const char *opt, const char *s, double v) {
-    if (v == (double)(long long)v) return 0;
-    fprintf(stderr, "colbert: error: %s: expected an integer, found \"%s\"\n", opt, s);
-    return -1;
-}
+#define MAXSTEPS_MAX 1000000000000000LL   /* 1e15: bounds of the step counts */
 
 int cli_train(int argc, char **argv) {
     train_opts o;
     train_opts_default(&o);
     const char *name = NULL, *pretrained = NULL, *lang = "en";
-    int gpus = -1, threads = 0, others = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        if (!strcmp(a, "--no-ib-negatives")) { o.use_ib_negatives = 0; others++; continue; }
-        if (!strcmp(a, "--relu")) { o.relu = 1; others++; continue; }
-        if (!strcmp(a, "--no-dropout")) { o.dropout = 0; others++; continue; }
-        if (!strcmp(a, "--quiet")) { o.quiet = 1; continue; }
-        if (i + 1 >= argc || strncmp(a, "--", 2)) {
-            fprintf(stderr, "colbert: error: %s: %s\n", a, strncmp(a, "--", 2) ? "unexpected argument" : "missing value");
-            usage(stderr);
-            return 2;
-        }
-        const char *v = argv[++i];
-        double x;
+    int gpus = -1, threads = 0;
+    int others = 0;   /* options that set the run up: --resume ignores them */
+    cli_args a;
+    cli_args_init(&a, "train", argc, argv, TRAIN_OPTS);
+    for (int c; (c = cli_args_next(&a)) != -1;) {
+        const char *v = a.arg;
+        long long n = 0;
+        double x = 0;
         int bad = 0;
-#define INT(flag, lo, hi, dst) else if (!strcmp(a, flag)) { \
-            bad = num(a, v, lo, hi, &x) || integer(a, v, x); dst = (__typeof__(dst))x; others++; }
-        if (!strcmp(a, "--model-name")) name = v;
-        else if (!strcmp(a, "--pretrained")) { pretrained = v; others++; }
-        else if (!strcmp(a, "--language")) { lang = v; others++; }
-        else if (!strcmp(a, "--data")) { o.data_dir = v; others++; }
-        else if (!strcmp(a, "--output-dir")) { o.output_dir = v; others++; }
-        else if (!strcmp(a, "--val-data")) { o.val_data = v; others++; }
-        else if (!strcmp(a, "--resume")) o.resume = v;
-        else if (!strcmp(a, "--loss")) {
-            if (strcmp(v, "colbert") && strcmp(v, "contrastive")) {
-                fprintf(stderr, "colbert: error: --loss: expected colbert or contrastive, found \"%s\"\n", v);
-                return 2;
-            }
+        switch (c) {
+        case 'h': usage(stdout); return 0;
+        /* what --resume keeps using */
+        case OPT_MODEL_NAME: name = v; break;
+        case OPT_RESUME: o.resume = v; break;
+        case OPT_KEEP_CHECKPOINTS: bad = cli_args_int(&a, 0, 1000000, &n); o.keep_checkpoints = (int)n; break;
+        case OPT_THREADS: bad = cli_args_int(&a, 0, 4096, &n); threads = (int)n; break;
+        case OPT_QUIET: o.quiet = 1; break;
+        /* the run's own settings */
+        case OPT_PRETRAINED: pretrained = v; others++; break;
+        case OPT_LANGUAGE: lang = v; others++; break;
+        case OPT_DATA: o.data_dir = v; others++; break;
+        case OPT_OUTPUT_DIR: o.output_dir = v; others++; break;
+        case OPT_VAL_DATA: o.val_data = v; others++; break;
+        case OPT_NO_IB_NEGATIVES: o.use_ib_negatives = 0; others++; break;
+        case OPT_RELU: o.relu = 1; others++; break;
+        case OPT_NO_DROPOUT: o.dropout = 0; others++; break;
+        case OPT_LOSS:
+            if (strcmp(v, "colbert") && strcmp(v, "contrastive"))
+                return cli_args_bad_value(&a, "colbert or contrastive");
             o.contrastive = !strcmp(v, "contrastive");
             others++;
-        }
-        else if (!strcmp(a, "--warmup") && !strcmp(v, "auto")) { o.warmup = -1; others++; }
-        INT("--gpus", -1, 1024, gpus)
-        INT("--batch-size", 1, 65536, o.bsize)
-        INT("--accumsteps", 1, 65536, o.accumsteps)
-        INT("--maxsteps", 1, 1e15, o.maxsteps)
-        INT("--epochs", 1, 1e6, o.epochs)
-        INT("--warmup", 0, 1e15, o.warmup)
-        INT("--dim", 1, 4096, o.dim)
-        INT("--doc-maxlen", 4, 1e6, o.doc_maxlen)
-        INT("--query-maxlen", 4, 1e6, o.query_maxlen)
-        INT("--nbits", 1, 8, o.nbits)
-        else if (!strcmp(a, "--seed")) {
-            char *end;
-            errno = 0;
-            o.seed = strtoull(v, &end, 10);
-            if (!*v || *end || errno || *v == '-') {
-                fprintf(stderr, "colbert: error: --seed: expected an unsigned integer, found \"%s\"\n", v);
-                bad = 1;
-            }
+            break;
+        case OPT_WARMUP:
+            if (!strcmp(v, "auto")) o.warmup = -1;
+            else if (v[strspn(v, "0123456789")]) return cli_args_bad_value(&a, "an integer >= 0 or auto");
+            else if (!(bad = cli_args_int(&a, 0, MAXSTEPS_MAX, &n))) o.warmup = (long)n;
             others++;
+            break;
+        case OPT_GPUS: bad = cli_args_int(&a, -1, 1024, &n); gpus = (int)n; others++; break;
+        case OPT_BATCH_SIZE: bad = cli_args_int(&a, 1, 65536, &n); o.bsize = (int)n; others++; break;
+        case OPT_ACCUMSTEPS: bad = cli_args_int(&a, 1, 65536, &n); o.accumsteps = (int)n; others++; break;
+        case OPT_MAXSTEPS: bad = cli_args_int(&a, 1, MAXSTEPS_MAX, &n); o.maxsteps = (long)n; others++; break;
+        case OPT_EPOCHS: bad = cli_args_int(&a, 1, 1000000, &n); o.epochs = (int)n; others++; break;
+        case OPT_DIM: bad = cli_args_int(&a, 1, 4096, &n); o.dim = (int)n; others++; break;
+        case OPT_DOC_MAXLEN: bad = cli_args_int(&a, 4, 1000000, &n); o.doc_maxlen = (int)n; others++; break;
+        case OPT_QUERY_MAXLEN: bad = cli_args_int(&a, 4, 1000000, &n); o.query_maxlen = (int)n; others++; break;
+        case OPT_NBITS: bad = cli_args_int(&a, 1, 8, &n); o.nbits = (int)n; others++; break;
+        case OPT_SEED: bad = cli_args_u64(&a, &o.seed); others++; break;
+        case OPT_SAVE_EVERY: bad = cli_args_int(&a, 1, MAXSTEPS_MAX, &n); o.save_every = (long)n; others++; break;
+        case OPT_VAL_QUERIES: bad = cli_args_int(&a, 1, 1000000, &n); o.val_queries = (int)n; others++; break;
+        case OPT_LR: bad = cli_args_float(&a, 1e-12, 1, &x); o.lr = x; others++; break;
+        case OPT_VAL_FRACTION: bad = cli_args_float(&a, 0, 0.99, &x); o.val_fraction = x; others++; break;
+        default: return CLI_USAGE;
         }
-        INT("--save-every", 1, 1e15, o.save_every)
-        INT("--val-queries", 1, 1e6, o.val_queries)
-        else if (!strcmp(a, "--keep-checkpoints")) { bad = num(a, v, 0, 1e6, &x); o.keep_checkpoints = (int)x; }
-        else if (!strcmp(a, "--threads")) { bad = num(a, v, 0, 4096, &x); threads = (int)x; }
-        else if (!strcmp(a, "--lr")) { bad = num(a, v, 1e-12, 1, &x); o.lr = x; others++; }
-        else if (!strcmp(a, "--val-fraction")) { bad = num(a, v, 0, 0.99, &x); o.val_fraction = x; others++; }
-        else {
-            fprintf(stderr, "colbert: error: unknown option %s\n", a);
-            usage(stderr);
-            return 2;
-        }
-#undef INT
-        if (bad) return 2;
+        if (bad) return CLI_USAGE;
     }
+    if (cli_args_positional(&a, NULL, 0) < 0) return CLI_USAGE;
     if (o.resume) {
         if (others)
             fprintf(stderr, "colbert: note: --resume continues the run with its own options; only "
@@ -169,9 +179,8 @@ int cli_train(int argc, char **argv) {
         if (!name) name = "resumed";
         if (!pretrained) pretrained = o.resume;
     } else if (!name || !pretrained || !o.data_dir) {
-        fprintf(stderr, "colbert: error: %s is required\n", !name ? "--model-name" : !pretrained ? "--pretrained" : "--data");
-        usage(stderr);
-        return 2;
+        return cli_usage_error(a.cmd, "missing required option '%s'",
+                               !name ? "--model-name" : !pretrained ? "--pretrained" : "--data");
     }
     cli_set_threads(threads);
     cb_err err = {{0}};
