@@ -6,11 +6,15 @@
 #define CB_CLI_H
 #include "common.h"
 
+/* `colbert --version` prints "colbert.c " COLBERT_VERSION */
+#define COLBERT_VERSION "0.10.0"
+
 int cli_tokenize(int argc, char **argv);  /* tokenize.c */
 int cli_encode(int argc, char **argv);    /* encode.c */
 int cli_prepare(int argc, char **argv);   /* prepare.c */
 int cli_train(int argc, char **argv);     /* train.c */
 int cli_eval(int argc, char **argv);      /* eval.c */
+int cli_info(int argc, char **argv);      /* info.c */
 
 /* common.c */
 /* Read the lines of path (or stdin for "-"): *buf holds the text with each
