@@ -69,6 +69,10 @@ int cli_args_next(cli_args *a) {
             return CLI_BAD;
         }
         const char *tok = a->argv[optind - 1];   /* getopt has stepped past it */
+        if (strncmp(tok, "--", 2)) {             /* not expected; never read past a short one */
+            cli_usage_error(a->cmd, "unknown option '%s'", tok);
+            return CLI_BAD;
+        }
         size_t n = strcspn(tok + 2, "=");
         const struct option *o = find_exact(a, tok + 2, n);
         if (!o) return unknown_long(a, tok + 2, n);
