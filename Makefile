@@ -1,5 +1,7 @@
 # colbert.c: one Makefile (llm.c style).
 #   make            build the colbert CLI and libcolbert.a (release, -O3)
+#                   (the library is src/*.c and src/cpu/*.c; the CLI, cli/*.c,
+#                   is a client of it and not part of it)
 #   make test       set up a fresh machine if needed, build, run every test
 #                   (unit tests, the same under ASan/UBSan, PyTorch parity)
 #   make demo       the main job end to end on the default dataset
@@ -26,9 +28,11 @@ CFLAGS_REL  := -O3 $(ARCH) -fno-trapping-math -g $(OMPFLAG)
 CFLAGS_SAN  := -O1 $(ARCH) -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined $(OMPFLAG)
 
-SRC      := $(filter-out src/main.c,$(wildcard src/*.c src/cpu/*.c))
+SRC      := $(wildcard src/*.c src/cpu/*.c)
+CLISRC   := $(wildcard cli/*.c)
 TESTSRC  := $(wildcard tests/test_*.c)
 HDR      := $(wildcard src/*.h src/cpu/*.h) $(wildcard tests/*.h)
+CLIHDR   := $(wildcard cli/*.h)
 
 BUILD    := build
 SAN      := build-san
@@ -37,28 +41,37 @@ SAN      := build-san
 all: $(BUILD)/colbert $(BUILD)/libcolbert.a
 
 # ---- release build -------------------------------------------------------
-$(BUILD)/obj/%.o: src/%.c $(HDR) | $(BUILD)/obj
+# src/x.c -> build/obj/x.o, src/cpu/x.c -> build/obj/cpu/x.o, cli/x.c -> build/cli/x.o
+$(BUILD)/obj/%.o: src/%.c $(HDR)
 	@mkdir -p $(@D)
 	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -c $< -o $@
 $(BUILD)/libcolbert.a: $(SRC:src/%.c=$(BUILD)/obj/%.o)
+	rm -f $@
 	ar rcs $@ $^
-$(BUILD)/colbert: src/main.c $(BUILD)/libcolbert.a
-	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) $< $(BUILD)/libcolbert.a $(DEP_LIBS) -o $@
+$(BUILD)/cli/%.o: cli/%.c $(HDR) $(CLIHDR)
+	@mkdir -p $(@D)
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc -c $< -o $@
+$(BUILD)/colbert: $(CLISRC:cli/%.c=$(BUILD)/cli/%.o) $(BUILD)/libcolbert.a
+	$(CC) $(CFLAGS_REL) $^ $(DEP_LIBS) -o $@
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libcolbert.a $(HDR) | $(BUILD)/tests
 	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) -o $@
 
 # ---- sanitizer build (ASan + UBSan) --------------------------------------
-$(SAN)/obj/%.o: src/%.c $(HDR) | $(SAN)/obj
+$(SAN)/obj/%.o: src/%.c $(HDR)
 	@mkdir -p $(@D)
 	$(CC) $(STD) $(WARN) $(CFLAGS_SAN) $(DEP_CFLAGS) -c $< -o $@
 $(SAN)/libcolbert.a: $(SRC:src/%.c=$(SAN)/obj/%.o)
+	rm -f $@
 	ar rcs $@ $^
-$(SAN)/colbert: src/main.c $(SAN)/libcolbert.a
-	$(CC) $(STD) $(WARN) $(CFLAGS_SAN) $(DEP_CFLAGS) $< $(SAN)/libcolbert.a $(DEP_LIBS) -o $@
+$(SAN)/cli/%.o: cli/%.c $(HDR) $(CLIHDR)
+	@mkdir -p $(@D)
+	$(CC) $(STD) $(WARN) $(CFLAGS_SAN) $(DEP_CFLAGS) -Isrc -c $< -o $@
+$(SAN)/colbert: $(CLISRC:cli/%.c=$(SAN)/cli/%.o) $(SAN)/libcolbert.a
+	$(CC) $(CFLAGS_SAN) $^ $(DEP_LIBS) -o $@
 $(SAN)/tests/%: tests/%.c $(SAN)/libcolbert.a $(HDR) | $(SAN)/tests
 	$(CC) $(STD) $(WARN) $(CFLAGS_SAN) $(DEP_CFLAGS) -Isrc $< $(SAN)/libcolbert.a $(DEP_LIBS) -o $@
 
-$(BUILD)/obj $(BUILD)/tests $(SAN)/obj $(SAN)/tests:
+$(BUILD)/tests $(SAN)/tests:
 	mkdir -p $@
 
 TESTS_REL := $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
@@ -70,8 +83,9 @@ setup:
 test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert
 	bash tests/run.sh
 
-$(BUILD)/bench/bench_step: bench/bench_step.c $(BUILD)/libcolbert.a | $(BUILD)/bench
-	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) -o $@
+# bench_step reads its texts with the CLI's cli_read_lines (cli/common.c)
+$(BUILD)/bench/bench_step: bench/bench_step.c $(BUILD)/cli/common.o $(BUILD)/libcolbert.a | $(BUILD)/bench
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $^ $(DEP_LIBS) -o $@
 $(BUILD)/bench:
 	mkdir -p $@
 

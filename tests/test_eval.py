@@ -252,7 +252,8 @@ def test_usage_errors():
     for args in (["--model", MODEL], ["--dataset", NF], ["--dataset", NF, "--depth", "0", "--model", MODEL],
                  ["--dataset", NF, "--bogus", "1"]):
         p = colbert_eval(*args, binary=SAN_BIN)
-        assert p.returncode == 2 and "colbert: error:" in p.stderr, (args, p.stderr)
+        assert p.returncode == 2 and p.stderr.startswith("colbert eval: error:"), (args, p.stderr)
+        assert p.stderr.endswith("Try 'colbert eval --help'.\n"), (args, p.stderr)
 
 
 def test_scores_equal_colbert_ai_maxsim():

@@ -1,16 +1,15 @@
-/* cli_eval.c: `colbert eval`: nDCG@10, MRR@10, Recall@10 and Recall@100 of a
+/* eval.c: `colbert eval`: nDCG@10, MRR@10, Recall@10 and Recall@100 of a
  * ColBERT model (or of a TREC run file) on a BEIR dataset split. */
+#include "args.h"
 #include "cli.h"
 #include "colmodel.h"
 #include "eval.h"
 #include "progress.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <string.h>
 
-void cli_set_threads(int n);   /* cli_encode.c */
 
 static const char *EVAL_HELP =
     "usage: colbert eval --model M --dataset DIR [--split S] [options]\n"
@@ -45,18 +44,6 @@ static const char *EVAL_HELP =
 
 /* documents encoded and ranked at a time: bounds the vectors held */
 #define EVAL_CHUNK 256
-
-static int parse_ll(const char *opt, const char *s, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi) {
-        fprintf(stderr, "colbert: error: %s: expected an integer in [%lld, %lld], found \"%s\"\n", opt, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
 
 /* s as a JSON string */
 static void json_str(FILE *f, const char *s) {
@@ -100,48 +87,56 @@ static void report(const eval_metrics *m, const eval_data *d, const char *datase
     fflush(stdout);
 }
 
+enum { OPT_MODEL = 256, OPT_DATASET, OPT_SPLIT, OPT_RUN, OPT_DEPTH, OPT_SCORE_RUN, OPT_DOC_MAXLEN,
+       OPT_QUERY_MAXLEN, OPT_MAX_QUERIES, OPT_DIM, OPT_SEED, OPT_THREADS, OPT_QUIET };
+static const struct option EVAL_OPTS[] = {
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"dataset", required_argument, NULL, OPT_DATASET},
+    {"split", required_argument, NULL, OPT_SPLIT},
+    {"run", required_argument, NULL, OPT_RUN},
+    {"depth", required_argument, NULL, OPT_DEPTH},
+    {"score-run", required_argument, NULL, OPT_SCORE_RUN},
+    {"doc-maxlen", required_argument, NULL, OPT_DOC_MAXLEN},
+    {"query-maxlen", required_argument, NULL, OPT_QUERY_MAXLEN},
+    {"max-queries", required_argument, NULL, OPT_MAX_QUERIES},
+    {"dim", required_argument, NULL, OPT_DIM},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"help", no_argument, NULL, 'h'},
+    {0, 0, 0, 0}};
+
 int cli_eval(int argc, char **argv) {
     const char *model = NULL, *dataset = NULL, *split = "test", *run = NULL, *score_run = NULL;
     long long depth = 100, doc_maxlen = 0, query_maxlen = 0, max_queries = 0, dim = 0, seed = 12345, threads = 0;
     int quiet = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(EVAL_HELP, stdout);
-            return 0;
+    cli_args a;
+    cli_args_init(&a, "eval", argc, argv, EVAL_OPTS);
+    for (int c; (c = cli_args_next(&a)) != -1;) {
+        int bad = 0;
+        switch (c) {
+        case 'h': fputs(EVAL_HELP, stdout); return 0;
+        case OPT_MODEL: model = a.arg; break;
+        case OPT_DATASET: dataset = a.arg; break;
+        case OPT_SPLIT: split = a.arg; break;
+        case OPT_RUN: run = a.arg; break;
+        case OPT_SCORE_RUN: score_run = a.arg; break;
+        case OPT_DEPTH: bad = cli_args_int(&a, 1, 100000, &depth); break;
+        case OPT_DOC_MAXLEN: bad = cli_args_int(&a, 3, 8192, &doc_maxlen); break;
+        case OPT_QUERY_MAXLEN: bad = cli_args_int(&a, 4, 8192, &query_maxlen); break;
+        case OPT_MAX_QUERIES: bad = cli_args_int(&a, 1, INT_MAX, &max_queries); break;
+        case OPT_DIM: bad = cli_args_int(&a, 1, 65536, &dim); break;
+        case OPT_SEED: bad = cli_args_int(&a, 0, LLONG_MAX, &seed); break;
+        case OPT_THREADS: bad = cli_args_int(&a, 1, 4096, &threads); break;
+        case OPT_QUIET: quiet = 1; break;
+        default: return CLI_USAGE;
         }
-        if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
-        if (strncmp(a, "--", 2) || i + 1 >= argc) {
-            fprintf(stderr, "colbert: error: %s: %s\n%s", a, strncmp(a, "--", 2) ? "unexpected argument" :
-                    "missing value", EVAL_HELP);
-            return 2;
-        }
-        const char *v = argv[++i];
-        int rc = 0;
-        if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--dataset")) dataset = v;
-        else if (!strcmp(a, "--split")) split = v;
-        else if (!strcmp(a, "--run")) run = v;
-        else if (!strcmp(a, "--score-run")) score_run = v;
-        else if (!strcmp(a, "--depth")) rc = parse_ll(a, v, 1, 100000, &depth);
-        else if (!strcmp(a, "--doc-maxlen")) rc = parse_ll(a, v, 3, 8192, &doc_maxlen);
-        else if (!strcmp(a, "--query-maxlen")) rc = parse_ll(a, v, 4, 8192, &query_maxlen);
-        else if (!strcmp(a, "--max-queries")) rc = parse_ll(a, v, 1, INT_MAX, &max_queries);
-        else if (!strcmp(a, "--dim")) rc = parse_ll(a, v, 1, 65536, &dim);
-        else if (!strcmp(a, "--seed")) rc = parse_ll(a, v, 0, LLONG_MAX, &seed);
-        else if (!strcmp(a, "--threads")) rc = parse_ll(a, v, 1, 4096, &threads);
-        else {
-            fprintf(stderr, "colbert: error: %s: unknown option\n%s", a, EVAL_HELP);
-            return 2;
-        }
-        if (rc) return 2;
+        if (bad) return CLI_USAGE;
     }
-    if (!dataset || (!model && !score_run) || (model && score_run)) {
-        fprintf(stderr, "colbert: error: %s\n%s", !dataset ? "--dataset is required" :
-                model ? "--model and --score-run exclude each other" : "--model (or --score-run) is required",
-                EVAL_HELP);
-        return 2;
-    }
+    if (cli_args_positional(&a, NULL, 0) < 0) return CLI_USAGE;
+    if (!dataset) return cli_usage_error(a.cmd, "missing required option '--dataset'");
+    if (!model && !score_run) return cli_usage_error(a.cmd, "missing required option '--model' (or '--score-run')");
+    if (model && score_run) return cli_usage_error(a.cmd, "options '--model' and '--score-run' exclude each other");
     cli_set_threads((int)threads);
     double t[6] = {0}, t0 = cb_now(), t1;
     cb_err err = {{0}};

@@ -1,5 +1,6 @@
-/* cli_tokenize.c: `colbert tokenize`: the word-piece ids of each input line,
+/* tokenize.c: `colbert tokenize`: the word-piece ids of each input line,
  * space-separated, one output line per input line, no special tokens. */
+#include "args.h"
 #include "cli.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -30,32 +31,25 @@ static char *put_int(char *p, int32_t v) {
     return p;
 }
 
+enum { OPT_MODEL = 256 };
+static const struct option TOKENIZE_OPTS[] = {
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"help", no_argument, NULL, 'h'},
+    {0, 0, 0, 0}};
+
 int cli_tokenize(int argc, char **argv) {
     const char *model = NULL, *path = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(TOKENIZE_HELP, stdout);
-            return 0;
-        } else if (!strcmp(a, "--model")) {
-            if (++i == argc) { fprintf(stderr, "colbert tokenize: --model needs a value\n%s", TOKENIZE_HELP); return 2; }
-            model = argv[i];
-        } else if (!strncmp(a, "--model=", 8)) {
-            model = a + 8;
-        } else if (a[0] == '-' && a[1] != '\0') {
-            fprintf(stderr, "colbert tokenize: unknown option '%s'\n%s", a, TOKENIZE_HELP);
-            return 2;
-        } else if (path) {
-            fprintf(stderr, "colbert tokenize: one input file at most ('%s' and '%s')\n%s", path, a, TOKENIZE_HELP);
-            return 2;
-        } else {
-            path = a;
+    cli_args a;
+    cli_args_init(&a, "tokenize", argc, argv, TOKENIZE_OPTS);
+    for (int c; (c = cli_args_next(&a)) != -1;) {
+        switch (c) {
+        case 'h': fputs(TOKENIZE_HELP, stdout); return 0;
+        case OPT_MODEL: model = a.arg; break;
+        default: return CLI_USAGE;
         }
     }
-    if (!model) {
-        fprintf(stderr, "colbert tokenize: --model is required\n%s", TOKENIZE_HELP);
-        return 2;
-    }
+    if (cli_args_positional(&a, &path, 1) < 0) return CLI_USAGE;
+    if (!model) return cli_usage_error(a.cmd, "missing required option '--model'");
 
     cb_err err = {{0}};
     char *dir = model_resolve(model, &err);

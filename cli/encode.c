@@ -1,18 +1,13 @@
-/* cli_encode.c: `colbert encode`: sentence embeddings or token vectors of
+/* encode.c: `colbert encode`: sentence embeddings or token vectors of
  * each line of a text file, written as .npy. */
+#include "args.h"
 #include "cli.h"
 #include "colmodel.h"
 #include "encoder.h"
 #include "npy.h"
 #include "safetensors.h"
 
-#include <errno.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-void openblas_set_num_threads(int);
 
 static const char *ENCODE_HELP =
     "usage: colbert encode --model M --input FILE --output OUT.npy|OUT.safetensors [options]\n"
@@ -42,58 +37,6 @@ static const char *ENCODE_HELP =
     "  --quiet            no progress bar\n"
     "  -h, --help         this help\n";
 
-/* Read the lines of path (or stdin for "-"): *buf holds the text with each
- * line NUL-terminated; returns the count. */
-int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, cb_err *err);
-
-int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, cb_err *err) {
-    size_t n = 0;
-    char *text;
-    if (!strcmp(path, "-")) {
-        size_t cap = 1 << 16;
-        text = cb_xmalloc(cap);
-        size_t got;
-        while ((got = fread(text + n, 1, cap - n - 1, stdin)) > 0) {
-            n += got;
-            if (n + 1 >= cap) text = cb_xrealloc(text, cap *= 2);
-        }
-        text[n] = '\0';
-    } else if (!(text = cb_read_file(path, &n, err))) {
-        return -1;
-    }
-    size_t cap = 1024, count = 0;
-    char **L = cb_xmalloc(cap * sizeof(char *));
-    size_t *N = cb_xmalloc(cap * sizeof(size_t));
-    for (size_t i = 0; i < n;) {
-        size_t j = i;
-        while (j < n && text[j] != '\n') j++;
-        size_t e = j;
-        if (e > i && text[e - 1] == '\r') e--;
-        if (count == cap) {
-            L = cb_xrealloc(L, (cap *= 2) * sizeof(char *));
-            N = cb_xrealloc(N, cap * sizeof(size_t));
-        }
-        text[e] = '\0';
-        L[count] = text + i;
-        N[count] = e - i;
-        count++;
-        i = j + 1;
-    }
-    *buf = text;
-    *lines = L;
-    *lens = N;
-    return (int)count;
-}
-
-void cli_set_threads(int n);
-void cli_set_threads(int n) {
-    if (n <= 0) return;
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#endif
-    openblas_set_num_threads(n);
-}
-
 /* Ragged vectors: OUT.npy [sum lengths, dim] and OUT.lengths.npy [n] int32,
  * or tensors "vectors" and "lengths" in OUT.safetensors. */
 static int write_ragged(const char *output, const float *vec, const int *L, int n, int dim, cb_err *err) {
@@ -118,11 +61,6 @@ static int write_ragged(const char *output, const float *vec, const int *L, int 
 /* --colbert query|doc */
 static int encode_colbert(const char *model, const char *input, const char *output, int queries, int quiet) {
     cb_err err = {{0}};
-    size_t olen = strlen(output);
-    if (olen < 5 || strcmp(output + olen - 4, ".npy")) {
-        fprintf(stderr, "colbert: error: %s: --colbert writes .npy files\n", output);
-        return 2;
-    }
     colmodel m;
     if (colmodel_load(&m, ops_cpu(), model, 0, 12345, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
@@ -163,46 +101,65 @@ static int encode_colbert(const char *model, const char *input, const char *outp
     return rc ? 1 : 0;
 }
 
+enum { OPT_MODEL = 256, OPT_INPUT, OPT_OUTPUT, OPT_TOKEN_VECTORS, OPT_COLBERT, OPT_MAX_LENGTH, OPT_THREADS,
+       OPT_QUIET };
+static const struct option ENCODE_OPTS[] = {
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"input", required_argument, NULL, OPT_INPUT},
+    {"output", required_argument, NULL, OPT_OUTPUT},
+    {"token-vectors", no_argument, NULL, OPT_TOKEN_VECTORS},
+    {"colbert", required_argument, NULL, OPT_COLBERT},
+    {"max-length", required_argument, NULL, OPT_MAX_LENGTH},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"help", no_argument, NULL, 'h'},
+    {0, 0, 0, 0}};
+
 int cli_encode(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *output = NULL;
     int token_vectors = 0, max_len = 0, threads = 0, quiet = 0;
     const char *colbert = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int more = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { fputs(ENCODE_HELP, stdout); return 0; }
-        else if (!strcmp(a, "--model") && more) model = argv[++i];
-        else if (!strcmp(a, "--input") && more) input = argv[++i];
-        else if (!strcmp(a, "--output") && more) output = argv[++i];
-        else if (!strcmp(a, "--token-vectors")) token_vectors = 1;
-        else if (!strcmp(a, "--colbert") && more) colbert = argv[++i];
-        else if (!strcmp(a, "--max-length") && more) max_len = atoi(argv[++i]);
-        else if (!strcmp(a, "--threads") && more) threads = atoi(argv[++i]);
-        else if (!strcmp(a, "--quiet")) quiet = 1;
-        else {
-            fprintf(stderr, "colbert encode: unknown or incomplete option '%s'\n\n%s", a, ENCODE_HELP);
-            return 2;
+    cli_args a;
+    cli_args_init(&a, "encode", argc, argv, ENCODE_OPTS);
+    long long v;
+    for (int c; (c = cli_args_next(&a)) != -1;) {
+        switch (c) {
+        case 'h': fputs(ENCODE_HELP, stdout); return 0;
+        case OPT_MODEL: model = a.arg; break;
+        case OPT_INPUT: input = a.arg; break;
+        case OPT_OUTPUT: output = a.arg; break;
+        case OPT_TOKEN_VECTORS: token_vectors = 1; break;
+        case OPT_COLBERT:
+            if (strcmp(a.arg, "query") && strcmp(a.arg, "doc")) return cli_args_bad_value(&a, "query or doc");
+            colbert = a.arg;
+            break;
+        case OPT_MAX_LENGTH:   /* [CLS] and [SEP] at least; the model's positions bound it later */
+            if (cli_args_int(&a, 2, 1000000, &v)) return CLI_USAGE;
+            max_len = (int)v;
+            break;
+        case OPT_THREADS:
+            if (cli_args_int(&a, 1, 4096, &v)) return CLI_USAGE;
+            threads = (int)v;
+            break;
+        case OPT_QUIET: quiet = 1; break;
+        default: return CLI_USAGE;
         }
     }
-    if (!model || !input || !output) {
-        fprintf(stderr, "colbert encode: --model, --input and --output are required\n\n%s", ENCODE_HELP);
-        return 2;
-    }
+    if (cli_args_positional(&a, NULL, 0) < 0) return CLI_USAGE;
+    if (!model || !input || !output)
+        return cli_usage_error(a.cmd, "missing required option '%s'",
+                               !model ? "--model" : !input ? "--input" : "--output");
     size_t olen = strlen(output);
     int as_st = olen > 12 && !strcmp(output + olen - 12, ".safetensors");
-    if (!as_st && (olen < 5 || strcmp(output + olen - 4, ".npy"))) {
-        fprintf(stderr, "colbert: error: %s: the output must be a .npy or .safetensors file\n", output);
-        return 2;
-    }
+    int as_npy = olen > 4 && !strcmp(output + olen - 4, ".npy");
+    if (!as_st && !as_npy)
+        return cli_usage_error(a.cmd, "option '--output': expected a .npy or .safetensors file, found '%s'",
+                               output);
+    if (colbert && !as_npy)
+        return cli_usage_error(a.cmd, "option '--colbert' writes .npy files, found '--output %s'", output);
     cli_set_threads(threads);
     cb_err err = {{0}};
-    if (colbert) {
-        if (strcmp(colbert, "query") && strcmp(colbert, "doc")) {
-            fprintf(stderr, "colbert encode: --colbert takes query or doc, not '%s'\n", colbert);
-            return 2;
-        }
-        return encode_colbert(model, input, output, !strcmp(colbert, "query"), quiet);
-    }
+    if (colbert) return encode_colbert(model, input, output, !strcmp(colbert, "query"), quiet);
     encoder e;
     if (encoder_load(&e, ops_cpu(), model, max_len, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);

@@ -1,10 +1,10 @@
-/* cli_prepare.c: `colbert prepare`, the command line of prepare.h. */
+/* prepare.c: `colbert prepare`, the command line of prepare.h. */
+#include "args.h"
 #include "cli.h"
 #include "common.h"
 #include "miner.h"
 #include "prepare.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,22 +74,44 @@ static void usage(FILE *f) {
 "  -h, --help               this help\n");
 }
 
-static int parse_int(const char *opt, const char *s, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi) {
-        fprintf(stderr, "colbert: error: %s: expected an integer in [%lld, %lld], found \"%s\"\n",
-                opt, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 #define MAX_FILES 64
 
-void cli_set_threads(int n);  /* cli_encode.c */
+
+enum { OPT_TRAIN_DATA = 256, OPT_BEIR, OPT_SPLIT, OPT_CORPUS, OPT_TITLE_SEP, OPT_NO_TITLE, OPT_KIND,
+       OPT_POSITIVE_LABEL, OPT_NEGATIVE_LABEL, OPT_NUM_NEW_NEGATIVES, OPT_SEED, OPT_MINE_HARD_NEGATIVES,
+       OPT_NO_MINING, OPT_MINER_MODEL, OPT_MINER_SIZE, OPT_LANGUAGE, OPT_HARD_NEGATIVE_MIN_RANK, OPT_MINER_INDEX,
+       OPT_MINER_APPROX_DOCS, OPT_MINER_NPROBE, OPT_SAVE_EMBEDDINGS, OPT_LOAD_EMBEDDINGS, OPT_OUT, OPT_THREADS,
+       OPT_QUIET };
+static const struct option PREPARE_OPTS[] = {
+    {"train-data", required_argument, NULL, OPT_TRAIN_DATA},
+    {"beir", required_argument, NULL, OPT_BEIR},
+    {"split", required_argument, NULL, OPT_SPLIT},
+    {"corpus", required_argument, NULL, OPT_CORPUS},
+    {"title-sep", required_argument, NULL, OPT_TITLE_SEP},
+    {"no-title", no_argument, NULL, OPT_NO_TITLE},
+    {"kind", required_argument, NULL, OPT_KIND},
+    {"positive-label", required_argument, NULL, OPT_POSITIVE_LABEL},
+    {"negative-label", required_argument, NULL, OPT_NEGATIVE_LABEL},
+    {"num-new-negatives", required_argument, NULL, OPT_NUM_NEW_NEGATIVES},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"mine-hard-negatives", no_argument, NULL, OPT_MINE_HARD_NEGATIVES},
+    {"no-mining", no_argument, NULL, OPT_NO_MINING},
+    {"miner-model", required_argument, NULL, OPT_MINER_MODEL},
+    {"miner-size", required_argument, NULL, OPT_MINER_SIZE},
+    {"language", required_argument, NULL, OPT_LANGUAGE},
+    {"hard-negative-min-rank", required_argument, NULL, OPT_HARD_NEGATIVE_MIN_RANK},
+    {"miner-index", required_argument, NULL, OPT_MINER_INDEX},
+    {"miner-approx-docs", required_argument, NULL, OPT_MINER_APPROX_DOCS},
+    {"miner-nprobe", required_argument, NULL, OPT_MINER_NPROBE},
+    {"save-embeddings", required_argument, NULL, OPT_SAVE_EMBEDDINGS},
+    {"load-embeddings", required_argument, NULL, OPT_LOAD_EMBEDDINGS},
+    {"out", required_argument, NULL, OPT_OUT},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"help", no_argument, NULL, 'h'},
+    {0, 0, 0, 0}};
+/* title and text may be joined with nothing between */
+static const char *const PREPARE_EMPTY_OK[] = {"title-sep", NULL};
 
 int cli_prepare(int argc, char **argv) {
     prepare_opts o;
@@ -99,101 +121,85 @@ int cli_prepare(int argc, char **argv) {
     miner_opts_default(&mo);
     const char *train[MAX_FILES], *corpus[MAX_FILES], *beir = NULL, *split = "train", *out = NULL;
     int ntrain = 0, ncorpus = 0, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--no-mining")) { o.negatives = PREPARE_NEG_RANDOM; continue; }
-        if (!strcmp(a, "--mine-hard-negatives")) { o.negatives = PREPARE_NEG_MINED; continue; }
-        if (!strcmp(a, "--no-title")) { o.no_title = 1; continue; }
-        if (!strcmp(a, "--quiet")) { o.quiet = 1; continue; }
-        if (i + 1 >= argc || strncmp(a, "--", 2)) {
-            fprintf(stderr, "colbert: error: %s: %s\n", a,
-                    strncmp(a, "--", 2) ? "unexpected argument" : "missing value");
-            usage(stderr);
-            return 2;
-        }
-        const char *v = argv[++i];
+    cli_args a;
+    cli_args_init(&a, "prepare", argc, argv, PREPARE_OPTS);
+    a.empty_ok = PREPARE_EMPTY_OK;
+    for (int c; (c = cli_args_next(&a)) != -1;) {
+        const char *v = a.arg;
         long long n;
-        if (!strcmp(a, "--train-data") || !strcmp(a, "--corpus")) {
-            int is_train = a[2] == 't';
-            if ((is_train ? ntrain : ncorpus) == MAX_FILES) {
-                fprintf(stderr, "colbert: error: %s: at most %d files\n", a, MAX_FILES);
-                return 2;
-            }
-            if (is_train) train[ntrain++] = v;
+        switch (c) {
+        case 'h': usage(stdout); return 0;
+        case OPT_NO_MINING: o.negatives = PREPARE_NEG_RANDOM; break;
+        case OPT_MINE_HARD_NEGATIVES: o.negatives = PREPARE_NEG_MINED; break;
+        case OPT_NO_TITLE: o.no_title = 1; break;
+        case OPT_QUIET: o.quiet = 1; break;
+        case OPT_TRAIN_DATA:
+        case OPT_CORPUS:
+            if ((c == OPT_TRAIN_DATA ? ntrain : ncorpus) == MAX_FILES)
+                return cli_usage_error(a.cmd, "option '%s': at most %d files", a.opt, MAX_FILES);
+            if (c == OPT_TRAIN_DATA) train[ntrain++] = v;
             else corpus[ncorpus++] = v;
-        } else if (!strcmp(a, "--beir")) beir = v;
-        else if (!strcmp(a, "--split")) split = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--title-sep")) o.title_sep = v;
-        else if (!strcmp(a, "--positive-label")) o.positive_label = v;
-        else if (!strcmp(a, "--negative-label")) o.negative_label = v;
-        else if (!strcmp(a, "--num-new-negatives")) {
-            if (parse_int(a, v, 0, 1000000, &n)) return 2;
+            break;
+        case OPT_BEIR: beir = v; break;
+        case OPT_SPLIT: split = v; break;
+        case OPT_OUT: out = v; break;
+        case OPT_TITLE_SEP: o.title_sep = v; break;
+        case OPT_POSITIVE_LABEL: o.positive_label = v; break;
+        case OPT_NEGATIVE_LABEL: o.negative_label = v; break;
+        case OPT_NUM_NEW_NEGATIVES:
+            if (cli_args_int(&a, 0, 1000000, &n)) return CLI_USAGE;
             o.num_new_negatives = (int)n;
-        } else if (!strcmp(a, "--seed")) {
-            if (parse_int(a, v, 0, INT64_MAX, &n)) return 2;
+            break;
+        case OPT_SEED:
+            if (cli_args_int(&a, 0, INT64_MAX, &n)) return CLI_USAGE;
             o.seed = (uint64_t)n;
-        } else if (!strcmp(a, "--threads")) {
-            if (parse_int(a, v, 1, 4096, &n)) return 2;
+            break;
+        case OPT_THREADS:
+            if (cli_args_int(&a, 1, 4096, &n)) return CLI_USAGE;
             threads = (int)n;
-        } else if (!strcmp(a, "--miner-model")) mo.model = v;
-        else if (!strcmp(a, "--miner-size")) {
-            if (!miner_default_model("en", v)) {
-                fprintf(stderr, "colbert: error: --miner-size: expected small, base or large, found \"%s\"\n", v);
-                return 2;
-            }
+            break;
+        case OPT_MINER_MODEL: mo.model = v; break;
+        case OPT_MINER_SIZE:
+            if (!miner_default_model("en", v)) return cli_args_bad_value(&a, "small, base or large");
             mo.size = v;
-        } else if (!strcmp(a, "--language")) mo.language = v;
-        else if (!strcmp(a, "--hard-negative-min-rank")) {
-            if (parse_int(a, v, 0, 1000000, &n)) return 2;
+            break;
+        case OPT_LANGUAGE: mo.language = v; break;
+        case OPT_HARD_NEGATIVE_MIN_RANK:
+            if (cli_args_int(&a, 0, 1000000, &n)) return CLI_USAGE;
             mo.min_rank = (int)n;
-        } else if (!strcmp(a, "--miner-index")) {
+            break;
+        case OPT_MINER_INDEX:
             if (!strcmp(v, "auto")) mo.index = MINER_INDEX_AUTO;
             else if (!strcmp(v, "exact")) mo.index = MINER_INDEX_EXACT;
             else if (!strcmp(v, "ivf") || !strcmp(v, "approx")) mo.index = MINER_INDEX_IVF;
-            else {
-                fprintf(stderr, "colbert: error: --miner-index: expected auto, exact or ivf, found \"%s\"\n", v);
-                return 2;
-            }
-        } else if (!strcmp(a, "--miner-approx-docs")) {
-            if (parse_int(a, v, 0, INT64_MAX, &n)) return 2;
+            else return cli_args_bad_value(&a, "auto, exact or ivf");
+            break;
+        case OPT_MINER_APPROX_DOCS:
+            if (cli_args_int(&a, 0, INT64_MAX, &n)) return CLI_USAGE;
             mo.approx_min_docs = (size_t)n;
-        } else if (!strcmp(a, "--miner-nprobe")) {
-            if (parse_int(a, v, 1, INT32_MAX, &n)) return 2;
+            break;
+        case OPT_MINER_NPROBE:
+            if (cli_args_int(&a, 1, INT32_MAX, &n)) return CLI_USAGE;
             mo.ivf_nprobe = (int)n;
-        } else if (!strcmp(a, "--save-embeddings")) mo.save_dir = v;
-        else if (!strcmp(a, "--load-embeddings")) mo.load_dir = v;
-        else if (!strcmp(a, "--kind")) {
+            break;
+        case OPT_SAVE_EMBEDDINGS: mo.save_dir = v; break;
+        case OPT_LOAD_EMBEDDINGS: mo.load_dir = v; break;
+        case OPT_KIND:
             if (!strcmp(v, "auto")) o.kind = PREPARE_KIND_AUTO;
             else if (!strcmp(v, "pairs")) o.kind = PREPARE_KIND_PAIRS;
             else if (!strcmp(v, "labeled") || !strcmp(v, "labeled_pairs")) o.kind = PREPARE_KIND_LABELED;
             else if (!strcmp(v, "triplets")) o.kind = PREPARE_KIND_TRIPLETS;
-            else {
-                fprintf(stderr, "colbert: error: --kind: expected auto, pairs, labeled or triplets, "
-                        "found \"%s\"\n", v);
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "colbert: error: unknown option %s\n", a);
-            usage(stderr);
-            return 2;
+            else return cli_args_bad_value(&a, "auto, pairs, labeled or triplets");
+            break;
+        default: return CLI_USAGE;
         }
     }
-    if ((!ntrain && !beir) || !out) {
-        fprintf(stderr, "colbert: error: %s\n", !out ? "--out DIR is required"
-                        : "give the training data: --train-data FILE or --beir DIR");
-        usage(stderr);
-        return 2;
-    }
-    if (!strcmp(o.positive_label, o.negative_label)) {
-        fprintf(stderr, "colbert: error: --positive-label and --negative-label are both \"%s\"\n",
-                o.positive_label);
-        return 2;
-    }
+    if (cli_args_positional(&a, NULL, 0) < 0) return CLI_USAGE;
+    if (!out) return cli_usage_error(a.cmd, "missing required option '--out'");
+    if (!ntrain && !beir) return cli_usage_error(a.cmd, "missing required option '--train-data' or '--beir'");
+    if (!strcmp(o.positive_label, o.negative_label))
+        return cli_usage_error(a.cmd, "options '--positive-label' and '--negative-label' are both '%s'",
+                               o.positive_label);
     /* The miner finds its model before any data is read: a missing model
      * fails at once, with the name and how to provide it. */
     cli_set_threads(threads);

@@ -1,0 +1,57 @@
+/* common.c: what the commands of the colbert CLI share besides option
+ * parsing (args.c): the thread count, and a text file read as lines. */
+#include "cli.h"
+
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+void openblas_set_num_threads(int);
+
+int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, cb_err *err) {
+    size_t n = 0;
+    char *text;
+    if (!strcmp(path, "-")) {
+        size_t cap = 1 << 16;
+        text = cb_xmalloc(cap);
+        size_t got;
+        while ((got = fread(text + n, 1, cap - n - 1, stdin)) > 0) {
+            n += got;
+            if (n + 1 >= cap) text = cb_xrealloc(text, cap *= 2);
+        }
+        text[n] = '\0';
+    } else if (!(text = cb_read_file(path, &n, err))) {
+        return -1;
+    }
+    size_t cap = 1024, count = 0;
+    char **L = cb_xmalloc(cap * sizeof(char *));
+    size_t *N = cb_xmalloc(cap * sizeof(size_t));
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && text[j] != '\n') j++;
+        size_t e = j;
+        if (e > i && text[e - 1] == '\r') e--;
+        if (count == cap) {
+            L = cb_xrealloc(L, (cap *= 2) * sizeof(char *));
+            N = cb_xrealloc(N, cap * sizeof(size_t));
+        }
+        text[e] = '\0';
+        L[count] = text + i;
+        N[count] = e - i;
+        count++;
+        i = j + 1;
+    }
+    *buf = text;
+    *lines = L;
+    *lens = N;
+    return (int)count;
+}
+
+void cli_set_threads(int n) {
+    if (n <= 0) return;
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+    openblas_set_num_threads(n);
+}

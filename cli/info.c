@@ -1,0 +1,33 @@
+/* info.c: `colbert info`: the linear-algebra library, its kernels and the
+ * threads in use. */
+#include "args.h"
+#include "blas.h"
+#include "cli.h"
+
+#include <stdio.h>
+
+static const char *INFO_HELP =
+    "usage: colbert info\n"
+    "\n"
+    "Print the linear-algebra library (the OpenBLAS build), the kernels it\n"
+    "runs on this CPU and the threads in use.\n"
+    "\n"
+    "options:\n"
+    "  -h, --help   this help\n";
+
+static const struct option INFO_OPTS[] = {
+    {"help", no_argument, NULL, 'h'},
+    {0, 0, 0, 0}};
+
+int cli_info(int argc, char **argv) {
+    cli_args a;
+    cli_args_init(&a, "info", argc, argv, INFO_OPTS);
+    for (int c; (c = cli_args_next(&a)) != -1;) {
+        if (c != 'h') return CLI_USAGE;
+        fputs(INFO_HELP, stdout);
+        return 0;
+    }
+    if (cli_args_positional(&a, NULL, 0) < 0) return CLI_USAGE;
+    blas_print_info(stdout);
+    return 0;
+}
