@@ -1,0 +1,444 @@
+/* train_ckpt.c: checkpoints of a training run (model, optimizer state,
+ * history, the best one), resume, and the JSONL log. */
+#include "train_run.h"
+#include "npy.h"
+#include "safetensors.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- small helpers ------------------------------------------------------ */
+
+void train_remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) { unlink(dir); return; }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *p = cb_path_join(dir, e->d_name);
+        struct stat st;
+        if (!lstat(p, &st) && S_ISDIR(st.st_mode)) train_remove_tree(p);
+        else unlink(p);
+        free(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+int train_mkdirs(const char *path, cb_err *err) {
+    char *p = cb_xstrdup(path);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = 0;
+        if (mkdir(p, 0755) && errno != EEXIST) { *s = '/'; break; }
+        *s = '/';
+    }
+    int rc = 0;
+    if (mkdir(p, 0755) && errno != EEXIST) rc = cb_err_set(err, "%s: cannot create: %s", p, strerror(errno));
+    else if (!cb_dir_exists(p)) rc = cb_err_set(err, "%s: exists and is not a directory", p);
+    free(p);
+    return rc;
+}
+
+int train_write_json(const char *path, json_t *j, cb_err *err) {
+    char *tmp;
+    FILE *f = cb_out_open(path, &tmp, err);
+    if (!f) return -1;
+    if (json_dumpf(j, f, JSON_INDENT(2) | JSON_SORT_KEYS)) {
+        cb_out_abort(f, tmp);
+        return cb_err_set(err, "%s: cannot write", path);
+    }
+    fputc('\n', f);
+    return cb_out_commit(f, tmp, path, err);
+}
+
+char *train_fmt(const char *f, ...) {
+    va_list ap;
+    va_start(ap, f);
+    char *s = NULL;
+    if (vasprintf(&s, f, ap) < 0) { fprintf(stderr, "colbert: out of memory\n"); exit(1); }
+    va_end(ap);
+    return s;
+}
+
+char *train_dir_of(const char *path) {
+    char *s = cb_xstrdup(path);
+    size_t n = strlen(s);
+    while (n > 1 && s[n - 1] == '/') s[--n] = 0;
+    char *slash = strrchr(s, '/');
+    if (!slash) { free(s); return cb_xstrdup("."); }
+    if (slash == s) slash[1] = 0;
+    else *slash = 0;
+    return s;
+}
+
+/* ---- metadata, state, checkpoints --------------------------------------- */
+
+static json_t *opts_json(const run *r) {
+    const train_opts *o = &r->o;
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
+    json_t *j = json_pack("{s:s, s:s, s:i, s:i, s:I, s:f, s:i, s:i, s:i, s:I, s:i, s:b, s:b, s:i, s:s, s:b, "
+                          "s:I, s:i, s:f, s:i, s:i}",
+                          "data_dir", r->data_dir, "output_dir", o->output_dir, "bsize", o->bsize, "nbits",
+                          o->nbits, "maxsteps", (json_int_t)o->maxsteps, "lr", o->lr, "dim", r->cc.dim,
+                          "doc_maxlen", r->cc.doc_maxlen, "query_maxlen", r->cc.query_maxlen, "warmup",
+                          (json_int_t)o->warmup, "accumsteps", o->accumsteps, "use_ib_negatives",
+                          o->use_ib_negatives, "relu", r->cc.relu, "epochs", o->epochs, "seed", seed, "dropout",
+                          o->dropout, "save_every", (json_int_t)o->save_every, "keep_checkpoints",
+                          o->keep_checkpoints, "val_fraction", o->val_fraction, "val_queries", o->val_queries,
+                          "val_candidates", o->val_candidates);
+    json_object_set_new(j, "val_data", o->val_data ? json_string(o->val_data) : json_null());
+    json_object_set_new(j, "loss", json_string(o->contrastive ? "contrastive" : "colbert"));
+    json_object_set_new(j, "model_name", json_string(r->tr->model_name));
+    json_object_set_new(j, "pretrained", json_string(r->tr->pretrained));
+    json_object_set_new(j, "language_code", json_string(r->tr->language));
+    return j;
+}
+
+/* artifact.metadata: the base checkpoint's (fine-tune), then colbert-ai's
+ * ColBERTConfig keys of this run, then "meta". */
+static char *metadata_text(const run *r, long step, double vl, double mrr) {
+    json_t *m = NULL;
+    if (r->base_meta) {
+        m = json_loads(r->base_meta, 0, NULL);
+        json_t *c = json_object_get(m, "config");
+        if (json_is_object(c)) { json_incref(c); json_decref(m); m = c; }
+        if (!json_is_object(m)) { json_decref(m); m = NULL; }
+    }
+    if (!m) m = json_object();
+    const train_opts *o = &r->o;
+    json_t *x = json_pack("{s:i, s:i, s:i, s:b, s:b, s:b, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:I, "
+                          "s:I, s:I, s:i, s:b, s:f, s:b, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:b, s:b}",
+                          "query_maxlen", r->cc.query_maxlen, "doc_maxlen", r->cc.doc_maxlen, "dim", r->cc.dim,
+                          "mask_punctuation", r->cc.mask_punctuation, "attend_to_mask_tokens",
+                          r->cc.attend_to_mask_tokens, "relu", r->cc.relu, "similarity", "cosine",
+                          "query_token_id", "[unused0]", "doc_token_id", "[unused1]", "query_token", "[Q]",
+                          "doc_token", "[D]", "nbits", o->nbits, "bsize", o->bsize, "accumsteps", o->accumsteps,
+                          "lr", o->lr, "maxsteps", (json_int_t)o->maxsteps, "save_every",
+                          (json_int_t)o->save_every, "warmup", (json_int_t)o->warmup, "nway", NWAY,
+                          "use_ib_negatives", o->use_ib_negatives, "distillation_alpha", 1.0, "ignore_scores", 0,
+                          "interaction", "colbert", "name", r->tr->model_name,
+                          "checkpoint", r->tr->pretrained, "triples", TF, "collection", CF, "rank", 0, "nranks",
+                          1, "amp", 0, "reranker", 0);
+    json_object_update(m, x);
+    json_decref(x);
+    /* colbert-ai builds its HF class from model_name (a hub id) when set;
+     * null makes it use the checkpoint directory itself, which works offline */
+    json_object_set_new(m, "model_name", json_null());
+    json_t *meta = json_pack("{s:s, s:I, s:s}", "written_by", "colbert.c", "step", (json_int_t)step,
+                             "language_code", r->tr->language);
+    if (!isnan(mrr)) {
+        json_object_set_new(meta, "val_loss", json_real(vl));
+        json_object_set_new(meta, "val_mrr10", json_real(mrr));
+    }
+    json_object_set_new(m, "meta", meta);
+    char *s = json_dumps(m, JSON_SORT_KEYS);
+    json_decref(m);
+    return s;
+}
+
+static json_t *hist_json(const run *r) {
+    json_t *a = json_array();
+    for (int i = 0; i < r->n_hist; i++) {
+        json_t *h = json_pack("{s:I}", "step", (json_int_t)r->hist[i].step);
+        if (!isnan(r->hist[i].mrr)) {
+            json_object_set_new(h, "val_loss", json_real(r->hist[i].val_loss));
+            json_object_set_new(h, "val_mrr10", json_real(r->hist[i].mrr));
+        }
+        json_array_append_new(a, h);
+    }
+    return a;
+}
+
+char *train_step_name(long step) { return train_fmt("step-%06ld", step); }
+
+/* Index into hist of the best validated checkpoint still on disk (highest
+ * MRR@10, then lowest loss, then latest), or of the latest one. */
+int train_best_index(const run *r) {
+    int b = -1;
+    for (int i = 0; i < r->n_hist; i++) {
+        const ckpt_info *h = &r->hist[i];
+        if (isnan(h->mrr)) continue;
+        if (b < 0 || h->mrr > r->hist[b].mrr ||
+            (h->mrr == r->hist[b].mrr && h->val_loss <= r->hist[b].val_loss))
+            b = i;
+    }
+    if (b < 0) b = r->n_hist - 1;
+    return b;
+}
+
+static int cmp_long(const void *a, const void *b) {
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
+}
+
+/* Keep the newest keep_checkpoints step-* directories and the best. */
+static void prune(run *r, long best_step) {
+    if (r->o.keep_checkpoints <= 0) return;
+    DIR *d = opendir(r->run_dir);
+    if (!d) return;
+    long *steps = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long st;
+        char tail;
+        if (sscanf(e->d_name, "step-%ld%c", &st, &tail) != 1) continue;
+        if (n == cap) steps = cb_xrealloc(steps, (cap = cap ? 2 * cap : 16) * sizeof(long));
+        steps[n++] = st;
+    }
+    closedir(d);
+    if (n) qsort(steps, n, sizeof(long), cmp_long);
+    for (size_t i = 0; i + (size_t)r->o.keep_checkpoints < n; i++) {
+        if (steps[i] == best_step) continue;
+        char *name = train_step_name(steps[i]);
+        char *p = cb_path_join(r->run_dir, name);
+        char *gone = train_fmt("%s/.deleting-%s", r->run_dir, name);
+        if (!rename(p, gone)) train_remove_tree(gone);
+        free(name); free(p); free(gone);
+    }
+    free(steps);
+}
+
+static void set_best(run *r, cb_err *err) {
+    int b = train_best_index(r);
+    if (b < 0) return;
+    char *name = train_step_name(r->hist[b].step);
+    char *link = cb_path_join(r->run_dir, "best"), *tmp = cb_path_join(r->run_dir, ".best.tmp");
+    unlink(tmp);
+    if (symlink(name, tmp) || rename(tmp, link))
+        fprintf(stderr, "colbert: warning: %s: cannot link the best checkpoint: %s\n", link, strerror(errno));
+    free(r->tr->best);
+    r->tr->best = cb_path_join(r->run_dir, name);
+    prune(r, r->hist[b].step);
+    free(name); free(link); free(tmp);
+    (void)err;
+}
+
+/* Write RUN/step-N: model, training state, validation; atomically. */
+int train_save_checkpoint(run *r, int validate_it, cb_err *err) {
+    step_state *s = &r->s;
+    long step = step_count(s);
+    char *name = train_step_name(step);
+    char *final = cb_path_join(r->run_dir, name);
+    char *part = train_fmt("%s/.partial-%s", r->run_dir, name);
+    double vl = NAN, mrr = NAN;
+    int rc = 0;
+    if (validate_it && r->has_val) train_validate(r, &vl, &mrr);
+    char *meta = metadata_text(r, step, vl, mrr);
+    train_remove_tree(part);
+    /* host copies of the parameters, then of the moments (staging only
+     * while saving) */
+    size_t n = s->n;
+    float *host = cb_malloc(2 * n * sizeof(float), "the checkpoint's staging copy", err);
+    if (!host) rc = -1;
+    if (!rc) {
+        step_get(s, STEP_PARAMS, host);
+        rc = colmodel_save(part, step_bert_config(s), host, host + step_linear_offset(s), &r->cc, r->src_dir,
+                           meta, err);
+    }
+    free(meta);
+    if (!rc) {
+        step_get(s, STEP_ADAM_M, host);
+        step_get(s, STEP_ADAM_V, host + n);
+        st_wtensor w[2] = {{"adamw.m", ST_F32, 1, {(int64_t)n}, host},
+                           {"adamw.v", ST_F32, 1, {(int64_t)n}, host + n}};
+        char *p = cb_path_join(part, STATE_ST);
+        rc = st_write(p, w, 2, err);
+        free(p);
+    }
+    free(host);
+    if (!rc) {
+        if (r->n_hist == r->cap_hist)
+            r->hist = cb_xrealloc(r->hist, (size_t)(r->cap_hist = r->cap_hist ? 2 * r->cap_hist : 16) *
+                                               sizeof(ckpt_info));
+        r->hist[r->n_hist++] = (ckpt_info){step, vl, mrr};
+        char seed[32];
+        snprintf(seed, sizeof seed, "%llu", (unsigned long long)step_dropout_state(s));
+        json_t *j = json_pack("{s:i, s:I, s:s, s:f, s:I, s:I, s:I, s:o, s:o}", "version", 1, "step",
+                              (json_int_t)step, "dropout_state", seed, "loss_ema", r->ema, "steps_per_epoch",
+                              (json_int_t)r->spe, "total_steps", (json_int_t)r->total, "train_triples",
+                              (json_int_t)r->n_train, "opts", opts_json(r), "history", hist_json(r));
+        json_object_set_new(j, "epoch", json_integer(step / r->spe));
+        json_object_set_new(j, "batch_in_epoch", json_integer(step % r->spe));
+        char *p = cb_path_join(part, STATE_JSON);
+        rc = train_write_json(p, j, err);
+        free(p);
+        json_decref(j);
+        if (rc) r->n_hist--;
+    }
+    if (!rc) {
+        if (cb_dir_exists(final)) {
+            char *gone = train_fmt("%s/.deleting-%s", r->run_dir, name);
+            if (!rename(final, gone)) train_remove_tree(gone);
+            free(gone);
+        }
+        if (rename(part, final)) rc = cb_err_set(err, "%s: cannot rename into place: %s", final, strerror(errno));
+    }
+    if (rc) {
+        train_remove_tree(part);
+    } else {
+        free(r->tr->last);
+        r->tr->last = cb_xstrdup(final);
+        /* later checkpoints copy config.json and the tokenizer from the
+         * newest one: the directory they came from may be pruned */
+        free(r->src_dir);
+        r->src_dir = cb_xstrdup(final);
+        if (r->log) {
+            json_t *j = json_pack("{s:s, s:I, s:s}", "event", "checkpoint", "step", (json_int_t)step, "path", final);
+            if (!isnan(mrr)) {
+                json_object_set_new(j, "val_loss", json_real(vl));
+                json_object_set_new(j, "val_mrr10", json_real(mrr));
+            }
+            char *line = json_dumps(j, JSON_COMPACT);
+            fprintf(r->log, "%s\n", line);
+            fflush(r->log);
+            free(line);
+            json_decref(j);
+        }
+        if (!isnan(mrr))
+            fprintf(stderr, "%scheckpoint %s: validation loss %.4f, MRR@10 %.4f\n", r->tty ? "\r\033[K" : "",
+                    final, vl, mrr);
+        else if (!r->o.quiet)
+            fprintf(stderr, "%scheckpoint %s\n", r->tty ? "\r\033[K" : "", final);
+        set_best(r, err);
+        train_write_curve(r);
+    }
+    free(name); free(final); free(part);
+    return rc;
+}
+
+/* Restore options from a checkpoint's training_state.json. */
+int train_resume_opts(run *r, const char *dir, json_t **state, cb_err *err) {
+    char *p = cb_path_join(dir, STATE_JSON);
+    json_error_t je;
+    json_t *j = json_load_file(p, 0, &je);
+    if (!j) {
+        cb_err_set(err, "%s: cannot resume: %s (HINT: --resume takes a step-* directory written by "
+                   "colbert train)", p, cb_file_exists(p) ? je.text : "no training state");
+        free(p);
+        return -1;
+    }
+    free(p);
+    json_t *o = json_object_get(j, "opts");
+    const char *seed = json_string_value(json_object_get(o, "seed"));
+    if (!json_is_object(o) || !seed || json_integer_value(json_object_get(j, "version")) != 1) {
+        json_decref(j);
+        return cb_err_set(err, "%s/%s: not a training state of this version", dir, STATE_JSON);
+    }
+    train_opts *t = &r->o;
+#define GI(k) json_integer_value(json_object_get(o, k))
+    t->bsize = (int)GI("bsize"); t->nbits = (int)GI("nbits"); t->maxsteps = (long)GI("maxsteps");
+    t->lr = json_real_value(json_object_get(o, "lr"));
+    t->dim = (int)GI("dim"); t->doc_maxlen = (int)GI("doc_maxlen"); t->query_maxlen = (int)GI("query_maxlen");
+    t->warmup = (long)GI("warmup"); t->accumsteps = (int)GI("accumsteps");
+    t->use_ib_negatives = json_is_true(json_object_get(o, "use_ib_negatives"));
+    {
+        const char *ls = json_string_value(json_object_get(o, "loss"));  /* absent before the option */
+        t->contrastive = ls && !strcmp(ls, "contrastive");
+    }
+    t->relu = (int)GI("relu"); t->epochs = (int)GI("epochs");
+    t->seed = strtoull(seed, NULL, 10);
+    t->dropout = json_is_true(json_object_get(o, "dropout"));
+    t->save_every = (long)GI("save_every");
+    t->val_fraction = json_real_value(json_object_get(o, "val_fraction"));
+    t->val_queries = (int)GI("val_queries"); t->val_candidates = (int)GI("val_candidates");
+    if (t->keep_checkpoints < 0) t->keep_checkpoints = (int)GI("keep_checkpoints");
+#undef GI
+    *state = j;
+    return 0;
+}
+
+int train_load_state(run *r, const char *dir, json_t *j, cb_err *err) {
+    step_state *s = &r->s;
+    char *p = cb_path_join(dir, STATE_ST);
+    st_file f;
+    int rc = st_open(&f, p, err);
+    free(p);
+    if (rc) return -1;
+    int64_t shape[1] = {(int64_t)s->n};
+    float *host = cb_malloc(s->n * sizeof(float), "AdamW's moments", err);
+    rc = host ? st_read_f32(&f, "adamw.m", host, 1, shape, err) : -1;
+    if (!rc) {
+        step_set(s, STEP_ADAM_M, host);
+        rc = st_read_f32(&f, "adamw.v", host, 1, shape, err);
+    }
+    if (!rc) step_set(s, STEP_ADAM_V, host);
+    free(host);
+    st_close(&f);
+    if (rc) return -1;
+    const char *ds = json_string_value(json_object_get(j, "dropout_state"));
+    step_restore(s, (long)json_integer_value(json_object_get(j, "step")), ds ? strtoull(ds, NULL, 10) : 0);
+    r->ema = json_real_value(json_object_get(j, "loss_ema"));
+    json_t *h = json_object_get(j, "history");
+    size_t i;
+    json_t *e;
+    json_array_foreach(h, i, e) {
+        if (r->n_hist == r->cap_hist)
+            r->hist = cb_xrealloc(r->hist, (size_t)(r->cap_hist = r->cap_hist ? 2 * r->cap_hist : 16) *
+                                               sizeof(ckpt_info));
+        json_t *vl = json_object_get(e, "val_loss"), *mr = json_object_get(e, "val_mrr10");
+        r->hist[r->n_hist++] = (ckpt_info){(long)json_integer_value(json_object_get(e, "step")),
+                                           vl ? json_real_value(vl) : NAN, mr ? json_real_value(mr) : NAN};
+    }
+    if ((long)json_integer_value(json_object_get(j, "train_triples")) != (long)r->n_train ||
+        (long)json_integer_value(json_object_get(j, "steps_per_epoch")) != r->spe)
+        return cb_err_set(err, "%s: the training data changed since this checkpoint (%lld training triples "
+                          "then, %zu now)", dir, (long long)json_integer_value(json_object_get(j, "train_triples")),
+                          r->n_train);
+    if (step_count(s) > r->total)
+        return cb_err_set(err, "%s: step %ld is past the run's %ld steps", dir, step_count(s), r->total);
+    return 0;
+}
+
+/* The JSONL log: on resume, keep the lines up to the resumed step and
+ * reload the curve from them. */
+int train_open_log(run *r, long upto, cb_err *err) {
+    char *path = cb_path_join(r->run_dir, "train.jsonl");
+    if (upto > 0 && cb_file_exists(path)) {
+        size_t len;
+        char *text = cb_read_file(path, &len, NULL);
+        FILE *f = text ? fopen(path, "w") : NULL;
+        for (char *line = text, *nl; f && line && *line; line = nl ? nl + 1 : NULL) {
+            nl = strchr(line, '\n');
+            if (nl) *nl = 0;
+            json_t *j = json_loads(line, 0, NULL);
+            long st = j ? (long)json_integer_value(json_object_get(j, "step")) : -1;
+            if (j && st <= upto) {
+                fprintf(f, "%s\n", line);
+                if (!json_object_get(j, "event") && st >= 1 && st <= r->total) {
+                    r->loss_hist[st - 1] = (float)json_real_value(json_object_get(j, "loss"));
+                    r->lr_hist[st - 1] = (float)json_real_value(json_object_get(j, "lr"));
+                }
+            }
+            json_decref(j);
+        }
+        if (f) fclose(f);
+        free(text);
+    }
+    r->log = fopen(path, upto > 0 ? "a" : "w");
+    int rc = r->log ? 0 : cb_err_set(err, "%s: cannot write: %s", path, strerror(errno));
+    free(path);
+    return rc;
+}
+
+/* Leftovers of a killed run: partial checkpoints, half-deleted ones. */
+void train_clean_run_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, ".partial-", 9) && strncmp(e->d_name, ".deleting-", 10)) continue;
+        char *p = cb_path_join(dir, e->d_name);
+        train_remove_tree(p);
+        free(p);
+    }
+    closedir(d);
+}
+
