@@ -36,7 +36,14 @@ static void usage(FILE *f) {
 "  --epochs N               passes over the triples (default 1: file order;\n"
 "                           later passes reshuffle, seeded)\n"
 "  --lr X                   peak learning rate (default 5e-6)\n"
-"  --warmup N|auto          linear warmup steps (default auto: 10%% of one pass)\n"
+"  --warmup N|auto          linear warmup steps (default auto: 10%% of the steps\n"
+"                           this run takes; the rate then falls linearly to 0 at\n"
+"                           the run's last step)\n"
+"  --schedule run|ragatouille\n"
+"                           run (default): warmup, decay and --save-every from the\n"
+"                           steps this run takes; ragatouille: RAGatouille's\n"
+"                           arithmetic (warmup 10%% of the steps the data allows,\n"
+"                           decay to 0 at --maxsteps, a checkpoint every tenth)\n"
 "  --dim N                  vector size of a new model (default 128)\n"
 "  --doc-maxlen N           document tokens (default 256; fine-tune: the checkpoint's)\n"
 "  --query-maxlen N         query tokens (default 32; fine-tune: the checkpoint's)\n"
@@ -50,17 +57,25 @@ static void usage(FILE *f) {
 "  --relu                   ReLU after the projection\n"
 "  --no-dropout             BERT without dropout (exact replays)\n"
 "  --seed N                 seed of the projection, dropout and shuffles (default 12345)\n"
-"\n"
+"\n");
+    fprintf(f,
 "checkpoints and validation:\n"
 "  --output-dir DIR         where runs go (default checkpoints)\n"
-"  --save-every N           steps between checkpoints (default: one pass / 10)\n"
+"  --save-every N           steps between checkpoints (default: a fifth of the run)\n"
 "  --keep-checkpoints N     newest checkpoints kept, besides the best (default 3,\n"
 "                           or the resumed run's; 0 keeps all)\n"
 "  --val-data DIR           validation triples (same three files); default: hold\n"
 "                           out --val-fraction of the training queries\n"
 "  --val-fraction X         (default 0.05; 0: no validation, the last checkpoint\n"
 "                           is the best)\n"
-"  --val-queries N          at most this many validation queries (default 32)\n"
+"  --val-queries N          at most this many held-out queries (default 128)\n"
+"  --val-beir DIR           validate on a BEIR dataset's split instead (graded\n"
+"                           qrels), e.g. NFCorpus dev\n"
+"  --val-split S            the split of --val-beir (default dev)\n"
+"  --val-docs N             documents the validation queries are ranked among:\n"
+"                           the judged ones plus a seeded sample (default 2000)\n"
+"                           Each checkpoint ranks the validation queries by exact\n"
+"                           MaxSim; the best checkpoint has the highest nDCG@10.\n"
 "  --resume DIR             continue from a checkpoint (its run's options; the\n"
 "                           result is bit-identical to an uninterrupted run)\n"
 "\n"
@@ -75,7 +90,8 @@ static void usage(FILE *f) {
 enum { OPT_MODEL_NAME = 256, OPT_PRETRAINED, OPT_LANGUAGE, OPT_GPUS, OPT_DATA, OPT_BATCH_SIZE, OPT_ACCUMSTEPS,
        OPT_MAXSTEPS, OPT_EPOCHS, OPT_LR, OPT_WARMUP, OPT_DIM, OPT_DOC_MAXLEN, OPT_QUERY_MAXLEN, OPT_NBITS,
        OPT_NO_IB_NEGATIVES, OPT_LOSS, OPT_RELU, OPT_NO_DROPOUT, OPT_SEED, OPT_OUTPUT_DIR, OPT_SAVE_EVERY,
-       OPT_KEEP_CHECKPOINTS, OPT_VAL_DATA, OPT_VAL_FRACTION, OPT_VAL_QUERIES, OPT_RESUME, OPT_THREADS, OPT_QUIET };
+       OPT_KEEP_CHECKPOINTS, OPT_VAL_DATA, OPT_VAL_FRACTION, OPT_VAL_QUERIES, OPT_RESUME, OPT_THREADS, OPT_QUIET,
+       OPT_SCHEDULE, OPT_VAL_BEIR, OPT_VAL_SPLIT, OPT_VAL_DOCS };
 static const struct option TRAIN_OPTS[] = {
     {"model-name", required_argument, NULL, OPT_MODEL_NAME},
     {"pretrained", required_argument, NULL, OPT_PRETRAINED},
@@ -103,6 +119,10 @@ static const struct option TRAIN_OPTS[] = {
     {"val-data", required_argument, NULL, OPT_VAL_DATA},
     {"val-fraction", required_argument, NULL, OPT_VAL_FRACTION},
     {"val-queries", required_argument, NULL, OPT_VAL_QUERIES},
+    {"schedule", required_argument, NULL, OPT_SCHEDULE},
+    {"val-beir", required_argument, NULL, OPT_VAL_BEIR},
+    {"val-split", required_argument, NULL, OPT_VAL_SPLIT},
+    {"val-docs", required_argument, NULL, OPT_VAL_DOCS},
     {"resume", required_argument, NULL, OPT_RESUME},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"quiet", no_argument, NULL, OPT_QUIET},
@@ -138,6 +158,14 @@ int cli_train(int argc, char **argv) {
         case OPT_DATA: o.data_dir = v; others++; break;
         case OPT_OUTPUT_DIR: o.output_dir = v; others++; break;
         case OPT_VAL_DATA: o.val_data = v; others++; break;
+        case OPT_VAL_BEIR: o.val_beir = v; others++; break;
+        case OPT_VAL_SPLIT: o.val_split = v; others++; break;
+        case OPT_VAL_DOCS: bad = cli_args_int(&a, 1, 100000000, &n); o.val_docs = (int)n; others++; break;
+        case OPT_SCHEDULE:
+            if (strcmp(v, "run") && strcmp(v, "ragatouille")) return cli_args_bad_value(&a, "run or ragatouille");
+            o.ragatouille_schedule = !strcmp(v, "ragatouille");
+            others++;
+            break;
         case OPT_NO_IB_NEGATIVES: o.use_ib_negatives = 0; others++; break;
         case OPT_RELU: o.relu = 1; others++; break;
         case OPT_NO_DROPOUT: o.dropout = 0; others++; break;
@@ -178,6 +206,8 @@ int cli_train(int argc, char **argv) {
                     "--keep-checkpoints, --threads and --quiet apply\n");
         if (!name) name = "resumed";
         if (!pretrained) pretrained = o.resume;
+    } else if (o.val_beir && o.val_data) {
+        return cli_usage_error(a.cmd, "--val-beir and --val-data exclude each other");
     } else if (!name || !pretrained || !o.data_dir) {
         return cli_usage_error(a.cmd, "missing required option '%s'",
                                !name ? "--model-name" : !pretrained ? "--pretrained" : "--data");

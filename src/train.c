@@ -27,8 +27,10 @@ void train_opts_default(train_opts *o) {
     o->dropout = 1;
     o->keep_checkpoints = -1;
     o->val_fraction = 0.05;
-    o->val_queries = 32;
+    o->val_queries = 128;
     o->val_candidates = 16;
+    o->val_docs = 2000;
+    o->val_split = "dev";
 }
 
 
@@ -113,11 +115,10 @@ void train_run_free(run *r) {
     data_triples_free(&r->trip);
     free(r->train_idx);
     free(r->order);
-    val_set *v = &r->val;
-    free(v->q_ids); free(v->q_mask); free(v->q_len); free(v->c_off); free(v->c_pos);
-    free(v->d_ids); free(v->d_len); free(v->d_off); free(v->d_keep); free(v->t_q); free(v->t_c);
+    train_val_free(&r->val);
     free(r->hist);
     free(r->loss_hist);
+    free(r->avg_hist);
     free(r->lr_hist);
     if (r->log) fclose(r->log);
     free(r->q_ids); free(r->d_ids); free(r->q_mask); free(r->d_len); free(r->teacher);
@@ -321,7 +322,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
             colmodel_free(&m);
             return -1;
         }
-    } else if (o->val_fraction > 0 && o->val_queries > 0) {
+    } else if (!o->val_beir && o->val_fraction > 0 && o->val_queries > 0) {
         /* distinct query ids of the triples, ordered by a seeded hash */
         int64_t *ids = cb_malloc(r->trip.n * sizeof(int64_t), "the validation split", err);
         size_t nd = 0;
@@ -387,21 +388,31 @@ static int setup(run *r, json_t **state, cb_err *err) {
     }
     r->spe = (long)(r->n_train / (size_t)o->bsize);
     r->total = r->spe * o->epochs < o->maxsteps ? r->spe * o->epochs : o->maxsteps;
+    /* the schedule: from the steps this run takes (RAGatouille's arithmetic,
+     * from the steps the data allows and maxsteps, with --schedule ragatouille) */
     long per = (long)(r->n_triplets / (size_t)o->bsize);
-    if (o->warmup < 0) o->warmup = (long)((double)per * 0.1);
-    if (o->save_every <= 0) o->save_every = per / 10 > 0 ? per / 10 : 1;
+    if (o->ragatouille_schedule) {
+        if (o->warmup < 0) o->warmup = (long)((double)per * 0.1);
+        if (o->save_every <= 0) o->save_every = per / 10 > 0 ? per / 10 : 1;
+        r->decay_end = o->maxsteps;
+    } else {
+        if (o->warmup < 0) o->warmup = (long)((double)r->total * 0.1);
+        if (o->save_every <= 0) o->save_every = (r->total + 4) / 5 > 0 ? (r->total + 4) / 5 : 1;
+        r->decay_end = r->total;
+    }
 
     /* the step (takes over the encoder) */
     step_config sc = {.cc = r->cc, .lc = {.nway = NWAY, .use_ib_negatives = o->use_ib_negatives,
                                           .distillation_alpha = 1.0f, .accumsteps = o->accumsteps,
                                           .contrastive = o->contrastive},
-                      .bsize = o->bsize, .lr = o->lr, .warmup = o->warmup, .maxsteps = o->maxsteps,
+                      .bsize = o->bsize, .lr = o->lr, .warmup = o->warmup, .maxsteps = r->decay_end,
                       .dropout = o->dropout, .seed = o->seed};
     int rc = step_init(&r->s, &m.bert, r->tok, m.linear, o->seed, &sc, err);
     colmodel_free(&m);
     if (rc) { free(vq); data_texts_free(&vqs); data_texts_free(&vcs); data_triples_free(&vts); return -1; }
     r->s_ready = 1;
 
+    int vrc = 0;
     if (o->val_data) {
         int64_t *ids = cb_malloc((vts.n ? vts.n : 1) * sizeof(int64_t), "the validation queries", err);
         if (!ids) {
@@ -414,14 +425,17 @@ static int setup(run *r, json_t **state, cb_err *err) {
             for (int k = 0; k < nvq && !seen; k++) seen = ids[k] == vts.qids[i];
             if (!seen && nvq < o->val_queries) ids[nvq++] = vts.qids[i];
         }
-        if (nvq) train_val_build(r, &vqs, &vcs, &vts, ids, nvq);
+        if (nvq) vrc = train_val_build(r, &vqs, &vcs, &vts, ids, nvq, err);
         free(ids);
+    } else if (o->val_beir) {
+        vrc = train_val_build_beir(r, o->val_beir, o->val_split, err);
     } else if (nvq) {
-        train_val_build(r, &r->queries, &r->coll, &r->trip, vq, nvq);
+        vrc = train_val_build(r, &r->queries, &r->coll, &r->trip, vq, nvq, err);
     }
-    r->has_val = nvq > 0 && r->val.nt > 0;
+    r->has_val = !vrc && r->val.nq > 0 && r->val.rel_off && r->val.rel_off[r->val.nq] > 0;
     free(vq);
     data_texts_free(&vqs); data_texts_free(&vcs); data_triples_free(&vts);
+    if (vrc) return -1;
 
     /* batch buffers */
     r->mq = o->bsize / o->accumsteps;
@@ -437,6 +451,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
     r->order_epoch = -1;
     if (!(r->order = cb_malloc(r->n_train * sizeof(uint32_t), "the training order", err)) ||
         !(r->loss_hist = cb_calloc((size_t)r->total, sizeof(float), "the loss history", err)) ||
+        !(r->avg_hist = cb_calloc((size_t)r->total, sizeof(float), "the loss history", err)) ||
         !(r->lr_hist = cb_calloc((size_t)r->total, sizeof(float), "the loss history", err)))
         return -1;
 
@@ -481,9 +496,13 @@ int trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     train_opts *o = &r.o;
     long start = step_count(s);
     fprintf(stderr, "colbert: training %s: %zu triples (%zu for training, %d validation queries), batch %d x "
-            "%d micro-batches, %ld steps (%ld per epoch), warmup %ld, save every %ld, lr %g, %.1f GiB\n",
+            "%d micro-batches, %ld steps (%ld per epoch), %.1f GiB\n",
             tr->model_name, r.n_triplets, r.n_train, r.has_val ? r.val.nq : 0, r.mq, o->accumsteps, r.total,
-            r.spe, o->warmup, o->save_every, o->lr, (double)s->bytes / (1 << 30));
+            r.spe, (double)s->bytes / (1 << 30));
+    fprintf(stderr, "colbert: schedule%s: lr %g, linear warmup over %ld steps, then linear decay to 0 at step %ld; "
+            "a checkpoint every %ld steps and at the end\n", o->ragatouille_schedule ? " (RAGatouille's)" : "",
+            o->lr, o->warmup, r.decay_end, o->save_every);
+    if (r.has_val) fprintf(stderr, "colbert: validation: %s, by nDCG@10\n", r.val.source);
     if (start) fprintf(stderr, "colbert: resuming at step %ld from %s\n", start, o->resume);
 
     stop_requested = 0;
@@ -495,7 +514,7 @@ int trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     sigaction(SIGTERM, &sa, &old_term);
 
     int tty = r.tty = isatty(2) && !o->quiet;
-    double t0 = cb_now(), last_draw = 0, alpha = 0.02;
+    double t0 = cb_now(), last_draw = 0;
     int interrupted = 0;
     while (step_count(s) < r.total) {
         if (stop_requested) { interrupted = 1; break; }
@@ -511,14 +530,16 @@ int trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
         }
         double lr;
         float gn = step_update(s, &lr);
-        r.ema = step_count(s) == 1 ? loss : (1 - alpha) * r.ema + alpha * loss;
+        r.ema = TRAIN_SMOOTH * r.ema + (1 - TRAIN_SMOOTH) * loss;
+        double avg = train_smoothed(r.ema, step_count(s));
         r.loss_hist[g] = (float)loss;
+        r.avg_hist[g] = (float)avg;
         r.lr_hist[g] = (float)lr;
         double now = cb_now(), el = now - t0;
         double rate = (double)(step_count(s) - start) * o->bsize / (el > 0 ? el : 1e-9);
         fprintf(r.log, "{\"step\":%ld,\"epoch\":%ld,\"loss\":%.7g,\"loss_main\":%.7g,\"loss_ib\":%.7g,"
                 "\"loss_avg\":%.7g,\"lr\":%.7g,\"grad_norm\":%.7g,\"triplets_per_s\":%.4g,\"elapsed_s\":%.3f}\n",
-                step_count(s), g / r.spe + 1, loss, (double)sum.main, (double)sum.ib, r.ema, lr, (double)gn, rate, el);
+                step_count(s), g / r.spe + 1, loss, (double)sum.main, (double)sum.ib, avg, lr, (double)gn, rate, el);
         fflush(r.log);
         if (!o->quiet && (tty || now - last_draw >= 10 || step_count(s) == r.total || step_count(s) == start + 1)) {
             char eta[32], ela[32];
@@ -529,7 +550,7 @@ int trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
             for (int i = 0; i < w; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
             bar[w] = 0;
             fprintf(stderr, "%strain %ld/%ld [%s] %3d%% loss %.4f lr %.3g %.1f triplets/s %s ETA %s%s", tty ? "\r\033[K" : "",
-                    step_count(s), r.total, bar, (int)(100.0 * step_count(s) / r.total), r.ema, lr, rate, ela, eta, tty ? "" : "\n");
+                    step_count(s), r.total, bar, (int)(100.0 * step_count(s) / r.total), avg, lr, rate, ela, eta, tty ? "" : "\n");
             last_draw = now;
         }
         if (step_count(s) % o->save_every == 0 || step_count(s) == r.total) {

@@ -20,23 +20,33 @@
  *     artifact.metadata settings are kept; an option the user sets
  *     overrides a setting, a different dim is an error) or a BERT-family
  *     encoder (a new ColBERT, linear ~ N(0, initializer_range)).
- *   - schedule: warmup "auto" = int(n_triplets // bsize * 0.1), linear
- *     warmup then linear decay to 0 at maxsteps (step.h).
- *   - checkpoints: every save_every = max(1, n_triplets // bsize // 10)
- *     steps and at the end, as RUN/step-NNNNNN (RUN = output_dir/model_name):
+ *   - schedule: linear warmup over `warmup` steps, then linear decay to 0 at
+ *     the run's last step (step.h); warmup "auto" = 10% of the run's steps.
+ *     **beyond**: RAGatouille computes warmup "auto" = int(n_triplets //
+ *     bsize * 0.1) and decays to 0 at maxsteps, whatever the run's length
+ *     (a 150-step run then never leaves warmup); ragatouille_schedule = 1
+ *     gives exactly that (and its save_every).
+ *   - checkpoints: every save_every steps (auto: a fifth of the run,
+ *     rounded up; RAGatouille's: max(1, n_triplets // bsize // 10)) and at
+ *     the end, as RUN/step-NNNNNN (RUN = output_dir/model_name):
  *     a Hugging Face model directory (colmodel_save) plus the training
  *     state (training_state.safetensors: AdamW m and v; training_state.json:
  *     step, dropout stream, options, validation history). Built under a
  *     dot-name and renamed when complete, so a killed run never leaves a
  *     partial step-* directory. The newest keep_checkpoints are kept, and
  *     the best one always.
- *   - validation: a held-out slice of the queries (val_fraction of them,
- *     at most val_queries; their triples leave the training set) or the
- *     triples of val_data. Each checkpoint is scored: the loss over the
- *     validation triples and MRR@10 of each query's positives among its
- *     candidates (the documents of its triples). Best = highest MRR@10,
- *     then lowest loss; RUN/best is a link to it. Without validation
- *     (fewer than 10 queries) the last checkpoint is the best.
+ *   - validation, by retrieval (train_val.c): a held-out slice of the
+ *     queries (val_fraction of them, at most val_queries; their triples
+ *     leave the training set), the triples of val_data, or a BEIR split
+ *     (val_beir, val_split; graded qrels). At each checkpoint the model
+ *     ranks the validation queries by exact MaxSim among val_docs
+ *     documents (the judged ones plus a seeded sample of the collection;
+ *     all of it when smaller), encoded once per checkpoint in chunks, and
+ *     scores nDCG@10 and MRR@10. Best = highest nDCG@10; RUN/best is a
+ *     link to it. The earlier measures are logged beside: the nway loss of
+ *     the validation triples and MRR@10 among each query's own candidates.
+ *     Without validation (fewer than 10 queries) the last checkpoint is
+ *     the best.
  *   - resume: from any step-* directory: parameters, AdamW moments, step,
  *     schedule, data position and dropout stream come back, so the run
  *     ends bit-identical to an uninterrupted one. SIGINT / SIGTERM finish
@@ -60,7 +70,8 @@ typedef struct train_opts {
     int dim;                    /* 0: 128 for a new model, the checkpoint's in fine-tune */
     int doc_maxlen;             /* 0: 256 for a new model, the checkpoint's in fine-tune */
     int query_maxlen;           /* 0: 32 / the checkpoint's */
-    long warmup;                /* -1: auto */
+    long warmup;                /* -1: auto (10% of the run's steps) */
+    int ragatouille_schedule;   /* 1: RAGatouille's warmup / save_every / decay arithmetic */
     int accumsteps;             /* 1 */
     int use_ib_negatives;       /* 1 */
     int contrastive;            /* 0: colbert-ai's loss; 1: PyLate's Contrastive (--loss contrastive) */
@@ -71,9 +82,12 @@ typedef struct train_opts {
     long save_every;            /* 0: auto */
     int keep_checkpoints;       /* -1: 3 newest (+ the best), or the resumed run's; 0: all */
     const char *val_data;       /* NULL: hold out queries of the training data */
+    const char *val_beir;       /* a BEIR directory to validate on (with val_split) instead */
+    const char *val_split;      /* "dev" */
     double val_fraction;        /* 0.05 */
-    int val_queries;            /* 32: at most this many held-out queries */
-    int val_candidates;         /* 16: at most this many candidates per query */
+    int val_queries;            /* 128: at most this many held-out queries */
+    int val_candidates;         /* 16: at most this many candidates per query (earlier measures) */
+    int val_docs;               /* 2000: documents the validation queries are ranked among */
     const char *resume;         /* a step-* directory to continue from */
     int quiet;                  /* no progress line */
 } train_opts;

@@ -94,6 +94,10 @@ static json_t *opts_json(const run *r) {
                           o->keep_checkpoints, "val_fraction", o->val_fraction, "val_queries", o->val_queries,
                           "val_candidates", o->val_candidates);
     json_object_set_new(j, "val_data", o->val_data ? json_string(o->val_data) : json_null());
+    json_object_set_new(j, "val_beir", o->val_beir ? json_string(o->val_beir) : json_null());
+    json_object_set_new(j, "val_split", json_string(o->val_split ? o->val_split : "dev"));
+    json_object_set_new(j, "val_docs", json_integer(o->val_docs));
+    json_object_set_new(j, "schedule", json_string(o->ragatouille_schedule ? "ragatouille" : "run"));
     json_object_set_new(j, "loss", json_string(o->contrastive ? "contrastive" : "colbert"));
     json_object_set_new(j, "model_name", json_string(r->tr->model_name));
     json_object_set_new(j, "pretrained", json_string(r->tr->pretrained));
@@ -101,9 +105,18 @@ static json_t *opts_json(const run *r) {
     return j;
 }
 
+static const char *score_keys[4] = {"val_ndcg10", "val_mrr10", "val_loss", "val_cand_mrr10"};
+
+/* The measured scores of v into the object o. */
+static void put_scores(json_t *o, const val_scores *v) {
+    const double x[4] = {v->ndcg10, v->mrr10, v->loss, v->cand_mrr10};
+    for (int k = 0; k < 4; k++)
+        if (!isnan(x[k])) json_object_set_new(o, score_keys[k], json_real(x[k]));
+}
+
 /* artifact.metadata: the base checkpoint's (fine-tune), then colbert-ai's
  * ColBERTConfig keys of this run, then "meta". */
-static char *metadata_text(const run *r, long step, double vl, double mrr) {
+static char *metadata_text(const run *r, long step, const val_scores *v) {
     json_t *m = NULL;
     if (r->base_meta) {
         m = json_loads(r->base_meta, 0, NULL);
@@ -133,10 +146,7 @@ static char *metadata_text(const run *r, long step, double vl, double mrr) {
     json_object_set_new(m, "model_name", json_null());
     json_t *meta = json_pack("{s:s, s:I, s:s}", "written_by", "colbert.c", "step", (json_int_t)step,
                              "language_code", r->tr->language);
-    if (!isnan(mrr)) {
-        json_object_set_new(meta, "val_loss", json_real(vl));
-        json_object_set_new(meta, "val_mrr10", json_real(mrr));
-    }
+    put_scores(meta, v);
     json_object_set_new(m, "meta", meta);
     char *s = json_dumps(m, JSON_SORT_KEYS);
     json_decref(m);
@@ -147,26 +157,40 @@ static json_t *hist_json(const run *r) {
     json_t *a = json_array();
     for (int i = 0; i < r->n_hist; i++) {
         json_t *h = json_pack("{s:I}", "step", (json_int_t)r->hist[i].step);
-        if (!isnan(r->hist[i].mrr)) {
-            json_object_set_new(h, "val_loss", json_real(r->hist[i].val_loss));
-            json_object_set_new(h, "val_mrr10", json_real(r->hist[i].mrr));
-        }
+        put_scores(h, &r->hist[i].v);
         json_array_append_new(a, h);
     }
     return a;
 }
 
+/* The scores of v read back from o (absent keys: NAN). */
+static val_scores get_scores(json_t *o) {
+    val_scores v;
+    double *dst[4] = {&v.ndcg10, &v.mrr10, &v.loss, &v.cand_mrr10};
+    for (int k = 0; k < 4; k++) {
+        json_t *x = json_object_get(o, score_keys[k]);
+        *dst[k] = json_is_number(x) ? json_number_value(x) : NAN;
+    }
+    /* a state written before validation by retrieval: its MRR among the
+     * candidates was called val_mrr10 */
+    if (isnan(v.ndcg10) && !isnan(v.mrr10) && isnan(v.cand_mrr10)) {
+        v.cand_mrr10 = v.mrr10;
+        v.mrr10 = NAN;
+    }
+    return v;
+}
+
 char *train_step_name(long step) { return train_fmt("step-%06ld", step); }
 
-/* Index into hist of the best validated checkpoint still on disk (highest
- * MRR@10, then lowest loss, then latest), or of the latest one. */
+/* Index into hist of the best validated checkpoint (highest nDCG@10, then
+ * highest MRR@10, then the latest), or of the latest one. */
 int train_best_index(const run *r) {
     int b = -1;
     for (int i = 0; i < r->n_hist; i++) {
-        const ckpt_info *h = &r->hist[i];
-        if (isnan(h->mrr)) continue;
-        if (b < 0 || h->mrr > r->hist[b].mrr ||
-            (h->mrr == r->hist[b].mrr && h->val_loss <= r->hist[b].val_loss))
+        const val_scores *h = &r->hist[i].v;
+        if (isnan(h->ndcg10)) continue;
+        if (b < 0 || h->ndcg10 > r->hist[b].v.ndcg10 ||
+            (h->ndcg10 == r->hist[b].v.ndcg10 && h->mrr10 >= r->hist[b].v.mrr10))
             b = i;
     }
     if (b < 0) b = r->n_hist - 1;
@@ -228,10 +252,16 @@ int train_save_checkpoint(run *r, int validate_it, cb_err *err) {
     char *name = train_step_name(step);
     char *final = cb_path_join(r->run_dir, name);
     char *part = train_fmt("%s/.partial-%s", r->run_dir, name);
-    double vl = NAN, mrr = NAN;
+    val_scores vs = {NAN, NAN, NAN, NAN};
     int rc = 0;
-    if (validate_it && r->has_val) train_validate(r, &vl, &mrr);
-    char *meta = metadata_text(r, step, vl, mrr);
+    double tv = cb_now();
+    if (validate_it && r->has_val && train_validate(r, &vs, err)) {
+        free(name); free(final); free(part);
+        return -1;
+    }
+    tv = cb_now() - tv;
+    r->t_val += validate_it && r->has_val ? tv : 0;
+    char *meta = metadata_text(r, step, &vs);
     train_remove_tree(part);
     /* host copies of the parameters, then of the moments (staging only
      * while saving) */
@@ -258,7 +288,7 @@ int train_save_checkpoint(run *r, int validate_it, cb_err *err) {
         if (r->n_hist == r->cap_hist)
             r->hist = cb_xrealloc(r->hist, (size_t)(r->cap_hist = r->cap_hist ? 2 * r->cap_hist : 16) *
                                                sizeof(ckpt_info));
-        r->hist[r->n_hist++] = (ckpt_info){step, vl, mrr};
+        r->hist[r->n_hist++] = (ckpt_info){step, vs};
         char seed[32];
         snprintf(seed, sizeof seed, "%llu", (unsigned long long)step_dropout_state(s));
         json_t *j = json_pack("{s:i, s:I, s:s, s:f, s:I, s:I, s:I, s:o, s:o}", "version", 1, "step",
@@ -292,19 +322,17 @@ int train_save_checkpoint(run *r, int validate_it, cb_err *err) {
         r->src_dir = cb_xstrdup(final);
         if (r->log) {
             json_t *j = json_pack("{s:s, s:I, s:s}", "event", "checkpoint", "step", (json_int_t)step, "path", final);
-            if (!isnan(mrr)) {
-                json_object_set_new(j, "val_loss", json_real(vl));
-                json_object_set_new(j, "val_mrr10", json_real(mrr));
-            }
+            put_scores(j, &vs);
+            if (!isnan(vs.ndcg10)) json_object_set_new(j, "val_s", json_real(tv));
             char *line = json_dumps(j, JSON_COMPACT);
             fprintf(r->log, "%s\n", line);
             fflush(r->log);
             free(line);
             json_decref(j);
         }
-        if (!isnan(mrr))
-            fprintf(stderr, "%scheckpoint %s: validation loss %.4f, MRR@10 %.4f\n", r->tty ? "\r\033[K" : "",
-                    final, vl, mrr);
+        if (!isnan(vs.ndcg10))
+            fprintf(stderr, "%scheckpoint %s: validation nDCG@10 %.4f, MRR@10 %.4f (%.1f s)\n",
+                    r->tty ? "\r\033[K" : "", final, vs.ndcg10, vs.mrr10, tv);
         else if (!r->o.quiet)
             fprintf(stderr, "%scheckpoint %s\n", r->tty ? "\r\033[K" : "", final);
         set_best(r, err);
@@ -349,6 +377,15 @@ int train_resume_opts(run *r, const char *dir, json_t **state, cb_err *err) {
     t->save_every = (long)GI("save_every");
     t->val_fraction = json_real_value(json_object_get(o, "val_fraction"));
     t->val_queries = (int)GI("val_queries"); t->val_candidates = (int)GI("val_candidates");
+    if (json_object_get(o, "val_docs")) t->val_docs = (int)GI("val_docs");
+    {
+        const char *sc = json_string_value(json_object_get(o, "schedule"));
+        /* a state written before the run schedule followed RAGatouille's */
+        t->ragatouille_schedule = !sc || !strcmp(sc, "ragatouille");
+        const char *vs = json_string_value(json_object_get(o, "val_split"));
+        if (vs) t->val_split = vs;     /* lives in the state, as val_data */
+        t->val_beir = json_string_value(json_object_get(o, "val_beir"));
+    }
     if (t->keep_checkpoints < 0) t->keep_checkpoints = (int)GI("keep_checkpoints");
 #undef GI
     *state = j;
@@ -383,9 +420,7 @@ int train_load_state(run *r, const char *dir, json_t *j, cb_err *err) {
         if (r->n_hist == r->cap_hist)
             r->hist = cb_xrealloc(r->hist, (size_t)(r->cap_hist = r->cap_hist ? 2 * r->cap_hist : 16) *
                                                sizeof(ckpt_info));
-        json_t *vl = json_object_get(e, "val_loss"), *mr = json_object_get(e, "val_mrr10");
-        r->hist[r->n_hist++] = (ckpt_info){(long)json_integer_value(json_object_get(e, "step")),
-                                           vl ? json_real_value(vl) : NAN, mr ? json_real_value(mr) : NAN};
+        r->hist[r->n_hist++] = (ckpt_info){(long)json_integer_value(json_object_get(e, "step")), get_scores(e)};
     }
     if ((long)json_integer_value(json_object_get(j, "train_triples")) != (long)r->n_train ||
         (long)json_integer_value(json_object_get(j, "steps_per_epoch")) != r->spe)
@@ -414,6 +449,7 @@ int train_open_log(run *r, long upto, cb_err *err) {
                 fprintf(f, "%s\n", line);
                 if (!json_object_get(j, "event") && st >= 1 && st <= r->total) {
                     r->loss_hist[st - 1] = (float)json_real_value(json_object_get(j, "loss"));
+                    r->avg_hist[st - 1] = (float)json_real_value(json_object_get(j, "loss_avg"));
                     r->lr_hist[st - 1] = (float)json_real_value(json_object_get(j, "lr"));
                 }
             }

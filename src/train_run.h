@@ -22,6 +22,18 @@
 #define STATE_ST "training_state.safetensors"
 #define NWAY 2
 
+/* The smoothed loss, one definition for the progress line, train.jsonl's
+ * loss_avg and the curve: an exponential moving average with decay
+ * TRAIN_SMOOTH (about the last 20 steps), bias-corrected as Adam's moments
+ * are (ema starts at 0; after t steps it is divided by 1 - decay^t), so
+ * the first steps are not pulled towards 0 or towards the first loss. */
+#define TRAIN_SMOOTH 0.95
+static inline double train_smoothed(double ema, long t) {
+    double c = 1.0;
+    for (long i = 0; i < t && c > 1e-12; i++) c *= TRAIN_SMOOTH;
+    return t > 0 ? ema / (1.0 - c) : 0.0;
+}
+
 struct trainer {
     char *model_name, *pretrained, *language;
     int n_gpus;
@@ -29,24 +41,39 @@ struct trainer {
     char *best, *last;
 };
 
+/* The scores of one validation; NAN where not measured. */
+typedef struct val_scores {
+    double ndcg10, mrr10;       /* retrieval in the validation corpus: picks the best */
+    double loss;                /* mean nway cross-entropy of the validation triples */
+    double cand_mrr10;          /* MRR@10 of the positives among each query's own candidates */
+} val_scores;
+
 typedef struct ckpt_info {
     long step;
-    double val_loss, mrr;       /* NAN when not validated */
+    val_scores v;
 } ckpt_info;
 
+/* A validation set (train_val.c): queries with judged documents, a corpus
+ * to rank, and (from training triples) the triples for the earlier
+ * measures. */
 typedef struct val_set {
     int nq;                     /* queries */
     int32_t *q_ids;             /* [nq, Lq] */
     uint8_t *q_mask;            /* [nq, Lq] */
     int *q_len;                 /* [nq] = Lq */
-    int *c_off;                 /* [nq+1] candidates of query q: c_off[q] .. c_off[q+1] */
-    uint8_t *c_pos;             /* [nc] a positive of its query */
-    int32_t *d_ids;             /* packed candidate documents */
-    int *d_len;                 /* [nc] */
-    size_t *d_off;              /* [nc+1] token offsets */
+    int nd;                     /* documents of the validation corpus */
+    int32_t *d_ids;             /* packed */
+    int *d_len;                 /* [nd] */
+    size_t *d_off;              /* [nd + 1] token offsets */
     uint8_t *d_keep;            /* [tokens] */
-    int nt;                     /* validation triples */
-    int *t_q, *t_c;             /* [nt], [nt, nway]: query, candidate index of each doc */
+    size_t *rel_off;            /* [nq + 1] judgements of query q: rel_off[q] .. rel_off[q+1] */
+    uint32_t *rel_doc;          /*   document index, sorted within a query */
+    int32_t *rel_grade;         /*   grade (> 0 relevant) */
+    int nt;                     /* validation triples (0 for a BEIR split) */
+    int *t_q, *t_d;             /* [nt], [nt, nway]: query, document indices */
+    int *c_off, *c_doc;         /* [nq + 1], candidates: documents of each query's triples */
+    uint8_t *c_pos;             /* a positive of its query */
+    char source[512];           /* what it is, for the log */
 } val_set;
 
 typedef struct run {
@@ -70,8 +97,10 @@ typedef struct run {
     int has_val;
     ckpt_info *hist;
     int n_hist, cap_hist;
-    double ema;
-    float *loss_hist, *lr_hist; /* [total] for the curve */
+    double ema;                 /* raw exponential average of the loss (train_smooth) */
+    double t_val;               /* seconds spent validating */
+    float *loss_hist, *avg_hist, *lr_hist;  /* [total] per step: loss, smoothed loss, rate (the curve) */
+    long decay_end;             /* the learning rate reaches 0 here */
     FILE *log;
     int tty;                    /* stderr is a terminal: redraw the progress line */
     /* batch buffers */
@@ -88,11 +117,17 @@ void train_run_free(run *r);
 int train_load_data(const char *dir, data_texts *q, data_texts *c, data_triples *t, cb_err *err);
 
 /* train_val.c */
-/* Validation set: the queries qsel (n ids) with their triples from t. */
-void train_val_build(run *r, const data_texts *q, const data_texts *c, const data_triples *t, const int64_t *qsel,
-                     int n);
-/* Validation loss (mean nway cross-entropy, positive first) and MRR@10. */
-void train_validate(run *r, double *loss_out, double *mrr_out);
+/* The validation set of held-out queries qsel (n ids): their positives in
+ * the triples t, searched among the triples' documents and a sample of the
+ * collection c (val_docs in all). */
+int train_val_build(run *r, const data_texts *q, const data_texts *c, const data_triples *t, const int64_t *qsel,
+                    int n, cb_err *err);
+/* The validation set of a BEIR split (graded qrels), searched among its
+ * judged documents and a sample of its corpus (val_docs in all). */
+int train_val_build_beir(run *r, const char *dir, const char *split, cb_err *err);
+void train_val_free(val_set *v);
+/* Score the model being trained on r->val. */
+int train_validate(run *r, val_scores *out, cb_err *err);
 
 /* train_ckpt.c */
 /* Write RUN/step-N (model, training state, validation) atomically. */
