@@ -251,7 +251,8 @@ static inline size_t ops_attention_workspace(ops_device *d, int max_len, int hea
  * [T] or NULL: keys with mask 0 get probability exactly 0. With p > 0,
  * dropout on the probabilities: element e of (sequence s, head h) keeps by
  * the hash of (seed, stream, att_off[s] * NH + h * n_s^2 + e). Never stores
- * the n x n probabilities outside the workspace. */
+ * the n x n probabilities outside the workspace. A sequence whose keys are
+ * all masked gets ctx = 0 (ColBERT never makes one: [CLS] is always kept). */
 static inline void ops_attention_forward(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask,
                                          const ops_seqs *s, int H, int NH, float p, uint64_t seed,
                                          uint64_t stream, const ops_work *work) {
@@ -290,8 +291,8 @@ static inline void ops_l2norm_backward(ops_device *d, float *dinp, const float *
 
 /* ---- MaxSim -------------------------------------------------------------- */
 
-/* Bytes of workspace for queries of Lq vectors against doc_rows document
- * rows at once. */
+/* Bytes of workspace for queries of Lq vectors against at most doc_rows
+ * document rows (the rows one query meets: all of them when group = 0). */
 static inline size_t ops_maxsim_workspace(ops_device *d, int Lq, size_t doc_rows) {
     return d->fn->maxsim_workspace(d, Lq, doc_rows);
 }

@@ -45,7 +45,8 @@ static inline double ref_rel_max(const float *a, const float *b, size_t n) {
     double diff = 0, mag = 0;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - b[i]);
-        if (!(d <= diff)) diff = d;
+        if (d != d) return INFINITY;
+        if (d > diff) diff = d;
         if (fabs(b[i]) > mag) mag = fabs(b[i]);
     }
     return diff / (mag > 0 ? mag : 1);
