@@ -585,9 +585,17 @@ int trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
-    if (!rc && !interrupted)
-        fprintf(stderr, "colbert: done: %ld steps in %.1f s; best checkpoint %s\n", step_count(s) - start, cb_now() - t0,
+    if (!rc && !interrupted) {
+        double el = cb_now() - t0;
+        fprintf(stderr, "colbert: done: %ld steps in %.1f s (validation %.1f s, %.0f%%); best checkpoint %s\n",
+                step_count(s) - start, el, r.t_val, el > 0 ? 100.0 * r.t_val / el : 0.0,
                 tr->best ? tr->best : "(none)");
+        int b = train_best_index(&r);
+        if (b >= 0 && !isnan(r.hist[b].v.ndcg10))
+            fprintf(stderr, "colbert: best: step %ld, validation nDCG@10 %.4f, MRR@10 %.4f\n", r.hist[b].step,
+                    r.hist[b].v.ndcg10, r.hist[b].v.mrr10);
+        fprintf(stderr, "colbert: log %s/train.jsonl, loss curve %s/curve.svg\n", r.run_dir, r.run_dir);
+    }
     json_decref(state);
     train_run_free(&r);
     if (rc) return TRAIN_ERROR;

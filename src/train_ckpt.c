@@ -230,6 +230,27 @@ static void prune(run *r, long best_step) {
     free(steps);
 }
 
+/* Only the newest checkpoint keeps the training state (AdamW's moments are
+ * twice the model's size; resume needs them only where it continues):
+ * every other step-* directory becomes model-only. A kill before this
+ * leaves two resumable checkpoints, never none. */
+static void strip_states(const run *r, long newest) {
+    DIR *d = opendir(r->run_dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long st;
+        char tail;
+        if (sscanf(e->d_name, "step-%ld%c", &st, &tail) != 1 || st == newest) continue;
+        char *dir = cb_path_join(r->run_dir, e->d_name);
+        char *a = cb_path_join(dir, STATE_ST), *b = cb_path_join(dir, STATE_JSON);
+        unlink(a);
+        unlink(b);
+        free(a); free(b); free(dir);
+    }
+    closedir(d);
+}
+
 static void set_best(run *r, cb_err *err) {
     int b = train_best_index(r);
     if (b < 0) return;
@@ -336,6 +357,7 @@ int train_save_checkpoint(run *r, int validate_it, cb_err *err) {
         else if (!r->o.quiet)
             fprintf(stderr, "%scheckpoint %s\n", r->tty ? "\r\033[K" : "", final);
         set_best(r, err);
+        strip_states(r, step);
         train_write_curve(r);
     }
     free(name); free(final); free(part);
@@ -348,8 +370,11 @@ int train_resume_opts(run *r, const char *dir, json_t **state, cb_err *err) {
     json_error_t je;
     json_t *j = json_load_file(p, 0, &je);
     if (!j) {
-        cb_err_set(err, "%s: cannot resume: %s (HINT: --resume takes a step-* directory written by "
-                   "colbert train)", p, cb_file_exists(p) ? je.text : "no training state");
+        if (cb_file_exists(p))
+            cb_err_set(err, "%s: cannot resume: %s", p, je.text);
+        else
+            cb_err_set(err, "%s: cannot resume: no training state (HINT: only the newest checkpoint of a run keeps "
+                       "its optimizer state; --resume takes that step-* directory, written by colbert train)", dir);
         free(p);
         return -1;
     }

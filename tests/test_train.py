@@ -1,8 +1,13 @@
 """test_train.py: `colbert train` end to end on NFCorpus (all-MiniLM-L6-v2).
 
 - a short real run lowers the training loss, writes the checkpoints the save
-  rule implies (every n_triplets // bsize // 10 steps and at the end, the
-  newest --keep-checkpoints plus the best), prints the best path last;
+  rule implies (every ceil(steps / 5) steps and at the end, the newest
+  --keep-checkpoints plus the best, the optimizer state only in the
+  newest), warms up over 10% of its own steps and decays to 0 at its last,
+  validates by retrieval and links the checkpoint of highest nDCG@10 as
+  best, prints the best path last; --schedule ragatouille gives
+  RAGatouille's arithmetic (warmup and save_every from the data, decay to
+  0 at maxsteps);
 - resume (from a periodic checkpoint, and after SIGINT) ends with parameters
   and AdamW moments bit-identical to an uninterrupted run, dropout on;
 - SIGKILL during a save leaves every earlier checkpoint complete and loadable;
@@ -73,7 +78,8 @@ def test_short_nfcorpus_run(nf):
     data = subset(nf, "nf480", 480)
     out = os.path.join(TMP, "runs")
     r = train(["--model-name", "nf", "--pretrained", MODEL, "--data", data, "--output-dir", out, "--batch-size", "8",
-               "--maxsteps", "24", "--doc-maxlen", "48", "--lr", "3e-5", "--keep-checkpoints", "2"])
+               "--maxsteps", "24", "--doc-maxlen", "48", "--lr", "3e-5", "--keep-checkpoints", "2",
+               "--val-docs", "300"])
     run = os.path.join(out, "nf")
     lines = log_lines(run)
     steps = [x for x in lines if "event" not in x]
@@ -81,30 +87,61 @@ def test_short_nfcorpus_run(nf):
     loss = np.array([x["loss"] for x in steps])
     first, last = loss[:10].mean(), loss[-10:].mean()
     print(f"\nNFCorpus 480 triples, batch 8, 24 steps: loss {first:.4f} (steps 1-10) -> {last:.4f} (15-24); "
-          f"validation {[(c['step'], round(c['val_mrr10'], 3), round(c['val_loss'], 3)) for c in ckpts]}")
+          f"validation {[(c['step'], round(c['val_ndcg10'], 3), round(c['val_mrr10'], 3)) for c in ckpts]}")
     assert [x["step"] for x in steps] == list(range(1, 25))
     assert last < first
-    # save_every = 480 // 8 // 10 = 6; warmup auto = int(480 // 8 * 0.1) = 6
-    assert [c["step"] for c in ckpts] == [6, 12, 18, 24]
-    assert all("val_mrr10" in c for c in ckpts)
-    assert steps[6]["lr"] == pytest.approx(3e-5 * (500000 - 6) / (500000 - 6), rel=1e-6)
-    assert steps[2]["lr"] == pytest.approx(3e-5 * 2 / 6, rel=1e-6)
+    # the run takes 24 steps: save_every = ceil(24 / 5) = 5, warmup = int(24 * 0.1) = 2, decay to 0 at 24
+    assert [c["step"] for c in ckpts] == [5, 10, 15, 20, 24]
+    assert all(k in c for c in ckpts for k in ("val_ndcg10", "val_mrr10", "val_loss", "val_cand_mrr10"))
+    assert steps[0]["lr"] == 0 and steps[1]["lr"] == pytest.approx(3e-5 / 2, rel=1e-6)
+    assert steps[2]["lr"] == pytest.approx(3e-5, rel=1e-6)
+    assert steps[12]["lr"] == pytest.approx(3e-5 * (24 - 12) / (24 - 2), rel=1e-6)
+    assert steps[23]["lr"] == pytest.approx(3e-5 * 1 / 22, rel=1e-6)
+    # the smoothed loss of the log is the bias-corrected EMA of the losses
+    ema = 0.0
+    for i, x in enumerate(steps):
+        ema = 0.95 * ema + 0.05 * x["loss"]
+        assert x["loss_avg"] == pytest.approx(ema / (1 - 0.95 ** (i + 1)), rel=1e-5)
     best = os.path.realpath(os.path.join(run, "best"))
     assert r.stdout.strip().splitlines()[-1] == os.path.join(run, os.path.basename(best))
-    bc = max(ckpts, key=lambda c: (c["val_mrr10"], -c["val_loss"], c["step"]))
+    bc = max(ckpts, key=lambda c: (c["val_ndcg10"], c["val_mrr10"], c["step"]))
     assert os.path.basename(best) == f"step-{bc['step']:06d}"
+    assert f"best: step {bc['step']}, validation nDCG@10" in r.stderr
+    assert "curve.svg" in r.stderr and "train.jsonl" in r.stderr
     kept = sorted(d for d in os.listdir(run) if d.startswith("step-"))
-    assert kept == sorted({"step-000018", "step-000024", os.path.basename(best)})
+    assert kept == sorted({"step-000020", "step-000024", os.path.basename(best)})
     assert not [d for d in os.listdir(run) if d.startswith(".")]
     for d in kept:
         names = set(os.listdir(os.path.join(run, d)))
-        assert {"config.json", "model.safetensors", "artifact.metadata", "training_state.json",
-                "training_state.safetensors"} <= names
+        assert {"config.json", "model.safetensors", "artifact.metadata"} <= names
+        # only the newest checkpoint keeps the optimizer state
+        state = {"training_state.json", "training_state.safetensors"}
+        assert (state <= names) == (d == "step-000024"), (d, names)
         meta = json.load(open(os.path.join(run, d, "artifact.metadata")))
         assert meta["doc_maxlen"] == 48 and meta["query_maxlen"] == 32 and meta["dim"] == 128
-        assert meta["bsize"] == 8 and meta["nbits"] == 2 and meta["warmup"] == 6
+        assert meta["bsize"] == 8 and meta["nbits"] == 2 and meta["warmup"] == 2
     svg = open(os.path.join(run, "curve.svg")).read()
     assert svg.startswith("<svg") and "polyline" in svg
+    # a model-only checkpoint cannot be resumed, and says which one can
+    older = [d for d in kept if d != "step-000024"][0]
+    r = train(["--resume", os.path.join(run, older)], check=False)
+    assert r.returncode == 1 and "only the newest checkpoint" in r.stderr
+
+
+def test_ragatouille_schedule(nf):
+    """--schedule ragatouille: warmup = int(n // bsize * 0.1), save_every = n // bsize // 10, decay to 0 at maxsteps."""
+    data = subset(nf, "nf480", 480)
+    out = os.path.join(TMP, "runs_rag")
+    train(["--model-name", "nf", "--pretrained", MODEL, "--data", data, "--output-dir", out, "--batch-size", "8",
+           "--maxsteps", "13", "--doc-maxlen", "32", "--lr", "3e-5", "--schedule", "ragatouille",
+           "--val-fraction", "0", "--keep-checkpoints", "0"])
+    lines = log_lines(os.path.join(out, "nf"))
+    steps = [x for x in lines if "event" not in x]
+    ckpts = [x["step"] for x in lines if x.get("event") == "checkpoint"]
+    # 480 // 8 = 60 batches: warmup 6, a checkpoint every 6 steps, decay to 0 at maxsteps 13
+    assert ckpts == [6, 12, 13]
+    assert steps[2]["lr"] == pytest.approx(3e-5 * 2 / 6, rel=1e-6)
+    assert steps[9]["lr"] == pytest.approx(3e-5 * (13 - 9) / (13 - 6), rel=1e-6)
 
 
 TINY = ["--batch-size", "4", "--doc-maxlen", "32", "--query-maxlen", "16", "--maxsteps", "6", "--save-every", "2",
@@ -125,12 +162,23 @@ def same_state(a, b):
 
 
 def test_resume_bit_identical(full_run):
+    """Killed (SIGKILL) after a periodic checkpoint, resumed from the newest one."""
     data, a = full_run
-    b = os.path.join(TMP, "resumed", "a")
-    os.makedirs(b)
-    shutil.copytree(os.path.join(a, "step-000002"), os.path.join(b, "step-000002"))
-    shutil.copy(os.path.join(a, "train.jsonl"), b)
-    r = train(["--resume", os.path.join(b, "step-000002")])
+    out = os.path.join(TMP, "resumed")
+    p = subprocess.Popen([BIN, "train", "--threads", "2", "--model-name", "a", "--pretrained", MODEL, "--data", data,
+                          "--output-dir", out, *TINY], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    b = os.path.join(out, "a")
+    t0 = time.time()
+    while time.time() - t0 < 120 and p.poll() is None:
+        if os.path.isdir(os.path.join(b, "step-000002")):
+            p.kill()
+            break
+        time.sleep(0.01)
+    p.wait()
+    newest = max(d for d in os.listdir(b) if d.startswith("step-"))
+    assert newest < "step-000006", "the run ended before it could be killed"
+    r = train(["--resume", os.path.join(b, newest)])
+    print(f"\nkilled after {newest}, resumed")
     assert r.stdout.strip().splitlines()[-1] == os.path.join(b, "step-000006")
     same_state(os.path.join(a, "step-000006"), os.path.join(b, "step-000006"))
     assert [x["step"] for x in log_lines(b) if "event" not in x] == list(range(1, 7))
@@ -166,7 +214,8 @@ def loadable(ckpt):
     r = subprocess.run([BIN, "encode", "--colbert", "query", "--model", ckpt, "--input", q, "--output",
                         os.path.join(TMP, "one_query.npy"), "--quiet"], capture_output=True, text=True)
     assert r.returncode == 0, f"{ckpt}: {r.stderr}"
-    load_file(os.path.join(ckpt, "training_state.safetensors"))
+    if os.path.exists(os.path.join(ckpt, "training_state.json")):
+        load_file(os.path.join(ckpt, "training_state.safetensors"))
 
 
 def test_sigkill_mid_save_keeps_earlier_checkpoints(nf):
@@ -194,6 +243,8 @@ def test_sigkill_mid_save_keeps_earlier_checkpoints(nf):
     assert kept == ["step-000001", "step-000002"]
     for d in kept:
         loadable(os.path.join(run, d))
+    # the newest complete checkpoint is the resumable one
+    assert os.path.exists(os.path.join(run, "step-000002", "training_state.safetensors"))
     # the next run over the same directory cleans the leftovers up and continues
     r = train(["--resume", os.path.join(run, "step-000002"), "--quiet"])
     assert not [n for n in os.listdir(run) if n.startswith(".")]
