@@ -406,52 +406,6 @@ static uint64_t texts_hash(const char *const *t, const size_t *len, size_t n) {
     return h;
 }
 
-/* Read a 2-D little-endian float32 C-order .npy of shape [rows, cols]
- * (checked when rows/cols >= 0). Returns malloc'd data or NULL + err. */
-static float *npy_read_f32(const char *path, int64_t rows, int64_t cols, cb_err *err) {
-    size_t len;
-    char *buf = cb_read_file(path, &len, err);
-    if (!buf) return NULL;
-    const char *why = NULL;
-    size_t hl = 0, ho = 0;
-    long long r = -1, c = -1;
-    if (len < 10 || memcmp(buf, "\x93NUMPY", 6)) why = "not a .npy file";
-    else if (buf[6] == 1) hl = (uint8_t)buf[8] | (size_t)(uint8_t)buf[9] << 8, ho = 10;
-    else if (buf[6] == 2 || buf[6] == 3) {
-        if (len < 12) why = "truncated header";
-        else hl = (uint8_t)buf[8] | (size_t)(uint8_t)buf[9] << 8 | (size_t)(uint8_t)buf[10] << 16 |
-                  (size_t)(uint8_t)buf[11] << 24, ho = 12;
-    } else why = "unknown .npy version";
-    if (!why && ho + hl > len) why = "truncated header";
-    if (!why) {
-        char *hdr = cb_xmalloc(hl + 1);
-        memcpy(hdr, buf + ho, hl);
-        hdr[hl] = 0;
-        const char *sh = strstr(hdr, "'shape':");
-        if (!strstr(hdr, "'descr': '<f4'")) why = "dtype is not float32 ('<f4')";
-        else if (!strstr(hdr, "'fortran_order': False")) why = "not in C order";
-        else if (!sh || sscanf(sh, "'shape': (%lld, %lld)", &r, &c) != 2) why = "not a 2-D array";
-        free(hdr);
-    }
-    if (!why && ((rows >= 0 && r != rows) || (cols >= 0 && c != cols))) {
-        cb_err_set(err, "%s: shape (%lld, %lld), expected (%lld, %lld)", path, r, c, (long long)rows,
-                   (long long)cols);
-        free(buf);
-        return NULL;
-    }
-    if (!why && (r < 0 || c < 0 || len - ho - hl != (size_t)r * (size_t)c * sizeof(float)))
-        why = "data size does not match the shape";
-    if (why) {
-        cb_err_set(err, "%s: %s", path, why);
-        free(buf);
-        return NULL;
-    }
-    float *out = cb_xmalloc(at_least1((size_t)r * (size_t)c) * sizeof(float));
-    memcpy(out, buf + ho + hl, (size_t)r * (size_t)c * sizeof(float));
-    free(buf);
-    return out;
-}
-
 /* mkdir -p: 0, or -1 when dir is not a directory afterwards. */
 static int make_dirs(const char *dir) {
     char *p = cb_xstrdup(dir);
