@@ -46,7 +46,8 @@ static void test_load_errors(void) {
     char *bad = tmp_dir("tok-malformed");
     char *p = cb_path_join(bad, "tokenizer.json");
     write_file(p, "{\n  \"model\": {\"type\": \"WordPiece\",\n   \"vocab\": {\"a\": 0,,}\n}\n");
-    check_load_fails(bad, "tokenizer.json: malformed JSON at line 3");
+    check_load_fails(bad, "tokenizer.json: invalid JSON");
+    check_load_fails(bad, "(line 3, column");
     free(p);
     free(bad);
 
@@ -151,7 +152,7 @@ static void test_vocab_txt(void) {
         tokenizer_free(t);
     }
     write_file(p, "{\"do_lower_case\": true,,}");
-    check_load_fails(d, "tokenizer_config.json: malformed JSON");
+    check_load_fails(d, "tokenizer_config.json: invalid JSON");
     free(p);
     free(d);
 }
