@@ -3,7 +3,8 @@
 #include "eval.h"
 #include "blas.h"
 #include "data.h"
-#include "npy.h"
+#include "fsutil.h"
+#include "topk.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -424,46 +425,8 @@ int64_t eval_doc_index(const eval_data *d, const char *id, size_t len) {
 /* Ranking                                                                  */
 /* ======================================================================== */
 
-/* a ranks before b: higher score, then lower tie value */
-static inline int better(float sa, uint32_t ta, float sb, uint32_t tb) {
-    return sa > sb || (sa == sb && ta < tb);
-}
-
-/* Bounded heap of the best `depth` (doc, score), the worst at the root. */
-static void heap_sift_down(int32_t *hd, float *hs, const uint32_t *tie, int n, int i) {
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, w = i;
-        if (l < n && better(hs[w], tie ? tie[hd[w]] : (uint32_t)hd[w], hs[l], tie ? tie[hd[l]] : (uint32_t)hd[l])) w = l;
-        if (r < n && better(hs[w], tie ? tie[hd[w]] : (uint32_t)hd[w], hs[r], tie ? tie[hd[r]] : (uint32_t)hd[r])) w = r;
-        if (w == i) return;
-        int32_t td = hd[i]; hd[i] = hd[w]; hd[w] = td;
-        float ts = hs[i]; hs[i] = hs[w]; hs[w] = ts;
-        i = w;
-    }
-}
-
-static void heap_push(int32_t *hd, float *hs, int *n, int cap, const uint32_t *tie, int32_t doc, float s) {
-    uint32_t t = tie ? tie[doc] : (uint32_t)doc;
-    if (*n < cap) {   /* sift up: a better entry moves below worse parents */
-        int i = (*n)++;
-        while (i > 0) {
-            int p = (i - 1) / 2;
-            if (!better(hs[p], tie ? tie[hd[p]] : (uint32_t)hd[p], s, t)) break;
-            hd[i] = hd[p];
-            hs[i] = hs[p];
-            i = p;
-        }
-        hd[i] = doc;
-        hs[i] = s;
-    } else if (better(s, t, hs[0], tie ? tie[hd[0]] : (uint32_t)hd[0])) {
-        hd[0] = doc;
-        hs[0] = s;
-        heap_sift_down(hd, hs, tie, cap, 0);
-    }
-}
-
-void eval_ranker_init(eval_ranker *r, const float *qv, const uint32_t *tie, int nq, int Lq, int D, int depth,
-                      int max_docs, int max_len) {
+int eval_ranker_init(eval_ranker *r, const float *qv, const uint32_t *tie, int nq, int Lq, int D, int depth,
+                     int max_docs, int max_len) {
     CB_ASSERT(nq >= 0 && Lq > 0 && D > 0 && depth > 0 && max_docs > 0 && max_len > 0);
     memset(r, 0, sizeof *r);
     r->qv = qv;
@@ -482,19 +445,20 @@ void eval_ranker_init(eval_ranker *r, const float *qv, const uint32_t *tie, int 
     r->n_threads = 1;
 #endif
     size_t W = (size_t)EVAL_QB * Lq, nqs = nq ? (size_t)nq : 1;
-    r->heap_doc = cb_xmalloc(nqs * depth * sizeof(int32_t));
-    r->heap_score = cb_xmalloc(nqs * depth * sizeof(float));
-    r->heap_n = cb_xcalloc(nqs, sizeof(int));
-    r->scores = cb_xmalloc((size_t)EVAL_QB * max_docs * sizeof(float));
-    r->sim = cb_xmalloc((size_t)r->n_threads * r->block_rows * W * sizeof(float));
-    r->colmax = cb_xmalloc((size_t)r->n_threads * W * sizeof(float));
-    r->off = cb_xmalloc(((size_t)max_docs + 1) * sizeof(size_t));
-    r->block = cb_xmalloc(((size_t)max_docs + 1) * sizeof(int));
+    r->heap = malloc(nqs * depth * sizeof(topk_hit));
+    r->heap_n = calloc(nqs, sizeof(int));
+    r->scores = malloc((size_t)EVAL_QB * max_docs * sizeof(float));
+    r->sim = malloc((size_t)r->n_threads * r->block_rows * W * sizeof(float));
+    r->colmax = malloc((size_t)r->n_threads * W * sizeof(float));
+    r->off = malloc(((size_t)max_docs + 1) * sizeof(size_t));
+    r->block = malloc(((size_t)max_docs + 1) * sizeof(int));
+    if (r->heap && r->heap_n && r->scores && r->sim && r->colmax && r->off && r->block) return 0;
+    eval_ranker_free(r);
+    return -1;
 }
 
 void eval_ranker_free(eval_ranker *r) {
-    free(r->heap_doc);
-    free(r->heap_score);
+    free(r->heap);
     free(r->heap_n);
     free(r->scores);
     free(r->sim);
@@ -563,32 +527,22 @@ void eval_ranker_add(eval_ranker *r, const float *dv, const int *lengths, int do
 #pragma omp parallel for schedule(dynamic, 1)
         for (int q = 0; q < nqb; q++) {
             size_t g = (size_t)(q0 + q);
-            int32_t *hd = r->heap_doc + g * r->depth;
-            float *hs = r->heap_score + g * r->depth;
+            topk_hit *h = r->heap + g * r->depth;
             const float *sc = r->scores + (size_t)q * r->max_docs;
-            for (int i = 0; i < nd; i++)
-                if (sc[i] == sc[i]) heap_push(hd, hs, &r->heap_n[g], r->depth, r->tie, doc0 + i, sc[i]);
+            for (int i = 0; i < nd; i++) {
+                int32_t doc = doc0 + i;
+                if (sc[i] == sc[i])   /* a NaN score is left out */
+                    topk_push(h, &r->heap_n[g], r->depth, sc[i], doc, r->tie ? r->tie[doc] : (uint32_t)doc);
+            }
         }
     }
 }
 
 void eval_ranker_finish(eval_ranker *r, int32_t *top, float *top_score) {
     for (int q = 0; q < r->nq; q++) {
-        int32_t *hd = r->heap_doc + (size_t)q * r->depth, *td = top + (size_t)q * r->depth;
-        float *hs = r->heap_score + (size_t)q * r->depth, *ts = top_score + (size_t)q * r->depth;
-        int n = r->heap_n[q];
-        for (int i = n; i < r->depth; i++) {
-            td[i] = -1;
-            ts[i] = -INFINITY;
-        }
-        /* pop the worst to the back until empty: best first */
-        for (int m = n; m > 0; m--) {
-            td[m - 1] = hd[0];
-            ts[m - 1] = hs[0];
-            hd[0] = hd[m - 1];
-            hs[0] = hs[m - 1];
-            heap_sift_down(hd, hs, r->tie, m - 1, 0);
-        }
+        topk_hit *h = r->heap + (size_t)q * r->depth;
+        topk_sort(h, r->heap_n[q]);
+        topk_write(h, r->heap_n[q], r->depth, top + (size_t)q * r->depth, top_score + (size_t)q * r->depth);
         r->heap_n[q] = 0;
     }
 }

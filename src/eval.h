@@ -67,8 +67,7 @@ typedef struct eval_ranker {
     const float *qv;            /* [nq, Lq, D], the caller's */
     const uint32_t *tie;        /* [documents] or NULL, the caller's */
     int nq, Lq, D, depth, max_docs, block_rows, n_threads;
-    int32_t *heap_doc;          /* [nq, depth] the best so far, worst at the root */
-    float *heap_score;          /* [nq, depth] */
+    struct topk_hit *heap;      /* [nq, depth] the best so far per query (topk.h) */
     int *heap_n;                /* [nq] */
     float *scores;              /* [EVAL_QB, max_docs] one query batch x one chunk */
     float *sim;                 /* [n_threads, block_rows, EVAL_QB * Lq] */
@@ -80,9 +79,11 @@ typedef struct eval_ranker {
 #define EVAL_QB 32              /* queries per SGEMM */
 
 /* max_docs: the most documents one eval_ranker_add gets; max_len: the most
- * vectors one document has (doc_maxlen). */
-void eval_ranker_init(eval_ranker *r, const float *qv /* [nq, Lq, D] */, const uint32_t *tie,
-                      int nq, int Lq, int D, int depth, int max_docs, int max_len);
+ * vectors one document has (doc_maxlen). Returns 0, or -1 when out of memory
+ * (r is then empty; the buffers are about n_threads * max(2048, max_len) *
+ * EVAL_QB * Lq floats). */
+int eval_ranker_init(eval_ranker *r, const float *qv /* [nq, Lq, D] */, const uint32_t *tie,
+                     int nq, int Lq, int D, int depth, int max_docs, int max_len);
 void eval_ranker_add(eval_ranker *r, const float *dv /* [sum lengths, D] */,
                      const int *lengths /* [nd] */, int doc0, int nd);
 /* The ranking, best first; -1 / -inf past the documents seen. */
