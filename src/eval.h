@@ -25,6 +25,7 @@
 #define CB_EVAL_H
 #include <stddef.h>
 #include <stdint.h>
+#include "beir.h"
 #include "common.h"
 
 typedef struct eval_data {
@@ -38,12 +39,13 @@ typedef struct eval_data {
     const char **query_id;      /* [n_queries] */
     const char **query_text;    /* [n_queries] */
     size_t *query_len;          /* [n_queries] */
+    uint32_t *query_index;      /* [queries of queries.jsonl] index in the split, or UINT32_MAX */
     /* judgements of query q: rel_doc/rel_grade[rel_off[q] .. rel_off[q+1]),
      * sorted by document index, one per document */
     size_t *rel_off;            /* [n_queries + 1] */
     uint32_t *rel_doc;
     int32_t *rel_grade;
-    char *arena;                /* every string above */
+    beir src;                   /* the tables every string above points into */
 } eval_data;
 
 /* Load dir's corpus, queries and qrels/<split>.tsv (a header line, CRLF and
@@ -55,7 +57,7 @@ typedef struct eval_data {
 int eval_data_load(eval_data *d, const char *dir, const char *split, size_t max_queries, cb_err *err);
 void eval_data_free(eval_data *d);
 
-/* Index of the document with this id, or -1 (binary search). */
+/* Index of the document with this id, or -1 (a hash lookup). */
 int64_t eval_doc_index(const eval_data *d, const char *id, size_t len);
 
 /* Top `depth` documents per query by MaxSim, fed with the documents in
