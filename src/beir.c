@@ -89,9 +89,7 @@ static int read_jsonl(beir *b, const beir_opts *o, int corpus, cb_err *err) {
     char *line, *join = NULL, b96[96];
     size_t len, cap_join = 0;
     int rc;
-    while ((rc = data_lines_next(&r, &line, &len, err)) == 1) {
-        if ((r.lineno & 4095) == 0) progress_update(&pg, r.bytes_read >> 20);
-        if (data_is_blank(line, len)) continue;
+    while ((rc = data_lines_next_nonblank(&r, &pg, &line, &len, err)) == 1) {
         const char *id = NULL, *title = NULL, *text, *doc;
         size_t nid = 0, nt = 0, nx, n;
         uint32_t k;
@@ -158,8 +156,7 @@ static int read_qrels(beir *b, const beir_opts *o, cb_err *err) {
     char *line, b96[96];
     size_t len;
     int rc;
-    while ((rc = data_lines_next(&r, &line, &len, err)) == 1) {
-        if (data_is_blank(line, len)) continue;
+    while ((rc = data_lines_next_nonblank(&r, NULL, &line, &len, err)) == 1) {
         char *f[5];
         size_t fl[5];
         int nf = qrels_fields(line, len, f, fl);

@@ -2,6 +2,7 @@
  * buffered writer; see data.h. The JSON parser is data_json.c, the
  * training-file readers data_load.c. */
 #include "data.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -167,6 +168,15 @@ int data_lines_next(data_lines *r, char **line, size_t *len, cb_err *err) {
             r->eof = 1;
         }
     }
+}
+
+int data_lines_next_nonblank(data_lines *r, progress *pg, char **line, size_t *len, cb_err *err) {
+    int rc;
+    while ((rc = data_lines_next(r, line, len, err)) == 1) {
+        if (pg && (r->lineno & 4095) == 0) progress_update(pg, r->bytes_read >> 20);
+        if (!data_is_blank(*line, *len)) break;
+    }
+    return rc;
 }
 
 int data_lines_err(cb_err *err, const data_lines *r, const char *fmt, ...) {

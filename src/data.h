@@ -66,6 +66,10 @@ int data_lines_open(data_lines *r, const char *path, cb_err *err);
  * next call: returns 1 with *line, *len set; 0 at end of file; -1 on a read
  * error (err set). */
 int data_lines_next(data_lines *r, char **line, size_t *len, cb_err *err);
+/* The same for the next line that is not blank (data_is_blank); pg (may be
+ * NULL) is updated with the MB read so far every 4096 lines. */
+struct progress;
+int data_lines_next_nonblank(data_lines *r, struct progress *pg, char **line, size_t *len, cb_err *err);
 void data_lines_close(data_lines *r);
 /* err = "PATH:LINE: <printf message>" for the line last returned. Returns -1. */
 int data_lines_err(cb_err *err, const data_lines *r, const char *fmt, ...)

@@ -396,8 +396,7 @@ int eval_read_run(int32_t **top, const eval_data *d, const char *path, int depth
     int ret = -1, rc;
     char *line, b[96];
     size_t len;
-    while ((rc = data_lines_next(&r, &line, &len, err)) == 1) {
-        if (data_is_blank(line, len)) continue;
+    while ((rc = data_lines_next_nonblank(&r, NULL, &line, &len, err)) == 1) {
         char *f[7];
         size_t fl[7];
         int nf = 0;

@@ -1,8 +1,8 @@
 /* miner.c: see miner.h. Sections: the model table, exact search, the IVF
  * index, saved embeddings, and the prepare hook. The per-query top-k heaps
- * are topk.h's (ties to the lower document id). Buffers of the parallel
- * regions are per thread; one that cannot be allocated makes the search
- * return -1 (nothing exits). */
+ * are topk.h's (ties to the lower document id). The parallel searches take
+ * their per-thread buffers from one allocation made before the region; if
+ * it fails they return -1 (nothing exits). */
 #include "miner.h"
 #include "blas.h"
 #include "encoder.h"
@@ -114,6 +114,33 @@ void miner_normalize(float *x, size_t n, int dim) {
 /* Exact search                                                             */
 /* ======================================================================== */
 
+/* Scratch of a parallel search: `bytes` for each thread, one allocation for
+ * all of them made before the region (so that a failure is reported, not
+ * met inside it). Thread t owns mem[t * bytes .. (t + 1) * bytes). */
+typedef struct scratch {
+    char *mem;
+    size_t bytes;
+} scratch;
+
+static int scratch_alloc(scratch *s, size_t bytes) {
+#ifdef _OPENMP
+    size_t threads = (size_t)omp_get_max_threads();
+#else
+    size_t threads = 1;
+#endif
+    s->bytes = (bytes + 63) & ~(size_t)63;   /* each thread on its own cache lines */
+    s->mem = malloc(threads * s->bytes);
+    return s->mem ? 0 : -1;
+}
+
+static char *scratch_mine(const scratch *s) {
+#ifdef _OPENMP
+    return s->mem + (size_t)omp_get_thread_num() * s->bytes;
+#else
+    return s->mem;
+#endif
+}
+
 #define DOC_BLOCK 2048
 
 int miner_topk_exact(int32_t *ids, float *scores, const float *q, size_t nq, const float *d,
@@ -124,41 +151,34 @@ int miner_topk_exact(int32_t *ids, float *scores, const float *q, size_t nq, con
     size_t nblk = (nq + QB - 1) / QB;
     /* Query blocks in parallel; inside a parallel region OpenBLAS runs each
      * SGEMM on one thread, so the results do not depend on the thread count. */
-    int failed = 0;
-#pragma omp parallel
-    {
-        float *S = malloc(QB * DOC_BLOCK * sizeof(float));
-        topk_hit *heaps = malloc(QB * (size_t)k * sizeof(topk_hit));
-        int *cnt = malloc(QB * sizeof(int));
-        int ok = S && heaps && cnt;
-        if (!ok) {
-#pragma omp atomic write
-            failed = 1;
+    /* per thread: S [QB, DOC_BLOCK], QB heaps of k hits, QB counts */
+    size_t o_heaps = QB * DOC_BLOCK * sizeof(float), o_cnt = o_heaps + QB * (size_t)k * sizeof(topk_hit);
+    scratch sc;
+    if (scratch_alloc(&sc, o_cnt + QB * sizeof(int))) return -1;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t b = 0; b < nblk; b++) {
+        char *mem = scratch_mine(&sc);
+        float *S = (float *)(void *)mem;
+        topk_hit *heaps = (topk_hit *)(void *)(mem + o_heaps);
+        int *cnt = (int *)(void *)(mem + o_cnt);
+        size_t q0 = b * QB, m = nq - q0 < QB ? nq - q0 : QB;
+        memset(cnt, 0, m * sizeof(int));
+        for (size_t d0 = 0; d0 < nd; d0 += DOC_BLOCK) {
+            size_t nb = nd - d0 < DOC_BLOCK ? nd - d0 : DOC_BLOCK;
+            /* S[m, nb] = Q[q0.., :] D[d0.., :]^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nb, dim, 1.0f,
+                        q + q0 * (size_t)dim, dim, d + d0 * (size_t)dim, dim, 0.0f, S, (int)nb);
+            for (size_t i = 0; i < m; i++)
+                topk_push_row(heaps + i * (size_t)k, &cnt[i], k, S + i * nb, nb, NULL, (int32_t)d0);
         }
-#pragma omp for schedule(dynamic, 1)
-        for (size_t b = 0; b < nblk; b++) {
-            if (!ok) continue;
-            size_t q0 = b * QB, m = nq - q0 < QB ? nq - q0 : QB;
-            memset(cnt, 0, m * sizeof(int));
-            for (size_t d0 = 0; d0 < nd; d0 += DOC_BLOCK) {
-                size_t nb = nd - d0 < DOC_BLOCK ? nd - d0 : DOC_BLOCK;
-                /* S[m, nb] = Q[q0.., :] D[d0.., :]^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nb, dim, 1.0f,
-                            q + q0 * (size_t)dim, dim, d + d0 * (size_t)dim, dim, 0.0f, S, (int)nb);
-                for (size_t i = 0; i < m; i++)
-                    topk_push_row(heaps + i * (size_t)k, &cnt[i], k, S + i * nb, nb, NULL, (int32_t)d0);
-            }
-            for (size_t i = 0; i < m; i++) {
-                topk_sort(heaps + i * (size_t)k, cnt[i]);
-                topk_write(heaps + i * (size_t)k, cnt[i], k, ids + (q0 + i) * (size_t)k,
-                           scores + (q0 + i) * (size_t)k);
-            }
+        for (size_t i = 0; i < m; i++) {
+            topk_sort(heaps + i * (size_t)k, cnt[i]);
+            topk_write(heaps + i * (size_t)k, cnt[i], k, ids + (q0 + i) * (size_t)k,
+                       scores + (q0 + i) * (size_t)k);
         }
-        free(S);
-        free(heaps);
-        free(cnt);
     }
-    return failed ? -1 : 0;
+    free(sc.mem);
+    return 0;
 }
 
 /* ======================================================================== */
@@ -173,34 +193,24 @@ static int ivf_assign(int32_t *a, const float *x, size_t n, const float *c, int 
     const size_t PB = 128;
     size_t nblk = (n + PB - 1) / PB;
     size_t cb = (size_t)nc < CENT_BLOCK ? (size_t)nc : CENT_BLOCK;
-    int failed = 0;
-#pragma omp parallel
-    {
-        float *S = malloc(PB * cb * sizeof(float));
-        float *best = malloc(PB * sizeof(float));
-        int ok = S && best;
-        if (!ok) {
-#pragma omp atomic write
-            failed = 1;
+    scratch sc;   /* per thread: S [PB, cb], best [PB] */
+    if (scratch_alloc(&sc, (PB * cb + PB) * sizeof(float))) return -1;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t b = 0; b < nblk; b++) {
+        float *S = (float *)(void *)scratch_mine(&sc), *best = S + PB * cb;
+        size_t p0 = b * PB, m = n - p0 < PB ? n - p0 : PB;
+        for (size_t i = 0; i < m; i++) best[i] = -INFINITY, a[p0 + i] = 0;
+        for (size_t c0 = 0; c0 < (size_t)nc; c0 += cb) {
+            size_t nb = (size_t)nc - c0 < cb ? (size_t)nc - c0 : cb;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nb, dim, 1.0f,
+                        x + p0 * (size_t)dim, dim, c + c0 * (size_t)dim, dim, 0.0f, S, (int)nb);
+            for (size_t i = 0; i < m; i++)
+                for (size_t j = 0; j < nb; j++)
+                    if (S[i * nb + j] > best[i]) best[i] = S[i * nb + j], a[p0 + i] = (int32_t)(c0 + j);
         }
-#pragma omp for schedule(dynamic, 1)
-        for (size_t b = 0; b < nblk; b++) {
-            if (!ok) continue;
-            size_t p0 = b * PB, m = n - p0 < PB ? n - p0 : PB;
-            for (size_t i = 0; i < m; i++) best[i] = -INFINITY, a[p0 + i] = 0;
-            for (size_t c0 = 0; c0 < (size_t)nc; c0 += cb) {
-                size_t nb = (size_t)nc - c0 < cb ? (size_t)nc - c0 : cb;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nb, dim, 1.0f,
-                            x + p0 * (size_t)dim, dim, c + c0 * (size_t)dim, dim, 0.0f, S, (int)nb);
-                for (size_t i = 0; i < m; i++)
-                    for (size_t j = 0; j < nb; j++)
-                        if (S[i * nb + j] > best[i]) best[i] = S[i * nb + j], a[p0 + i] = (int32_t)(c0 + j);
-            }
-        }
-        free(S);
-        free(best);
     }
-    return failed ? -1 : 0;
+    free(sc.mem);
+    return 0;
 }
 
 int ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int iters, uint64_t seed) {
@@ -316,47 +326,39 @@ int ivf_search(const ivf_index *ix, int32_t *ids, float *scores, const float *q,
         if (ix->list_off[l + 1] - ix->list_off[l] > maxlen) maxlen = ix->list_off[l + 1] - ix->list_off[l];
     const size_t QB = 32;
     size_t nblk = (nq + QB - 1) / QB;
-    int failed = 0;
-#pragma omp parallel
-    {
-        float *C = malloc(QB * (size_t)(L > 0 ? L : 1) * sizeof(float));
-        float *S = malloc(maxlen * sizeof(float));
-        topk_hit *probe = malloc((size_t)(nprobe > 0 ? nprobe : 1) * sizeof(topk_hit));
-        topk_hit *h = malloc((size_t)k * sizeof(topk_hit));
-        int ok = C && S && probe && h;
-        if (!ok) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(dynamic, 1)
-        for (size_t b = 0; b < nblk; b++) {
-            if (!ok) continue;
-            size_t q0 = b * QB, m = nq - q0 < QB ? nq - q0 : QB;
-            if (L > 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, L, dim, 1.0f,
-                            q + q0 * (size_t)dim, dim, ix->centroids, dim, 0.0f, C, L);
-            for (size_t i = 0; i < m; i++) {
-                const float *qi = q + (q0 + i) * (size_t)dim;
-                int np = 0, n = 0;
-                topk_push_row(probe, &np, nprobe, C + i * (size_t)L, (size_t)L, NULL, 0);
-                for (int t = 0; t < np; t++) {
-                    int l = probe[t].id;
-                    size_t o = ix->list_off[l], len = ix->list_off[l + 1] - o;
-                    if (len == 0) continue;
-                    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)len, dim, 1.0f,
-                                ix->list_vecs + o * (size_t)dim, dim, qi, 1, 0.0f, S, 1);
-                    topk_push_row(h, &n, k, S, len, ix->list_ids + o, 0);
-                }
-                topk_sort(h, n);
-                topk_write(h, n, k, ids + (q0 + i) * (size_t)k, scores + (q0 + i) * (size_t)k);
+    /* per thread: C [QB, L] centroid scores, S [maxlen] list scores, the
+     * probe heap [nprobe] and the result heap [k] */
+    size_t o_s = QB * (size_t)(L > 0 ? L : 1) * sizeof(float), o_probe = o_s + maxlen * sizeof(float);
+    size_t o_h = o_probe + (size_t)(nprobe > 0 ? nprobe : 1) * sizeof(topk_hit);
+    scratch sc;
+    if (scratch_alloc(&sc, o_h + (size_t)k * sizeof(topk_hit))) return -1;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t b = 0; b < nblk; b++) {
+        char *mem = scratch_mine(&sc);
+        float *C = (float *)(void *)mem, *S = (float *)(void *)(mem + o_s);
+        topk_hit *probe = (topk_hit *)(void *)(mem + o_probe), *h = (topk_hit *)(void *)(mem + o_h);
+        size_t q0 = b * QB, m = nq - q0 < QB ? nq - q0 : QB;
+        if (L > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, L, dim, 1.0f,
+                        q + q0 * (size_t)dim, dim, ix->centroids, dim, 0.0f, C, L);
+        for (size_t i = 0; i < m; i++) {
+            const float *qi = q + (q0 + i) * (size_t)dim;
+            int np = 0, n = 0;
+            topk_push_row(probe, &np, nprobe, C + i * (size_t)L, (size_t)L, NULL, 0);
+            for (int t = 0; t < np; t++) {
+                int l = probe[t].id;
+                size_t o = ix->list_off[l], len = ix->list_off[l + 1] - o;
+                if (len == 0) continue;
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)len, dim, 1.0f,
+                            ix->list_vecs + o * (size_t)dim, dim, qi, 1, 0.0f, S, 1);
+                topk_push_row(h, &n, k, S, len, ix->list_ids + o, 0);
             }
+            topk_sort(h, n);
+            topk_write(h, n, k, ids + (q0 + i) * (size_t)k, scores + (q0 + i) * (size_t)k);
         }
-        free(C);
-        free(S);
-        free(probe);
-        free(h);
     }
-    return failed ? -1 : 0;
+    free(sc.mem);
+    return 0;
 }
 
 /* ======================================================================== */

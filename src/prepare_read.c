@@ -23,6 +23,13 @@ static const char *join_title(prepare *p, const char *title, size_t nt, const ch
                            text, nx, len, err);
 }
 
+/* The first character of a line after spaces and tabs ('\0' for none). */
+static char lead_char(const char *line, size_t len) {
+    size_t a = 0;
+    while (a < len && (line[a] == ' ' || line[a] == '\t')) a++;
+    return a < len ? line[a] : '\0';
+}
+
 static int check_utf8_line(const data_lines *r, const char *line, size_t len, cb_err *err) {
     size_t bad;
     if (data_utf8_valid(line, len, &bad)) return 0;
@@ -49,14 +56,8 @@ int prepare_add_corpus(prepare *p, const char *path, cb_err *err) {
     char *line;
     size_t len;
     int rc;
-    while ((rc = data_lines_next(&r, &line, &len, err)) == 1) {
-        if ((r.lineno & 4095) == 0) progress_update(&pg, r.bytes_read >> 20);
-        if (data_is_blank(line, len)) continue;
-        if (form == F_UNKNOWN) {
-            size_t a = 0;
-            while (a < len && (line[a] == ' ' || line[a] == '\t')) a++;
-            form = line[a] == '{' ? F_JSONL : F_PLAIN;
-        }
+    while ((rc = data_lines_next_nonblank(&r, &pg, &line, &len, err)) == 1) {
+        if (form == F_UNKNOWN) form = lead_char(line, len) == '{' ? F_JSONL : F_PLAIN;
         const char *text = line;
         size_t n = len;
         if (form == F_JSONL) {
@@ -335,14 +336,8 @@ int prepare_add_train(prepare *p, const char *path, cb_err *err) {
     char *line;
     size_t len;
     int rc;
-    while ((rc = data_lines_next(&r, &line, &len, err)) == 1) {
-        if ((r.lineno & 4095) == 0) progress_update(&pg, r.bytes_read >> 20);
-        if (data_is_blank(line, len)) continue;
-        if (form < 0) {
-            size_t a = 0;
-            while (a < len && (line[a] == ' ' || line[a] == '\t')) a++;
-            form = line[a] == '[' || line[a] == '{';
-        }
+    while ((rc = data_lines_next_nonblank(&r, &pg, &line, &len, err)) == 1) {
+        if (form < 0) form = lead_char(line, len) == '[' || lead_char(line, len) == '{';
         size_t ne0 = p->ne;
         if ((form ? add_jsonl_record(p, &r, line, len, err) : add_tsv_record(p, &r, line, len, err))) {
             data_lines_close(&r);
