@@ -1,6 +1,7 @@
 /* eval.h: retrieval quality of a ColBERT model on a BEIR dataset.
  *
- * Data: a BEIR directory (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).
+ * Data: a BEIR directory (corpus.jsonl, queries.jsonl, qrels/<split>.tsv),
+ *   read by beir.h, the reader prepare --beir uses too.
  *   Documents are "title text" (joined by one space, as prepare does by
  *   default; the text alone when the title is blank). The queries are those
  *   with at least one qrels line in the split, in order of first appearance
@@ -9,7 +10,7 @@
  *   documents times batches of queries, one SGEMM each
  *   ([block rows, D] x [D, EVAL_QB * Lq]), then per document the max over
  *   its rows and the sum over each query's Lq columns, then a bounded heap
- *   per query. Threads split the document blocks; the buffers are allocated
+ *   per query (topk.h). Threads split the document blocks; the buffers are allocated
  *   once, nothing per query.
  * Order: score descending, equal scores by document id descending
  *   (strcmp), which is how trec_eval orders a run, so our metrics and
@@ -48,12 +49,11 @@ typedef struct eval_data {
     beir src;                   /* the tables every string above points into */
 } eval_data;
 
-/* Load dir's corpus, queries and qrels/<split>.tsv (a header line, CRLF and
- * blank lines allowed; grades are integers). max_queries > 0 keeps only the
- * first max_queries queries. Errors ("FILE:LINE: ...") for a missing
- * directory, file or split (naming the splits there), bad JSON, a missing
- * "_id" or "text", a duplicate id, and a qrels id absent from the corpus or
- * the queries. Returns 0 or -1 with err set; d is freed on failure. */
+/* Load dir's corpus, queries and qrels/<split>.tsv with beir_read (a header
+ * line, CRLF and blank lines allowed; grades are integers; its errors, plus
+ * "no judgement" for a split without a line). max_queries > 0 keeps only
+ * the first max_queries queries. Returns 0 or -1 with err set (out of memory
+ * included); d is freed on failure. */
 int eval_data_load(eval_data *d, const char *dir, const char *split, size_t max_queries, cb_err *err);
 void eval_data_free(eval_data *d);
 
