@@ -1,4 +1,5 @@
-/* common.c: errors, checked allocation, small file and path helpers. */
+/* common.c: errors, allocation that reports, small file and path helpers;
+ * see common.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "common.h"
 
@@ -103,32 +104,47 @@ char *cb_read_file(const char *path, size_t *len, cb_err *err) {
         return NULL;
     }
     size_t cap = 1 << 16, n = 0;
-    char *buf = cb_xmalloc(cap);
-    for (;;) {
-        if (n + 1 >= cap) buf = cb_xrealloc(buf, cap *= 2);
+    char *buf = cb_malloc(cap, path, err);
+    while (buf) {
+        if (n + 1 >= cap) {
+            char *b = cb_realloc(buf, cap *= 2, path, err);
+            if (!b) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = b;
+        }
         size_t got = fread(buf + n, 1, cap - n - 1, f);
         n += got;
         if (got == 0) break;
     }
-    if (ferror(f)) {
+    if (buf && ferror(f)) {
         cb_err_set(err, "%s: read error: %s", path, strerror(errno));
-        fclose(f);
         free(buf);
-        return NULL;
+        buf = NULL;
     }
     fclose(f);
+    if (!buf) return NULL;
     buf[n] = '\0';
     if (len) *len = n;
     return buf;
 }
 
-char *cb_path_join(const char *a, const char *b) {
+char *cb_path_new(const char *a, const char *b, cb_err *err) {
     size_t la = strlen(a), lb = strlen(b);
     int slash = la > 0 && a[la - 1] != '/';
-    char *p = cb_xmalloc(la + lb + 2);
+    char *p = cb_malloc(la + lb + 2, "a file name", err);
+    if (!p) return NULL;
     memcpy(p, a, la);
     if (slash) p[la] = '/';
     memcpy(p + la + slash, b, lb + 1);
+    return p;
+}
+
+char *cb_path_join(const char *a, const char *b) {
+    char *p = cb_path_new(a, b, NULL);
+    if (!p) oom(strlen(a) + strlen(b) + 2);
     return p;
 }
 

@@ -57,7 +57,11 @@ char *cb_xstrdup(const char *s);
  * Returns NULL and sets err on failure. Caller frees. */
 char *cb_read_file(const char *path, size_t *len, cb_err *err);
 
-/* Path helpers. cb_path_join returns a new string "a/b". */
+/* A new string "a/b" (no second '/' when a ends with one; caller frees);
+ * NULL and err "out of memory" when it cannot be allocated. */
+char *cb_path_new(const char *a, const char *b, cb_err *err);
+/* The same, exiting on out of memory like cb_x* (being phased out: only the
+ * files that have not switched to cb_path_new use it). */
 char *cb_path_join(const char *a, const char *b);
 int cb_file_exists(const char *path);
 int cb_dir_exists(const char *path);

@@ -3,9 +3,9 @@
 #include "eval.h"
 #include "blas.h"
 #include "data.h"
-#include "npy.h"
+#include "fsutil.h"
+#include "topk.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <float.h>
 #include <math.h>
@@ -14,190 +14,9 @@
 #include <omp.h>
 #endif
 
-#define NONE UINT32_MAX
-
 /* ======================================================================== */
 /* Loading                                                                  */
 /* ======================================================================== */
-
-/* Strings while loading: offsets into one growing buffer, turned into
- * pointers once it stops moving. */
-typedef struct arena {
-    char *buf;
-    size_t n, cap;
-} arena;
-
-static size_t arena_push(arena *a, const char *s, size_t n) {
-    if (a->n + n + 1 > a->cap) {
-        a->cap = (a->n + n + 1) * 2 > 1 << 16 ? (a->n + n + 1) * 2 : 1 << 16;
-        a->buf = cb_xrealloc(a->buf, a->cap);
-    }
-    size_t at = a->n;
-    memcpy(a->buf + at, s, n);
-    a->buf[at + n] = '\0';
-    a->n += n + 1;
-    return at;
-}
-
-/* Grow an array of elem-sized items to hold n + 1. */
-static void *grow(void *p, size_t *cap, size_t n, size_t elem) {
-    if (n < *cap) return p;
-    *cap = *cap ? 2 * *cap : 1024;
-    return cb_xrealloc(p, *cap * elem);
-}
-
-static int is_blank(const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n') return 0;
-    return 1;
-}
-
-/* A short printable excerpt of s for messages. */
-static const char *excerpt(char *b, size_t cap, const char *s, size_t n) {
-    if (n > cap - 4) n = cap - 4;
-    b[0] = '"';
-    memcpy(b + 1, s, n);
-    b[n + 1] = '"';
-    b[n + 2] = '\0';
-    return b;
-}
-
-/* id strings sorted: qsort's comparator needs the arena and the offsets */
-static const char *sort_buf;
-static const size_t *sort_off;
-static int by_id(const void *a, const void *b) {
-    return strcmp(sort_buf + sort_off[*(const uint32_t *)a], sort_buf + sort_off[*(const uint32_t *)b]);
-}
-static int64_t find_id(const uint32_t *sorted, size_t n, const char *buf, const size_t *off,
-                       const char *id, size_t len) {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        const char *s = buf + off[sorted[mid]];
-        int c = strncmp(s, id, len);
-        if (c == 0 && s[len] != '\0') c = 1;
-        if (c == 0) return sorted[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    return -1;
-}
-
-/* One BEIR JSONL file: ids (and texts, title joined when with_title) into
- * the arena. Returns the count, or -1 with err. */
-static int64_t read_jsonl(const char *path, int with_title, arena *a, size_t **id_off, size_t **text_off,
-                          size_t **text_len, cb_err *err) {
-    data_lines r;
-    data_json j = {0};
-    memset(&r, 0, sizeof r);
-    if (data_lines_open(&r, path, err)) return -1;
-    size_t n = 0, cap = 0, cap2 = 0, cap3 = 0;
-    char *line, *join = NULL;
-    size_t len, cap_join = 0;
-    int rc;
-    while ((rc = data_lines_next(&r, &line, &len, err)) == 1) {
-        if (is_blank(line, len)) continue;
-        if (data_json_parse(&j, line, len, err)) {
-            cb_err_prefix(err, "%s:%lld", path, (long long)r.lineno);
-            goto fail;
-        }
-        const dj_node *nd = j.nodes;
-        int64_t ki = nd[0].type == DJ_OBJECT ? data_json_get(&j, 0, "_id") : -1;
-        if (ki < 0 || (nd[ki].type != DJ_STRING && nd[ki].type != DJ_NUMBER)) {
-            cb_err_set(err, "%s:%lld: expected an object with an \"_id\" string, found %s", path,
-                       (long long)r.lineno, nd[0].type != DJ_OBJECT ? data_json_type_name(nd[0].type)
-                                            : ki < 0 ? "no \"_id\"" : data_json_type_name(nd[ki].type));
-            goto fail;
-        }
-        int64_t kt = data_json_get(&j, 0, "text"), kh = with_title ? data_json_get(&j, 0, "title") : -1;
-        if (kt < 0 || nd[kt].type != DJ_STRING) {
-            cb_err_set(err, "%s:%lld: expected a \"text\" string, found %s", path, (long long)r.lineno,
-                       kt < 0 ? "none" : data_json_type_name(nd[kt].type));
-            goto fail;
-        }
-        if (kh >= 0 && nd[kh].type != DJ_STRING && nd[kh].type != DJ_NULL) {
-            cb_err_set(err, "%s:%lld: expected \"title\" to be a string, found %s", path, (long long)r.lineno,
-                       data_json_type_name(nd[kh].type));
-            goto fail;
-        }
-        if (nd[ki].len == 0) {
-            cb_err_set(err, "%s:%lld: empty \"_id\"", path, (long long)r.lineno);
-            goto fail;
-        }
-        *id_off = grow(*id_off, &cap, n, sizeof(size_t));
-        *text_off = grow(*text_off, &cap2, n, sizeof(size_t));
-        *text_len = grow(*text_len, &cap3, n, sizeof(size_t));
-        (*id_off)[n] = arena_push(a, nd[ki].s, nd[ki].len);
-        const char *text = nd[kt].s;
-        size_t tl = nd[kt].len;
-        if (kh >= 0 && nd[kh].type == DJ_STRING && !is_blank(nd[kh].s, nd[kh].len)) {
-            const char *title = nd[kh].s;
-            size_t hl = nd[kh].len;
-            if (is_blank(text, tl)) {   /* the title alone */
-                text = title;
-                tl = hl;
-            } else {                    /* "title text", as prepare joins them */
-                if (hl + 1 + tl > cap_join) join = cb_xrealloc(join, cap_join = 2 * (hl + 1 + tl));
-                memcpy(join, title, hl);
-                join[hl] = ' ';
-                memcpy(join + hl + 1, text, tl);
-                text = join;
-                tl += hl + 1;
-            }
-        }
-        (*text_off)[n] = arena_push(a, text, tl);
-        (*text_len)[n] = tl;
-        n++;
-    }
-    if (rc < 0) goto fail;
-    if (n == 0) {
-        cb_err_set(err, "%s: empty file: expected one JSON object a line", path);
-        goto fail;
-    }
-    data_lines_close(&r);
-    data_json_free(&j);
-    free(join);
-    return (int64_t)n;
-fail:
-    data_lines_close(&r);
-    data_json_free(&j);
-    free(join);
-    return -1;
-}
-
-/* ids sorted ascending, duplicates reported. */
-static uint32_t *sort_ids(const arena *a, const size_t *id_off, size_t n, const char *path, cb_err *err) {
-    uint32_t *s = cb_xmalloc((n ? n : 1) * sizeof(uint32_t));
-    for (size_t i = 0; i < n; i++) s[i] = (uint32_t)i;
-    sort_buf = a->buf;
-    sort_off = id_off;
-    qsort(s, n, sizeof(uint32_t), by_id);
-    for (size_t i = 1; i < n; i++)
-        if (!strcmp(a->buf + id_off[s[i]], a->buf + id_off[s[i - 1]])) {
-            char b[96];
-            const char *id = a->buf + id_off[s[i]];
-            cb_err_set(err, "%s: _id %s appears twice", path, excerpt(b, sizeof b, id, strlen(id)));
-            free(s);
-            return NULL;
-        }
-    return s;
-}
-
-/* The .tsv files of qdir, for "no split" messages. */
-static void list_splits(char *out, size_t cap, const char *qdir) {
-    out[0] = '\0';
-    DIR *dh = opendir(qdir);
-    if (!dh) return;
-    struct dirent *e;
-    size_t n = 0;
-    while ((e = readdir(dh))) {
-        size_t l = strlen(e->d_name);
-        if (l > 4 && !strcmp(e->d_name + l - 4, ".tsv") && n + l < cap - 8) {
-            n += (size_t)snprintf(out + n, cap - n, "%s%.*s", n ? ", " : "", (int)(l - 4), e->d_name);
-        }
-    }
-    closedir(dh);
-}
 
 typedef struct qrel {
     uint32_t q, doc;        /* q: index in queries.jsonl, then in the split */
@@ -205,11 +24,34 @@ typedef struct qrel {
     uint32_t line;          /* order of the line, for "the last one wins" */
 } qrel;
 
+typedef struct qrels {
+    qrel *a;
+    size_t n, cap;
+} qrels;
+
+static int add_qrel(void *ctx, const beir *b, const beir_qrel *r, cb_err *err) {
+    qrels *c = ctx;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 1024;
+        qrel *a = cb_realloc(c->a, cap * sizeof *a, "the judgements", err);
+        if (!a) return -1;
+        c->a = a;
+        c->cap = cap;
+    }
+    c->a[c->n] = (qrel){r->query, r->doc, (int32_t)r->score, (uint32_t)c->n};
+    c->n++;
+    return 0;
+}
+
 static int by_query_doc(const void *a, const void *b) {
     const qrel *x = a, *y = b;
     if (x->q != y->q) return x->q < y->q ? -1 : 1;
     if (x->doc != y->doc) return x->doc < y->doc ? -1 : 1;
     return x->line < y->line ? -1 : x->line > y->line;
+}
+
+static int by_id(const void *a, const void *b, void *ids) {
+    return strcmp(strtab_get(ids, *(const uint32_t *)a), strtab_get(ids, *(const uint32_t *)b));
 }
 
 void eval_data_free(eval_data *d) {
@@ -221,249 +63,123 @@ void eval_data_free(eval_data *d) {
     free(d->query_id);
     free(d->query_text);
     free(d->query_len);
+    free(d->query_index);
     free(d->rel_off);
     free(d->rel_doc);
     free(d->rel_grade);
-    free(d->arena);
+    beir_free(&d->src);
     memset(d, 0, sizeof *d);
+}
+
+/* The split's queries in order of first appearance in the qrels, cut to
+ * max_queries: d->query_index and the query arrays; the judgements of the
+ * others are dropped from rels. */
+static int split_queries(eval_data *d, qrels *rels, size_t max_queries, cb_err *err) {
+    const beir *b = &d->src;
+    size_t nq_all = b->query_ids.n, nq = 0, k = 0;
+    if (!(d->query_index = cb_malloc(nq_all * sizeof(uint32_t), "the queries", err))) return -1;
+    for (size_t i = 0; i < nq_all; i++) d->query_index[i] = UINT32_MAX;
+    for (size_t i = 0; i < rels->n; i++)
+        if (d->query_index[rels->a[i].q] == UINT32_MAX) d->query_index[rels->a[i].q] = (uint32_t)nq++;
+    if (max_queries > 0 && nq > max_queries) nq = max_queries;
+    for (size_t i = 0; i < rels->n; i++) {
+        uint32_t q = d->query_index[rels->a[i].q];
+        if (q < nq) {
+            rels->a[k] = rels->a[i];
+            rels->a[k++].q = q;
+        }
+    }
+    rels->n = k;
+    d->n_queries = nq;
+    d->query_id = cb_malloc(nq * sizeof(char *), "the queries", err);
+    d->query_text = cb_malloc(nq * sizeof(char *), "the queries", err);
+    d->query_len = cb_malloc(nq * sizeof(size_t), "the queries", err);
+    if (!d->query_id || !d->query_text || !d->query_len) return -1;
+    for (size_t i = 0; i < nq_all; i++) {
+        uint32_t q = d->query_index[i];
+        if (q >= nq) {
+            d->query_index[i] = UINT32_MAX;
+            continue;
+        }
+        d->query_id[q] = strtab_get(&b->query_ids, i);
+        d->query_text[q] = strtab_get(&b->query_texts, i);
+        d->query_len[q] = strtab_len(&b->query_texts, i);
+    }
+    return 0;
+}
+
+/* The documents: pointers into the reader's tables, and the ids' order. */
+static int documents(eval_data *d, cb_err *err) {
+    const beir *b = &d->src;
+    size_t nd = b->doc_ids.n;
+    d->n_docs = nd;
+    d->doc_id = cb_malloc(nd * sizeof(char *), "the documents", err);
+    d->doc_text = cb_malloc(nd * sizeof(char *), "the documents", err);
+    d->doc_len = cb_malloc(nd * sizeof(size_t), "the documents", err);
+    d->doc_tie = cb_malloc(nd * sizeof(uint32_t), "the documents", err);
+    d->doc_by_id = cb_malloc(nd * sizeof(uint32_t), "the documents", err);
+    if (!d->doc_id || !d->doc_text || !d->doc_len || !d->doc_tie || !d->doc_by_id) return -1;
+    for (size_t i = 0; i < nd; i++) {
+        d->doc_id[i] = strtab_get(&b->doc_ids, i);
+        d->doc_text[i] = strtab_get(&b->doc_texts, i);
+        d->doc_len[i] = strtab_len(&b->doc_texts, i);
+        d->doc_by_id[i] = (uint32_t)i;
+    }
+    qsort_r(d->doc_by_id, nd, sizeof(uint32_t), by_id, (void *)&b->doc_ids);
+    for (size_t i = 0; i < nd; i++) d->doc_tie[d->doc_by_id[i]] = (uint32_t)(nd - 1 - i);
+    return 0;
+}
+
+/* One judgement per (query, document): the last line wins, as in a dict. */
+static int judgements(eval_data *d, qrels *rels, cb_err *err) {
+    size_t nq = d->n_queries, nrel = rels->n, k = 0;
+    qsort(rels->a, nrel, sizeof(qrel), by_query_doc);
+    d->rel_off = cb_calloc(nq + 1, sizeof(size_t), "the judgements", err);
+    d->rel_doc = cb_malloc(nrel * sizeof(uint32_t), "the judgements", err);
+    d->rel_grade = cb_malloc(nrel * sizeof(int32_t), "the judgements", err);
+    if (!d->rel_off || !d->rel_doc || !d->rel_grade) return -1;
+    for (size_t i = 0; i < nrel; i++) {
+        const qrel *r = &rels->a[i];
+        if (i + 1 < nrel && r[1].q == r->q && r[1].doc == r->doc) continue;
+        d->rel_doc[k] = r->doc;
+        d->rel_grade[k++] = r->grade;
+        d->rel_off[r->q + 1]++;
+    }
+    for (size_t q = 0; q < nq; q++) d->rel_off[q + 1] += d->rel_off[q];
+    return 0;
 }
 
 int eval_data_load(eval_data *d, const char *dir, const char *split, size_t max_queries, cb_err *err) {
     memset(d, 0, sizeof *d);
-    if (!cb_dir_exists(dir))
-        return cb_err_set(err, "%s: not a directory (expected a BEIR dataset: corpus.jsonl, queries.jsonl, "
-                          "qrels/<split>.tsv)", dir);
-    char *corpus = cb_path_join(dir, "corpus.jsonl"), *queries = cb_path_join(dir, "queries.jsonl");
-    char *qdir = cb_path_join(dir, "qrels"), qname[300];
-    snprintf(qname, sizeof qname, "%s.tsv", split);
-    char *qrels = cb_path_join(qdir, qname);
-    arena a = {0};
-    size_t *did = NULL, *dtext = NULL, *dlen = NULL, *qid = NULL, *qtext = NULL, *qlen = NULL;
-    uint32_t *dsort = NULL, *qsort_ = NULL, *qmap = NULL;
-    qrel *rels = NULL;
-    size_t nrel = 0, cap_rel = 0;
-    data_lines r;
-    memset(&r, 0, sizeof r);
-    int ret = -1, rc;
-
-    /* qrels first: a missing split is the likeliest mistake and the cheapest to report */
-    if (!cb_file_exists(qrels)) {
-        char splits[256];
-        list_splits(splits, sizeof splits, qdir);
-        if (!cb_dir_exists(qdir)) cb_err_set(err, "%s: no qrels directory (expected qrels/%s.tsv)", dir, split);
-        else cb_err_set(err, "%s: no split \"%s\" (%s)%s%s", qdir, split, qname,
-                        splits[0] ? "; the splits there: " : "; it holds no .tsv file", splits);
-        goto done;
-    }
-    int64_t nd = read_jsonl(corpus, 1, &a, &did, &dtext, &dlen, err);
-    if (nd < 0) goto done;
-    int64_t nq_all = read_jsonl(queries, 0, &a, &qid, &qtext, &qlen, err);
-    if (nq_all < 0) goto done;
-    if (nd > INT32_MAX - 1 || nq_all > INT32_MAX - 1) {
-        cb_err_set(err, "%s: more than 2^31 documents or queries", dir);
-        goto done;
-    }
-    if (!(dsort = sort_ids(&a, did, (size_t)nd, corpus, err))) goto done;
-    if (!(qsort_ = sort_ids(&a, qid, (size_t)nq_all, queries, err))) goto done;
-
-    /* qrels/<split>.tsv: "query-id<TAB>corpus-id<TAB>score" (BEIR, a header
-     * line) or "query-id 0 corpus-id score" (TREC) */
-    if (data_lines_open(&r, qrels, err)) goto done;
-    char *line;
-    size_t len;
-    while ((rc = data_lines_next(&r, &line, &len, err)) == 1) {
-        if (is_blank(line, len)) continue;
-        char *f[5];
-        size_t fl[5];
-        int nf = 0;
-        int tabs = memchr(line, '\t', len) != NULL;
-        for (char *s = line, *e = line + len; s < e && nf < 5;) {
-            if (!tabs) while (s < e && (*s == ' ' || *s == '\r')) s++;
-            if (s >= e) break;
-            char *t = s;
-            while (t < e && (tabs ? *t != '\t' : *t != ' ')) t++;
-            f[nf] = s;
-            fl[nf++] = (size_t)(t - s);
-            s = t + (t < e);
-        }
-        for (int i = 0; i < nf; i++)   /* trailing \r or spaces of a field */
-            while (fl[i] && (f[i][fl[i] - 1] == '\r' || f[i][fl[i] - 1] == ' ')) fl[i]--;
-        if (nf != 3 && nf != 4) {
-            cb_err_set(err, "%s:%lld: expected \"query-id<TAB>corpus-id<TAB>score\" (or \"query-id 0 corpus-id "
-                       "score\"), found %d field%s", qrels, (long long)r.lineno, nf, nf == 1 ? "" : "s");
-            goto done;
-        }
-        const char *qs = f[0], *ds = f[nf - 2], *gs = f[nf - 1];
-        size_t qn = fl[0], dn = fl[nf - 2], gn = fl[nf - 1];
-        char tmp[64], *end, b[96];
-        size_t ns = gn < sizeof tmp - 1 ? gn : sizeof tmp - 1;
-        memcpy(tmp, gs, ns);
-        tmp[ns] = '\0';
-        errno = 0;
-        double g = strtod(tmp, &end);
-        if (ns == 0 || *end != '\0' || g != floor(g) || fabs(g) > 1e9) {
-            if (r.lineno == 1 && nrel == 0) continue;   /* the header line */
-            cb_err_set(err, "%s:%lld: expected an integer grade as the score, found %s", qrels,
-                       (long long)r.lineno, excerpt(b, sizeof b, gs, gn));
-            goto done;
-        }
-        int64_t qi = find_id(qsort_, (size_t)nq_all, a.buf, qid, qs, qn);
-        if (qi < 0) {
-            cb_err_set(err, "%s:%lld: query-id %s is not in %s", qrels, (long long)r.lineno,
-                       excerpt(b, sizeof b, qs, qn), queries);
-            goto done;
-        }
-        int64_t di = find_id(dsort, (size_t)nd, a.buf, did, ds, dn);
-        if (di < 0) {
-            cb_err_set(err, "%s:%lld: corpus-id %s is not in %s", qrels, (long long)r.lineno,
-                       excerpt(b, sizeof b, ds, dn), corpus);
-            goto done;
-        }
-        rels = grow(rels, &cap_rel, nrel, sizeof(qrel));
-        rels[nrel] = (qrel){(uint32_t)qi, (uint32_t)di, (int32_t)g, (uint32_t)nrel};
-        nrel++;
-    }
-    if (rc < 0) goto done;
-    if (nrel == 0) {
-        cb_err_set(err, "%s: no judgement: expected \"query-id<TAB>corpus-id<TAB>score\" lines", qrels);
-        goto done;
-    }
-
-    /* queries of the split in order of first appearance, cut to max_queries */
-    qmap = cb_xmalloc((size_t)nq_all * sizeof(uint32_t));
-    for (int64_t i = 0; i < nq_all; i++) qmap[i] = NONE;
-    size_t nq = 0;
-    for (size_t i = 0; i < nrel; i++)
-        if (qmap[rels[i].q] == NONE) qmap[rels[i].q] = (uint32_t)nq++;
-    if (max_queries > 0 && nq > max_queries) nq = max_queries;
-    size_t k = 0;
-    for (size_t i = 0; i < nrel; i++) {
-        uint32_t q = qmap[rels[i].q];
-        if (q < nq) {
-            rels[k] = rels[i];
-            rels[k++].q = q;
-        }
-    }
-    nrel = k;
-    qsort(rels, nrel, sizeof(qrel), by_query_doc);
-
-    d->n_docs = (size_t)nd;
-    d->n_queries = nq;
-    d->doc_id = cb_xmalloc((size_t)nd * sizeof(char *));
-    d->doc_text = cb_xmalloc((size_t)nd * sizeof(char *));
-    d->doc_len = dlen;
-    dlen = NULL;
-    d->doc_tie = cb_xmalloc((size_t)nd * sizeof(uint32_t));
-    d->doc_by_id = dsort;
-    dsort = NULL;
-    for (int64_t i = 0; i < nd; i++) {
-        d->doc_id[i] = a.buf + did[i];
-        d->doc_text[i] = a.buf + dtext[i];
-        d->doc_tie[d->doc_by_id[i]] = (uint32_t)(nd - 1 - i);
-    }
-    d->query_id = cb_xmalloc((nq ? nq : 1) * sizeof(char *));
-    d->query_text = cb_xmalloc((nq ? nq : 1) * sizeof(char *));
-    d->query_len = cb_xmalloc((nq ? nq : 1) * sizeof(size_t));
-    for (int64_t i = 0; i < nq_all; i++)
-        if (qmap[i] < nq) {
-            d->query_id[qmap[i]] = a.buf + qid[i];
-            d->query_text[qmap[i]] = a.buf + qtext[i];
-            d->query_len[qmap[i]] = qlen[i];
-        }
-    /* one judgement per (query, document): the last line wins, as in a dict */
-    d->rel_off = cb_xcalloc(nq + 1, sizeof(size_t));
-    d->rel_doc = cb_xmalloc((nrel ? nrel : 1) * sizeof(uint32_t));
-    d->rel_grade = cb_xmalloc((nrel ? nrel : 1) * sizeof(int32_t));
-    k = 0;
-    for (size_t i = 0; i < nrel; i++) {
-        if (i + 1 < nrel && rels[i + 1].q == rels[i].q && rels[i + 1].doc == rels[i].doc) continue;
-        d->rel_doc[k] = rels[i].doc;
-        d->rel_grade[k++] = rels[i].grade;
-        d->rel_off[rels[i].q + 1]++;
-    }
-    for (size_t q = 0; q < nq; q++) d->rel_off[q + 1] += d->rel_off[q];
-    d->arena = a.buf;
-    a.buf = NULL;
-    ret = 0;
-done:
-    data_lines_close(&r);
-    free(a.buf);
-    free(did);
-    free(dtext);
-    free(dlen);
-    free(qid);
-    free(qtext);
-    free(qlen);
-    free(dsort);
-    free(qsort_);
-    free(qmap);
-    free(rels);
-    free(corpus);
-    free(queries);
-    free(qdir);
-    free(qrels);
-    if (ret) eval_data_free(d);
-    return ret;
+    qrels rels = {NULL, 0, 0};
+    beir_opts o;
+    beir_opts_default(&o);
+    o.integer_scores = 1;
+    o.qrel = add_qrel;
+    o.ctx = &rels;
+    int rc = beir_read(&d->src, dir, split, &o, err);
+    if (!rc && (d->src.doc_ids.n > INT32_MAX - 1 || d->src.query_ids.n > INT32_MAX - 1))
+        rc = cb_err_set(err, "%s: more than 2^31 documents or queries", dir);
+    if (!rc && rels.n == 0)
+        rc = cb_err_set(err, "%s: no judgement: expected \"query-id<TAB>corpus-id<TAB>score\" lines",
+                        d->src.qrels_path);
+    if (!rc) rc = split_queries(d, &rels, max_queries, err) || documents(d, err) || judgements(d, &rels, err);
+    free(rels.a);
+    if (rc) eval_data_free(d);
+    return rc ? -1 : 0;
 }
 
 int64_t eval_doc_index(const eval_data *d, const char *id, size_t len) {
-    size_t lo = 0, hi = d->n_docs;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        const char *s = d->doc_id[d->doc_by_id[mid]];
-        int c = strncmp(s, id, len);
-        if (c == 0 && s[len] != '\0') c = 1;
-        if (c == 0) return d->doc_by_id[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    return -1;
+    uint32_t k = strtab_find(&d->src.doc_ids, id, len);
+    return k == STRTAB_NONE ? -1 : (int64_t)k;
 }
 
 /* ======================================================================== */
 /* Ranking                                                                  */
 /* ======================================================================== */
 
-/* a ranks before b: higher score, then lower tie value */
-static inline int better(float sa, uint32_t ta, float sb, uint32_t tb) {
-    return sa > sb || (sa == sb && ta < tb);
-}
-
-/* Bounded heap of the best `depth` (doc, score), the worst at the root. */
-static void heap_sift_down(int32_t *hd, float *hs, const uint32_t *tie, int n, int i) {
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, w = i;
-        if (l < n && better(hs[w], tie ? tie[hd[w]] : (uint32_t)hd[w], hs[l], tie ? tie[hd[l]] : (uint32_t)hd[l])) w = l;
-        if (r < n && better(hs[w], tie ? tie[hd[w]] : (uint32_t)hd[w], hs[r], tie ? tie[hd[r]] : (uint32_t)hd[r])) w = r;
-        if (w == i) return;
-        int32_t td = hd[i]; hd[i] = hd[w]; hd[w] = td;
-        float ts = hs[i]; hs[i] = hs[w]; hs[w] = ts;
-        i = w;
-    }
-}
-
-static void heap_push(int32_t *hd, float *hs, int *n, int cap, const uint32_t *tie, int32_t doc, float s) {
-    uint32_t t = tie ? tie[doc] : (uint32_t)doc;
-    if (*n < cap) {   /* sift up: a better entry moves below worse parents */
-        int i = (*n)++;
-        while (i > 0) {
-            int p = (i - 1) / 2;
-            if (!better(hs[p], tie ? tie[hd[p]] : (uint32_t)hd[p], s, t)) break;
-            hd[i] = hd[p];
-            hs[i] = hs[p];
-            i = p;
-        }
-        hd[i] = doc;
-        hs[i] = s;
-    } else if (better(s, t, hs[0], tie ? tie[hd[0]] : (uint32_t)hd[0])) {
-        hd[0] = doc;
-        hs[0] = s;
-        heap_sift_down(hd, hs, tie, cap, 0);
-    }
-}
-
-void eval_ranker_init(eval_ranker *r, const float *qv, const uint32_t *tie, int nq, int Lq, int D, int depth,
-                      int max_docs, int max_len) {
+int eval_ranker_init(eval_ranker *r, const float *qv, const uint32_t *tie, int nq, int Lq, int D, int depth,
+                     int max_docs, int max_len) {
     CB_ASSERT(nq >= 0 && Lq > 0 && D > 0 && depth > 0 && max_docs > 0 && max_len > 0);
     memset(r, 0, sizeof *r);
     r->qv = qv;
@@ -482,19 +198,20 @@ void eval_ranker_init(eval_ranker *r, const float *qv, const uint32_t *tie, int 
     r->n_threads = 1;
 #endif
     size_t W = (size_t)EVAL_QB * Lq, nqs = nq ? (size_t)nq : 1;
-    r->heap_doc = cb_xmalloc(nqs * depth * sizeof(int32_t));
-    r->heap_score = cb_xmalloc(nqs * depth * sizeof(float));
-    r->heap_n = cb_xcalloc(nqs, sizeof(int));
-    r->scores = cb_xmalloc((size_t)EVAL_QB * max_docs * sizeof(float));
-    r->sim = cb_xmalloc((size_t)r->n_threads * r->block_rows * W * sizeof(float));
-    r->colmax = cb_xmalloc((size_t)r->n_threads * W * sizeof(float));
-    r->off = cb_xmalloc(((size_t)max_docs + 1) * sizeof(size_t));
-    r->block = cb_xmalloc(((size_t)max_docs + 1) * sizeof(int));
+    r->heap = malloc(nqs * depth * sizeof(topk_hit));
+    r->heap_n = calloc(nqs, sizeof(int));
+    r->scores = malloc((size_t)EVAL_QB * max_docs * sizeof(float));
+    r->sim = malloc((size_t)r->n_threads * r->block_rows * W * sizeof(float));
+    r->colmax = malloc((size_t)r->n_threads * W * sizeof(float));
+    r->off = malloc(((size_t)max_docs + 1) * sizeof(size_t));
+    r->block = malloc(((size_t)max_docs + 1) * sizeof(int));
+    if (r->heap && r->heap_n && r->scores && r->sim && r->colmax && r->off && r->block) return 0;
+    eval_ranker_free(r);
+    return -1;
 }
 
 void eval_ranker_free(eval_ranker *r) {
-    free(r->heap_doc);
-    free(r->heap_score);
+    free(r->heap);
     free(r->heap_n);
     free(r->scores);
     free(r->sim);
@@ -563,32 +280,22 @@ void eval_ranker_add(eval_ranker *r, const float *dv, const int *lengths, int do
 #pragma omp parallel for schedule(dynamic, 1)
         for (int q = 0; q < nqb; q++) {
             size_t g = (size_t)(q0 + q);
-            int32_t *hd = r->heap_doc + g * r->depth;
-            float *hs = r->heap_score + g * r->depth;
+            topk_hit *h = r->heap + g * r->depth;
             const float *sc = r->scores + (size_t)q * r->max_docs;
-            for (int i = 0; i < nd; i++)
-                if (sc[i] == sc[i]) heap_push(hd, hs, &r->heap_n[g], r->depth, r->tie, doc0 + i, sc[i]);
+            for (int i = 0; i < nd; i++) {
+                int32_t doc = doc0 + i;
+                if (sc[i] == sc[i])   /* a NaN score is left out */
+                    topk_push(h, &r->heap_n[g], r->depth, sc[i], doc, r->tie ? r->tie[doc] : (uint32_t)doc);
+            }
         }
     }
 }
 
 void eval_ranker_finish(eval_ranker *r, int32_t *top, float *top_score) {
     for (int q = 0; q < r->nq; q++) {
-        int32_t *hd = r->heap_doc + (size_t)q * r->depth, *td = top + (size_t)q * r->depth;
-        float *hs = r->heap_score + (size_t)q * r->depth, *ts = top_score + (size_t)q * r->depth;
-        int n = r->heap_n[q];
-        for (int i = n; i < r->depth; i++) {
-            td[i] = -1;
-            ts[i] = -INFINITY;
-        }
-        /* pop the worst to the back until empty: best first */
-        for (int m = n; m > 0; m--) {
-            td[m - 1] = hd[0];
-            ts[m - 1] = hs[0];
-            hd[0] = hd[m - 1];
-            hs[0] = hs[m - 1];
-            heap_sift_down(hd, hs, r->tie, m - 1, 0);
-        }
+        topk_hit *h = r->heap + (size_t)q * r->depth;
+        topk_sort(h, r->heap_n[q]);
+        topk_write(h, r->heap_n[q], r->depth, top + (size_t)q * r->depth, top_score + (size_t)q * r->depth);
         r->heap_n[q] = 0;
     }
 }
@@ -681,27 +388,15 @@ static int by_query_score(const void *a, const void *b) {
 int eval_read_run(int32_t **top, const eval_data *d, const char *path, int depth, cb_err *err) {
     *top = NULL;
     data_lines r;
-    memset(&r, 0, sizeof r);
     if (data_lines_open(&r, path, err)) return -1;
     size_t nq = d->n_queries;
-    /* queries of the split by id, for lookups */
-    uint32_t *qs = cb_xmalloc((nq ? nq : 1) * sizeof(uint32_t));
-    size_t *qoff = cb_xmalloc((nq ? nq : 1) * sizeof(size_t));
-    for (size_t i = 0; i < nq; i++) {
-        qs[i] = (uint32_t)i;
-        qoff[i] = (size_t)(d->query_id[i] - d->arena);
-    }
-    sort_buf = d->arena;
-    sort_off = qoff;
-    qsort(qs, nq, sizeof(uint32_t), by_id);
     run_entry *e = NULL;
     size_t n = 0, cap = 0;
     uint32_t *seen = NULL;
     int ret = -1, rc;
     char *line, b[96];
     size_t len;
-    while ((rc = data_lines_next(&r, &line, &len, err)) == 1) {
-        if (is_blank(line, len)) continue;
+    while ((rc = data_lines_next_nonblank(&r, NULL, &line, &len, err)) == 1) {
         char *f[7];
         size_t fl[7];
         int nf = 0;
@@ -715,41 +410,44 @@ int eval_read_run(int32_t **top, const eval_data *d, const char *path, int depth
             s = t;
         }
         if (nf != 6) {
-            cb_err_set(err, "%s:%lld: expected \"query-id Q0 doc-id rank score tag\", found %d field%s", path,
-                       (long long)r.lineno, nf, nf == 1 ? "" : "s");
+            data_lines_err(err, &r, "expected \"query-id Q0 doc-id rank score tag\", found %d field%s", nf,
+                           nf == 1 ? "" : "s");
             goto done;
         }
-        int64_t q = find_id(qs, nq, d->arena, qoff, f[0], fl[0]);
-        if (q < 0) continue;   /* a query outside the split */
+        uint32_t fq = strtab_find(&d->src.query_ids, f[0], fl[0]);
+        if (fq == STRTAB_NONE || d->query_index[fq] == UINT32_MAX) continue;   /* a query outside the split */
         int64_t doc = eval_doc_index(d, f[2], fl[2]);
         if (doc < 0) {
-            cb_err_set(err, "%s:%lld: doc-id %s is not in the corpus", path, (long long)r.lineno,
-                       excerpt(b, sizeof b, f[2], fl[2]));
+            data_lines_err(err, &r, "doc-id %s is not in the corpus", data_excerpt(b, sizeof b, f[2], fl[2]));
             goto done;
         }
         f[4][fl[4]] = '\0';
         char *endp;
         double s = strtod(f[4], &endp);
         if (*endp || fl[4] == 0) {
-            cb_err_set(err, "%s:%lld: expected a number as the score, found %s", path, (long long)r.lineno,
-                       excerpt(b, sizeof b, f[4], fl[4]));
+            data_lines_err(err, &r, "expected a number as the score, found %s", data_excerpt(b, sizeof b, f[4], fl[4]));
             goto done;
         }
-        e = grow(e, &cap, n, sizeof(run_entry));
-        e[n++] = (run_entry){(uint32_t)q, (int32_t)doc, s, d->doc_tie[doc]};
+        if (n == cap) {
+            size_t c = cap ? 2 * cap : 1024;
+            run_entry *g = cb_realloc(e, c * sizeof *e, "the run", err);
+            if (!g) goto done;
+            e = g;
+            cap = c;
+        }
+        e[n++] = (run_entry){d->query_index[fq], (int32_t)doc, s, d->doc_tie[doc]};
     }
     if (rc < 0) goto done;
     qsort(e, n, sizeof(run_entry), by_query_score);
-    *top = cb_xmalloc((nq ? nq : 1) * (size_t)depth * sizeof(int32_t));
+    *top = cb_malloc(nq * (size_t)depth * sizeof(int32_t), "the ranking", err);
+    seen = cb_malloc(d->n_docs * sizeof(uint32_t), "the ranking", err);
+    if (!*top || !seen) goto done;
     for (size_t i = 0; i < nq * (size_t)depth; i++) (*top)[i] = -1;
-    seen = cb_xmalloc((d->n_docs ? d->n_docs : 1) * sizeof(uint32_t));
-    for (size_t i = 0; i < d->n_docs; i++) seen[i] = NONE;
+    for (size_t i = 0; i < d->n_docs; i++) seen[i] = UINT32_MAX;
     for (size_t i = 0, k = 0; i < n; i++, k++) {
         if (i == 0 || e[i].q != e[i - 1].q) k = 0;
         if (seen[e[i].doc] == e[i].q) {
             cb_err_set(err, "%s: query %s lists document %s twice", path, d->query_id[e[i].q], d->doc_id[e[i].doc]);
-            free(*top);
-            *top = NULL;
             goto done;
         }
         seen[e[i].doc] = e[i].q;
@@ -757,9 +455,11 @@ int eval_read_run(int32_t **top, const eval_data *d, const char *path, int depth
     }
     ret = 0;
 done:
+    if (ret) {
+        free(*top);
+        *top = NULL;
+    }
     data_lines_close(&r);
-    free(qs);
-    free(qoff);
     free(e);
     free(seen);
     return ret;

@@ -1,6 +1,7 @@
 /* eval.h: retrieval quality of a ColBERT model on a BEIR dataset.
  *
- * Data: a BEIR directory (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).
+ * Data: a BEIR directory (corpus.jsonl, queries.jsonl, qrels/<split>.tsv),
+ *   read by beir.h, the reader prepare --beir uses too.
  *   Documents are "title text" (joined by one space, as prepare does by
  *   default; the text alone when the title is blank). The queries are those
  *   with at least one qrels line in the split, in order of first appearance
@@ -9,7 +10,7 @@
  *   documents times batches of queries, one SGEMM each
  *   ([block rows, D] x [D, EVAL_QB * Lq]), then per document the max over
  *   its rows and the sum over each query's Lq columns, then a bounded heap
- *   per query. Threads split the document blocks; the buffers are allocated
+ *   per query (topk.h). Threads split the document blocks; the buffers are allocated
  *   once, nothing per query.
  * Order: score descending, equal scores by document id descending
  *   (strcmp), which is how trec_eval orders a run, so our metrics and
@@ -25,6 +26,7 @@
 #define CB_EVAL_H
 #include <stddef.h>
 #include <stdint.h>
+#include "beir.h"
 #include "common.h"
 
 typedef struct eval_data {
@@ -38,24 +40,24 @@ typedef struct eval_data {
     const char **query_id;      /* [n_queries] */
     const char **query_text;    /* [n_queries] */
     size_t *query_len;          /* [n_queries] */
+    uint32_t *query_index;      /* [queries of queries.jsonl] index in the split, or UINT32_MAX */
     /* judgements of query q: rel_doc/rel_grade[rel_off[q] .. rel_off[q+1]),
      * sorted by document index, one per document */
     size_t *rel_off;            /* [n_queries + 1] */
     uint32_t *rel_doc;
     int32_t *rel_grade;
-    char *arena;                /* every string above */
+    beir src;                   /* the tables every string above points into */
 } eval_data;
 
-/* Load dir's corpus, queries and qrels/<split>.tsv (a header line, CRLF and
- * blank lines allowed; grades are integers). max_queries > 0 keeps only the
- * first max_queries queries. Errors ("FILE:LINE: ...") for a missing
- * directory, file or split (naming the splits there), bad JSON, a missing
- * "_id" or "text", a duplicate id, and a qrels id absent from the corpus or
- * the queries. Returns 0 or -1 with err set; d is freed on failure. */
+/* Load dir's corpus, queries and qrels/<split>.tsv with beir_read (a header
+ * line, CRLF and blank lines allowed; grades are integers; its errors, plus
+ * "no judgement" for a split without a line). max_queries > 0 keeps only
+ * the first max_queries queries. Returns 0 or -1 with err set (out of memory
+ * included); d is freed on failure. */
 int eval_data_load(eval_data *d, const char *dir, const char *split, size_t max_queries, cb_err *err);
 void eval_data_free(eval_data *d);
 
-/* Index of the document with this id, or -1 (binary search). */
+/* Index of the document with this id, or -1 (a hash lookup). */
 int64_t eval_doc_index(const eval_data *d, const char *id, size_t len);
 
 /* Top `depth` documents per query by MaxSim, fed with the documents in
@@ -67,8 +69,7 @@ typedef struct eval_ranker {
     const float *qv;            /* [nq, Lq, D], the caller's */
     const uint32_t *tie;        /* [documents] or NULL, the caller's */
     int nq, Lq, D, depth, max_docs, block_rows, n_threads;
-    int32_t *heap_doc;          /* [nq, depth] the best so far, worst at the root */
-    float *heap_score;          /* [nq, depth] */
+    struct topk_hit *heap;      /* [nq, depth] the best so far per query (topk.h) */
     int *heap_n;                /* [nq] */
     float *scores;              /* [EVAL_QB, max_docs] one query batch x one chunk */
     float *sim;                 /* [n_threads, block_rows, EVAL_QB * Lq] */
@@ -80,9 +81,11 @@ typedef struct eval_ranker {
 #define EVAL_QB 32              /* queries per SGEMM */
 
 /* max_docs: the most documents one eval_ranker_add gets; max_len: the most
- * vectors one document has (doc_maxlen). */
-void eval_ranker_init(eval_ranker *r, const float *qv /* [nq, Lq, D] */, const uint32_t *tie,
-                      int nq, int Lq, int D, int depth, int max_docs, int max_len);
+ * vectors one document has (doc_maxlen). Returns 0, or -1 when out of memory
+ * (r is then empty; the buffers are about n_threads * max(2048, max_len) *
+ * EVAL_QB * Lq floats). */
+int eval_ranker_init(eval_ranker *r, const float *qv /* [nq, Lq, D] */, const uint32_t *tie,
+                     int nq, int Lq, int D, int depth, int max_docs, int max_len);
 void eval_ranker_add(eval_ranker *r, const float *dv /* [sum lengths, D] */,
                      const int *lengths /* [nd] */, int doc0, int nd);
 /* The ranking, best first; -1 / -inf past the documents seen. */

@@ -1,17 +1,20 @@
-/* miner.c: see miner.h. Sections: the model table, top-k heaps, exact search,
- * the IVF index, saved embeddings, and the prepare hook. */
+/* miner.c: see miner.h. Sections: the model table, exact search, the IVF
+ * index, saved embeddings, and the prepare hook. The per-query top-k heaps
+ * are topk.h's (ties to the lower document id). The parallel searches take
+ * their per-thread buffers from one allocation made before the region; if
+ * it fails they return -1 (nothing exits). */
 #include "miner.h"
 #include "blas.h"
 #include "encoder.h"
 #include "model.h"
 #include "npy.h"
 #include "rng.h"
+#include "topk.h"
 
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <string.h>
-#include <sys/stat.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -108,112 +111,74 @@ void miner_normalize(float *x, size_t n, int dim) {
 }
 
 /* ======================================================================== */
-/* Bounded heaps: the k best (score, id) of one query                       */
-/* ======================================================================== */
-/* Order: higher score first, then lower id. The heap keeps the worst of its
- * k hits at the root, so a new hit enters only when it beats the root. */
-
-typedef struct hit {
-    float s;
-    int32_t id;
-} hit;
-
-static inline int hit_worse(hit a, hit b) { return a.s < b.s || (a.s == b.s && a.id > b.id); }
-
-static void heap_push(hit *h, int *n, int k, float s, int32_t id) {
-    if (s != s) s = -INFINITY;   /* NaN ranks last */
-    hit x = {s, id};
-    int i;
-    if (*n < k) {
-        i = (*n)++;
-        while (i > 0) {
-            int parent = (i - 1) / 2;
-            if (!hit_worse(x, h[parent])) break;
-            h[i] = h[parent];
-            i = parent;
-        }
-        h[i] = x;
-        return;
-    }
-    if (!hit_worse(h[0], x)) return;
-    i = 0;
-    for (;;) {
-        int c = 2 * i + 1;
-        if (c >= k) break;
-        if (c + 1 < k && hit_worse(h[c + 1], h[c])) c++;
-        if (!hit_worse(h[c], x)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    h[i] = x;
-}
-
-static int hit_cmp_best_first(const void *a, const void *b) {
-    hit x = *(const hit *)a, y = *(const hit *)b;
-    return hit_worse(y, x) ? -1 : hit_worse(x, y) ? 1 : 0;
-}
-
-/* Sort the heap best first into ids[k], scores[k], padding with -1/-inf. */
-static void heap_finish(hit *h, int n, int k, int32_t *ids, float *scores) {
-    qsort(h, (size_t)n, sizeof *h, hit_cmp_best_first);
-    for (int i = 0; i < k; i++) {
-        ids[i] = i < n ? h[i].id : -1;
-        scores[i] = i < n ? h[i].s : -INFINITY;
-    }
-}
-
-/* Push a row of scores s[nb] of documents d0.. into the heap. */
-static void heap_push_row(hit *h, int *n, int k, const float *s, size_t nb, const int32_t *doc_ids,
-                          size_t d0) {
-    for (size_t j = 0; j < nb; j++) {
-        if (*n == k && s[j] < h[0].s) continue;   /* the common case: cannot enter */
-        heap_push(h, n, k, s[j], doc_ids ? doc_ids[j] : (int32_t)(d0 + j));
-    }
-}
-
-/* malloc sizes: never 0 */
-static size_t at_least1(size_t n) { return n ? n : 1; }
-
-
-/* ======================================================================== */
 /* Exact search                                                             */
 /* ======================================================================== */
 
+/* Scratch of a parallel search: `bytes` for each thread, one allocation for
+ * all of them made before the region (so that a failure is reported, not
+ * met inside it). Thread t owns mem[t * bytes .. (t + 1) * bytes). */
+typedef struct scratch {
+    char *mem;
+    size_t bytes;
+} scratch;
+
+static int scratch_alloc(scratch *s, size_t bytes) {
+#ifdef _OPENMP
+    size_t threads = (size_t)omp_get_max_threads();
+#else
+    size_t threads = 1;
+#endif
+    s->bytes = (bytes + 63) & ~(size_t)63;   /* each thread on its own cache lines */
+    s->mem = malloc(threads * s->bytes);
+    return s->mem ? 0 : -1;
+}
+
+static char *scratch_mine(const scratch *s) {
+#ifdef _OPENMP
+    return s->mem + (size_t)omp_get_thread_num() * s->bytes;
+#else
+    return s->mem;
+#endif
+}
+
 #define DOC_BLOCK 2048
 
-void miner_topk_exact(int32_t *ids, float *scores, const float *q, size_t nq, const float *d,
-                      size_t nd, int dim, int k) {
-    if (nq == 0 || k <= 0) return;
+int miner_topk_exact(int32_t *ids, float *scores, const float *q, size_t nq, const float *d,
+                     size_t nd, int dim, int k) {
+    if (nq == 0 || k <= 0) return 0;
     /* Fixed block shapes: the same rounding for any thread count. */
     const size_t QB = 64;
     size_t nblk = (nq + QB - 1) / QB;
     /* Query blocks in parallel; inside a parallel region OpenBLAS runs each
      * SGEMM on one thread, so the results do not depend on the thread count. */
-#pragma omp parallel
-    {
-        float *S = cb_xmalloc(QB * DOC_BLOCK * sizeof(float));
-        hit *heaps = cb_xmalloc(QB * (size_t)k * sizeof(hit));
-        int *cnt = cb_xmalloc(QB * sizeof(int));
-#pragma omp for schedule(dynamic, 1)
-        for (size_t b = 0; b < nblk; b++) {
-            size_t q0 = b * QB, m = nq - q0 < QB ? nq - q0 : QB;
-            memset(cnt, 0, m * sizeof(int));
-            for (size_t d0 = 0; d0 < nd; d0 += DOC_BLOCK) {
-                size_t nb = nd - d0 < DOC_BLOCK ? nd - d0 : DOC_BLOCK;
-                /* S[m, nb] = Q[q0.., :] D[d0.., :]^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nb, dim, 1.0f,
-                            q + q0 * (size_t)dim, dim, d + d0 * (size_t)dim, dim, 0.0f, S, (int)nb);
-                for (size_t i = 0; i < m; i++)
-                    heap_push_row(heaps + i * (size_t)k, &cnt[i], k, S + i * nb, nb, NULL, d0);
-            }
+    /* per thread: S [QB, DOC_BLOCK], QB heaps of k hits, QB counts */
+    size_t o_heaps = QB * DOC_BLOCK * sizeof(float), o_cnt = o_heaps + QB * (size_t)k * sizeof(topk_hit);
+    scratch sc;
+    if (scratch_alloc(&sc, o_cnt + QB * sizeof(int))) return -1;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t b = 0; b < nblk; b++) {
+        char *mem = scratch_mine(&sc);
+        float *S = (float *)(void *)mem;
+        topk_hit *heaps = (topk_hit *)(void *)(mem + o_heaps);
+        int *cnt = (int *)(void *)(mem + o_cnt);
+        size_t q0 = b * QB, m = nq - q0 < QB ? nq - q0 : QB;
+        memset(cnt, 0, m * sizeof(int));
+        for (size_t d0 = 0; d0 < nd; d0 += DOC_BLOCK) {
+            size_t nb = nd - d0 < DOC_BLOCK ? nd - d0 : DOC_BLOCK;
+            /* S[m, nb] = Q[q0.., :] D[d0.., :]^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nb, dim, 1.0f,
+                        q + q0 * (size_t)dim, dim, d + d0 * (size_t)dim, dim, 0.0f, S, (int)nb);
             for (size_t i = 0; i < m; i++)
-                heap_finish(heaps + i * (size_t)k, cnt[i], k, ids + (q0 + i) * (size_t)k,
-                            scores + (q0 + i) * (size_t)k);
+                topk_push_row(heaps + i * (size_t)k, &cnt[i], k, S + i * nb, nb, NULL, (int32_t)d0);
         }
-        free(S);
-        free(heaps);
-        free(cnt);
+        for (size_t i = 0; i < m; i++) {
+            topk_sort(heaps + i * (size_t)k, cnt[i]);
+            topk_write(heaps + i * (size_t)k, cnt[i], k, ids + (q0 + i) * (size_t)k,
+                       scores + (q0 + i) * (size_t)k);
+        }
     }
+    free(sc.mem);
+    return 0;
 }
 
 /* ======================================================================== */
@@ -224,33 +189,31 @@ void miner_topk_exact(int32_t *ids, float *scores, const float *q, size_t nq, co
 
 /* a[i] = the centroid of c[nc, dim] with the highest dot product with
  * x[i], i < n (ties: lower index). Blocks of points in parallel. */
-static void ivf_assign(int32_t *a, const float *x, size_t n, const float *c, int nc, int dim) {
+static int ivf_assign(int32_t *a, const float *x, size_t n, const float *c, int nc, int dim) {
     const size_t PB = 128;
     size_t nblk = (n + PB - 1) / PB;
     size_t cb = (size_t)nc < CENT_BLOCK ? (size_t)nc : CENT_BLOCK;
-#pragma omp parallel
-    {
-        float *S = cb_xmalloc(PB * cb * sizeof(float));
-        float *best = cb_xmalloc(PB * sizeof(float));
-#pragma omp for schedule(dynamic, 1)
-        for (size_t b = 0; b < nblk; b++) {
-            size_t p0 = b * PB, m = n - p0 < PB ? n - p0 : PB;
-            for (size_t i = 0; i < m; i++) best[i] = -INFINITY, a[p0 + i] = 0;
-            for (size_t c0 = 0; c0 < (size_t)nc; c0 += cb) {
-                size_t nb = (size_t)nc - c0 < cb ? (size_t)nc - c0 : cb;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nb, dim, 1.0f,
-                            x + p0 * (size_t)dim, dim, c + c0 * (size_t)dim, dim, 0.0f, S, (int)nb);
-                for (size_t i = 0; i < m; i++)
-                    for (size_t j = 0; j < nb; j++)
-                        if (S[i * nb + j] > best[i]) best[i] = S[i * nb + j], a[p0 + i] = (int32_t)(c0 + j);
-            }
+    scratch sc;   /* per thread: S [PB, cb], best [PB] */
+    if (scratch_alloc(&sc, (PB * cb + PB) * sizeof(float))) return -1;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t b = 0; b < nblk; b++) {
+        float *S = (float *)(void *)scratch_mine(&sc), *best = S + PB * cb;
+        size_t p0 = b * PB, m = n - p0 < PB ? n - p0 : PB;
+        for (size_t i = 0; i < m; i++) best[i] = -INFINITY, a[p0 + i] = 0;
+        for (size_t c0 = 0; c0 < (size_t)nc; c0 += cb) {
+            size_t nb = (size_t)nc - c0 < cb ? (size_t)nc - c0 : cb;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nb, dim, 1.0f,
+                        x + p0 * (size_t)dim, dim, c + c0 * (size_t)dim, dim, 0.0f, S, (int)nb);
+            for (size_t i = 0; i < m; i++)
+                for (size_t j = 0; j < nb; j++)
+                    if (S[i * nb + j] > best[i]) best[i] = S[i * nb + j], a[p0 + i] = (int32_t)(c0 + j);
         }
-        free(S);
-        free(best);
     }
+    free(sc.mem);
+    return 0;
 }
 
-void ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int iters, uint64_t seed) {
+int ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int iters, uint64_t seed) {
     memset(ix, 0, sizeof *ix);
     ix->dim = dim;
     ix->n = n;
@@ -258,19 +221,26 @@ void ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int 
     if ((size_t)nlist > n) nlist = (int)n;
     if (nlist < 1) nlist = 1;
     ix->nlist = nlist;
-    size_t L = (size_t)nlist, D = (size_t)dim;
-    ix->centroids = cb_xcalloc(L * D, sizeof(float));
-    ix->list_off = cb_xcalloc(L + 1, sizeof(uint64_t));
-    ix->list_ids = cb_xmalloc((n ? n : 1) * sizeof(int32_t));
-    ix->list_vecs = cb_xmalloc((n ? n : 1) * D * sizeof(float));
-    if (n == 0) return;
+    size_t L = (size_t)nlist, D = (size_t)dim, ns = n < 64 * L ? n : 64 * L;
+    ix->centroids = calloc(L * D, sizeof(float));
+    ix->list_off = calloc(L + 1, sizeof(uint64_t));
+    ix->list_ids = malloc((n ? n : 1) * sizeof(int32_t));
+    ix->list_vecs = malloc((n ? n : 1) * D * sizeof(float));
+    uint32_t *perm = malloc((n ? n : 1) * sizeof(uint32_t));
+    float *xs = malloc((ns ? ns : 1) * D * sizeof(float));
+    int32_t *a = malloc(((n > ns ? n : ns) + 1) * sizeof(int32_t));
+    double *sum = malloc(L * D * sizeof(double));
+    size_t *cnt = malloc(L * sizeof(size_t));
+    int rc = -1;
+    if (!ix->centroids || !ix->list_off || !ix->list_ids || !ix->list_vecs || !perm || !xs || !a || !sum || !cnt)
+        goto done;
+    rc = 0;
+    if (n == 0) goto done;
 
     /* A seeded sample (partial Fisher-Yates); its first nlist points seed
      * the centroids. */
     rng r;
     rng_init(&r, seed, 0x1f5);
-    size_t ns = n < 64 * L ? n : 64 * L;
-    uint32_t *perm = cb_xmalloc(n * sizeof(uint32_t));
     for (size_t i = 0; i < n; i++) perm[i] = (uint32_t)i;
     for (size_t i = 0; i < ns; i++) {
         size_t j = i + (size_t)rng_below(&r, n - i);
@@ -278,25 +248,20 @@ void ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int 
         perm[i] = perm[j];
         perm[j] = t;
     }
-    float *xs = cb_xmalloc(ns * D * sizeof(float));
     for (size_t i = 0; i < ns; i++) memcpy(xs + i * D, x + (size_t)perm[i] * D, D * sizeof(float));
-    free(perm);
     memcpy(ix->centroids, xs, L * D * sizeof(float));
 
     /* Spherical k-means: assign by dot product, centroid = normalised sum.
      * Sums run over the sample in order, so any thread count gives the
      * same centroids. An empty list takes a random sample point. */
-    int32_t *a = cb_xmalloc((n > ns ? n : ns) * sizeof(int32_t));
-    double *sum = cb_xmalloc(L * D * sizeof(double));
-    size_t *cnt = cb_xmalloc(L * sizeof(size_t));
-    for (int it = 0; it < iters && L > 1; it++) {
-        ivf_assign(a, xs, ns, ix->centroids, nlist, dim);
+    for (int it = 0; it < iters && L > 1 && !rc; it++) {
+        if ((rc = ivf_assign(a, xs, ns, ix->centroids, nlist, dim))) break;
         memset(sum, 0, L * D * sizeof(double));
         memset(cnt, 0, L * sizeof(size_t));
         for (size_t i = 0; i < ns; i++) {
-            double *s = sum + (size_t)a[i] * D;
+            double *sm = sum + (size_t)a[i] * D;
             const float *v = xs + i * D;
-            for (size_t j = 0; j < D; j++) s[j] += v[j];
+            for (size_t j = 0; j < D; j++) sm[j] += v[j];
             cnt[a[i]]++;
         }
         for (size_t l = 0; l < L; l++) {
@@ -309,11 +274,9 @@ void ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int 
         }
         miner_normalize(ix->centroids, L, dim);
     }
-    free(sum);
-    free(xs);
 
     /* Every vector joins its list; ids ascend within a list. */
-    ivf_assign(a, x, n, ix->centroids, nlist, dim);
+    if (rc || (rc = ivf_assign(a, x, n, ix->centroids, nlist, dim))) goto done;
     memset(cnt, 0, L * sizeof(size_t));
     for (size_t i = 0; i < n; i++) cnt[a[i]]++;
     for (size_t l = 0; l < L; l++) ix->list_off[l + 1] = ix->list_off[l] + cnt[l];
@@ -323,8 +286,14 @@ void ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int 
         ix->list_ids[pos] = (int32_t)i;
         memcpy(ix->list_vecs + pos * D, x + i * D, D * sizeof(float));
     }
-    free(cnt);
+done:
+    free(perm);
+    free(xs);
     free(a);
+    free(sum);
+    free(cnt);
+    if (rc) ivf_free(ix);
+    return rc;
 }
 
 void ivf_free(ivf_index *ix) {
@@ -346,9 +315,9 @@ int ivf_default_nprobe(const ivf_index *ix, int k) {
     return np < 1 ? 1 : np;
 }
 
-void ivf_search(const ivf_index *ix, int32_t *ids, float *scores, const float *q, size_t nq, int k,
-                int nprobe) {
-    if (nq == 0 || k <= 0) return;
+int ivf_search(const ivf_index *ix, int32_t *ids, float *scores, const float *q, size_t nq, int k,
+               int nprobe) {
+    if (nq == 0 || k <= 0) return 0;
     int L = ix->nlist, dim = ix->dim;
     if (nprobe <= 0) nprobe = ivf_default_nprobe(ix, k);
     if (nprobe > L) nprobe = L;
@@ -357,38 +326,39 @@ void ivf_search(const ivf_index *ix, int32_t *ids, float *scores, const float *q
         if (ix->list_off[l + 1] - ix->list_off[l] > maxlen) maxlen = ix->list_off[l + 1] - ix->list_off[l];
     const size_t QB = 32;
     size_t nblk = (nq + QB - 1) / QB;
-#pragma omp parallel
-    {
-        float *C = cb_xmalloc(QB * (size_t)(L > 0 ? L : 1) * sizeof(float));
-        float *S = cb_xmalloc(maxlen * sizeof(float));
-        hit *probe = cb_xmalloc((size_t)nprobe * sizeof(hit));
-        hit *h = cb_xmalloc((size_t)k * sizeof(hit));
-#pragma omp for schedule(dynamic, 1)
-        for (size_t b = 0; b < nblk; b++) {
-            size_t q0 = b * QB, m = nq - q0 < QB ? nq - q0 : QB;
-            if (L > 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, L, dim, 1.0f,
-                            q + q0 * (size_t)dim, dim, ix->centroids, dim, 0.0f, C, L);
-            for (size_t i = 0; i < m; i++) {
-                const float *qi = q + (q0 + i) * (size_t)dim;
-                int np = 0, n = 0;
-                heap_push_row(probe, &np, nprobe, C + i * (size_t)L, (size_t)L, NULL, 0);
-                for (int t = 0; t < np; t++) {
-                    int l = probe[t].id;
-                    size_t o = ix->list_off[l], len = ix->list_off[l + 1] - o;
-                    if (len == 0) continue;
-                    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)len, dim, 1.0f,
-                                ix->list_vecs + o * (size_t)dim, dim, qi, 1, 0.0f, S, 1);
-                    heap_push_row(h, &n, k, S, len, ix->list_ids + o, 0);
-                }
-                heap_finish(h, n, k, ids + (q0 + i) * (size_t)k, scores + (q0 + i) * (size_t)k);
+    /* per thread: C [QB, L] centroid scores, S [maxlen] list scores, the
+     * probe heap [nprobe] and the result heap [k] */
+    size_t o_s = QB * (size_t)(L > 0 ? L : 1) * sizeof(float), o_probe = o_s + maxlen * sizeof(float);
+    size_t o_h = o_probe + (size_t)(nprobe > 0 ? nprobe : 1) * sizeof(topk_hit);
+    scratch sc;
+    if (scratch_alloc(&sc, o_h + (size_t)k * sizeof(topk_hit))) return -1;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t b = 0; b < nblk; b++) {
+        char *mem = scratch_mine(&sc);
+        float *C = (float *)(void *)mem, *S = (float *)(void *)(mem + o_s);
+        topk_hit *probe = (topk_hit *)(void *)(mem + o_probe), *h = (topk_hit *)(void *)(mem + o_h);
+        size_t q0 = b * QB, m = nq - q0 < QB ? nq - q0 : QB;
+        if (L > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, L, dim, 1.0f,
+                        q + q0 * (size_t)dim, dim, ix->centroids, dim, 0.0f, C, L);
+        for (size_t i = 0; i < m; i++) {
+            const float *qi = q + (q0 + i) * (size_t)dim;
+            int np = 0, n = 0;
+            topk_push_row(probe, &np, nprobe, C + i * (size_t)L, (size_t)L, NULL, 0);
+            for (int t = 0; t < np; t++) {
+                int l = probe[t].id;
+                size_t o = ix->list_off[l], len = ix->list_off[l + 1] - o;
+                if (len == 0) continue;
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)len, dim, 1.0f,
+                            ix->list_vecs + o * (size_t)dim, dim, qi, 1, 0.0f, S, 1);
+                topk_push_row(h, &n, k, S, len, ix->list_ids + o, 0);
             }
+            topk_sort(h, n);
+            topk_write(h, n, k, ids + (q0 + i) * (size_t)k, scores + (q0 + i) * (size_t)k);
         }
-        free(C);
-        free(S);
-        free(probe);
-        free(h);
     }
+    free(sc.mem);
+    return 0;
 }
 
 /* ======================================================================== */
@@ -406,94 +376,49 @@ static uint64_t texts_hash(const char *const *t, const size_t *len, size_t n) {
     return h;
 }
 
-/* Read a 2-D little-endian float32 C-order .npy of shape [rows, cols]
- * (checked when rows/cols >= 0). Returns malloc'd data or NULL + err. */
-static float *npy_read_f32(const char *path, int64_t rows, int64_t cols, cb_err *err) {
-    size_t len;
-    char *buf = cb_read_file(path, &len, err);
-    if (!buf) return NULL;
-    const char *why = NULL;
-    size_t hl = 0, ho = 0;
-    long long r = -1, c = -1;
-    if (len < 10 || memcmp(buf, "\x93NUMPY", 6)) why = "not a .npy file";
-    else if (buf[6] == 1) hl = (uint8_t)buf[8] | (size_t)(uint8_t)buf[9] << 8, ho = 10;
-    else if (buf[6] == 2 || buf[6] == 3) {
-        if (len < 12) why = "truncated header";
-        else hl = (uint8_t)buf[8] | (size_t)(uint8_t)buf[9] << 8 | (size_t)(uint8_t)buf[10] << 16 |
-                  (size_t)(uint8_t)buf[11] << 24, ho = 12;
-    } else why = "unknown .npy version";
-    if (!why && ho + hl > len) why = "truncated header";
-    if (!why) {
-        char *hdr = cb_xmalloc(hl + 1);
-        memcpy(hdr, buf + ho, hl);
-        hdr[hl] = 0;
-        const char *sh = strstr(hdr, "'shape':");
-        if (!strstr(hdr, "'descr': '<f4'")) why = "dtype is not float32 ('<f4')";
-        else if (!strstr(hdr, "'fortran_order': False")) why = "not in C order";
-        else if (!sh || sscanf(sh, "'shape': (%lld, %lld)", &r, &c) != 2) why = "not a 2-D array";
-        free(hdr);
-    }
-    if (!why && ((rows >= 0 && r != rows) || (cols >= 0 && c != cols))) {
-        cb_err_set(err, "%s: shape (%lld, %lld), expected (%lld, %lld)", path, r, c, (long long)rows,
-                   (long long)cols);
-        free(buf);
-        return NULL;
-    }
-    if (!why && (r < 0 || c < 0 || len - ho - hl != (size_t)r * (size_t)c * sizeof(float)))
-        why = "data size does not match the shape";
-    if (why) {
-        cb_err_set(err, "%s: %s", path, why);
-        free(buf);
-        return NULL;
-    }
-    float *out = cb_xmalloc(at_least1((size_t)r * (size_t)c) * sizeof(float));
-    memcpy(out, buf + ho + hl, (size_t)r * (size_t)c * sizeof(float));
-    free(buf);
-    return out;
+/* DIR/NAME written or read as a 2-D .npy of rows x cols. */
+static int save_npy(const char *dir, const char *name, const char *dtype, const void *data, int64_t rows,
+                    int64_t cols, cb_err *err) {
+    char *p = cb_path_new(dir, name, err);
+    int64_t shape[2] = {rows, cols};
+    int rc = p ? npy_write(p, dtype, data, 2, shape, err) : -1;
+    free(p);
+    return rc;
 }
 
-/* mkdir -p: 0, or -1 when dir is not a directory afterwards. */
-static int make_dirs(const char *dir) {
-    char *p = cb_xstrdup(dir);
-    for (char *c = p + 1; *c; c++)
-        if (*c == '/') {
-            *c = 0;
-            mkdir(p, 0777);
-            *c = '/';
-        }
-    mkdir(p, 0777);
+static float *load_npy(const char *dir, const char *name, int64_t rows, int64_t cols, cb_err *err) {
+    char *p = cb_path_new(dir, name, err);
+    float *x = p ? npy_read_f32(p, rows, cols, err) : NULL;
     free(p);
-    return cb_dir_exists(dir) ? 0 : -1;
+    return x;
+}
+
+static int save_dir(const miner *m, cb_err *err) {
+    if (cb_mkdirs(m->o.save_dir, NULL, err)) return cb_err_prefix(err, "--save-embeddings");
+    return 0;
 }
 
 static int save_embeddings(const miner *m, const float *D, const float *Q, int dim, uint64_t hd,
                            uint64_t hq, cb_err *err) {
     const char *dir = m->o.save_dir;
-    if (make_dirs(dir))
-        return cb_err_set(err, "--save-embeddings %s: cannot create the directory", dir);
-    int64_t sd[2] = {(int64_t)m->st.n_docs, dim}, sq[2] = {(int64_t)m->st.n_queries, dim};
-    char *p = cb_path_join(dir, "docs.npy");
-    int rc = npy_write(p, "<f4", D, 2, sd, err);
-    free(p);
-    if (rc) return -1;
-    p = cb_path_join(dir, "queries.npy");
-    rc = npy_write(p, "<f4", Q, 2, sq, err);
-    free(p);
-    if (rc) return -1;
+    if (save_dir(m, err) || save_npy(dir, "docs.npy", "<f4", D, (int64_t)m->st.n_docs, dim, err) ||
+        save_npy(dir, "queries.npy", "<f4", Q, (int64_t)m->st.n_queries, dim, err))
+        return -1;
     char h1[32], h2[32];
     snprintf(h1, sizeof h1, "%016llx", (unsigned long long)hd);
     snprintf(h2, sizeof h2, "%016llx", (unsigned long long)hq);
     json_t *j = json_pack("{s:s, s:i, s:I, s:I, s:s, s:s}", "model", m->model_name, "dim", dim,
                           "n_docs", (json_int_t)m->st.n_docs, "n_queries",
                           (json_int_t)m->st.n_queries, "docs_hash", h1, "queries_hash", h2);
-    p = cb_path_join(dir, "miner.json");
-    char *tmp;
-    FILE *f = cb_out_open(p, &tmp, err);
-    rc = -1;
+    char *p = cb_path_new(dir, "miner.json", err), *tmp;
+    FILE *f = p && j ? cb_out_open(p, &tmp, err) : NULL;
+    int rc = -1;
     if (f) {
         json_dumpf(j, f, JSON_INDENT(2));
         fputc('\n', f);
         rc = cb_out_commit(f, tmp, p, err);
+    } else if (p && !j) {
+        cb_err_set(err, "%s: out of memory", p);
     }
     free(p);
     json_decref(j);
@@ -501,33 +426,28 @@ static int save_embeddings(const miner *m, const float *D, const float *Q, int d
 }
 
 static int save_lists(const miner *m, const int32_t *ids, const float *scores, cb_err *err) {
-    if (make_dirs(m->o.save_dir))
-        return cb_err_set(err, "--save-embeddings %s: cannot create the directory", m->o.save_dir);
-    int64_t s[2] = {(int64_t)m->st.n_queries, m->st.max_rank};
-    char *p = cb_path_join(m->o.save_dir, "neighbors.npy");
-    int rc = npy_write(p, "<i4", ids, 2, s, err);
-    free(p);
-    if (rc) return -1;
-    p = cb_path_join(m->o.save_dir, "scores.npy");
-    rc = npy_write(p, "<f4", scores, 2, s, err);
-    free(p);
-    return rc;
+    int64_t nq = (int64_t)m->st.n_queries, k = m->st.max_rank;
+    if (save_dir(m, err) || save_npy(m->o.save_dir, "neighbors.npy", "<i4", ids, nq, k, err)) return -1;
+    return save_npy(m->o.save_dir, "scores.npy", "<f4", scores, nq, k, err);
 }
 
 static int load_embeddings(miner *m, float **D, float **Q, int *dim, uint64_t hd, uint64_t hq,
                            cb_err *err) {
     const char *dir = m->o.load_dir;
-    char *p = cb_path_join(dir, "miner.json");
-    json_error_t je;
-    json_t *j = json_load_file(p, 0, &je);
+    char *p = cb_path_new(dir, "miner.json", err);
+    if (!p) return -1;
+    json_t *j = cb_json_load(p, 0, err);
     if (!j) {
-        cb_err_set(err, "--load-embeddings: %s: %s (write it with --save-embeddings DIR)", p, je.text);
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err ? err->msg : "");
+        cb_err_set(err, "--load-embeddings: %s (write it with --save-embeddings DIR)", why);
         free(p);
         return -1;
     }
     const char *model = "", *h1 = "", *h2 = "";
     json_int_t nd = -1, nq = -1;
     int d = 0;
+    json_error_t je;
     if (json_unpack_ex(j, &je, 0, "{s:s, s:i, s:I, s:I, s:s, s:s}", "model", &model, "dim", &d,
                        "n_docs", &nd, "n_queries", &nq, "docs_hash", &h1, "queries_hash", &h2)) {
         cb_err_set(err, "%s: %s", p, je.text);
@@ -550,16 +470,10 @@ static int load_embeddings(miner *m, float **D, float **Q, int *dim, uint64_t hd
     if (!rc) snprintf(m->model_name, sizeof m->model_name, "%s", model);
     json_decref(j);
     free(p);
-    if (rc) return -1;
-    p = cb_path_join(dir, "docs.npy");
-    *D = npy_read_f32(p, nd, d, err);
-    free(p);
-    if (!*D) return -1;
-    p = cb_path_join(dir, "queries.npy");
-    *Q = npy_read_f32(p, nq, d, err);
-    free(p);
-    if (!*Q) {
+    if (rc || !(*D = load_npy(dir, "docs.npy", nd, d, err))) return -1;
+    if (!(*Q = load_npy(dir, "queries.npy", nq, d, err))) {
         free(*D);
+        *D = NULL;
         return -1;
     }
     *dim = d;
@@ -593,15 +507,18 @@ int miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **can
     memset(&m->st, 0, sizeof m->st);
     m->st.n_docs = nd;
     m->st.n_queries = nq;
-    const char **dt = cb_xmalloc((nd ? nd : 1) * sizeof(char *)), **qt = cb_xmalloc((nq ? nq : 1) * sizeof(char *));
-    size_t *dl = cb_xmalloc((nd ? nd : 1) * sizeof(size_t)), *ql = cb_xmalloc((nq ? nq : 1) * sizeof(size_t));
-    for (size_t i = 0; i < nd; i++) dt[i] = prepare_passage(p, (uint32_t)i, &dl[i]);
-    for (size_t i = 0; i < nq; i++) qt[i] = prepare_query(p, (uint32_t)i, &ql[i]);
-    uint64_t hd = texts_hash(dt, dl, nd), hq = texts_hash(qt, ql, nq);
+    const char **dt = cb_malloc(nd * sizeof(char *), "the document list", err);
+    const char **qt = cb_malloc(nq * sizeof(char *), "the query list", err);
+    size_t *dl = cb_malloc(nd * sizeof(size_t), "the document list", err);
+    size_t *ql = cb_malloc(nq * sizeof(size_t), "the query list", err);
     float *D = NULL, *Q = NULL;
     int32_t *ids = NULL;
     float *sc = NULL;
     int dim = 0, rc = -1;
+    if (!dt || !qt || !dl || !ql) goto done;
+    for (size_t i = 0; i < nd; i++) dt[i] = prepare_passage(p, (uint32_t)i, &dl[i]);
+    for (size_t i = 0; i < nq; i++) qt[i] = prepare_query(p, (uint32_t)i, &ql[i]);
+    uint64_t hd = texts_hash(dt, dl, nd), hq = texts_hash(qt, ql, nq);
     double t = cb_now();
     if (m->o.load_dir) {
         if (load_embeddings(m, &D, &Q, &dim, hd, hq, err)) goto done;
@@ -614,8 +531,12 @@ int miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **can
         m->st.t_load = cb_now() - t;
         dim = e.bert.cfg.hidden_size;
         t = cb_now();
-        D = cb_xmalloc((nd ? nd : 1) * (size_t)dim * sizeof(float));
-        Q = cb_xmalloc((nq ? nq : 1) * (size_t)dim * sizeof(float));
+        D = cb_malloc(nd * (size_t)dim * sizeof(float), "the document embeddings", err);
+        Q = cb_malloc(nq * (size_t)dim * sizeof(float), "the query embeddings", err);
+        if (!D || !Q) {
+            encoder_free(&e);
+            goto done;
+        }
         if (!m->o.quiet)
             fprintf(stderr, "mine: embedding %zu documents and %zu queries with %s\n", nd, nq,
                     m->model_name);
@@ -636,24 +557,35 @@ int miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **can
     miner_index kind = m->o.index;
     if (kind == MINER_INDEX_AUTO) kind = nd >= m->o.approx_min_docs ? MINER_INDEX_IVF : MINER_INDEX_EXACT;
     m->st.index = kind;
-    ids = cb_xmalloc(at_least1(nq * (size_t)k) * sizeof(int32_t));
-    sc = cb_xmalloc(at_least1(nq * (size_t)k) * sizeof(float));
+    ids = cb_malloc(nq * (size_t)k * sizeof(int32_t), "the neighbour lists", err);
+    sc = cb_malloc(nq * (size_t)k * sizeof(float), "the neighbour lists", err);
+    if (!ids || !sc) goto done;
     if (k > 0) {
         if (kind == MINER_INDEX_IVF) {
             ivf_index ix;
             t = cb_now();
-            ivf_build(&ix, D, nd, dim, m->o.ivf_nlist, 10, m->o.seed);
+            if (ivf_build(&ix, D, nd, dim, m->o.ivf_nlist, 10, m->o.seed)) {
+                cb_err_set(err, "out of memory: the IVF index of %zu documents (dim %d)", nd, dim);
+                goto done;
+            }
             m->st.t_index = cb_now() - t;
             m->st.nlist = ix.nlist;
             m->st.nprobe = m->o.ivf_nprobe > 0 ? (m->o.ivf_nprobe < ix.nlist ? m->o.ivf_nprobe : ix.nlist)
                                                : ivf_default_nprobe(&ix, k);
             t = cb_now();
-            ivf_search(&ix, ids, sc, Q, nq, k, m->st.nprobe);
+            int bad = ivf_search(&ix, ids, sc, Q, nq, k, m->st.nprobe);
             m->st.t_search = cb_now() - t;
             ivf_free(&ix);
+            if (bad) {
+                cb_err_set(err, "out of memory: the IVF search buffers");
+                goto done;
+            }
         } else {
             t = cb_now();
-            miner_topk_exact(ids, sc, Q, nq, D, nd, dim, k);
+            if (miner_topk_exact(ids, sc, Q, nq, D, nd, dim, k)) {
+                cb_err_set(err, "out of memory: the exact search buffers");
+                goto done;
+            }
             m->st.t_search = cb_now() - t;
         }
     }
@@ -661,8 +593,13 @@ int miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **can
 
     /* Candidates: ranks [min_rank, max_rank) of each list. */
     size_t lo = (size_t)m->o.min_rank < (size_t)k ? (size_t)m->o.min_rank : (size_t)k;
-    uint64_t *o = cb_xmalloc((nq + 1) * sizeof(uint64_t));
-    uint32_t *c = cb_xmalloc(at_least1(nq * ((size_t)k - lo)) * sizeof(uint32_t));
+    uint64_t *o = cb_malloc((nq + 1) * sizeof(uint64_t), "the mining candidates", err);
+    uint32_t *c = cb_malloc(nq * ((size_t)k - lo) * sizeof(uint32_t), "the mining candidates", err);
+    if (!o || !c) {
+        free(o);
+        free(c);
+        goto done;
+    }
     size_t n = 0;
     o[0] = 0;
     for (size_t qi = 0; qi < nq; qi++) {

@@ -106,9 +106,10 @@ int miner_max_rank(size_t n_docs, int cap);
 /* Exact top-k by inner product. q[nq, dim], d[nd, dim] (row-major; unit
  * rows for cosine). ids[nq, k] and scores[nq, k] get each query's k best
  * documents, best first; ties in score go to the lower id; -1 / -INFINITY
- * pad when nd < k. Blocked SGEMM, query blocks in parallel (OpenMP). */
-void miner_topk_exact(int32_t *ids, float *scores, const float *q, size_t nq, const float *d,
-                      size_t nd, int dim, int k);
+ * pad when nd < k. Blocked SGEMM, query blocks in parallel (OpenMP).
+ * Returns 0, or -1 when out of memory (the search buffers, per thread). */
+int miner_topk_exact(int32_t *ids, float *scores, const float *q, size_t nq, const float *d,
+                     size_t nd, int dim, int k);
 
 /* IVF-flat: an inverted-file index over unit vectors. */
 typedef struct ivf_index {
@@ -122,16 +123,17 @@ typedef struct ivf_index {
 
 /* Build from x[n, dim]: spherical k-means (iters rounds on a seeded sample
  * of at most 64 points per list), then every vector joins its nearest
- * centroid's list. nlist <= 0: about 4 sqrt(n). Deterministic for a seed. */
-void ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int iters, uint64_t seed);
+ * centroid's list. nlist <= 0: about 4 sqrt(n). Deterministic for a seed.
+ * Returns 0, or -1 when out of memory (ix is then empty). */
+int ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int iters, uint64_t seed);
 void ivf_free(ivf_index *ix);
 /* The default nprobe for k: about 24 k documents scanned, at least nlist / 8
  * lists. */
 int ivf_default_nprobe(const ivf_index *ix, int k);
 /* Top-k of each query among the documents of its nprobe nearest lists;
- * same output contract as miner_topk_exact. */
-void ivf_search(const ivf_index *ix, int32_t *ids, float *scores, const float *q, size_t nq, int k,
-                int nprobe);
+ * same output contract as miner_topk_exact, and 0 or -1 when out of memory. */
+int ivf_search(const ivf_index *ix, int32_t *ids, float *scores, const float *q, size_t nq, int k,
+               int nprobe);
 
 /* L2-normalise the rows of x[n, dim] in place (a zero row stays zero). */
 void miner_normalize(float *x, size_t n, int dim);

@@ -3,6 +3,7 @@
  * Every JSON file is checked key by key; a problem is reported as one line
  * naming the file, the key and what was expected. */
 #include "model.h"
+#include "fsutil.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -11,35 +12,29 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* Parse a JSON file. NULL + err (file, line, column) on failure. */
-static json_t *json_load_path(const char *path, cb_err *err) {
-    size_t len;
-    char *text = cb_read_file(path, &len, err);
-    if (!text) return NULL;
-    json_error_t je;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-    free(text);
-    if (!root)
-        cb_err_set(err, "%s: invalid JSON: %s (line %d, column %d)", path, je.text,
-                   je.line, je.column);
-    return root;
+/* DIR/NAME parsed, duplicate keys an error (so for every JSON file of a
+ * model); *path = DIR/NAME for messages (caller frees; NULL when out of
+ * memory). NULL + err on failure. */
+static json_t *json_load_in(const char *dir, const char *name, char **path, cb_err *err) {
+    *path = cb_path_new(dir, name, err);
+    return *path ? cb_json_load(*path, JSON_REJECT_DUPLICATES, err) : NULL;
 }
 
 /* ---- model_resolve ---------------------------------------------------- */
 
 /* The hub cache directory, as huggingface_hub computes it: $HF_HUB_CACHE,
  * else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
- * ~/.cache/huggingface/hub. Caller frees. */
-static char *hf_hub_dir(void) {
+ * ~/.cache/huggingface/hub. Caller frees; NULL + err when out of memory. */
+static char *hf_hub_dir(cb_err *err) {
     const char *v;
     char buf[4096];
-    if ((v = getenv("HF_HUB_CACHE")) && *v) return cb_xstrdup(v);
+    if ((v = getenv("HF_HUB_CACHE")) && *v) return cb_strdup(v, err);
     if ((v = getenv("HF_HOME")) && *v) snprintf(buf, sizeof buf, "%s/hub", v);
     else if ((v = getenv("XDG_CACHE_HOME")) && *v)
         snprintf(buf, sizeof buf, "%s/huggingface/hub", v);
     else snprintf(buf, sizeof buf, "%s/.cache/huggingface/hub",
                   (v = getenv("HOME")) && *v ? v : "");
-    return cb_xstrdup(buf);
+    return cb_strdup(buf, err);
 }
 
 /* A hub id: "NAME" or "ORG/NAME" with no empty part, no "..", not a path
@@ -52,48 +47,56 @@ static int is_hub_id(const char *s) {
 }
 
 /* The snapshot directory of <repo> (models--ORG--NAME): refs/main when it
- * names an existing snapshot, else the most recently modified one.
- * NULL when there is none. Caller frees. */
-static char *hf_snapshot(const char *repo) {
-    char *snaps = cb_path_join(repo, "snapshots");
-    char *refp = cb_path_join(repo, "refs/main");
-    char *out = NULL;
+ * names an existing snapshot, else the most recently modified one. Returns 0
+ * with *out (caller frees) or NULL when there is none; -1 with err when out
+ * of memory. */
+static int hf_snapshot(const char *repo, char **out, cb_err *err) {
+    *out = NULL;
+    char *snaps = cb_path_new(repo, "snapshots", err), *refp = cb_path_new(repo, "refs/main", err);
+    int rc = snaps && refp ? 0 : -1;
     size_t len;
-    char *ref = cb_file_exists(refp) ? cb_read_file(refp, &len, NULL) : NULL;
+    char *ref = !rc && cb_file_exists(refp) ? cb_read_file(refp, &len, NULL) : NULL;
     if (ref) {
         ref[strcspn(ref, " \t\r\n")] = '\0';
         if (*ref && !strchr(ref, '/')) {
-            char *p = cb_path_join(snaps, ref);
-            if (cb_dir_exists(p)) out = p;
+            char *p = cb_path_new(snaps, ref, err);
+            if (!p) rc = -1;
+            else if (cb_dir_exists(p)) *out = p;
             else free(p);
         }
         free(ref);
     }
-    free(refp);
-    if (!out) {
-        DIR *d = opendir(snaps);
-        struct dirent *de;
-        time_t best = 0;
-        while (d && (de = readdir(d))) {
-            if (de->d_name[0] == '.') continue;
-            char *p = cb_path_join(snaps, de->d_name);
-            struct stat st;
-            if (stat(p, &st) == 0 && S_ISDIR(st.st_mode) && (!out || st.st_mtime > best)) {
-                free(out);
-                out = p;
-                best = st.st_mtime;
-            } else {
-                free(p);
-            }
+    DIR *d = !rc && !*out ? opendir(snaps) : NULL;
+    struct dirent *de;
+    time_t best = 0;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char *p = cb_path_new(snaps, de->d_name, err);
+        if (!p) {
+            rc = -1;
+            break;
         }
-        if (d) closedir(d);
+        struct stat st;
+        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode) && (!*out || st.st_mtime > best)) {
+            free(*out);
+            *out = p;
+            best = st.st_mtime;
+        } else {
+            free(p);
+        }
+    }
+    if (d) closedir(d);
+    if (rc) {
+        free(*out);
+        *out = NULL;
     }
     free(snaps);
-    return out;
+    free(refp);
+    return rc;
 }
 
 char *model_resolve(const char *name, cb_err *err) {
-    if (cb_dir_exists(name)) return cb_xstrdup(name);
+    if (cb_dir_exists(name)) return cb_strdup(name, err);
     struct stat st;
     if (stat(name, &st) == 0) {
         cb_err_set(err, "%s: model path is not a directory (give the directory that holds "
@@ -104,19 +107,20 @@ char *model_resolve(const char *name, cb_err *err) {
         cb_err_set(err, "%s: model directory does not exist", name);
         return NULL;
     }
-    char *hub = hf_hub_dir();
     /* "ORG/NAME" -> "models--ORG--NAME" */
     size_t n = strlen(name);
-    char *repo_name = cb_xmalloc(8 + 2 * n + 1);
-    char *w = repo_name + sprintf(repo_name, "models--");
-    for (const char *r = name; *r; r++) {
-        if (*r == '/') { *w++ = '-'; *w++ = '-'; }
-        else *w++ = *r;
+    char *hub = hf_hub_dir(err), *repo_name = cb_malloc(8 + 2 * n + 1, "a file name", err), *repo = NULL;
+    char *snap = NULL;
+    if (hub && repo_name) {
+        char *w = repo_name + sprintf(repo_name, "models--");
+        for (const char *r = name; *r; r++) {
+            if (*r == '/') { *w++ = '-'; *w++ = '-'; }
+            else *w++ = *r;
+        }
+        *w = '\0';
+        repo = cb_path_new(hub, repo_name, err);
     }
-    *w = '\0';
-    char *repo = cb_path_join(hub, repo_name);
-    char *snap = hf_snapshot(repo);
-    if (!snap)
+    if (repo && !hf_snapshot(repo, &snap, err) && !snap)
         cb_err_set(err, "model '%s': no such directory, and not in the local Hugging Face "
                    "cache (looked for %s/snapshots/*; cache from $HF_HOME or "
                    "~/.cache/huggingface); give a model directory path, or put the model in "
@@ -228,8 +232,8 @@ static int bert_config_parse(bert_config *c, const json_t *root, const char *pat
 
 int bert_config_load(bert_config *c, const char *dir, cb_err *err) {
     memset(c, 0, sizeof *c);
-    char *path = cb_path_join(dir, "config.json");
-    json_t *root = json_load_path(path, err);
+    char *path;
+    json_t *root = json_load_in(dir, "config.json", &path, err);
     int rc = root ? bert_config_parse(c, root, path, err) : -1;
     json_decref(root);
     free(path);
@@ -294,9 +298,8 @@ static int modules_parse(sbert_config *c, const json_t *mods, const char *dir,
         } else if (!strcmp(cls, "Normalize")) {
             c->normalize = 1;             /* has no files; its directory may be absent */
         } else if (!strcmp(cls, "Pooling")) {
-            char *pdir = cb_path_join(dir, sub);
-            char *ppath = cb_path_join(pdir, "config.json");
-            json_t *pc = json_load_path(ppath, err);
+            char *pdir = cb_path_new(dir, sub, err), *ppath = NULL;
+            json_t *pc = pdir ? json_load_in(pdir, "config.json", &ppath, err) : NULL;
             int rc = pc ? pooling_parse(c, pc, ppath, err) : -1;
             json_decref(pc);
             free(ppath);
@@ -314,19 +317,20 @@ int sbert_config_load(sbert_config *c, const char *dir, cb_err *err) {
     memset(c, 0, sizeof *c);
     c->pooling = POOL_MEAN;
     int rc = 0;
-    char *path = cb_path_join(dir, "modules.json");
+    char *path = cb_path_new(dir, "modules.json", err);
+    if (!path) return -1;
     if (cb_file_exists(path)) {
         c->is_sbert = 1;
-        json_t *mods = json_load_path(path, err);
+        json_t *mods = cb_json_load(path, JSON_REJECT_DUPLICATES, err);
         rc = mods ? modules_parse(c, mods, dir, path, err) : -1;
         json_decref(mods);
     }
     free(path);
     if (rc) return rc;
 
-    path = cb_path_join(dir, "sentence_bert_config.json");
+    if (!(path = cb_path_new(dir, "sentence_bert_config.json", err))) return -1;
     if (cb_file_exists(path)) {
-        json_t *sb = json_load_path(path, err);
+        json_t *sb = cb_json_load(path, JSON_REJECT_DUPLICATES, err);
         if (!sb) rc = -1;
         else if (!json_is_object(sb)) rc = cb_err_set(err, "%s: expected a JSON object", path);
         else {

@@ -5,42 +5,6 @@
 #include <string.h>
 #include <unistd.h>
 
-FILE *cb_out_open(const char *path, char **tmp_path, cb_err *err) {
-    size_t n = strlen(path) + 32;
-    char *tmp = cb_xmalloc(n);
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        cb_err_set(err, "%s: cannot create: %s", path, strerror(errno));
-        free(tmp);
-        return NULL;
-    }
-    *tmp_path = tmp;
-    return f;
-}
-
-int cb_out_commit(FILE *f, char *tmp_path, const char *path, cb_err *err) {
-    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
-    int e = errno;
-    if (fclose(f) != 0 && !bad) { bad = 1; e = errno; }
-    if (!bad && rename(tmp_path, path) != 0) { bad = 1; e = errno; }
-    if (bad) {
-        remove(tmp_path);
-        free(tmp_path);
-        return cb_err_set(err, "%s: write failed: %s", path, strerror(e));
-    }
-    free(tmp_path);
-    return 0;
-}
-
-void cb_out_abort(FILE *f, char *tmp_path) {
-    if (f) fclose(f);
-    if (tmp_path) {
-        remove(tmp_path);
-        free(tmp_path);
-    }
-}
-
 int npy_write(const char *path, const char *dtype, const void *data, int ndim,
               const int64_t *shape, cb_err *err) {
     char hdr[256], dims[160] = "";
@@ -70,4 +34,52 @@ int npy_write(const char *path, const char *dtype, const void *data, int ndim,
     fputc('\n', f);
     fwrite(data, 4, count, f);
     return cb_out_commit(f, tmp, path, err);
+}
+
+float *npy_read_f32(const char *path, int64_t rows, int64_t cols, cb_err *err) {
+    size_t len;
+    char *buf = cb_read_file(path, &len, err);
+    if (!buf) return NULL;
+    const char *why = NULL;
+    size_t hl = 0, ho = 0;
+    long long r = -1, c = -1;
+    if (len < 10 || memcmp(buf, "\x93NUMPY", 6)) why = "not a .npy file";
+    else if (buf[6] == 1) hl = (uint8_t)buf[8] | (size_t)(uint8_t)buf[9] << 8, ho = 10;
+    else if (buf[6] == 2 || buf[6] == 3) {
+        if (len < 12) why = "truncated header";
+        else hl = (uint8_t)buf[8] | (size_t)(uint8_t)buf[9] << 8 | (size_t)(uint8_t)buf[10] << 16 |
+                  (size_t)(uint8_t)buf[11] << 24, ho = 12;
+    } else why = "unknown .npy version";
+    if (!why && ho + hl > len) why = "truncated header";
+    if (!why) {
+        char *hdr = cb_malloc(hl + 1, "a .npy header", err);
+        if (!hdr) {
+            free(buf);
+            return NULL;
+        }
+        memcpy(hdr, buf + ho, hl);
+        hdr[hl] = 0;
+        const char *sh = strstr(hdr, "'shape':");
+        if (!strstr(hdr, "'descr': '<f4'")) why = "dtype is not float32 ('<f4')";
+        else if (!strstr(hdr, "'fortran_order': False")) why = "not in C order";
+        else if (!sh || sscanf(sh, "'shape': (%lld, %lld)", &r, &c) != 2) why = "not a 2-D array";
+        free(hdr);
+    }
+    if (!why && ((rows >= 0 && r != rows) || (cols >= 0 && c != cols))) {
+        cb_err_set(err, "%s: shape (%lld, %lld), expected (%lld, %lld)", path, r, c, (long long)rows,
+                   (long long)cols);
+        free(buf);
+        return NULL;
+    }
+    if (!why && (r < 0 || c < 0 || len - ho - hl != (size_t)r * (size_t)c * sizeof(float)))
+        why = "data size does not match the shape";
+    if (why) {
+        cb_err_set(err, "%s: %s", path, why);
+        free(buf);
+        return NULL;
+    }
+    float *out = cb_malloc((size_t)r * (size_t)c * sizeof(float), path, err);
+    if (out) memcpy(out, buf + ho + hl, (size_t)r * (size_t)c * sizeof(float));
+    free(buf);
+    return out;
 }

@@ -32,9 +32,14 @@
  *     (seed, stream), one stream per query, so the same inputs and seed give
  *     byte-identical files on every machine.
  *
- * Memory: strings are interned once (hash table + one text arena), records
- * become 8-byte (query, passage) edges, files are streamed line by line, so
- * memory is a small multiple of the distinct text, not of the input.
+ * Memory: strings are interned once (strtab.h: hash table + one text
+ * arena), records become 8-byte (query, passage) edges, files are streamed
+ * line by line, so memory is a small multiple of the distinct text, not of
+ * the input. Out of memory is an error like any other (err "out of memory:
+ * ..."); nothing exits.
+ *
+ * Code: prepare.c (state, negatives, triplets, export) and prepare_read.c
+ * (the readers), sharing prepare_read.h.
  */
 #ifndef CB_PREPARE_H
 #define CB_PREPARE_H
@@ -102,7 +107,8 @@ typedef struct prepare_stats {
 /* Defaults as listed above (the reference's). */
 void prepare_opts_default(prepare_opts *o);
 
-/* A new, empty preparation; opts is copied (its strings must outlive p). */
+/* A new, empty preparation; opts is copied (its strings must outlive p).
+ * NULL when out of memory. */
 prepare *prepare_new(const prepare_opts *opts);
 void prepare_free(prepare *p);
 
@@ -119,9 +125,10 @@ int prepare_add_corpus(prepare *p, const char *path, cb_err *err);
  * Returns 0, or -1 with "FILE:LINE: ..." in err. */
 int prepare_add_train(prepare *p, const char *path, cb_err *err);
 
-/* A BEIR directory: corpus.jsonl (all documents join the collection, title
- * and text joined by title_sep), queries.jsonl, and qrels/<split>.tsv whose
- * lines with score > 0 are (query, document) pairs. */
+/* A BEIR directory, read by beir.h: corpus.jsonl (all documents join the
+ * collection, title and text joined by title_sep; empty ones are left out
+ * with a warning), queries.jsonl, and qrels/<split>.tsv whose lines with
+ * score > 0 are (query, document) pairs. */
 int prepare_add_beir(prepare *p, const char *dir, const char *split, cb_err *err);
 
 /* One record from memory: a (query, passage) edge, positive or negative.

@@ -16,6 +16,11 @@ void progress_init(progress *p, const char *label, const char *unit, int64_t tot
     p->drawn = 0;
 }
 
+void progress_init_mb(progress *p, const char *label, int64_t bytes, int64_t min_mb, int quiet) {
+    int64_t mb = bytes >> 20;
+    progress_init(p, label, "MB", mb, quiet || mb < min_mb);
+}
+
 static void fmt_time(char *buf, size_t n, double s) {
     if (s < 0 || s > 1e7) { snprintf(buf, n, "?"); return; }
     long t = (long)(s + 0.5);

@@ -1,24 +1,22 @@
-/* rng.c: splitmix64 and Fisher-Yates; see rng.h. */
+/* rng.c: splitmix64 and Fisher-Yates; see rng.h. Every mixing step goes
+ * through rng_mix64 (rng.h), the one definition of the splitmix64 hash. */
 #include "rng.h"
 #include "common.h"
 
-#include <string.h>
-
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+#define GOLDEN 0x9e3779b97f4a7c15ULL   /* the splitmix64 increment */
 
 void rng_init(rng *r, uint64_t seed, uint64_t stream) {
     /* Mix the stream in twice so that nearby (seed, stream) pairs start far
-     * apart in the splitmix sequence. */
-    r->state = mix64(seed ^ mix64(stream + 0x9e3779b97f4a7c15ULL));
+     * apart in the splitmix sequence. The state is the finaliser of
+     * seed ^ mix(stream), written as rng_mix64 of that value minus the
+     * increment rng_mix64 adds back. */
+    r->state = rng_mix64((seed ^ rng_mix64(stream)) - GOLDEN);
 }
 
 uint64_t rng_next(rng *r) {
-    r->state += 0x9e3779b97f4a7c15ULL;
-    return mix64(r->state);
+    uint64_t z = r->state;
+    r->state = z + GOLDEN;
+    return rng_mix64(z);
 }
 
 uint64_t rng_below(rng *r, uint64_t n) {
@@ -28,18 +26,6 @@ uint64_t rng_below(rng *r, uint64_t n) {
     uint64_t threshold = (0 - n) % n, x;
     do x = rng_next(r); while (x < threshold);
     return x % n;
-}
-
-void rng_shuffle(rng *r, void *base, size_t n, size_t size) {
-    CB_ASSERT(size <= 64);
-    unsigned char tmp[64], *a = base;
-    for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)rng_below(r, i);
-        if (j == i - 1) continue;
-        memcpy(tmp, a + (i - 1) * size, size);
-        memcpy(a + (i - 1) * size, a + j * size, size);
-        memcpy(a + j * size, tmp, size);
-    }
 }
 
 void rng_shuffle_u32(rng *r, uint32_t *a, size_t n) {

@@ -35,9 +35,7 @@ uint64_t rng_next(rng *r);
 /* Uniform integer in [0, n), exactly unbiased (rejection, then modulo);
  * n must be > 0. */
 uint64_t rng_below(rng *r, uint64_t n);
-/* Fisher-Yates shuffle of n elements of `size` bytes each, in place
- * (size <= 64). Element i is swapped with a uniform j in [0, i], i = n-1..1. */
-void rng_shuffle(rng *r, void *base, size_t n, size_t size);
-/* Shuffle of a uint32_t array (the common case, faster than rng_shuffle). */
+/* Fisher-Yates shuffle of a uint32_t array in place: element i - 1 is
+ * swapped with a uniform j in [0, i), i = n..2. */
 void rng_shuffle_u32(rng *r, uint32_t *a, size_t n);
 #endif

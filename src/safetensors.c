@@ -7,6 +7,7 @@
  * is always copied out with memcpy.
  */
 #include "safetensors.h"
+#include "fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -174,15 +175,21 @@ static int st_parse_header(st_file *f, cb_err *err) {
     }
 
     size_t n = json_object_size(root);
-    f->tensors = cb_xcalloc(n ? n : 1, sizeof *f->tensors);
+    f->tensors = cb_calloc(n ? n : 1, sizeof *f->tensors, "the tensor table", err);
+    if (!f->tensors) {
+        json_decref(root);
+        return -1;
+    }
     const char *key;
     json_t *val;
     int rc = 0;
     json_object_foreach(root, key, val) {
         if (!strcmp(key, "__metadata__")) continue;
         st_tensor *t = &f->tensors[f->n_tensors++];
-        t->name = cb_xstrdup(key);
-        if ((rc = st_parse_entry(f, t, val, data_size, err))) break;
+        if (!(t->name = cb_strdup(key, err)) || (rc = st_parse_entry(f, t, val, data_size, err))) {
+            rc = -1;
+            break;
+        }
     }
     json_decref(root);
     if (rc) return rc;
@@ -225,10 +232,9 @@ int st_open(st_file *f, const char *path, cb_err *err) {
     int e = errno;
     close(fd);
     if (map == MAP_FAILED) return cb_err_set(err, "%s: cannot mmap: %s", path, strerror(e));
-    f->path = cb_xstrdup(path);
     f->map = map;
     f->map_size = (size_t)st.st_size;
-    if (st_parse_header(f, err)) {
+    if (!(f->path = cb_strdup(path, err)) || st_parse_header(f, err)) {
         st_close(f);
         return -1;
     }
@@ -343,20 +349,16 @@ int st_write(const char *path, const st_wtensor *tensors, int n, cb_err *err) {
     }
     char *hdr = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
-    CB_ASSERT(hdr);
+    if (!hdr) return cb_err_set(err, "%s: cannot write: out of memory for the header", path);
     /* Pad the header with spaces so that the data starts 8-byte aligned. */
     size_t hlen = strlen(hdr), padded = (hlen + 7) & ~(size_t)7;
     uint8_t len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
 
-    size_t plen = strlen(path);
-    char *tmp = cb_xmalloc(plen + 32);
-    snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
-    FILE *fp = fopen(tmp, "wb");
+    char *tmp;
+    FILE *fp = cb_out_open(path, &tmp, err);
     if (!fp) {
-        cb_err_set(err, "%s: cannot create: %s", tmp, strerror(errno));
         free(hdr);
-        free(tmp);
         return -1;
     }
     int bad = write_all(fp, len8, 8) || write_all(fp, hdr, hlen) ||
@@ -367,15 +369,10 @@ int st_write(const char *path, const st_wtensor *tensors, int n, cb_err *err) {
         for (int d = 0; d < tensors[i].ndim; d++) nbytes *= (size_t)tensors[i].shape[d];
         bad = write_all(fp, tensors[i].data, nbytes);
     }
-    int e = errno;
-    if (fflush(fp)) { bad = 1; e = errno; }
-    if (!bad && fsync(fileno(fp))) { bad = 1; e = errno; }
-    if (fclose(fp) && !bad) { bad = 1; e = errno; }
-    if (!bad && rename(tmp, path)) { bad = 1; e = errno; }
     if (bad) {
-        cb_err_set(err, "%s: cannot write: %s", path, strerror(e));
-        unlink(tmp);
+        cb_err_set(err, "%s: cannot write: %s", path, strerror(errno));
+        cb_out_abort(fp, tmp);
+        return -1;
     }
-    free(tmp);
-    return bad ? -1 : 0;
+    return cb_out_commit(fp, tmp, path, err);
 }

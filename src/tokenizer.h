@@ -26,7 +26,8 @@ void tokenizer_free(tokenizer *t);
 /* Word-piece ids of `text` (UTF-8, `len` bytes; invalid UTF-8 sequences are
  * read as U+FFFD, as Python's errors="replace" does), without special
  * tokens. Writes min(n, max_ids) ids to out and returns n, the number of ids
- * of the whole text. Thread-safe. */
+ * of the whole text; or -1 when out of memory (texts of 512 bytes or more,
+ * and very long words, need buffers on the heap). Thread-safe. */
 int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *out, int max_ids);
 
 /* Id of a vocabulary token such as "[CLS]" or "[unused0]"; -1 if absent. */

@@ -52,7 +52,7 @@ static void test_ranker(int nq, int nd, int depth, int max_docs) {
         uint32_t t = tie[i]; tie[i] = tie[j]; tie[j] = t;
     }
     eval_ranker r;
-    eval_ranker_init(&r, qv, tie, nq, Lq, D, depth, max_docs, 40);
+    CHECK(eval_ranker_init(&r, qv, tie, nq, Lq, D, depth, max_docs, 40) == 0);
     /* chunks of varying size, at most max_docs */
     for (int s = 0, k = 0; s < nd; k++) {
         int n = k % 2 ? max_docs : max_docs / 3 + 1;

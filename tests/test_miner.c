@@ -116,7 +116,7 @@ static void test_exact(void) {
     int32_t *ids = malloc(nq * k * sizeof(int32_t)), *ids1 = malloc(nq * k * sizeof(int32_t));
     float *sc = malloc(nq * k * sizeof(float)), *sc1 = malloc(nq * k * sizeof(float));
     set_threads(2);
-    miner_topk_exact(ids, sc, q, nq, d, nd, dim, k);
+    CHECK(miner_topk_exact(ids, sc, q, nq, d, nd, dim, k) == 0);
     ref_hit *h = malloc(nd * sizeof *h);
     int bad_score = 0, bad_set = 0;
     double maxdiff = 0;
@@ -137,7 +137,7 @@ static void test_exact(void) {
     CHECK(bad_set == 0);
     /* thread count does not change a bit */
     set_threads(1);
-    miner_topk_exact(ids1, sc1, q, nq, d, nd, dim, k);
+    CHECK(miner_topk_exact(ids1, sc1, q, nq, d, nd, dim, k) == 0);
     set_threads(2);
     CHECK(!memcmp(ids, ids1, nq * k * sizeof(int32_t)) && !memcmp(sc, sc1, nq * k * sizeof(float)));
 
@@ -151,11 +151,11 @@ static void test_exact(void) {
     dd[5 * 4 + 0] = -1;                        /* doc 5: -1 */
     int32_t ti[8];
     float ts[8];
-    miner_topk_exact(ti, ts, qq, 1, dd, 6, 4, 8);
+    CHECK(miner_topk_exact(ti, ts, qq, 1, dd, 6, 4, 8) == 0);
     int32_t want[8] = {1, 3, 4, 2, 0, 5, -1, -1};
     CHECK(!memcmp(ti, want, sizeof want));
     CHECK(ts[0] == 1 && ts[3] == 0.5f && ts[5] == -1 && isinf(ts[6]) && ts[6] < 0);
-    miner_topk_exact(ti, ts, qq, 1, dd, 6, 4, 2);
+    CHECK(miner_topk_exact(ti, ts, qq, 1, dd, 6, 4, 2) == 0);
     CHECK(ti[0] == 1 && ti[1] == 3);
     free(h);
     free(q);
@@ -197,14 +197,14 @@ static void test_ivf(void) {
     miner_normalize(q, nq, dim);
     int32_t *ex = malloc(nq * k * sizeof(int32_t)), *ap = malloc(nq * k * sizeof(int32_t));
     float *s1 = malloc(nq * k * sizeof(float)), *s2 = malloc(nq * k * sizeof(float));
-    miner_topk_exact(ex, s1, q, nq, d, nd, dim, k);
+    CHECK(miner_topk_exact(ex, s1, q, nq, d, nd, dim, k) == 0);
     ivf_index ix, ix1;
     set_threads(2);
-    ivf_build(&ix, d, nd, dim, 0, 10, 42);
+    CHECK(ivf_build(&ix, d, nd, dim, 0, 10, 42) == 0);
     CHECK(ix.nlist == 438);   /* round(4 sqrt(12000)) */
     CHECK(ix.list_off[ix.nlist] == nd);
     int np = ivf_default_nprobe(&ix, k);
-    ivf_search(&ix, ap, s2, q, nq, k, np);
+    CHECK(ivf_search(&ix, ap, s2, q, nq, k, np) == 0);
     double rc = recall(ap, ex, nq, k);
     printf("ivf: nlist %d, nprobe %d: recall@%d %.4f\n", ix.nlist, np, k, rc);
     CHECK(rc >= 0.99);
@@ -219,21 +219,21 @@ static void test_ivf(void) {
     CHECK_MSG(rc >= 0.9999, "recall with all lists %.5f", rc);
     /* same seed, 1 thread: the same index and the same results */
     set_threads(1);
-    ivf_build(&ix1, d, nd, dim, 0, 10, 42);
+    CHECK(ivf_build(&ix1, d, nd, dim, 0, 10, 42) == 0);
     set_threads(2);
     CHECK(ix1.nlist == ix.nlist && !memcmp(ix1.centroids, ix.centroids, (size_t)ix.nlist * dim * sizeof(float)) &&
           !memcmp(ix1.list_ids, ix.list_ids, nd * sizeof(int32_t)));
     ivf_free(&ix1);
     /* tiny and degenerate sizes */
-    ivf_build(&ix1, d, 5, dim, 0, 10, 1);
+    CHECK(ivf_build(&ix1, d, 5, dim, 0, 10, 1) == 0);
     CHECK(ix1.nlist >= 1 && ix1.nlist <= 5 && ix1.list_off[ix1.nlist] == 5);
     int32_t ti[8];
     float ts[8];
-    ivf_search(&ix1, ti, ts, q, 1, 8, 0);
+    CHECK(ivf_search(&ix1, ti, ts, q, 1, 8, 0) == 0);
     CHECK(ti[4] >= 0 && ti[5] == -1);
     ivf_free(&ix1);
-    ivf_build(&ix1, d, 0, dim, 0, 10, 1);
-    ivf_search(&ix1, ti, ts, q, 1, 8, 0);
+    CHECK(ivf_build(&ix1, d, 0, dim, 0, 10, 1) == 0);
+    CHECK(ivf_search(&ix1, ti, ts, q, 1, 8, 0) == 0);
     CHECK(ti[0] == -1);
     ivf_free(&ix1);
     ivf_free(&ix);
@@ -353,7 +353,7 @@ static void test_hook(const char *tmp) {
     const int k = 110, lo = 10;
     int32_t *ex = malloc(NQ * k * sizeof(int32_t));
     float *es = malloc(NQ * k * sizeof(float));
-    miner_topk_exact(ex, es, Q, NQ, D, ND, dim, k);
+    CHECK(miner_topk_exact(ex, es, Q, NQ, D, ND, dim, k) == 0);
     miner_opts mo;
     miner_opts_default(&mo);
     mo.load_dir = dir;

@@ -11,6 +11,15 @@
 #include "rng.h"
 #include "test.h"
 
+/* Test-only allocation: the library never exits, a test may. */
+static void *must(void *p) {
+    if (!p) {
+        fprintf(stderr, "test_prepare: out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
 static void test_rng(void) {
     rng a, b, c;
     rng_init(&a, 42, 7);
@@ -79,7 +88,7 @@ static void test_utf8_json(void) {
 static const char *tmpdir(void) { return test_env("COLBERT_TMP"); }
 
 static char *write_tmp(const char *name, const char *text) {
-    char *path = cb_path_join(tmpdir(), name);
+    char *path = cb_path_new(tmpdir(), name, NULL);
     FILE *f = fopen(path, "wb");
     CB_ASSERT(f);
     fputs(text, f);
@@ -180,7 +189,7 @@ static kv *load_map(const char *path, int with_title, size_t *n) {
     FILE *f = fopen(path, "r");
     CB_ASSERT(f);
     size_t cap = 8192;
-    kv *m = cb_xmalloc(cap * sizeof *m);
+    kv *m = must(malloc(cap * sizeof *m));
     char *line = NULL;
     size_t lcap = 0;
     *n = 0;
@@ -189,11 +198,11 @@ static kv *load_map(const char *path, int with_title, size_t *n) {
         CB_ASSERT(o);
         const char *title = with_title ? json_string_value(json_object_get(o, "title")) : NULL;
         const char *text = json_string_value(json_object_get(o, "text"));
-        char *v = cb_xmalloc(strlen(text) + (title ? strlen(title) : 0) + 2);
+        char *v = must(malloc(strlen(text) + (title ? strlen(title) : 0) + 2));
         if (title && *title) sprintf(v, "%s %s", title, text);
         else strcpy(v, text);
-        if (*n == cap) m = cb_xrealloc(m, (cap *= 2) * sizeof *m);
-        m[*n].key = cb_xstrdup(json_string_value(json_object_get(o, "_id")));
+        if (*n == cap) m = must(realloc(m, (cap *= 2) * sizeof *m));
+        m[*n].key = must(strdup(json_string_value(json_object_get(o, "_id"))));
         m[(*n)++].val = v;
         json_decref(o);
     }
@@ -224,9 +233,9 @@ static int pair_cmp(const void *a, const void *b) {
 
 static void test_beir_rules(void) {
     const char *data = test_env("COLBERT_DATASETS");
-    char *dir = cb_path_join(data, "nfcorpus"), *cpath = cb_path_join(dir, "corpus.jsonl"),
-         *qpath = cb_path_join(dir, "queries.jsonl"), *rpath = cb_path_join(dir, "qrels/train.tsv");
-    char *out = cb_path_join(tmpdir(), "prepare_c_beir");
+    char *dir = cb_path_new(data, "nfcorpus", NULL), *cpath = cb_path_new(dir, "corpus.jsonl", NULL),
+         *qpath = cb_path_new(dir, "queries.jsonl", NULL), *rpath = cb_path_new(dir, "qrels/train.tsv", NULL);
+    char *out = cb_path_new(tmpdir(), "prepare_c_beir", NULL);
     prepare_opts o;
     prepare_opts_default(&o);
     o.quiet = 1;
@@ -237,16 +246,17 @@ static void test_beir_rules(void) {
     CHECK(prepare_export(p, out, &err) == 0);
 
     /* Read our files back with data.c and index texts -> ids. */
-    char *fq = cb_path_join(out, "queries.train.colbert.tsv"), *fc = cb_path_join(out, "corpus.train.colbert.tsv"),
-         *ft = cb_path_join(out, "triples.train.colbert.jsonl");
+    char *fq = cb_path_new(out, "queries.train.colbert.tsv", NULL);
+    char *fc = cb_path_new(out, "corpus.train.colbert.tsv", NULL);
+    char *ft = cb_path_new(out, "triples.train.colbert.jsonl", NULL);
     data_texts Q, Cc;
     data_triples T;
     CHECK(data_queries_load(&Q, fq, &err) == 0);
     CHECK(data_collection_load(&Cc, fc, &err) == 0);
     CHECK(data_triples_load(&T, ft, 2, &err) == 0);
     CHECK(Q.n == prepare_n_queries(p) && Cc.n == prepare_n_passages(p) && (int64_t)T.n == prepare_get_stats(p)->triplets);
-    kv *qi = cb_xmalloc(Q.n * sizeof *qi), *ci = cb_xmalloc(Cc.n * sizeof *ci);
-    char (*ids)[24] = cb_xmalloc((Q.n + Cc.n) * sizeof *ids);
+    kv *qi = must(malloc(Q.n * sizeof *qi)), *ci = must(malloc(Cc.n * sizeof *ci));
+    char (*ids)[24] = must(malloc((Q.n + Cc.n) * sizeof *ids));
     for (size_t i = 0; i < Q.n; i++) {
         snprintf(ids[i], 24, "%zu", i);
         qi[i] = (kv){data_texts_get(&Q, i, NULL), ids[i]};
@@ -265,7 +275,7 @@ static void test_beir_rules(void) {
     FILE *f = fopen(rpath, "r");
     char line[512];
     size_t npairs = 0, cap = 1 << 17;
-    uint64_t *pairs = cb_xmalloc(cap * sizeof *pairs);
+    uint64_t *pairs = must(malloc(cap * sizeof *pairs));
     int missing = 0;
     CB_ASSERT(fgets(line, sizeof line, f));   /* header */
     while (fgets(line, sizeof line, f)) {
@@ -275,7 +285,7 @@ static void test_beir_rules(void) {
         const char *qt = lookup(queries, nq, qid), *dt = lookup(corpus, nc, did);
         const char *qn = qt ? lookup(qi, Q.n, qt) : NULL, *dn = dt ? lookup(ci, Cc.n, dt) : NULL;
         if (!qn || !dn) { missing++; continue; }
-        if (npairs == cap) pairs = cb_xrealloc(pairs, (cap *= 2) * sizeof *pairs);
+        if (npairs == cap) pairs = must(realloc(pairs, (cap *= 2) * sizeof *pairs));
         pairs[npairs++] = (uint64_t)strtoull(qn, NULL, 10) << 32 | strtoull(dn, NULL, 10);
     }
     fclose(f);
@@ -287,7 +297,7 @@ static void test_beir_rules(void) {
     npairs = u;
 
     /* Every positive is a positive, no negative is; counts per query. */
-    int *cnt = cb_xcalloc(Q.n, sizeof *cnt), *npos = cb_xcalloc(Q.n, sizeof *npos);
+    int *cnt = must(calloc(Q.n, sizeof *cnt)), *npos = must(calloc(Q.n, sizeof *npos));
     for (size_t i = 0; i < npairs; i++) npos[pairs[i] >> 32]++;
     int bad_pos = 0, bad_neg = 0;
     for (size_t i = 0; i < T.n; i++) {

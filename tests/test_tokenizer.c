@@ -19,7 +19,7 @@ static void write_file(const char *path, const char *text) {
 }
 
 static char *tmp_dir(const char *name) {
-    char *d = cb_path_join(TMP, name);
+    char *d = cb_path_new(TMP, name, NULL);
     mkdir(d, 0755);
     return d;
 }
@@ -35,7 +35,7 @@ static void check_load_fails(const char *dir, const char *want) {
 }
 
 static void test_load_errors(void) {
-    char *missing = cb_path_join(TMP, "no-such-dir");
+    char *missing = cb_path_new(TMP, "no-such-dir", NULL);
     check_load_fails(missing, "no-such-dir");
     free(missing);
 
@@ -44,14 +44,15 @@ static void test_load_errors(void) {
     free(empty);
 
     char *bad = tmp_dir("tok-malformed");
-    char *p = cb_path_join(bad, "tokenizer.json");
+    char *p = cb_path_new(bad, "tokenizer.json", NULL);
     write_file(p, "{\n  \"model\": {\"type\": \"WordPiece\",\n   \"vocab\": {\"a\": 0,,}\n}\n");
-    check_load_fails(bad, "tokenizer.json: malformed JSON at line 3");
+    check_load_fails(bad, "tokenizer.json: invalid JSON");
+    check_load_fails(bad, "(line 3, column");
     free(p);
     free(bad);
 
     char *bpe = tmp_dir("tok-bpe");
-    p = cb_path_join(bpe, "tokenizer.json");
+    p = cb_path_new(bpe, "tokenizer.json", NULL);
     write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"
                   " \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
     check_load_fails(bpe, "model type 'BPE' is not supported");
@@ -60,7 +61,7 @@ static void test_load_errors(void) {
     free(bpe);
 
     char *nov = tmp_dir("tok-novocab");
-    p = cb_path_join(nov, "tokenizer.json");
+    p = cb_path_new(nov, "tokenizer.json", NULL);
     write_file(p, "{\"model\": {\"type\": \"WordPiece\", \"unk_token\": \"[UNK]\"},"
                   " \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}}");
     check_load_fails(nov, "model.vocab is missing");
@@ -127,10 +128,10 @@ static void test_known(const tokenizer *t) {
 /* The vocab.txt fallback with a cased tokenizer_config.json. */
 static void test_vocab_txt(void) {
     char *d = tmp_dir("tok-vocab-txt");
-    char *p = cb_path_join(d, "vocab.txt");
+    char *p = cb_path_new(d, "vocab.txt", NULL);
     write_file(p, "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nHello\n##llo\nhe\nca\n##f\n##\xc3\xa9\n,\r\n");
     free(p);
-    p = cb_path_join(d, "tokenizer_config.json");
+    p = cb_path_new(d, "tokenizer_config.json", NULL);
     write_file(p, "{\"do_lower_case\": false, \"cls_token\": \"[CLS]\"}");
     cb_err err = {{0}};
     tokenizer *t = tokenizer_load(d, &err);
@@ -151,7 +152,7 @@ static void test_vocab_txt(void) {
         tokenizer_free(t);
     }
     write_file(p, "{\"do_lower_case\": true,,}");
-    check_load_fails(d, "tokenizer_config.json: malformed JSON");
+    check_load_fails(d, "tokenizer_config.json: invalid JSON");
     free(p);
     free(d);
 }

@@ -1,0 +1,99 @@
+/* tokenizer_encode.h: what the two halves of the WordPiece tokenizer share:
+ * the tokenizer struct, the vocabulary lookup, and the pieces of the
+ * encoding pipeline that loading needs (added-token patterns are decoded
+ * and normalized like text). tokenizer.c loads (tokenizer.json or
+ * vocab.txt), tokenizer_encode.c encodes. Internal to those two files: the
+ * library API is tokenizer.h.
+ */
+#ifndef CB_TOKENIZER_ENCODE_H
+#define CB_TOKENIZER_ENCODE_H
+#include <string.h>
+#include "tokenizer.h"
+
+/* ---------------------------------------------------------------------------
+ * Vocabulary: token bytes in one arena, open-addressing hash table. */
+
+typedef struct vocab_slot {
+    uint64_t hash;
+    uint32_t off, len;  /* token bytes: arena[off .. off+len) */
+    int32_t id;         /* -1: empty slot */
+} vocab_slot;
+
+typedef struct added_token {
+    uint32_t *cps;      /* pattern code points: content, or its normalized form */
+    int n;              /* pattern length (code points) */
+    int id;
+    int lstrip, rstrip, single_word, normalized;
+    char *content;      /* UTF-8 as written in the file */
+} added_token;
+
+struct tokenizer {
+    /* WordPiece model */
+    char *arena;             /* all vocab strings, NUL-terminated */
+    size_t arena_len, arena_cap;
+    vocab_slot *slots;       /* [slot_mask + 1] */
+    uint64_t slot_mask;
+    int n_vocab;             /* distinct tokens in the model vocab */
+    uint32_t max_tok_len;    /* longest vocab token in bytes */
+    char prefix[32];         /* continuing_subword_prefix, "##" */
+    uint32_t prefix_len;
+    uint64_t prefix_hash;    /* FNV state after hashing prefix */
+    int max_chars;           /* max_input_chars_per_word */
+    int unk_id;
+    char unk_token[64];
+    /* id -> token (vocab and added tokens); NULL in holes */
+    const char **id_tok;
+    int n_ids;
+    /* BertNormalizer */
+    int clean_text, handle_chinese, strip_accents, lowercase;
+    /* added tokens, split before (normalized == 0) or after normalization */
+    added_token *added;
+    int n_added, n_added_raw, n_added_norm;
+    uint64_t added_first[2];  /* bit (first cp & 63) of the raw [0] and normalized [1] patterns */
+    tokenizer_specials specials;
+};
+
+#define FNV_OFFSET 1469598103934665603ULL
+#define FNV_PRIME 1099511628211ULL
+
+static inline uint64_t fnv_update(uint64_t h, const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+/* Final mix so that the low bits used as slot index depend on every byte. */
+static inline uint64_t hash_mix(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h;
+}
+
+/* Id of token (pre ? prefix : "") + s[0..n) in the model vocab, -1 if absent.
+ * No allocation: the prefix is hashed once at load. */
+static inline int vocab_find(const tokenizer *t, int pre, const char *s, size_t n) {
+    uint64_t h = hash_mix(fnv_update(pre ? t->prefix_hash : FNV_OFFSET, s, n));
+    uint32_t plen = pre ? t->prefix_len : 0;
+    for (uint64_t i = h & t->slot_mask;; i = (i + 1) & t->slot_mask) {
+        const vocab_slot *sl = &t->slots[i];
+        if (sl->id < 0) return -1;
+        if (sl->hash == h && sl->len == plen + n &&
+            !memcmp(t->arena + sl->off, t->prefix, plen) &&
+            !memcmp(t->arena + sl->off + plen, s, n))
+            return sl->id;
+    }
+}
+
+/* UTF-8 -> code points with Python's errors="replace" (each maximal prefix
+ * of a valid sequence that cannot be completed becomes one U+FFFD). out has
+ * room for len code points; returns the count. */
+size_t tokenizer_utf8_decode(const unsigned char *s, size_t len, uint32_t *out);
+
+/* The normalizer of t (BertNormalizer) over in[0..n): *out (malloc'd, caller
+ * frees) gets the *n_out normalized code points. Returns 0, or -1 when out
+ * of memory. */
+int tokenizer_normalize(const tokenizer *t, const uint32_t *in, size_t n, uint32_t **out, size_t *n_out);
+#endif
