@@ -199,7 +199,10 @@ int cli_eval(int argc, char **argv) {
 
     /* documents: encoded and ranked a chunk at a time */
     eval_ranker rk;
-    eval_ranker_init(&rk, qv, d.doc_tie, nq, Lq, dimq, D, EVAL_CHUNK, cm.cc.doc_maxlen);
+    if (eval_ranker_init(&rk, qv, d.doc_tie, nq, Lq, dimq, D, EVAL_CHUNK, cm.cc.doc_maxlen)) {
+        fprintf(stderr, "colbert: error: out of memory for the ranking of %d queries\n", nq);
+        goto done;
+    }
     progress pg;
     progress_init(&pg, "encode + MaxSim", "docs", (int64_t)d.n_docs, quiet);
     cm.quiet = 1;   /* one bar for the whole corpus, not one per chunk */

@@ -221,6 +221,10 @@ int cli_prepare(int argc, char **argv) {
     double t0 = cb_now();
     cb_err err = {{0}};
     prepare *p = prepare_new(&o);
+    if (!p) {
+        fprintf(stderr, "colbert: error: out of memory\n");
+        return 1;
+    }
     int rc = 0;
     for (int i = 0; i < ncorpus && !rc; i++) rc = prepare_add_corpus(p, corpus[i], &err);
     if (!rc && beir) rc = prepare_add_beir(p, beir, split, &err);

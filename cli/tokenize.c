@@ -82,6 +82,11 @@ int cli_tokenize(int argc, char **argv) {
         if (len && line[len - 1] == '\n') len--;
         if (len && line[len - 1] == '\r') len--;
         int n = tokenizer_encode(tok, line, len, ids, cap);
+        if (n < 0) {
+            fprintf(stderr, "colbert: error: out of memory tokenizing a line of %zu bytes\n", len);
+            rc = 1;
+            break;
+        }
         if (n > cap) {
             while (cap < n) cap *= 2;
             ids = cb_xrealloc(ids, (size_t)cap * sizeof *ids);

@@ -58,6 +58,9 @@ static int marked_ids(int32_t *ids, const colbert_vocab *v, const tokenizer *tok
                       size_t len, int32_t marker, int L) {
     CB_ASSERT(L >= 3);
     int n = tokenizer_encode(tok, text, len, ids + 2, L - 3);
+    /* -1: no memory for the code points of a text of len bytes (a text this
+     * size was already read into memory whole) */
+    CB_ASSERT(n >= 0);
     if (n > L - 3) n = L - 3;
     ids[0] = v->cls;
     ids[1] = marker;

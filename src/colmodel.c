@@ -1,6 +1,8 @@
 /* colmodel.c: see colmodel.h. */
 #include "colmodel.h"
 #include "model.h"
+#include "batch.h"
+#include "fsutil.h"
 #include "progress.h"
 #include "safetensors.h"
 
@@ -195,12 +197,6 @@ int colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t 
     return 0;
 }
 
-static const int *sort_len;
-static int by_len_desc(const void *a, const void *b) {
-    int x = *(const int *)a, y = *(const int *)b;
-    return sort_len[y] != sort_len[x] ? sort_len[y] - sort_len[x] : x - y;
-}
-
 int colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,
                          float **vectors, cb_err *err) {
     if (buffers(m, err)) return -1;
@@ -208,10 +204,10 @@ int colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *le
     size_t nn = (size_t)(n ? n : 1);
     int32_t *ids = cb_malloc(nn * Ld * sizeof(int32_t), "the documents' token ids", err);
     int *ntok = ids ? cb_malloc(nn * sizeof(int), "the documents' lengths", err) : NULL;
-    int *order = ntok ? cb_malloc(nn * sizeof(int), "the documents' order", err) : NULL;
-    int *kept = order ? cb_calloc(nn, sizeof(int), "the documents' lengths", err) : NULL;
+    int *kept = ntok ? cb_calloc(nn, sizeof(int), "the documents' lengths", err) : NULL;
     size_t *off = kept ? cb_malloc((nn + 1) * sizeof(size_t), "the documents' offsets", err) : NULL;
     float *vec = NULL;
+    batch_plan bp = {0};
     if (!off) goto fail;
 #pragma omp parallel for schedule(dynamic, 16)
     for (int i = 0; i < n; i++) {
@@ -227,36 +223,34 @@ int colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *le
         kept[i] = k;
     }
     off[0] = 0;
-    for (int i = 0; i < n; i++) { off[i + 1] = off[i] + (size_t)kept[i]; order[i] = i; }
+    for (int i = 0; i < n; i++) off[i + 1] = off[i] + (size_t)kept[i];
     vec = cb_malloc((off[n] ? off[n] : 1) * D * sizeof(float), "the document vectors", err);
-    if (!vec) goto fail;
-    sort_len = ntok;
-    qsort(order, (size_t)n, sizeof(int), by_len_desc);
+    if (!vec || batch_plan_make(&bp, ntok, n, m->batch_tokens, err)) goto fail;
     progress pg;
     progress_init(&pg, "encode documents", "docs", n, m->quiet || n < 200);
-    for (int s = 0; s < n;) {
-        int T = 0, nb = 0;
-        while (s + nb < n && T + ntok[order[s + nb]] <= m->batch_tokens) {
-            int i = order[s + nb];
+    for (int bi = 0; bi < bp.n_batches; bi++) {
+        const int *order = bp.order + bp.start[bi];
+        int T = 0, nb = bp.start[bi + 1] - bp.start[bi];
+        for (int k = 0; k < nb; k++) {
+            int i = order[k];
             memcpy(m->h_ids + T, ids + (size_t)i * Ld, (size_t)ntok[i] * sizeof(int32_t));
-            m->h_len[nb++] = ntok[i];
+            m->h_len[k] = ntok[i];
             T += ntok[i];
         }
         colbert_doc_keep(m->h_keep, m->h_ids, T, &m->vocab, m->cc.mask_punctuation);
         encode_batch(m, nb, T, 0);
         int t = 0;
         for (int k = 0; k < nb; k++) {
-            float *dst = vec + off[order[s + k]] * D;
+            float *dst = vec + off[order[k]] * D;
             for (int j = 0; j < m->h_len[k]; j++, t++)
                 if (m->h_keep[t]) { memcpy(dst, m->h_out + (size_t)t * D, (size_t)D * sizeof(float)); dst += D; }
         }
-        s += nb;
-        progress_update(&pg, s);
+        progress_update(&pg, bp.start[bi + 1]);
     }
     progress_finish(&pg);
+    batch_plan_free(&bp);
     free(ids);
     free(ntok);
-    free(order);
     free(off);
     *lengths = kept;
     *vectors = vec;
@@ -264,45 +258,39 @@ int colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *le
 fail:
     free(ids);
     free(ntok);
-    free(order);
     free(kept);
     free(off);
+    free(vec);
     return -1;
 }
 
 /* ---- save -------------------------------------------------------------- */
 
+/* Both write through fsutil's atomic output: each file is fsync'd, and so
+ * is the checkpoint's directory, before the directory is renamed into
+ * place. */
 static int copy_file(const char *src, const char *dst, cb_err *err) {
     size_t n;
     char *data = cb_read_file(src, &n, err);
     if (!data) return -1;
-    FILE *f = fopen(dst, "wb");
-    int rc = 0;
-    if (!f || fwrite(data, 1, n, f) != n) rc = cb_err_set(err, "%s: cannot write: %s", dst, strerror(errno));
-    if (f && fclose(f) && !rc) rc = cb_err_set(err, "%s: cannot write: %s", dst, strerror(errno));
+    char *tmp;
+    FILE *f = cb_out_open(dst, &tmp, err);
+    int rc = -1;
+    if (f && fwrite(data, 1, n, f) == n) rc = cb_out_commit(f, tmp, dst, err);
+    else if (f) { cb_out_abort(f, tmp); cb_err_set(err, "%s: cannot write: %s", dst, strerror(errno)); }
     free(data);
     return rc;
 }
 
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char *p = cb_path_join(dir, e->d_name);
-        if (cb_dir_exists(p)) remove_tree(p);
-        else unlink(p);
-        free(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 static int write_json(const char *path, json_t *j, cb_err *err) {
-    if (json_dump_file(j, path, JSON_INDENT(2) | JSON_SORT_KEYS))
+    char *tmp;
+    FILE *f = cb_out_open(path, &tmp, err);
+    if (!f) return -1;
+    if (json_dumpf(j, f, JSON_INDENT(2) | JSON_SORT_KEYS)) {
+        cb_out_abort(f, tmp);
         return cb_err_set(err, "%s: cannot write", path);
-    return 0;
+    }
+    return cb_out_commit(f, tmp, path, err);
 }
 
 int colmodel_save(const char *dir, const bert_config *bc, const float *params, const float *linear,
@@ -311,7 +299,7 @@ int colmodel_save(const char *dir, const bert_config *bc, const float *params, c
     char *tmp = cb_xmalloc(dl + 32), *old = cb_xmalloc(dl + 32);
     snprintf(tmp, dl + 32, "%s.tmp-%ld", dir, (long)getpid());
     snprintf(old, dl + 32, "%s.old-%ld", dir, (long)getpid());
-    remove_tree(tmp);
+    cb_remove_tree(tmp, NULL);
     int rc = 0;
     char *p = NULL;
     json_t *cfg = NULL, *meta = NULL;
@@ -382,9 +370,9 @@ int colmodel_save(const char *dir, const bert_config *bc, const float *params, c
         if (had_old) rename(old, dir);
         goto done;
     }
-    if (had_old) remove_tree(old);
+    if (had_old) cb_remove_tree(old, NULL);
 done:
-    if (rc) remove_tree(tmp);
+    if (rc) cb_remove_tree(tmp, NULL);
     free(p);
     json_decref(cfg);
     json_decref(meta);

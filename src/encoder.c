@@ -1,5 +1,6 @@
 /* encoder.c: see encoder.h. */
 #include "encoder.h"
+#include "batch.h"
 #include "progress.h"
 
 #include <math.h>
@@ -46,6 +47,7 @@ void encoder_free(encoder *e) {
 
 int encoder_tokenize(const encoder *e, const char *text, size_t len, int32_t *ids) {
     int n = tokenizer_encode(e->tok, text, len, ids + 1, e->max_len - 2);
+    CB_ASSERT(n >= 0);   /* no memory for one text's code points: see colbert.c */
     if (n > e->max_len - 2) n = e->max_len - 2;
     ids[0] = e->sp.cls;
     ids[n + 1] = e->sp.sep;
@@ -60,13 +62,6 @@ static void tokenize_all(const encoder *e, const char *const *texts, const size_
         ntok[i] = encoder_tokenize(e, texts[i], lens[i], ids + (size_t)i * e->max_len);
 }
 
-static const int *sort_keys;
-static int by_length_desc(const void *a, const void *b) {
-    int x = *(const int *)a, y = *(const int *)b;
-    int d = sort_keys[y] - sort_keys[x];
-    return d ? d : x - y;
-}
-
 /* Visit batches of texts in order of decreasing length; for each batch run
  * the forward pass and call visit(order slice, count, hidden states). */
 typedef void (*batch_visit)(void *ctx, const int *idx, int count, const int *ntok, const float *hidden);
@@ -76,43 +71,38 @@ static int run_batches(encoder *e, const char *const *texts, const size_t *lens,
     size_t nn = (size_t)(n ? n : 1);
     int32_t *ids = cb_malloc(nn * e->max_len * sizeof(int32_t), "the texts' token ids", err);
     int *ntok = ids ? cb_malloc(nn * sizeof(int), "the texts' lengths", err) : NULL;
-    int *order = ntok ? cb_malloc(nn * sizeof(int), "the texts' order", err) : NULL;
-    int32_t *packed = order ? cb_malloc((size_t)e->batch_tokens * sizeof(int32_t), "a batch", err) : NULL;
+    int32_t *packed = ntok ? cb_malloc((size_t)e->batch_tokens * sizeof(int32_t), "a batch", err) : NULL;
     int *seq_len = packed ? cb_malloc((size_t)e->batch_tokens * sizeof(int), "a batch", err) : NULL;
-    if (!seq_len) {
+    batch_plan bp = {0};
+    if (seq_len) tokenize_all(e, texts, lens, n, ids, ntok);
+    if (!seq_len || batch_plan_make(&bp, ntok, n, e->batch_tokens, err)) {
         free(ids);
         free(ntok);
-        free(order);
         free(packed);
+        free(seq_len);
         return -1;
     }
-    tokenize_all(e, texts, lens, n, ids, ntok);
-    for (int i = 0; i < n; i++) order[i] = i;
-    sort_keys = ntok;
-    qsort(order, (size_t)n, sizeof(int), by_length_desc);
     progress pg;
     progress_init(&pg, "encode", "texts", n, e->quiet);
-    for (int start = 0; start < n;) {
-        int T = 0, count = 0;
-        while (start + count < n && T + ntok[order[start + count]] <= e->batch_tokens) {
-            int i = order[start + count];
-            memcpy(packed + T, ids + (size_t)i * e->max_len, (size_t)ntok[i] * sizeof(int32_t));
-            seq_len[count] = ntok[i];
-            T += ntok[i];
-            count++;
+    for (int b = 0; b < bp.n_batches; b++) {
+        const int *idx = bp.order + bp.start[b];
+        int count = bp.start[b + 1] - bp.start[b], T = 0;
+        for (int k = 0; k < count; k++) {
+            memcpy(packed + T, ids + (size_t)idx[k] * e->max_len, (size_t)ntok[idx[k]] * sizeof(int32_t));
+            seq_len[k] = ntok[idx[k]];
+            T += ntok[idx[k]];
         }
-        bert_batch b = {.n_seq = count, .seq_len = seq_len, .ids = packed};
-        bert_forward(&e->bert, &e->acts, &b);
+        bert_batch bb = {.n_seq = count, .seq_len = seq_len, .ids = packed};
+        bert_forward(&e->bert, &e->acts, &bb);
         ops_download(e->dev, e->hidden, bert_output(&e->bert, &e->acts),
                      (size_t)T * e->bert.cfg.hidden_size * sizeof(float));
-        visit(ctx, order + start, count, seq_len, e->hidden);
-        start += count;
-        progress_update(&pg, start);
+        visit(ctx, idx, count, seq_len, e->hidden);
+        progress_update(&pg, bp.start[b + 1]);
     }
     progress_finish(&pg);
+    batch_plan_free(&bp);
     free(ids);
     free(ntok);
-    free(order);
     free(packed);
     free(seq_len);
     return 0;

@@ -3,6 +3,7 @@
  * the curve train_curve.c (train_run.h holds the shared state); the step
  * itself is step.c. */
 #include "train_run.h"
+#include "fsutil.h"
 #include "rng.h"
 
 #include <errno.h>
@@ -89,6 +90,7 @@ int trainer_prepare_data(trainer *t, const char *const *train_files, int n_train
     prepare_opts d;
     if (!po) { prepare_opts_default(&d); po = &d; }
     prepare *p = prepare_new(po);
+    if (!p) return cb_err_set(err, "out of memory: the training data");
     int rc = 0;
     for (int i = 0; i < n_corpus && !rc; i++) rc = prepare_add_corpus(p, corpus_files[i], err);
     for (int i = 0; i < n_train && !rc; i++) rc = prepare_add_train(p, train_files[i], err);
@@ -459,7 +461,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
         char *out = cb_path_join(o->output_dir, r->tr->model_name);
         r->run_dir = out;
     }
-    if (train_mkdirs(r->run_dir, err)) return -1;
+    if (cb_mkdirs(r->run_dir, NULL, err)) return -1;
     train_clean_run_dir(r->run_dir);
     if (resume && train_load_state(r, resume, *state, err)) return -1;
     return train_open_log(r, step_count(&r->s), err);

@@ -1,6 +1,7 @@
 /* train_ckpt.c: checkpoints of a training run (model, optimizer state,
  * history, the best one), resume, and the JSONL log. */
 #include "train_run.h"
+#include "fsutil.h"
 #include "npy.h"
 #include "safetensors.h"
 
@@ -14,36 +15,8 @@
 
 /* ---- small helpers ------------------------------------------------------ */
 
-void train_remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) { unlink(dir); return; }
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char *p = cb_path_join(dir, e->d_name);
-        struct stat st;
-        if (!lstat(p, &st) && S_ISDIR(st.st_mode)) train_remove_tree(p);
-        else unlink(p);
-        free(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-int train_mkdirs(const char *path, cb_err *err) {
-    char *p = cb_xstrdup(path);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = 0;
-        if (mkdir(p, 0755) && errno != EEXIST) { *s = '/'; break; }
-        *s = '/';
-    }
-    int rc = 0;
-    if (mkdir(p, 0755) && errno != EEXIST) rc = cb_err_set(err, "%s: cannot create: %s", p, strerror(errno));
-    else if (!cb_dir_exists(p)) rc = cb_err_set(err, "%s: exists and is not a directory", p);
-    free(p);
-    return rc;
-}
+/* Best effort: a leftover is cleaned up by the next run. */
+static void remove_quietly(const char *path) { cb_remove_tree(path, NULL); }
 
 int train_write_json(const char *path, json_t *j, cb_err *err) {
     char *tmp;
@@ -224,7 +197,7 @@ static void prune(run *r, long best_step) {
         char *name = train_step_name(steps[i]);
         char *p = cb_path_join(r->run_dir, name);
         char *gone = train_fmt("%s/.deleting-%s", r->run_dir, name);
-        if (!rename(p, gone)) train_remove_tree(gone);
+        if (!rename(p, gone)) remove_quietly(gone);
         free(name); free(p); free(gone);
     }
     free(steps);
@@ -283,7 +256,7 @@ int train_save_checkpoint(run *r, int validate_it, cb_err *err) {
     tv = cb_now() - tv;
     r->t_val += validate_it && r->has_val ? tv : 0;
     char *meta = metadata_text(r, step, &vs);
-    train_remove_tree(part);
+    remove_quietly(part);
     /* host copies of the parameters, then of the moments (staging only
      * while saving) */
     size_t n = s->n;
@@ -327,13 +300,13 @@ int train_save_checkpoint(run *r, int validate_it, cb_err *err) {
     if (!rc) {
         if (cb_dir_exists(final)) {
             char *gone = train_fmt("%s/.deleting-%s", r->run_dir, name);
-            if (!rename(final, gone)) train_remove_tree(gone);
+            if (!rename(final, gone)) remove_quietly(gone);
             free(gone);
         }
         if (rename(part, final)) rc = cb_err_set(err, "%s: cannot rename into place: %s", final, strerror(errno));
     }
     if (rc) {
-        train_remove_tree(part);
+        remove_quietly(part);
     } else {
         free(r->tr->last);
         r->tr->last = cb_xstrdup(final);
@@ -497,7 +470,7 @@ void train_clean_run_dir(const char *dir) {
     while ((e = readdir(d))) {
         if (strncmp(e->d_name, ".partial-", 9) && strncmp(e->d_name, ".deleting-", 10)) continue;
         char *p = cb_path_join(dir, e->d_name);
-        train_remove_tree(p);
+        remove_quietly(p);
         free(p);
     }
     closedir(d);

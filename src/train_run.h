@@ -145,8 +145,6 @@ int train_best_index(const run *r);
 /* Remove the leftovers of a killed run (partial and half-deleted checkpoints). */
 void train_clean_run_dir(const char *dir);
 char *train_fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-void train_remove_tree(const char *dir);
-int train_mkdirs(const char *path, cb_err *err);
 int train_write_json(const char *path, json_t *j, cb_err *err);
 char *train_dir_of(const char *path);
 

@@ -308,7 +308,10 @@ int train_validate(run *r, val_scores *out, cb_err *err) {
     }
     step_encode(&r->s, qv, v->q_ids, v->q_mask, NULL, v->q_len, nq);
     eval_ranker rk;
-    eval_ranker_init(&rk, qv, NULL, nq, Lq, D, VAL_DEPTH, VAL_CHUNK, r->cc.doc_maxlen);
+    if (eval_ranker_init(&rk, qv, NULL, nq, Lq, D, VAL_DEPTH, VAL_CHUNK, r->cc.doc_maxlen)) {
+        free(qv); free(vec); free(kept); free(len); free(top); free(top_s); free(cand);
+        return cb_err_set(err, "out of memory: the validation ranking");
+    }
     for (int a = 0; a < nd; a += VAL_CHUNK) {
         int b = a + VAL_CHUNK < nd ? a + VAL_CHUNK : nd;
         step_encode(&r->s, vec, v->d_ids + v->d_off[a], NULL, v->d_keep + v->d_off[a], v->d_len + a, b - a);
