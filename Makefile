@@ -6,7 +6,8 @@
 #                   (unit tests, the same under ASan/UBSan, PyTorch parity)
 #   make demo       the main job end to end on the default dataset
 #   make bench      the benchmarks of bench/ (long; not part of make test)
-# Variables: CC, ARCH (default -march=native), OMP=0 to build without OpenMP.
+# Variables: CC, ARCH (default -march=native), OMP=0 to build without OpenMP,
+# CAIRO=0 to build without cairo.
 # -fno-trapping-math lets GCC vectorise the branch-free exp/erf of fastmath.h
 # (results are IEEE-identical; only FP exception flags are not kept).
 
@@ -19,6 +20,14 @@ BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null || echo -I/usr/i
 BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 DEP_CFLAGS  := $(BLAS_CFLAGS) $(shell pkg-config --cflags jansson libutf8proc 2>/dev/null)
 DEP_LIBS    := $(BLAS_LIBS) $(shell pkg-config --libs jansson libutf8proc 2>/dev/null || echo -ljansson -lutf8proc) -lm -lpthread
+# cairo (Debian: libcairo2-dev) draws RUN/curve.png beside curve.svg; found
+# with pkg-config, else (or with CAIRO=0) only the SVG is written.
+ifneq ($(CAIRO),0)
+ifeq ($(shell pkg-config --exists cairo 2>/dev/null && echo yes),yes)
+DEP_CFLAGS  += -DCB_CAIRO $(shell pkg-config --cflags cairo)
+DEP_LIBS    += $(shell pkg-config --libs cairo)
+endif
+endif
 OMPFLAG := -fopenmp
 ifeq ($(OMP),0)
 OMPFLAG :=
