@@ -52,7 +52,9 @@
  *     ends bit-identical to an uninterrupted one. SIGINT / SIGTERM finish
  *     the current step, write a checkpoint and return TRAIN_INTERRUPTED.
  *   - seeing it: RUN/train.jsonl (a line per step, a line per checkpoint),
- *     RUN/curve.svg (loss and learning rate), a progress line on stderr.
+ *     RUN/curve.svg and, with cairo, RUN/curve.png (loss,
+ *     smoothed loss, learning rate, validation scores per checkpoint, the
+ *     best marked), a progress line on stderr.
  */
 #ifndef CB_TRAIN_H
 #define CB_TRAIN_H

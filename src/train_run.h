@@ -3,7 +3,7 @@
  *   train.c        the public calls, set-up, batches and the step loop
  *   train_ckpt.c   checkpoints, training state, resume, the JSONL log
  *   train_val.c    validation
- *   train_curve.c  the loss curve (SVG)
+ *   train_curve.c  the run's picture (curve.svg; curve.png with cairo)
  */
 #ifndef CB_TRAIN_RUN_H
 #define CB_TRAIN_RUN_H
@@ -149,6 +149,7 @@ int train_write_json(const char *path, json_t *j, cb_err *err);
 char *train_dir_of(const char *path);
 
 /* train_curve.c */
-/* RUN/curve.svg: the loss and learning rate so far. */
+/* RUN/curve.svg and RUN/curve.png (with cairo): loss, smoothed loss,
+ * learning rate, validation per checkpoint, the best marked. */
 void train_write_curve(const run *r);
 #endif
