@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static float frand(rng *r) { return (float)((double)(rng_next(r) >> 11) / 9007199254740992.0) * 2.0f - 1.0f; }
+static float frand(rng *r) { return (float)((double)(cb_rng_next(r) >> 11) / 9007199254740992.0) * 2.0f - 1.0f; }
 
 int main(int argc, char **argv) {
     if (argc < 3) {
@@ -26,39 +26,39 @@ int main(int argc, char **argv) {
     int k = argc > 3 ? atoi(argv[3]) : 110, dim = 384;
     size_t nc = nd / 50 > 1 ? nd / 50 : 1;   /* topics of about 50 documents */
     rng r;
-    rng_init(&r, 7, 0);
+    cb_rng_init(&r, 7, 0);
     float *cen = malloc(nc * dim * sizeof(float)), *d = malloc(nd * dim * sizeof(float)),
           *q = malloc(nq * dim * sizeof(float));
     for (size_t i = 0; i < nc * dim; i++) cen[i] = frand(&r);
-    miner_normalize(cen, nc, dim);
+    cb_miner_normalize(cen, nc, dim);
     for (size_t i = 0; i < nd + nq; i++) {
         float *x = i < nd ? d + i * dim : q + (i - nd) * dim;
-        const float *c = cen + (size_t)rng_below(&r, nc) * dim;
+        const float *c = cen + (size_t)cb_rng_below(&r, nc) * dim;
         for (int t = 0; t < dim; t++) x[t] = c[t] + 0.06f * frand(&r);
     }
-    miner_normalize(d, nd, dim);
-    miner_normalize(q, nq, dim);
+    cb_miner_normalize(d, nd, dim);
+    cb_miner_normalize(q, nq, dim);
     if (argc > 4) {
         cb_err err = {{0}};
         char p[1024];
         int64_t sd[2] = {(int64_t)nd, dim}, sq[2] = {(int64_t)nq, dim};
         snprintf(p, sizeof p, "%s/docs.npy", argv[4]);
-        if (npy_write(p, "<f4", d, 2, sd, &err)) return fprintf(stderr, "%s\n", err.msg), 1;
+        if (cb_npy_write(p, "<f4", d, 2, sd, &err)) return fprintf(stderr, "%s\n", err.msg), 1;
         snprintf(p, sizeof p, "%s/queries.npy", argv[4]);
-        if (npy_write(p, "<f4", q, 2, sq, &err)) return fprintf(stderr, "%s\n", err.msg), 1;
+        if (cb_npy_write(p, "<f4", q, 2, sq, &err)) return fprintf(stderr, "%s\n", err.msg), 1;
     }
     int32_t *ex = malloc(nq * k * sizeof(int32_t)), *ap = malloc(nq * k * sizeof(int32_t));
     float *s = malloc(nq * k * sizeof(float));
     double t = cb_now();
-    miner_topk_exact(ex, s, q, nq, d, nd, dim, k);
+    cb_miner_topk_exact(ex, s, q, nq, d, nd, dim, k);
     double t_exact = cb_now() - t;
     ivf_index ix;
     t = cb_now();
-    ivf_build(&ix, d, nd, dim, 0, 10, 42);
+    cb_ivf_build(&ix, d, nd, dim, 0, 10, 42);
     double t_build = cb_now() - t;
-    int np = ivf_default_nprobe(&ix, k);
+    int np = cb_ivf_default_nprobe(&ix, k);
     t = cb_now();
-    ivf_search(&ix, ap, s, q, nq, k, np);
+    cb_ivf_search(&ix, ap, s, q, nq, k, np);
     double t_search = cb_now() - t;
     size_t hit = 0;
     for (size_t i = 0; i < nq; i++)
@@ -75,9 +75,9 @@ int main(int argc, char **argv) {
         char p[1024];
         int64_t sh[2] = {(int64_t)nq, k};
         snprintf(p, sizeof p, "%s/exact.npy", argv[4]);
-        npy_write(p, "<i4", ex, 2, sh, &err);
+        cb_npy_write(p, "<i4", ex, 2, sh, &err);
     }
-    ivf_free(&ix);
+    cb_ivf_free(&ix);
     free(cen);
     free(d);
     free(q);

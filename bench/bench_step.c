@@ -33,19 +33,19 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
     }
     cb_err err = {{0}};
-    tokenizer *tok = tokenizer_load(argv[1], &err);
+    tokenizer *tok = cb_tokenizer_load(argv[1], &err);
     if (!tok) { fprintf(stderr, "%s\n", err.msg); return 1; }
     bert_model bert;
     if (!base) {
-        if (bert_load(&bert, ops_cpu(), argv[1], &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+        if (cb_bert_load(&bert, cb_ops_cpu(), argv[1], &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     } else {
         memset(&bert, 0, sizeof bert);
-        if (bert_config_load(&bert.cfg, argv[1], &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+        if (cb_bert_config_load(&bert.cfg, argv[1], &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
         bert.cfg.hidden_size = 768; bert.cfg.num_hidden_layers = 12; bert.cfg.num_attention_heads = 12;
         bert.cfg.intermediate_size = 3072;
-        bert_param_sizes(&bert.cfg, bert.sizes);
+        cb_bert_param_sizes(&bert.cfg, bert.sizes);
         for (int i = 0; i < BP_COUNT; i++) bert.n_params += bert.sizes[i];
-        /* random weights, written on the host and uploaded like bert_load */
+        /* random weights, written on the host and uploaded like cb_bert_load */
         float *host = malloc(bert.n_params * sizeof(float));
         uint64_t x = 1;
         for (size_t i = 0; i < bert.n_params; i++) {
@@ -61,12 +61,12 @@ int main(int argc, char **argv) {
         }
         for (int i = 0; i < 12 * 768; i++) host[o_ln1 + i] = host[o_ln2 + i] = 1;
         for (int i = 0; i < 768; i++) host[o_emb + i] = 1;
-        bert.dev = ops_cpu();
-        float *dp = ops_alloc(bert.dev, bert.n_params * sizeof(float), "parameters", &err);
+        bert.dev = cb_ops_cpu();
+        float *dp = cb_ops_alloc(bert.dev, bert.n_params * sizeof(float), "parameters", &err);
         if (!dp) { fprintf(stderr, "%s\n", err.msg); return 1; }
-        ops_upload(bert.dev, dp, host, bert.n_params * sizeof(float));
+        cb_ops_upload(bert.dev, dp, host, bert.n_params * sizeof(float));
         free(host);
-        bert_bind(&bert, dp);
+        cb_bert_bind(&bert, dp);
         bert.owned = 1;
     }
     size_t nparams = bert.n_params;
@@ -77,15 +77,15 @@ int main(int argc, char **argv) {
     if (nd < 64 || nq < 32) { fprintf(stderr, "need >= 64 docs and 32 queries\n"); return 1; }
 
     colbert_vocab vocab;
-    if (colbert_vocab_init(&vocab, tok, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    if (cb_colbert_vocab_init(&vocab, tok, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     step_config c;
     memset(&c, 0, sizeof c);
-    colbert_config_default(&c.cc);
+    cb_colbert_config_default(&c.cc);
     c.cc.doc_maxlen = 256;
     c.lc.nway = 2; c.lc.use_ib_negatives = 1; c.lc.distillation_alpha = 1; c.lc.accumsteps = 1;
     c.bsize = 32; c.lr = 5e-6; c.warmup = 0; c.maxsteps = 1000; c.dropout = 1; c.seed = 1;
     step_state s;
-    if (step_init(&s, &bert, tok, NULL, 7, &c, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    if (cb_step_init(&s, &bert, tok, NULL, 7, &c, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     int Lq = 32;
     int32_t *q_ids = malloc(32 * Lq * sizeof(int32_t)), *d_ids = malloc(64 * 256 * sizeof(int32_t));
     uint8_t *q_mask = malloc(32 * Lq);
@@ -95,22 +95,22 @@ int main(int argc, char **argv) {
         int T = 0;
         for (int q = 0; q < 32; q++) {
             int qi = (it * 32 + q) % nq;
-            colbert_query_ids(q_ids + q * Lq, q_mask + q * Lq, &vocab, tok, qs[qi], qlen[qi], &c.cc);
+            cb_colbert_query_ids(q_ids + q * Lq, q_mask + q * Lq, &vocab, tok, qs[qi], qlen[qi], &c.cc);
         }
         for (int d = 0; d < 64; d++) {
             int di = (it * 64 + d) % nd;
-            d_len[d] = colbert_doc_ids(d_ids + T, &vocab, tok, docs[di], dlen[di], &c.cc);
+            d_len[d] = cb_colbert_doc_ids(d_ids + T, &vocab, tok, docs[di], dlen[di], &c.cc);
             T += d_len[d];
         }
         step_batch b = {.nq = 32, .q_ids = q_ids, .q_mask = q_mask, .d_ids = d_ids, .d_len = d_len};
         if (it == 1) s.t_fwd = s.t_bwd = s.t_attn = 0;
         double t0 = cb_now();
-        step_micro(&s, &b, NULL);
-        step_update(&s, NULL);
+        cb_step_micro(&s, &b, NULL);
+        cb_step_update(&s, NULL);
         if (it > 0) { t_total += cb_now() - t0; tokens += T + 32 * Lq; }
     }
     /* encoder FLOPs: 2 * tokens * non-embedding weights forward, 2x that backward */
-    const bert_config *bc = step_bert_config(&s);
+    const bert_config *bc = cb_step_bert_config(&s);
     double w = (double)bc->num_hidden_layers * (4.0 * bc->hidden_size * bc->hidden_size +
                                                  2.0 * bc->hidden_size * bc->intermediate_size);
     double flops = 6.0 * w * tokens;
@@ -121,7 +121,7 @@ int main(int argc, char **argv) {
            base ? "bert-base (random)" : "all-MiniLM-L6-v2", nparams, steps, t_total / steps,
            32.0 * steps / t_total, s.t_fwd / steps, s.t_bwd / steps, s.t_attn / steps, flops / t_total / 1e9,
            flops / (s.t_fwd + s.t_bwd - s.t_attn) / 1e9, s.bytes, peak_rss());
-    step_free(&s);
-    tokenizer_free(tok);
+    cb_step_free(&s);
+    cb_tokenizer_free(tok);
     return 0;
 }

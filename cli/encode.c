@@ -45,14 +45,14 @@ static int write_ragged(const char *output, const float *vec, const int *L, int 
     size_t olen = strlen(output);
     if (olen > 12 && !strcmp(output + olen - 12, ".safetensors")) {
         st_wtensor t[2] = {{"vectors", ST_F32, 2, {total, dim}, vec}, {"lengths", ST_I32, 1, {n}, L}};
-        return st_write(output, t, 2, err);
+        return cb_st_write(output, t, 2, err);
     }
     int64_t shape[2] = {total, dim}, lshape[1] = {n};
     char *lpath = cb_xmalloc(olen + 16);
     memcpy(lpath, output, olen - 4);
     strcpy(lpath + olen - 4, ".lengths.npy");
-    int rc = npy_write(lpath, "<i4", L, 1, lshape, err);
-    if (!rc) rc = npy_write(output, "<f4", vec, 2, shape, err);
+    int rc = cb_npy_write(lpath, "<i4", L, 1, lshape, err);
+    if (!rc) rc = cb_npy_write(output, "<f4", vec, 2, shape, err);
     if (rc) remove(lpath);
     free(lpath);
     return rc;
@@ -62,7 +62,7 @@ static int write_ragged(const char *output, const float *vec, const int *L, int 
 static int encode_colbert(const char *model, const char *input, const char *output, int queries, int quiet) {
     cb_err err = {{0}};
     colmodel m;
-    if (colmodel_load(&m, ops_cpu(), model, 0, 12345, &err)) {
+    if (cb_colmodel_load(&m, cb_ops_cpu(), model, 0, 12345, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         return 1;
     }
@@ -72,7 +72,7 @@ static int encode_colbert(const char *model, const char *input, const char *outp
     int n = cli_read_lines(input, &buf, &lines, &lens, &err), rc = 0;
     if (n < 0) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
-        colmodel_free(&m);
+        cb_colmodel_free(&m);
         return 1;
     }
     int D = m.cc.dim;
@@ -80,13 +80,13 @@ static int encode_colbert(const char *model, const char *input, const char *outp
         int Lq = m.cc.query_maxlen;
         float *out = cb_xmalloc(((size_t)n * Lq + 1) * D * sizeof(float));
         int64_t shape[3] = {n, Lq, D};
-        rc = colmodel_encode_queries(&m, (const char *const *)lines, lens, n, out, &err);
-        if (!rc) rc = npy_write(output, "<f4", out, 3, shape, &err);
+        rc = cb_colmodel_encode_queries(&m, (const char *const *)lines, lens, n, out, &err);
+        if (!rc) rc = cb_npy_write(output, "<f4", out, 3, shape, &err);
         free(out);
     } else {
         int *L;
         float *vec;
-        rc = colmodel_encode_docs(&m, (const char *const *)lines, lens, n, &L, &vec, &err);
+        rc = cb_colmodel_encode_docs(&m, (const char *const *)lines, lens, n, &L, &vec, &err);
         if (!rc) {
             rc = write_ragged(output, vec, L, n, D, &err);
             free(L);
@@ -97,7 +97,7 @@ static int encode_colbert(const char *model, const char *input, const char *outp
     free(buf);
     free(lines);
     free(lens);
-    colmodel_free(&m);
+    cb_colmodel_free(&m);
     return rc ? 1 : 0;
 }
 
@@ -161,7 +161,7 @@ int cli_encode(int argc, char **argv) {
     cb_err err = {{0}};
     if (colbert) return encode_colbert(model, input, output, !strcmp(colbert, "query"), quiet);
     encoder e;
-    if (encoder_load(&e, ops_cpu(), model, max_len, &err)) {
+    if (cb_encoder_load(&e, cb_ops_cpu(), model, max_len, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         return 1;
     }
@@ -171,7 +171,7 @@ int cli_encode(int argc, char **argv) {
     int n = cli_read_lines(input, &buf, &lines, &lens, &err);
     if (n < 0) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
-        encoder_free(&e);
+        cb_encoder_free(&e);
         return 1;
     }
     int H = e.bert.cfg.hidden_size, rc = 0;
@@ -179,19 +179,19 @@ int cli_encode(int argc, char **argv) {
     if (!token_vectors) {
         float *out = cb_xmalloc((size_t)(n ? n : 1) * H * sizeof(float));
         int64_t shape[2] = {n, H};
-        rc = encoder_embed(&e, (const char *const *)lines, lens, n, out, &err);
+        rc = cb_encoder_embed(&e, (const char *const *)lines, lens, n, out, &err);
         if (rc) {
         } else if (as_st) {
             st_wtensor t = {"embeddings", ST_F32, 2, {n, H}, out};
-            rc = st_write(output, &t, 1, &err);
+            rc = cb_st_write(output, &t, 1, &err);
         } else {
-            rc = npy_write(output, "<f4", out, 2, shape, &err);
+            rc = cb_npy_write(output, "<f4", out, 2, shape, &err);
         }
         free(out);
     } else {
         int *L;
         float *vec;
-        rc = encoder_token_vectors(&e, (const char *const *)lines, lens, n, &L, &vec, &err);
+        rc = cb_encoder_token_vectors(&e, (const char *const *)lines, lens, n, &L, &vec, &err);
         if (!rc) {
             rc = write_ragged(output, vec, L, n, H, &err);
             free(L);
@@ -205,6 +205,6 @@ int cli_encode(int argc, char **argv) {
     free(buf);
     free(lines);
     free(lens);
-    encoder_free(&e);
+    cb_encoder_free(&e);
     return rc ? 1 : 0;
 }

@@ -141,7 +141,7 @@ int cli_eval(int argc, char **argv) {
     double t[6] = {0}, t0 = cb_now(), t1;
     cb_err err = {{0}};
     eval_data d;
-    if (eval_data_load(&d, dataset, split, (size_t)max_queries, &err)) {
+    if (cb_eval_data_load(&d, dataset, split, (size_t)max_queries, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         return 1;
     }
@@ -155,11 +155,11 @@ int cli_eval(int argc, char **argv) {
     colmodel cm;
     memset(&cm, 0, sizeof cm);
     if (score_run) {
-        if (eval_read_run(&top, &d, score_run, D, &err)) {
+        if (cb_eval_read_run(&top, &d, score_run, D, &err)) {
             fprintf(stderr, "colbert: error: %s\n", err.msg);
             goto done;
         }
-        eval_score(&m, NULL, &d, top, D);
+        cb_eval_score(&m, NULL, &d, top, D);
         t[5] = cb_now() - t0;
         report(&m, &d, dataset, split, score_run, 0, t, 0);
         ret = 0;
@@ -167,7 +167,7 @@ int cli_eval(int argc, char **argv) {
     }
 
     t1 = cb_now();
-    if (colmodel_load(&cm, ops_cpu(), model, (int)dim, (uint64_t)seed, &err)) {
+    if (cb_colmodel_load(&cm, cb_ops_cpu(), model, (int)dim, (uint64_t)seed, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         goto done;
     }
@@ -191,7 +191,7 @@ int cli_eval(int argc, char **argv) {
     t1 = cb_now();
     int nq = (int)d.n_queries, Lq = cm.cc.query_maxlen, dimq = cm.cc.dim;
     qv = cb_xmalloc(((size_t)(nq ? nq : 1) * Lq * dimq) * sizeof(float));
-    if (colmodel_encode_queries(&cm, d.query_text, d.query_len, nq, qv, &err)) {
+    if (cb_colmodel_encode_queries(&cm, d.query_text, d.query_len, nq, qv, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         goto done;
     }
@@ -199,41 +199,41 @@ int cli_eval(int argc, char **argv) {
 
     /* documents: encoded and ranked a chunk at a time */
     eval_ranker rk;
-    if (eval_ranker_init(&rk, qv, d.doc_tie, nq, Lq, dimq, D, EVAL_CHUNK, cm.cc.doc_maxlen)) {
+    if (cb_eval_ranker_init(&rk, qv, d.doc_tie, nq, Lq, dimq, D, EVAL_CHUNK, cm.cc.doc_maxlen)) {
         fprintf(stderr, "colbert: error: out of memory for the ranking of %d queries\n", nq);
         goto done;
     }
     progress pg;
-    progress_init(&pg, "encode + MaxSim", "docs", (int64_t)d.n_docs, quiet);
+    cb_progress_init(&pg, "encode + MaxSim", "docs", (int64_t)d.n_docs, quiet);
     cm.quiet = 1;   /* one bar for the whole corpus, not one per chunk */
     for (size_t s = 0; s < d.n_docs; s += EVAL_CHUNK) {
         int n = d.n_docs - s < EVAL_CHUNK ? (int)(d.n_docs - s) : EVAL_CHUNK;
         int *lengths;
         float *vectors;
         t1 = cb_now();
-        if (colmodel_encode_docs(&cm, d.doc_text + s, d.doc_len + s, n, &lengths, &vectors, &err)) {
+        if (cb_colmodel_encode_docs(&cm, d.doc_text + s, d.doc_len + s, n, &lengths, &vectors, &err)) {
             fprintf(stderr, "colbert: error: %s\n", err.msg);
-            eval_ranker_free(&rk);
+            cb_eval_ranker_free(&rk);
             goto done;
         }
         double t2 = cb_now();
         t[3] += t2 - t1;
-        eval_ranker_add(&rk, vectors, lengths, (int)s, n);
+        cb_eval_ranker_add(&rk, vectors, lengths, (int)s, n);
         t[4] += cb_now() - t2;
         for (int i = 0; i < n; i++) doc_vectors += (size_t)lengths[i];
         free(lengths);
         free(vectors);
-        progress_update(&pg, (int64_t)(s + (size_t)n));
+        cb_progress_update(&pg, (int64_t)(s + (size_t)n));
     }
-    progress_finish(&pg);
+    cb_progress_finish(&pg);
     top = cb_xmalloc((size_t)(nq ? nq : 1) * D * sizeof(int32_t));
     top_score = cb_xmalloc((size_t)(nq ? nq : 1) * D * sizeof(float));
     t1 = cb_now();
-    eval_ranker_finish(&rk, top, top_score);
-    eval_ranker_free(&rk);
+    cb_eval_ranker_finish(&rk, top, top_score);
+    cb_eval_ranker_free(&rk);
     t[4] += cb_now() - t1;
-    eval_score(&m, NULL, &d, top, D);
-    if (run && eval_write_run(run, &d, top, top_score, D, (int)depth, "colbert.c", &err)) {
+    cb_eval_score(&m, NULL, &d, top, D);
+    if (run && cb_eval_write_run(run, &d, top, top_score, D, (int)depth, "colbert.c", &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         goto done;
     }
@@ -241,10 +241,10 @@ int cli_eval(int argc, char **argv) {
     report(&m, &d, dataset, split, model, doc_vectors, t, 1);
     ret = 0;
 done:
-    if (cm.dir) colmodel_free(&cm);
+    if (cm.dir) cb_colmodel_free(&cm);
     free(qv);
     free(top);
     free(top_score);
-    eval_data_free(&d);
+    cb_eval_data_free(&d);
     return ret;
 }

@@ -28,6 +28,6 @@ int cli_info(int argc, char **argv) {
         return 0;
     }
     if (cli_args_positional(&a, NULL, 0) < 0) return CLI_USAGE;
-    blas_print_info(stdout);
+    cb_blas_print_info(stdout);
     return 0;
 }

@@ -21,7 +21,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    blas_init(argc, argv);
+    cb_blas_init(argc, argv);
     if (argc < 2) {
         usage(stderr);
         return CLI_USAGE;

@@ -115,10 +115,10 @@ static const char *const PREPARE_EMPTY_OK[] = {"title-sep", NULL};
 
 int cli_prepare(int argc, char **argv) {
     prepare_opts o;
-    prepare_opts_default(&o);
+    cb_prepare_opts_default(&o);
     o.negatives = PREPARE_NEG_MINED;   /* the reference's default */
     miner_opts mo;
-    miner_opts_default(&mo);
+    cb_miner_opts_default(&mo);
     const char *train[MAX_FILES], *corpus[MAX_FILES], *beir = NULL, *split = "train", *out = NULL;
     int ntrain = 0, ncorpus = 0, threads = 0;
     cli_args a;
@@ -160,7 +160,7 @@ int cli_prepare(int argc, char **argv) {
             break;
         case OPT_MINER_MODEL: mo.model = v; break;
         case OPT_MINER_SIZE:
-            if (!miner_default_model("en", v)) return cli_args_bad_value(&a, "small, base or large");
+            if (!cb_miner_default_model("en", v)) return cli_args_bad_value(&a, "small, base or large");
             mo.size = v;
             break;
         case OPT_LANGUAGE: mo.language = v; break;
@@ -210,46 +210,46 @@ int cli_prepare(int argc, char **argv) {
         cb_err merr = {{0}};
         mo.quiet = o.quiet;
         mo.seed = o.seed;
-        if (miner_init(&m, &mo, &merr)) {
+        if (cb_miner_init(&m, &mo, &merr)) {
             fprintf(stderr, "colbert: error: %s\n", merr.msg);
             return 1;
         }
-        hook = miner_hook(&m);
+        hook = cb_miner_hook(&m);
         o.miner = &hook;
     }
 
     double t0 = cb_now();
     cb_err err = {{0}};
-    prepare *p = prepare_new(&o);
+    prepare *p = cb_prepare_new(&o);
     if (!p) {
         fprintf(stderr, "colbert: error: out of memory\n");
         return 1;
     }
     int rc = 0;
-    for (int i = 0; i < ncorpus && !rc; i++) rc = prepare_add_corpus(p, corpus[i], &err);
-    if (!rc && beir) rc = prepare_add_beir(p, beir, split, &err);
-    for (int i = 0; i < ntrain && !rc; i++) rc = prepare_add_train(p, train[i], &err);
-    if (!rc) rc = prepare_run(p, &err);
-    if (!rc) rc = prepare_export(p, out, &err);
+    for (int i = 0; i < ncorpus && !rc; i++) rc = cb_prepare_add_corpus(p, corpus[i], &err);
+    if (!rc && beir) rc = cb_prepare_add_beir(p, beir, split, &err);
+    for (int i = 0; i < ntrain && !rc; i++) rc = cb_prepare_add_train(p, train[i], &err);
+    if (!rc) rc = cb_prepare_run(p, &err);
+    if (!rc) rc = cb_prepare_export(p, out, &err);
     if (rc) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
-        prepare_free(p);
-        if (mining) miner_free(&m);
+        cb_prepare_free(p);
+        if (mining) cb_miner_free(&m);
         return 1;
     }
-    const prepare_stats *s = prepare_get_stats(p);
+    const prepare_stats *s = cb_prepare_get_stats(p);
     if (!o.quiet) {
         printf("prepare: %s, %lld records -> %lld queries, %lld documents, %lld triplets\n",
-               prepare_kind_name(s->kind), (long long)s->records, (long long)s->queries,
+               cb_prepare_kind_name(s->kind), (long long)s->records, (long long)s->queries,
                (long long)s->passages, (long long)s->triplets);
         printf("prepare: %lld of %lld queries have triplets; negatives per query %.1f (min %lld, "
                "max %lld), %lld new (%s); %.2f s -> %s\n",
                (long long)s->queries_with_triplets, (long long)s->queries, s->neg_mean,
                (long long)s->neg_min, (long long)s->neg_max, (long long)s->new_negatives,
                s->mined ? "mined" : "random", cb_now() - t0, out);
-        if (mining) miner_report(&m, stdout);
+        if (mining) cb_miner_report(&m, stdout);
     }
-    prepare_free(p);
-    if (mining) miner_free(&m);
+    cb_prepare_free(p);
+    if (mining) cb_miner_free(&m);
     return 0;
 }

@@ -52,9 +52,9 @@ int cli_tokenize(int argc, char **argv) {
     if (!model) return cli_usage_error(a.cmd, "missing required option '--model'");
 
     cb_err err = {{0}};
-    char *dir = model_resolve(model, &err);
+    char *dir = cb_model_resolve(model, &err);
     if (!dir) { fprintf(stderr, "colbert: error: %s\n", err.msg); return 1; }
-    tokenizer *tok = tokenizer_load(dir, &err);
+    tokenizer *tok = cb_tokenizer_load(dir, &err);
     free(dir);
     if (!tok) { fprintf(stderr, "colbert: error: %s\n", err.msg); return 1; }
 
@@ -63,7 +63,7 @@ int cli_tokenize(int argc, char **argv) {
         in = fopen(path, "rb");
         if (!in) {
             fprintf(stderr, "colbert: error: %s: cannot open: %s\n", path, strerror(errno));
-            tokenizer_free(tok);
+            cb_tokenizer_free(tok);
             return 1;
         }
     }
@@ -81,7 +81,7 @@ int cli_tokenize(int argc, char **argv) {
         size_t len = (size_t)got;
         if (len && line[len - 1] == '\n') len--;
         if (len && line[len - 1] == '\r') len--;
-        int n = tokenizer_encode(tok, line, len, ids, cap);
+        int n = cb_tokenizer_encode(tok, line, len, ids, cap);
         if (n < 0) {
             fprintf(stderr, "colbert: error: out of memory tokenizing a line of %zu bytes\n", len);
             rc = 1;
@@ -91,7 +91,7 @@ int cli_tokenize(int argc, char **argv) {
             while (cap < n) cap *= 2;
             ids = cb_xrealloc(ids, (size_t)cap * sizeof *ids);
             txt = cb_xrealloc(txt, (size_t)cap * 12 + 2);
-            n = tokenizer_encode(tok, line, len, ids, cap);
+            n = cb_tokenizer_encode(tok, line, len, ids, cap);
         }
         char *p = txt;
         for (int i = 0; i < n; i++) {
@@ -113,6 +113,6 @@ int cli_tokenize(int argc, char **argv) {
     free(line);
     free(ids);
     free(txt);
-    tokenizer_free(tok);
+    cb_tokenizer_free(tok);
     return rc;
 }

@@ -133,7 +133,7 @@ static const struct option TRAIN_OPTS[] = {
 
 int cli_train(int argc, char **argv) {
     train_opts o;
-    train_opts_default(&o);
+    cb_train_opts_default(&o);
     const char *name = NULL, *pretrained = NULL, *lang = "en";
     int gpus = -1, threads = 0;
     int others = 0;   /* options that set the run up: --resume ignores them */
@@ -214,20 +214,20 @@ int cli_train(int argc, char **argv) {
     }
     cli_set_threads(threads);
     cb_err err = {{0}};
-    trainer *t = trainer_new(name, pretrained, lang, gpus, &err);
+    trainer *t = cb_trainer_new(name, pretrained, lang, gpus, &err);
     if (!t) { fprintf(stderr, "colbert: error: %s\n", err.msg); return 1; }
-    int rc = trainer_train(t, &o, &err);
+    int rc = cb_trainer_train(t, &o, &err);
     int status = 0;
     if (rc == TRAIN_ERROR) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         status = 1;
     } else {
-        const char *p = trainer_best_path(t);
-        if (!p) p = trainer_last_path(t);
+        const char *p = cb_trainer_best_path(t);
+        if (!p) p = cb_trainer_last_path(t);
         if (p) printf("%s\n", p);
-        if (rc == TRAIN_INTERRUPTED) status = 128 + train_stop_signal();
+        if (rc == TRAIN_INTERRUPTED) status = 128 + cb_train_stop_signal();
     }
-    trainer_free(t);
+    cb_trainer_free(t);
     fflush(stdout);
     return status;
 }

@@ -11,13 +11,13 @@ static int longest_first(const void *a, const void *b, void *ntok) {
     return x < y ? -1 : x > y;
 }
 
-int batch_plan_make(batch_plan *bp, const int *ntok, int n, int max_tokens, cb_err *err) {
+int cb_batch_plan_make(batch_plan *bp, const int *ntok, int n, int max_tokens, cb_err *err) {
     memset(bp, 0, sizeof *bp);
     bp->n = n;
     bp->order = cb_malloc((size_t)n * sizeof(int), "the batch order", err);
     bp->start = cb_malloc(((size_t)n + 1) * sizeof(int), "the batch order", err);
     if (!bp->order || !bp->start) {
-        batch_plan_free(bp);
+        cb_batch_plan_free(bp);
         return -1;
     }
     for (int i = 0; i < n; i++) bp->order[i] = i;
@@ -33,7 +33,7 @@ int batch_plan_make(batch_plan *bp, const int *ntok, int n, int max_tokens, cb_e
     return 0;
 }
 
-void batch_plan_free(batch_plan *bp) {
+void cb_batch_plan_free(batch_plan *bp) {
     free(bp->order);
     free(bp->start);
     memset(bp, 0, sizeof *bp);

@@ -9,10 +9,10 @@
  * them, are the same on every run and thread count.
  *
  *     batch_plan bp;
- *     if (batch_plan_make(&bp, ntok, n, max_tokens, err)) return -1;
+ *     if (cb_batch_plan_make(&bp, ntok, n, max_tokens, err)) return -1;
  *     for (int b = 0; b < bp.n_batches; b++)
  *         encode the texts bp.order[bp.start[b] .. bp.start[b + 1])
- *     batch_plan_free(&bp);
+ *     cb_batch_plan_free(&bp);
  */
 #ifndef CB_BATCH_H
 #define CB_BATCH_H
@@ -30,6 +30,6 @@ typedef struct batch_plan {
  * max_tokens (a text longer than max_tokens alone makes a batch). Returns
  * 0, or -1 with err when out of memory (bp is then empty). n = 0 gives no
  * batch. */
-int batch_plan_make(batch_plan *bp, const int *ntok /* [n] */, int n, int max_tokens, cb_err *err);
-void batch_plan_free(batch_plan *bp);
+int cb_batch_plan_make(batch_plan *bp, const int *ntok /* [n] */, int n, int max_tokens, cb_err *err);
+void cb_batch_plan_free(batch_plan *bp);
 #endif

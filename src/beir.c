@@ -8,19 +8,19 @@
 #include <math.h>
 #include <string.h>
 
-void beir_opts_default(beir_opts *o) {
+void cb_beir_opts_default(beir_opts *o) {
     memset(o, 0, sizeof *o);
     o->title_sep = " ";
 }
 
-void beir_free(beir *b) {
+void cb_beir_free(beir *b) {
     free(b->corpus_path);
     free(b->queries_path);
     free(b->qrels_path);
-    strtab_free(&b->doc_ids);
-    strtab_free(&b->doc_texts);
-    strtab_free(&b->query_ids);
-    strtab_free(&b->query_texts);
+    cb_strtab_free(&b->doc_ids);
+    cb_strtab_free(&b->doc_texts);
+    cb_strtab_free(&b->query_ids);
+    cb_strtab_free(&b->query_texts);
     memset(b, 0, sizeof *b);
 }
 
@@ -43,17 +43,17 @@ static void list_splits(char *out, size_t cap, const char *qdir) {
  * when absent or null (an error when required). */
 static int get_string(const data_json *j, const data_lines *r, const char *key, int required,
                       const char **s, size_t *n, cb_err *err) {
-    int64_t k = data_json_get(j, 0, key);
+    int64_t k = cb_data_json_get(j, 0, key);
     *s = NULL;
     *n = 0;
     if (k < 0 || j->nodes[k].type == DJ_NULL) {
-        if (required) return data_lines_err(err, r, "expected a \"%s\" string, found none", key);
+        if (required) return cb_data_lines_err(err, r, "expected a \"%s\" string, found none", key);
         return 0;
     }
     if (j->nodes[k].type != DJ_STRING)
-        return data_lines_err(err, r, required ? "expected a \"%s\" string, found %s"
+        return cb_data_lines_err(err, r, required ? "expected a \"%s\" string, found %s"
                                                : "expected \"%s\" to be a string, found %s",
-                              key, data_json_type_name(j->nodes[k].type));
+                              key, cb_data_json_type_name(j->nodes[k].type));
     *s = j->nodes[k].s;
     *n = j->nodes[k].len;
     return 0;
@@ -63,14 +63,14 @@ static int get_string(const data_json *j, const data_lines *r, const char *key, 
  * text); not empty. */
 static int get_id(const data_json *j, const data_lines *r, const char **s, size_t *n, cb_err *err) {
     const dj_node *root = &j->nodes[0];
-    int64_t k = data_json_get(j, 0, "_id");
+    int64_t k = cb_data_json_get(j, 0, "_id");
     if (root->type != DJ_OBJECT || k < 0)
-        return data_lines_err(err, r, "expected an object with \"_id\", found %s%s", data_json_type_name(root->type),
+        return cb_data_lines_err(err, r, "expected an object with \"_id\", found %s%s", cb_data_json_type_name(root->type),
                               root->type == DJ_OBJECT ? " without \"_id\"" : "");
     const dj_node *nd = &j->nodes[k];
     if (nd->type != DJ_STRING && nd->type != DJ_NUMBER)
-        return data_lines_err(err, r, "expected \"_id\" to be a string, found %s", data_json_type_name(nd->type));
-    if (nd->len == 0) return data_lines_err(err, r, "empty \"_id\"");
+        return cb_data_lines_err(err, r, "expected \"_id\" to be a string, found %s", cb_data_json_type_name(nd->type));
+    if (nd->len == 0) return cb_data_lines_err(err, r, "empty \"_id\"");
     *s = nd->s;
     *n = nd->len;
     return 0;
@@ -82,50 +82,50 @@ static int read_jsonl(beir *b, const beir_opts *o, int corpus, cb_err *err) {
     const char *path = corpus ? b->corpus_path : b->queries_path;
     strtab *ids = corpus ? &b->doc_ids : &b->query_ids;
     data_lines r;
-    if (data_lines_open(&r, path, err)) return -1;
+    if (cb_data_lines_open(&r, path, err)) return -1;
     progress pg;
-    progress_init_mb(&pg, "corpus", r.size, 64, !(corpus && o->progress));
+    cb_progress_init_mb(&pg, "corpus", r.size, 64, !(corpus && o->progress));
     data_json j = {0};
     char *line, *join = NULL, b96[96];
     size_t len, cap_join = 0;
     int rc;
-    while ((rc = data_lines_next_nonblank(&r, &pg, &line, &len, err)) == 1) {
+    while ((rc = cb_data_lines_next_nonblank(&r, &pg, &line, &len, err)) == 1) {
         const char *id = NULL, *title = NULL, *text, *doc;
         size_t nid = 0, nt = 0, nx, n;
         uint32_t k;
         int is_new;
         rc = -1;   /* for the breaks below; the loop test resets it */
-        if (data_json_parse(&j, line, len, err)) {
+        if (cb_data_json_parse(&j, line, len, err)) {
             cb_err_prefix(err, "%s:%lld", path, (long long)r.lineno);
             break;
         }
         if (get_id(&j, &r, &id, &nid, err) || (corpus && get_string(&j, &r, "title", 0, &title, &nt, err)) ||
             get_string(&j, &r, "text", 1, &text, &nx, err))
             break;
-        if (strtab_intern(ids, id, nid, &k, &is_new, err)) break;
+        if (cb_strtab_intern(ids, id, nid, &k, &is_new, err)) break;
         if (!is_new) {
-            data_lines_err(err, &r, "_id %s appears twice", data_excerpt(b96, sizeof b96, id, nid));
+            cb_data_lines_err(err, &r, "_id %s appears twice", cb_data_excerpt(b96, sizeof b96, id, nid));
             break;
         }
         if (!corpus) {
-            if (strtab_append(&b->query_texts, text, nx, NULL, err)) break;
+            if (cb_strtab_append(&b->query_texts, text, nx, NULL, err)) break;
             continue;
         }
-        if (!(doc = data_join_title(&join, &cap_join, o->no_title ? NULL : title, nt, o->title_sep, text, nx,
+        if (!(doc = cb_data_join_title(&join, &cap_join, o->no_title ? NULL : title, nt, o->title_sep, text, nx,
                                     &n, err)))
             break;
-        if (o->doc ? o->doc(o->ctx, k, doc, n, err) : strtab_append(&b->doc_texts, doc, n, NULL, err)) {
+        if (o->doc ? o->doc(o->ctx, k, doc, n, err) : cb_strtab_append(&b->doc_texts, doc, n, NULL, err)) {
             cb_err_prefix(err, "%s:%lld", path, (long long)r.lineno);
             break;
         }
     }
     if (rc == 0) {
-        progress_finish(&pg);
+        cb_progress_finish(&pg);
         if (ids->n == 0)
             rc = cb_err_set(err, "%s: empty file: expected one %s a line", path, corpus ? "document" : "query");
     }
-    data_lines_close(&r);
-    data_json_free(&j);
+    cb_data_lines_close(&r);
+    cb_data_json_free(&j);
     free(join);
     return rc < 0 ? -1 : 0;
 }
@@ -152,17 +152,17 @@ static int qrels_fields(char *line, size_t len, char **f, size_t *fl) {
  * corpus-id score"; each kept line to o->qrel. */
 static int read_qrels(beir *b, const beir_opts *o, cb_err *err) {
     data_lines r;
-    if (data_lines_open(&r, b->qrels_path, err)) return -1;
+    if (cb_data_lines_open(&r, b->qrels_path, err)) return -1;
     char *line, b96[96];
     size_t len;
     int rc;
-    while ((rc = data_lines_next_nonblank(&r, NULL, &line, &len, err)) == 1) {
+    while ((rc = cb_data_lines_next_nonblank(&r, NULL, &line, &len, err)) == 1) {
         char *f[5];
         size_t fl[5];
         int nf = qrels_fields(line, len, f, fl);
         rc = -1;   /* for the breaks below; the loop test resets it */
         if (nf != 3 && nf != 4) {
-            data_lines_err(err, &r, "expected \"query-id<TAB>corpus-id<TAB>score\" (or \"query-id 0 corpus-id "
+            cb_data_lines_err(err, &r, "expected \"query-id<TAB>corpus-id<TAB>score\" (or \"query-id 0 corpus-id "
                            "score\"), found %d field%s", nf, nf == 1 ? "" : "s");
             break;
         }
@@ -175,28 +175,28 @@ static int read_qrels(beir *b, const beir_opts *o, cb_err *err) {
         double g = strtod(tmp, &end);
         if (ns == 0 || *end != '\0' || (o->integer_scores && (g != floor(g) || fabs(g) > 1e9))) {
             if (r.lineno == 1) continue;   /* the header line */
-            data_lines_err(err, &r, "expected %s as the score, found %s",
-                           o->integer_scores ? "an integer grade" : "a number", data_excerpt(b96, sizeof b96, gs, gn));
+            cb_data_lines_err(err, &r, "expected %s as the score, found %s",
+                           o->integer_scores ? "an integer grade" : "a number", cb_data_excerpt(b96, sizeof b96, gs, gn));
             break;
         }
         if (o->positive_only && !(g > 0)) continue;
-        beir_qrel q = {strtab_find(&b->query_ids, qs, qn), strtab_find(&b->doc_ids, ds, dn), g, r.lineno};
+        beir_qrel q = {cb_strtab_find(&b->query_ids, qs, qn), cb_strtab_find(&b->doc_ids, ds, dn), g, r.lineno};
         if (q.query == STRTAB_NONE) {
-            data_lines_err(err, &r, "query-id %s is not in %s", data_excerpt(b96, sizeof b96, qs, qn), b->queries_path);
+            cb_data_lines_err(err, &r, "query-id %s is not in %s", cb_data_excerpt(b96, sizeof b96, qs, qn), b->queries_path);
             break;
         }
         if (q.doc == STRTAB_NONE) {
-            data_lines_err(err, &r, "corpus-id %s is not in %s", data_excerpt(b96, sizeof b96, ds, dn), b->corpus_path);
+            cb_data_lines_err(err, &r, "corpus-id %s is not in %s", cb_data_excerpt(b96, sizeof b96, ds, dn), b->corpus_path);
             break;
         }
         b->n_qrels++;
         if (o->qrel && o->qrel(o->ctx, b, &q, err)) break;
     }
-    data_lines_close(&r);
+    cb_data_lines_close(&r);
     return rc < 0 ? -1 : 0;
 }
 
-int beir_read(beir *b, const char *dir, const char *split, const beir_opts *o, cb_err *err) {
+int cb_beir_read(beir *b, const char *dir, const char *split, const beir_opts *o, cb_err *err) {
     memset(b, 0, sizeof *b);
     if (!cb_dir_exists(dir))
         return cb_err_set(err, "%s: not a directory (expected a BEIR dataset: corpus.jsonl, queries.jsonl, "
@@ -221,6 +221,6 @@ int beir_read(beir *b, const char *dir, const char *split, const beir_opts *o, c
 done:
     free(qdir);
     free(qname);
-    if (rc) beir_free(b);
+    if (rc) cb_beir_free(b);
     return rc;
 }

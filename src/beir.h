@@ -60,7 +60,7 @@ typedef struct beir_opts {
     void *ctx;
 } beir_opts;
 
-void beir_opts_default(beir_opts *o);
+void cb_beir_opts_default(beir_opts *o);
 
 /* Read DIR with qrels/SPLIT.tsv as described above into b (freed on
  * failure). Returns 0, or -1 with err: DIR not a directory, no qrels
@@ -71,6 +71,6 @@ void beir_opts_default(beir_opts *o);
  * not a number (an integer with integer_scores; a first line that is not is
  * the header), a query-id or corpus-id that the queries or the corpus lack,
  * or an error of a callback. */
-int beir_read(beir *b, const char *dir, const char *split, const beir_opts *o, cb_err *err);
-void beir_free(beir *b);
+int cb_beir_read(beir *b, const char *dir, const char *split, const beir_opts *o, cb_err *err);
+void cb_beir_free(beir *b);
 #endif

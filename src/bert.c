@@ -11,7 +11,7 @@
 /* ------------------------------------------------------------------ */
 /* parameters                                                          */
 
-void bert_param_sizes(const bert_config *c, size_t s[BP_COUNT]) {
+void cb_bert_param_sizes(const bert_config *c, size_t s[BP_COUNT]) {
     size_t H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     size_t L = (size_t)c->num_hidden_layers;
     s[BP_WORD_EMB] = (size_t)c->vocab_size * H;
@@ -36,7 +36,7 @@ static int load_tensor(const st_file *f, const char *prefix, const char *name, f
     char key[256];
     snprintf(key, sizeof key, "%s%s", prefix, name);
     int64_t shape[2] = {d0, d1};
-    return st_read_f32(f, key, dst, ndim, shape, err);
+    return cb_st_read_f32(f, key, dst, ndim, shape, err);
 }
 
 /* The tensors of m point into the block at base. */
@@ -50,7 +50,7 @@ static void bind_tensors(bert_model *m, float *base) {
  * into it), from the open file f. */
 static int read_tensors(bert_model *m, const st_file *f, cb_err *err) {
     const bert_config *c = &m->cfg;
-    const char *pre = st_find(f, "bert.embeddings.word_embeddings.weight") ? "bert." : "";
+    const char *pre = cb_st_find(f, "bert.embeddings.word_embeddings.weight") ? "bert." : "";
     int64_t H = c->hidden_size, I = c->intermediate_size;
     int rc = 0;
     rc |= load_tensor(f, pre, "embeddings.word_embeddings.weight", m->t[BP_WORD_EMB], 2, c->vocab_size, H, err);
@@ -88,16 +88,16 @@ static int read_tensors(bert_model *m, const st_file *f, cb_err *err) {
     return rc ? -1 : 0;
 }
 
-int bert_load(bert_model *m, ops_device *dev, const char *dir, cb_err *err) {
+int cb_bert_load(bert_model *m, ops_device *dev, const char *dir, cb_err *err) {
     memset(m, 0, sizeof *m);
     m->dev = dev;
-    if (bert_config_load(&m->cfg, dir, err)) return -1;
-    bert_param_sizes(&m->cfg, m->sizes);
+    if (cb_bert_config_load(&m->cfg, dir, err)) return -1;
+    cb_bert_param_sizes(&m->cfg, m->sizes);
     for (int i = 0; i < BP_COUNT; i++) m->n_params += m->sizes[i];
     size_t bytes = m->n_params * sizeof(float);
     char *path = cb_path_join(dir, "model.safetensors");
     st_file f;
-    if (st_open(&f, path, err)) {
+    if (cb_st_open(&f, path, err)) {
         free(path);
         return -1;
     }
@@ -109,11 +109,11 @@ int bert_load(bert_model *m, ops_device *dev, const char *dir, cb_err *err) {
         bind_tensors(m, host);
         rc = read_tensors(m, &f, err);
     }
-    st_close(&f);
+    cb_st_close(&f);
     if (!rc) {
-        float *dp = ops_alloc(dev, bytes, "the model's parameters", err);
+        float *dp = cb_ops_alloc(dev, bytes, "the model's parameters", err);
         if (dp) {
-            ops_upload(dev, dp, host, bytes);
+            cb_ops_upload(dev, dp, host, bytes);
             bind_tensors(m, dp);
             m->owned = 1;
         } else {
@@ -125,18 +125,18 @@ int bert_load(bert_model *m, ops_device *dev, const char *dir, cb_err *err) {
     return rc;
 }
 
-void bert_bind(bert_model *m, float *mem) {
-    if (m->owned) ops_free(m->dev, m->params);
+void cb_bert_bind(bert_model *m, float *mem) {
+    if (m->owned) cb_ops_free(m->dev, m->params);
     m->owned = 0;
     bind_tensors(m, mem);
 }
 
-void bert_free(bert_model *m) {
-    if (m->owned) ops_free(m->dev, m->params);
+void cb_bert_free(bert_model *m) {
+    if (m->owned) cb_ops_free(m->dev, m->params);
     memset(m, 0, sizeof *m);
 }
 
-int bert_named_count(const bert_config *c) { return 5 + 16 * c->num_hidden_layers; }
+int cb_bert_named_count(const bert_config *c) { return 5 + 16 * c->num_hidden_layers; }
 
 static void named(bert_named *o, const char *name, size_t offset, int64_t d0, int64_t d1) {
     snprintf(o->name, sizeof o->name, "%s", name);
@@ -147,11 +147,11 @@ static void named(bert_named *o, const char *name, size_t offset, int64_t d0, in
     o->n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
 }
 
-void bert_named_tensors(const bert_config *c, bert_named *out) {
+void cb_bert_named_tensors(const bert_config *c, bert_named *out) {
     int64_t H = c->hidden_size, I = c->intermediate_size;
     size_t HH = (size_t)H * H, HI = (size_t)H * I;
     size_t sizes[BP_COUNT], start[BP_COUNT], o = 0;
-    bert_param_sizes(c, sizes);
+    cb_bert_param_sizes(c, sizes);
     for (int i = 0; i < BP_COUNT; i++) { start[i] = o; o += sizes[i]; }
 #define OFF(idx) (start[idx])
     int k = 0;
@@ -186,13 +186,13 @@ void bert_named_tensors(const bert_config *c, bert_named *out) {
 #undef NAMED
     }
 #undef OFF
-    CB_ASSERT(k == bert_named_count(c));
+    CB_ASSERT(k == cb_bert_named_count(c));
 }
 
 /* ------------------------------------------------------------------ */
 /* activations                                                         */
 
-int bert_acts_init(bert_acts *a, ops_device *dev, const bert_config *c, int max_tokens, size_t max_att,
+int cb_bert_acts_init(bert_acts *a, ops_device *dev, const bert_config *c, int max_tokens, size_t max_att,
                    int train, cb_err *err) {
     memset(a, 0, sizeof *a);
     a->dev = dev;
@@ -205,7 +205,7 @@ int bert_acts_init(bert_acts *a, ops_device *dev, const bert_config *c, int max_
     a->n_floats = T * H * 2 + T * 2 + T * I + nl * per_layer;
     if (train) a->n_floats += T * H * 3 + T * 3 * H + T * I;   /* backward scratch */
     size_t n_masks = train ? T * H + L * 2 * T * H : 0;
-    a->memory = ops_alloc(dev, a->n_floats * sizeof(float) + n_masks, "the encoder's activations", err);
+    a->memory = cb_ops_alloc(dev, a->n_floats * sizeof(float) + n_masks, "the encoder's activations", err);
     if (!a->memory) return -1;
     a->bytes = a->n_floats * sizeof(float) + n_masks;
     float *p = a->memory;
@@ -250,10 +250,10 @@ int bert_acts_init(bert_acts *a, ops_device *dev, const bert_config *c, int max_
     /* the batch layout: ids, types, pos [T] int32; seq_off [T + 1] int;
      * att_off [T + 1] size_t; mask [T] bytes (at most T sequences) */
     a->lay_bytes = (T + 1) * sizeof(size_t) + 3 * T * sizeof(int32_t) + (T + 1) * sizeof(int) + T;
-    a->lay = ops_alloc(dev, a->lay_bytes, "the batch layout", err);
+    a->lay = cb_ops_alloc(dev, a->lay_bytes, "the batch layout", err);
     a->h_lay = a->lay ? cb_malloc(a->lay_bytes, "the batch layout", err) : NULL;
     if (!a->h_lay) {
-        bert_acts_free(a);
+        cb_bert_acts_free(a);
         return -1;
     }
     a->bytes += a->lay_bytes;
@@ -267,21 +267,21 @@ int bert_acts_init(bert_acts *a, ops_device *dev, const bert_config *c, int max_
     int ms = 1;
     while ((size_t)(ms + 1) * (size_t)(ms + 1) <= max_att && ms < c->max_position_embeddings) ms++;
     a->max_seq = ms;
-    a->work.bytes = ops_attention_workspace(dev, ms, c->hidden_size / c->num_attention_heads, train);
-    a->work.p = ops_alloc(dev, a->work.bytes, "the attention workspace", err);
+    a->work.bytes = cb_ops_attention_workspace(dev, ms, c->hidden_size / c->num_attention_heads, train);
+    a->work.p = cb_ops_alloc(dev, a->work.bytes, "the attention workspace", err);
     if (!a->work.p) {
-        bert_acts_free(a);
+        cb_bert_acts_free(a);
         return -1;
     }
     a->bytes += a->work.bytes;
     return 0;
 }
 
-void bert_acts_free(bert_acts *a) {
+void cb_bert_acts_free(bert_acts *a) {
     if (a->dev) {
-        ops_free(a->dev, a->memory);
-        ops_free(a->dev, a->lay);
-        ops_free(a->dev, a->work.p);
+        cb_ops_free(a->dev, a->memory);
+        cb_ops_free(a->dev, a->lay);
+        cb_ops_free(a->dev, a->work.p);
     }
     free(a->h_lay);
     memset(a, 0, sizeof *a);
@@ -321,19 +321,19 @@ static void layout_batch(const bert_config *c, bert_acts *a, const bert_batch *b
     if (b->mask) memcpy(host_of(a, a->mask), b->mask, (size_t)T);
     a->has_types = b->type_ids != NULL;
     a->has_mask = b->mask != NULL;
-    ops_upload(a->dev, a->lay, a->h_lay, a->lay_bytes);
+    cb_ops_upload(a->dev, a->lay, a->h_lay, a->lay_bytes);
     a->seqs = (ops_seqs){.n_seq = S, .n_tok = T, .max_len = longest, .off = a->seq_off, .att_off = a->att_off};
 }
 
 /* ------------------------------------------------------------------ */
 /* forward                                                             */
 
-float *bert_output(const bert_model *m, const bert_acts *a) {
+float *cb_bert_output(const bert_model *m, const bert_acts *a) {
     int L = m->cfg.num_hidden_layers;
     return L > 0 ? a->ln2 + (size_t)(L - 1) * a->stride_TH : a->emb_out;
 }
 
-void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
+void cb_bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
     const bert_config *c = &m->cfg;
     ops_device *d = a->dev;
     CB_ASSERT(d == m->dev);
@@ -344,13 +344,13 @@ void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
     const uint8_t *mask = a->has_mask ? a->mask : NULL;
 
     /* embeddings: emb[t] = word[id] + pos[p] + type[tt]; then LayerNorm */
-    ops_embed_forward(d, a->emb, a->ids, a->pos, a->has_types ? a->types : NULL, m->t[BP_WORD_EMB],
+    cb_ops_embed_forward(d, a->emb, a->ids, a->pos, a->has_types ? a->types : NULL, m->t[BP_WORD_EMB],
                       m->t[BP_POS_EMB], m->t[BP_TYPE_EMB], T, H);
-    ops_layernorm_forward(d, a->emb_out, a->emb_mean, a->emb_rstd, a->emb, m->t[BP_EMB_LN_W], m->t[BP_EMB_LN_B],
+    cb_ops_layernorm_forward(d, a->emb_out, a->emb_mean, a->emb_rstd, a->emb, m->t[BP_EMB_LN_W], m->t[BP_EMB_LN_B],
                           T, H, eps);
     float ph = a->train ? a->p_hidden : 0.0f, pa = a->train ? a->p_att : 0.0f;
     size_t TH = (size_t)a->max_tokens * H;
-    if (ph > 0) ops_dropout_forward(d, a->emb_out, a->m_emb, (size_t)T * H, ph, a->seed, 0);
+    if (ph > 0) cb_ops_dropout_forward(d, a->emb_out, a->m_emb, (size_t)T * H, ph, a->seed, 0);
 
     const float *x = a->emb_out;
     size_t HH = (size_t)H * H, HI = (size_t)H * I;
@@ -363,24 +363,24 @@ void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
         float *ffg = a->ffg;
         float *res2 = a->res2 + l * a->stride_TH;
         float *ln2 = a->ln2 + l * a->stride_TH;
-        ops_linear_forward(d, qkv, x, m->t[BP_QKV_W] + l * 3 * HH, m->t[BP_QKV_B] + (size_t)l * 3 * H, T, H, 3 * H);
+        cb_ops_linear_forward(d, qkv, x, m->t[BP_QKV_W] + l * 3 * HH, m->t[BP_QKV_B] + (size_t)l * 3 * H, T, H, 3 * H);
         double t0 = cb_now();
-        ops_attention_forward(d, ctx, qkv, mask, &a->seqs, H, NH, pa, a->seed, 1 + 4 * (uint64_t)l, &a->work);
+        cb_ops_attention_forward(d, ctx, qkv, mask, &a->seqs, H, NH, pa, a->seed, 1 + 4 * (uint64_t)l, &a->work);
         a->t_attn += cb_now() - t0;
         /* attention output projection into res1, dropout, then res1 += x */
-        ops_linear_forward(d, res1, ctx, m->t[BP_ATTO_W] + l * HH, m->t[BP_ATTO_B] + (size_t)l * H, T, H, H);
+        cb_ops_linear_forward(d, res1, ctx, m->t[BP_ATTO_W] + l * HH, m->t[BP_ATTO_B] + (size_t)l * H, T, H, H);
         if (ph > 0)
-            ops_dropout_forward(d, res1, a->m_atto + l * TH, (size_t)T * H, ph, a->seed, 2 + 4 * (uint64_t)l);
-        ops_add(d, res1, res1, x, (size_t)T * H);
-        ops_layernorm_forward(d, ln1, a->ln1_mean + l * a->stride_T, a->ln1_rstd + l * a->stride_T, res1,
+            cb_ops_dropout_forward(d, res1, a->m_atto + l * TH, (size_t)T * H, ph, a->seed, 2 + 4 * (uint64_t)l);
+        cb_ops_add(d, res1, res1, x, (size_t)T * H);
+        cb_ops_layernorm_forward(d, ln1, a->ln1_mean + l * a->stride_T, a->ln1_rstd + l * a->stride_T, res1,
                               m->t[BP_LN1_W] + (size_t)l * H, m->t[BP_LN1_B] + (size_t)l * H, T, H, eps);
-        ops_linear_forward(d, ffh, ln1, m->t[BP_FFU_W] + l * HI, m->t[BP_FFU_B] + (size_t)l * I, T, H, I);
-        ops_gelu_forward(d, ffg, ffh, (size_t)T * I);
-        ops_linear_forward(d, res2, ffg, m->t[BP_FFD_W] + l * HI, m->t[BP_FFD_B] + (size_t)l * H, T, I, H);
+        cb_ops_linear_forward(d, ffh, ln1, m->t[BP_FFU_W] + l * HI, m->t[BP_FFU_B] + (size_t)l * I, T, H, I);
+        cb_ops_gelu_forward(d, ffg, ffh, (size_t)T * I);
+        cb_ops_linear_forward(d, res2, ffg, m->t[BP_FFD_W] + l * HI, m->t[BP_FFD_B] + (size_t)l * H, T, I, H);
         if (ph > 0)
-            ops_dropout_forward(d, res2, a->m_ffd + l * TH, (size_t)T * H, ph, a->seed, 3 + 4 * (uint64_t)l);
-        ops_add(d, res2, res2, ln1, (size_t)T * H);
-        ops_layernorm_forward(d, ln2, a->ln2_mean + l * a->stride_T, a->ln2_rstd + l * a->stride_T, res2,
+            cb_ops_dropout_forward(d, res2, a->m_ffd + l * TH, (size_t)T * H, ph, a->seed, 3 + 4 * (uint64_t)l);
+        cb_ops_add(d, res2, res2, ln1, (size_t)T * H);
+        cb_ops_layernorm_forward(d, ln2, a->ln2_mean + l * a->stride_T, a->ln2_rstd + l * a->stride_T, res2,
                               m->t[BP_LN2_W] + (size_t)l * H, m->t[BP_LN2_B] + (size_t)l * H, T, H, eps);
         x = ln2;
     }
@@ -397,29 +397,29 @@ static void grads_bind(bert_grads *g, const bert_model *m, float *mem) {
     for (int i = 0; i < BP_COUNT; i++) { g->t[i] = p; p += m->sizes[i]; }
 }
 
-int bert_grads_init(bert_grads *g, const bert_model *m, cb_err *err) {
+int cb_bert_grads_init(bert_grads *g, const bert_model *m, cb_err *err) {
     memset(g, 0, sizeof *g);
-    float *mem = ops_alloc(m->dev, m->n_params * sizeof(float), "the parameter gradients", err);
+    float *mem = cb_ops_alloc(m->dev, m->n_params * sizeof(float), "the parameter gradients", err);
     if (!mem) return -1;
     grads_bind(g, m, mem);
     g->owned = 1;
-    bert_grads_zero(g);
+    cb_bert_grads_zero(g);
     return 0;
 }
 
-void bert_grads_bind(bert_grads *g, const bert_model *m, float *mem) {
+void cb_bert_grads_bind(bert_grads *g, const bert_model *m, float *mem) {
     memset(g, 0, sizeof *g);
     grads_bind(g, m, mem);
 }
 
-void bert_grads_zero(bert_grads *g) { ops_zero(g->dev, g->memory, g->n * sizeof(float)); }
+void cb_bert_grads_zero(bert_grads *g) { cb_ops_zero(g->dev, g->memory, g->n * sizeof(float)); }
 
-void bert_grads_free(bert_grads *g) {
-    if (g->owned) ops_free(g->dev, g->memory);
+void cb_bert_grads_free(bert_grads *g) {
+    if (g->owned) cb_ops_free(g->dev, g->memory);
     memset(g, 0, sizeof *g);
 }
 
-void bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, float *dd) {
+void cb_bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, float *dd) {
     const bert_config *c = &m->cfg;
     ops_device *d = a->dev;
     CB_ASSERT(a->train);
@@ -437,39 +437,39 @@ void bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, float *dd) 
         const float *ln1 = a->ln1 + l * a->stride_TH, *ffh = a->ffh + l * a->stride_TI;
         const float *res2 = a->res2 + l * a->stride_TH;
         float *ffg = a->ffg;  /* not kept per layer: GELU again, from ffh */
-        ops_gelu_forward(d, ffg, ffh, (size_t)T * I);
+        cb_ops_gelu_forward(d, ffg, ffh, (size_t)T * I);
         /* ln2 = LN(res2); res2 = drop(ffg @ Wd^T + bd) + ln1 */
-        ops_layernorm_backward(d, dy, g->t[BP_LN2_W] + (size_t)l * H, g->t[BP_LN2_B] + (size_t)l * H, dd, res2,
+        cb_ops_layernorm_backward(d, dy, g->t[BP_LN2_W] + (size_t)l * H, g->t[BP_LN2_B] + (size_t)l * H, dd, res2,
                                m->t[BP_LN2_W] + (size_t)l * H, a->ln2_mean + l * a->stride_T,
                                a->ln2_rstd + l * a->stride_T, T, H);
-        ops_copy(d, dx, dy, n * sizeof(float));
-        if (ph > 0) ops_dropout_backward(d, dy, a->m_ffd + l * TH, n, ph);
-        ops_linear_backward(d, a->d_ff, g->t[BP_FFD_W] + l * HI, g->t[BP_FFD_B] + (size_t)l * H, dy, ffg,
+        cb_ops_copy(d, dx, dy, n * sizeof(float));
+        if (ph > 0) cb_ops_dropout_backward(d, dy, a->m_ffd + l * TH, n, ph);
+        cb_ops_linear_backward(d, a->d_ff, g->t[BP_FFD_W] + l * HI, g->t[BP_FFD_B] + (size_t)l * H, dy, ffg,
                             m->t[BP_FFD_W] + l * HI, T, I, H, 0);
         /* ffg = gelu(ffh); ffh = ln1 @ Wu^T + bu */
-        ops_gelu_backward(d, a->d_ff, ffh, a->d_ff, (size_t)T * I);
-        ops_linear_backward(d, dx, g->t[BP_FFU_W] + l * HI, g->t[BP_FFU_B] + (size_t)l * I, a->d_ff, ln1,
+        cb_ops_gelu_backward(d, a->d_ff, ffh, a->d_ff, (size_t)T * I);
+        cb_ops_linear_backward(d, dx, g->t[BP_FFU_W] + l * HI, g->t[BP_FFU_B] + (size_t)l * I, a->d_ff, ln1,
                             m->t[BP_FFU_W] + l * HI, T, H, I, 1);
         /* ln1 = LN(res1); res1 = drop(ctx @ Wo^T + bo) + x */
-        ops_layernorm_backward(d, dy, g->t[BP_LN1_W] + (size_t)l * H, g->t[BP_LN1_B] + (size_t)l * H, dx, res1,
+        cb_ops_layernorm_backward(d, dy, g->t[BP_LN1_W] + (size_t)l * H, g->t[BP_LN1_B] + (size_t)l * H, dx, res1,
                                m->t[BP_LN1_W] + (size_t)l * H, a->ln1_mean + l * a->stride_T,
                                a->ln1_rstd + l * a->stride_T, T, H);
-        ops_copy(d, dd, dy, n * sizeof(float));
-        if (ph > 0) ops_dropout_backward(d, dy, a->m_atto + l * TH, n, ph);
-        ops_linear_backward(d, a->d_ctx, g->t[BP_ATTO_W] + l * HH, g->t[BP_ATTO_B] + (size_t)l * H, dy, ctx,
+        cb_ops_copy(d, dd, dy, n * sizeof(float));
+        if (ph > 0) cb_ops_dropout_backward(d, dy, a->m_atto + l * TH, n, ph);
+        cb_ops_linear_backward(d, a->d_ctx, g->t[BP_ATTO_W] + l * HH, g->t[BP_ATTO_B] + (size_t)l * H, dy, ctx,
                             m->t[BP_ATTO_W] + l * HH, T, H, H, 0);
         /* ctx = attention(qkv); qkv = x @ Wqkv^T + bqkv */
         double t0 = cb_now();
-        ops_attention_backward(d, a->d_qkv, a->d_ctx, qkv, mask, &a->seqs, H, NH, pa, a->seed,
+        cb_ops_attention_backward(d, a->d_qkv, a->d_ctx, qkv, mask, &a->seqs, H, NH, pa, a->seed,
                                1 + 4 * (uint64_t)l, &a->work);
         a->t_attn += cb_now() - t0;
-        ops_linear_backward(d, dd, g->t[BP_QKV_W] + l * 3 * HH, g->t[BP_QKV_B] + (size_t)l * 3 * H, a->d_qkv, x,
+        cb_ops_linear_backward(d, dd, g->t[BP_QKV_W] + l * 3 * HH, g->t[BP_QKV_B] + (size_t)l * 3 * H, a->d_qkv, x,
                             m->t[BP_QKV_W] + l * 3 * HH, T, H, 3 * H, 1);
     }
     /* emb_out = drop(LN(emb)); emb = word[id] + pos[p] + type[tt] */
-    if (ph > 0) ops_dropout_backward(d, dd, a->m_emb, n, ph);
-    ops_layernorm_backward(d, dy, g->t[BP_EMB_LN_W], g->t[BP_EMB_LN_B], dd, a->emb, m->t[BP_EMB_LN_W],
+    if (ph > 0) cb_ops_dropout_backward(d, dd, a->m_emb, n, ph);
+    cb_ops_layernorm_backward(d, dy, g->t[BP_EMB_LN_W], g->t[BP_EMB_LN_B], dd, a->emb, m->t[BP_EMB_LN_W],
                            a->emb_mean, a->emb_rstd, T, H);
-    ops_embed_backward(d, g->t[BP_WORD_EMB], g->t[BP_POS_EMB], g->t[BP_TYPE_EMB], dy, a->ids, a->pos,
+    cb_ops_embed_backward(d, g->t[BP_WORD_EMB], g->t[BP_POS_EMB], g->t[BP_TYPE_EMB], dy, a->ids, a->pos,
                        a->has_types ? a->types : NULL, T, H);
 }

@@ -62,21 +62,21 @@ typedef struct bert_model {
     size_t n_params;
     size_t sizes[BP_COUNT];     /* floats per tensor */
     float *t[BP_COUNT];         /* [dev] pointers into params */
-    int owned;                  /* params allocated by bert_load */
+    int owned;                  /* params allocated by cb_bert_load */
 } bert_model;
 
 /* Sizes (in floats) of every parameter tensor for a config. */
-void bert_param_sizes(const bert_config *c, size_t sizes[BP_COUNT]);
+void cb_bert_param_sizes(const bert_config *c, size_t sizes[BP_COUNT]);
 
 /* Load config.json and model.safetensors from a model directory (keys with
  * or without the "bert." prefix; pooler and cls.* tensors are ignored) onto
  * dev. Returns 0, or -1 with err naming the file and the problem. */
-int bert_load(bert_model *m, ops_device *dev, const char *dir, cb_err *err);
-void bert_free(bert_model *m);
+int cb_bert_load(bert_model *m, ops_device *dev, const char *dir, cb_err *err);
+void cb_bert_free(bert_model *m);
 /* Point the tensors of m into `mem` ([dev], n_params floats, the same
- * layout), freeing what bert_load allocated. Used to move the parameters
+ * layout), freeing what cb_bert_load allocated. Used to move the parameters
  * into a larger block; m no longer owns them. */
-void bert_bind(bert_model *m, float *mem);
+void cb_bert_bind(bert_model *m, float *mem);
 
 /* A packed batch, in host memory. ids, type_ids, mask are [T]; seq_len is
  * [S]. type_ids and mask may be NULL (all 0, all 1). Every sequence must
@@ -89,7 +89,7 @@ typedef struct bert_batch {
     const uint8_t *mask;
 } bert_batch;
 
-/* Activations, on the model's device. Sized by bert_acts_init for at most
+/* Activations, on the model's device. Sized by cb_bert_acts_init for at most
  * max_tokens tokens in a batch; max_att bounds sum over sequences of n_s^2
  * (its square root, capped at the model's positions, sizes the attention
  * workspace). */
@@ -119,7 +119,7 @@ typedef struct bert_acts {
     float *ln2_mean, *ln2_rstd; /* [T] */
     float *ln2;                 /* [T, H] layer output */
     size_t stride_TH, stride_T3H, stride_TI, stride_T;
-    /* the batch's layout, filled by bert_forward: on the host, then
+    /* the batch's layout, filled by cb_bert_forward: on the host, then
      * uploaded into one device allocation */
     void *lay;                  /* [dev] the allocation */
     int32_t *ids, *types, *pos; /* [dev] [T] */
@@ -144,24 +144,24 @@ typedef struct bert_acts {
     float *d_ctx;               /* [dev] [T, H] */
     ops_work work;              /* attention workspace */
     /* seconds spent in attention (scores, softmax, context and their
-     * backward), accumulated by bert_forward / bert_backward; the caller
+     * backward), accumulated by cb_bert_forward / cb_bert_backward; the caller
      * resets it. For benchmarks: the rest of a pass is mostly dense GEMMs. */
     double t_attn;
 } bert_acts;
 
 /* Returns 0, or -1 with err (out of device memory). */
-int bert_acts_init(bert_acts *a, ops_device *dev, const bert_config *c, int max_tokens, size_t max_att,
+int cb_bert_acts_init(bert_acts *a, ops_device *dev, const bert_config *c, int max_tokens, size_t max_att,
                    int train, cb_err *err);
-void bert_acts_free(bert_acts *a);
+void cb_bert_acts_free(bert_acts *a);
 
-/* Forward pass. Output: the last hidden states, bert_output(m, a), [T, H]
+/* Forward pass. Output: the last hidden states, cb_bert_output(m, a), [T, H]
  * [dev]. In training mode with a->p_hidden / a->p_att > 0, dropout is
  * applied as in transformers' BertModel.train() (after the embeddings'
  * LayerNorm, on the attention probabilities, on the attention output and
  * the feed-forward output before their residual LayerNorms), from masks
  * derived from a->seed. */
-void bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b);
-float *bert_output(const bert_model *m, const bert_acts *a);
+void cb_bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b);
+float *cb_bert_output(const bert_model *m, const bert_acts *a);
 
 /* The Hugging Face name of every parameter tensor (without the "bert."
  * prefix), its shape and where it lies in our layout: element `offset` of
@@ -175,9 +175,9 @@ typedef struct bert_named {
     int64_t shape[2];
 } bert_named;
 /* Number of named tensors: 5 + 16 * layers. */
-int bert_named_count(const bert_config *c);
-/* Fill out[bert_named_count(c)]. */
-void bert_named_tensors(const bert_config *c, bert_named *out);
+int cb_bert_named_count(const bert_config *c);
+/* Fill out[cb_bert_named_count(c)]. */
+void cb_bert_named_tensors(const bert_config *c, bert_named *out);
 
 /* Parameter gradients: one device allocation, the same layout as the
  * parameters. */
@@ -188,14 +188,14 @@ typedef struct bert_grads {
     float *t[BP_COUNT];         /* [dev] */
     int owned;
 } bert_grads;
-int bert_grads_init(bert_grads *g, const bert_model *m, cb_err *err);  /* zeroed */
+int cb_bert_grads_init(bert_grads *g, const bert_model *m, cb_err *err);  /* zeroed */
 /* Point g into caller-owned device memory of m->n_params floats. */
-void bert_grads_bind(bert_grads *g, const bert_model *m, float *mem);
-void bert_grads_zero(bert_grads *g);
-void bert_grads_free(bert_grads *g);
+void cb_bert_grads_bind(bert_grads *g, const bert_model *m, float *mem);
+void cb_bert_grads_zero(bert_grads *g);
+void cb_bert_grads_free(bert_grads *g);
 
-/* Backward pass of the last bert_forward (training-mode activations).
+/* Backward pass of the last cb_bert_forward (training-mode activations).
  * d_out: [T, H] [dev] gradient of the last hidden states (overwritten as
  * scratch). Parameter gradients accumulate (+=) into g. */
-void bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, float *d_out);
+void cb_bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, float *d_out);
 #endif

@@ -14,7 +14,7 @@ char *openblas_get_corename(void);
 char *openblas_get_config(void);
 int openblas_get_num_threads(void);
 
-const char *blas_corename(void) { return openblas_get_corename(); }
+const char *cb_blas_corename(void) { return openblas_get_corename(); }
 
 static int ieq(const char *a, const char *b) {
     for (; *a && *b; a++, b++)
@@ -31,8 +31,8 @@ static int weak_core(const char *core) {
     return 0;
 }
 
-const char *blas_best_coretype(void) {
-    const char *core = blas_corename();
+const char *cb_blas_best_coretype(void) {
+    const char *core = cb_blas_corename();
     if (!core) return NULL;
     __builtin_cpu_init();
     int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -47,10 +47,10 @@ const char *blas_best_coretype(void) {
     return NULL;
 }
 
-void blas_init(int argc, char **argv) {
+void cb_blas_init(int argc, char **argv) {
     (void)argc;
     if (getenv("OPENBLAS_CORETYPE") || getenv("COLBERT_BLAS_REEXEC")) return;
-    const char *best = blas_best_coretype();
+    const char *best = cb_blas_best_coretype();
     if (!best) return;
     setenv("OPENBLAS_CORETYPE", best, 1);
     setenv("COLBERT_BLAS_REEXEC", "1", 1);
@@ -59,11 +59,11 @@ void blas_init(int argc, char **argv) {
     unsetenv("OPENBLAS_CORETYPE");
 }
 
-void blas_print_info(FILE *f) {
+void cb_blas_print_info(FILE *f) {
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
     fprintf(f, "blas: %s\nkernels: %s\nthreads: %d\n", openblas_get_config(),
-            blas_corename(), threads);
+            cb_blas_corename(), threads);
 }

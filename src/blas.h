@@ -2,7 +2,7 @@
  *
  * Debian's OpenBLAS 0.3.21 picks its kernels at load time from the CPU model
  * and misreads newer CPUs (Intel model 207 runs as "Prescott", 5-10x slower
- * than its SkylakeX kernels). blas_init checks the kernels in use against
+ * than its SkylakeX kernels). cb_blas_init checks the kernels in use against
  * what the CPU supports and, when they are weaker, re-runs the program once
  * with OPENBLAS_CORETYPE set to the best matching kernels, so users never
  * have to set anything. A user's own OPENBLAS_CORETYPE is respected.
@@ -16,10 +16,10 @@
 #undef I
 
 /* Call first thing in main(): may re-exec the program (argv unchanged). */
-void blas_init(int argc, char **argv);
+void cb_blas_init(int argc, char **argv);
 /* The kernels OpenBLAS runs ("Haswell", "SkylakeX", ...) */
-const char *blas_corename(void);
+const char *cb_blas_corename(void);
 /* The kernels this CPU should run, by its features; NULL if no better. */
-const char *blas_best_coretype(void);
-void blas_print_info(FILE *f);
+const char *cb_blas_best_coretype(void);
+void cb_blas_print_info(FILE *f);
 #endif

@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-void colbert_config_default(colbert_config *c) {
+void cb_colbert_config_default(colbert_config *c) {
     c->dim = 128;
     c->query_maxlen = 32;
     c->doc_maxlen = 220;
@@ -18,7 +18,7 @@ void colbert_config_default(colbert_config *c) {
 /* ---- token layout ------------------------------------------------------- */
 
 static int need_id(int32_t *out, const tokenizer *tok, const char *token, cb_err *err) {
-    int id = tokenizer_token_id(tok, token);
+    int id = cb_tokenizer_token_id(tok, token);
     if (id < 0)
         return cb_err_set(err, "colbert: the vocabulary has no %s token (ColBERT needs "
                                "[CLS], [SEP], [MASK], [unused0] as [Q] and [unused1] as [D])", token);
@@ -31,9 +31,9 @@ static int cmp_i32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-int colbert_vocab_init(colbert_vocab *v, const tokenizer *tok, cb_err *err) {
+int cb_colbert_vocab_init(colbert_vocab *v, const tokenizer *tok, cb_err *err) {
     memset(v, 0, sizeof *v);
-    tokenizer_specials sp = tokenizer_get_specials(tok);
+    tokenizer_specials sp = cb_tokenizer_get_specials(tok);
     v->pad = sp.pad;
     if (need_id(&v->cls, tok, "[CLS]", err) || need_id(&v->sep, tok, "[SEP]", err) ||
         need_id(&v->mask, tok, "[MASK]", err) || need_id(&v->q_marker, tok, "[unused0]", err) ||
@@ -44,7 +44,7 @@ int colbert_vocab_init(colbert_vocab *v, const tokenizer *tok, cb_err *err) {
     static const char punct[] = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
     for (const char *p = punct; *p; p++) {
         int32_t id;
-        if (tokenizer_encode(tok, p, 1, &id, 1) < 1) continue;
+        if (cb_tokenizer_encode(tok, p, 1, &id, 1) < 1) continue;
         int dup = 0;
         for (int k = 0; k < v->n_punct; k++) dup |= v->punct[k] == id;
         if (!dup) v->punct[v->n_punct++] = id;
@@ -57,7 +57,7 @@ int colbert_vocab_init(colbert_vocab *v, const tokenizer *tok, cb_err *err) {
 static int marked_ids(int32_t *ids, const colbert_vocab *v, const tokenizer *tok, const char *text,
                       size_t len, int32_t marker, int L) {
     CB_ASSERT(L >= 3);
-    int n = tokenizer_encode(tok, text, len, ids + 2, L - 3);
+    int n = cb_tokenizer_encode(tok, text, len, ids + 2, L - 3);
     /* -1: no memory for the code points of a text of len bytes (a text this
      * size was already read into memory whole) */
     CB_ASSERT(n >= 0);
@@ -68,7 +68,7 @@ static int marked_ids(int32_t *ids, const colbert_vocab *v, const tokenizer *tok
     return n + 3;
 }
 
-void colbert_query_ids(int32_t *ids, uint8_t *mask, const colbert_vocab *v, const tokenizer *tok,
+void cb_colbert_query_ids(int32_t *ids, uint8_t *mask, const colbert_vocab *v, const tokenizer *tok,
                        const char *text, size_t len, const colbert_config *c) {
     int L = c->query_maxlen;
     int n = marked_ids(ids, v, tok, text, len, v->q_marker, L);
@@ -78,12 +78,12 @@ void colbert_query_ids(int32_t *ids, uint8_t *mask, const colbert_vocab *v, cons
     }
 }
 
-int colbert_doc_ids(int32_t *ids, const colbert_vocab *v, const tokenizer *tok,
+int cb_colbert_doc_ids(int32_t *ids, const colbert_vocab *v, const tokenizer *tok,
                     const char *text, size_t len, const colbert_config *c) {
     return marked_ids(ids, v, tok, text, len, v->d_marker, c->doc_maxlen);
 }
 
-void colbert_doc_keep(uint8_t *keep, const int32_t *ids, int n, const colbert_vocab *v, int mask_punctuation) {
+void cb_colbert_doc_keep(uint8_t *keep, const int32_t *ids, int n, const colbert_vocab *v, int mask_punctuation) {
     for (int i = 0; i < n; i++) {
         int k = ids[i] != v->pad;
         if (k && mask_punctuation)
@@ -93,13 +93,13 @@ void colbert_doc_keep(uint8_t *keep, const int32_t *ids, int n, const colbert_vo
 }
 
 /* splitmix64 (rng.h) as the uniform source, Box-Muller for the normals. */
-void colbert_linear_init(float *linear, uint64_t seed, float std, int D, int H) {
+void cb_colbert_linear_init(float *linear, uint64_t seed, float std, int D, int H) {
     rng s = {seed};   /* the raw splitmix64 sequence from state `seed` */
     size_t n = (size_t)D * H;
     for (size_t i = 0; i < n; i += 2) {
         /* u1 in (0, 1] so that log(u1) is finite; 53-bit uniforms */
-        double u1 = ((double)(rng_next(&s) >> 11) + 1.0) * 0x1.0p-53;
-        double u2 = (double)(rng_next(&s) >> 11) * 0x1.0p-53;
+        double u1 = ((double)(cb_rng_next(&s) >> 11) + 1.0) * 0x1.0p-53;
+        double u2 = (double)(cb_rng_next(&s) >> 11) * 0x1.0p-53;
         double r = sqrt(-2.0 * log(u1)), th = 2.0 * M_PI * u2;
         linear[i] = (float)(std * r * cos(th));
         if (i + 1 < n) linear[i + 1] = (float)(std * r * sin(th));
@@ -108,21 +108,21 @@ void colbert_linear_init(float *linear, uint64_t seed, float std, int D, int H) 
 
 /* ---- head ---------------------------------------------------------------- */
 
-void colbert_head_forward(ops_device *d, float *out, float *proj, float *norm, const float *hidden,
+void cb_colbert_head_forward(ops_device *d, float *out, float *proj, float *norm, const float *hidden,
                           const float *linear, const uint8_t *keep, int relu, int T, int H, int D) {
     if (T == 0) return;
-    ops_linear_forward(d, proj, hidden, linear, NULL, T, H, D);
-    ops_keep_relu_forward(d, proj, keep, relu, T, D);
-    ops_l2norm_forward(d, out, norm, proj, T, D);
+    cb_ops_linear_forward(d, proj, hidden, linear, NULL, T, H, D);
+    cb_ops_keep_relu_forward(d, proj, keep, relu, T, D);
+    cb_ops_l2norm_forward(d, out, norm, proj, T, D);
 }
 
-void colbert_head_backward(ops_device *d, float *d_hidden, float *d_linear, float *d_out, const float *out,
+void cb_colbert_head_backward(ops_device *d, float *d_hidden, float *d_linear, float *d_out, const float *out,
                            const float *proj, const float *norm, const float *hidden, const float *linear,
                            const uint8_t *keep, int relu, int T, int H, int D) {
     if (T == 0) return;
     /* d_out becomes dL/dproj in place */
-    ops_l2norm_backward(d, d_out, d_out, out, norm, T, D);
-    ops_keep_relu_backward(d, d_out, proj, keep, relu, T, D);
+    cb_ops_l2norm_backward(d, d_out, d_out, out, norm, T, D);
+    cb_ops_keep_relu_backward(d, d_out, proj, keep, relu, T, D);
     /* forward: proj[T, D] = hidden[T, H] @ linear[D, H]^T */
-    ops_linear_backward(d, d_hidden, d_linear, NULL, d_out, hidden, linear, T, H, D, 1);
+    cb_ops_linear_backward(d, d_hidden, d_linear, NULL, d_out, hidden, linear, T, H, D, 1);
 }

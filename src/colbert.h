@@ -37,11 +37,11 @@ typedef struct colbert_config {
     int doc_maxlen;             /* 220 */
     int mask_punctuation;       /* 1 */
     int attend_to_mask_tokens;  /* 0 */
-    int relu;                   /* 0; see colbert_head_forward */
+    int relu;                   /* 0; see cb_colbert_head_forward */
 } colbert_config;
 
 /* colbert-ai's defaults (ColBERTConfig). */
-void colbert_config_default(colbert_config *c);
+void cb_colbert_config_default(colbert_config *c);
 
 /* The ids the layout needs, looked up once in the vocabulary. */
 #define COLBERT_MAX_PUNCT 32
@@ -53,24 +53,24 @@ typedef struct colbert_vocab {
 
 /* Look the markers and punctuation ids up. -1 + err when the vocabulary
  * lacks [CLS], [SEP], [MASK], [unused0] or [unused1]. */
-int colbert_vocab_init(colbert_vocab *v, const tokenizer *tok, cb_err *err);
+int cb_colbert_vocab_init(colbert_vocab *v, const tokenizer *tok, cb_err *err);
 
 /* Query ids: writes exactly c->query_maxlen ids and attention-mask bytes. */
-void colbert_query_ids(int32_t *ids /* [query_maxlen] */, uint8_t *mask /* [query_maxlen] */,
+void cb_colbert_query_ids(int32_t *ids /* [query_maxlen] */, uint8_t *mask /* [query_maxlen] */,
                        const colbert_vocab *v, const tokenizer *tok, const char *text, size_t len,
                        const colbert_config *c);
 
 /* Document ids: writes n <= c->doc_maxlen ids and returns n. */
-int colbert_doc_ids(int32_t *ids /* [doc_maxlen] */, const colbert_vocab *v, const tokenizer *tok,
+int cb_colbert_doc_ids(int32_t *ids /* [doc_maxlen] */, const colbert_vocab *v, const tokenizer *tok,
                     const char *text, size_t len, const colbert_config *c);
 
 /* keep[i] = 0 for a punctuation id (when mask_punctuation) or [PAD], else 1. */
-void colbert_doc_keep(uint8_t *keep /* [n] */, const int32_t *ids /* [n] */, int n,
+void cb_colbert_doc_keep(uint8_t *keep /* [n] */, const int32_t *ids /* [n] */, int n,
                       const colbert_vocab *v, int mask_punctuation);
 
 /* A new projection: linear[D, H] ~ Normal(0, std) from a seeded
  * splitmix64 + Box-Muller stream (the same numbers on every machine). */
-void colbert_linear_init(float *linear /* [D, H] */, uint64_t seed, float std, int D, int H);
+void cb_colbert_linear_init(float *linear /* [D, H] */, uint64_t seed, float std, int D, int H);
 
 /* ---- head ---------------------------------------------------------------- */
 
@@ -79,18 +79,18 @@ void colbert_linear_init(float *linear /* [D, H] */, uint64_t seed, float std, i
  * pre-normalisation vectors and norm the clamped norms, for the backward
  * pass. relu: colbert-ai has the `relu` setting but its current code never
  * applies it; ours applies it after the projection. */
-void colbert_head_forward(ops_device *d, float *out /* [T, D] */, float *proj /* [T, D] */,
+void cb_colbert_head_forward(ops_device *d, float *out /* [T, D] */, float *proj /* [T, D] */,
                           float *norm /* [T] */, const float *hidden /* [T, H] */,
                           const float *linear /* [D, H] */, const uint8_t *keep /* [T] */, int relu, int T,
                           int H, int D);
 
 /* d_hidden += dL/dhidden; d_linear += dL/dlinear. d_out is overwritten
  * (used as scratch for dL/dproj). */
-void colbert_head_backward(ops_device *d, float *d_hidden /* [T, H] */, float *d_linear /* [D, H] */,
+void cb_colbert_head_backward(ops_device *d, float *d_hidden /* [T, H] */, float *d_linear /* [D, H] */,
                            float *d_out /* [T, D] */, const float *out /* [T, D] */,
                            const float *proj /* [T, D] */, const float *norm /* [T] */,
                            const float *hidden /* [T, H] */, const float *linear /* [D, H] */,
                            const uint8_t *keep /* [T] */, int relu, int T, int H, int D);
 
-/* MaxSim (score, argmax, backward) is ops_maxsim_forward/backward (ops.h). */
+/* MaxSim (score, argmax, backward) is cb_ops_maxsim_forward/backward (ops.h). */
 #endif

@@ -51,16 +51,16 @@ static int read_metadata(colmodel *m, const char *path, cb_err *err) {
     return 0;
 }
 
-int colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, uint64_t seed, cb_err *err) {
+int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, uint64_t seed, cb_err *err) {
     memset(m, 0, sizeof *m);
     m->dev = dev;
     float *lin = NULL;
-    colbert_config_default(&m->cc);
+    cb_colbert_config_default(&m->cc);
     if (dim > 0) m->cc.dim = dim;
-    if (!(m->dir = model_resolve(name, err))) return -1;
-    if (!(m->tok = tokenizer_load(m->dir, err))) goto fail;
-    if (colbert_vocab_init(&m->vocab, m->tok, err)) goto fail;
-    if (bert_load(&m->bert, dev, m->dir, err)) goto fail;
+    if (!(m->dir = cb_model_resolve(name, err))) return -1;
+    if (!(m->tok = cb_tokenizer_load(m->dir, err))) goto fail;
+    if (cb_colbert_vocab_init(&m->vocab, m->tok, err)) goto fail;
+    if (cb_bert_load(&m->bert, dev, m->dir, err)) goto fail;
     int H = m->bert.cfg.hidden_size;
     char *meta = cb_path_join(m->dir, "artifact.metadata");
     int has_meta = cb_file_exists(meta);
@@ -69,35 +69,35 @@ int colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, uint6
     if (rc) goto fail;
     char *stp = cb_path_join(m->dir, "model.safetensors");
     st_file f;
-    rc = st_open(&f, stp, err);
+    rc = cb_st_open(&f, stp, err);
     free(stp);
     if (rc) goto fail;
-    const st_tensor *lt = st_find(&f, "linear.weight");
+    const st_tensor *lt = cb_st_find(&f, "linear.weight");
     if (lt) {
         /* a ColBERT checkpoint: its projection fixes dim */
         if (lt->ndim != 2 || lt->shape[1] != H || lt->shape[0] <= 0) {
             cb_err_set(err, "%s/model.safetensors: linear.weight has shape [%lld, %lld], expected "
                        "[dim, %d]", m->dir, (long long)lt->shape[0],
                        (long long)(lt->ndim > 1 ? lt->shape[1] : 0), H);
-            st_close(&f);
+            cb_st_close(&f);
             goto fail;
         }
         m->cc.dim = (int)lt->shape[0];
         lin = cb_malloc((size_t)m->cc.dim * H * sizeof(float), "linear.weight", err);
         int64_t shape[2] = {m->cc.dim, H};
-        rc = lin ? st_read_f32(&f, "linear.weight", lin, 2, shape, err) : -1;
+        rc = lin ? cb_st_read_f32(&f, "linear.weight", lin, 2, shape, err) : -1;
         m->is_colbert = 1;
     }
-    st_close(&f);
+    cb_st_close(&f);
     if (rc) goto fail;
     if (!lin) {
         lin = cb_malloc((size_t)m->cc.dim * H * sizeof(float), "the projection", err);
         if (!lin) goto fail;
-        colbert_linear_init(lin, seed, m->bert.cfg.initializer_range, m->cc.dim, H);
+        cb_colbert_linear_init(lin, seed, m->bert.cfg.initializer_range, m->cc.dim, H);
     }
-    m->linear = ops_alloc(dev, (size_t)m->cc.dim * H * sizeof(float), "the projection", err);
+    m->linear = cb_ops_alloc(dev, (size_t)m->cc.dim * H * sizeof(float), "the projection", err);
     if (!m->linear) goto fail;
-    ops_upload(dev, m->linear, lin, (size_t)m->cc.dim * H * sizeof(float));
+    cb_ops_upload(dev, m->linear, lin, (size_t)m->cc.dim * H * sizeof(float));
     free(lin);
     lin = NULL;
     if (m->cc.dim <= 0 || m->cc.query_maxlen < 4 || m->cc.doc_maxlen < 3 ||
@@ -111,17 +111,17 @@ int colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, uint6
     return 0;
 fail:
     free(lin);
-    colmodel_free(m);
+    cb_colmodel_free(m);
     return -1;
 }
 
-void colmodel_free(colmodel *m) {
-    if (m->tok) tokenizer_free(m->tok);
-    bert_free(&m->bert);
-    bert_acts_free(&m->acts);
+void cb_colmodel_free(colmodel *m) {
+    if (m->tok) cb_tokenizer_free(m->tok);
+    cb_bert_free(&m->bert);
+    cb_bert_acts_free(&m->acts);
     if (m->dev) {
-        ops_free(m->dev, m->linear);
-        ops_free(m->dev, m->buf);
+        cb_ops_free(m->dev, m->linear);
+        cb_ops_free(m->dev, m->buf);
     }
     free(m->metadata);
     free(m->host);
@@ -140,13 +140,13 @@ static int buffers(colmodel *m, cb_err *err) {
     int maxlen = m->cc.doc_maxlen > m->cc.query_maxlen ? m->cc.doc_maxlen : m->cc.query_maxlen;
     if (m->batch_tokens < maxlen) m->batch_tokens = maxlen;
     size_t T = (size_t)m->batch_tokens, D = (size_t)m->cc.dim;
-    if (bert_acts_init(&m->acts, m->dev, &m->bert.cfg, (int)T, T * maxlen, 0, err)) return -1;
-    m->buf = ops_alloc(m->dev, T * (2 * D + 1) * sizeof(float) + T, "the encoder's buffers", err);
+    if (cb_bert_acts_init(&m->acts, m->dev, &m->bert.cfg, (int)T, T * maxlen, 0, err)) return -1;
+    m->buf = cb_ops_alloc(m->dev, T * (2 * D + 1) * sizeof(float) + T, "the encoder's buffers", err);
     m->host = m->buf ? cb_malloc(T * D * sizeof(float) + T * 2 * sizeof(int32_t) + 2 * T, "the encoder's buffers",
                                  err) : NULL;
     if (!m->host) {
-        bert_acts_free(&m->acts);
-        if (m->buf) ops_free(m->dev, m->buf);
+        cb_bert_acts_free(&m->acts);
+        if (m->buf) cb_ops_free(m->dev, m->buf);
         m->buf = NULL;
         return -1;
     }
@@ -167,37 +167,37 @@ static int buffers(colmodel *m, cb_err *err) {
 static void encode_batch(colmodel *m, int n_seq, int T, int queries) {
     int D = m->cc.dim, H = m->bert.cfg.hidden_size;
     bert_batch bb = {.n_seq = n_seq, .seq_len = m->h_len, .ids = m->h_ids, .mask = queries ? m->h_mask : NULL};
-    bert_forward(&m->bert, &m->acts, &bb);
-    if (!queries) ops_upload(m->dev, m->d_keep, m->h_keep, (size_t)T);
-    colbert_head_forward(m->dev, m->d_out, m->d_proj, m->d_norm, bert_output(&m->bert, &m->acts), m->linear,
+    cb_bert_forward(&m->bert, &m->acts, &bb);
+    if (!queries) cb_ops_upload(m->dev, m->d_keep, m->h_keep, (size_t)T);
+    cb_colbert_head_forward(m->dev, m->d_out, m->d_proj, m->d_norm, cb_bert_output(&m->bert, &m->acts), m->linear,
                          queries ? NULL : m->d_keep, m->cc.relu, T, H, D);
-    ops_download(m->dev, m->h_out, m->d_out, (size_t)T * D * sizeof(float));
+    cb_ops_download(m->dev, m->h_out, m->d_out, (size_t)T * D * sizeof(float));
 }
 
-int colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t *lens, int n, float *out,
+int cb_colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t *lens, int n, float *out,
                             cb_err *err) {
     if (buffers(m, err)) return -1;
     int Lq = m->cc.query_maxlen, D = m->cc.dim;
     int per = m->batch_tokens / Lq;
     progress pg;
-    progress_init(&pg, "encode queries", "queries", n, m->quiet || n < 1000);
+    cb_progress_init(&pg, "encode queries", "queries", n, m->quiet || n < 1000);
     for (int s = 0; s < n; s += per) {
         int nb = n - s < per ? n - s : per;
 #pragma omp parallel for schedule(dynamic, 16)
         for (int i = 0; i < nb; i++)
-            colbert_query_ids(m->h_ids + (size_t)i * Lq, m->h_mask + (size_t)i * Lq, &m->vocab, m->tok,
+            cb_colbert_query_ids(m->h_ids + (size_t)i * Lq, m->h_mask + (size_t)i * Lq, &m->vocab, m->tok,
                               texts[s + i], lens[s + i], &m->cc);
         for (int i = 0; i < nb; i++) m->h_len[i] = Lq;
         if (m->cc.attend_to_mask_tokens) memset(m->h_mask, 1, (size_t)nb * Lq);
         encode_batch(m, nb, nb * Lq, 1);
         memcpy(out + (size_t)s * Lq * D, m->h_out, (size_t)nb * Lq * D * sizeof(float));
-        progress_update(&pg, s + nb);
+        cb_progress_update(&pg, s + nb);
     }
-    progress_finish(&pg);
+    cb_progress_finish(&pg);
     return 0;
 }
 
-int colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,
+int cb_colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,
                          float **vectors, cb_err *err) {
     if (buffers(m, err)) return -1;
     int Ld = m->cc.doc_maxlen, D = m->cc.dim;
@@ -212,12 +212,12 @@ int colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *le
 #pragma omp parallel for schedule(dynamic, 16)
     for (int i = 0; i < n; i++) {
         int32_t *dd = ids + (size_t)i * Ld;
-        ntok[i] = colbert_doc_ids(dd, &m->vocab, m->tok, texts[i], lens[i], &m->cc);
+        ntok[i] = cb_colbert_doc_ids(dd, &m->vocab, m->tok, texts[i], lens[i], &m->cc);
         uint8_t keep[1024];
         int k = 0;
         for (int j = 0; j < ntok[i]; j += 1024) {
             int c = ntok[i] - j < 1024 ? ntok[i] - j : 1024;
-            colbert_doc_keep(keep, dd + j, c, &m->vocab, m->cc.mask_punctuation);
+            cb_colbert_doc_keep(keep, dd + j, c, &m->vocab, m->cc.mask_punctuation);
             for (int t = 0; t < c; t++) k += keep[t];
         }
         kept[i] = k;
@@ -225,9 +225,9 @@ int colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *le
     off[0] = 0;
     for (int i = 0; i < n; i++) off[i + 1] = off[i] + (size_t)kept[i];
     vec = cb_malloc((off[n] ? off[n] : 1) * D * sizeof(float), "the document vectors", err);
-    if (!vec || batch_plan_make(&bp, ntok, n, m->batch_tokens, err)) goto fail;
+    if (!vec || cb_batch_plan_make(&bp, ntok, n, m->batch_tokens, err)) goto fail;
     progress pg;
-    progress_init(&pg, "encode documents", "docs", n, m->quiet || n < 200);
+    cb_progress_init(&pg, "encode documents", "docs", n, m->quiet || n < 200);
     for (int bi = 0; bi < bp.n_batches; bi++) {
         const int *order = bp.order + bp.start[bi];
         int T = 0, nb = bp.start[bi + 1] - bp.start[bi];
@@ -237,7 +237,7 @@ int colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *le
             m->h_len[k] = ntok[i];
             T += ntok[i];
         }
-        colbert_doc_keep(m->h_keep, m->h_ids, T, &m->vocab, m->cc.mask_punctuation);
+        cb_colbert_doc_keep(m->h_keep, m->h_ids, T, &m->vocab, m->cc.mask_punctuation);
         encode_batch(m, nb, T, 0);
         int t = 0;
         for (int k = 0; k < nb; k++) {
@@ -245,10 +245,10 @@ int colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *le
             for (int j = 0; j < m->h_len[k]; j++, t++)
                 if (m->h_keep[t]) { memcpy(dst, m->h_out + (size_t)t * D, (size_t)D * sizeof(float)); dst += D; }
         }
-        progress_update(&pg, bp.start[bi + 1]);
+        cb_progress_update(&pg, bp.start[bi + 1]);
     }
-    progress_finish(&pg);
-    batch_plan_free(&bp);
+    cb_progress_finish(&pg);
+    cb_batch_plan_free(&bp);
     free(ids);
     free(ntok);
     free(off);
@@ -293,7 +293,7 @@ static int write_json(const char *path, json_t *j, cb_err *err) {
     return cb_out_commit(f, tmp, path, err);
 }
 
-int colmodel_save(const char *dir, const bert_config *bc, const float *params, const float *linear,
+int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params, const float *linear,
                   const colbert_config *cc, const char *src_dir, const char *extra_meta, cb_err *err) {
     size_t dl = strlen(dir);
     char *tmp = cb_xmalloc(dl + 32), *old = cb_xmalloc(dl + 32);
@@ -306,9 +306,9 @@ int colmodel_save(const char *dir, const bert_config *bc, const float *params, c
     if (mkdir(tmp, 0755)) { rc = cb_err_set(err, "%s: cannot create: %s", tmp, strerror(errno)); goto done; }
 
     /* weights: encoder under "bert.", then linear.weight */
-    int nt = bert_named_count(bc);
+    int nt = cb_bert_named_count(bc);
     bert_named *names = cb_xmalloc((size_t)nt * sizeof *names);
-    bert_named_tensors(bc, names);
+    cb_bert_named_tensors(bc, names);
     st_wtensor *w = cb_xmalloc((size_t)(nt + 1) * sizeof *w);
     char (*keys)[112] = cb_xmalloc((size_t)nt * sizeof *keys);
     for (int i = 0; i < nt; i++) {
@@ -318,7 +318,7 @@ int colmodel_save(const char *dir, const bert_config *bc, const float *params, c
     }
     w[nt] = (st_wtensor){"linear.weight", ST_F32, 2, {cc->dim, bc->hidden_size}, linear};
     p = cb_path_join(tmp, "model.safetensors");
-    rc = st_write(p, w, nt + 1, err);
+    rc = cb_st_write(p, w, nt + 1, err);
     free(p); p = NULL;
     free(names);
     free(w);

@@ -51,22 +51,22 @@ typedef struct colmodel {
 
 /* Load onto device dev. dim: projection size for a new ColBERT (0: 128);
  * ignored for a checkpoint, which brings its own. */
-int colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, uint64_t seed, cb_err *err);
-void colmodel_free(colmodel *m);
+int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, uint64_t seed, cb_err *err);
+void cb_colmodel_free(colmodel *m);
 
 /* out[n, query_maxlen, dim] (host). 0, or -1 with err (out of memory). */
-int colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t *lens, int n, float *out,
+int cb_colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t *lens, int n, float *out,
                             cb_err *err);
 /* *lengths [n] kept vectors per document, *vectors [sum lengths, dim]
  * (host); caller frees both. 0, or -1 with err. */
-int colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,
+int cb_colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,
                          float **vectors, cb_err *err);
 
 /* Write a checkpoint to `dir`: the encoder's parameters (host, in the
- * layout of bert_named_tensors(bc)), linear [cc->dim, H] (host) and the
+ * layout of cb_bert_named_tensors(bc)), linear [cc->dim, H] (host) and the
  * ColBERT settings cc, copying config.json and the tokenizer files from
  * src_dir. extra_meta: JSON object text merged into artifact.metadata (may
  * be NULL). */
-int colmodel_save(const char *dir, const bert_config *bc, const float *params, const float *linear,
+int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params, const float *linear,
                   const colbert_config *cc, const char *src_dir, const char *extra_meta, cb_err *err);
 #endif

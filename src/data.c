@@ -14,7 +14,7 @@
 /* UTF-8                                                                    */
 /* ======================================================================== */
 
-size_t data_utf8_seq(const unsigned char *s, size_t n) {
+size_t cb_data_utf8_seq(const unsigned char *s, size_t n) {
     unsigned c = s[0];
     if (c >= 0xc2 && c <= 0xdf) {
         return n >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
@@ -35,7 +35,7 @@ size_t data_utf8_seq(const unsigned char *s, size_t n) {
     return 0;
 }
 
-int data_utf8_valid(const char *str, size_t n, size_t *bad) {
+int cb_data_utf8_valid(const char *str, size_t n, size_t *bad) {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0;
     while (i < n) {
@@ -48,7 +48,7 @@ int data_utf8_valid(const char *str, size_t n, size_t *bad) {
         }
         if (i >= n) break;
         if (s[i] < 0x80) { i++; continue; }
-        size_t k = data_utf8_seq(s + i, n - i);
+        size_t k = cb_data_utf8_seq(s + i, n - i);
         if (!k) {
             if (bad) *bad = i;
             return 0;
@@ -62,7 +62,7 @@ int data_utf8_valid(const char *str, size_t n, size_t *bad) {
 /* Text helpers                                                             */
 /* ======================================================================== */
 
-int data_is_blank(const char *s, size_t n) {
+int cb_data_is_blank(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (!(c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f')) return 0;
@@ -70,20 +70,20 @@ int data_is_blank(const char *s, size_t n) {
     return 1;
 }
 
-const char *data_excerpt(char *buf, size_t cap, const char *s, size_t n) {
+const char *cb_data_excerpt(char *buf, size_t cap, const char *s, size_t n) {
     size_t k = n < cap - 8 ? n : cap - 8;
     while (k > 0 && k < n && ((unsigned char)s[k] & 0xc0) == 0x80) k--;   /* whole characters */
     snprintf(buf, cap, "\"%.*s%s\"", (int)k, s, k < n ? "..." : "");
     return buf;
 }
 
-const char *data_join_title(char **buf, size_t *cap, const char *title, size_t nt, const char *sep,
+const char *cb_data_join_title(char **buf, size_t *cap, const char *title, size_t nt, const char *sep,
                             const char *text, size_t nx, size_t *len, cb_err *err) {
-    if (!title || data_is_blank(title, nt)) {
+    if (!title || cb_data_is_blank(title, nt)) {
         *len = nx;
         return text;
     }
-    if (data_is_blank(text, nx)) {
+    if (cb_data_is_blank(text, nx)) {
         *len = nt;
         return title;
     }
@@ -105,7 +105,7 @@ const char *data_join_title(char **buf, size_t *cap, const char *title, size_t n
 /* Line reader                                                              */
 /* ======================================================================== */
 
-int data_lines_open(data_lines *r, const char *path, cb_err *err) {
+int cb_data_lines_open(data_lines *r, const char *path, cb_err *err) {
     memset(r, 0, sizeof *r);
     r->path = path;
     r->f = fopen(path, "rb");
@@ -128,7 +128,7 @@ int data_lines_open(data_lines *r, const char *path, cb_err *err) {
     return 0;
 }
 
-int data_lines_next(data_lines *r, char **line, size_t *len, cb_err *err) {
+int cb_data_lines_next(data_lines *r, char **line, size_t *len, cb_err *err) {
     for (;;) {
         char *nl = r->end > r->beg ? memchr(r->buf + r->beg, '\n', r->end - r->beg) : NULL;
         if (nl || (r->eof && r->end > r->beg)) {
@@ -170,16 +170,16 @@ int data_lines_next(data_lines *r, char **line, size_t *len, cb_err *err) {
     }
 }
 
-int data_lines_next_nonblank(data_lines *r, progress *pg, char **line, size_t *len, cb_err *err) {
+int cb_data_lines_next_nonblank(data_lines *r, progress *pg, char **line, size_t *len, cb_err *err) {
     int rc;
-    while ((rc = data_lines_next(r, line, len, err)) == 1) {
-        if (pg && (r->lineno & 4095) == 0) progress_update(pg, r->bytes_read >> 20);
-        if (!data_is_blank(*line, *len)) break;
+    while ((rc = cb_data_lines_next(r, line, len, err)) == 1) {
+        if (pg && (r->lineno & 4095) == 0) cb_progress_update(pg, r->bytes_read >> 20);
+        if (!cb_data_is_blank(*line, *len)) break;
     }
     return rc;
 }
 
-int data_lines_err(cb_err *err, const data_lines *r, const char *fmt, ...) {
+int cb_data_lines_err(cb_err *err, const data_lines *r, const char *fmt, ...) {
     char msg[768];
     va_list ap;
     va_start(ap, fmt);
@@ -188,7 +188,7 @@ int data_lines_err(cb_err *err, const data_lines *r, const char *fmt, ...) {
     return cb_err_set(err, "%s:%lld: %s", r->path, (long long)r->lineno, msg);
 }
 
-void data_lines_close(data_lines *r) {
+void cb_data_lines_close(data_lines *r) {
     if (r->f) fclose(r->f);
     free(r->buf);
     memset(r, 0, sizeof *r);
@@ -198,7 +198,7 @@ void data_lines_close(data_lines *r) {
 /* Writer                                                                   */
 /* ======================================================================== */
 
-int data_writer_init(data_writer *w, FILE *f, cb_err *err) {
+int cb_data_writer_init(data_writer *w, FILE *f, cb_err *err) {
     memset(w, 0, sizeof *w);
     w->f = f;
     w->cap = 1 << 20;
@@ -238,7 +238,7 @@ static size_t put_u64(char *o, uint64_t v) {
     return k;
 }
 
-void data_write_text_line(data_writer *w, uint64_t id, const char *text, size_t len) {
+void cb_data_write_text_line(data_writer *w, uint64_t id, const char *text, size_t len) {
     if (wreserve(w, len + 24)) return;
     char *o = w->buf + w->n;
     o += put_u64(o, id);
@@ -252,7 +252,7 @@ void data_write_text_line(data_writer *w, uint64_t id, const char *text, size_t 
     w->n = (size_t)(o - w->buf);
 }
 
-void data_write_id_array(data_writer *w, const uint32_t *ids, size_t n) {
+void cb_data_write_id_array(data_writer *w, const uint32_t *ids, size_t n) {
     if (wreserve(w, 12 * n + 3)) return;
     char *o = w->buf + w->n;
     *o++ = '[';
@@ -265,7 +265,7 @@ void data_write_id_array(data_writer *w, const uint32_t *ids, size_t n) {
     w->n = (size_t)(o - w->buf);
 }
 
-int data_writer_flush(data_writer *w) {
+int cb_data_writer_flush(data_writer *w) {
     wflush(w);
     if (!w->failed && fflush(w->f)) {
         w->failed = 1;
@@ -274,7 +274,7 @@ int data_writer_flush(data_writer *w) {
     return w->failed ? -1 : 0;
 }
 
-void data_writer_free(data_writer *w) {
+void cb_data_writer_free(data_writer *w) {
     free(w->buf);
     memset(w, 0, sizeof *w);
 }

@@ -26,25 +26,25 @@
 
 /* 1 if s[0..n) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF);
  * else 0 and *bad (if not NULL) = offset of the first invalid byte. */
-int data_utf8_valid(const char *s, size_t n, size_t *bad);
+int cb_data_utf8_valid(const char *s, size_t n, size_t *bad);
 /* Length of the valid UTF-8 sequence at s[0..n) whose first byte is >= 0x80,
  * or 0 if it is invalid (RFC 3629 table 3-7). */
-size_t data_utf8_seq(const unsigned char *s, size_t n);
+size_t cb_data_utf8_seq(const unsigned char *s, size_t n);
 
 /* ---- text helpers --------------------------------------------------------- */
 
 /* 1 if s[0..n) is only white space (space, \t, \n, \r, \v, \f) or empty. */
-int data_is_blank(const char *s, size_t n);
+int cb_data_is_blank(const char *s, size_t n);
 /* A short quoted excerpt of s[0..n) for messages, cut at a character
  * boundary with "..." when longer than fits: "\"text...\"" in buf[cap]
  * (cap >= 16). Returns buf. */
-const char *data_excerpt(char *buf, size_t cap, const char *s, size_t n);
+const char *cb_data_excerpt(char *buf, size_t cap, const char *s, size_t n);
 /* A document from a title and a text: "title<sep>text", or the text alone
  * when title is NULL or blank, or the title alone when the text is blank.
  * Returns one of the inputs or *buf (grown as needed: *buf and *cap start
  * NULL/0, the caller frees *buf), with *len; NULL with err when out of
  * memory. */
-const char *data_join_title(char **buf, size_t *cap, const char *title, size_t nt, const char *sep,
+const char *cb_data_join_title(char **buf, size_t *cap, const char *title, size_t nt, const char *sep,
                             const char *text, size_t nx, size_t *len, cb_err *err);
 
 /* ---- streaming line reader ---------------------------------------------- */
@@ -61,18 +61,18 @@ typedef struct data_lines {
 } data_lines;
 
 /* Open path for reading. Returns 0, or -1 with "PATH: cannot open: why". */
-int data_lines_open(data_lines *r, const char *path, cb_err *err);
+int cb_data_lines_open(data_lines *r, const char *path, cb_err *err);
 /* Next line without its terminator, NUL-terminated and writable until the
  * next call: returns 1 with *line, *len set; 0 at end of file; -1 on a read
  * error (err set). */
-int data_lines_next(data_lines *r, char **line, size_t *len, cb_err *err);
-/* The same for the next line that is not blank (data_is_blank); pg (may be
+int cb_data_lines_next(data_lines *r, char **line, size_t *len, cb_err *err);
+/* The same for the next line that is not blank (cb_data_is_blank); pg (may be
  * NULL) is updated with the MB read so far every 4096 lines. */
 struct progress;
-int data_lines_next_nonblank(data_lines *r, struct progress *pg, char **line, size_t *len, cb_err *err);
-void data_lines_close(data_lines *r);
+int cb_data_lines_next_nonblank(data_lines *r, struct progress *pg, char **line, size_t *len, cb_err *err);
+void cb_data_lines_close(data_lines *r);
 /* err = "PATH:LINE: <printf message>" for the line last returned. Returns -1. */
-int data_lines_err(cb_err *err, const data_lines *r, const char *fmt, ...)
+int cb_data_lines_err(cb_err *err, const data_lines *r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* ---- buffered writer ---------------------------------------------------- */
@@ -88,13 +88,13 @@ typedef struct data_writer {
 
 /* Start writing to f through a 1 MB buffer. Returns 0, or -1 with err when
  * out of memory. */
-int data_writer_init(data_writer *w, FILE *f, cb_err *err);
+int cb_data_writer_init(data_writer *w, FILE *f, cb_err *err);
 /* "id<TAB>text\n" with '\t', '\n', '\r' in text replaced by ' '. */
-void data_write_text_line(data_writer *w, uint64_t id, const char *text, size_t len);
+void cb_data_write_text_line(data_writer *w, uint64_t id, const char *text, size_t len);
 /* "[a,b,c]\n" for ids[0..n). */
-void data_write_id_array(data_writer *w, const uint32_t *ids, size_t n);
+void cb_data_write_id_array(data_writer *w, const uint32_t *ids, size_t n);
 /* Flush to the FILE. Returns 0, or -1 when any write failed. */
-int data_writer_flush(data_writer *w);
-void data_writer_free(data_writer *w);
+int cb_data_writer_flush(data_writer *w);
+void cb_data_writer_free(data_writer *w);
 
 #endif

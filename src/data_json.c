@@ -163,7 +163,7 @@ static int jstring(jparser *jp, size_t idx) {
             return jfail(jp, "a character of the string (control characters must be escaped)");
         }
         if (c >= 0x80) {
-            size_t k = data_utf8_seq((unsigned char *)p, (size_t)(end - p));
+            size_t k = cb_data_utf8_seq((unsigned char *)p, (size_t)(end - p));
             if (!k)
                 return cb_err_set(jp->err, "invalid UTF-8 at column %zu (byte 0x%02x)",
                                   (size_t)(p - jp->start) + 1, c);
@@ -324,7 +324,7 @@ static int jvalue(jparser *jp) {
     return 0;
 }
 
-int data_json_parse(data_json *j, char *line, size_t len, cb_err *err) {
+int cb_data_json_parse(data_json *j, char *line, size_t len, cb_err *err) {
     jparser jp = {j, line, line, line + len, err, 0};
     j->n = 0;
     if (jvalue(&jp)) return -1;
@@ -333,12 +333,12 @@ int data_json_parse(data_json *j, char *line, size_t len, cb_err *err) {
     return 0;
 }
 
-void data_json_free(data_json *j) {
+void cb_data_json_free(data_json *j) {
     free(j->nodes);
     memset(j, 0, sizeof *j);
 }
 
-int64_t data_json_get(const data_json *j, size_t obj, const char *key) {
+int64_t cb_data_json_get(const data_json *j, size_t obj, const char *key) {
     const dj_node *o = &j->nodes[obj];
     if (o->type != DJ_OBJECT) return -1;
     size_t klen = strlen(key), i = obj + 1;
@@ -351,7 +351,7 @@ int64_t data_json_get(const data_json *j, size_t obj, const char *key) {
     return -1;
 }
 
-const char *data_json_type_name(dj_type t) {
+const char *cb_data_json_type_name(dj_type t) {
     switch (t) {
     case DJ_NULL: return "null";
     case DJ_FALSE: case DJ_TRUE: return "a boolean";

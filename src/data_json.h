@@ -40,11 +40,11 @@ typedef struct data_json {
  * column C: expected X, found Y" or "invalid UTF-8 at column C" (the caller
  * prefixes FILE:LINE), or "out of memory: ..." for the node array. Nodes are
  * in j->nodes[0..j->n), the root at 0. j starts zeroed and is reused line
- * after line; data_json_free releases it. */
-int data_json_parse(data_json *j, char *line, size_t len, cb_err *err);
-void data_json_free(data_json *j);
+ * after line; cb_data_json_free releases it. */
+int cb_data_json_parse(data_json *j, char *line, size_t len, cb_err *err);
+void cb_data_json_free(data_json *j);
 /* Value of member `key` of the object at index obj, or -1 when absent. */
-int64_t data_json_get(const data_json *j, size_t obj, const char *key);
+int64_t cb_data_json_get(const data_json *j, size_t obj, const char *key);
 /* "string", "number", ... for messages. */
-const char *data_json_type_name(dj_type t);
+const char *cb_data_json_type_name(dj_type t);
 #endif

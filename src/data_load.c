@@ -75,14 +75,14 @@ static int cmp_by_id(const void *a, const void *b, void *ctx) {
 static int texts_load(data_texts *t, const char *path, int kind, cb_err *err) {
     memset(t, 0, sizeof *t);
     data_lines r;
-    if (data_lines_open(&r, path, err)) return -1;
+    if (cb_data_lines_open(&r, path, err)) return -1;
     tbuild b = {t, 0, 0, 0};
     char *line;
     size_t len;
     int rc;
-    while ((rc = data_lines_next(&r, &line, &len, err)) == 1) {
+    while ((rc = cb_data_lines_next(&r, &line, &len, err)) == 1) {
         size_t bad;
-        if (!data_utf8_valid(line, len, &bad)) {
+        if (!cb_data_utf8_valid(line, len, &bad)) {
             cb_err_set(err, "%s:%lld: invalid UTF-8 at column %zu", path, (long long)r.lineno, bad + 1);
             goto fail;
         }
@@ -127,7 +127,7 @@ static int texts_load(data_texts *t, const char *path, int kind, cb_err *err) {
         if (tb_add(&b, id, f1, n1, NULL, NULL, 0, err)) goto fail_line;
     }
     if (rc < 0) goto fail;
-    data_lines_close(&r);
+    cb_data_lines_close(&r);
     if (!t->off && !(t->off = cb_calloc(1, sizeof *t->off, "the texts", err))) goto fail;
     t->dense = 1;
     for (size_t i = 0; i < t->n; i++)
@@ -139,7 +139,7 @@ static int texts_load(data_texts *t, const char *path, int kind, cb_err *err) {
         for (size_t i = 1; i < t->n; i++)
             if (t->ids[t->by_id[i]] == t->ids[t->by_id[i - 1]]) {
                 cb_err_set(err, "%s: query id %lld is repeated", path, (long long)t->ids[t->by_id[i]]);
-                data_texts_free(t);
+                cb_data_texts_free(t);
                 return -1;
             }
     }
@@ -147,20 +147,20 @@ static int texts_load(data_texts *t, const char *path, int kind, cb_err *err) {
 fail_line:
     cb_err_prefix(err, "%s:%lld", path, (long long)r.lineno);
 fail:
-    data_lines_close(&r);
-    data_texts_free(t);
+    cb_data_lines_close(&r);
+    cb_data_texts_free(t);
     return -1;
 }
 
-int data_queries_load(data_texts *t, const char *path, cb_err *err) {
+int cb_data_queries_load(data_texts *t, const char *path, cb_err *err) {
     return texts_load(t, path, 0, err);
 }
 
-int data_collection_load(data_texts *t, const char *path, cb_err *err) {
+int cb_data_collection_load(data_texts *t, const char *path, cb_err *err) {
     return texts_load(t, path, 1, err);
 }
 
-int64_t data_texts_find(const data_texts *t, int64_t id) {
+int64_t cb_data_texts_find(const data_texts *t, int64_t id) {
     if (t->dense) return id >= 0 && (uint64_t)id < t->n ? id : -1;
     size_t lo = 0, hi = t->n;
     while (lo < hi) {
@@ -173,13 +173,13 @@ int64_t data_texts_find(const data_texts *t, int64_t id) {
     return -1;
 }
 
-const char *data_texts_get(const data_texts *t, size_t i, size_t *len) {
+const char *cb_data_texts_get(const data_texts *t, size_t i, size_t *len) {
     CB_ASSERT(i < t->n);
     if (len) *len = (size_t)(t->off[i + 1] - t->off[i] - 1);
     return t->buf + t->off[i];
 }
 
-void data_texts_free(data_texts *t) {
+void cb_data_texts_free(data_texts *t) {
     free(t->ids);
     free(t->off);
     free(t->buf);
@@ -203,28 +203,28 @@ static int triples_grow(data_triples *t, size_t *cap, int nway, cb_err *err) {
     return 0;
 }
 
-int data_triples_load(data_triples *t, const char *path, int nway, cb_err *err) {
+int cb_data_triples_load(data_triples *t, const char *path, int nway, cb_err *err) {
     memset(t, 0, sizeof *t);
     data_lines r;
-    if (data_lines_open(&r, path, err)) return -1;
+    if (cb_data_lines_open(&r, path, err)) return -1;
     data_json j = {0};
     size_t cap = 0;
     int scored = -1;
     char *line;
     size_t len;
     int rc;
-    while ((rc = data_lines_next(&r, &line, &len, err)) == 1) {
+    while ((rc = cb_data_lines_next(&r, &line, &len, err)) == 1) {
         size_t a = 0;
         while (a < len && is_ws(line[a])) a++;
         if (a == len) continue;
-        if (data_json_parse(&j, line, len, err)) {
+        if (cb_data_json_parse(&j, line, len, err)) {
             cb_err_prefix(err, "%s:%lld", path, (long long)r.lineno);
             goto fail;
         }
         const dj_node *root = &j.nodes[0];
         if (root->type != DJ_ARRAY || root->n < 2) {
             cb_err_set(err, "%s:%lld: expected a list [qid, pid, pid, ...], found %s%s", path,
-                       (long long)r.lineno, data_json_type_name(root->type),
+                       (long long)r.lineno, cb_data_json_type_name(root->type),
                        root->type == DJ_ARRAY ? " of fewer than 2 items" : "");
             goto fail;
         }
@@ -245,7 +245,7 @@ int data_triples_load(data_triples *t, const char *path, int nway, cb_err *err) 
         size_t i = 1;
         if (j.nodes[i].type != DJ_NUMBER || !j.nodes[i].is_int) {
             cb_err_set(err, "%s:%lld: expected an integer query id first, found %s", path,
-                       (long long)r.lineno, data_json_type_name(j.nodes[i].type));
+                       (long long)r.lineno, cb_data_json_type_name(j.nodes[i].type));
             goto fail;
         }
         t->qids[t->n] = j.nodes[i].i;
@@ -271,13 +271,13 @@ int data_triples_load(data_triples *t, const char *path, int nway, cb_err *err) 
                 sc = &j.nodes[pid->next];
                 if (sc->type != DJ_NUMBER) {
                     cb_err_set(err, "%s:%lld: expected a number as the score of passage %d, found %s",
-                               path, (long long)r.lineno, k + 1, data_json_type_name(sc->type));
+                               path, (long long)r.lineno, k + 1, cb_data_json_type_name(sc->type));
                     goto fail;
                 }
             }
             if (pid->type != DJ_NUMBER || !pid->is_int || pid->i < 0) {
                 cb_err_set(err, "%s:%lld: expected a passage id (integer >= 0) for passage %d, found %s",
-                           path, (long long)r.lineno, k + 1, data_json_type_name(pid->type));
+                           path, (long long)r.lineno, k + 1, cb_data_json_type_name(pid->type));
                 goto fail;
             }
             t->pids[t->n * (size_t)nway + (size_t)k] = pid->i;
@@ -287,11 +287,11 @@ int data_triples_load(data_triples *t, const char *path, int nway, cb_err *err) 
         t->n++;
     }
     if (rc < 0) goto fail;
-    data_lines_close(&r);
-    data_json_free(&j);
+    cb_data_lines_close(&r);
+    cb_data_json_free(&j);
     if (t->n == 0) {
         cb_err_set(err, "%s: no training examples (the file is empty)", path);
-        data_triples_free(t);
+        cb_data_triples_free(t);
         return -1;
     }
     if (!scored) {
@@ -300,13 +300,13 @@ int data_triples_load(data_triples *t, const char *path, int nway, cb_err *err) 
     }
     return 0;
 fail:
-    data_lines_close(&r);
-    data_json_free(&j);
-    data_triples_free(t);
+    cb_data_lines_close(&r);
+    cb_data_json_free(&j);
+    cb_data_triples_free(t);
     return -1;
 }
 
-void data_triples_free(data_triples *t) {
+void cb_data_triples_free(data_triples *t) {
     free(t->qids);
     free(t->pids);
     free(t->scores);

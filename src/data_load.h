@@ -26,16 +26,16 @@ typedef struct data_texts {
 /* queries.train.colbert.tsv: "qid<TAB>query[<TAB>...]" as colbert-ai's
  * load_queries reads it (line stripped of white space, extra fields ignored,
  * qids unique integers). */
-int data_queries_load(data_texts *t, const char *path, cb_err *err);
+int cb_data_queries_load(data_texts *t, const char *path, cb_err *err);
 /* corpus.train.colbert.tsv: "pid<TAB>passage[<TAB>title]" as colbert-ai's
  * load_collection reads it (pid must equal the line index from 0; with a
  * title the text is "title | passage"). */
-int data_collection_load(data_texts *t, const char *path, cb_err *err);
+int cb_data_collection_load(data_texts *t, const char *path, cb_err *err);
 /* Index of the text with this id, or -1. */
-int64_t data_texts_find(const data_texts *t, int64_t id);
+int64_t cb_data_texts_find(const data_texts *t, int64_t id);
 /* Text i and its length. */
-const char *data_texts_get(const data_texts *t, size_t i, size_t *len);
-void data_texts_free(data_texts *t);
+const char *cb_data_texts_get(const data_texts *t, size_t i, size_t *len);
+void cb_data_texts_free(data_texts *t);
 
 /* Training examples: n lines of one query id and nway passage ids (first the
  * positive), optionally with one teacher score per passage. */
@@ -52,6 +52,6 @@ typedef struct data_triples {
  * nway = passages per example to keep (0: as many as the first line has);
  * like colbert-ai, longer lines are cut to nway, shorter ones are an error,
  * and all lines must agree on having scores or not. */
-int data_triples_load(data_triples *t, const char *path, int nway, cb_err *err);
-void data_triples_free(data_triples *t);
+int cb_data_triples_load(data_triples *t, const char *path, int nway, cb_err *err);
+void cb_data_triples_free(data_triples *t);
 #endif

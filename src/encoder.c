@@ -6,15 +6,15 @@
 #include <math.h>
 #include <string.h>
 
-int encoder_load(encoder *e, ops_device *dev, const char *name, int max_len, cb_err *err) {
+int cb_encoder_load(encoder *e, ops_device *dev, const char *name, int max_len, cb_err *err) {
     memset(e, 0, sizeof *e);
     e->dev = dev;
-    e->dir = model_resolve(name, err);
+    e->dir = cb_model_resolve(name, err);
     if (!e->dir) return -1;
-    if (sbert_config_load(&e->sbert, e->dir, err)) goto fail;
-    if (!(e->tok = tokenizer_load(e->dir, err))) goto fail;
-    if (bert_load(&e->bert, dev, e->dir, err)) goto fail;
-    e->sp = tokenizer_get_specials(e->tok);
+    if (cb_sbert_config_load(&e->sbert, e->dir, err)) goto fail;
+    if (!(e->tok = cb_tokenizer_load(e->dir, err))) goto fail;
+    if (cb_bert_load(&e->bert, dev, e->dir, err)) goto fail;
+    e->sp = cb_tokenizer_get_specials(e->tok);
     if (e->sp.cls < 0 || e->sp.sep < 0) {
         cb_err_set(err, "%s: the vocabulary has no [CLS] or [SEP] token", e->dir);
         goto fail;
@@ -24,7 +24,7 @@ int encoder_load(encoder *e, ops_device *dev, const char *name, int max_len, cb_
     if (e->max_len > model_max) e->max_len = model_max;
     if (e->max_len < 2) e->max_len = 2;
     e->batch_tokens = e->max_len > 4096 ? e->max_len : 4096;
-    if (bert_acts_init(&e->acts, dev, &e->bert.cfg, e->batch_tokens,
+    if (cb_bert_acts_init(&e->acts, dev, &e->bert.cfg, e->batch_tokens,
                        (size_t)e->batch_tokens * (size_t)e->max_len, 0, err))
         goto fail;
     e->hidden = cb_malloc((size_t)e->batch_tokens * e->bert.cfg.hidden_size * sizeof(float),
@@ -32,21 +32,21 @@ int encoder_load(encoder *e, ops_device *dev, const char *name, int max_len, cb_
     if (!e->hidden) goto fail;
     return 0;
 fail:
-    encoder_free(e);
+    cb_encoder_free(e);
     return -1;
 }
 
-void encoder_free(encoder *e) {
-    if (e->tok) tokenizer_free(e->tok);
-    bert_free(&e->bert);
-    bert_acts_free(&e->acts);
+void cb_encoder_free(encoder *e) {
+    if (e->tok) cb_tokenizer_free(e->tok);
+    cb_bert_free(&e->bert);
+    cb_bert_acts_free(&e->acts);
     free(e->hidden);
     free(e->dir);
     memset(e, 0, sizeof *e);
 }
 
-int encoder_tokenize(const encoder *e, const char *text, size_t len, int32_t *ids) {
-    int n = tokenizer_encode(e->tok, text, len, ids + 1, e->max_len - 2);
+int cb_encoder_tokenize(const encoder *e, const char *text, size_t len, int32_t *ids) {
+    int n = cb_tokenizer_encode(e->tok, text, len, ids + 1, e->max_len - 2);
     CB_ASSERT(n >= 0);   /* no memory for one text's code points: see colbert.c */
     if (n > e->max_len - 2) n = e->max_len - 2;
     ids[0] = e->sp.cls;
@@ -59,7 +59,7 @@ static void tokenize_all(const encoder *e, const char *const *texts, const size_
                          int32_t *ids, int *ntok) {
 #pragma omp parallel for schedule(dynamic, 64)
     for (int i = 0; i < n; i++)
-        ntok[i] = encoder_tokenize(e, texts[i], lens[i], ids + (size_t)i * e->max_len);
+        ntok[i] = cb_encoder_tokenize(e, texts[i], lens[i], ids + (size_t)i * e->max_len);
 }
 
 /* Visit batches of texts in order of decreasing length; for each batch run
@@ -75,7 +75,7 @@ static int run_batches(encoder *e, const char *const *texts, const size_t *lens,
     int *seq_len = packed ? cb_malloc((size_t)e->batch_tokens * sizeof(int), "a batch", err) : NULL;
     batch_plan bp = {0};
     if (seq_len) tokenize_all(e, texts, lens, n, ids, ntok);
-    if (!seq_len || batch_plan_make(&bp, ntok, n, e->batch_tokens, err)) {
+    if (!seq_len || cb_batch_plan_make(&bp, ntok, n, e->batch_tokens, err)) {
         free(ids);
         free(ntok);
         free(packed);
@@ -83,7 +83,7 @@ static int run_batches(encoder *e, const char *const *texts, const size_t *lens,
         return -1;
     }
     progress pg;
-    progress_init(&pg, "encode", "texts", n, e->quiet);
+    cb_progress_init(&pg, "encode", "texts", n, e->quiet);
     for (int b = 0; b < bp.n_batches; b++) {
         const int *idx = bp.order + bp.start[b];
         int count = bp.start[b + 1] - bp.start[b], T = 0;
@@ -93,14 +93,14 @@ static int run_batches(encoder *e, const char *const *texts, const size_t *lens,
             T += ntok[idx[k]];
         }
         bert_batch bb = {.n_seq = count, .seq_len = seq_len, .ids = packed};
-        bert_forward(&e->bert, &e->acts, &bb);
-        ops_download(e->dev, e->hidden, bert_output(&e->bert, &e->acts),
+        cb_bert_forward(&e->bert, &e->acts, &bb);
+        cb_ops_download(e->dev, e->hidden, cb_bert_output(&e->bert, &e->acts),
                      (size_t)T * e->bert.cfg.hidden_size * sizeof(float));
         visit(ctx, idx, count, seq_len, e->hidden);
-        progress_update(&pg, bp.start[b + 1]);
+        cb_progress_update(&pg, bp.start[b + 1]);
     }
-    progress_finish(&pg);
-    batch_plan_free(&bp);
+    cb_progress_finish(&pg);
+    cb_batch_plan_free(&bp);
     free(ids);
     free(ntok);
     free(packed);
@@ -145,7 +145,7 @@ static void pool_batch(void *vctx, const int *idx, int count, const int *ntok, c
     }
 }
 
-int encoder_embed(encoder *e, const char *const *texts, const size_t *lens, int n, float *out, cb_err *err) {
+int cb_encoder_embed(encoder *e, const char *const *texts, const size_t *lens, int n, float *out, cb_err *err) {
     embed_ctx c = {e, out};
     return run_batches(e, texts, lens, n, pool_batch, &c, err);
 }
@@ -162,7 +162,7 @@ static void copy_batch(void *vctx, const int *idx, int count, const int *ntok, c
     }
 }
 
-int encoder_token_vectors(encoder *e, const char *const *texts, const size_t *lens, int n, int **lengths,
+int cb_encoder_token_vectors(encoder *e, const char *const *texts, const size_t *lens, int n, int **lengths,
                           float **vectors, cb_err *err) {
     int H = e->bert.cfg.hidden_size;
     int *L = cb_malloc((size_t)(n ? n : 1) * sizeof(int), "the texts' lengths", err);
@@ -175,7 +175,7 @@ int encoder_token_vectors(encoder *e, const char *const *texts, const size_t *le
     }
     size_t total = 0;
     for (int i = 0; i < n; i++) {  /* lengths first, to lay out the output */
-        L[i] = encoder_tokenize(e, texts[i], lens[i], tmp);
+        L[i] = cb_encoder_tokenize(e, texts[i], lens[i], tmp);
         offs[i] = total;
         total += (size_t)L[i];
     }

@@ -28,21 +28,21 @@ typedef struct encoder {
 
 /* Load a model by name (directory or hub id). max_len 0: the model's
  * sentence-transformers max_seq_length, else max_position_embeddings. */
-int encoder_load(encoder *e, ops_device *dev, const char *name, int max_len, cb_err *err);
-void encoder_free(encoder *e);
+int cb_encoder_load(encoder *e, ops_device *dev, const char *name, int max_len, cb_err *err);
+void cb_encoder_free(encoder *e);
 
 /* Token ids of one text: [CLS] pieces... [SEP], truncated to max_len.
  * ids must hold max_len entries; returns the count. */
-int encoder_tokenize(const encoder *e, const char *text, size_t len, int32_t *ids);
+int cb_encoder_tokenize(const encoder *e, const char *text, size_t len, int32_t *ids);
 
 /* Sentence embeddings: out[n, H] (host), pooled and normalised as the
  * model's sentence-transformers modules say (mean pooling when there are
  * none). 0, or -1 with err (out of memory). */
-int encoder_embed(encoder *e, const char *const *texts, const size_t *lens, int n, float *out, cb_err *err);
+int cb_encoder_embed(encoder *e, const char *const *texts, const size_t *lens, int n, float *out, cb_err *err);
 
 /* Last hidden states of every token. *lengths gets [n] token counts,
  * *vectors [sum lengths, H] packed in input order (host). Caller frees
  * both. 0, or -1 with err. */
-int encoder_token_vectors(encoder *e, const char *const *texts, const size_t *lens, int n, int **lengths,
+int cb_encoder_token_vectors(encoder *e, const char *const *texts, const size_t *lens, int n, int **lengths,
                           float **vectors, cb_err *err);
 #endif

@@ -51,10 +51,10 @@ static int by_query_doc(const void *a, const void *b) {
 }
 
 static int by_id(const void *a, const void *b, void *ids) {
-    return strcmp(strtab_get(ids, *(const uint32_t *)a), strtab_get(ids, *(const uint32_t *)b));
+    return strcmp(cb_strtab_get(ids, *(const uint32_t *)a), cb_strtab_get(ids, *(const uint32_t *)b));
 }
 
-void eval_data_free(eval_data *d) {
+void cb_eval_data_free(eval_data *d) {
     free(d->doc_id);
     free(d->doc_text);
     free(d->doc_len);
@@ -67,7 +67,7 @@ void eval_data_free(eval_data *d) {
     free(d->rel_off);
     free(d->rel_doc);
     free(d->rel_grade);
-    beir_free(&d->src);
+    cb_beir_free(&d->src);
     memset(d, 0, sizeof *d);
 }
 
@@ -101,9 +101,9 @@ static int split_queries(eval_data *d, qrels *rels, size_t max_queries, cb_err *
             d->query_index[i] = UINT32_MAX;
             continue;
         }
-        d->query_id[q] = strtab_get(&b->query_ids, i);
-        d->query_text[q] = strtab_get(&b->query_texts, i);
-        d->query_len[q] = strtab_len(&b->query_texts, i);
+        d->query_id[q] = cb_strtab_get(&b->query_ids, i);
+        d->query_text[q] = cb_strtab_get(&b->query_texts, i);
+        d->query_len[q] = cb_strtab_len(&b->query_texts, i);
     }
     return 0;
 }
@@ -120,9 +120,9 @@ static int documents(eval_data *d, cb_err *err) {
     d->doc_by_id = cb_malloc(nd * sizeof(uint32_t), "the documents", err);
     if (!d->doc_id || !d->doc_text || !d->doc_len || !d->doc_tie || !d->doc_by_id) return -1;
     for (size_t i = 0; i < nd; i++) {
-        d->doc_id[i] = strtab_get(&b->doc_ids, i);
-        d->doc_text[i] = strtab_get(&b->doc_texts, i);
-        d->doc_len[i] = strtab_len(&b->doc_texts, i);
+        d->doc_id[i] = cb_strtab_get(&b->doc_ids, i);
+        d->doc_text[i] = cb_strtab_get(&b->doc_texts, i);
+        d->doc_len[i] = cb_strtab_len(&b->doc_texts, i);
         d->doc_by_id[i] = (uint32_t)i;
     }
     qsort_r(d->doc_by_id, nd, sizeof(uint32_t), by_id, (void *)&b->doc_ids);
@@ -149,15 +149,15 @@ static int judgements(eval_data *d, qrels *rels, cb_err *err) {
     return 0;
 }
 
-int eval_data_load(eval_data *d, const char *dir, const char *split, size_t max_queries, cb_err *err) {
+int cb_eval_data_load(eval_data *d, const char *dir, const char *split, size_t max_queries, cb_err *err) {
     memset(d, 0, sizeof *d);
     qrels rels = {NULL, 0, 0};
     beir_opts o;
-    beir_opts_default(&o);
+    cb_beir_opts_default(&o);
     o.integer_scores = 1;
     o.qrel = add_qrel;
     o.ctx = &rels;
-    int rc = beir_read(&d->src, dir, split, &o, err);
+    int rc = cb_beir_read(&d->src, dir, split, &o, err);
     if (!rc && (d->src.doc_ids.n > INT32_MAX - 1 || d->src.query_ids.n > INT32_MAX - 1))
         rc = cb_err_set(err, "%s: more than 2^31 documents or queries", dir);
     if (!rc && rels.n == 0)
@@ -165,12 +165,12 @@ int eval_data_load(eval_data *d, const char *dir, const char *split, size_t max_
                         d->src.qrels_path);
     if (!rc) rc = split_queries(d, &rels, max_queries, err) || documents(d, err) || judgements(d, &rels, err);
     free(rels.a);
-    if (rc) eval_data_free(d);
+    if (rc) cb_eval_data_free(d);
     return rc ? -1 : 0;
 }
 
-int64_t eval_doc_index(const eval_data *d, const char *id, size_t len) {
-    uint32_t k = strtab_find(&d->src.doc_ids, id, len);
+int64_t cb_eval_doc_index(const eval_data *d, const char *id, size_t len) {
+    uint32_t k = cb_strtab_find(&d->src.doc_ids, id, len);
     return k == STRTAB_NONE ? -1 : (int64_t)k;
 }
 
@@ -178,7 +178,7 @@ int64_t eval_doc_index(const eval_data *d, const char *id, size_t len) {
 /* Ranking                                                                  */
 /* ======================================================================== */
 
-int eval_ranker_init(eval_ranker *r, const float *qv, const uint32_t *tie, int nq, int Lq, int D, int depth,
+int cb_eval_ranker_init(eval_ranker *r, const float *qv, const uint32_t *tie, int nq, int Lq, int D, int depth,
                      int max_docs, int max_len) {
     CB_ASSERT(nq >= 0 && Lq > 0 && D > 0 && depth > 0 && max_docs > 0 && max_len > 0);
     memset(r, 0, sizeof *r);
@@ -206,11 +206,11 @@ int eval_ranker_init(eval_ranker *r, const float *qv, const uint32_t *tie, int n
     r->off = malloc(((size_t)max_docs + 1) * sizeof(size_t));
     r->block = malloc(((size_t)max_docs + 1) * sizeof(int));
     if (r->heap && r->heap_n && r->scores && r->sim && r->colmax && r->off && r->block) return 0;
-    eval_ranker_free(r);
+    cb_eval_ranker_free(r);
     return -1;
 }
 
-void eval_ranker_free(eval_ranker *r) {
+void cb_eval_ranker_free(eval_ranker *r) {
     free(r->heap);
     free(r->heap_n);
     free(r->scores);
@@ -221,7 +221,7 @@ void eval_ranker_free(eval_ranker *r) {
     memset(r, 0, sizeof *r);
 }
 
-void eval_ranker_add(eval_ranker *r, const float *dv, const int *lengths, int doc0, int nd) {
+void cb_eval_ranker_add(eval_ranker *r, const float *dv, const int *lengths, int doc0, int nd) {
     CB_ASSERT(nd >= 0 && nd <= r->max_docs);
     if (nd == 0 || r->nq == 0) return;
     const int Lq = r->Lq, D = r->D;
@@ -285,17 +285,17 @@ void eval_ranker_add(eval_ranker *r, const float *dv, const int *lengths, int do
             for (int i = 0; i < nd; i++) {
                 int32_t doc = doc0 + i;
                 if (sc[i] == sc[i])   /* a NaN score is left out */
-                    topk_push(h, &r->heap_n[g], r->depth, sc[i], doc, r->tie ? r->tie[doc] : (uint32_t)doc);
+                    cb_topk_push(h, &r->heap_n[g], r->depth, sc[i], doc, r->tie ? r->tie[doc] : (uint32_t)doc);
             }
         }
     }
 }
 
-void eval_ranker_finish(eval_ranker *r, int32_t *top, float *top_score) {
+void cb_eval_ranker_finish(eval_ranker *r, int32_t *top, float *top_score) {
     for (int q = 0; q < r->nq; q++) {
         topk_hit *h = r->heap + (size_t)q * r->depth;
-        topk_sort(h, r->heap_n[q]);
-        topk_write(h, r->heap_n[q], r->depth, top + (size_t)q * r->depth, top_score + (size_t)q * r->depth);
+        cb_topk_sort(h, r->heap_n[q]);
+        cb_topk_write(h, r->heap_n[q], r->depth, top + (size_t)q * r->depth, top_score + (size_t)q * r->depth);
         r->heap_n[q] = 0;
     }
 }
@@ -315,7 +315,7 @@ static int32_t grade_of(const eval_data *d, size_t q, int32_t doc) {
     return 0;
 }
 
-void eval_score(eval_metrics *mean, eval_metrics *per_query, const eval_data *d, const int32_t *top, int depth) {
+void cb_eval_score(eval_metrics *mean, eval_metrics *per_query, const eval_data *d, const int32_t *top, int depth) {
     double sum[4] = {0, 0, 0, 0};
     for (size_t q = 0; q < d->n_queries; q++) {
         /* the ideal DCG@10 from the ten best grades */
@@ -385,10 +385,10 @@ static int by_query_score(const void *a, const void *b) {
     return x->tie < y->tie ? -1 : x->tie > y->tie;
 }
 
-int eval_read_run(int32_t **top, const eval_data *d, const char *path, int depth, cb_err *err) {
+int cb_eval_read_run(int32_t **top, const eval_data *d, const char *path, int depth, cb_err *err) {
     *top = NULL;
     data_lines r;
-    if (data_lines_open(&r, path, err)) return -1;
+    if (cb_data_lines_open(&r, path, err)) return -1;
     size_t nq = d->n_queries;
     run_entry *e = NULL;
     size_t n = 0, cap = 0;
@@ -396,7 +396,7 @@ int eval_read_run(int32_t **top, const eval_data *d, const char *path, int depth
     int ret = -1, rc;
     char *line, b[96];
     size_t len;
-    while ((rc = data_lines_next_nonblank(&r, NULL, &line, &len, err)) == 1) {
+    while ((rc = cb_data_lines_next_nonblank(&r, NULL, &line, &len, err)) == 1) {
         char *f[7];
         size_t fl[7];
         int nf = 0;
@@ -410,22 +410,22 @@ int eval_read_run(int32_t **top, const eval_data *d, const char *path, int depth
             s = t;
         }
         if (nf != 6) {
-            data_lines_err(err, &r, "expected \"query-id Q0 doc-id rank score tag\", found %d field%s", nf,
+            cb_data_lines_err(err, &r, "expected \"query-id Q0 doc-id rank score tag\", found %d field%s", nf,
                            nf == 1 ? "" : "s");
             goto done;
         }
-        uint32_t fq = strtab_find(&d->src.query_ids, f[0], fl[0]);
+        uint32_t fq = cb_strtab_find(&d->src.query_ids, f[0], fl[0]);
         if (fq == STRTAB_NONE || d->query_index[fq] == UINT32_MAX) continue;   /* a query outside the split */
-        int64_t doc = eval_doc_index(d, f[2], fl[2]);
+        int64_t doc = cb_eval_doc_index(d, f[2], fl[2]);
         if (doc < 0) {
-            data_lines_err(err, &r, "doc-id %s is not in the corpus", data_excerpt(b, sizeof b, f[2], fl[2]));
+            cb_data_lines_err(err, &r, "doc-id %s is not in the corpus", cb_data_excerpt(b, sizeof b, f[2], fl[2]));
             goto done;
         }
         f[4][fl[4]] = '\0';
         char *endp;
         double s = strtod(f[4], &endp);
         if (*endp || fl[4] == 0) {
-            data_lines_err(err, &r, "expected a number as the score, found %s", data_excerpt(b, sizeof b, f[4], fl[4]));
+            cb_data_lines_err(err, &r, "expected a number as the score, found %s", cb_data_excerpt(b, sizeof b, f[4], fl[4]));
             goto done;
         }
         if (n == cap) {
@@ -459,13 +459,13 @@ done:
         free(*top);
         *top = NULL;
     }
-    data_lines_close(&r);
+    cb_data_lines_close(&r);
     free(e);
     free(seen);
     return ret;
 }
 
-int eval_write_run(const char *path, const eval_data *d, const int32_t *top, const float *top_score, int depth,
+int cb_eval_write_run(const char *path, const eval_data *d, const int32_t *top, const float *top_score, int depth,
                    int count, const char *tag, cb_err *err) {
     CB_ASSERT(count >= 0 && count <= depth);
     char *tmp;

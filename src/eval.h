@@ -49,16 +49,16 @@ typedef struct eval_data {
     beir src;                   /* the tables every string above points into */
 } eval_data;
 
-/* Load dir's corpus, queries and qrels/<split>.tsv with beir_read (a header
+/* Load dir's corpus, queries and qrels/<split>.tsv with cb_beir_read (a header
  * line, CRLF and blank lines allowed; grades are integers; its errors, plus
  * "no judgement" for a split without a line). max_queries > 0 keeps only
  * the first max_queries queries. Returns 0 or -1 with err set (out of memory
  * included); d is freed on failure. */
-int eval_data_load(eval_data *d, const char *dir, const char *split, size_t max_queries, cb_err *err);
-void eval_data_free(eval_data *d);
+int cb_eval_data_load(eval_data *d, const char *dir, const char *split, size_t max_queries, cb_err *err);
+void cb_eval_data_free(eval_data *d);
 
 /* Index of the document with this id, or -1 (a hash lookup). */
-int64_t eval_doc_index(const eval_data *d, const char *id, size_t len);
+int64_t cb_eval_doc_index(const eval_data *d, const char *id, size_t len);
 
 /* Top `depth` documents per query by MaxSim, fed with the documents in
  * chunks (so that a corpus never has to be held as vectors at once).
@@ -80,17 +80,17 @@ typedef struct eval_ranker {
 
 #define EVAL_QB 32              /* queries per SGEMM */
 
-/* max_docs: the most documents one eval_ranker_add gets; max_len: the most
+/* max_docs: the most documents one cb_eval_ranker_add gets; max_len: the most
  * vectors one document has (doc_maxlen). Returns 0, or -1 when out of memory
  * (r is then empty; the buffers are about n_threads * max(2048, max_len) *
  * EVAL_QB * Lq floats). */
-int eval_ranker_init(eval_ranker *r, const float *qv /* [nq, Lq, D] */, const uint32_t *tie,
+int cb_eval_ranker_init(eval_ranker *r, const float *qv /* [nq, Lq, D] */, const uint32_t *tie,
                      int nq, int Lq, int D, int depth, int max_docs, int max_len);
-void eval_ranker_add(eval_ranker *r, const float *dv /* [sum lengths, D] */,
+void cb_eval_ranker_add(eval_ranker *r, const float *dv /* [sum lengths, D] */,
                      const int *lengths /* [nd] */, int doc0, int nd);
 /* The ranking, best first; -1 / -inf past the documents seen. */
-void eval_ranker_finish(eval_ranker *r, int32_t *top /* [nq, depth] */, float *top_score /* [nq, depth] */);
-void eval_ranker_free(eval_ranker *r);
+void cb_eval_ranker_finish(eval_ranker *r, int32_t *top /* [nq, depth] */, float *top_score /* [nq, depth] */);
+void cb_eval_ranker_free(eval_ranker *r);
 
 typedef struct eval_metrics {
     double ndcg10, mrr10, recall10, recall100;
@@ -99,7 +99,7 @@ typedef struct eval_metrics {
 /* Metrics of a ranking (top [n_queries, depth] document indices, -1 for
  * none; depth >= 100 for Recall@100 to count the whole top 100): the means
  * into *mean, each query's into per_query[q] when not NULL. */
-void eval_score(eval_metrics *mean, eval_metrics *per_query /* [n_queries] */, const eval_data *d,
+void cb_eval_score(eval_metrics *mean, eval_metrics *per_query /* [n_queries] */, const eval_data *d,
                 const int32_t *top /* [n_queries, depth] */, int depth);
 
 /* A TREC run file ("qid Q0 docid rank score tag" lines), ordered as trec_eval
@@ -108,13 +108,13 @@ void eval_score(eval_metrics *mean, eval_metrics *per_query /* [n_queries] */, c
  * for queries the file lacks (they score 0, as trec_eval -c). Lines of
  * queries outside the split are skipped; a document id not in the corpus or
  * a document listed twice for a query is an error. */
-int eval_read_run(int32_t **top, const eval_data *d, const char *path, int depth, cb_err *err);
+int cb_eval_read_run(int32_t **top, const eval_data *d, const char *path, int depth, cb_err *err);
 
 /* Write the first `count` (<= depth) documents of each row of top/top_score
  * as a TREC run ("qid Q0 docid rank score tag", rank from 1, score with 9
  * significant digits so that the order survives), atomically (temporary
  * name, renamed when complete). */
-int eval_write_run(const char *path, const eval_data *d, const int32_t *top /* [n_queries, depth] */,
+int cb_eval_write_run(const char *path, const eval_data *d, const int32_t *top /* [n_queries, depth] */,
                    const float *top_score /* [n_queries, depth] */, int depth, int count, const char *tag,
                    cb_err *err);
 #endif

@@ -3,10 +3,10 @@
  * libm's expf and erff are scalar calls; in the encoder they took 20% of
  * the time (softmax and GELU). These inline versions are branch-free so a
  * loop over them becomes SIMD code.
- *   fast_expf: Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, and a
+ *   cb_fast_expf: Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, and a
  *              degree-6 minimax polynomial for e^r (the classic Cephes
  *              coefficients); relative error about 2e-7 over [-87, 88].
- *   fast_erff: Abramowitz & Stegun 7.1.26, absolute error <= 1.5e-7.
+ *   cb_fast_erff: Abramowitz & Stegun 7.1.26, absolute error <= 1.5e-7.
  * Both are far below the 1e-4 tolerance of the parity tests, which use them.
  */
 #ifndef CB_FASTMATH_H
@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float fast_expf(float x) {
+static inline float cb_fast_expf(float x) {
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
     float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
@@ -31,12 +31,12 @@ static inline float fast_expf(float x) {
     return p * scale;
 }
 
-static inline float fast_erff(float x) {
+static inline float cb_fast_erff(float x) {
     float s = x < 0 ? -1.0f : 1.0f;
     float a = x * s;
     float t = 1.0f / (1.0f + 0.3275911f * a);
     float y = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f +
               t * (-1.453152027f + t * 1.061405429f))));
-    return s * (1.0f - y * fast_expf(-a * a));
+    return s * (1.0f - y * cb_fast_expf(-a * a));
 }
 #endif

@@ -12,17 +12,17 @@
  *
  *   #include "libcolbert.h"
  *   cb_err err;
- *   trainer *t = trainer_new("my-colbert", "sentence-transformers/all-MiniLM-L6-v2",
+ *   trainer *t = cb_trainer_new("my-colbert", "sentence-transformers/all-MiniLM-L6-v2",
  *                            "en", -1, &err);
  *   const char *pairs[] = {"pairs.jsonl"};   // ["query", "passage"] per line
- *   if (!t || trainer_prepare_data(t, pairs, 1, NULL, 0, "data/", NULL, &err))
+ *   if (!t || cb_trainer_prepare_data(t, pairs, 1, NULL, 0, "data/", NULL, &err))
  *       { fprintf(stderr, "%s\n", err.msg); return 1; }
  *   train_opts o;
- *   train_opts_default(&o);                   // RAGTrainer.train's defaults
+ *   cb_train_opts_default(&o);                   // RAGTrainer.train's defaults
  *   o.maxsteps = 1000;
- *   if (trainer_train(t, &o, &err) == TRAIN_ERROR) { fprintf(stderr, "%s\n", err.msg); return 1; }
- *   printf("best checkpoint: %s\n", trainer_best_path(t));
- *   trainer_free(t);
+ *   if (cb_trainer_train(t, &o, &err) == TRAIN_ERROR) { fprintf(stderr, "%s\n", err.msg); return 1; }
+ *   printf("best checkpoint: %s\n", cb_trainer_best_path(t));
+ *   cb_trainer_free(t);
  *
  * The pieces, each usable alone:
  *   model.h       find a model (directory or hub id in the local Hugging Face
@@ -45,7 +45,7 @@
  * Objects come in _load/_new and _free pairs; a caller frees what it loads.
  * Output files are written under a temporary name and renamed when
  * complete. Threads: OpenMP (omp_set_num_threads) and OpenBLAS.
- * A program should call blas_init(argc, argv) first (blas.h): it makes
+ * A program should call cb_blas_init(argc, argv) first (blas.h): it makes
  * OpenBLAS use the best kernels of the CPU.
  */
 #ifndef LIBCOLBERT_H

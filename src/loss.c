@@ -1,7 +1,7 @@
 /* loss.c: the shape of the loss's scores; see loss.h (the loss itself:
- * ops_loss, src/cpu/loss.c). */
+ * cb_ops_loss, src/cpu/loss.c). */
 #include "loss.h"
 
-int loss_score_cols(const loss_config *c, int B) {
+int cb_loss_score_cols(const loss_config *c, int B) {
     return c->use_ib_negatives || c->contrastive ? B * c->nway : c->nway;
 }

@@ -16,7 +16,7 @@
  * included, target its own positive (column b*nway); mean over b, reported
  * as `main`; no separate ib term. Teacher scores are not used then.
  * Sums run in double; gradients are exact for the returned loss. This
- * header holds the configuration; the computation is ops_loss (ops.h).
+ * header holds the configuration; the computation is cb_ops_loss (ops.h).
  */
 #ifndef CB_LOSS_H
 #define CB_LOSS_H
@@ -39,7 +39,7 @@ typedef struct loss_parts {
 /* Columns of S: use_ib_negatives or contrastive ? B * nway (query b against every
  * document of the batch; its own documents at b*nway .. b*nway+nway-1)
  * : nway (its own documents only). */
-int loss_score_cols(const loss_config *c, int B);
+int cb_loss_score_cols(const loss_config *c, int B);
 
-/* The loss itself runs on a device: ops_loss (ops.h). */
+/* The loss itself runs on a device: cb_ops_loss (ops.h). */
 #endif

@@ -23,7 +23,7 @@
 /* Options and the model table                                              */
 /* ======================================================================== */
 
-void miner_opts_default(miner_opts *o) {
+void cb_miner_opts_default(miner_opts *o) {
     memset(o, 0, sizeof *o);
     o->language = "en";
     o->size = "small";
@@ -34,7 +34,7 @@ void miner_opts_default(miner_opts *o) {
     o->seed = 42;
 }
 
-const char *miner_default_model(const char *language, const char *size) {
+const char *cb_miner_default_model(const char *language, const char *size) {
     static const char *const table[4][3] = {
         {"BAAI/bge-small-en-v1.5", "BAAI/bge-base-en-v1.5", "BAAI/bge-large-en-v1.5"},
         {"thenlper/gte-small-zh", "thenlper/gte-base-zh", "thenlper/gte-large-zh"},
@@ -50,18 +50,18 @@ const char *miner_default_model(const char *language, const char *size) {
     return table[l][s];
 }
 
-const char *miner_index_name(miner_index k) {
+const char *cb_miner_index_name(miner_index k) {
     return k == MINER_INDEX_EXACT ? "exact" : k == MINER_INDEX_IVF ? "ivf" : "auto";
 }
 
-int miner_max_rank(size_t n_docs, int cap) {
+int cb_miner_max_rank(size_t n_docs, int cap) {
     size_t r = n_docs / 10;
     if (cap >= 0 && r > (size_t)cap) r = (size_t)cap;
     if (r > n_docs) r = n_docs;
     return (int)r;
 }
 
-int miner_init(miner *m, const miner_opts *opts, cb_err *err) {
+int cb_miner_init(miner *m, const miner_opts *opts, cb_err *err) {
     memset(m, 0, sizeof *m);
     m->o = *opts;
     if (m->o.min_rank < 0) return cb_err_set(err, "hard-negative minimum rank %d: must be >= 0", m->o.min_rank);
@@ -71,17 +71,17 @@ int miner_init(miner *m, const miner_opts *opts, cb_err *err) {
     }
     const char *name = m->o.model;
     if (!name) {
-        name = miner_default_model(m->o.language, m->o.size);
+        name = cb_miner_default_model(m->o.language, m->o.size);
         if (!name)
             return cb_err_set(err, "--miner-size %s: expected small, base or large", m->o.size);
     }
     snprintf(m->model_name, sizeof m->model_name, "%s", name);
     cb_err e2 = {{0}};
-    m->model_dir = model_resolve(name, &e2);
+    m->model_dir = cb_model_resolve(name, &e2);
     if (!m->model_dir) {
         if (m->o.model)
             return cb_err_set(err, "hard-negative mining: miner model: %s", e2.msg);
-        /* model_resolve says where it looked: keep that part only */
+        /* cb_model_resolve says where it looked: keep that part only */
         const char *where = strstr(e2.msg, "looked for ");
         int wl = where ? (int)strcspn(where, ";)") : 0;
         return cb_err_set(err, "hard-negative mining needs the dense model %s (--language %s, "
@@ -94,12 +94,12 @@ int miner_init(miner *m, const miner_opts *opts, cb_err *err) {
     return 0;
 }
 
-void miner_free(miner *m) {
+void cb_miner_free(miner *m) {
     free(m->model_dir);
     m->model_dir = NULL;
 }
 
-void miner_normalize(float *x, size_t n, int dim) {
+void cb_miner_normalize(float *x, size_t n, int dim) {
     for (size_t i = 0; i < n; i++) {
         float *r = x + i * (size_t)dim;
         double s = 0;
@@ -143,7 +143,7 @@ static char *scratch_mine(const scratch *s) {
 
 #define DOC_BLOCK 2048
 
-int miner_topk_exact(int32_t *ids, float *scores, const float *q, size_t nq, const float *d,
+int cb_miner_topk_exact(int32_t *ids, float *scores, const float *q, size_t nq, const float *d,
                      size_t nd, int dim, int k) {
     if (nq == 0 || k <= 0) return 0;
     /* Fixed block shapes: the same rounding for any thread count. */
@@ -169,11 +169,11 @@ int miner_topk_exact(int32_t *ids, float *scores, const float *q, size_t nq, con
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nb, dim, 1.0f,
                         q + q0 * (size_t)dim, dim, d + d0 * (size_t)dim, dim, 0.0f, S, (int)nb);
             for (size_t i = 0; i < m; i++)
-                topk_push_row(heaps + i * (size_t)k, &cnt[i], k, S + i * nb, nb, NULL, (int32_t)d0);
+                cb_topk_push_row(heaps + i * (size_t)k, &cnt[i], k, S + i * nb, nb, NULL, (int32_t)d0);
         }
         for (size_t i = 0; i < m; i++) {
-            topk_sort(heaps + i * (size_t)k, cnt[i]);
-            topk_write(heaps + i * (size_t)k, cnt[i], k, ids + (q0 + i) * (size_t)k,
+            cb_topk_sort(heaps + i * (size_t)k, cnt[i]);
+            cb_topk_write(heaps + i * (size_t)k, cnt[i], k, ids + (q0 + i) * (size_t)k,
                        scores + (q0 + i) * (size_t)k);
         }
     }
@@ -213,7 +213,7 @@ static int ivf_assign(int32_t *a, const float *x, size_t n, const float *c, int 
     return 0;
 }
 
-int ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int iters, uint64_t seed) {
+int cb_ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int iters, uint64_t seed) {
     memset(ix, 0, sizeof *ix);
     ix->dim = dim;
     ix->n = n;
@@ -240,10 +240,10 @@ int ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int i
     /* A seeded sample (partial Fisher-Yates); its first nlist points seed
      * the centroids. */
     rng r;
-    rng_init(&r, seed, 0x1f5);
+    cb_rng_init(&r, seed, 0x1f5);
     for (size_t i = 0; i < n; i++) perm[i] = (uint32_t)i;
     for (size_t i = 0; i < ns; i++) {
-        size_t j = i + (size_t)rng_below(&r, n - i);
+        size_t j = i + (size_t)cb_rng_below(&r, n - i);
         uint32_t t = perm[i];
         perm[i] = perm[j];
         perm[j] = t;
@@ -267,12 +267,12 @@ int ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int i
         for (size_t l = 0; l < L; l++) {
             float *c = ix->centroids + l * D;
             if (cnt[l] == 0) {
-                memcpy(c, xs + (size_t)rng_below(&r, ns) * D, D * sizeof(float));
+                memcpy(c, xs + (size_t)cb_rng_below(&r, ns) * D, D * sizeof(float));
                 continue;
             }
             for (size_t j = 0; j < D; j++) c[j] = (float)sum[l * D + j];
         }
-        miner_normalize(ix->centroids, L, dim);
+        cb_miner_normalize(ix->centroids, L, dim);
     }
 
     /* Every vector joins its list; ids ascend within a list. */
@@ -292,11 +292,11 @@ done:
     free(a);
     free(sum);
     free(cnt);
-    if (rc) ivf_free(ix);
+    if (rc) cb_ivf_free(ix);
     return rc;
 }
 
-void ivf_free(ivf_index *ix) {
+void cb_ivf_free(ivf_index *ix) {
     free(ix->centroids);
     free(ix->list_off);
     free(ix->list_ids);
@@ -304,7 +304,7 @@ void ivf_free(ivf_index *ix) {
     memset(ix, 0, sizeof *ix);
 }
 
-int ivf_default_nprobe(const ivf_index *ix, int k) {
+int cb_ivf_default_nprobe(const ivf_index *ix, int k) {
     if (ix->nlist <= 0 || ix->n == 0) return 1;
     double per_list = (double)ix->n / ix->nlist;
     /* The tail of a top-110 list is diffuse: on NFCorpus (MiniLM) recall@110
@@ -315,11 +315,11 @@ int ivf_default_nprobe(const ivf_index *ix, int k) {
     return np < 1 ? 1 : np;
 }
 
-int ivf_search(const ivf_index *ix, int32_t *ids, float *scores, const float *q, size_t nq, int k,
+int cb_ivf_search(const ivf_index *ix, int32_t *ids, float *scores, const float *q, size_t nq, int k,
                int nprobe) {
     if (nq == 0 || k <= 0) return 0;
     int L = ix->nlist, dim = ix->dim;
-    if (nprobe <= 0) nprobe = ivf_default_nprobe(ix, k);
+    if (nprobe <= 0) nprobe = cb_ivf_default_nprobe(ix, k);
     if (nprobe > L) nprobe = L;
     size_t maxlen = 1;
     for (int l = 0; l < L; l++)
@@ -344,17 +344,17 @@ int ivf_search(const ivf_index *ix, int32_t *ids, float *scores, const float *q,
         for (size_t i = 0; i < m; i++) {
             const float *qi = q + (q0 + i) * (size_t)dim;
             int np = 0, n = 0;
-            topk_push_row(probe, &np, nprobe, C + i * (size_t)L, (size_t)L, NULL, 0);
+            cb_topk_push_row(probe, &np, nprobe, C + i * (size_t)L, (size_t)L, NULL, 0);
             for (int t = 0; t < np; t++) {
                 int l = probe[t].id;
                 size_t o = ix->list_off[l], len = ix->list_off[l + 1] - o;
                 if (len == 0) continue;
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)len, dim, 1.0f,
                             ix->list_vecs + o * (size_t)dim, dim, qi, 1, 0.0f, S, 1);
-                topk_push_row(h, &n, k, S, len, ix->list_ids + o, 0);
+                cb_topk_push_row(h, &n, k, S, len, ix->list_ids + o, 0);
             }
-            topk_sort(h, n);
-            topk_write(h, n, k, ids + (q0 + i) * (size_t)k, scores + (q0 + i) * (size_t)k);
+            cb_topk_sort(h, n);
+            cb_topk_write(h, n, k, ids + (q0 + i) * (size_t)k, scores + (q0 + i) * (size_t)k);
         }
     }
     free(sc.mem);
@@ -381,14 +381,14 @@ static int save_npy(const char *dir, const char *name, const char *dtype, const 
                     int64_t cols, cb_err *err) {
     char *p = cb_path_new(dir, name, err);
     int64_t shape[2] = {rows, cols};
-    int rc = p ? npy_write(p, dtype, data, 2, shape, err) : -1;
+    int rc = p ? cb_npy_write(p, dtype, data, 2, shape, err) : -1;
     free(p);
     return rc;
 }
 
 static float *load_npy(const char *dir, const char *name, int64_t rows, int64_t cols, cb_err *err) {
     char *p = cb_path_new(dir, name, err);
-    float *x = p ? npy_read_f32(p, rows, cols, err) : NULL;
+    float *x = p ? cb_npy_read_f32(p, rows, cols, err) : NULL;
     free(p);
     return x;
 }
@@ -484,24 +484,24 @@ static int load_embeddings(miner *m, float **D, float **Q, int *dim, uint64_t hd
 /* The prepare hook                                                         */
 /* ======================================================================== */
 
-prepare_miner miner_hook(miner *m) {
-    prepare_miner h = {m, miner_candidates};
+prepare_miner cb_miner_hook(miner *m) {
+    prepare_miner h = {m, cb_miner_candidates};
     return h;
 }
 
-void miner_report(const miner *m, FILE *f) {
+void cb_miner_report(const miner *m, FILE *f) {
     const miner_stats *s = &m->st;
     fprintf(f, "mine: %s, %zu documents, %zu queries, dim %d; index %s", m->model_name, s->n_docs,
-            s->n_queries, s->dim, miner_index_name(s->index));
+            s->n_queries, s->dim, cb_miner_index_name(s->index));
     if (s->index == MINER_INDEX_IVF) fprintf(f, " (nlist %d, nprobe %d)", s->nlist, s->nprobe);
     fprintf(f, "; candidates ranks [%d, %d); %s %.2f s, encode %.2f s, index %.2f s, search %.2f s\n",
             s->min_rank, s->max_rank, s->loaded ? "load" : "model", s->t_load, s->t_encode,
             s->t_index, s->t_search);
 }
 
-int miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **cands, cb_err *err) {
+int cb_miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **cands, cb_err *err) {
     miner *m = ctx;
-    size_t nd = prepare_n_passages(p), nq = prepare_n_queries(p);
+    size_t nd = cb_prepare_n_passages(p), nq = cb_prepare_n_queries(p);
     if (nd > INT_MAX || nq > INT_MAX)
         return cb_err_set(err, "%zu documents and %zu queries: at most %d each", nd, nq, INT_MAX);
     memset(&m->st, 0, sizeof m->st);
@@ -516,8 +516,8 @@ int miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **can
     float *sc = NULL;
     int dim = 0, rc = -1;
     if (!dt || !qt || !dl || !ql) goto done;
-    for (size_t i = 0; i < nd; i++) dt[i] = prepare_passage(p, (uint32_t)i, &dl[i]);
-    for (size_t i = 0; i < nq; i++) qt[i] = prepare_query(p, (uint32_t)i, &ql[i]);
+    for (size_t i = 0; i < nd; i++) dt[i] = cb_prepare_passage(p, (uint32_t)i, &dl[i]);
+    for (size_t i = 0; i < nq; i++) qt[i] = cb_prepare_query(p, (uint32_t)i, &ql[i]);
     uint64_t hd = texts_hash(dt, dl, nd), hq = texts_hash(qt, ql, nq);
     double t = cb_now();
     if (m->o.load_dir) {
@@ -526,7 +526,7 @@ int miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **can
         m->st.t_load = cb_now() - t;
     } else {
         encoder e;
-        if (encoder_load(&e, ops_cpu(), m->model_dir, m->o.max_len, err)) goto done;
+        if (cb_encoder_load(&e, cb_ops_cpu(), m->model_dir, m->o.max_len, err)) goto done;
         e.quiet = m->o.quiet;
         m->st.t_load = cb_now() - t;
         dim = e.bert.cfg.hidden_size;
@@ -534,24 +534,24 @@ int miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **can
         D = cb_malloc(nd * (size_t)dim * sizeof(float), "the document embeddings", err);
         Q = cb_malloc(nq * (size_t)dim * sizeof(float), "the query embeddings", err);
         if (!D || !Q) {
-            encoder_free(&e);
+            cb_encoder_free(&e);
             goto done;
         }
         if (!m->o.quiet)
             fprintf(stderr, "mine: embedding %zu documents and %zu queries with %s\n", nd, nq,
                     m->model_name);
-        int erc = encoder_embed(&e, dt, dl, (int)nd, D, err);
-        if (!erc) erc = encoder_embed(&e, qt, ql, (int)nq, Q, err);
-        encoder_free(&e);
+        int erc = cb_encoder_embed(&e, dt, dl, (int)nd, D, err);
+        if (!erc) erc = cb_encoder_embed(&e, qt, ql, (int)nq, Q, err);
+        cb_encoder_free(&e);
         if (erc) goto done;
         m->st.t_encode = cb_now() - t;
     }
-    miner_normalize(D, nd, dim);
-    miner_normalize(Q, nq, dim);
+    cb_miner_normalize(D, nd, dim);
+    cb_miner_normalize(Q, nq, dim);
     m->st.dim = dim;
     if (m->o.save_dir && !m->st.loaded && save_embeddings(m, D, Q, dim, hd, hq, err)) goto done;
 
-    int k = miner_max_rank(nd, m->o.max_rank_cap);
+    int k = cb_miner_max_rank(nd, m->o.max_rank_cap);
     m->st.max_rank = k;
     m->st.min_rank = m->o.min_rank;
     miner_index kind = m->o.index;
@@ -564,25 +564,25 @@ int miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **can
         if (kind == MINER_INDEX_IVF) {
             ivf_index ix;
             t = cb_now();
-            if (ivf_build(&ix, D, nd, dim, m->o.ivf_nlist, 10, m->o.seed)) {
+            if (cb_ivf_build(&ix, D, nd, dim, m->o.ivf_nlist, 10, m->o.seed)) {
                 cb_err_set(err, "out of memory: the IVF index of %zu documents (dim %d)", nd, dim);
                 goto done;
             }
             m->st.t_index = cb_now() - t;
             m->st.nlist = ix.nlist;
             m->st.nprobe = m->o.ivf_nprobe > 0 ? (m->o.ivf_nprobe < ix.nlist ? m->o.ivf_nprobe : ix.nlist)
-                                               : ivf_default_nprobe(&ix, k);
+                                               : cb_ivf_default_nprobe(&ix, k);
             t = cb_now();
-            int bad = ivf_search(&ix, ids, sc, Q, nq, k, m->st.nprobe);
+            int bad = cb_ivf_search(&ix, ids, sc, Q, nq, k, m->st.nprobe);
             m->st.t_search = cb_now() - t;
-            ivf_free(&ix);
+            cb_ivf_free(&ix);
             if (bad) {
                 cb_err_set(err, "out of memory: the IVF search buffers");
                 goto done;
             }
         } else {
             t = cb_now();
-            if (miner_topk_exact(ids, sc, Q, nq, D, nd, dim, k)) {
+            if (cb_miner_topk_exact(ids, sc, Q, nq, D, nd, dim, k)) {
                 cb_err_set(err, "out of memory: the exact search buffers");
                 goto done;
             }

@@ -42,7 +42,7 @@ typedef enum {
 } miner_index;
 
 typedef struct miner_opts {
-    const char *model;        /* NULL: miner_default_model(language, size) */
+    const char *model;        /* NULL: cb_miner_default_model(language, size) */
     const char *language;     /* "en" */
     const char *size;         /* "small" (small, base, large) */
     int min_rank;             /* 10: first rank kept as a candidate */
@@ -74,32 +74,32 @@ typedef struct miner {
     miner_stats st;
 } miner;
 
-void miner_opts_default(miner_opts *o);
+void cb_miner_opts_default(miner_opts *o);
 
 /* The reference's model table (SPEC section 3): en -> BAAI/bge-SIZE-en-v1.5,
  * zh -> thenlper/gte-SIZE-zh, fr -> OrdalieTech/Solon-embeddings-{base,base,
  * large}-0.1, any other language -> intfloat/multilingual-e5-SIZE. NULL when
  * size is not small, base or large. */
-const char *miner_default_model(const char *language, const char *size);
+const char *cb_miner_default_model(const char *language, const char *size);
 
 /* Check the options and find the model (a directory or a hub id in the
  * local Hugging Face cache) before any data is read, so a missing model
  * fails fast: the error names the model and how to provide it. opts is
  * copied (its strings must outlive m). Returns 0, or -1 with err. */
-int miner_init(miner *m, const miner_opts *opts, cb_err *err);
-void miner_free(miner *m);
+int cb_miner_init(miner *m, const miner_opts *opts, cb_err *err);
+void cb_miner_free(miner *m);
 
-/* The prepare hook: {m, miner_candidates}. */
-prepare_miner miner_hook(miner *m);
+/* The prepare hook: {m, cb_miner_candidates}. */
+prepare_miner cb_miner_hook(miner *m);
 /* prepare_miner.candidates (see prepare.h): ctx is a miner *. */
-int miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **cands, cb_err *err);
+int cb_miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **cands, cb_err *err);
 
 /* One line on what was done (model, sizes, index, window, seconds per phase). */
-void miner_report(const miner *m, FILE *f);
-const char *miner_index_name(miner_index k);
+void cb_miner_report(const miner *m, FILE *f);
+const char *cb_miner_index_name(miner_index k);
 
 /* max_rank = min(cap, n_docs / 10) (the reference's, also capped by n_docs). */
-int miner_max_rank(size_t n_docs, int cap);
+int cb_miner_max_rank(size_t n_docs, int cap);
 
 /* ---- search kernels (public for the tests and benchmarks) ------------- */
 
@@ -108,7 +108,7 @@ int miner_max_rank(size_t n_docs, int cap);
  * documents, best first; ties in score go to the lower id; -1 / -INFINITY
  * pad when nd < k. Blocked SGEMM, query blocks in parallel (OpenMP).
  * Returns 0, or -1 when out of memory (the search buffers, per thread). */
-int miner_topk_exact(int32_t *ids, float *scores, const float *q, size_t nq, const float *d,
+int cb_miner_topk_exact(int32_t *ids, float *scores, const float *q, size_t nq, const float *d,
                      size_t nd, int dim, int k);
 
 /* IVF-flat: an inverted-file index over unit vectors. */
@@ -125,16 +125,16 @@ typedef struct ivf_index {
  * of at most 64 points per list), then every vector joins its nearest
  * centroid's list. nlist <= 0: about 4 sqrt(n). Deterministic for a seed.
  * Returns 0, or -1 when out of memory (ix is then empty). */
-int ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int iters, uint64_t seed);
-void ivf_free(ivf_index *ix);
+int cb_ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int iters, uint64_t seed);
+void cb_ivf_free(ivf_index *ix);
 /* The default nprobe for k: about 24 k documents scanned, at least nlist / 8
  * lists. */
-int ivf_default_nprobe(const ivf_index *ix, int k);
+int cb_ivf_default_nprobe(const ivf_index *ix, int k);
 /* Top-k of each query among the documents of its nprobe nearest lists;
- * same output contract as miner_topk_exact, and 0 or -1 when out of memory. */
-int ivf_search(const ivf_index *ix, int32_t *ids, float *scores, const float *q, size_t nq, int k,
+ * same output contract as cb_miner_topk_exact, and 0 or -1 when out of memory. */
+int cb_ivf_search(const ivf_index *ix, int32_t *ids, float *scores, const float *q, size_t nq, int k,
                int nprobe);
 
 /* L2-normalise the rows of x[n, dim] in place (a zero row stays zero). */
-void miner_normalize(float *x, size_t n, int dim);
+void cb_miner_normalize(float *x, size_t n, int dim);
 #endif

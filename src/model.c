@@ -20,7 +20,7 @@ static json_t *json_load_in(const char *dir, const char *name, char **path, cb_e
     return *path ? cb_json_load(*path, JSON_REJECT_DUPLICATES, err) : NULL;
 }
 
-/* ---- model_resolve ---------------------------------------------------- */
+/* ---- cb_model_resolve ---------------------------------------------------- */
 
 /* The hub cache directory, as huggingface_hub computes it: $HF_HUB_CACHE,
  * else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
@@ -95,7 +95,7 @@ static int hf_snapshot(const char *repo, char **out, cb_err *err) {
     return rc;
 }
 
-char *model_resolve(const char *name, cb_err *err) {
+char *cb_model_resolve(const char *name, cb_err *err) {
     if (cb_dir_exists(name)) return cb_strdup(name, err);
     struct stat st;
     if (stat(name, &st) == 0) {
@@ -230,7 +230,7 @@ static int bert_config_parse(bert_config *c, const json_t *root, const char *pat
     return 0;
 }
 
-int bert_config_load(bert_config *c, const char *dir, cb_err *err) {
+int cb_bert_config_load(bert_config *c, const char *dir, cb_err *err) {
     memset(c, 0, sizeof *c);
     char *path;
     json_t *root = json_load_in(dir, "config.json", &path, err);
@@ -313,7 +313,7 @@ static int modules_parse(sbert_config *c, const json_t *mods, const char *dir,
     return 0;
 }
 
-int sbert_config_load(sbert_config *c, const char *dir, cb_err *err) {
+int cb_sbert_config_load(sbert_config *c, const char *dir, cb_err *err) {
     memset(c, 0, sizeof *c);
     c->pooling = POOL_MEAN;
     int rc = 0;

@@ -18,7 +18,7 @@
 /* Resolve a model name to a directory path (caller frees). NULL + err when
  * it is neither a directory nor in the cache; the message says where it
  * looked and how to provide the model. */
-char *model_resolve(const char *name, cb_err *err);
+char *cb_model_resolve(const char *name, cb_err *err);
 
 typedef struct bert_config {
     char model_type[32];        /* "bert" */
@@ -39,7 +39,7 @@ typedef struct bert_config {
 /* Read and check <dir>/config.json: model_type must be BERT-family,
  * hidden_act gelu, position_embedding_type absolute, sizes positive,
  * hidden_size divisible by num_attention_heads. */
-int bert_config_load(bert_config *c, const char *dir, cb_err *err);
+int cb_bert_config_load(bert_config *c, const char *dir, cb_err *err);
 
 typedef enum sbert_pooling { POOL_MEAN, POOL_CLS, POOL_MAX, POOL_MEAN_SQRT_LEN } sbert_pooling;
 
@@ -52,5 +52,5 @@ typedef struct sbert_config {
 
 /* Read the sentence-transformers description of <dir>; a plain model gives
  * {is_sbert 0, mean pooling, no normalisation, max_seq_length 0}. */
-int sbert_config_load(sbert_config *c, const char *dir, cb_err *err);
+int cb_sbert_config_load(sbert_config *c, const char *dir, cb_err *err);
 #endif

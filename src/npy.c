@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-int npy_write(const char *path, const char *dtype, const void *data, int ndim,
+int cb_npy_write(const char *path, const char *dtype, const void *data, int ndim,
               const int64_t *shape, cb_err *err) {
     char hdr[256], dims[160] = "";
     size_t count = 1;
@@ -36,7 +36,7 @@ int npy_write(const char *path, const char *dtype, const void *data, int ndim,
     return cb_out_commit(f, tmp, path, err);
 }
 
-float *npy_read_f32(const char *path, int64_t rows, int64_t cols, cb_err *err) {
+float *cb_npy_read_f32(const char *path, int64_t rows, int64_t cols, cb_err *err) {
     size_t len;
     char *buf = cb_read_file(path, &len, err);
     if (!buf) return NULL;

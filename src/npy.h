@@ -5,15 +5,15 @@
 #define CB_NPY_H
 #include <stdint.h>
 #include "common.h"
-#include "fsutil.h"   /* cb_out_*: npy_write writes through them */
+#include "fsutil.h"   /* cb_out_*: cb_npy_write writes through them */
 
 /* dtype: "<f4" or "<i4". data holds product(shape) elements. */
-int npy_write(const char *path, const char *dtype, const void *data, int ndim,
+int cb_npy_write(const char *path, const char *dtype, const void *data, int ndim,
               const int64_t *shape, cb_err *err);
 
 /* Read a 2-D little-endian float32 C-order .npy (format 1.0, 2.0 or 3.0)
  * of shape [rows, cols], each checked when >= 0. Returns the data
  * (malloc'd, rows * cols floats), or NULL with err "PATH: what is wrong". */
-float *npy_read_f32(const char *path, int64_t rows, int64_t cols, cb_err *err);
+float *cb_npy_read_f32(const char *path, int64_t rows, int64_t cols, cb_err *err);
 
 #endif

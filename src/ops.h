@@ -6,14 +6,14 @@
  * (src/cuda/) mirrors it file for file and is tested against it op by op
  * (tests/test_ops.c).
  *
- * Devices. ops_open("auto" | "cpu" | "cuda" | "cuda:N") picks a backend at
+ * Devices. cb_ops_open("auto" | "cpu" | "cuda" | "cuda:N") picks a backend at
  * run time; every call takes the ops_device it runs on. A program may open
  * several.
  *
- * Buffers. ops_alloc returns backend memory ("device pointers", marked
+ * Buffers. cb_ops_alloc returns backend memory ("device pointers", marked
  * [dev] below). Callers may do pointer arithmetic on them and pass them to
- * ops, but never read or write through them: data goes in with ops_upload
- * and out with ops_download. (On the CPU backend device memory is host
+ * ops, but never read or write through them: data goes in with cb_ops_upload
+ * and out with cb_ops_download. (On the CPU backend device memory is host
  * memory, so tests may also pass host arrays to the CPU device directly.)
  * Scalars and the [host] arguments are plain host values.
  *
@@ -53,7 +53,7 @@ typedef struct ops_seqs {
 } ops_seqs;
 
 /* Scratch memory an op works in: [dev], sized once by the op's
- * ops_*_workspace (for the largest batch) and allocated with ops_alloc. */
+ * ops_*_workspace (for the largest batch) and allocated with cb_ops_alloc. */
 typedef struct ops_work {
     void *p;
     size_t bytes;
@@ -139,47 +139,47 @@ struct ops_device {
  * CPU). NULL + err when the backend is not built in or no such device can
  * be used. precision: OPS_FP32, or OPS_BF16 (ignored by the CPU, which is
  * always fp32). */
-ops_device *ops_open(const char *spec, ops_precision precision, cb_err *err);
-void ops_close(ops_device *d);
+ops_device *cb_ops_open(const char *spec, ops_precision precision, cb_err *err);
+void cb_ops_close(ops_device *d);
 /* The CPU device (always available; a process-wide singleton that
- * ops_close leaves alone). */
-ops_device *ops_cpu(void);
+ * cb_ops_close leaves alone). */
+ops_device *cb_ops_cpu(void);
 /* 1 when a backend of that kind is compiled into this build. */
-int ops_have(const char *kind);
+int cb_ops_have(const char *kind);
 
 /* ---- buffers ------------------------------------------------------------- */
 
 /* bytes of device memory, uninitialised; NULL + err naming `what` */
-static inline void *ops_alloc(ops_device *d, size_t bytes, const char *what, cb_err *err) {
+static inline void *cb_ops_alloc(ops_device *d, size_t bytes, const char *what, cb_err *err) {
     return d->fn->alloc(d, bytes, what, err);
 }
-static inline void ops_free(ops_device *d, void *p) { if (p) d->fn->free(d, p); }
-/* host -> device, device -> host, device -> device; ops_download waits for
+static inline void cb_ops_free(ops_device *d, void *p) { if (p) d->fn->free(d, p); }
+/* host -> device, device -> host, device -> device; cb_ops_download waits for
  * the work before it */
-static inline void ops_upload(ops_device *d, void *dst, const void *src, size_t bytes) {
+static inline void cb_ops_upload(ops_device *d, void *dst, const void *src, size_t bytes) {
     if (bytes) d->fn->upload(d, dst, src, bytes);
 }
-static inline void ops_download(ops_device *d, void *dst, const void *src, size_t bytes) {
+static inline void cb_ops_download(ops_device *d, void *dst, const void *src, size_t bytes) {
     if (bytes) d->fn->download(d, dst, src, bytes);
 }
-static inline void ops_copy(ops_device *d, void *dst, const void *src, size_t bytes) {
+static inline void cb_ops_copy(ops_device *d, void *dst, const void *src, size_t bytes) {
     if (bytes) d->fn->copy(d, dst, src, bytes);
 }
-static inline void ops_zero(ops_device *d, void *p, size_t bytes) { if (bytes) d->fn->zero(d, p, bytes); }
+static inline void cb_ops_zero(ops_device *d, void *p, size_t bytes) { if (bytes) d->fn->zero(d, p, bytes); }
 /* wait until every op issued so far has finished (for timing) */
-static inline void ops_sync(ops_device *d) { d->fn->sync(d); }
+static inline void cb_ops_sync(ops_device *d) { d->fn->sync(d); }
 
 /* ---- matmul -------------------------------------------------------------- */
 
 /* out[T, OC] = inp[T, C] @ w[OC, C]^T + b[OC]   (b may be NULL) */
-static inline void ops_linear_forward(ops_device *d, float *out, const float *inp, const float *w,
+static inline void cb_ops_linear_forward(ops_device *d, float *out, const float *inp, const float *w,
                                       const float *b, int T, int C, int OC) {
     d->fn->linear_forward(d, out, inp, w, b, T, C, OC);
 }
 /* forward: out = inp @ w^T + b.
  * dinp[T, C] = dout @ w (acc = 1: +=); dw[OC, C] += dout^T @ inp;
  * db[OC] += column sums of dout (db may be NULL). */
-static inline void ops_linear_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout,
+static inline void cb_ops_linear_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout,
                                        const float *inp, const float *w, int T, int C, int OC, int acc) {
     d->fn->linear_backward(d, dinp, dw, db, dout, inp, w, T, C, OC, acc);
 }
@@ -188,14 +188,14 @@ static inline void ops_linear_backward(ops_device *d, float *dinp, float *dw, fl
 
 /* out[t] = word[ids[t]] + pos_emb[pos[t]] + type_emb[types[t]]
  * out [T, H]; ids, pos, types [T] (types may be NULL: all 0) */
-static inline void ops_embed_forward(ops_device *d, float *out, const int32_t *ids, const int32_t *pos,
+static inline void cb_ops_embed_forward(ops_device *d, float *out, const int32_t *ids, const int32_t *pos,
                                      const int32_t *types, const float *word, const float *pos_emb,
                                      const float *type_emb, int T, int H) {
     d->fn->embed_forward(d, out, ids, pos, types, word, pos_emb, type_emb, T, H);
 }
 /* scatter-add of dout [T, H] into the rows the forward read; deterministic
  * (the same sums in the same order whatever the threads) */
-static inline void ops_embed_backward(ops_device *d, float *dword, float *dpos, float *dtype, const float *dout,
+static inline void cb_ops_embed_backward(ops_device *d, float *dword, float *dpos, float *dtype, const float *dout,
                                       const int32_t *ids, const int32_t *pos, const int32_t *types, int T,
                                       int H) {
     d->fn->embed_backward(d, dword, dpos, dtype, dout, ids, pos, types, T, H);
@@ -205,36 +205,36 @@ static inline void ops_embed_backward(ops_device *d, float *dword, float *dpos, 
 
 /* out, inp [T, C]; mean, rstd [T]; w, b [C]:
  * out = (inp - mean) * rstd * w + b, rstd = 1 / sqrt(var + eps) */
-static inline void ops_layernorm_forward(ops_device *d, float *out, float *mean, float *rstd, const float *inp,
+static inline void cb_ops_layernorm_forward(ops_device *d, float *out, float *mean, float *rstd, const float *inp,
                                          const float *w, const float *b, int T, int C, float eps) {
     d->fn->layernorm_forward(d, out, mean, rstd, inp, w, b, T, C, eps);
 }
 /* dinp [T, C] (overwritten); dw, db [C] (+=) */
-static inline void ops_layernorm_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout,
+static inline void cb_ops_layernorm_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout,
                                           const float *inp, const float *w, const float *mean,
                                           const float *rstd, int T, int C) {
     d->fn->layernorm_backward(d, dinp, dw, db, dout, inp, w, mean, rstd, T, C);
 }
 /* exact GELU: out = 0.5 x (1 + erf(x / sqrt 2)), n elements */
-static inline void ops_gelu_forward(ops_device *d, float *out, const float *inp, size_t n) {
+static inline void cb_ops_gelu_forward(ops_device *d, float *out, const float *inp, size_t n) {
     d->fn->gelu_forward(d, out, inp, n);
 }
 /* dinp = dout * GELU'(inp) (dinp may alias dout) */
-static inline void ops_gelu_backward(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n) {
+static inline void cb_ops_gelu_backward(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n) {
     d->fn->gelu_backward(d, dinp, inp, dout, n);
 }
 /* out = a + b (out may alias a or b) */
-static inline void ops_add(ops_device *d, float *out, const float *a, const float *b, size_t n) {
+static inline void cb_ops_add(ops_device *d, float *out, const float *a, const float *b, size_t n) {
     d->fn->add(d, out, a, b, n);
 }
 /* In place: mask[i] = keep bit of element i (a pure hash of (seed,
- * stream, i), see ops_dropout_keep), x[i] = mask ? x / (1 - p) : 0 */
-static inline void ops_dropout_forward(ops_device *d, float *x, uint8_t *mask, size_t n, float p,
+ * stream, i), see cb_ops_dropout_keep), x[i] = mask ? x / (1 - p) : 0 */
+static inline void cb_ops_dropout_forward(ops_device *d, float *x, uint8_t *mask, size_t n, float p,
                                        uint64_t seed, uint64_t stream) {
     d->fn->dropout_forward(d, x, mask, n, p, seed, stream);
 }
 /* dx = mask ? dx / (1 - p) : 0 */
-static inline void ops_dropout_backward(ops_device *d, float *dx, const uint8_t *mask, size_t n, float p) {
+static inline void cb_ops_dropout_backward(ops_device *d, float *dx, const uint8_t *mask, size_t n, float p) {
     d->fn->dropout_backward(d, dx, mask, n, p);
 }
 
@@ -243,7 +243,7 @@ static inline void ops_dropout_backward(ops_device *d, float *dx, const uint8_t 
 /* Bytes of workspace attention needs for sequences up to max_len tokens
  * and heads of head_dim (train: the backward's too), with the threads the
  * process has now. Allocate once. */
-static inline size_t ops_attention_workspace(ops_device *d, int max_len, int head_dim, int train) {
+static inline size_t cb_ops_attention_workspace(ops_device *d, int max_len, int head_dim, int train) {
     return d->fn->attention_workspace(d, max_len, head_dim, train);
 }
 /* Multi-head self-attention of each packed sequence over itself.
@@ -253,14 +253,14 @@ static inline size_t ops_attention_workspace(ops_device *d, int max_len, int hea
  * the hash of (seed, stream, att_off[s] * NH + h * n_s^2 + e). Never stores
  * the n x n probabilities outside the workspace. A sequence whose keys are
  * all masked gets ctx = 0 (ColBERT never makes one: [CLS] is always kept). */
-static inline void ops_attention_forward(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask,
+static inline void cb_ops_attention_forward(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask,
                                          const ops_seqs *s, int H, int NH, float p, uint64_t seed,
                                          uint64_t stream, const ops_work *work) {
     d->fn->attention_forward(d, ctx, qkv, mask, s, H, NH, p, seed, stream, work);
 }
 /* d_qkv [T, 3H] (overwritten) from d_ctx [T, H]; recomputes the
  * probabilities (and their dropout) from qkv. */
-static inline void ops_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, const float *qkv,
+static inline void cb_ops_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, const float *qkv,
                                           const uint8_t *mask, const ops_seqs *s, int H, int NH, float p,
                                           uint64_t seed, uint64_t stream, const ops_work *work) {
     d->fn->attention_backward(d, d_qkv, d_ctx, qkv, mask, s, H, NH, p, seed, stream, work);
@@ -270,21 +270,21 @@ static inline void ops_attention_backward(ops_device *d, float *d_qkv, const flo
 
 /* In place on x [T, D]: rows with keep[t] == 0 become 0 (punctuation,
  * padding); with relu, max(x, 0). keep may be NULL (all kept). */
-static inline void ops_keep_relu_forward(ops_device *d, float *x, const uint8_t *keep, int relu, int T, int D) {
+static inline void cb_ops_keep_relu_forward(ops_device *d, float *x, const uint8_t *keep, int relu, int T, int D) {
     d->fn->keep_relu_forward(d, x, keep, relu, T, D);
 }
 /* In place on dx [T, D]: zero where the forward zeroed (x is its output) */
-static inline void ops_keep_relu_backward(ops_device *d, float *dx, const float *x, const uint8_t *keep,
+static inline void cb_ops_keep_relu_backward(ops_device *d, float *dx, const float *x, const uint8_t *keep,
                                           int relu, int T, int D) {
     d->fn->keep_relu_backward(d, dx, x, keep, relu, T, D);
 }
 /* out[t] = inp[t] / max(||inp[t]||, 1e-12) (F.normalize); norm[t] = that max */
-static inline void ops_l2norm_forward(ops_device *d, float *out, float *norm, const float *inp, int T, int D) {
+static inline void cb_ops_l2norm_forward(ops_device *d, float *out, float *norm, const float *inp, int T, int D) {
     d->fn->l2norm_forward(d, out, norm, inp, T, D);
 }
 /* dinp = (dout - out <out, dout>) / norm, or dout / 1e-12 where clamped;
  * dinp may alias dout */
-static inline void ops_l2norm_backward(ops_device *d, float *dinp, const float *dout, const float *out,
+static inline void cb_ops_l2norm_backward(ops_device *d, float *dinp, const float *dout, const float *out,
                                        const float *norm, int T, int D) {
     d->fn->l2norm_backward(d, dinp, dout, out, norm, T, D);
 }
@@ -293,7 +293,7 @@ static inline void ops_l2norm_backward(ops_device *d, float *dinp, const float *
 
 /* Bytes of workspace for queries of Lq vectors against at most doc_rows
  * document rows (the rows one query meets: all of them when group = 0). */
-static inline size_t ops_maxsim_workspace(ops_device *d, int Lq, size_t doc_rows) {
+static inline size_t cb_ops_maxsim_workspace(ops_device *d, int Lq, size_t doc_rows) {
     return d->fn->maxsim_workspace(d, Lq, doc_rows);
 }
 /* scores [nq, G] of nq queries (qv [nq, Lq, D], every vector kept) against
@@ -304,7 +304,7 @@ static inline size_t ops_maxsim_workspace(ops_device *d, int Lq, size_t doc_rows
  * argmax [nq, G, Lq]: the dv row each query vector matched (-1 when the
  * document has no kept row: that max counts as -9999, as colbert-ai's).
  * d_off is given twice, [dev] and [host] (nd + 1 each). */
-static inline void ops_maxsim_forward(ops_device *d, float *scores, int32_t *argmax, const float *qv,
+static inline void cb_ops_maxsim_forward(ops_device *d, float *scores, int32_t *argmax, const float *qv,
                                       const float *dv, const int *d_off, const int *d_off_host,
                                       const uint8_t *d_keep, int group, int nq, int nd, int Lq, int D,
                                       const ops_work *work) {
@@ -312,7 +312,7 @@ static inline void ops_maxsim_forward(ops_device *d, float *scores, int32_t *arg
 }
 /* d_qv [nq, Lq, D] +=, d_dv [Td, D] +=: each query vector's gradient flows
  * to its argmax row only */
-static inline void ops_maxsim_backward(ops_device *d, float *d_qv, float *d_dv, const float *d_scores,
+static inline void cb_ops_maxsim_backward(ops_device *d, float *d_qv, float *d_dv, const float *d_scores,
                                        const int32_t *argmax, const float *qv, const float *dv, int group, int nq,
                                        int nd, int Lq, int D) {
     d->fn->maxsim_backward(d, d_qv, d_dv, d_scores, argmax, qv, dv, group, nq, nd, Lq, D);
@@ -320,10 +320,10 @@ static inline void ops_maxsim_backward(ops_device *d, float *d_qv, float *d_dv, 
 
 /* ---- losses -------------------------------------------------------------- */
 
-/* The loss of loss.h on scores [B, loss_score_cols] (teacher [B, nway] or
+/* The loss of loss.h on scores [B, cb_loss_score_cols] (teacher [B, nway] or
  * NULL); d_scores (same shape) is overwritten with its gradient. Returns
  * the loss [host]; parts [host] may be NULL. */
-static inline float ops_loss(ops_device *d, float *d_scores, loss_parts *parts, const float *scores,
+static inline float cb_ops_loss(ops_device *d, float *d_scores, loss_parts *parts, const float *scores,
                              const float *teacher, const loss_config *c, int B) {
     return d->fn->loss(d, d_scores, parts, scores, teacher, c, B);
 }
@@ -332,11 +332,11 @@ static inline float ops_loss(ops_device *d, float *d_scores, loss_parts *parts, 
 
 /* clip_grad_norm_: total = ||grads||_2 (summed in double), grads *= max_norm
  * / (total + 1e-6) when that is < 1. Returns total. */
-static inline float ops_clip_grad_norm(ops_device *d, float *grads, size_t n, float max_norm) {
+static inline float cb_ops_clip_grad_norm(ops_device *d, float *grads, size_t n, float max_norm) {
     return d->fn->clip_grad_norm(d, grads, n, max_norm);
 }
 /* One AdamW step over n parameters (optim.h has the formula); t 1-based */
-static inline void ops_adamw(ops_device *d, float *params, const float *grads, float *m, float *v, size_t n,
+static inline void cb_ops_adamw(ops_device *d, float *params, const float *grads, float *m, float *v, size_t n,
                              const adamw_config *c, long t) {
     d->fn->adamw(d, params, grads, m, v, n, c, t);
 }
@@ -348,15 +348,15 @@ static inline void ops_adamw(ops_device *d, float *params, const float *grads, f
  * p * 2^32, key = splitmix(seed ^ stream * 0xd1342543de82ef95). A pure
  * function of (seed, stream, idx): the same elements drop on every backend,
  * in any thread order. */
-static inline uint64_t ops_dropout_key(uint64_t seed, uint64_t stream) {
-    return rng_mix64(seed ^ (stream * 0xd1342543de82ef95ULL));
+static inline uint64_t cb_ops_dropout_key(uint64_t seed, uint64_t stream) {
+    return cb_rng_mix64(seed ^ (stream * 0xd1342543de82ef95ULL));
 }
-static inline uint32_t ops_dropout_thr(float p) { return (uint32_t)((double)p * 4294967296.0); }
-static inline int ops_keep_bit(uint64_t key, uint64_t idx, uint32_t thr) {
-    return (uint32_t)(rng_mix64(key ^ idx) >> 32) >= thr;
+static inline uint32_t cb_ops_dropout_thr(float p) { return (uint32_t)((double)p * 4294967296.0); }
+static inline int cb_ops_keep_bit(uint64_t key, uint64_t idx, uint32_t thr) {
+    return (uint32_t)(cb_rng_mix64(key ^ idx) >> 32) >= thr;
 }
-static inline int ops_dropout_keep(uint64_t seed, uint64_t stream, uint64_t idx, float p) {
-    return ops_keep_bit(ops_dropout_key(seed, stream), idx, ops_dropout_thr(p));
+static inline int cb_ops_dropout_keep(uint64_t seed, uint64_t stream, uint64_t idx, float p) {
+    return cb_ops_keep_bit(cb_ops_dropout_key(seed, stream), idx, cb_ops_dropout_thr(p));
 }
 
 #endif

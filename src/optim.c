@@ -4,12 +4,12 @@
 
 #include <math.h>
 
-adamw_config adamw_default(double lr) {
+adamw_config cb_adamw_default(double lr) {
     adamw_config c = {.lr = lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01};
     return c;
 }
 
-double optim_lr(double base_lr, long step, long warmup, long maxsteps) {
+double cb_optim_lr(double base_lr, long step, long warmup, long maxsteps) {
     double f;
     if (step < warmup) f = (double)step / (double)(warmup > 1 ? warmup : 1);
     else {

@@ -18,7 +18,7 @@ enum { STREAM_COLLECTION = 1, STREAM_TRIPLES = 2, STREAM_QUERY = 1000 };
 /* State                                                                    */
 /* ======================================================================== */
 
-void prepare_opts_default(prepare_opts *o) {
+void cb_prepare_opts_default(prepare_opts *o) {
     memset(o, 0, sizeof *o);
     o->kind = PREPARE_KIND_AUTO;
     o->num_new_negatives = 10;
@@ -40,7 +40,7 @@ static void label_init(label *l, const char *text) {
     l->v = v;
 }
 
-prepare *prepare_new(const prepare_opts *opts) {
+prepare *cb_prepare_new(const prepare_opts *opts) {
     prepare *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->o = *opts;
@@ -55,13 +55,13 @@ prepare *prepare_new(const prepare_opts *opts) {
     return p;
 }
 
-void prepare_free(prepare *p) {
+void cb_prepare_free(prepare *p) {
     if (!p) return;
-    strtab_free(&p->q);
-    strtab_free(&p->d);
+    cb_strtab_free(&p->q);
+    cb_strtab_free(&p->d);
     free(p->e);
     free(p->kind_path);
-    data_json_free(&p->j);
+    cb_data_json_free(&p->j);
     free(p->scratch);
     free(p->iid_of);
     free(p->qoff);
@@ -72,7 +72,7 @@ void prepare_free(prepare *p) {
     free(p);
 }
 
-const char *prepare_kind_name(prepare_kind k) {
+const char *cb_prepare_kind_name(prepare_kind k) {
     switch (k) {
     case PREPARE_KIND_AUTO: return "auto";
     case PREPARE_KIND_PAIRS: return "pairs";
@@ -86,7 +86,7 @@ const char *prepare_kind_name(prepare_kind k) {
 /* Adding texts                                                             */
 /* ======================================================================== */
 
-int prepare_add_edge(prepare *p, uint32_t q, uint32_t d, int positive, cb_err *err) {
+int cb_prepare_add_edge(prepare *p, uint32_t q, uint32_t d, int positive, cb_err *err) {
     if (p->ne == p->cape) {
         size_t cap = p->cape ? 2 * p->cape : 1 << 16;
         edge *e = cb_realloc(p->e, cap * sizeof *p->e, "the training pairs", err);
@@ -100,20 +100,20 @@ int prepare_add_edge(prepare *p, uint32_t q, uint32_t d, int positive, cb_err *e
     return 0;
 }
 
-int prepare_add_doc(prepare *p, const char *s, size_t n, uint32_t *id, cb_err *err) {
-    return strtab_intern(&p->d, s, n, id, NULL, err);
+int cb_prepare_add_doc(prepare *p, const char *s, size_t n, uint32_t *id, cb_err *err) {
+    return cb_strtab_intern(&p->d, s, n, id, NULL, err);
 }
 
-int prepare_add_example(prepare *p, const char *query, size_t qlen, const char *passage,
+int cb_prepare_add_example(prepare *p, const char *query, size_t qlen, const char *passage,
                         size_t plen, int positive, cb_err *err) {
     size_t bad;
-    if (data_is_blank(query, qlen)) return cb_err_set(err, "empty query");
-    if (data_is_blank(passage, plen)) return cb_err_set(err, "empty passage");
-    if (!data_utf8_valid(query, qlen, &bad)) return cb_err_set(err, "invalid UTF-8 in the query at byte %zu", bad);
-    if (!data_utf8_valid(passage, plen, &bad)) return cb_err_set(err, "invalid UTF-8 in the passage at byte %zu", bad);
+    if (cb_data_is_blank(query, qlen)) return cb_err_set(err, "empty query");
+    if (cb_data_is_blank(passage, plen)) return cb_err_set(err, "empty passage");
+    if (!cb_data_utf8_valid(query, qlen, &bad)) return cb_err_set(err, "invalid UTF-8 in the query at byte %zu", bad);
+    if (!cb_data_utf8_valid(passage, plen, &bad)) return cb_err_set(err, "invalid UTF-8 in the passage at byte %zu", bad);
     uint32_t q, d;
-    if (strtab_intern(&p->q, query, qlen, &q, NULL, err) || prepare_add_doc(p, passage, plen, &d, err) ||
-        prepare_add_edge(p, q, d, positive, err))
+    if (cb_strtab_intern(&p->q, query, qlen, &q, NULL, err) || cb_prepare_add_doc(p, passage, plen, &d, err) ||
+        cb_prepare_add_edge(p, q, d, positive, err))
         return -1;
     p->st.records++;
     return 0;
@@ -164,7 +164,7 @@ static int in_list(const uint32_t *a, size_t n, uint32_t v) {
 static int build_groups(prepare *p, cb_err *err) {
     size_t C = p->d.n, nq = p->q.n;
     rng r;
-    rng_init(&r, p->o.seed, STREAM_COLLECTION);
+    cb_rng_init(&r, p->o.seed, STREAM_COLLECTION);
     uint32_t *pid_of = cb_malloc(C * sizeof *pid_of, "the collection", err);   /* document id -> pid */
     uint64_t *fill = cb_malloc((nq + 1) * sizeof *fill, "the queries", err);
     p->iid_of = cb_malloc(C * sizeof *p->iid_of, "the collection", err);
@@ -178,7 +178,7 @@ static int build_groups(prepare *p, cb_err *err) {
         return -1;
     }
     for (size_t i = 0; i < C; i++) p->iid_of[i] = (uint32_t)i;
-    rng_shuffle_u32(&r, p->iid_of, C);
+    cb_rng_shuffle_u32(&r, p->iid_of, C);
     for (size_t i = 0; i < C; i++) pid_of[p->iid_of[i]] = (uint32_t)i;
 
     for (size_t i = 0; i < p->ne; i++) p->qoff[p->e[i].q + 1]++;
@@ -283,7 +283,7 @@ static int in_list64(const uint64_t *a, size_t n, uint64_t v) {
 static size_t sample_prefix(rng *r, uint32_t *a, size_t n, size_t k) {
     if (k > n) k = n;
     for (size_t i = 0; i < k; i++) {
-        size_t j = i + (size_t)rng_below(r, n - i);
+        size_t j = i + (size_t)cb_rng_below(r, n - i);
         uint32_t t = a[i];
         a[i] = a[j];
         a[j] = t;
@@ -319,7 +319,7 @@ static int random_negatives(rng *r, size_t C, const uint32_t *P, size_t np, cons
     /* Many left: rejection, expected < 4/3 draws per negative. */
     size_t start = *nout;
     while (*nout - start < take) {
-        uint32_t pid = (uint32_t)rng_below(r, C);
+        uint32_t pid = (uint32_t)cb_rng_below(r, C);
         if (in_sorted(P, np, pid) || in_sorted(N, nn, pid) || in_list(out + start, *nout - start, pid))
             continue;
         out[(*nout)++] = pid;
@@ -381,7 +381,7 @@ static int query_triplets(prepare *p, rng *r, uint32_t q, const uint32_t *P, siz
             uint32_t *idx = reserve32(&s->tmp, &s->cap_tmp, per, err);
             if (!idx) return -1;
             for (size_t k = 0; k < per;) {
-                uint32_t j = (uint32_t)rng_below(r, nn);
+                uint32_t j = (uint32_t)cb_rng_below(r, nn);
                 if (in_list(idx, k, j)) continue;
                 idx[k++] = j;
                 emit(p, q, P[i], N[j]);
@@ -397,7 +397,7 @@ static int query_triplets(prepare *p, rng *r, uint32_t q, const uint32_t *P, siz
         uint32_t *c = reserve32(&s->tmp, &s->cap_tmp, total, err);
         if (!c) return -1;
         for (size_t k = 0; k < total; k++) c[k] = (uint32_t)k;
-        rng_shuffle_u32(r, c, total);
+        cb_rng_shuffle_u32(r, c, total);
         for (size_t k = 0; k < total && want > 0; k++) {
             if (in_list64(used, nused, c[k])) continue;
             emit(p, q, P[c[k] / nn], N[c[k] % nn]);
@@ -406,7 +406,7 @@ static int query_triplets(prepare *p, rng *r, uint32_t q, const uint32_t *P, siz
     } else {
         if (!(used = reserve64(&s->used, &s->cap_used, nused + want, err))) return -1;
         while (want > 0) {
-            uint64_t c = rng_below(r, total);
+            uint64_t c = cb_rng_below(r, total);
             if (in_list64(used, nused, c)) continue;
             used[nused++] = c;
             emit(p, q, P[c / nn], N[c % nn]);
@@ -431,7 +431,7 @@ static int make_triplets(prepare *p, const uint64_t *coff, const uint32_t *cands
         const uint32_t *P = p->qd + p->qoff[q], *N = P + p->npos[q];
         size_t np = p->npos[q], nn = p->nneg[q], n = nn;
         rng r;
-        rng_init(&r, p->o.seed, STREAM_QUERY + (uint64_t)q);
+        cb_rng_init(&r, p->o.seed, STREAM_QUERY + (uint64_t)q);
         if (!reserve32(&s.negs, &s.cap_negs, nn + k, err)) {
             rc = -1;
             break;
@@ -481,7 +481,7 @@ typedef struct trip3 {
     uint32_t v[3];
 } trip3;
 
-int prepare_run(prepare *p, cb_err *err) {
+int cb_prepare_run(prepare *p, cb_err *err) {
     CB_ASSERT(!p->ran);
     if (p->q.n == 0 || p->ne == 0)
         return cb_err_set(err, "no training records: give --train-data FILE or --beir DIR");
@@ -512,10 +512,10 @@ int prepare_run(prepare *p, cb_err *err) {
     if (!p->st.mined && make_triplets(p, NULL, NULL, err)) return -1;
     if (p->ntrip == 0) return no_triplet_error(p, err);
     rng r;
-    rng_init(&r, p->o.seed, STREAM_TRIPLES);
+    cb_rng_init(&r, p->o.seed, STREAM_TRIPLES);
     trip3 *t = (trip3 *)p->trip;
     for (size_t i = p->ntrip; i > 1; i--) {
-        size_t j = (size_t)rng_below(&r, i);
+        size_t j = (size_t)cb_rng_below(&r, i);
         trip3 x = t[i - 1];
         t[i - 1] = t[j];
         t[j] = x;
@@ -536,24 +536,24 @@ static const char *const OUT_NAMES[3] = {
 /* File k of OUT_NAMES into f (named path in messages). Returns 0, or -1. */
 static int write_out(const prepare *p, int k, FILE *f, const char *path, cb_err *err) {
     data_writer w;
-    if (data_writer_init(&w, f, err)) return -1;
+    if (cb_data_writer_init(&w, f, err)) return -1;
     if (k == 0) {
         for (size_t q = 0; q < p->q.n; q++)
-            data_write_text_line(&w, q, strtab_get(&p->q, q), strtab_len(&p->q, q));
+            cb_data_write_text_line(&w, q, cb_strtab_get(&p->q, q), cb_strtab_len(&p->q, q));
     } else if (k == 1) {
         for (size_t pid = 0; pid < p->d.n; pid++) {
             uint32_t i = p->iid_of[pid];
-            data_write_text_line(&w, pid, strtab_get(&p->d, i), strtab_len(&p->d, i));
+            cb_data_write_text_line(&w, pid, cb_strtab_get(&p->d, i), cb_strtab_len(&p->d, i));
         }
     } else {
-        for (size_t t = 0; t < p->ntrip; t++) data_write_id_array(&w, p->trip + 3 * t, 3);
+        for (size_t t = 0; t < p->ntrip; t++) cb_data_write_id_array(&w, p->trip + 3 * t, 3);
     }
-    int bad = data_writer_flush(&w), e = w.err_no;
-    data_writer_free(&w);
+    int bad = cb_data_writer_flush(&w), e = w.err_no;
+    cb_data_writer_free(&w);
     return bad ? cb_err_set(err, "%s: write failed: %s", path, strerror(e)) : 0;
 }
 
-int prepare_export(prepare *p, const char *out_dir, cb_err *err) {
+int cb_prepare_export(prepare *p, const char *out_dir, cb_err *err) {
     CB_ASSERT(p->ran);
     int created, ret = -1, k;
     if (cb_mkdirs(out_dir, &created, err)) return -1;
@@ -586,24 +586,24 @@ int prepare_export(prepare *p, const char *out_dir, cb_err *err) {
 /* Accessors                                                                */
 /* ======================================================================== */
 
-const prepare_stats *prepare_get_stats(const prepare *p) { return &p->st; }
-size_t prepare_n_queries(const prepare *p) { return p->q.n; }
-size_t prepare_n_passages(const prepare *p) { return p->d.n; }
+const prepare_stats *cb_prepare_get_stats(const prepare *p) { return &p->st; }
+size_t cb_prepare_n_queries(const prepare *p) { return p->q.n; }
+size_t cb_prepare_n_passages(const prepare *p) { return p->d.n; }
 
-const char *prepare_query(const prepare *p, uint32_t qid, size_t *len) {
+const char *cb_prepare_query(const prepare *p, uint32_t qid, size_t *len) {
     CB_ASSERT(qid < p->q.n);
-    if (len) *len = strtab_len(&p->q, qid);
-    return strtab_get(&p->q, qid);
+    if (len) *len = cb_strtab_len(&p->q, qid);
+    return cb_strtab_get(&p->q, qid);
 }
 
-const char *prepare_passage(const prepare *p, uint32_t pid, size_t *len) {
+const char *cb_prepare_passage(const prepare *p, uint32_t pid, size_t *len) {
     CB_ASSERT(p->iid_of && pid < p->d.n);
     uint32_t i = p->iid_of[pid];
-    if (len) *len = strtab_len(&p->d, i);
-    return strtab_get(&p->d, i);
+    if (len) *len = cb_strtab_len(&p->d, i);
+    return cb_strtab_get(&p->d, i);
 }
 
-const uint32_t *prepare_triplets(const prepare *p, size_t *n) {
+const uint32_t *cb_prepare_triplets(const prepare *p, size_t *n) {
     if (n) *n = p->ntrip;
     return p->trip;
 }

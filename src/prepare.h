@@ -67,7 +67,7 @@ typedef struct prepare prepare;
  * passage ids, the ranked candidates of query q being cands[off[q] ..
  * off[q+1]). prepare drops the query's known positives and negatives and
  * samples num_new_negatives of the rest, then frees both arrays. Returns 0,
- * or -1 with err set. Texts come from prepare_query() / prepare_passage(). */
+ * or -1 with err set. Texts come from cb_prepare_query() / cb_prepare_passage(). */
 typedef struct prepare_miner {
     void *ctx;
     int (*candidates)(void *ctx, const prepare *p, uint64_t **off, uint32_t **cands, cb_err *err);
@@ -105,55 +105,55 @@ typedef struct prepare_stats {
 } prepare_stats;
 
 /* Defaults as listed above (the reference's). */
-void prepare_opts_default(prepare_opts *o);
+void cb_prepare_opts_default(prepare_opts *o);
 
 /* A new, empty preparation; opts is copied (its strings must outlive p).
  * NULL when out of memory. */
-prepare *prepare_new(const prepare_opts *opts);
-void prepare_free(prepare *p);
+prepare *cb_prepare_new(const prepare_opts *opts);
+void cb_prepare_free(prepare *p);
 
 /* Extra documents: JSONL ({"text": ..., optional "title"}), TSV
  * ("id<TAB>text", a header line "id..." is skipped) or plain text (one
  * document a line); the form comes from the extension (.jsonl/.json, .tsv),
  * else from the first line ('{' -> JSONL), else plain text. Blank lines are
  * skipped. Returns 0, or -1 with "FILE:LINE: ..." in err. */
-int prepare_add_corpus(prepare *p, const char *path, cb_err *err);
+int cb_prepare_add_corpus(prepare *p, const char *path, cb_err *err);
 
 /* Training records: JSONL (each line a JSON list, see the kinds above) or
  * TSV (2 or 3 tab-separated columns; a first line starting with "query" is
  * a header). Form from the first non-blank character ('[' -> JSONL).
  * Returns 0, or -1 with "FILE:LINE: ..." in err. */
-int prepare_add_train(prepare *p, const char *path, cb_err *err);
+int cb_prepare_add_train(prepare *p, const char *path, cb_err *err);
 
 /* A BEIR directory, read by beir.h: corpus.jsonl (all documents join the
  * collection, title and text joined by title_sep; empty ones are left out
  * with a warning), queries.jsonl, and qrels/<split>.tsv whose lines with
  * score > 0 are (query, document) pairs. */
-int prepare_add_beir(prepare *p, const char *dir, const char *split, cb_err *err);
+int cb_prepare_add_beir(prepare *p, const char *dir, const char *split, cb_err *err);
 
 /* One record from memory: a (query, passage) edge, positive or negative.
  * For callers that build records themselves; no kind checks. */
-int prepare_add_example(prepare *p, const char *query, size_t qlen, const char *passage,
+int cb_prepare_add_example(prepare *p, const char *query, size_t qlen, const char *passage,
                         size_t plen, int positive, cb_err *err);
 
 /* Build the collection, group by query, draw new negatives and make the
  * shuffled triplets. Returns 0, or -1 with err (e.g. no triplet, and why). */
-int prepare_run(prepare *p, cb_err *err);
+int cb_prepare_run(prepare *p, cb_err *err);
 
 /* Write the three files into out_dir (created if missing), under temporary
  * names renamed only when all three are complete; on failure nothing new is
- * left. Call after prepare_run. */
-int prepare_export(prepare *p, const char *out_dir, cb_err *err);
+ * left. Call after cb_prepare_run. */
+int cb_prepare_export(prepare *p, const char *out_dir, cb_err *err);
 
-/* After prepare_run (or during miner->candidates): sizes and texts. */
-const prepare_stats *prepare_get_stats(const prepare *p);
-size_t prepare_n_queries(const prepare *p);
-size_t prepare_n_passages(const prepare *p);
-const char *prepare_query(const prepare *p, uint32_t qid, size_t *len);
-const char *prepare_passage(const prepare *p, uint32_t pid, size_t *len);
+/* After cb_prepare_run (or during miner->candidates): sizes and texts. */
+const prepare_stats *cb_prepare_get_stats(const prepare *p);
+size_t cb_prepare_n_queries(const prepare *p);
+size_t cb_prepare_n_passages(const prepare *p);
+const char *cb_prepare_query(const prepare *p, uint32_t qid, size_t *len);
+const char *cb_prepare_passage(const prepare *p, uint32_t pid, size_t *len);
 /* The triplets [n, 3] (qid, pos_pid, neg_pid) in file order. */
-const uint32_t *prepare_triplets(const prepare *p, size_t *n);
+const uint32_t *cb_prepare_triplets(const prepare *p, size_t *n);
 
-const char *prepare_kind_name(prepare_kind k);
+const char *cb_prepare_kind_name(prepare_kind k);
 
 #endif

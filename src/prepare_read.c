@@ -12,14 +12,14 @@
 /* A document of query q: interned, then the edge. */
 static int add_pair(prepare *p, uint32_t q, const char *s, size_t n, int positive, cb_err *err) {
     uint32_t d;
-    return prepare_add_doc(p, s, n, &d, err) || prepare_add_edge(p, q, d, positive, err) ? -1 : 0;
+    return cb_prepare_add_doc(p, s, n, &d, err) || cb_prepare_add_edge(p, q, d, positive, err) ? -1 : 0;
 }
 
 /* title + sep + text in p->scratch (or the text alone when there is no
  * title, or with --no-title); NULL with err when out of memory. */
 static const char *join_title(prepare *p, const char *title, size_t nt, const char *text, size_t nx,
                               size_t *len, cb_err *err) {
-    return data_join_title(&p->scratch, &p->cap_scratch, p->o.no_title ? NULL : title, nt, p->o.title_sep,
+    return cb_data_join_title(&p->scratch, &p->cap_scratch, p->o.no_title ? NULL : title, nt, p->o.title_sep,
                            text, nx, len, err);
 }
 
@@ -32,8 +32,8 @@ static char lead_char(const char *line, size_t len) {
 
 static int check_utf8_line(const data_lines *r, const char *line, size_t len, cb_err *err) {
     size_t bad;
-    if (data_utf8_valid(line, len, &bad)) return 0;
-    return data_lines_err(err, r, "invalid UTF-8 at column %zu (byte 0x%02x)", bad + 1,
+    if (cb_data_utf8_valid(line, len, &bad)) return 0;
+    return cb_data_lines_err(err, r, "invalid UTF-8 at column %zu (byte 0x%02x)", bad + 1,
                           (unsigned char)line[bad]);
 }
 
@@ -44,38 +44,38 @@ static int ends_with(const char *s, const char *suf) {
     return a >= b && !strcasecmp(s + a - b, suf);
 }
 
-int prepare_add_corpus(prepare *p, const char *path, cb_err *err) {
+int cb_prepare_add_corpus(prepare *p, const char *path, cb_err *err) {
     data_lines r;
-    if (data_lines_open(&r, path, err)) return -1;
+    if (cb_data_lines_open(&r, path, err)) return -1;
     enum { F_UNKNOWN, F_JSONL, F_TSV, F_PLAIN } form = F_UNKNOWN;
     if (ends_with(path, ".jsonl") || ends_with(path, ".json")) form = F_JSONL;
     else if (ends_with(path, ".tsv")) form = F_TSV;
     progress pg;
-    progress_init_mb(&pg, "corpus", r.size, 64, p->o.quiet);
+    cb_progress_init_mb(&pg, "corpus", r.size, 64, p->o.quiet);
     int64_t docs = 0;
     char *line;
     size_t len;
     int rc;
-    while ((rc = data_lines_next_nonblank(&r, &pg, &line, &len, err)) == 1) {
+    while ((rc = cb_data_lines_next_nonblank(&r, &pg, &line, &len, err)) == 1) {
         if (form == F_UNKNOWN) form = lead_char(line, len) == '{' ? F_JSONL : F_PLAIN;
         const char *text = line;
         size_t n = len;
         if (form == F_JSONL) {
-            if (data_json_parse(&p->j, line, len, err)) goto fail_prefix;
+            if (cb_data_json_parse(&p->j, line, len, err)) goto fail_prefix;
             const dj_node *nd = p->j.nodes;
             if (nd[0].type == DJ_STRING) {
                 text = nd[0].s;
                 n = nd[0].len;
             } else {
-                int64_t it = data_json_get(&p->j, 0, "text"), ti = data_json_get(&p->j, 0, "title");
+                int64_t it = cb_data_json_get(&p->j, 0, "text"), ti = cb_data_json_get(&p->j, 0, "title");
                 if (nd[0].type != DJ_OBJECT || it < 0 || nd[it].type != DJ_STRING) {
-                    data_lines_err(err, &r, "expected an object with a \"text\" string, found %s%s",
-                             data_json_type_name(nd[0].type),
+                    cb_data_lines_err(err, &r, "expected an object with a \"text\" string, found %s%s",
+                             cb_data_json_type_name(nd[0].type),
                              nd[0].type == DJ_OBJECT ? (it < 0 ? " without \"text\"" : " whose \"text\" is not a string") : "");
                     goto fail;
                 }
                 if (ti >= 0 && nd[ti].type != DJ_STRING && nd[ti].type != DJ_NULL) {
-                    data_lines_err(err, &r, "expected \"title\" to be a string, found %s", data_json_type_name(nd[ti].type));
+                    cb_data_lines_err(err, &r, "expected \"title\" to be a string, found %s", cb_data_json_type_name(nd[ti].type));
                     goto fail;
                 }
                 int has_title = ti >= 0 && nd[ti].type == DJ_STRING;
@@ -88,7 +88,7 @@ int prepare_add_corpus(prepare *p, const char *path, cb_err *err) {
             if (form == F_TSV) {
                 char *t1 = memchr(line, '\t', len);
                 if (!t1) {
-                    data_lines_err(err, &r, "expected \"id<TAB>text\", found no tab");
+                    cb_data_lines_err(err, &r, "expected \"id<TAB>text\", found no tab");
                     goto fail;
                 }
                 size_t idn = (size_t)(t1 - line);
@@ -109,27 +109,27 @@ int prepare_add_corpus(prepare *p, const char *path, cb_err *err) {
                 }
             }
         }
-        if (data_is_blank(text, n)) {
-            data_lines_err(err, &r, "empty document");
+        if (cb_data_is_blank(text, n)) {
+            cb_data_lines_err(err, &r, "empty document");
             goto fail;
         }
         uint32_t id;
-        if (prepare_add_doc(p, text, n, &id, err)) goto fail_prefix;
+        if (cb_prepare_add_doc(p, text, n, &id, err)) goto fail_prefix;
         docs++;
     }
     if (rc < 0) goto fail;
-    progress_finish(&pg);
+    cb_progress_finish(&pg);
     if (docs == 0) {
         cb_err_set(err, "%s: empty file: expected one document a line", path);
         goto fail;
     }
     p->st.corpus_docs += docs;
-    data_lines_close(&r);
+    cb_data_lines_close(&r);
     return 0;
 fail_prefix:
     cb_err_prefix(err, "%s:%lld", path, (long long)r.lineno);
 fail:
-    data_lines_close(&r);
+    cb_data_lines_close(&r);
     return -1;
 }
 
@@ -156,7 +156,7 @@ static int fields_of(prepare_kind k) { return k == PREPARE_KIND_PAIRS ? 2 : 3; }
  * third field looks like a label (for detection). */
 static int settle_kind(prepare *p, const data_lines *r, int nf, int third_is_label, cb_err *err) {
     if (nf != 2 && nf != 3)
-        return data_lines_err(err, r, "expected 2 fields (query, passage) or 3 (query, passage, label) or "
+        return cb_data_lines_err(err, r, "expected 2 fields (query, passage) or 3 (query, passage, label) or "
                         "(query, positive, negative), found %d", nf);
     if (p->kind == PREPARE_KIND_AUTO) {
         p->kind = nf == 2 ? PREPARE_KIND_PAIRS
@@ -167,24 +167,24 @@ static int settle_kind(prepare *p, const data_lines *r, int nf, int third_is_lab
     }
     if (nf == fields_of(p->kind)) return 0;
     if (p->kind_path)
-        return data_lines_err(err, r, "mixed kinds: this record has %d fields but the first record "
+        return cb_data_lines_err(err, r, "mixed kinds: this record has %d fields but the first record "
                         "(%s:%lld) has %d (%s)", nf, p->kind_path, (long long)p->kind_line,
-                        fields_of(p->kind), prepare_kind_name(p->kind));
-    return data_lines_err(err, r, "expected %d fields for %s (--kind), found %d", fields_of(p->kind),
-                          prepare_kind_name(p->kind), nf);
+                        fields_of(p->kind), cb_prepare_kind_name(p->kind));
+    return cb_data_lines_err(err, r, "expected %d fields for %s (--kind), found %d", fields_of(p->kind),
+                          cb_prepare_kind_name(p->kind), nf);
 }
 
 static int label_value(prepare *p, const data_lines *r, int match_pos, int match_neg,
                        const char *found, cb_err *err) {
     if (match_pos) return 1;
     if (match_neg) return 0;
-    return data_lines_err(err, r, "label %s is neither the positive label %s nor the negative label %s "
+    return cb_data_lines_err(err, r, "label %s is neither the positive label %s nor the negative label %s "
                     "(set them with --positive-label and --negative-label)",
                     found, p->pos.text, p->neg.text);
 }
 
 static int empty_field(const data_lines *r, const char *what, int field, cb_err *err) {
-    return data_lines_err(err, r, "empty %s (field %d)", what, field);
+    return cb_data_lines_err(err, r, "empty %s (field %d)", what, field);
 }
 
 /* Add the passage(s) of JSON node idx (field number f) to query q. */
@@ -192,7 +192,7 @@ static int add_json_passages(prepare *p, const data_lines *r, uint32_t q, size_t
                              int positive, cb_err *err) {
     const dj_node *nd = &p->j.nodes[idx];
     if (nd->type == DJ_STRING) {
-        if (data_is_blank(nd->s, nd->len)) return empty_field(r, "passage", f, err);
+        if (cb_data_is_blank(nd->s, nd->len)) return empty_field(r, "passage", f, err);
         return add_pair(p, q, nd->s, nd->len, positive, err);
     }
     if (nd->type == DJ_ARRAY) {
@@ -200,36 +200,36 @@ static int add_json_passages(prepare *p, const data_lines *r, uint32_t q, size_t
         for (uint32_t k = 0; k < nd->n; k++, i = p->j.nodes[i].next) {
             const dj_node *it = &p->j.nodes[i];
             if (it->type != DJ_STRING)
-                return data_lines_err(err, r, "field %d: item %u of the list is %s, expected a string",
-                                f, k + 1, data_json_type_name(it->type));
-            if (data_is_blank(it->s, it->len))
-                return data_lines_err(err, r, "empty passage (field %d, item %u)", f, k + 1);
+                return cb_data_lines_err(err, r, "field %d: item %u of the list is %s, expected a string",
+                                f, k + 1, cb_data_json_type_name(it->type));
+            if (cb_data_is_blank(it->s, it->len))
+                return cb_data_lines_err(err, r, "empty passage (field %d, item %u)", f, k + 1);
             if (add_pair(p, q, it->s, it->len, positive, err)) return -1;
         }
         return 0;
     }
     if (nd->type == DJ_OBJECT) {
-        int64_t c = data_json_get(&p->j, idx, "content");
+        int64_t c = cb_data_json_get(&p->j, idx, "content");
         if (c < 0 || p->j.nodes[c].type != DJ_STRING)
-            return data_lines_err(err, r, "field %d: expected an object with a \"content\" string", f);
+            return cb_data_lines_err(err, r, "field %d: expected an object with a \"content\" string", f);
         const dj_node *cn = &p->j.nodes[c];
-        if (data_is_blank(cn->s, cn->len)) return empty_field(r, "passage", f, err);
+        if (cb_data_is_blank(cn->s, cn->len)) return empty_field(r, "passage", f, err);
         return add_pair(p, q, cn->s, cn->len, positive, err);
     }
     if (f == 3 && (nd->type == DJ_NUMBER || nd->type == DJ_TRUE || nd->type == DJ_FALSE))
-        return data_lines_err(err, r, "field 3 is %s, not a negative passage: for labeled pairs pass "
-                        "--kind labeled", data_json_type_name(nd->type));
-    return data_lines_err(err, r, "field %d: expected a passage (a string, a list of strings or "
-                    "{\"content\": string}), found %s", f, data_json_type_name(nd->type));
+        return cb_data_lines_err(err, r, "field 3 is %s, not a negative passage: for labeled pairs pass "
+                        "--kind labeled", cb_data_json_type_name(nd->type));
+    return cb_data_lines_err(err, r, "field %d: expected a passage (a string, a list of strings or "
+                    "{\"content\": string}), found %s", f, cb_data_json_type_name(nd->type));
 }
 
 static int add_jsonl_record(prepare *p, const data_lines *r, char *line, size_t len, cb_err *err) {
-    if (data_json_parse(&p->j, line, len, err))
+    if (cb_data_json_parse(&p->j, line, len, err))
         return cb_err_prefix(err, "%s:%lld", r->path, (long long)r->lineno);
     const dj_node *nd = p->j.nodes;
     if (nd[0].type != DJ_ARRAY)
-        return data_lines_err(err, r, "expected a list [query, passage, ...], found %s",
-                        data_json_type_name(nd[0].type));
+        return cb_data_lines_err(err, r, "expected a list [query, passage, ...], found %s",
+                        cb_data_json_type_name(nd[0].type));
     int nf = (int)nd[0].n;
     size_t f0 = 1, f1 = nf >= 2 ? nd[f0].next : 0, f2 = nf >= 3 ? nd[f1].next : 0;
     int third_is_label = 0;
@@ -240,11 +240,11 @@ static int add_jsonl_record(prepare *p, const data_lines *r, char *line, size_t 
     }
     if (settle_kind(p, r, nf, third_is_label, err)) return -1;
     if (nd[f0].type != DJ_STRING)
-        return data_lines_err(err, r, "field 1: expected the query as a string, found %s",
-                        data_json_type_name(nd[f0].type));
-    if (data_is_blank(nd[f0].s, nd[f0].len)) return empty_field(r, "query", 1, err);
+        return cb_data_lines_err(err, r, "field 1: expected the query as a string, found %s",
+                        cb_data_json_type_name(nd[f0].type));
+    if (cb_data_is_blank(nd[f0].s, nd[f0].len)) return empty_field(r, "query", 1, err);
     uint32_t q;
-    if (strtab_intern(&p->q, nd[f0].s, nd[f0].len, &q, NULL, err)) return -1;
+    if (cb_strtab_intern(&p->q, nd[f0].s, nd[f0].len, &q, NULL, err)) return -1;
     switch (p->kind) {
     case PREPARE_KIND_PAIRS:
         if (add_json_passages(p, r, q, f1, 2, 1, err)) return -1;
@@ -252,8 +252,8 @@ static int add_jsonl_record(prepare *p, const data_lines *r, char *line, size_t 
     case PREPARE_KIND_LABELED: {
         char b[96];
         const dj_node *t = &nd[f2];
-        const char *found = t->type == DJ_STRING ? data_excerpt(b, sizeof b, t->s, t->len)
-                                                 : data_json_type_name(t->type);
+        const char *found = t->type == DJ_STRING ? cb_data_excerpt(b, sizeof b, t->s, t->len)
+                                                 : cb_data_json_type_name(t->type);
         if (t->type == DJ_NUMBER) {   /* print the number without quotes */
             snprintf(b, sizeof b, "%.*s", (int)(t->len < 40 ? t->len : 40), t->s);
             found = b;
@@ -299,20 +299,20 @@ static int add_tsv_record(prepare *p, const data_lines *r, char *line, size_t le
     if (r->lineno == 1 && nf >= 2 && n[0] == 5 && !strncasecmp(f[0], "query", 5)) return 0;   /* header */
     int third_is_label = nf == 3 && (label_match_text(&p->pos, f[2], n[2]) || label_match_text(&p->neg, f[2], n[2]));
     if (settle_kind(p, r, nf, third_is_label, err)) return -1;
-    if (data_is_blank(f[0], n[0])) return empty_field(r, "query", 1, err);
-    if (data_is_blank(f[1], n[1])) return empty_field(r, "passage", 2, err);
+    if (cb_data_is_blank(f[0], n[0])) return empty_field(r, "query", 1, err);
+    if (cb_data_is_blank(f[1], n[1])) return empty_field(r, "passage", 2, err);
     uint32_t q;
-    if (strtab_intern(&p->q, f[0], n[0], &q, NULL, err)) return -1;
+    if (cb_strtab_intern(&p->q, f[0], n[0], &q, NULL, err)) return -1;
     int positive = 1;
     if (p->kind == PREPARE_KIND_LABELED) {
         char b[96];
         positive = label_value(p, r, label_match_text(&p->pos, f[2], n[2]),
-                               label_match_text(&p->neg, f[2], n[2]), data_excerpt(b, sizeof b, f[2], n[2]), err);
+                               label_match_text(&p->neg, f[2], n[2]), cb_data_excerpt(b, sizeof b, f[2], n[2]), err);
         if (positive < 0) return -1;
     }
     if (add_pair(p, q, f[1], n[1], positive, err)) return -1;
     if (p->kind == PREPARE_KIND_TRIPLETS) {
-        if (data_is_blank(f[2], n[2])) return empty_field(r, "passage", 3, err);
+        if (cb_data_is_blank(f[2], n[2])) return empty_field(r, "passage", 3, err);
         if (add_pair(p, q, f[2], n[2], 0, err)) return -1;
     }
     return 0;
@@ -325,28 +325,28 @@ static int check_labels(const prepare *p, cb_err *err) {
     return 0;
 }
 
-int prepare_add_train(prepare *p, const char *path, cb_err *err) {
+int cb_prepare_add_train(prepare *p, const char *path, cb_err *err) {
     if (check_labels(p, err)) return -1;
     data_lines r;
-    if (data_lines_open(&r, path, err)) return -1;
+    if (cb_data_lines_open(&r, path, err)) return -1;
     progress pg;
-    progress_init_mb(&pg, "read", r.size, 64, p->o.quiet);
+    cb_progress_init_mb(&pg, "read", r.size, 64, p->o.quiet);
     int form = -1;   /* 1 JSONL, 0 TSV */
     int64_t records = 0;
     char *line;
     size_t len;
     int rc;
-    while ((rc = data_lines_next_nonblank(&r, &pg, &line, &len, err)) == 1) {
+    while ((rc = cb_data_lines_next_nonblank(&r, &pg, &line, &len, err)) == 1) {
         if (form < 0) form = lead_char(line, len) == '[' || lead_char(line, len) == '{';
         size_t ne0 = p->ne;
         if ((form ? add_jsonl_record(p, &r, line, len, err) : add_tsv_record(p, &r, line, len, err))) {
-            data_lines_close(&r);
+            cb_data_lines_close(&r);
             return -1;
         }
         if (p->ne > ne0 || form) records++;
     }
-    progress_finish(&pg);
-    data_lines_close(&r);
+    cb_progress_finish(&pg);
+    cb_data_lines_close(&r);
     if (rc < 0) return -1;
     if (records == 0) return cb_err_set(err, "%s: empty file: expected one record a line", path);
     p->st.records += records;
@@ -373,13 +373,13 @@ static int beir_doc(void *ctx, uint32_t k, const char *text, size_t len, cb_err 
         c->doc_of = d;
         c->cap = cap;
     }
-    if (data_is_blank(text, len)) {
+    if (cb_data_is_blank(text, len)) {
         c->doc_of[k] = STRTAB_NONE;
         c->empty_docs++;
         return 0;
     }
     c->p->st.corpus_docs++;
-    return prepare_add_doc(c->p, text, len, &c->doc_of[k], err);
+    return cb_prepare_add_doc(c->p, text, len, &c->doc_of[k], err);
 }
 
 /* "FILE:LINE: query-id "x" has an empty text in queries.jsonl" and the like. */
@@ -387,7 +387,7 @@ static int beir_empty(cb_err *err, const beir *b, const beir_qrel *r, const char
                       uint32_t k, const char *in) {
     char x[96];
     return cb_err_set(err, "%s:%lld: %s %s has an empty text in %s", b->qrels_path, (long long)r->line, what,
-                      data_excerpt(x, sizeof x, strtab_get(ids, k), strtab_len(ids, k)), in);
+                      cb_data_excerpt(x, sizeof x, cb_strtab_get(ids, k), cb_strtab_len(ids, k)), in);
 }
 
 /* A qrels line with a score > 0: a (query, document) pair. */
@@ -395,20 +395,20 @@ static int beir_pair(void *ctx, const beir *b, const beir_qrel *r, cb_err *err) 
     beir_ctx *c = ctx;
     if (c->doc_of[r->doc] == STRTAB_NONE)
         return beir_empty(err, b, r, "corpus-id", &b->doc_ids, r->doc, b->corpus_path);
-    const char *qt = strtab_get(&b->query_texts, r->query);
-    size_t qn = strtab_len(&b->query_texts, r->query);
-    if (data_is_blank(qt, qn)) return beir_empty(err, b, r, "query-id", &b->query_ids, r->query, b->queries_path);
+    const char *qt = cb_strtab_get(&b->query_texts, r->query);
+    size_t qn = cb_strtab_len(&b->query_texts, r->query);
+    if (cb_data_is_blank(qt, qn)) return beir_empty(err, b, r, "query-id", &b->query_ids, r->query, b->queries_path);
     uint32_t q;
-    if (strtab_intern(&c->p->q, qt, qn, &q, NULL, err) || prepare_add_edge(c->p, q, c->doc_of[r->doc], 1, err))
+    if (cb_strtab_intern(&c->p->q, qt, qn, &q, NULL, err) || cb_prepare_add_edge(c->p, q, c->doc_of[r->doc], 1, err))
         return -1;
     c->pairs++;
     return 0;
 }
 
-int prepare_add_beir(prepare *p, const char *dir, const char *split, cb_err *err) {
+int cb_prepare_add_beir(prepare *p, const char *dir, const char *split, cb_err *err) {
     beir_ctx c = {p, NULL, 0, 0, 0};
     beir_opts o;
-    beir_opts_default(&o);
+    cb_beir_opts_default(&o);
     o.title_sep = p->o.title_sep;
     o.no_title = p->o.no_title;
     o.positive_only = 1;
@@ -417,7 +417,7 @@ int prepare_add_beir(prepare *p, const char *dir, const char *split, cb_err *err
     o.qrel = beir_pair;
     o.ctx = &c;
     beir b;
-    int rc = beir_read(&b, dir, split, &o, err);
+    int rc = cb_beir_read(&b, dir, split, &o, err);
     free(c.doc_of);
     if (rc) return -1;
     if (c.empty_docs && !p->o.quiet)
@@ -432,6 +432,6 @@ int prepare_add_beir(prepare *p, const char *dir, const char *split, cb_err *err
         if (!(p->kind_path = cb_strdup(b.qrels_path, err))) rc = -1;
     }
     if (!rc) p->st.records += c.pairs;
-    beir_free(&b);
+    cb_beir_free(&b);
     return rc;
 }

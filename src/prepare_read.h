@@ -5,7 +5,7 @@
  *
  * Reading turns every record into (query, document) edges over two string
  * tables: queries and documents are interned once each (ids in order of
- * first appearance), an edge is 8 bytes. prepare_run groups the edges by
+ * first appearance), an edge is 8 bytes. cb_prepare_run groups the edges by
  * query after the collection is shuffled.
  */
 #ifndef CB_PREPARE_READ_H
@@ -41,7 +41,7 @@ struct prepare {
     char *scratch;              /* joined title + text */
     size_t cap_scratch;
     prepare_stats st;
-    /* after prepare_run */
+    /* after cb_prepare_run */
     uint32_t *iid_of;           /* [C] pid -> document id */
     uint64_t *qoff;             /* [nq+1] per-query segments of qd */
     uint32_t *qd;               /* pids: positives then negatives, sorted */
@@ -53,7 +53,7 @@ struct prepare {
 
 /* Record that document d is a positive (or a negative) of query q.
  * Returns 0, or -1 with err when out of memory. */
-int prepare_add_edge(prepare *p, uint32_t q, uint32_t d, int positive, cb_err *err);
+int cb_prepare_add_edge(prepare *p, uint32_t q, uint32_t d, int positive, cb_err *err);
 /* Intern a document text: its id in *id. Returns 0, or -1 with err. */
-int prepare_add_doc(prepare *p, const char *s, size_t n, uint32_t *id, cb_err *err);
+int cb_prepare_add_doc(prepare *p, const char *s, size_t n, uint32_t *id, cb_err *err);
 #endif

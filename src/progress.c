@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-void progress_init(progress *p, const char *label, const char *unit, int64_t total, int quiet) {
+void cb_progress_init(progress *p, const char *label, const char *unit, int64_t total, int quiet) {
     p->label = label;
     p->unit = unit;
     p->total = total;
@@ -16,9 +16,9 @@ void progress_init(progress *p, const char *label, const char *unit, int64_t tot
     p->drawn = 0;
 }
 
-void progress_init_mb(progress *p, const char *label, int64_t bytes, int64_t min_mb, int quiet) {
+void cb_progress_init_mb(progress *p, const char *label, int64_t bytes, int64_t min_mb, int quiet) {
     int64_t mb = bytes >> 20;
-    progress_init(p, label, "MB", mb, quiet || mb < min_mb);
+    cb_progress_init(p, label, "MB", mb, quiet || mb < min_mb);
 }
 
 static void fmt_time(char *buf, size_t n, double s) {
@@ -63,7 +63,7 @@ static void draw(progress *p, int final) {
     p->drawn = 1;
 }
 
-void progress_update(progress *p, int64_t done) {
+void cb_progress_update(progress *p, int64_t done) {
     p->done = done;
     if (p->quiet) return;
     double t = cb_now();
@@ -74,7 +74,7 @@ void progress_update(progress *p, int64_t done) {
     }
 }
 
-void progress_finish(progress *p) {
+void cb_progress_finish(progress *p) {
     if (p->quiet) return;
     draw(p, 1);
 }

@@ -16,13 +16,13 @@ typedef struct progress {
 } progress;
 
 /* quiet != 0 draws nothing (for tests and --quiet). */
-void progress_init(progress *p, const char *label, const char *unit, int64_t total, int quiet);
+void cb_progress_init(progress *p, const char *label, const char *unit, int64_t total, int quiet);
 /* A bar over an input file of `bytes` bytes, counted in MB (update it with
  * the MB read so far): drawn only for files of min_mb MB or more, which take
  * long enough to read for a bar to help. */
-void progress_init_mb(progress *p, const char *label, int64_t bytes, int64_t min_mb, int quiet);
+void cb_progress_init_mb(progress *p, const char *label, int64_t bytes, int64_t min_mb, int quiet);
 /* Set the count done so far and redraw if due. */
-void progress_update(progress *p, int64_t done);
+void cb_progress_update(progress *p, int64_t done);
 /* Final line with the elapsed time and mean rate. */
-void progress_finish(progress *p);
+void cb_progress_finish(progress *p);
 #endif

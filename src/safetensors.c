@@ -2,7 +2,7 @@
  * .safetensors files (format in safetensors.h).
  *
  * Reading memory-maps the file read-only and checks the whole header before
- * anything is handed out, so that a later st_read_f32 never reads outside
+ * anything is handed out, so that a later cb_st_read_f32 never reads outside
  * the mapping whatever the file says. Tensor data need not be aligned: it
  * is always copied out with memcpy.
  */
@@ -31,11 +31,11 @@ static const struct {
 };
 #define ST_N_DTYPES ((int)(sizeof st_dtypes / sizeof st_dtypes[0]))
 
-const char *st_dtype_name(st_dtype d) {
+const char *cb_st_dtype_name(st_dtype d) {
     return (int)d >= 0 && (int)d < ST_N_DTYPES ? st_dtypes[d].name : "?";
 }
 
-size_t st_dtype_size(st_dtype d) {
+size_t cb_st_dtype_size(st_dtype d) {
     CB_ASSERT((int)d >= 0 && (int)d < ST_N_DTYPES);
     return st_dtypes[d].size;
 }
@@ -66,7 +66,7 @@ static void st_free_tensors(st_file *f) {
     f->n_tensors = 0;
 }
 
-void st_close(st_file *f) {
+void cb_st_close(st_file *f) {
     if (!f) return;
     st_free_tensors(f);
     if (f->map) munmap(f->map, f->map_size);
@@ -209,7 +209,7 @@ static int st_parse_header(st_file *f, cb_err *err) {
     return 0;
 }
 
-int st_open(st_file *f, const char *path, cb_err *err) {
+int cb_st_open(st_file *f, const char *path, cb_err *err) {
     memset(f, 0, sizeof *f);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return cb_err_set(err, "%s: cannot open: %s", path, strerror(errno));
@@ -235,13 +235,13 @@ int st_open(st_file *f, const char *path, cb_err *err) {
     f->map = map;
     f->map_size = (size_t)st.st_size;
     if (!(f->path = cb_strdup(path, err)) || st_parse_header(f, err)) {
-        st_close(f);
+        cb_st_close(f);
         return -1;
     }
     return 0;
 }
 
-const st_tensor *st_find(const st_file *f, const char *name) {
+const st_tensor *cb_st_find(const st_file *f, const char *name) {
     for (int i = 0; i < f->n_tensors; i++)
         if (!strcmp(f->tensors[i].name, name)) return &f->tensors[i];
     return NULL;
@@ -274,11 +274,11 @@ static float bf16_to_f32(uint16_t h) {
     return x;
 }
 
-float st_f16_to_f32(uint16_t h) { return f16_to_f32(h); }
+float cb_st_f16_to_f32(uint16_t h) { return f16_to_f32(h); }
 
-int st_read_f32(const st_file *f, const char *name, float *out, int ndim,
+int cb_st_read_f32(const st_file *f, const char *name, float *out, int ndim,
                 const int64_t *shape, cb_err *err) {
-    const st_tensor *t = st_find(f, name);
+    const st_tensor *t = cb_st_find(f, name);
     if (!t) return cb_err_set(err, "%s: tensor '%s' not found (the file has %d tensors)",
                               f->path, name, f->n_tensors);
     int same = t->ndim == ndim;
@@ -316,7 +316,7 @@ static int write_all(FILE *fp, const void *p, size_t n) {
     return fwrite(p, 1, n, fp) == n ? 0 : -1;
 }
 
-int st_write(const char *path, const st_wtensor *tensors, int n, cb_err *err) {
+int cb_st_write(const char *path, const st_wtensor *tensors, int n, cb_err *err) {
     /* Header: tensors in the given order, data packed back to back. */
     json_t *root = json_object();
     json_t *meta = json_object();
@@ -326,7 +326,7 @@ int st_write(const char *path, const st_wtensor *tensors, int n, cb_err *err) {
     for (int i = 0; i < n; i++) {
         const st_wtensor *t = &tensors[i];
         CB_ASSERT(t->ndim >= 0 && t->ndim <= ST_MAX_DIMS);
-        size_t nbytes = st_dtype_size(t->dtype);
+        size_t nbytes = cb_st_dtype_size(t->dtype);
         json_t *shape = json_array();
         for (int d = 0; d < t->ndim; d++) {
             CB_ASSERT(t->shape[d] >= 0);
@@ -334,7 +334,7 @@ int st_write(const char *path, const st_wtensor *tensors, int n, cb_err *err) {
             json_array_append_new(shape, json_integer(t->shape[d]));
         }
         json_t *e = json_object();
-        json_object_set_new(e, "dtype", json_string(st_dtype_name(t->dtype)));
+        json_object_set_new(e, "dtype", json_string(cb_st_dtype_name(t->dtype)));
         json_object_set_new(e, "shape", shape);
         json_object_set_new(e, "data_offsets",
                             json_pack("[II]", (json_int_t)off, (json_int_t)(off + nbytes)));
@@ -365,7 +365,7 @@ int st_write(const char *path, const st_wtensor *tensors, int n, cb_err *err) {
               write_all(fp, "        ", padded - hlen);
     free(hdr);
     for (int i = 0; i < n && !bad; i++) {
-        size_t nbytes = st_dtype_size(tensors[i].dtype);
+        size_t nbytes = cb_st_dtype_size(tensors[i].dtype);
         for (int d = 0; d < tensors[i].ndim; d++) nbytes *= (size_t)tensors[i].shape[d];
         bad = write_all(fp, tensors[i].data, nbytes);
     }

@@ -5,7 +5,7 @@
  *  "__metadata__": {...}}, then the data. Offsets are relative to the end of
  * the header.
  *
- * st_open memory-maps the file and validates everything before anything is
+ * cb_st_open memory-maps the file and validates everything before anything is
  * used: header length within the file, valid JSON object, known dtype,
  * shape product times dtype size equal to end - begin, every range inside
  * the data area, no two ranges overlapping. Any violation is an error naming
@@ -41,23 +41,23 @@ typedef struct st_file {
 } st_file;
 
 /* Open and validate. Returns 0, or -1 with err set (f is then empty). */
-int st_open(st_file *f, const char *path, cb_err *err);
-void st_close(st_file *f);
+int cb_st_open(st_file *f, const char *path, cb_err *err);
+void cb_st_close(st_file *f);
 
 /* Tensor by exact name; NULL if absent. */
-const st_tensor *st_find(const st_file *f, const char *name);
+const st_tensor *cb_st_find(const st_file *f, const char *name);
 
 /* Copy a tensor into `out` as fp32 (F32, F16 and BF16 are converted),
  * after checking that it exists and has exactly the `ndim` dimensions of
  * `shape`. Errors name the file, the tensor, and expected vs found. */
-int st_read_f32(const st_file *f, const char *name, float *out, int ndim,
+int cb_st_read_f32(const st_file *f, const char *name, float *out, int ndim,
                 const int64_t *shape, cb_err *err);
 
-const char *st_dtype_name(st_dtype d);
-size_t st_dtype_size(st_dtype d);          /* bytes per element */
+const char *cb_st_dtype_name(st_dtype d);
+size_t cb_st_dtype_size(st_dtype d);          /* bytes per element */
 
 /* IEEE binary16 to fp32, exact (subnormals, inf, nan included). */
-float st_f16_to_f32(uint16_t h);
+float cb_st_f16_to_f32(uint16_t h);
 
 /* One tensor to write: `data` holds product(shape) elements of `dtype`,
  * little-endian, row-major. */
@@ -74,5 +74,5 @@ typedef struct st_wtensor {
  * transformers loads it). Written to "<path>.tmp.<pid>", synced, then
  * renamed: `path` is either the old file or the complete new one, never a
  * partial one. Returns 0, or -1 with err set. */
-int st_write(const char *path, const st_wtensor *tensors, int n, cb_err *err);
+int cb_st_write(const char *path, const st_wtensor *tensors, int n, cb_err *err);
 #endif

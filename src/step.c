@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-int step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float *linear,
+int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float *linear,
               uint64_t linear_seed, const step_config *c, cb_err *err) {
     memset(s, 0, sizeof *s);
     s->c = *c;
@@ -20,7 +20,7 @@ int step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float
     if (cc->doc_maxlen > bert->cfg.max_position_embeddings || cc->query_maxlen > bert->cfg.max_position_embeddings)
         return cb_err_set(err, "doc_maxlen %d / query_maxlen %d exceed the model's %d positions",
                           cc->doc_maxlen, cc->query_maxlen, bert->cfg.max_position_embeddings);
-    if (colbert_vocab_init(&s->vocab, tok, err)) return -1;
+    if (cb_colbert_vocab_init(&s->vocab, tok, err)) return -1;
 
     ops_device *d = s->dev = bert->dev;
     int H = s->H = bert->cfg.hidden_size, D = s->D = cc->dim;
@@ -30,28 +30,28 @@ int step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float
     size_t nb = bert->n_params, nbytes;
     s->n = nb + (size_t)D * H;
     nbytes = s->n * sizeof(float);
-    s->params = ops_alloc(d, nbytes, "the parameters", err);
-    s->grads = s->params ? ops_alloc(d, nbytes, "the gradients", err) : NULL;
-    s->m = s->grads ? ops_alloc(d, nbytes, "AdamW's first moments", err) : NULL;
-    s->v = s->m ? ops_alloc(d, nbytes, "AdamW's second moments", err) : NULL;
+    s->params = cb_ops_alloc(d, nbytes, "the parameters", err);
+    s->grads = s->params ? cb_ops_alloc(d, nbytes, "the gradients", err) : NULL;
+    s->m = s->grads ? cb_ops_alloc(d, nbytes, "AdamW's first moments", err) : NULL;
+    s->v = s->m ? cb_ops_alloc(d, nbytes, "AdamW's second moments", err) : NULL;
     if (!s->v) goto fail;
-    ops_zero(d, s->grads, nbytes);
-    ops_zero(d, s->m, nbytes);
-    ops_zero(d, s->v, nbytes);
+    cb_ops_zero(d, s->grads, nbytes);
+    cb_ops_zero(d, s->m, nbytes);
+    cb_ops_zero(d, s->v, nbytes);
     s->bert = *bert;
     memset(bert, 0, sizeof *bert);  /* ownership moves here */
-    ops_copy(d, s->params, s->bert.params, nb * sizeof(float));
-    bert_bind(&s->bert, s->params);
-    bert_grads_bind(&s->bg, &s->bert, s->grads);
+    cb_ops_copy(d, s->params, s->bert.params, nb * sizeof(float));
+    cb_bert_bind(&s->bert, s->params);
+    cb_bert_grads_bind(&s->bg, &s->bert, s->grads);
     s->linear = s->params + nb;
     s->g_linear = s->grads + nb;
     if (linear) {
-        ops_copy(d, s->linear, linear, (size_t)D * H * sizeof(float));
+        cb_ops_copy(d, s->linear, linear, (size_t)D * H * sizeof(float));
     } else {
         float *tmp = cb_malloc((size_t)D * H * sizeof(float), "the projection", err);
         if (!tmp) goto fail;
-        colbert_linear_init(tmp, linear_seed, s->bert.cfg.initializer_range, D, H);
-        ops_upload(d, s->linear, tmp, (size_t)D * H * sizeof(float));
+        cb_colbert_linear_init(tmp, linear_seed, s->bert.cfg.initializer_range, D, H);
+        cb_ops_upload(d, s->linear, tmp, (size_t)D * H * sizeof(float));
         free(tmp);
     }
     s->bytes = 4 * nbytes;
@@ -61,15 +61,15 @@ int step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float
     size_t nd = nq * (size_t)c->lc.nway;
     size_t T = nq * Lq + nd * Ld;
     size_t att = nq * Lq * Lq + nd * Ld * Ld;
-    if (bert_acts_init(&s->acts, d, &s->bert.cfg, (int)T, att, 1, err)) goto fail;
+    if (cb_bert_acts_init(&s->acts, d, &s->bert.cfg, (int)T, att, 1, err)) goto fail;
     s->bytes += s->acts.bytes;
-    size_t cols = (size_t)loss_score_cols(&c->lc, (int)nq);
+    size_t cols = (size_t)cb_loss_score_cols(&c->lc, (int)nq);
     size_t nf = T * D * 3 + T + T * H + 2 * nq * cols + nd;
     size_t ni = nq * cols * Lq + nd + 1;
     size_t bytes = nf * sizeof(float) + ni * sizeof(int32_t) + T;
-    s->sim.bytes = ops_maxsim_workspace(d, (int)Lq, nd * Ld);
-    s->buf = ops_alloc(d, bytes, "the training step's buffers", err);
-    s->sim.p = s->buf ? ops_alloc(d, s->sim.bytes, "the MaxSim workspace", err) : NULL;
+    s->sim.bytes = cb_ops_maxsim_workspace(d, (int)Lq, nd * Ld);
+    s->buf = cb_ops_alloc(d, bytes, "the training step's buffers", err);
+    s->sim.p = s->buf ? cb_ops_alloc(d, s->sim.bytes, "the MaxSim workspace", err) : NULL;
     if (!s->sim.p) goto fail;
     s->bytes += bytes + s->sim.bytes;
     float *p = s->buf;
@@ -96,26 +96,26 @@ int step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float
     s->h_keep = s->h_mask + T;
     return 0;
 fail:
-    step_free(s);   /* the caller still owns `bert` if it was not taken over yet */
+    cb_step_free(s);   /* the caller still owns `bert` if it was not taken over yet */
     return -1;
 }
 
-void step_free(step_state *s) {
+void cb_step_free(step_state *s) {
     if (s->dev) {
-        ops_free(s->dev, s->params);
-        ops_free(s->dev, s->grads);
-        ops_free(s->dev, s->m);
-        ops_free(s->dev, s->v);
-        ops_free(s->dev, s->buf);
-        ops_free(s->dev, s->sim.p);
-        bert_acts_free(&s->acts);
+        cb_ops_free(s->dev, s->params);
+        cb_ops_free(s->dev, s->grads);
+        cb_ops_free(s->dev, s->m);
+        cb_ops_free(s->dev, s->v);
+        cb_ops_free(s->dev, s->buf);
+        cb_ops_free(s->dev, s->sim.p);
+        cb_bert_acts_free(&s->acts);
     }
-    bert_free(&s->bert);
+    cb_bert_free(&s->bert);
     free(s->host);
     memset(s, 0, sizeof *s);
 }
 
-float step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
+float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
     const step_config *c = &s->c;
     ops_device *d = s->dev;
     int Lq = c->cc.query_maxlen, nway = c->lc.nway, H = s->H, D = s->D;
@@ -137,55 +137,55 @@ float step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
     CB_ASSERT(T <= (size_t)s->acts.max_tokens);
     memcpy(s->h_ids + TQ, b->d_ids, TD * sizeof(int32_t));
     memset(s->h_mask + TQ, 1, TD);
-    colbert_doc_keep(s->h_keep + TQ, b->d_ids, (int)TD, &s->vocab, c->cc.mask_punctuation);
-    ops_upload(d, s->keep, s->h_keep, T);
-    ops_upload(d, s->d_off, s->h_d_off, (size_t)(nd + 1) * sizeof(int));
-    if (b->teacher) ops_upload(d, s->teacher, b->teacher, (size_t)nd * sizeof(float));
+    cb_colbert_doc_keep(s->h_keep + TQ, b->d_ids, (int)TD, &s->vocab, c->cc.mask_punctuation);
+    cb_ops_upload(d, s->keep, s->h_keep, T);
+    cb_ops_upload(d, s->d_off, s->h_d_off, (size_t)(nd + 1) * sizeof(int));
+    if (b->teacher) cb_ops_upload(d, s->teacher, b->teacher, (size_t)nd * sizeof(float));
 
     /* encoder */
     s->acts.p_hidden = c->dropout ? s->bert.cfg.hidden_dropout_prob : 0.0f;
     s->acts.p_att = c->dropout ? s->bert.cfg.attention_probs_dropout_prob : 0.0f;
-    s->acts.seed = rng_mix64(c->seed ^ rng_mix64((uint64_t)s->t * 1000003ULL + (uint64_t)s->acts.seed));
+    s->acts.seed = cb_rng_mix64(c->seed ^ cb_rng_mix64((uint64_t)s->t * 1000003ULL + (uint64_t)s->acts.seed));
     bert_batch bb = {.n_seq = nq + nd, .seq_len = s->h_seq_len, .ids = s->h_ids, .mask = s->h_mask};
     double t0 = cb_now(), a0 = s->acts.t_attn;
-    bert_forward(&s->bert, &s->acts, &bb);
+    cb_bert_forward(&s->bert, &s->acts, &bb);
     s->t_fwd += cb_now() - t0;
-    const float *hidden = bert_output(&s->bert, &s->acts);
+    const float *hidden = cb_bert_output(&s->bert, &s->acts);
 
     /* head, MaxSim, loss */
-    colbert_head_forward(d, s->out, s->proj, s->norm, hidden, s->linear, s->keep, c->cc.relu, (int)T, H, D);
+    cb_colbert_head_forward(d, s->out, s->proj, s->norm, hidden, s->linear, s->keep, c->cc.relu, (int)T, H, D);
     const float *qv = s->out, *dv = s->out + TQ * D;
-    int group = loss_score_cols(&c->lc, nq) == nway ? nway : 0;
-    ops_maxsim_forward(d, s->scores, s->argmax, qv, dv, s->d_off, s->h_d_off, s->keep + TQ, group, nq, nd, Lq, D,
+    int group = cb_loss_score_cols(&c->lc, nq) == nway ? nway : 0;
+    cb_ops_maxsim_forward(d, s->scores, s->argmax, qv, dv, s->d_off, s->h_d_off, s->keep + TQ, group, nq, nd, Lq, D,
                        &s->sim);
-    float loss = ops_loss(d, s->d_scores, parts, s->scores, b->teacher ? s->teacher : NULL, &c->lc, nq);
+    float loss = cb_ops_loss(d, s->d_scores, parts, s->scores, b->teacher ? s->teacher : NULL, &c->lc, nq);
 
     /* backward */
     t0 = cb_now();
-    ops_zero(d, s->d_out, T * D * sizeof(float));
-    ops_maxsim_backward(d, s->d_out, s->d_out + TQ * D, s->d_scores, s->argmax, qv, dv, group, nq, nd, Lq, D);
-    ops_zero(d, s->d_hidden, T * H * sizeof(float));
-    colbert_head_backward(d, s->d_hidden, s->g_linear, s->d_out, s->out, s->proj, s->norm, hidden, s->linear,
+    cb_ops_zero(d, s->d_out, T * D * sizeof(float));
+    cb_ops_maxsim_backward(d, s->d_out, s->d_out + TQ * D, s->d_scores, s->argmax, qv, dv, group, nq, nd, Lq, D);
+    cb_ops_zero(d, s->d_hidden, T * H * sizeof(float));
+    cb_colbert_head_backward(d, s->d_hidden, s->g_linear, s->d_out, s->out, s->proj, s->norm, hidden, s->linear,
                           s->keep, c->cc.relu, (int)T, H, D);
-    bert_backward(&s->bert, &s->acts, &s->bg, s->d_hidden);
+    cb_bert_backward(&s->bert, &s->acts, &s->bg, s->d_hidden);
     s->t_bwd += cb_now() - t0;
     s->t_attn += s->acts.t_attn - a0;
     return loss;
 }
 
-float step_update(step_state *s, double *lr_used) {
+float cb_step_update(step_state *s, double *lr_used) {
     ops_device *d = s->dev;
-    float norm = ops_clip_grad_norm(d, s->grads, s->n, 2.0f);
-    double lr = s->c.warmup >= 0 ? optim_lr(s->c.lr, s->t, s->c.warmup, s->c.maxsteps) : s->c.lr;
-    adamw_config ac = adamw_default(lr);
-    ops_adamw(d, s->params, s->grads, s->m, s->v, s->n, &ac, s->t + 1);
+    float norm = cb_ops_clip_grad_norm(d, s->grads, s->n, 2.0f);
+    double lr = s->c.warmup >= 0 ? cb_optim_lr(s->c.lr, s->t, s->c.warmup, s->c.maxsteps) : s->c.lr;
+    adamw_config ac = cb_adamw_default(lr);
+    cb_ops_adamw(d, s->params, s->grads, s->m, s->v, s->n, &ac, s->t + 1);
     s->t++;
-    ops_zero(d, s->grads, s->n * sizeof(float));
+    cb_ops_zero(d, s->grads, s->n * sizeof(float));
     if (lr_used) *lr_used = lr;
     return norm;
 }
 
-void step_encode(step_state *s, float *out, const int32_t *ids, const uint8_t *mask, const uint8_t *keep,
+void cb_step_encode(step_state *s, float *out, const int32_t *ids, const uint8_t *mask, const uint8_t *keep,
                  const int *len, int n) {
     ops_device *d = s->dev;
     int H = s->H, D = s->D;
@@ -203,11 +203,11 @@ void step_encode(step_state *s, float *out, const int32_t *ids, const uint8_t *m
         }
         CB_ASSERT(j > i);
         bert_batch bb = {.n_seq = j - i, .seq_len = len + i, .ids = ids + tok, .mask = mask ? mask + tok : NULL};
-        bert_forward(&s->bert, &s->acts, &bb);
-        if (keep) ops_upload(d, s->keep, keep + tok, T);
-        colbert_head_forward(d, s->out, s->proj, s->norm, bert_output(&s->bert, &s->acts), s->linear,
+        cb_bert_forward(&s->bert, &s->acts, &bb);
+        if (keep) cb_ops_upload(d, s->keep, keep + tok, T);
+        cb_colbert_head_forward(d, s->out, s->proj, s->norm, cb_bert_output(&s->bert, &s->acts), s->linear,
                              keep ? s->keep : NULL, s->c.cc.relu, (int)T, H, D);
-        ops_download(d, out + tok * D, s->out, T * D * sizeof(float));
+        cb_ops_download(d, out + tok * D, s->out, T * D * sizeof(float));
         tok += T;
         i = j;
     }
@@ -226,20 +226,20 @@ static float *block(const step_state *s, step_block which) {
     return NULL;
 }
 
-void step_get(const step_state *s, step_block which, float *host) {
-    ops_download(s->dev, host, block(s, which), s->n * sizeof(float));
+void cb_step_get(const step_state *s, step_block which, float *host) {
+    cb_ops_download(s->dev, host, block(s, which), s->n * sizeof(float));
 }
 
-void step_set(step_state *s, step_block which, const float *host) {
-    ops_upload(s->dev, block(s, which), host, s->n * sizeof(float));
+void cb_step_set(step_state *s, step_block which, const float *host) {
+    cb_ops_upload(s->dev, block(s, which), host, s->n * sizeof(float));
 }
 
-size_t step_linear_offset(const step_state *s) { return s->bert.n_params; }
-const bert_config *step_bert_config(const step_state *s) { return &s->bert.cfg; }
-long step_count(const step_state *s) { return s->t; }
-uint64_t step_dropout_state(const step_state *s) { return s->acts.seed; }
+size_t cb_step_linear_offset(const step_state *s) { return s->bert.n_params; }
+const bert_config *cb_step_bert_config(const step_state *s) { return &s->bert.cfg; }
+long cb_step_count(const step_state *s) { return s->t; }
+uint64_t cb_step_dropout_state(const step_state *s) { return s->acts.seed; }
 
-void step_restore(step_state *s, long t, uint64_t dropout_state) {
+void cb_step_restore(step_state *s, long t, uint64_t dropout_state) {
     s->t = t;
     s->acts.seed = dropout_state;
 }

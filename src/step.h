@@ -10,20 +10,20 @@
  *     use_ib_negatives, every document of the micro-batch);
  *   - the loss (cross-entropy, + in-batch, or KL with teacher scores) divided
  *     by accumsteps is back-propagated; gradients add up.
- * Then step_update clips the global gradient norm at 2.0, applies AdamW at
+ * Then cb_step_update clips the global gradient norm at 2.0, applies AdamW at
  * the scheduled learning rate (linear warmup, linear decay to 0 at maxsteps)
  * and zeroes the gradients.
  *
  * Memory (llm.c style), all on the step's device: parameters (BERT +
  * linear) in one allocation, and gradients, AdamW m and v each one
  * allocation of the same layout; activations and every scratch buffer in
- * one allocation each, sized in step_init for the largest micro-batch; the
+ * one allocation each, sized in cb_step_init for the largest micro-batch; the
  * batch is packed in one host staging area. Nothing is allocated in a step.
  *
  * Ownership: step owns its state. Nothing outside step.c reads or writes
  * the parameters, gradients, moments or activations: train.c, the tests
- * and the benchmarks go through step_encode (eval-mode vectors), step_get /
- * step_set (host copies of a block, for checkpoints and tests) and the
+ * and the benchmarks go through cb_step_encode (eval-mode vectors), cb_step_get /
+ * cb_step_set (host copies of a block, for checkpoints and tests) and the
  * step_* accessors.
  */
 #ifndef CB_STEP_H
@@ -61,7 +61,7 @@ typedef struct step_state {
     step_config c;
     int H, D, max_q;            /* hidden, dim, queries per micro-batch */
     size_t n;                   /* floats in each of params, grads, m, v */
-    size_t bytes;               /* device bytes step_init allocated */
+    size_t bytes;               /* device bytes cb_step_init allocated */
     double t_fwd, t_bwd;        /* seconds in encoder forward / all backward, summed */
     double t_attn;              /* seconds of those in attention */
     /* private to step.c */
@@ -95,38 +95,38 @@ typedef struct step_state {
  * initializer_range) with `linear_seed`. Sizes every buffer for
  * micro-batches of bsize / accumsteps queries. Returns 0 or -1 with err
  * (a bad configuration, or out of memory). */
-int step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float *linear,
+int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float *linear,
               uint64_t linear_seed, const step_config *c, cb_err *err);
-void step_free(step_state *s);
+void cb_step_free(step_state *s);
 
 /* Forward and backward of one micro-batch; gradients accumulate. Returns
  * the loss (already divided by accumsteps); parts gets its main and ib
  * terms when not NULL. */
-float step_micro(step_state *s, const step_batch *b, loss_parts *parts);
+float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts);
 
 /* Clip, AdamW at the scheduled rate, zero the gradients. Returns the
  * gradient norm before clipping; *lr gets the rate used (may be NULL). */
-float step_update(step_state *s, double *lr);
+float cb_step_update(step_state *s, double *lr);
 
 /* Eval mode (no dropout): the normalised ColBERT vectors of n packed
  * sequences (ids [sum len], attention mask [sum len] or NULL, head keep
  * [sum len] or NULL: rows with keep 0 come out zero) into out [sum len, D]
  * on the host. Runs in chunks that fit the step's buffers. */
-void step_encode(step_state *s, float *out, const int32_t *ids, const uint8_t *mask, const uint8_t *keep,
+void cb_step_encode(step_state *s, float *out, const int32_t *ids, const uint8_t *mask, const uint8_t *keep,
                  const int *len, int n);
 
 /* The blocks of n floats (step_state.n): BERT's parameters in the layout
- * of bert_named_tensors, then linear [D, H]. */
+ * of cb_bert_named_tensors, then linear [D, H]. */
 typedef enum { STEP_PARAMS, STEP_GRADS, STEP_ADAM_M, STEP_ADAM_V } step_block;
 /* host[n] = the block / the block = host[n] */
-void step_get(const step_state *s, step_block which, float *host);
-void step_set(step_state *s, step_block which, const float *host);
+void cb_step_get(const step_state *s, step_block which, float *host);
+void cb_step_set(step_state *s, step_block which, const float *host);
 /* Offset of linear in every block (= BERT's parameter count). */
-size_t step_linear_offset(const step_state *s);
-const bert_config *step_bert_config(const step_state *s);
+size_t cb_step_linear_offset(const step_state *s);
+const bert_config *cb_step_bert_config(const step_state *s);
 /* Optimizer steps taken, and the running dropout seed; both are part of a
  * resumable state. */
-long step_count(const step_state *s);
-uint64_t step_dropout_state(const step_state *s);
-void step_restore(step_state *s, long t, uint64_t dropout_state);
+long cb_step_count(const step_state *s);
+uint64_t cb_step_dropout_state(const step_state *s);
+void cb_step_restore(step_state *s, long t, uint64_t dropout_state);
 #endif

@@ -43,7 +43,7 @@ static uint64_t hash_bytes(const char *s, size_t n) {
            ((uint64_t)n * 0x9e3779b97f4a7c15ULL);
 }
 
-void strtab_free(strtab *t) {
+void cb_strtab_free(strtab *t) {
     free(t->buf);
     free(t->off);
     free(t->hlo);
@@ -83,7 +83,7 @@ static int append_h(strtab *t, const char *s, size_t n, uint64_t h, uint32_t *id
     return 0;
 }
 
-int strtab_append(strtab *t, const char *s, size_t n, uint32_t *id, cb_err *err) {
+int cb_strtab_append(strtab *t, const char *s, size_t n, uint32_t *id, cb_err *err) {
     return append_h(t, s, n, 0, id, err);
 }
 
@@ -107,7 +107,7 @@ static int grow_slots(strtab *t, cb_err *err) {
     return 0;
 }
 
-int strtab_intern(strtab *t, const char *s, size_t n, uint32_t *id, int *is_new, cb_err *err) {
+int cb_strtab_intern(strtab *t, const char *s, size_t n, uint32_t *id, int *is_new, cb_err *err) {
     if ((!t->slots || 2 * (t->n + 1) > t->mask + 1) && grow_slots(t, err)) return -1;
     uint64_t h = hash_bytes(s, n);
     uint32_t tag = (uint32_t)(h >> 32);
@@ -116,7 +116,7 @@ int strtab_intern(strtab *t, const char *s, size_t n, uint32_t *id, int *is_new,
         uint64_t e = t->slots[pos];
         if (!e) break;
         uint32_t k = (uint32_t)e - 1;
-        if ((uint32_t)(e >> 32) == tag && strtab_len(t, k) == n && !memcmp(strtab_get(t, k), s, n)) {
+        if ((uint32_t)(e >> 32) == tag && cb_strtab_len(t, k) == n && !memcmp(cb_strtab_get(t, k), s, n)) {
             if (is_new) *is_new = 0;
             *id = k;
             return 0;
@@ -129,7 +129,7 @@ int strtab_intern(strtab *t, const char *s, size_t n, uint32_t *id, int *is_new,
     return 0;
 }
 
-uint32_t strtab_find(const strtab *t, const char *s, size_t n) {
+uint32_t cb_strtab_find(const strtab *t, const char *s, size_t n) {
     if (!t->slots) return STRTAB_NONE;
     uint64_t h = hash_bytes(s, n);
     uint32_t tag = (uint32_t)(h >> 32);
@@ -137,7 +137,7 @@ uint32_t strtab_find(const strtab *t, const char *s, size_t n) {
         uint64_t e = t->slots[pos];
         if (!e) return STRTAB_NONE;
         uint32_t id = (uint32_t)e - 1;
-        if ((uint32_t)(e >> 32) == tag && strtab_len(t, id) == n && !memcmp(strtab_get(t, id), s, n))
+        if ((uint32_t)(e >> 32) == tag && cb_strtab_len(t, id) == n && !memcmp(cb_strtab_get(t, id), s, n))
             return id;
     }
 }

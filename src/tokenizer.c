@@ -9,7 +9,7 @@
 #include <stdlib.h>
 
 /* ---------------------------------------------------------------------------
- * Vocabulary table (the lookup, vocab_find, is in tokenizer_encode.h). */
+ * Vocabulary table (the lookup, cb_vocab_find, is in tokenizer_encode.h). */
 
 /* Prepare an empty table for up to n tokens. */
 static int vocab_init(tokenizer *t, size_t n, cb_err *err) {
@@ -27,7 +27,7 @@ static int vocab_init(tokenizer *t, size_t n, cb_err *err) {
 
 /* Insert or overwrite (a later duplicate wins, as in HF's maps). */
 static int vocab_put(tokenizer *t, const char *s, size_t n, int id, cb_err *err) {
-    uint64_t h = hash_mix(fnv_update(FNV_OFFSET, s, n));
+    uint64_t h = cb_hash_mix(cb_fnv_update(FNV_OFFSET, s, n));
     uint64_t i = h & t->slot_mask;
     for (;; i = (i + 1) & t->slot_mask) {
         vocab_slot *sl = &t->slots[i];
@@ -229,7 +229,7 @@ static int load_vocab_txt(tokenizer *t, const char *path, cb_err *err) {
     return 0;
 }
 
-void tokenizer_free(tokenizer *t) {
+void cb_tokenizer_free(tokenizer *t) {
     if (!t) return;
     for (int i = 0; i < t->n_added; i++) {
         free(t->added[i].cps);
@@ -246,8 +246,8 @@ void tokenizer_free(tokenizer *t) {
  * id -> token table, special ids. */
 static int tokenizer_finish(tokenizer *t, const char *vocab_path, json_t *cfg, cb_err *err) {
     t->prefix_len = (uint32_t)strlen(t->prefix);
-    t->prefix_hash = fnv_update(FNV_OFFSET, t->prefix, t->prefix_len);
-    t->unk_id = vocab_find(t, 0, t->unk_token, strlen(t->unk_token));
+    t->prefix_hash = cb_fnv_update(FNV_OFFSET, t->prefix, t->prefix_len);
+    t->unk_id = cb_vocab_find(t, 0, t->unk_token, strlen(t->unk_token));
     if (t->unk_id < 0)
         return cb_err_set(err, "%s: unk_token '%s' is not in the vocabulary", vocab_path, t->unk_token);
 
@@ -257,10 +257,10 @@ static int tokenizer_finish(tokenizer *t, const char *vocab_path, json_t *cfg, c
         size_t len = strlen(a->content);
         uint32_t *cps = cb_malloc((len + 1) * sizeof *cps, "an added token", err);
         if (!cps) return -1;
-        size_t n = tokenizer_utf8_decode((const unsigned char *)a->content, len, cps);
+        size_t n = cb_tokenizer_utf8_decode((const unsigned char *)a->content, len, cps);
         if (a->normalized) {
             uint32_t *raw = cps;
-            int rc = tokenizer_normalize(t, raw, n, &cps, &n);
+            int rc = cb_tokenizer_normalize(t, raw, n, &cps, &n);
             free(raw);
             if (rc) return cb_err_set(err, "out of memory: normalizing the added token '%s'", a->content);
             t->n_added_norm++;
@@ -287,13 +287,13 @@ static int tokenizer_finish(tokenizer *t, const char *vocab_path, json_t *cfg, c
     int ids[4];
     for (int i = 0; i < 4; i++) {
         const char *nm = cfg ? json_token_name(cfg, keys[i]) : NULL;
-        ids[i] = tokenizer_token_id(t, nm ? nm : names[i]);
+        ids[i] = cb_tokenizer_token_id(t, nm ? nm : names[i]);
     }
     t->specials = (tokenizer_specials){ids[0], ids[1], ids[2], ids[3], t->unk_id};
     return 0;
 }
 
-tokenizer *tokenizer_load(const char *model_dir, cb_err *err) {
+tokenizer *cb_tokenizer_load(const char *model_dir, cb_err *err) {
     if (!cb_dir_exists(model_dir)) {
         cb_err_set(err, "%s: no such model directory", model_dir);
         return NULL;
@@ -336,7 +336,7 @@ tokenizer *tokenizer_load(const char *model_dir, cb_err *err) {
             for (int i = 0; i < 5; i++) {
                 const char *nm = cfg ? json_token_name(cfg, keys[i]) : NULL;
                 if (!nm) nm = names[i];
-                int id = vocab_find(t, 0, nm, strlen(nm));
+                int id = cb_vocab_find(t, 0, nm, strlen(nm));
                 if (id >= 0 && added_add(t, nm, id, 0, 0, 0, 0, err)) goto done;
             }
         }
@@ -352,24 +352,24 @@ done:
     free(vt);
     free(tc);
     if (!ok) {
-        tokenizer_free(t);
+        cb_tokenizer_free(t);
         return NULL;
     }
     return t;
 }
 
-int tokenizer_token_id(const tokenizer *t, const char *token) {
-    int id = vocab_find(t, 0, token, strlen(token));
+int cb_tokenizer_token_id(const tokenizer *t, const char *token) {
+    int id = cb_vocab_find(t, 0, token, strlen(token));
     if (id >= 0) return id;
     for (int i = 0; i < t->n_added; i++)
         if (!strcmp(t->added[i].content, token)) return t->added[i].id;
     return -1;
 }
 
-const char *tokenizer_id_token(const tokenizer *t, int id) {
+const char *cb_tokenizer_id_token(const tokenizer *t, int id) {
     return id >= 0 && id < t->n_ids ? t->id_tok[id] : NULL;
 }
 
-int tokenizer_vocab_size(const tokenizer *t) { return t->n_ids; }
+int cb_tokenizer_vocab_size(const tokenizer *t) { return t->n_ids; }
 
-tokenizer_specials tokenizer_get_specials(const tokenizer *t) { return t->specials; }
+tokenizer_specials cb_tokenizer_get_specials(const tokenizer *t) { return t->specials; }

@@ -7,7 +7,7 @@
  * tokenize_chinese_chars) when there is no tokenizer.json. Unicode
  * (NFD, categories, case) comes from utf8proc.
  *
- * A loaded tokenizer is read-only: tokenizer_encode may be called from many
+ * A loaded tokenizer is read-only: cb_tokenizer_encode may be called from many
  * threads at once.
  */
 #ifndef CB_TOKENIZER_H
@@ -20,26 +20,26 @@ typedef struct tokenizer tokenizer;
 
 /* Load from a model directory. NULL + err (naming the file and what is
  * wrong) on failure. */
-tokenizer *tokenizer_load(const char *model_dir, cb_err *err);
-void tokenizer_free(tokenizer *t);
+tokenizer *cb_tokenizer_load(const char *model_dir, cb_err *err);
+void cb_tokenizer_free(tokenizer *t);
 
 /* Word-piece ids of `text` (UTF-8, `len` bytes; invalid UTF-8 sequences are
  * read as U+FFFD, as Python's errors="replace" does), without special
  * tokens. Writes min(n, max_ids) ids to out and returns n, the number of ids
  * of the whole text; or -1 when out of memory (texts of 512 bytes or more,
  * and very long words, need buffers on the heap). Thread-safe. */
-int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *out, int max_ids);
+int cb_tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *out, int max_ids);
 
 /* Id of a vocabulary token such as "[CLS]" or "[unused0]"; -1 if absent. */
-int tokenizer_token_id(const tokenizer *t, const char *token);
+int cb_tokenizer_token_id(const tokenizer *t, const char *token);
 /* Token string of an id (NULL when out of range). */
-const char *tokenizer_id_token(const tokenizer *t, int id);
-int tokenizer_vocab_size(const tokenizer *t);
+const char *cb_tokenizer_id_token(const tokenizer *t, int id);
+int cb_tokenizer_vocab_size(const tokenizer *t);
 
 /* Special token ids, read from the files ([CLS], [SEP], [PAD], [MASK],
  * [UNK]); -1 when the vocabulary lacks one. */
 typedef struct tokenizer_specials {
     int cls, sep, pad, mask, unk;
 } tokenizer_specials;
-tokenizer_specials tokenizer_get_specials(const tokenizer *t);
+tokenizer_specials cb_tokenizer_get_specials(const tokenizer *t);
 #endif

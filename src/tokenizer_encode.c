@@ -23,10 +23,10 @@
  * recent scripts and signs; tests/test_tokenizer.py lists them). Both
  * datasets and the torture list match id for id.
  *
- * The loaded tokenizer is read-only; tokenizer_encode keeps its scratch on
+ * The loaded tokenizer is read-only; cb_tokenizer_encode keeps its scratch on
  * the stack or in buffers it allocates itself, so it is thread-safe. An
  * allocation that fails sets scratch.oom: the pipeline then only runs to
- * its end, and tokenizer_encode returns -1.
+ * its end, and cb_tokenizer_encode returns -1.
  */
 #include "tokenizer_encode.h"
 
@@ -80,7 +80,7 @@ static int is_word_char(uint32_t c) {
 }
 
 /* ---------------------------------------------------------------------------
- * Per-call scratch: growable buffers owned by one tokenizer_encode call. */
+ * Per-call scratch: growable buffers owned by one cb_tokenizer_encode call. */
 
 typedef struct cp_pend { uint32_t cp; int ccc; } cp_pend;
 
@@ -213,7 +213,7 @@ static void normalize(const tokenizer *t, scratch *s, const uint32_t *in, size_t
     pend_flush(t, s);
 }
 
-int tokenizer_normalize(const tokenizer *t, const uint32_t *in, size_t n, uint32_t **out, size_t *n_out) {
+int cb_tokenizer_normalize(const tokenizer *t, const uint32_t *in, size_t n, uint32_t **out, size_t *n_out) {
     scratch s = {0};
     s.norm_heap = 1;  /* grow by realloc from NULL */
     normalize(t, &s, in, n);
@@ -257,7 +257,7 @@ static void word_flush(const tokenizer *t, scratch *s) {
         }
         int id = -1;
         while (end > start) {
-            id = vocab_find(t, start > 0, w + start, end - start);
+            id = cb_vocab_find(t, start > 0, w + start, end - start);
             if (id >= 0) break;
             do end--; while (end > start && ((unsigned char)w[end] & 0xC0) == 0x80);
         }
@@ -369,13 +369,13 @@ static void encode_segment(const tokenizer *t, scratch *s, const uint32_t *in, s
     encode_normalized(t, s, s->norm, s->n_norm);
 }
 
-int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *out, int max_ids) {
+int cb_tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *out, int max_ids) {
     /* Short texts (most queries and passages) never touch the heap. */
     uint32_t stack_cps[512], stack_norm[1024];
     char stack_word[512];
     uint32_t *cps = len < 512 ? stack_cps : malloc((len + 1) * sizeof *cps);
     if (!cps) return -1;
-    size_t n = tokenizer_utf8_decode((const unsigned char *)text, len, cps);
+    size_t n = cb_tokenizer_utf8_decode((const unsigned char *)text, len, cps);
 
     scratch s = {0};
     s.norm = stack_norm;
@@ -405,7 +405,7 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *
  * UTF-8 decoding with Python's errors="replace": each maximal prefix of a
  * valid sequence that cannot be completed becomes one U+FFFD, and decoding
  * resumes at the byte that broke it. */
-size_t tokenizer_utf8_decode(const unsigned char *s, size_t len, uint32_t *out) {
+size_t cb_tokenizer_utf8_decode(const unsigned char *s, size_t len, uint32_t *out) {
     size_t i = 0, n = 0;
     while (i < len) {
         unsigned c = s[i];

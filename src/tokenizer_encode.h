@@ -56,7 +56,7 @@ struct tokenizer {
 #define FNV_OFFSET 1469598103934665603ULL
 #define FNV_PRIME 1099511628211ULL
 
-static inline uint64_t fnv_update(uint64_t h, const char *s, size_t n) {
+static inline uint64_t cb_fnv_update(uint64_t h, const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         h ^= (unsigned char)s[i];
         h *= FNV_PRIME;
@@ -65,7 +65,7 @@ static inline uint64_t fnv_update(uint64_t h, const char *s, size_t n) {
 }
 
 /* Final mix so that the low bits used as slot index depend on every byte. */
-static inline uint64_t hash_mix(uint64_t h) {
+static inline uint64_t cb_hash_mix(uint64_t h) {
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdULL;
     h ^= h >> 33;
@@ -74,8 +74,8 @@ static inline uint64_t hash_mix(uint64_t h) {
 
 /* Id of token (pre ? prefix : "") + s[0..n) in the model vocab, -1 if absent.
  * No allocation: the prefix is hashed once at load. */
-static inline int vocab_find(const tokenizer *t, int pre, const char *s, size_t n) {
-    uint64_t h = hash_mix(fnv_update(pre ? t->prefix_hash : FNV_OFFSET, s, n));
+static inline int cb_vocab_find(const tokenizer *t, int pre, const char *s, size_t n) {
+    uint64_t h = cb_hash_mix(cb_fnv_update(pre ? t->prefix_hash : FNV_OFFSET, s, n));
     uint32_t plen = pre ? t->prefix_len : 0;
     for (uint64_t i = h & t->slot_mask;; i = (i + 1) & t->slot_mask) {
         const vocab_slot *sl = &t->slots[i];
@@ -90,10 +90,10 @@ static inline int vocab_find(const tokenizer *t, int pre, const char *s, size_t 
 /* UTF-8 -> code points with Python's errors="replace" (each maximal prefix
  * of a valid sequence that cannot be completed becomes one U+FFFD). out has
  * room for len code points; returns the count. */
-size_t tokenizer_utf8_decode(const unsigned char *s, size_t len, uint32_t *out);
+size_t cb_tokenizer_utf8_decode(const unsigned char *s, size_t len, uint32_t *out);
 
 /* The normalizer of t (BertNormalizer) over in[0..n): *out (malloc'd, caller
  * frees) gets the *n_out normalized code points. Returns 0, or -1 when out
  * of memory. */
-int tokenizer_normalize(const tokenizer *t, const uint32_t *in, size_t n, uint32_t **out, size_t *n_out);
+int cb_tokenizer_normalize(const tokenizer *t, const uint32_t *in, size_t n, uint32_t **out, size_t *n_out);
 #endif

@@ -13,8 +13,8 @@
  *
  *     topk_hit h[K];
  *     int n = 0;
- *     for (...) topk_push(h, &n, K, score, id, tie);
- *     topk_sort(h, n);          h[0..n) best first
+ *     for (...) cb_topk_push(h, &n, K, score, id, tie);
+ *     cb_topk_sort(h, n);          h[0..n) best first
  */
 #ifndef CB_TOPK_H
 #define CB_TOPK_H
@@ -28,7 +28,7 @@ typedef struct topk_hit {
 } topk_hit;
 
 /* 1 when a ranks after b (lower score, or equal score and higher tie). */
-static inline int topk_worse(const topk_hit *a, const topk_hit *b) {
+static inline int cb_topk_worse(const topk_hit *a, const topk_hit *b) {
     return a->score < b->score || (a->score == b->score && a->tie > b->tie);
 }
 
@@ -36,17 +36,17 @@ static inline int topk_worse(const topk_hit *a, const topk_hit *b) {
  * inserted while *n < k, else it replaces the worst hit when it beats it.
  * score must not be NaN (the caller skips it, or ranks it last as
  * -INFINITY). */
-void topk_push(topk_hit *h, int *n, int k, float score, int32_t id, uint32_t tie);
+void cb_topk_push(topk_hit *h, int *n, int k, float score, int32_t id, uint32_t tie);
 
 /* A row of nb scores s[0..nb) of ids ids[j] (or id0 + j when ids is NULL),
  * each its own tie key: the miner's order, ties to the lower id. A NaN
  * score ranks last (as -INFINITY). */
-void topk_push_row(topk_hit *h, int *n, int k, const float *s, size_t nb, const int32_t *ids, int32_t id0);
+void cb_topk_push_row(topk_hit *h, int *n, int k, const float *s, size_t nb, const int32_t *ids, int32_t id0);
 
 /* Sort h[0..n) best first (after this it is no longer a heap). */
-void topk_sort(topk_hit *h, int n);
+void cb_topk_sort(topk_hit *h, int n);
 
 /* The sorted hits into ids[k] and scores[k], padded with -1 / -INFINITY
  * past n. */
-void topk_write(const topk_hit *h, int n, int k, int32_t *ids, float *scores);
+void cb_topk_write(const topk_hit *h, int n, int k, int32_t *ids, float *scores);
 #endif

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-void train_opts_default(train_opts *o) {
+void cb_train_opts_default(train_opts *o) {
     memset(o, 0, sizeof *o);
     o->output_dir = "checkpoints";
     o->bsize = 32;
@@ -36,14 +36,14 @@ void train_opts_default(train_opts *o) {
 
 
 static volatile sig_atomic_t stop_requested;
-void train_request_stop(void) { stop_requested = SIGINT; }
-int train_stop_signal(void) { return (int)stop_requested; }
+void cb_train_request_stop(void) { stop_requested = SIGINT; }
+int cb_train_stop_signal(void) { return (int)stop_requested; }
 static void on_signal(int sig) {
     stop_requested = sig;
     signal(sig, SIG_DFL);       /* a second signal ends the process */
 }
 
-trainer *trainer_new(const char *model_name, const char *pretrained, const char *language_code, int n_gpus,
+trainer *cb_trainer_new(const char *model_name, const char *pretrained, const char *language_code, int n_gpus,
                      cb_err *err) {
     if (!model_name || !*model_name || strchr(model_name, '/') || !strcmp(model_name, ".") ||
         !strcmp(model_name, "..")) {
@@ -61,7 +61,7 @@ trainer *trainer_new(const char *model_name, const char *pretrained, const char 
     t->pretrained = t->model_name ? cb_strdup(pretrained, err) : NULL;
     t->language = t->pretrained ? cb_strdup(language_code && *language_code ? language_code : "en", err) : NULL;
     if (!t->language) {
-        trainer_free(t);
+        cb_trainer_free(t);
         return NULL;
     }
     t->n_gpus = n_gpus;
@@ -70,7 +70,7 @@ trainer *trainer_new(const char *model_name, const char *pretrained, const char 
     return t;
 }
 
-void trainer_free(trainer *t) {
+void cb_trainer_free(trainer *t) {
     if (!t) return;
     free(t->model_name);
     free(t->pretrained);
@@ -81,22 +81,22 @@ void trainer_free(trainer *t) {
     free(t);
 }
 
-const char *trainer_best_path(const trainer *t) { return t->best; }
-const char *trainer_last_path(const trainer *t) { return t->last; }
+const char *cb_trainer_best_path(const trainer *t) { return t->best; }
+const char *cb_trainer_last_path(const trainer *t) { return t->last; }
 
-int trainer_prepare_data(trainer *t, const char *const *train_files, int n_train,
+int cb_trainer_prepare_data(trainer *t, const char *const *train_files, int n_train,
                          const char *const *corpus_files, int n_corpus, const char *data_out,
                          const prepare_opts *po, cb_err *err) {
     prepare_opts d;
-    if (!po) { prepare_opts_default(&d); po = &d; }
-    prepare *p = prepare_new(po);
+    if (!po) { cb_prepare_opts_default(&d); po = &d; }
+    prepare *p = cb_prepare_new(po);
     if (!p) return cb_err_set(err, "out of memory: the training data");
     int rc = 0;
-    for (int i = 0; i < n_corpus && !rc; i++) rc = prepare_add_corpus(p, corpus_files[i], err);
-    for (int i = 0; i < n_train && !rc; i++) rc = prepare_add_train(p, train_files[i], err);
-    if (!rc) rc = prepare_run(p, err);
-    if (!rc) rc = prepare_export(p, data_out, err);
-    prepare_free(p);
+    for (int i = 0; i < n_corpus && !rc; i++) rc = cb_prepare_add_corpus(p, corpus_files[i], err);
+    for (int i = 0; i < n_train && !rc; i++) rc = cb_prepare_add_train(p, train_files[i], err);
+    if (!rc) rc = cb_prepare_run(p, err);
+    if (!rc) rc = cb_prepare_export(p, data_out, err);
+    cb_prepare_free(p);
     if (rc) return -1;
     char *dd = cb_strdup(data_out, err);
     if (!dd) return -1;
@@ -105,19 +105,19 @@ int trainer_prepare_data(trainer *t, const char *const *train_files, int n_train
     return 0;
 }
 
-void train_run_free(run *r) {
+void cb_train_run_free(run *r) {
     free(r->run_dir);
     free(r->src_dir);
     free(r->data_dir);
     free(r->base_meta);
-    if (r->tok) tokenizer_free(r->tok);
-    if (r->s_ready) step_free(&r->s);
-    data_texts_free(&r->queries);
-    data_texts_free(&r->coll);
-    data_triples_free(&r->trip);
+    if (r->tok) cb_tokenizer_free(r->tok);
+    if (r->s_ready) cb_step_free(&r->s);
+    cb_data_texts_free(&r->queries);
+    cb_data_texts_free(&r->coll);
+    cb_data_triples_free(&r->trip);
     free(r->train_idx);
     free(r->order);
-    train_val_free(&r->val);
+    cb_train_val_free(&r->val);
     free(r->hist);
     free(r->loss_hist);
     free(r->avg_hist);
@@ -127,7 +127,7 @@ void train_run_free(run *r) {
 }
 
 /* Load and check the three files of dir. */
-int train_load_data(const char *dir, data_texts *q, data_texts *c, data_triples *t, cb_err *err) {
+int cb_train_load_data(const char *dir, data_texts *q, data_texts *c, data_triples *t, cb_err *err) {
     if (!cb_dir_exists(dir))
         return cb_err_set(err, "%s: no such data directory (expected %s, %s and %s, as `colbert prepare "
                           "--out DIR` writes them)", dir, QF, CF, TF);
@@ -141,18 +141,18 @@ int train_load_data(const char *dir, data_texts *q, data_texts *c, data_triples 
                               "`colbert prepare --out %s ...`)", dir, need[i], dir);
     }
     char *p = cb_path_join(dir, QF);
-    int rc = data_queries_load(q, p, err);
+    int rc = cb_data_queries_load(q, p, err);
     free(p);
     if (rc) return -1;
     p = cb_path_join(dir, CF);
-    rc = data_collection_load(c, p, err);
+    rc = cb_data_collection_load(c, p, err);
     free(p);
     if (rc) return -1;
     p = cb_path_join(dir, TF);
-    rc = data_triples_load(t, p, NWAY, err);
+    rc = cb_data_triples_load(t, p, NWAY, err);
     if (!rc && t->n == 0) rc = cb_err_set(err, "%s: no triples in the file", p);
     for (size_t i = 0; !rc && i < t->n; i++) {
-        if (data_texts_find(q, t->qids[i]) < 0)
+        if (cb_data_texts_find(q, t->qids[i]) < 0)
             rc = cb_err_set(err, "%s:%zu: query id %lld is not in %s", p, i + 1, (long long)t->qids[i], QF);
         for (int k = 0; !rc && k < t->nway; k++) {
             int64_t pid = t->pids[i * t->nway + k];
@@ -177,8 +177,8 @@ static void epoch_order(run *r, long epoch) {
     for (size_t i = 0; i < r->n_train; i++) r->order[i] = (uint32_t)i;
     if (epoch > 0) {
         rng g;
-        rng_init(&g, r->o.seed, 0x65706f6368ULL + (uint64_t)epoch);
-        rng_shuffle_u32(&g, r->order, r->n_train);
+        cb_rng_init(&g, r->o.seed, 0x65706f6368ULL + (uint64_t)epoch);
+        cb_rng_shuffle_u32(&g, r->order, r->n_train);
     }
     r->order_epoch = epoch;
 }
@@ -195,14 +195,14 @@ static void make_batch(run *r, long g, int a, step_batch *b) {
         size_t ti = r->train_idx[r->order[first + q]];
         size_t len;
         if (k == 0) {
-            int64_t qi = data_texts_find(&r->queries, r->trip.qids[ti]);
-            const char *text = data_texts_get(&r->queries, (size_t)qi, &len);
-            colbert_query_ids(r->q_ids + (size_t)q * Lq, r->q_mask + (size_t)q * Lq, &r->vocab, r->tok, text,
+            int64_t qi = cb_data_texts_find(&r->queries, r->trip.qids[ti]);
+            const char *text = cb_data_texts_get(&r->queries, (size_t)qi, &len);
+            cb_colbert_query_ids(r->q_ids + (size_t)q * Lq, r->q_mask + (size_t)q * Lq, &r->vocab, r->tok, text,
                               len, &r->cc);
         } else {
             int d = q * NWAY + k - 1;
-            const char *text = data_texts_get(&r->coll, (size_t)r->trip.pids[ti * r->trip.nway + k - 1], &len);
-            r->d_len[d] = colbert_doc_ids(r->d_ids + (size_t)d * Ld, &r->vocab, r->tok, text, len, &r->cc);
+            const char *text = cb_data_texts_get(&r->coll, (size_t)r->trip.pids[ti * r->trip.nway + k - 1], &len);
+            r->d_len[d] = cb_colbert_doc_ids(r->d_ids + (size_t)d * Ld, &r->vocab, r->tok, text, len, &r->cc);
             if (r->teacher) r->teacher[d] = r->trip.scores[ti * r->trip.nway + k - 1];
         }
     }
@@ -221,7 +221,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
     const char *resume = o->resume;
     if (resume) {
         if (!cb_dir_exists(resume)) return cb_err_set(err, "%s: no such checkpoint directory", resume);
-        if (train_resume_opts(r, resume, state, err)) return -1;
+        if (cb_train_resume_opts(r, resume, state, err)) return -1;
         json_t *jo = json_object_get(*state, "opts");
         free(r->data_dir);
         const char *dd = json_string_value(json_object_get(jo, "data_dir"));
@@ -237,7 +237,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
             if (c) { free(*dst[k]); *dst[k] = c; }
         }
         o->val_data = vd;  /* lives in *state */
-        r->run_dir = train_dir_of(resume);
+        r->run_dir = cb_train_dir_of(resume);
         if (!r->run_dir || !(r->src_dir = cb_strdup(resume, err))) return cb_err_set(err, "out of memory");
     }
     /* options */
@@ -258,13 +258,13 @@ static int setup(run *r, json_t **state, cb_err *err) {
     if (!r->data_dir) return cb_err_set(err, "no training data: give a data directory (--data DIR)");
 
     /* data */
-    if (train_load_data(r->data_dir, &r->queries, &r->coll, &r->trip, err)) return -1;
+    if (cb_train_load_data(r->data_dir, &r->queries, &r->coll, &r->trip, err)) return -1;
     r->n_triplets = r->trip.n;
 
     /* model and configuration: the base's settings, then the user's */
     colmodel m;
     const char *from = resume ? resume : r->tr->pretrained;
-    if (colmodel_load(&m, ops_cpu(), from, o->dim, o->seed, err)) {
+    if (cb_colmodel_load(&m, cb_ops_cpu(), from, o->dim, o->seed, err)) {
         cb_err_prefix(err, "model %s", from);
         return -1;
     }
@@ -273,7 +273,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
     if (m.is_colbert && o->dim && o->dim != m.cc.dim) {
         cb_err_set(err, "%s is a ColBERT checkpoint of dim %d; --dim %d cannot change it (leave --dim out "
                    "to fine-tune, or start from the plain encoder)", m.dir, m.cc.dim, o->dim);
-        colmodel_free(&m);
+        cb_colmodel_free(&m);
         return -1;
     }
     if (o->doc_maxlen) r->cc.doc_maxlen = o->doc_maxlen;
@@ -283,14 +283,14 @@ static int setup(run *r, json_t **state, cb_err *err) {
     if (r->cc.doc_maxlen > maxpos || r->cc.query_maxlen > maxpos) {
         cb_err_set(err, "doc_maxlen %d / query_maxlen %d exceed the %d positions of %s", r->cc.doc_maxlen,
                    r->cc.query_maxlen, maxpos, m.dir);
-        colmodel_free(&m);
+        cb_colmodel_free(&m);
         return -1;
     }
     if (!resume) {
         r->src_dir = cb_strdup(m.dir, err);
         if (m.metadata && r->src_dir) r->base_meta = cb_strdup(m.metadata, err);
         if (!r->src_dir || (m.metadata && !r->base_meta)) {
-            colmodel_free(&m);
+            cb_colmodel_free(&m);
             return -1;
         }
         if (m.is_colbert)
@@ -300,12 +300,12 @@ static int setup(run *r, json_t **state, cb_err *err) {
             fprintf(stderr, "colbert: a new ColBERT on the encoder %s (dim %d, linear ~ N(0, %g))\n", m.dir,
                     r->cc.dim, m.bert.cfg.initializer_range);
     } else if (m.metadata && !(r->base_meta = cb_strdup(m.metadata, err))) {
-        colmodel_free(&m);
+        cb_colmodel_free(&m);
         return -1;
     }
     r->tok = m.tok;
     m.tok = NULL;
-    if (colbert_vocab_init(&r->vocab, r->tok, err)) { colmodel_free(&m); return -1; }
+    if (cb_colbert_vocab_init(&r->vocab, r->tok, err)) { cb_colmodel_free(&m); return -1; }
 
     /* validation split */
     int64_t *vq = NULL;
@@ -314,14 +314,14 @@ static int setup(run *r, json_t **state, cb_err *err) {
     data_triples vts = {0};
     uint8_t *held = cb_calloc(r->trip.n ? r->trip.n : 1, 1, "the validation split", err);
     if (!held) {
-        colmodel_free(&m);
+        cb_colmodel_free(&m);
         return -1;
     }
     if (o->val_data) {
-        if (train_load_data(o->val_data, &vqs, &vcs, &vts, err)) {
+        if (cb_train_load_data(o->val_data, &vqs, &vcs, &vts, err)) {
             cb_err_prefix(err, "validation data");
             free(held);
-            colmodel_free(&m);
+            cb_colmodel_free(&m);
             return -1;
         }
     } else if (!o->val_beir && o->val_fraction > 0 && o->val_queries > 0) {
@@ -332,12 +332,12 @@ static int setup(run *r, json_t **state, cb_err *err) {
         if (!key) {
             free(ids);
             free(held);
-            colmodel_free(&m);
+            cb_colmodel_free(&m);
             return -1;
         }
         for (size_t i = 0; i < r->trip.n; i++) ids[nd++] = r->trip.qids[i];
         for (size_t i = 0; i < nd; i++) {
-            key[2 * i] = rng_mix64((uint64_t)ids[i] ^ rng_mix64(o->seed ^ 0x76616cULL));
+            key[2 * i] = cb_rng_mix64((uint64_t)ids[i] ^ cb_rng_mix64(o->seed ^ 0x76616cULL));
             key[2 * i + 1] = (uint64_t)ids[i];
         }
         /* sort pairs (hash, id) and de-duplicate by id */
@@ -363,7 +363,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
         free(ids);
         if (nvq && !vq) {
             free(held);
-            colmodel_free(&m);
+            cb_colmodel_free(&m);
             return -1;
         }
     }
@@ -372,8 +372,8 @@ static int setup(run *r, json_t **state, cb_err *err) {
     if (!r->train_idx) {
         free(held);
         free(vq);
-        data_texts_free(&vqs); data_texts_free(&vcs); data_triples_free(&vts);
-        colmodel_free(&m);
+        cb_data_texts_free(&vqs); cb_data_texts_free(&vcs); cb_data_triples_free(&vts);
+        cb_colmodel_free(&m);
         return -1;
     }
     for (size_t i = 0; i < r->trip.n; i++)
@@ -384,8 +384,8 @@ static int setup(run *r, json_t **state, cb_err *err) {
                    "%zu or less, or prepare more data)", r->data_dir, r->n_train,
                    nvq ? " after holding out the validation queries" : "", o->bsize, r->n_train ? r->n_train : 1);
         free(vq);
-        data_texts_free(&vqs); data_texts_free(&vcs); data_triples_free(&vts);
-        colmodel_free(&m);
+        cb_data_texts_free(&vqs); cb_data_texts_free(&vcs); cb_data_triples_free(&vts);
+        cb_colmodel_free(&m);
         return -1;
     }
     r->spe = (long)(r->n_train / (size_t)o->bsize);
@@ -409,9 +409,9 @@ static int setup(run *r, json_t **state, cb_err *err) {
                                           .contrastive = o->contrastive},
                       .bsize = o->bsize, .lr = o->lr, .warmup = o->warmup, .maxsteps = r->decay_end,
                       .dropout = o->dropout, .seed = o->seed};
-    int rc = step_init(&r->s, &m.bert, r->tok, m.linear, o->seed, &sc, err);
-    colmodel_free(&m);
-    if (rc) { free(vq); data_texts_free(&vqs); data_texts_free(&vcs); data_triples_free(&vts); return -1; }
+    int rc = cb_step_init(&r->s, &m.bert, r->tok, m.linear, o->seed, &sc, err);
+    cb_colmodel_free(&m);
+    if (rc) { free(vq); cb_data_texts_free(&vqs); cb_data_texts_free(&vcs); cb_data_triples_free(&vts); return -1; }
     r->s_ready = 1;
 
     int vrc = 0;
@@ -419,7 +419,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
         int64_t *ids = cb_malloc((vts.n ? vts.n : 1) * sizeof(int64_t), "the validation queries", err);
         if (!ids) {
             free(vq);
-            data_texts_free(&vqs); data_texts_free(&vcs); data_triples_free(&vts);
+            cb_data_texts_free(&vqs); cb_data_texts_free(&vcs); cb_data_triples_free(&vts);
             return -1;
         }
         for (size_t i = 0; i < vts.n; i++) {
@@ -427,16 +427,16 @@ static int setup(run *r, json_t **state, cb_err *err) {
             for (int k = 0; k < nvq && !seen; k++) seen = ids[k] == vts.qids[i];
             if (!seen && nvq < o->val_queries) ids[nvq++] = vts.qids[i];
         }
-        if (nvq) vrc = train_val_build(r, &vqs, &vcs, &vts, ids, nvq, err);
+        if (nvq) vrc = cb_train_val_build(r, &vqs, &vcs, &vts, ids, nvq, err);
         free(ids);
     } else if (o->val_beir) {
-        vrc = train_val_build_beir(r, o->val_beir, o->val_split, err);
+        vrc = cb_train_val_build_beir(r, o->val_beir, o->val_split, err);
     } else if (nvq) {
-        vrc = train_val_build(r, &r->queries, &r->coll, &r->trip, vq, nvq, err);
+        vrc = cb_train_val_build(r, &r->queries, &r->coll, &r->trip, vq, nvq, err);
     }
     r->has_val = !vrc && r->val.nq > 0 && r->val.rel_off && r->val.rel_off[r->val.nq] > 0;
     free(vq);
-    data_texts_free(&vqs); data_texts_free(&vcs); data_triples_free(&vts);
+    cb_data_texts_free(&vqs); cb_data_texts_free(&vcs); cb_data_triples_free(&vts);
     if (vrc) return -1;
 
     /* batch buffers */
@@ -462,9 +462,9 @@ static int setup(run *r, json_t **state, cb_err *err) {
         r->run_dir = out;
     }
     if (cb_mkdirs(r->run_dir, NULL, err)) return -1;
-    train_clean_run_dir(r->run_dir);
-    if (resume && train_load_state(r, resume, *state, err)) return -1;
-    return train_open_log(r, step_count(&r->s), err);
+    cb_train_clean_run_dir(r->run_dir);
+    if (resume && cb_train_load_state(r, resume, *state, err)) return -1;
+    return cb_train_open_log(r, cb_step_count(&r->s), err);
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -476,7 +476,7 @@ static void fmt_time(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
 }
 
-int trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
+int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     run r;
     memset(&r, 0, sizeof r);
     r.tr = tr;
@@ -491,12 +491,12 @@ int trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     int rc = setup(&r, &state, err);
     if (rc) {
         json_decref(state);
-        train_run_free(&r);
+        cb_train_run_free(&r);
         return TRAIN_ERROR;
     }
     step_state *s = &r.s;
     train_opts *o = &r.o;
-    long start = step_count(s);
+    long start = cb_step_count(s);
     fprintf(stderr, "colbert: training %s: %zu triples (%zu for training, %d validation queries), batch %d x "
             "%d micro-batches, %ld steps (%ld per epoch), %.1f GiB\n",
             tr->model_name, r.n_triplets, r.n_train, r.has_val ? r.val.nq : 0, r.mq, o->accumsteps, r.total,
@@ -518,51 +518,51 @@ int trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     int tty = r.tty = isatty(2) && !o->quiet;
     double t0 = cb_now(), last_draw = 0;
     int interrupted = 0;
-    while (step_count(s) < r.total) {
+    while (cb_step_count(s) < r.total) {
         if (stop_requested) { interrupted = 1; break; }
-        long g = step_count(s);
+        long g = cb_step_count(s);
         double loss = 0;
         loss_parts lp, sum = {0, 0};
         for (int a = 0; a < o->accumsteps; a++) {
             step_batch b;
             make_batch(&r, g, a, &b);
-            loss += step_micro(s, &b, &lp);
+            loss += cb_step_micro(s, &b, &lp);
             sum.main += lp.main / o->accumsteps;
             sum.ib += lp.ib / o->accumsteps;
         }
         double lr;
-        float gn = step_update(s, &lr);
+        float gn = cb_step_update(s, &lr);
         r.ema = TRAIN_SMOOTH * r.ema + (1 - TRAIN_SMOOTH) * loss;
-        double avg = train_smoothed(r.ema, step_count(s));
+        double avg = cb_train_smoothed(r.ema, cb_step_count(s));
         r.loss_hist[g] = (float)loss;
         r.avg_hist[g] = (float)avg;
         r.lr_hist[g] = (float)lr;
         double now = cb_now(), el = now - t0;
-        double rate = (double)(step_count(s) - start) * o->bsize / (el > 0 ? el : 1e-9);
+        double rate = (double)(cb_step_count(s) - start) * o->bsize / (el > 0 ? el : 1e-9);
         fprintf(r.log, "{\"step\":%ld,\"epoch\":%ld,\"loss\":%.7g,\"loss_main\":%.7g,\"loss_ib\":%.7g,"
                 "\"loss_avg\":%.7g,\"lr\":%.7g,\"grad_norm\":%.7g,\"triplets_per_s\":%.4g,\"elapsed_s\":%.3f}\n",
-                step_count(s), g / r.spe + 1, loss, (double)sum.main, (double)sum.ib, avg, lr, (double)gn, rate, el);
+                cb_step_count(s), g / r.spe + 1, loss, (double)sum.main, (double)sum.ib, avg, lr, (double)gn, rate, el);
         fflush(r.log);
-        if (!o->quiet && (tty || now - last_draw >= 10 || step_count(s) == r.total || step_count(s) == start + 1)) {
+        if (!o->quiet && (tty || now - last_draw >= 10 || cb_step_count(s) == r.total || cb_step_count(s) == start + 1)) {
             char eta[32], ela[32];
-            fmt_time(eta, sizeof eta, (double)(r.total - step_count(s)) * o->bsize / rate);
+            fmt_time(eta, sizeof eta, (double)(r.total - cb_step_count(s)) * o->bsize / rate);
             fmt_time(ela, sizeof ela, el);
-            int w = 20, fill = (int)((double)w * step_count(s) / r.total);
+            int w = 20, fill = (int)((double)w * cb_step_count(s) / r.total);
             char bar[32];
             for (int i = 0; i < w; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
             bar[w] = 0;
             fprintf(stderr, "%strain %ld/%ld [%s] %3d%% loss %.4f lr %.3g %.1f triplets/s %s ETA %s%s", tty ? "\r\033[K" : "",
-                    step_count(s), r.total, bar, (int)(100.0 * step_count(s) / r.total), avg, lr, rate, ela, eta, tty ? "" : "\n");
+                    cb_step_count(s), r.total, bar, (int)(100.0 * cb_step_count(s) / r.total), avg, lr, rate, ela, eta, tty ? "" : "\n");
             last_draw = now;
         }
-        if (step_count(s) % o->save_every == 0 || step_count(s) == r.total) {
-            if (train_save_checkpoint(&r, 1, err)) { rc = -1; break; }
+        if (cb_step_count(s) % o->save_every == 0 || cb_step_count(s) == r.total) {
+            if (cb_train_save_checkpoint(&r, 1, err)) { rc = -1; break; }
         }
     }
     if (tty) fputc('\n', stderr);
     if (!rc && interrupted) {
-        if (step_count(s) > start || !o->resume) {
-            if (step_count(s) > 0 && train_save_checkpoint(&r, 0, err)) rc = -1;
+        if (cb_step_count(s) > start || !o->resume) {
+            if (cb_step_count(s) > 0 && cb_train_save_checkpoint(&r, 0, err)) rc = -1;
         } else {
             char *last = cb_strdup(o->resume, err);
             if (last) {
@@ -573,14 +573,14 @@ int trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
             }
         }
         if (!rc)
-            fprintf(stderr, "colbert: interrupted at step %ld/%ld; continue with --resume %s\n", step_count(s), r.total,
+            fprintf(stderr, "colbert: interrupted at step %ld/%ld; continue with --resume %s\n", cb_step_count(s), r.total,
                     tr->last ? tr->last : "(nothing saved yet)");
     }
     if (!rc && !interrupted && !tr->best) {
         /* resumed at the end: nothing new to save */
-        int b = train_best_index(&r);
+        int b = cb_train_best_index(&r);
         if (b >= 0) {
-            char *name = train_step_name(r.hist[b].step);
+            char *name = cb_train_step_name(r.hist[b].step);
             tr->best = cb_path_join(r.run_dir, name);
             free(name);
         }
@@ -590,16 +590,16 @@ int trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     if (!rc && !interrupted) {
         double el = cb_now() - t0;
         fprintf(stderr, "colbert: done: %ld steps in %.1f s (validation %.1f s, %.0f%%); best checkpoint %s\n",
-                step_count(s) - start, el, r.t_val, el > 0 ? 100.0 * r.t_val / el : 0.0,
+                cb_step_count(s) - start, el, r.t_val, el > 0 ? 100.0 * r.t_val / el : 0.0,
                 tr->best ? tr->best : "(none)");
-        int b = train_best_index(&r);
+        int b = cb_train_best_index(&r);
         if (b >= 0 && !isnan(r.hist[b].v.ndcg10))
             fprintf(stderr, "colbert: best: step %ld, validation nDCG@10 %.4f, MRR@10 %.4f\n", r.hist[b].step,
                     r.hist[b].v.ndcg10, r.hist[b].v.mrr10);
         fprintf(stderr, "colbert: log %s/train.jsonl, loss curve %s/curve.svg\n", r.run_dir, r.run_dir);
     }
     json_decref(state);
-    train_run_free(&r);
+    cb_train_run_free(&r);
     if (rc) return TRAIN_ERROR;
     return interrupted ? TRAIN_INTERRUPTED : TRAIN_OK;
 }

@@ -1,12 +1,12 @@
 /* train.h: a ColBERT training run end to end (RAGatouille's RAGTrainer and
  * the colbert-ai training loop under it, ../shared/SPEC.md sections 1, 5, 6).
  *
- *   trainer *t = trainer_new("my-colbert", "bert-base-uncased", "en", -1, &err);
- *   trainer_prepare_data(t, files, 1, NULL, 0, "data/", NULL, &err); // optional
- *   train_opts o; train_opts_default(&o);                             // RAGTrainer.train's defaults
- *   trainer_train(t, &o, &err);
- *   puts(trainer_best_path(t));
- *   trainer_free(t);
+ *   trainer *t = cb_trainer_new("my-colbert", "bert-base-uncased", "en", -1, &err);
+ *   cb_trainer_prepare_data(t, files, 1, NULL, 0, "data/", NULL, &err); // optional
+ *   train_opts o; cb_train_opts_default(&o);                             // RAGTrainer.train's defaults
+ *   cb_trainer_train(t, &o, &err);
+ *   puts(cb_trainer_best_path(t));
+ *   cb_trainer_free(t);
  *
  * The run:
  *   - data: DIR/queries.train.colbert.tsv, corpus.train.colbert.tsv and
@@ -29,7 +29,7 @@
  *   - checkpoints: every save_every steps (auto: a fifth of the run,
  *     rounded up; RAGatouille's: max(1, n_triplets // bsize // 10)) and at
  *     the end, as RUN/step-NNNNNN (RUN = output_dir/model_name):
- *     a Hugging Face model directory (colmodel_save) plus the training
+ *     a Hugging Face model directory (cb_colmodel_save) plus the training
  *     state (training_state.safetensors: AdamW m and v; training_state.json:
  *     step, dropout stream, options, validation history). Built under a
  *     dot-name and renamed when complete, so a killed run never leaves a
@@ -63,7 +63,7 @@
 #include "prepare.h"
 
 typedef struct train_opts {
-    const char *data_dir;       /* the three training files (or set by trainer_prepare_data) */
+    const char *data_dir;       /* the three training files (or set by cb_trainer_prepare_data) */
     const char *output_dir;     /* "checkpoints": checkpoints go to output_dir/model_name */
     int bsize;                  /* 32 */
     int nbits;                  /* 2 (written to the metadata, for indexing) */
@@ -94,7 +94,7 @@ typedef struct train_opts {
     int quiet;                  /* no progress line */
 } train_opts;
 
-void train_opts_default(train_opts *o);
+void cb_train_opts_default(train_opts *o);
 
 enum { TRAIN_OK = 0, TRAIN_ERROR = -1, TRAIN_INTERRUPTED = 1 };
 
@@ -105,31 +105,31 @@ typedef struct trainer trainer;
  * local HF cache). language_code is kept in the metadata; n_gpus: -1 all
  * (none in this CPU build), 0 CPU; more than 0 warns and uses the CPU.
  * Nothing is loaded yet. Returns NULL + err on a bad argument. */
-trainer *trainer_new(const char *model_name, const char *pretrained, const char *language_code, int n_gpus,
+trainer *cb_trainer_new(const char *model_name, const char *pretrained, const char *language_code, int n_gpus,
                      cb_err *err);
-void trainer_free(trainer *t);
+void cb_trainer_free(trainer *t);
 
 /* RAGTrainer.prepare_training_data: records (pairs, labeled pairs or
  * triplets, prepare.h's formats) and optional extra documents into the
- * three files in data_out; later trainer_train calls use them when
+ * three files in data_out; later cb_trainer_train calls use them when
  * opts->data_dir is NULL. po NULL: prepare's defaults (random negatives;
  * pass a miner in po for hard negatives). */
-int trainer_prepare_data(trainer *t, const char *const *train_files, int n_train,
+int cb_trainer_prepare_data(trainer *t, const char *const *train_files, int n_train,
                          const char *const *corpus_files, int n_corpus, const char *data_out,
                          const prepare_opts *po, cb_err *err);
 
 /* Train. Returns TRAIN_OK, TRAIN_INTERRUPTED (a resumable checkpoint was
- * written; its path is trainer_last_path) or TRAIN_ERROR with err. */
-int trainer_train(trainer *t, const train_opts *o, cb_err *err);
+ * written; its path is cb_trainer_last_path) or TRAIN_ERROR with err. */
+int cb_trainer_train(trainer *t, const train_opts *o, cb_err *err);
 
-/* The best checkpoint's directory after trainer_train, or NULL. */
-const char *trainer_best_path(const trainer *t);
+/* The best checkpoint's directory after cb_trainer_train, or NULL. */
+const char *cb_trainer_best_path(const trainer *t);
 /* The last checkpoint written, or NULL. */
-const char *trainer_last_path(const trainer *t);
+const char *cb_trainer_last_path(const trainer *t);
 
-/* Ask a running trainer_train (any thread or a signal handler) to stop
+/* Ask a running cb_trainer_train (any thread or a signal handler) to stop
  * after the current step and write a resumable checkpoint. */
-void train_request_stop(void);
-/* The signal that stopped the last run (SIGINT for train_request_stop), or 0. */
-int train_stop_signal(void);
+void cb_train_request_stop(void);
+/* The signal that stopped the last run (SIGINT for cb_train_request_stop), or 0. */
+int cb_train_stop_signal(void);
 #endif

@@ -18,7 +18,7 @@
 /* Best effort: a leftover is cleaned up by the next run. */
 static void remove_quietly(const char *path) { cb_remove_tree(path, NULL); }
 
-int train_write_json(const char *path, json_t *j, cb_err *err) {
+int cb_train_write_json(const char *path, json_t *j, cb_err *err) {
     char *tmp;
     FILE *f = cb_out_open(path, &tmp, err);
     if (!f) return -1;
@@ -30,7 +30,7 @@ int train_write_json(const char *path, json_t *j, cb_err *err) {
     return cb_out_commit(f, tmp, path, err);
 }
 
-char *train_fmt(const char *f, ...) {
+char *cb_train_fmt(const char *f, ...) {
     va_list ap;
     va_start(ap, f);
     char *s = NULL;
@@ -39,7 +39,7 @@ char *train_fmt(const char *f, ...) {
     return s;
 }
 
-char *train_dir_of(const char *path) {
+char *cb_train_dir_of(const char *path) {
     char *s = cb_xstrdup(path);
     size_t n = strlen(s);
     while (n > 1 && s[n - 1] == '/') s[--n] = 0;
@@ -153,11 +153,11 @@ static val_scores get_scores(json_t *o) {
     return v;
 }
 
-char *train_step_name(long step) { return train_fmt("step-%06ld", step); }
+char *cb_train_step_name(long step) { return cb_train_fmt("step-%06ld", step); }
 
 /* Index into hist of the best validated checkpoint (highest nDCG@10, then
  * highest MRR@10, then the latest), or of the latest one. */
-int train_best_index(const run *r) {
+int cb_train_best_index(const run *r) {
     int b = -1;
     for (int i = 0; i < r->n_hist; i++) {
         const val_scores *h = &r->hist[i].v;
@@ -194,9 +194,9 @@ static void prune(run *r, long best_step) {
     if (n) qsort(steps, n, sizeof(long), cmp_long);
     for (size_t i = 0; i + (size_t)r->o.keep_checkpoints < n; i++) {
         if (steps[i] == best_step) continue;
-        char *name = train_step_name(steps[i]);
+        char *name = cb_train_step_name(steps[i]);
         char *p = cb_path_join(r->run_dir, name);
-        char *gone = train_fmt("%s/.deleting-%s", r->run_dir, name);
+        char *gone = cb_train_fmt("%s/.deleting-%s", r->run_dir, name);
         if (!rename(p, gone)) remove_quietly(gone);
         free(name); free(p); free(gone);
     }
@@ -225,9 +225,9 @@ static void strip_states(const run *r, long newest) {
 }
 
 static void set_best(run *r, cb_err *err) {
-    int b = train_best_index(r);
+    int b = cb_train_best_index(r);
     if (b < 0) return;
-    char *name = train_step_name(r->hist[b].step);
+    char *name = cb_train_step_name(r->hist[b].step);
     char *link = cb_path_join(r->run_dir, "best"), *tmp = cb_path_join(r->run_dir, ".best.tmp");
     unlink(tmp);
     if (symlink(name, tmp) || rename(tmp, link))
@@ -240,16 +240,16 @@ static void set_best(run *r, cb_err *err) {
 }
 
 /* Write RUN/step-N: model, training state, validation; atomically. */
-int train_save_checkpoint(run *r, int validate_it, cb_err *err) {
+int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
     step_state *s = &r->s;
-    long step = step_count(s);
-    char *name = train_step_name(step);
+    long step = cb_step_count(s);
+    char *name = cb_train_step_name(step);
     char *final = cb_path_join(r->run_dir, name);
-    char *part = train_fmt("%s/.partial-%s", r->run_dir, name);
+    char *part = cb_train_fmt("%s/.partial-%s", r->run_dir, name);
     val_scores vs = {NAN, NAN, NAN, NAN};
     int rc = 0;
     double tv = cb_now();
-    if (validate_it && r->has_val && train_validate(r, &vs, err)) {
+    if (validate_it && r->has_val && cb_train_validate(r, &vs, err)) {
         free(name); free(final); free(part);
         return -1;
     }
@@ -263,18 +263,18 @@ int train_save_checkpoint(run *r, int validate_it, cb_err *err) {
     float *host = cb_malloc(2 * n * sizeof(float), "the checkpoint's staging copy", err);
     if (!host) rc = -1;
     if (!rc) {
-        step_get(s, STEP_PARAMS, host);
-        rc = colmodel_save(part, step_bert_config(s), host, host + step_linear_offset(s), &r->cc, r->src_dir,
+        cb_step_get(s, STEP_PARAMS, host);
+        rc = cb_colmodel_save(part, cb_step_bert_config(s), host, host + cb_step_linear_offset(s), &r->cc, r->src_dir,
                            meta, err);
     }
     free(meta);
     if (!rc) {
-        step_get(s, STEP_ADAM_M, host);
-        step_get(s, STEP_ADAM_V, host + n);
+        cb_step_get(s, STEP_ADAM_M, host);
+        cb_step_get(s, STEP_ADAM_V, host + n);
         st_wtensor w[2] = {{"adamw.m", ST_F32, 1, {(int64_t)n}, host},
                            {"adamw.v", ST_F32, 1, {(int64_t)n}, host + n}};
         char *p = cb_path_join(part, STATE_ST);
-        rc = st_write(p, w, 2, err);
+        rc = cb_st_write(p, w, 2, err);
         free(p);
     }
     free(host);
@@ -284,7 +284,7 @@ int train_save_checkpoint(run *r, int validate_it, cb_err *err) {
                                                sizeof(ckpt_info));
         r->hist[r->n_hist++] = (ckpt_info){step, vs};
         char seed[32];
-        snprintf(seed, sizeof seed, "%llu", (unsigned long long)step_dropout_state(s));
+        snprintf(seed, sizeof seed, "%llu", (unsigned long long)cb_step_dropout_state(s));
         json_t *j = json_pack("{s:i, s:I, s:s, s:f, s:I, s:I, s:I, s:o, s:o}", "version", 1, "step",
                               (json_int_t)step, "dropout_state", seed, "loss_ema", r->ema, "steps_per_epoch",
                               (json_int_t)r->spe, "total_steps", (json_int_t)r->total, "train_triples",
@@ -292,14 +292,14 @@ int train_save_checkpoint(run *r, int validate_it, cb_err *err) {
         json_object_set_new(j, "epoch", json_integer(step / r->spe));
         json_object_set_new(j, "batch_in_epoch", json_integer(step % r->spe));
         char *p = cb_path_join(part, STATE_JSON);
-        rc = train_write_json(p, j, err);
+        rc = cb_train_write_json(p, j, err);
         free(p);
         json_decref(j);
         if (rc) r->n_hist--;
     }
     if (!rc) {
         if (cb_dir_exists(final)) {
-            char *gone = train_fmt("%s/.deleting-%s", r->run_dir, name);
+            char *gone = cb_train_fmt("%s/.deleting-%s", r->run_dir, name);
             if (!rename(final, gone)) remove_quietly(gone);
             free(gone);
         }
@@ -331,14 +331,14 @@ int train_save_checkpoint(run *r, int validate_it, cb_err *err) {
             fprintf(stderr, "%scheckpoint %s\n", r->tty ? "\r\033[K" : "", final);
         set_best(r, err);
         strip_states(r, step);
-        train_write_curve(r);
+        cb_train_write_curve(r);
     }
     free(name); free(final); free(part);
     return rc;
 }
 
 /* Restore options from a checkpoint's training_state.json. */
-int train_resume_opts(run *r, const char *dir, json_t **state, cb_err *err) {
+int cb_train_resume_opts(run *r, const char *dir, json_t **state, cb_err *err) {
     char *p = cb_path_join(dir, STATE_JSON);
     json_error_t je;
     json_t *j = json_load_file(p, 0, &je);
@@ -390,26 +390,26 @@ int train_resume_opts(run *r, const char *dir, json_t **state, cb_err *err) {
     return 0;
 }
 
-int train_load_state(run *r, const char *dir, json_t *j, cb_err *err) {
+int cb_train_load_state(run *r, const char *dir, json_t *j, cb_err *err) {
     step_state *s = &r->s;
     char *p = cb_path_join(dir, STATE_ST);
     st_file f;
-    int rc = st_open(&f, p, err);
+    int rc = cb_st_open(&f, p, err);
     free(p);
     if (rc) return -1;
     int64_t shape[1] = {(int64_t)s->n};
     float *host = cb_malloc(s->n * sizeof(float), "AdamW's moments", err);
-    rc = host ? st_read_f32(&f, "adamw.m", host, 1, shape, err) : -1;
+    rc = host ? cb_st_read_f32(&f, "adamw.m", host, 1, shape, err) : -1;
     if (!rc) {
-        step_set(s, STEP_ADAM_M, host);
-        rc = st_read_f32(&f, "adamw.v", host, 1, shape, err);
+        cb_step_set(s, STEP_ADAM_M, host);
+        rc = cb_st_read_f32(&f, "adamw.v", host, 1, shape, err);
     }
-    if (!rc) step_set(s, STEP_ADAM_V, host);
+    if (!rc) cb_step_set(s, STEP_ADAM_V, host);
     free(host);
-    st_close(&f);
+    cb_st_close(&f);
     if (rc) return -1;
     const char *ds = json_string_value(json_object_get(j, "dropout_state"));
-    step_restore(s, (long)json_integer_value(json_object_get(j, "step")), ds ? strtoull(ds, NULL, 10) : 0);
+    cb_step_restore(s, (long)json_integer_value(json_object_get(j, "step")), ds ? strtoull(ds, NULL, 10) : 0);
     r->ema = json_real_value(json_object_get(j, "loss_ema"));
     json_t *h = json_object_get(j, "history");
     size_t i;
@@ -425,14 +425,14 @@ int train_load_state(run *r, const char *dir, json_t *j, cb_err *err) {
         return cb_err_set(err, "%s: the training data changed since this checkpoint (%lld training triples "
                           "then, %zu now)", dir, (long long)json_integer_value(json_object_get(j, "train_triples")),
                           r->n_train);
-    if (step_count(s) > r->total)
-        return cb_err_set(err, "%s: step %ld is past the run's %ld steps", dir, step_count(s), r->total);
+    if (cb_step_count(s) > r->total)
+        return cb_err_set(err, "%s: step %ld is past the run's %ld steps", dir, cb_step_count(s), r->total);
     return 0;
 }
 
 /* The JSONL log: on resume, keep the lines up to the resumed step and
  * reload the curve from them. */
-int train_open_log(run *r, long upto, cb_err *err) {
+int cb_train_open_log(run *r, long upto, cb_err *err) {
     char *path = cb_path_join(r->run_dir, "train.jsonl");
     if (upto > 0 && cb_file_exists(path)) {
         size_t len;
@@ -463,7 +463,7 @@ int train_open_log(run *r, long upto, cb_err *err) {
 }
 
 /* Leftovers of a killed run: partial checkpoints, half-deleted ones. */
-void train_clean_run_dir(const char *dir) {
+void cb_train_clean_run_dir(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;

@@ -12,12 +12,12 @@
  *   upper panel  x: step, 0 .. the run's steps. Left axis: the loss of each
  *                step (light; the mean of each bucket when a run has more
  *                than MAXPTS steps) and the smoothed loss (bold; avg_hist,
- *                train_smoothed: what the progress line and train.jsonl's
+ *                cb_train_smoothed: what the progress line and train.jsonl's
  *                loss_avg show). Right axis: the learning rate (dashed).
  *   lower panel  validation nDCG@10 and MRR@10 at each validated checkpoint,
  *                on an axis scaled to them (absent without validation)
  *   both panels  a dotted line at every checkpoint, a solid one at the best
- *                (train_best_index), starred on its nDCG@10 and labelled
+ *                (cb_train_best_index), starred on its nDCG@10 and labelled
  *                "best: step N, nDCG@10 0.xxx" above the plot; steps not run
  *                yet are shaded
  *   below        the x ticks, "step", and the legend (outside the plot)
@@ -430,7 +430,7 @@ static float legend_draw(figure *f, const legend_item *it, int n, float x0, floa
 
 /* Lay out the whole picture of run r into f. */
 static void curve_build(figure *f, const run *r) {
-    long n = step_count(&r->s), total = r->total > n ? r->total : n;
+    long n = cb_step_count(&r->s), total = r->total > n ? r->total : n;
     if (n > total) n = total;
     double vlo = INFINITY, vhi = -INFINITY;
     int has_mrr = 0;
@@ -440,7 +440,7 @@ static void curve_build(figure *f, const run *r) {
         if (isfinite(v->mrr10)) { has_mrr = 1; vlo = fmin(vlo, v->mrr10); vhi = fmax(vhi, v->mrr10); }
     }
     int val_panel = vlo <= vhi;
-    int best = train_best_index(r);
+    int best = cb_train_best_index(r);
     int best_validated = best >= 0 && isfinite(r->hist[best].v.ndcg10);
 
     float x0 = ML, x1 = W - MR, lt = TOP, lb = TOP + H_LOSS;
@@ -773,7 +773,7 @@ static void write_one(const run *r, const figure *f, const char *name, int which
     free(path);
 }
 
-void train_write_curve(const run *r) {
+void cb_train_write_curve(const run *r) {
     if (!r->loss_hist || !r->run_dir) return;
     figure f = {0};
     curve_build(&f, r);

@@ -28,7 +28,7 @@
  * are (ema starts at 0; after t steps it is divided by 1 - decay^t), so
  * the first steps are not pulled towards 0 or towards the first loss. */
 #define TRAIN_SMOOTH 0.95
-static inline double train_smoothed(double ema, long t) {
+static inline double cb_train_smoothed(double ema, long t) {
     double c = 1.0;
     for (long i = 0; i < t && c > 1e-12; i++) c *= TRAIN_SMOOTH;
     return t > 0 ? ema / (1.0 - c) : 0.0;
@@ -37,7 +37,7 @@ static inline double train_smoothed(double ema, long t) {
 struct trainer {
     char *model_name, *pretrained, *language;
     int n_gpus;
-    char *data_dir;             /* from trainer_prepare_data */
+    char *data_dir;             /* from cb_trainer_prepare_data */
     char *best, *last;
 };
 
@@ -112,44 +112,44 @@ typedef struct run {
 } run;
 
 
-void train_run_free(run *r);
+void cb_train_run_free(run *r);
 /* Load and check the three training files of dir. */
-int train_load_data(const char *dir, data_texts *q, data_texts *c, data_triples *t, cb_err *err);
+int cb_train_load_data(const char *dir, data_texts *q, data_texts *c, data_triples *t, cb_err *err);
 
 /* train_val.c */
 /* The validation set of held-out queries qsel (n ids): their positives in
  * the triples t, searched among the triples' documents and a sample of the
  * collection c (val_docs in all). */
-int train_val_build(run *r, const data_texts *q, const data_texts *c, const data_triples *t, const int64_t *qsel,
+int cb_train_val_build(run *r, const data_texts *q, const data_texts *c, const data_triples *t, const int64_t *qsel,
                     int n, cb_err *err);
 /* The validation set of a BEIR split (graded qrels), searched among its
  * judged documents and a sample of its corpus (val_docs in all). */
-int train_val_build_beir(run *r, const char *dir, const char *split, cb_err *err);
-void train_val_free(val_set *v);
+int cb_train_val_build_beir(run *r, const char *dir, const char *split, cb_err *err);
+void cb_train_val_free(val_set *v);
 /* Score the model being trained on r->val. */
-int train_validate(run *r, val_scores *out, cb_err *err);
+int cb_train_validate(run *r, val_scores *out, cb_err *err);
 
 /* train_ckpt.c */
 /* Write RUN/step-N (model, training state, validation) atomically. */
-int train_save_checkpoint(run *r, int validate_it, cb_err *err);
+int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err);
 /* Restore options from a checkpoint's training_state.json (*state keeps it). */
-int train_resume_opts(run *r, const char *dir, json_t **state, cb_err *err);
+int cb_train_resume_opts(run *r, const char *dir, json_t **state, cb_err *err);
 /* Restore the optimizer state and history of a checkpoint. */
-int train_load_state(run *r, const char *dir, json_t *j, cb_err *err);
+int cb_train_load_state(run *r, const char *dir, json_t *j, cb_err *err);
 /* Open the JSONL log; on resume keep its lines up to step `upto`. */
-int train_open_log(run *r, long upto, cb_err *err);
+int cb_train_open_log(run *r, long upto, cb_err *err);
 /* "step-%06ld" */
-char *train_step_name(long step);
+char *cb_train_step_name(long step);
 /* Index into hist of the best validated checkpoint (or the latest), -1 if none. */
-int train_best_index(const run *r);
+int cb_train_best_index(const run *r);
 /* Remove the leftovers of a killed run (partial and half-deleted checkpoints). */
-void train_clean_run_dir(const char *dir);
-char *train_fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-int train_write_json(const char *path, json_t *j, cb_err *err);
-char *train_dir_of(const char *path);
+void cb_train_clean_run_dir(const char *dir);
+char *cb_train_fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+int cb_train_write_json(const char *path, json_t *j, cb_err *err);
+char *cb_train_dir_of(const char *path);
 
 /* train_curve.c */
 /* RUN/curve.svg and RUN/curve.png (with cairo): loss, smoothed loss,
  * learning rate, validation per checkpoint, the best marked. */
-void train_write_curve(const run *r);
+void cb_train_write_curve(const run *r);
 #endif

@@ -7,9 +7,9 @@
  * collection when it is smaller); or a BEIR split (graded qrels) searched
  * among its judged documents plus a seeded sample of its corpus. At each
  * checkpoint the model being trained encodes the queries and, in chunks,
- * the corpus (eval mode, step_encode); every query is ranked against every
+ * the corpus (eval mode, cb_step_encode); every query is ranked against every
  * document by exact MaxSim (eval.h's ranker) and scored with nDCG@10 and
- * MRR@10 (eval_score, trec_eval's definitions). The best checkpoint is the
+ * MRR@10 (cb_eval_score, trec_eval's definitions). The best checkpoint is the
  * one with the highest nDCG@10.
  *
  * The earlier measures are kept beside it (with triples only): the mean
@@ -26,7 +26,7 @@
 #define VAL_CHUNK 256           /* documents encoded at once */
 #define VAL_DEPTH 100           /* ranking depth kept per query */
 
-void train_val_free(val_set *v) {
+void cb_train_val_free(val_set *v) {
     free(v->q_ids); free(v->q_mask); free(v->q_len);
     free(v->d_ids); free(v->d_len); free(v->d_off); free(v->d_keep);
     free(v->rel_off); free(v->rel_doc); free(v->rel_grade);
@@ -65,9 +65,9 @@ static int sample_docs(int64_t **out, int *n_out, const int64_t *must, int n_mus
         if (!taken) { free(d); return -1; }
         for (int i = 0; i < n_must; i++) taken[must[i]] = 1;
         rng g;
-        rng_init(&g, seed, 0x76616c646f6373ULL);
+        cb_rng_init(&g, seed, 0x76616c646f6373ULL);
         while (k < n) {
-            uint64_t x = rng_below(&g, n_coll);
+            uint64_t x = cb_rng_below(&g, n_coll);
             if (taken[x]) continue;
             taken[x] = 1;
             d[k++] = (int64_t)x;
@@ -93,14 +93,14 @@ static int tokenize(run *r, val_set *v, const char *const *qtext, const size_t *
     v->d_off = v->d_len ? cb_malloc((size_t)(nd + 1) * sizeof(size_t), "the validation corpus", err) : NULL;
     if (!v->d_off) { free(tmp); return -1; }
     for (int i = 0; i < nq; i++) {
-        colbert_query_ids(v->q_ids + (size_t)i * Lq, v->q_mask + (size_t)i * Lq, &r->vocab, r->tok, qtext[i],
+        cb_colbert_query_ids(v->q_ids + (size_t)i * Lq, v->q_mask + (size_t)i * Lq, &r->vocab, r->tok, qtext[i],
                           qlen[i], &r->cc);
         if (r->cc.attend_to_mask_tokens) memset(v->q_mask + (size_t)i * Lq, 1, (size_t)Lq);
         v->q_len[i] = Lq;
     }
 #pragma omp parallel for schedule(dynamic, 8)
     for (int i = 0; i < nd; i++)
-        v->d_len[i] = colbert_doc_ids(tmp + (size_t)i * Ld, &r->vocab, r->tok, dtext[i], dlen[i], &r->cc);
+        v->d_len[i] = cb_colbert_doc_ids(tmp + (size_t)i * Ld, &r->vocab, r->tok, dtext[i], dlen[i], &r->cc);
     v->d_off[0] = 0;
     for (int i = 0; i < nd; i++) v->d_off[i + 1] = v->d_off[i] + (size_t)v->d_len[i];
     v->d_ids = cb_malloc((v->d_off[nd] + 1) * sizeof(int32_t), "the validation corpus", err);
@@ -108,12 +108,12 @@ static int tokenize(run *r, val_set *v, const char *const *qtext, const size_t *
     if (!v->d_keep) { free(tmp); return -1; }
     for (int i = 0; i < nd; i++)
         memcpy(v->d_ids + v->d_off[i], tmp + (size_t)i * Ld, (size_t)v->d_len[i] * sizeof(int32_t));
-    colbert_doc_keep(v->d_keep, v->d_ids, (int)v->d_off[nd], &r->vocab, r->cc.mask_punctuation);
+    cb_colbert_doc_keep(v->d_keep, v->d_ids, (int)v->d_off[nd], &r->vocab, r->cc.mask_punctuation);
     free(tmp);
     return 0;
 }
 
-int train_val_build(run *r, const data_texts *q, const data_texts *c, const data_triples *t, const int64_t *qsel,
+int cb_train_val_build(run *r, const data_texts *q, const data_texts *c, const data_triples *t, const int64_t *qsel,
                     int n, cb_err *err) {
     val_set *v = &r->val;
     memset(v, 0, sizeof *v);
@@ -197,22 +197,22 @@ int train_val_build(run *r, const data_texts *q, const data_texts *c, const data
     dt = ql ? cb_malloc((size_t)(v->nd ? v->nd : 1) * sizeof *dt, "the validation set", err) : NULL;
     dl = dt ? cb_malloc((size_t)(v->nd ? v->nd : 1) * sizeof *dl, "the validation set", err) : NULL;
     if (!dl) goto done;
-    for (int i = 0; i < n; i++) qt[i] = data_texts_get(q, (size_t)data_texts_find(q, qsel[i]), &ql[i]);
-    for (int i = 0; i < v->nd; i++) dt[i] = data_texts_get(c, (size_t)docs[i], &dl[i]);
+    for (int i = 0; i < n; i++) qt[i] = cb_data_texts_get(q, (size_t)cb_data_texts_find(q, qsel[i]), &ql[i]);
+    for (int i = 0; i < v->nd; i++) dt[i] = cb_data_texts_get(c, (size_t)docs[i], &dl[i]);
     if (tokenize(r, v, qt, ql, dt, dl, err)) goto done;
     snprintf(v->source, sizeof v->source, "%d held-out queries against %d documents", n, v->nd);
     rc = 0;
 done:
     free(must); free(docs); free(qt); free(ql); free(dt); free(dl);
-    if (rc) train_val_free(v);
+    if (rc) cb_train_val_free(v);
     return rc;
 }
 
-int train_val_build_beir(run *r, const char *dir, const char *split, cb_err *err) {
+int cb_train_val_build_beir(run *r, const char *dir, const char *split, cb_err *err) {
     val_set *v = &r->val;
     memset(v, 0, sizeof *v);
     eval_data d;
-    if (eval_data_load(&d, dir, split, 0, err)) return cb_err_prefix(err, "validation data");
+    if (cb_eval_data_load(&d, dir, split, 0, err)) return cb_err_prefix(err, "validation data");
     int rc = -1;
     int64_t *must = NULL, *docs = NULL;
     const char **dt = NULL;
@@ -248,8 +248,8 @@ int train_val_build_beir(run *r, const char *dir, const char *split, cb_err *err
     rc = 0;
 done:
     free(must); free(docs); free(dt); free(dl);
-    eval_data_free(&d);
-    if (rc) train_val_free(v);
+    cb_eval_data_free(&d);
+    if (rc) cb_train_val_free(v);
     return rc;
 }
 
@@ -285,7 +285,7 @@ static double maxsim(const float *qv, int Lq, const float *dv, int n, int D) {
     return s;
 }
 
-int train_validate(run *r, val_scores *out, cb_err *err) {
+int cb_train_validate(run *r, val_scores *out, cb_err *err) {
     val_set *v = &r->val;
     int Lq = r->cc.query_maxlen, D = r->cc.dim, nq = v->nq, nd = v->nd;
     *out = (val_scores){NAN, NAN, NAN, NAN};
@@ -306,17 +306,17 @@ int train_validate(run *r, val_scores *out, cb_err *err) {
         free(qv); free(vec); free(kept); free(len); free(top); free(top_s);
         return -1;
     }
-    step_encode(&r->s, qv, v->q_ids, v->q_mask, NULL, v->q_len, nq);
+    cb_step_encode(&r->s, qv, v->q_ids, v->q_mask, NULL, v->q_len, nq);
     eval_ranker rk;
-    if (eval_ranker_init(&rk, qv, NULL, nq, Lq, D, VAL_DEPTH, VAL_CHUNK, r->cc.doc_maxlen)) {
+    if (cb_eval_ranker_init(&rk, qv, NULL, nq, Lq, D, VAL_DEPTH, VAL_CHUNK, r->cc.doc_maxlen)) {
         free(qv); free(vec); free(kept); free(len); free(top); free(top_s); free(cand);
         return cb_err_set(err, "out of memory: the validation ranking");
     }
     for (int a = 0; a < nd; a += VAL_CHUNK) {
         int b = a + VAL_CHUNK < nd ? a + VAL_CHUNK : nd;
-        step_encode(&r->s, vec, v->d_ids + v->d_off[a], NULL, v->d_keep + v->d_off[a], v->d_len + a, b - a);
+        cb_step_encode(&r->s, vec, v->d_ids + v->d_off[a], NULL, v->d_keep + v->d_off[a], v->d_len + a, b - a);
         compact(v, a, b, vec, kept, len, D);
-        eval_ranker_add(&rk, kept, len, a, b - a);
+        cb_eval_ranker_add(&rk, kept, len, a, b - a);
         /* the candidates' full scores, for the earlier measures */
         for (int x = 0; x < nc; x++) {
             int d = v->c_doc[x];
@@ -328,12 +328,12 @@ int train_validate(run *r, val_scores *out, cb_err *err) {
             cand[x] = maxsim(qv + (size_t)q * Lq * D, Lq, kept + o * D, len[d - a], D);
         }
     }
-    eval_ranker_finish(&rk, top, top_s);
-    eval_ranker_free(&rk);
+    cb_eval_ranker_finish(&rk, top, top_s);
+    cb_eval_ranker_free(&rk);
     eval_data qr = {.n_queries = (size_t)nq, .n_docs = (size_t)nd, .rel_off = v->rel_off, .rel_doc = v->rel_doc,
                     .rel_grade = v->rel_grade};
     eval_metrics m;
-    eval_score(&m, NULL, &qr, top, VAL_DEPTH);
+    cb_eval_score(&m, NULL, &qr, top, VAL_DEPTH);
     out->ndcg10 = m.ndcg10;
     out->mrr10 = m.mrr10;
     if (v->nt > 0) {

@@ -17,14 +17,14 @@ static inline void ref_open(st_file *f, const char *dir, const char *file) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, file);
     cb_err err = {{0}};
-    if (st_open(f, path, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
+    if (cb_st_open(f, path, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
 }
 
 /* The raw bytes of tensor `name`; *n (may be NULL) gets its element count. */
 static inline const void *ref_raw(const st_file *f, const char *name, size_t *n) {
-    const st_tensor *t = st_find(f, name);
+    const st_tensor *t = cb_st_find(f, name);
     if (!t) { fprintf(stderr, "reference tensor %s missing\n", name); exit(2); }
-    if (n) *n = (t->end - t->begin) / st_dtype_size(t->dtype);
+    if (n) *n = (t->end - t->begin) / cb_st_dtype_size(t->dtype);
     return f->map + f->data_start + t->begin;
 }
 

@@ -24,7 +24,7 @@ int main(void) {
     for (size_t di = 0; di < sizeof Ds / sizeof *Ds; di++) {
         int D = Ds[di], lda = D + ld_extra;
         for (int n = 1; n <= 70; n += (n < 20 ? 1 : 7)) {
-            int n8 = attn_pad(n);
+            int n8 = cb_attn_pad(n);
             CHECK(n8 % 8 == 0 && n8 >= n && n8 < n + 8);
             float *K = malloc(sizeof(float) * n * lda), *A = malloc(sizeof(float) * ATTN_ROWS * lda);
             float *KT = malloc(sizeof(float) * D * n8), *V = malloc(sizeof(float) * n * D);
@@ -37,18 +37,18 @@ int main(void) {
             for (int i = 0; i < n * D; i++) V[i] = frand();
             for (int i = 0; i < ATTN_ROWS * n8; i++) P[i] = frand();
             for (int i = 0; i < D * n8; i++) KT[i] = 99.0f;
-            attn_pack_t(KT, n8, K, lda, n, D);
+            cb_attn_pack_t(KT, n8, K, lda, n, D);
             int pack_ok = 1;
             for (int d = 0; d < D; d++)
                 for (int j = 0; j < n8; j++)
                     pack_ok &= KT[d * n8 + j] == (j < n ? K[j * lda + d] : 0.0f);
-            CHECK_MSG(pack_ok, "attn_pack_t n %d D %d", n, D);
+            CHECK_MSG(pack_ok, "cb_attn_pack_t n %d D %d", n, D);
             for (int R = 1; R <= ATTN_ROWS; R++) {
                 float alpha = 0.125f + 0.01f * R;
-                attn_scores(S, n8, A, lda, R, KT, n8, D, alpha);
-                attn_scores_generic(S2, n8, A, lda, R, KT, n8, D, alpha);
-                attn_context(C, ldc, P, n8, R, V, n, D);
-                attn_context_generic(C2, ldc, P, n8, R, V, n, D);
+                cb_attn_scores(S, n8, A, lda, R, KT, n8, D, alpha);
+                cb_attn_scores_generic(S2, n8, A, lda, R, KT, n8, D, alpha);
+                cb_attn_context(C, ldc, P, n8, R, V, n, D);
+                cb_attn_context_generic(C2, ldc, P, n8, R, V, n, D);
                 int same_s = 1, same_c = 1;
                 double es = 0, ec = 0;
                 for (int r = 0; r < R; r++) {
@@ -90,6 +90,6 @@ int main(void) {
         }
     }
     printf("test_attn: %d cases (%s kernels), worst rel err scores %.2g, context %.2g\n", n_cases,
-           attn_simd() ? "AVX2/FMA" : "portable", worst_s, worst_c);
+           cb_attn_simd() ? "AVX2/FMA" : "portable", worst_s, worst_c);
     return test_finish("test_attn");
 }

@@ -16,8 +16,8 @@ static float run_range(const bert_model *m, bert_acts *a, const int32_t *ids, co
                        const uint8_t *mask, const float *ref, const size_t *off, int s0, int s1) {
     bert_batch b = {.n_seq = s1 - s0, .seq_len = (const int *)(lens + s0),
                     .ids = ids + off[s0], .mask = mask + off[s0]};
-    bert_forward(m, a, &b);
-    const float *out = bert_output(m, a);
+    cb_bert_forward(m, a, &b);
+    const float *out = cb_bert_output(m, a);
     int H = m->cfg.hidden_size;
     float worst = 0;
     for (size_t i = 0; i < (off[s1] - off[s0]) * (size_t)H; i++) {
@@ -34,7 +34,7 @@ int main(void) {
     snprintf(path, sizeof path, "%s/bert_ref.safetensors", ref_dir);
     cb_err err = {{0}};
     st_file ref;
-    if (st_open(&ref, path, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
+    if (cb_st_open(&ref, path, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
     size_t n_tok, n_seq, n_mask, n_hid;
     const int32_t *ids = raw(&ref, "ids", &n_tok);
     const int32_t *lens = raw(&ref, "lengths", &n_seq);
@@ -42,8 +42,8 @@ int main(void) {
     const float *hid = raw(&ref, "hidden", &n_hid);
 
     bert_model m;
-    ops_device *dev = ops_cpu();
-    if (bert_load(&m, dev, model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
+    ops_device *dev = cb_ops_cpu();
+    if (cb_bert_load(&m, dev, model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
     int H = m.cfg.hidden_size;
     CHECK(n_hid == n_tok * (size_t)H && n_mask == n_tok);
     uint8_t *mask = malloc(n_tok);
@@ -62,7 +62,7 @@ int main(void) {
 
     /* 1. everything in one packed batch */
     bert_acts a;
-    CHECK(bert_acts_init(&a, dev, &m.cfg, (int)n_tok, att, 0, &err) == 0);
+    CHECK(cb_bert_acts_init(&a, dev, &m.cfg, (int)n_tok, att, 0, &err) == 0);
     float d_all = run_range(&m, &a, ids, lens, mask, hid, off, 0, (int)n_seq);
     printf("test_bert: %zu sequences (%zu tokens, longest %d, %d over 256) in one batch: "
            "max abs diff %.3g\n", n_seq, n_tok, longest, over256, d_all);
@@ -71,7 +71,7 @@ int main(void) {
     /* 2. one sequence at a time: packing must not change any number beyond
      * float noise (training mode buffers, to cover that layout too) */
     bert_acts a2;
-    CHECK(bert_acts_init(&a2, dev, &m.cfg, longest, (size_t)longest * longest, 1, &err) == 0);
+    CHECK(cb_bert_acts_init(&a2, dev, &m.cfg, longest, (size_t)longest * longest, 1, &err) == 0);
     a2.p_hidden = a2.p_att = 0;  /* parity runs without dropout */
     float d_one = 0;
     for (size_t s = 0; s < n_seq; s++) {
@@ -83,16 +83,16 @@ int main(void) {
 
     /* 3. kernels on small known values */
     float x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 1, 1}, bb[4] = {0, 0, 0, 0}, y[4], mean, rstd;
-    ops_layernorm_forward(dev, y, &mean, &rstd, x, w, bb, 1, 4, 0);
+    cb_ops_layernorm_forward(dev, y, &mean, &rstd, x, w, bb, 1, 4, 0);
     CHECK(fabsf(mean - 2.5f) < 1e-6f && fabsf(y[0] + 1.3416408f) < 1e-5f);
     float g_in[3] = {-1, 0, 1}, g[3];
-    ops_gelu_forward(dev, g, g_in, 3);
+    cb_ops_gelu_forward(dev, g, g_in, 3);
     CHECK(fabsf(g[0] + 0.15865525f) < 1e-6f && g[1] == 0 && fabsf(g[2] - 0.84134475f) < 1e-6f);
 
-    bert_acts_free(&a);
-    bert_acts_free(&a2);
-    bert_free(&m);
-    st_close(&ref);
+    cb_bert_acts_free(&a);
+    cb_bert_acts_free(&a2);
+    cb_bert_free(&m);
+    cb_st_close(&ref);
     free(mask);
     free(off);
     return test_finish("test_bert");

@@ -31,7 +31,7 @@ static void test_pytorch(void) {
     snprintf(path, sizeof path, "%s/bert_grad_ref.safetensors", test_env("COLBERT_REF"));
     cb_err err = {{0}};
     st_file ref;
-    if (st_open(&ref, path, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
+    if (cb_st_open(&ref, path, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
     size_t n_tok, n_seq;
     const int32_t *ids = raw(&ref, "ids", &n_tok);
     const int32_t *lens = raw(&ref, "lengths", &n_seq);
@@ -40,24 +40,24 @@ static void test_pytorch(void) {
     float ref_loss = *(const float *)raw(&ref, "loss", NULL);
 
     bert_model m;
-    ops_device *dev = ops_cpu();
-    if (bert_load(&m, dev, model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
+    ops_device *dev = cb_ops_cpu();
+    if (cb_bert_load(&m, dev, model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
     int H = m.cfg.hidden_size, L = m.cfg.num_hidden_layers;
     uint8_t *mask = malloc(n_tok);
     for (size_t i = 0; i < n_tok; i++) mask[i] = (uint8_t)mask32[i];
     size_t att = 0;
     for (size_t s = 0; s < n_seq; s++) att += (size_t)lens[s] * lens[s];
     bert_acts a;
-    CHECK(bert_acts_init(&a, dev, &m.cfg, (int)n_tok, att, 1, &err) == 0);
+    CHECK(cb_bert_acts_init(&a, dev, &m.cfg, (int)n_tok, att, 1, &err) == 0);
     a.p_hidden = a.p_att = 0;
     bert_grads g;
-    CHECK(bert_grads_init(&g, &m, &err) == 0);
+    CHECK(cb_bert_grads_init(&g, &m, &err) == 0);
     bert_batch b = {.n_seq = (int)n_seq, .seq_len = (const int *)lens, .ids = ids, .mask = mask};
-    bert_forward(&m, &a, &b);
-    double loss = loss_of(bert_output(&m, &a), R, n_tok * H);
+    cb_bert_forward(&m, &a, &b);
+    double loss = loss_of(cb_bert_output(&m, &a), R, n_tok * H);
     float *d = malloc(n_tok * H * sizeof(float));
     memcpy(d, R, n_tok * H * sizeof(float));
-    bert_backward(&m, &a, &g, d);
+    cb_bert_backward(&m, &a, &g, d);
     double lerr = fabs(loss - ref_loss) / fabs(ref_loss);
     printf("test_bert_grad: loss %.6f vs PyTorch %.6f (rel err %.2g)\n", loss, ref_loss, lerr);
     CHECK_MSG(lerr <= 1e-5, "loss rel err %g", lerr);
@@ -132,10 +132,10 @@ static void test_pytorch(void) {
     CHECK(compared == 5 + 16 * L);
     free(d);
     free(mask);
-    bert_grads_free(&g);
-    bert_acts_free(&a);
-    bert_free(&m);
-    st_close(&ref);
+    cb_bert_grads_free(&g);
+    cb_bert_acts_free(&a);
+    cb_bert_free(&m);
+    cb_st_close(&ref);
 }
 
 /* ---- finite differences on a tiny random model ---------------------- */
@@ -153,9 +153,9 @@ static void test_finite_differences(void) {
     c->vocab_size = 13; c->hidden_size = 8; c->num_hidden_layers = 2; c->num_attention_heads = 2;
     c->intermediate_size = 12; c->max_position_embeddings = 10; c->type_vocab_size = 2;
     c->layer_norm_eps = 1e-5f;
-    bert_param_sizes(c, m.sizes);
+    cb_bert_param_sizes(c, m.sizes);
     for (int i = 0; i < BP_COUNT; i++) m.n_params += m.sizes[i];
-    m.dev = ops_cpu();   /* CPU device memory is host memory: set the weights directly */
+    m.dev = cb_ops_cpu();   /* CPU device memory is host memory: set the weights directly */
     m.params = malloc(m.n_params * sizeof(float));
     float *p = m.params;
     for (int i = 0; i < BP_COUNT; i++) { m.t[i] = p; p += m.sizes[i]; }
@@ -173,14 +173,14 @@ static void test_finite_differences(void) {
     bert_batch b = {.n_seq = 3, .seq_len = lens, .ids = ids, .type_ids = types, .mask = mask};
     bert_acts a;
     cb_err err = {{0}};
-    CHECK(bert_acts_init(&a, m.dev, c, T, 49 + 9 + 25, 1, &err) == 0);
+    CHECK(cb_bert_acts_init(&a, m.dev, c, T, 49 + 9 + 25, 1, &err) == 0);
     a.p_hidden = a.p_att = 0;
     bert_grads g;
-    CHECK(bert_grads_init(&g, &m, &err) == 0);
-    bert_forward(&m, &a, &b);
+    CHECK(cb_bert_grads_init(&g, &m, &err) == 0);
+    cb_bert_forward(&m, &a, &b);
     float d[15 * 8];
     memcpy(d, R, sizeof d);
-    bert_backward(&m, &a, &g, d);
+    cb_bert_backward(&m, &a, &g, d);
 
     static const char *names[BP_COUNT] = {"word_emb", "pos_emb", "type_emb", "emb_ln_w", "emb_ln_b",
         "qkv_w", "qkv_b", "atto_w", "atto_b", "ln1_w", "ln1_b", "ffu_w", "ffu_b", "ffd_w", "ffd_b",
@@ -191,11 +191,11 @@ static void test_finite_differences(void) {
         for (size_t j = 0; j < m.sizes[k]; j += 1 + m.sizes[k] / 23) {
             float *w = m.t[k] + j, save = *w, h = 1e-2f;
             *w = save + h;
-            bert_forward(&m, &a, &b);
-            double lp = loss_of(bert_output(&m, &a), R, (size_t)T * 8);
+            cb_bert_forward(&m, &a, &b);
+            double lp = loss_of(cb_bert_output(&m, &a), R, (size_t)T * 8);
             *w = save - h;
-            bert_forward(&m, &a, &b);
-            double lm = loss_of(bert_output(&m, &a), R, (size_t)T * 8);
+            cb_bert_forward(&m, &a, &b);
+            double lm = loss_of(cb_bert_output(&m, &a), R, (size_t)T * 8);
             *w = save;
             double fd = (lp - lm) / (2 * h), an = g.t[k][j];
             num += (fd - an) * (fd - an);
@@ -207,8 +207,8 @@ static void test_finite_differences(void) {
         if (e > worst) worst = e;
     }
     printf("test_bert_grad: finite differences on a tiny BERT: worst rel err %.3g\n", worst);
-    bert_grads_free(&g);
-    bert_acts_free(&a);
+    cb_bert_grads_free(&g);
+    cb_bert_acts_free(&a);
     free(m.params);
 }
 
@@ -216,16 +216,16 @@ static void test_dropout(void) {
     /* kept fraction and scale */
     size_t n = 200000, kept = 0;
     float p = 0.1f;
-    for (size_t i = 0; i < n; i++) kept += (size_t)ops_dropout_keep(1234, 5, i, p);
+    for (size_t i = 0; i < n; i++) kept += (size_t)cb_ops_dropout_keep(1234, 5, i, p);
     double frac = 1.0 - (double)kept / (double)n;
     printf("test_bert_grad: dropout p=0.1 zeroed %.4f of %zu elements\n", frac, n);
     CHECK(fabs(frac - 0.1) < 0.005);
-    CHECK(ops_dropout_keep(1, 2, 3, 0.0f) == 1);
+    CHECK(cb_ops_dropout_keep(1, 2, 3, 0.0f) == 1);
     /* determinism: same seed same mask, other seed another mask */
     int same = 1, diff = 0;
     for (size_t i = 0; i < 1000; i++) {
-        same &= ops_dropout_keep(7, 1, i, p) == ops_dropout_keep(7, 1, i, p);
-        diff += ops_dropout_keep(7, 1, i, p) != ops_dropout_keep(8, 1, i, p);
+        same &= cb_ops_dropout_keep(7, 1, i, p) == cb_ops_dropout_keep(7, 1, i, p);
+        diff += cb_ops_dropout_keep(7, 1, i, p) != cb_ops_dropout_keep(8, 1, i, p);
     }
     CHECK(same && diff > 0);
     /* in the model: forward output scaled by 1/(1-p) where kept; backward
@@ -236,9 +236,9 @@ static void test_dropout(void) {
     c->vocab_size = 11; c->hidden_size = 8; c->num_hidden_layers = 1; c->num_attention_heads = 2;
     c->intermediate_size = 8; c->max_position_embeddings = 8; c->type_vocab_size = 1;
     c->layer_norm_eps = 1e-5f;
-    bert_param_sizes(c, m.sizes);
+    cb_bert_param_sizes(c, m.sizes);
     for (int i = 0; i < BP_COUNT; i++) m.n_params += m.sizes[i];
-    m.dev = ops_cpu();
+    m.dev = cb_ops_cpu();
     m.params = malloc(m.n_params * sizeof(float));
     float *q = m.params;
     for (int i = 0; i < BP_COUNT; i++) { m.t[i] = q; q += m.sizes[i]; }
@@ -250,11 +250,11 @@ static void test_dropout(void) {
     bert_batch b = {.n_seq = 2, .seq_len = lens, .ids = ids};
     bert_acts a;
     cb_err err = {{0}};
-    CHECK(bert_acts_init(&a, m.dev, c, 10, 52, 1, &err) == 0);
+    CHECK(cb_bert_acts_init(&a, m.dev, c, 10, 52, 1, &err) == 0);
     a.p_hidden = 0.3f; a.p_att = 0.2f; a.seed = 99;
     bert_grads g;
-    CHECK(bert_grads_init(&g, &m, &err) == 0);
-    bert_forward(&m, &a, &b);
+    CHECK(cb_bert_grads_init(&g, &m, &err) == 0);
+    cb_bert_forward(&m, &a, &b);
     /* embeddings: emb_out = LN(emb) * mask / (1 - p) */
     int ok = 1, zeros = 0;
     for (int i = 0; i < 80; i++) {
@@ -266,14 +266,14 @@ static void test_dropout(void) {
     CHECK(ok && zeros > 0);
     float d[80];
     memcpy(d, R, sizeof d);
-    bert_backward(&m, &a, &g, d);
+    cb_bert_backward(&m, &a, &g, d);
     double num = 0, den = 0;
     for (size_t j = 0; j < m.n_params; j += 7) {
         float *w = m.params + j, save = *w, h = 1e-2f;
-        *w = save + h; bert_forward(&m, &a, &b);
-        double lp = loss_of(bert_output(&m, &a), R, 80);
-        *w = save - h; bert_forward(&m, &a, &b);
-        double lm = loss_of(bert_output(&m, &a), R, 80);
+        *w = save + h; cb_bert_forward(&m, &a, &b);
+        double lp = loss_of(cb_bert_output(&m, &a), R, 80);
+        *w = save - h; cb_bert_forward(&m, &a, &b);
+        double lm = loss_of(cb_bert_output(&m, &a), R, 80);
         *w = save;
         int k = 0;
         while (k + 1 < BP_COUNT && m.t[k + 1] <= w) k++;
@@ -284,8 +284,8 @@ static void test_dropout(void) {
     double e = sqrt(num / den);
     printf("test_bert_grad: dropout on (p=0.3/0.2): finite differences rel err %.3g\n", e);
     CHECK_MSG(e < 2e-2, "dropout backward does not use the forward mask: rel err %g", e);
-    bert_grads_free(&g);
-    bert_acts_free(&a);
+    cb_bert_grads_free(&g);
+    cb_bert_acts_free(&a);
     free(m.params);
 }
 

@@ -11,7 +11,7 @@
  *   3. 10 steps of clipping + AdamW + warmup/decay schedule equal to
  *      clip_grad_norm_ + torch.optim.AdamW + LambdaLR (rel. 1e-6)
  *   4. finite differences for every backward kernel on small random shapes
- *   5. dropout masks (ops_dropout_keep, ops.h) keep 1 - p of the elements
+ *   5. dropout masks (cb_ops_dropout_keep, ops.h) keep 1 - p of the elements
  *   6. a new projection is a reproducible Normal(0, std)
  * rel. err of a tensor = max |c - ref| / max |ref|. */
 #include "test.h"
@@ -28,9 +28,9 @@
 static st_file ref;
 
 static const void *raw(const char *name, size_t *n, size_t esize) {
-    const st_tensor *t = st_find(&ref, name);
-    CHECK_MSG(!t || st_dtype_size(t->dtype) == esize, "%s: element size %zu, expected %zu", name,
-              st_dtype_size(t->dtype), esize);
+    const st_tensor *t = cb_st_find(&ref, name);
+    CHECK_MSG(!t || cb_st_dtype_size(t->dtype) == esize, "%s: element size %zu, expected %zu", name,
+              cb_st_dtype_size(t->dtype), esize);
     return ref_raw(&ref, name, n);
 }
 static const float *rf(const char *name, size_t *n) { return raw(name, n, 4); }
@@ -41,7 +41,7 @@ static float rel_err(const float *a, const float *b, size_t n) { return (float)r
 
 /* The CPU backend runs every op of this test; its device memory is host
  * memory, so the buffers here are plain arrays. */
-#define CPU ops_cpu()
+#define CPU cb_ops_cpu()
 
 static void maxsim_forward(float *S, int32_t *am, float *sim, const float *qv, const float *dv, const int *doff,
                            const uint8_t *keep, int group, int nq, int nd, int Lq, int D) {
@@ -53,17 +53,17 @@ static void maxsim_forward(float *S, int32_t *am, float *sim, const float *qv, c
         if (r > rows) rows = r;
     }
     ops_work w = {sim, (size_t)Lq * rows * sizeof(float)};
-    ops_maxsim_forward(CPU, S, am, qv, dv, doff, doff, keep, group, nq, nd, Lq, D, &w);
+    cb_ops_maxsim_forward(CPU, S, am, qv, dv, doff, doff, keep, group, nq, nd, Lq, D, &w);
 }
 
 /* ---- 1. token layout ----------------------------------------------------- */
 
 static void test_layout(const char *model_dir, const colbert_config *cc) {
     cb_err err = {{0}};
-    tokenizer *tok = tokenizer_load(model_dir, &err);
+    tokenizer *tok = cb_tokenizer_load(model_dir, &err);
     if (!tok) { fprintf(stderr, "%s\n", err.msg); exit(2); }
     colbert_vocab v;
-    CHECK_MSG(colbert_vocab_init(&v, tok, &err) == 0, "%s", err.msg);
+    CHECK_MSG(cb_colbert_vocab_init(&v, tok, &err) == 0, "%s", err.msg);
     size_t nq, nd, n;
     const uint8_t *qt = raw("q_text", NULL, 1), *dt = raw("d_text", NULL, 1);
     const int32_t *qo = ri("q_text_off", &nq), *dof = ri("d_text_off", &nd);
@@ -74,7 +74,7 @@ static void test_layout(const char *model_dir, const colbert_config *cc) {
     int32_t ids[512];
     uint8_t mask[512];
     for (size_t q = 0; q < nq; q++) {
-        colbert_query_ids(ids, mask, &v, tok, (const char *)qt + qo[q], (size_t)(qo[q + 1] - qo[q]), cc);
+        cb_colbert_query_ids(ids, mask, &v, tok, (const char *)qt + qo[q], (size_t)(qo[q + 1] - qo[q]), cc);
         for (int i = 0; i < Lq; i++)
             bad += ids[i] != q_ids[q * Lq + i] || mask[i] != q_mask[q * Lq + i];
         truncated += mask[Lq - 1];
@@ -84,8 +84,8 @@ static void test_layout(const char *model_dir, const colbert_config *cc) {
     size_t off = 0;
     bad = 0;
     for (size_t d = 0; d < nd; d++) {
-        int len = colbert_doc_ids(ids, &v, tok, (const char *)dt + dof[d], (size_t)(dof[d + 1] - dof[d]), cc);
-        colbert_doc_keep(mask, ids, len, &v, cc->mask_punctuation);
+        int len = cb_colbert_doc_ids(ids, &v, tok, (const char *)dt + dof[d], (size_t)(dof[d + 1] - dof[d]), cc);
+        cb_colbert_doc_keep(mask, ids, len, &v, cc->mask_punctuation);
         if (len != d_len[d]) { bad++; continue; }
         for (int i = 0; i < len; i++) {
             bad += ids[i] != d_ids[off + i] || mask[i] != d_keep[off + i];
@@ -98,7 +98,7 @@ static void test_layout(const char *model_dir, const colbert_config *cc) {
     CHECK_MSG(masked > 0, "no punctuation masked in the documents");
     printf("test_colbert_head: layout of %zu queries and %zu documents (%d punctuation tokens masked) "
            "equals colbert-ai's\n", nq, nd, masked);
-    tokenizer_free(tok);
+    cb_tokenizer_free(tok);
 }
 
 /* ---- 2. training step after the encoder ---------------------------------- */
@@ -124,23 +124,23 @@ static float run_step(step_bufs *s, float *scores, float *ib_scores, int relu, i
     memset(s->d_out, 0, (size_t)s->T * D * sizeof(float));
     memset(s->d_hidden, 0, (size_t)s->T * s->H * sizeof(float));
     memset(s->d_linear, 0, (size_t)D * s->H * sizeof(float));
-    colbert_head_forward(CPU, s->out, s->proj, s->norm, s->hidden, s->linear, s->keep, relu, s->T, s->H, D);
+    cb_colbert_head_forward(CPU, s->out, s->proj, s->norm, s->hidden, s->linear, s->keep, relu, s->T, s->H, D);
     const float *dv = s->out + (size_t)s->Tq * D;
     float total = 0;
-    int cols = loss_score_cols(&lc, mb), group = ib ? 0 : nway;
+    int cols = cb_loss_score_cols(&lc, mb), group = ib ? 0 : nway;
     for (int m = 0; m < accum; m++) {
         const float *qv = s->out + (size_t)m * mb * Lq * D;
         const int *doff = s->d_off + m * nd;
         maxsim_forward(s->S, s->argmax, s->sim, qv, dv, doff, s->keep + s->Tq, group, mb, nd, Lq, D);
-        total += ops_loss(CPU, s->dS, NULL, s->S, teacher ? teacher + m * nd : NULL, &lc, mb);
-        ops_maxsim_backward(CPU, s->d_out + (size_t)m * mb * Lq * D, s->d_out + (size_t)s->Tq * D, s->dS,
+        total += cb_ops_loss(CPU, s->dS, NULL, s->S, teacher ? teacher + m * nd : NULL, &lc, mb);
+        cb_ops_maxsim_backward(CPU, s->d_out + (size_t)m * mb * Lq * D, s->d_out + (size_t)s->Tq * D, s->dS,
                                 s->argmax, qv, dv, group, mb, nd, Lq, D);
         for (int b = 0; b < mb; b++)
             for (int k = 0; k < nway; k++)
                 scores[(m * mb + b) * nway + k] = s->S[b * cols + (ib ? b * nway : 0) + k];
         if (ib) memcpy(ib_scores + (size_t)m * mb * cols, s->S, (size_t)mb * cols * sizeof(float));
     }
-    colbert_head_backward(CPU, s->d_hidden, s->d_linear, s->d_out, s->out, s->proj, s->norm, s->hidden, s->linear,
+    cb_colbert_head_backward(CPU, s->d_hidden, s->d_linear, s->d_out, s->out, s->proj, s->norm, s->hidden, s->linear,
                           s->keep, relu, s->T, s->H, D);
     return total;
 }
@@ -245,13 +245,13 @@ static void test_adamw(void) {
     int clipped = 0;
     for (int s = 0; s < steps; s++) {
         memcpy(g, grads + (size_t)s * n, n * sizeof(float));
-        float norm = ops_clip_grad_norm(CPU, g, n, 2.0f);
+        float norm = cb_ops_clip_grad_norm(CPU, g, n, 2.0f);
         clipped += norm > 2.0f;
         CHECK_MSG(fabsf(norm - norms[s]) <= 1e-5f * norms[s], "step %d: grad norm %g, torch %g", s, norm, norms[s]);
-        double lr = optim_lr(1e-3, s, 3, 12);
+        double lr = cb_optim_lr(1e-3, s, 3, 12);
         CHECK_MSG(fabs(lr - rd("adam_lr", (size_t)s)) <= 1e-15, "step %d: lr %g, torch %g", s, lr, rd("adam_lr", (size_t)s));
-        adamw_config c = adamw_default(lr);
-        ops_adamw(CPU, p, g, m, v, n, &c, s + 1);
+        adamw_config c = cb_adamw_default(lr);
+        cb_ops_adamw(CPU, p, g, m, v, n, &c, s + 1);
         const float *r = after + (size_t)s * n;
         for (size_t i = 0; i < n; i++) {
             float e = fabsf(p[i] - r[i]) / fmaxf(fabsf(r[i]), 1e-3f);
@@ -320,12 +320,12 @@ static double dot_d(const float *a, const float *b, size_t n) {
 }
 static double fn_normalize(void *p) {
     fd_ctx *c = p;
-    ops_l2norm_forward(CPU, c->out, c->norm, c->proj, FT, FD);
+    cb_ops_l2norm_forward(CPU, c->out, c->norm, c->proj, FT, FD);
     return dot_d(c->w, c->out, FT * FD);
 }
 static double fn_head(void *p) {
     fd_ctx *c = p;
-    colbert_head_forward(CPU, c->out, c->proj, c->norm, c->hidden, c->linear, c->keep, c->relu, FT, FH, FD);
+    cb_colbert_head_forward(CPU, c->out, c->proj, c->norm, c->hidden, c->linear, c->keep, c->relu, FT, FH, FD);
     return dot_d(c->w, c->out, FT * FD);
 }
 static double fn_maxsim(void *p) {
@@ -337,7 +337,7 @@ static double fn_maxsim(void *p) {
 static double fn_loss(void *p) {
     fd_ctx *c = p;
     loss_config lc = {.nway = FNW + 1, .use_ib_negatives = c->ib, .distillation_alpha = 0.7f, .accumsteps = 2};
-    return ops_loss(CPU, c->dx, NULL, c->x, c->kl ? c->t : NULL, &lc, c->B);
+    return cb_ops_loss(CPU, c->dx, NULL, c->x, c->kl ? c->t : NULL, &lc, c->B);
 }
 
 static void test_finite_differences(void) {
@@ -348,7 +348,7 @@ static void test_finite_differences(void) {
     fill(c.w, FT * FD, 1.0f);
     fn_normalize(&c);
     memcpy(dout, c.w, sizeof dout);
-    ops_l2norm_backward(CPU, g, dout, c.out, c.norm, FT, FD);
+    cb_ops_l2norm_backward(CPU, g, dout, c.out, c.norm, FT, FD);
     fd_check("normalize", fn_normalize, &c, c.proj, g, FT * FD, 1e-3f);
 
     /* head: projection, ReLU, keep mask, normalize; wrt hidden and linear */
@@ -361,7 +361,7 @@ static void test_finite_differences(void) {
         memcpy(dout, c.w, sizeof dout);
         memset(g, 0, sizeof g);
         memset(gl, 0, sizeof gl);
-        colbert_head_backward(CPU, g, gl, dout, c.out, c.proj, c.norm, c.hidden, c.linear, c.keep, relu, FT, FH, FD);
+        cb_colbert_head_backward(CPU, g, gl, dout, c.out, c.proj, c.norm, c.hidden, c.linear, c.keep, relu, FT, FH, FD);
         fd_check(relu ? "head+relu d_hidden" : "head d_hidden", fn_head, &c, c.hidden, g, FT * FH, 1e-3f);
         fd_check(relu ? "head+relu d_linear" : "head d_linear", fn_head, &c, c.linear, gl, FD * FH, 1e-3f);
         float gmasked = 0;
@@ -382,7 +382,7 @@ static void test_finite_differences(void) {
         fill(c.wS, sizeof c.wS / 4, 1.0f);
         fn_maxsim(&c);
         float gq[FNQ * FLQ * FD] = {0}, gd[FT * FD] = {0};
-        ops_maxsim_backward(CPU, gq, gd, c.wS, c.am, c.qv, c.dv, group, FNQ, FNQ * FNW, FLQ, FD);
+        cb_ops_maxsim_backward(CPU, gq, gd, c.wS, c.am, c.qv, c.dv, group, FNQ, FNQ * FNW, FLQ, FD);
         fd_check(group ? "maxsim nway d_q" : "maxsim all d_q", fn_maxsim, &c, c.qv, gq, sizeof gq / 4, 1e-3f);
         fd_check(group ? "maxsim nway d_d" : "maxsim all d_d", fn_maxsim, &c, c.dv, gd, sizeof gd / 4, 1e-3f);
         float gm = 0;
@@ -408,7 +408,7 @@ static void test_finite_differences(void) {
             memcpy(only_main, gx, sizeof gx);
             loss_config lc = {.nway = FNW + 1, .use_ib_negatives = 0, .distillation_alpha = 0.7f, .accumsteps = 2};
             float xs[6] = {c.x[0], c.x[1], c.x[2], c.x[9], c.x[10], c.x[11]}, ds[6];
-            ops_loss(CPU, ds, NULL, xs, c.kl ? c.t : NULL, &lc, 2);
+            cb_ops_loss(CPU, ds, NULL, xs, c.kl ? c.t : NULL, &lc, 2);
             CHECK_MSG(fabsf(only_main[1] - ds[1]) < 1e-6f && fabsf(only_main[2] - ds[2]) < 1e-6f,
                       "%s: own negatives of query 0 take part in the ib loss", names[v]);
         }
@@ -425,9 +425,9 @@ static void test_dropout(void) {
         float *x = malloc(n * sizeof(float));
         uint8_t *mk = malloc(n);
         for (size_t i = 0; i < n; i++) x[i] = 1.0f;
-        ops_dropout_forward(CPU, x, mk, n, ps[k], 1234, 7);
+        cb_ops_dropout_forward(CPU, x, mk, n, ps[k], 1234, 7);
         for (size_t i = 0; i < n; i++) {
-            int a = ops_dropout_keep(1234, 7, i, ps[k]);
+            int a = cb_ops_dropout_keep(1234, 7, i, ps[k]);
             kept += a;
             same += a == mk[i] && x[i] == (a ? 1.0f / (1.0f - ps[k]) : 0.0f);
         }
@@ -446,8 +446,8 @@ static void test_linear_init(void) {
     int D = 128, H = 384;
     size_t n = (size_t)D * H;
     float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
-    colbert_linear_init(a, 12345, 0.02f, D, H);
-    colbert_linear_init(b, 12345, 0.02f, D, H);
+    cb_colbert_linear_init(a, 12345, 0.02f, D, H);
+    cb_colbert_linear_init(b, 12345, 0.02f, D, H);
     double s = 0, ss = 0;
     size_t beyond3 = 0;
     for (size_t i = 0; i < n; i++) {
@@ -460,7 +460,7 @@ static void test_linear_init(void) {
     CHECK(memcmp(a, b, n * sizeof(float)) == 0);
     CHECK_MSG(fabs(mean) < 3 * 0.02 / sqrt((double)n) && fabs(sd - 0.02) < 0.0003, "mean %g std %g", mean, sd);
     CHECK_MSG(fabs((double)beyond3 / n - 0.0027) < 0.001, "tail %g", (double)beyond3 / n);
-    colbert_linear_init(b, 12346, 0.02f, D, H);
+    cb_colbert_linear_init(b, 12346, 0.02f, D, H);
     CHECK(memcmp(a, b, n * sizeof(float)) != 0);
     free(a);
     free(b);
@@ -472,10 +472,10 @@ int main(void) {
     char path[4096];
     snprintf(path, sizeof path, "%s/colbert_head_ref.safetensors", ref_dir);
     cb_err err = {{0}};
-    if (st_open(&ref, path, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
+    if (cb_st_open(&ref, path, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
     const int32_t *cfg = ri("config", NULL);
     colbert_config cc;
-    colbert_config_default(&cc);
+    cb_colbert_config_default(&cc);
     cc.query_maxlen = cfg[2];
     cc.doc_maxlen = cfg[3];
     cc.dim = cfg[4];
@@ -485,6 +485,6 @@ int main(void) {
     test_finite_differences();
     test_dropout();
     test_linear_init();
-    st_close(&ref);
+    cb_st_close(&ref);
     return test_finish("test_colbert_head");
 }

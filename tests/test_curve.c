@@ -1,4 +1,4 @@
-/* test_curve.c: train_write_curve (train_curve.c) on synthetic runs:
+/* test_curve.c: cb_train_write_curve (train_curve.c) on synthetic runs:
  * validated and not, 1 step, NaN and infinite losses, an unvalidated
  * checkpoint, steps lost before a resume, a run stopped part way, 500000
  * steps. Checks what can be checked without an XML parser: the files are
@@ -59,7 +59,7 @@ static int make_run(const char *dir, const synth *c, long *best_step) {
     run r;
     memset(&r, 0, sizeof r);
     r.tr = &tr;
-    train_opts_default(&r.o);
+    cb_train_opts_default(&r.o);
     r.o.bsize = 8;
     r.o.lr = 3e-5;
     r.o.warmup = c->total / 10;
@@ -85,7 +85,7 @@ static int make_run(const char *dir, const synth *c, long *best_step) {
                                     : r.o.lr * (double)(c->total - t) / (double)(c->total - r.o.warmup);
         if (i < c->lost) continue;
         r.loss_hist[i] = (float)loss;
-        r.avg_hist[i] = (float)train_smoothed(ema, t);
+        r.avg_hist[i] = (float)cb_train_smoothed(ema, t);
         r.lr_hist[i] = (float)lr;
     }
     r.cap_hist = (int)(c->done / c->every) + 2;
@@ -105,10 +105,10 @@ static int make_run(const char *dir, const synth *c, long *best_step) {
         }
         if (last) break;
     }
-    *best_step = r.n_hist ? r.hist[train_best_index(&r)].step : -1;
+    *best_step = r.n_hist ? r.hist[cb_train_best_index(&r)].step : -1;
     r.run_dir = cb_path_join(dir, c->name);
     mkdir(r.run_dir, 0755);
-    train_write_curve(&r);
+    cb_train_write_curve(&r);
     free(r.run_dir);
     free(r.loss_hist); free(r.avg_hist); free(r.lr_hist); free(r.hist);
     return nval;
@@ -177,7 +177,7 @@ static void check_rewrite(void) {
     CHECK(l1 > 0 && l1 == l2);
     check_run(dir, &c, nv, b);
     free(p);
-    char *cmd = train_fmt("rm -rf '%s'", dir);
+    char *cmd = cb_train_fmt("rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);
     free(cmd);
 }
@@ -207,7 +207,7 @@ int main(int argc, char **argv) {
     }
     check_rewrite();
     if (argc <= 1) {
-        char *cmd = train_fmt("rm -rf '%s'", dir);
+        char *cmd = cb_train_fmt("rm -rf '%s'", dir);
         CHECK(system(cmd) == 0);
         free(cmd);
     }

@@ -3,9 +3,9 @@
  *     arithmetic (small multiples of 1/4), so scores tie often and the tie
  *     order is checked too; several query batches, chunks, empty documents,
  *     depth above and below the document count;
- *   - eval_score on hand-computed rankings (graded nDCG, MRR, recall, a query
+ *   - cb_eval_score on hand-computed rankings (graded nDCG, MRR, recall, a query
  *     without relevant documents);
- *   - eval_data_load on small BEIR directories (title join, CRLF, header,
+ *   - cb_eval_data_load on small BEIR directories (title join, CRLF, header,
  *     duplicate judgements, max_queries) and its error messages;
  *   - run files: written, read back, trec_eval's tie order. */
 #include <string.h>
@@ -52,18 +52,18 @@ static void test_ranker(int nq, int nd, int depth, int max_docs) {
         uint32_t t = tie[i]; tie[i] = tie[j]; tie[j] = t;
     }
     eval_ranker r;
-    CHECK(eval_ranker_init(&r, qv, tie, nq, Lq, D, depth, max_docs, 40) == 0);
+    CHECK(cb_eval_ranker_init(&r, qv, tie, nq, Lq, D, depth, max_docs, 40) == 0);
     /* chunks of varying size, at most max_docs */
     for (int s = 0, k = 0; s < nd; k++) {
         int n = k % 2 ? max_docs : max_docs / 3 + 1;
         if (n > nd - s) n = nd - s;
-        eval_ranker_add(&r, dv + off[s] * D, len + s, s, n);
+        cb_eval_ranker_add(&r, dv + off[s] * D, len + s, s, n);
         s += n;
     }
     int32_t *top = malloc((size_t)nq * depth * sizeof(int32_t));
     float *ts = malloc((size_t)nq * depth * sizeof(float));
-    eval_ranker_finish(&r, top, ts);
-    eval_ranker_free(&r);
+    cb_eval_ranker_finish(&r, top, ts);
+    cb_eval_ranker_free(&r);
 
     float *sc = malloc((size_t)nd * sizeof(float));
     int *order = malloc((size_t)nd * sizeof(int));
@@ -121,7 +121,7 @@ static void test_score(void) {
     /* q2: its relevant d150 at rank 50 */
     top[2 * depth + 49] = 150;
     eval_metrics per[3], m;
-    eval_score(&m, per, &d, top, depth);
+    cb_eval_score(&m, per, &d, top, depth);
     double ndcg0 = (1 / log2(3.0) + 2 / log2(4.0)) / (2 + 1 / log2(3.0));
     CHECK_MSG(fabs(per[0].ndcg10 - ndcg0) < 1e-12, "ndcg %g, want %g", per[0].ndcg10, ndcg0);
     CHECK(per[0].mrr10 == 0.5 && per[0].recall10 == 1.0 && per[0].recall100 == 1.0);
@@ -131,7 +131,7 @@ static void test_score(void) {
     /* a relevant document at rank 101 is outside Recall@100 */
     top[2 * depth + 49] = 49;
     top[2 * depth + 100] = 150;
-    eval_score(&m, per, &d, top, depth);
+    cb_eval_score(&m, per, &d, top, depth);
     CHECK(per[2].recall100 == 0);
 }
 
@@ -176,10 +176,10 @@ static int load_err(const char *name, const char *corpus, const char *queries, c
     eval_data d;
     cb_err err = {{0}};
     char *dir = mkbeir(name, corpus, queries, qrels);
-    int rc = eval_data_load(&d, dir, "test", 0, &err);
+    int rc = cb_eval_data_load(&d, dir, "test", 0, &err);
     int ok = rc == -1 && strstr(err.msg, want) != NULL;
     if (!ok) fprintf(stderr, "  %s: rc %d, message \"%s\", want \"%s\"\n", name, rc, err.msg, want);
-    if (rc == 0) eval_data_free(&d);
+    if (rc == 0) cb_eval_data_free(&d);
     return ok;
 }
 
@@ -188,11 +188,11 @@ static void test_data(void) {
     cb_err err = {{0}};
     const char *qrels = "query-id\tcorpus-id\tscore\r\nq2\td4\t1\r\nq1\td1\t2\r\nq2\t3\t0\r\nq1\td1\t1\r\n\r\n";
     char *dir = mkbeir("ok", CORPUS, QUERIES, qrels);
-    CHECK(eval_data_load(&d, dir, "test", 0, &err) == 0);
+    CHECK(cb_eval_data_load(&d, dir, "test", 0, &err) == 0);
     CHECK(d.n_docs == 4 && d.n_queries == 2);
     CHECK(!strcmp(d.doc_text[0], "Title one text one") && d.doc_len[0] == 18);
     CHECK(!strcmp(d.doc_text[1], "text two") && !strcmp(d.doc_text[2], "only a title"));
-    CHECK(!strcmp(d.doc_id[2], "3") && eval_doc_index(&d, "3", 1) == 2 && eval_doc_index(&d, "d5", 2) == -1);
+    CHECK(!strcmp(d.doc_id[2], "3") && cb_eval_doc_index(&d, "3", 1) == 2 && cb_eval_doc_index(&d, "d5", 2) == -1);
     /* queries in order of first appearance in the qrels */
     CHECK(!strcmp(d.query_id[0], "q2") && !strcmp(d.query_id[1], "q1") && !strcmp(d.query_text[1], "first"));
     /* q2: d4 (1) and 3 (0); q1: d1 once, the later line's grade */
@@ -206,37 +206,37 @@ static void test_data(void) {
     float ts[2 * 4] = {5, 4, 0, 0, 1.5f, 1.25f, 1, 0.5f};
     char run[700];
     snprintf(run, sizeof run, "%s/a.run", tmp);
-    CHECK(eval_write_run(run, &d, top, ts, 4, 4, "t", &err) == 0);
+    CHECK(cb_eval_write_run(run, &d, top, ts, 4, 4, "t", &err) == 0);
     int32_t *back;
-    CHECK(eval_read_run(&back, &d, run, 4, &err) == 0);
+    CHECK(cb_eval_read_run(&back, &d, run, 4, &err) == 0);
     CHECK(!memcmp(back, top, sizeof top));
     free(back);
     /* the first 1 of rows of 4 */
-    CHECK(eval_write_run(run, &d, top, ts, 4, 1, "t", &err) == 0);
-    CHECK(eval_read_run(&back, &d, run, 4, &err) == 0);
+    CHECK(cb_eval_write_run(run, &d, top, ts, 4, 1, "t", &err) == 0);
+    CHECK(cb_eval_read_run(&back, &d, run, 4, &err) == 0);
     CHECK(back[0] == 3 && back[1] == -1 && back[4] == 0 && back[5] == -1);
     free(back);
     put(tmp, "b.run", "q1 Q0 d1 1 2 x\nq1 Q0 d4 2 2 x\nq9 Q0 d1 1 1 x\nq1 Q0 3 3 7 x\nq1 Q0 d2 4 2 x\n");
     snprintf(run, sizeof run, "%s/b.run", tmp);
-    CHECK(eval_read_run(&back, &d, run, 3, &err) == 0);
+    CHECK(cb_eval_read_run(&back, &d, run, 3, &err) == 0);
     CHECK(back[0] == -1);                                     /* q2 has no line */
     CHECK(back[3] == 2 && back[4] == 3 && back[5] == 1);      /* 3 (7), then d4, d2 (2), cut at 3 */
     free(back);
     put(tmp, "c.run", "q1 Q0 d1 1 2 x\nq1 Q0 d1 2 1 x\n");
     snprintf(run, sizeof run, "%s/c.run", tmp);
-    CHECK(eval_read_run(&back, &d, run, 3, &err) == -1 && strstr(err.msg, "twice"));
+    CHECK(cb_eval_read_run(&back, &d, run, 3, &err) == -1 && strstr(err.msg, "twice"));
     put(tmp, "c.run", "q1 Q0 d7 1 2 x\n");
-    CHECK(eval_read_run(&back, &d, run, 3, &err) == -1 && strstr(err.msg, "c.run:1: doc-id \"d7\" is not in"));
-    eval_data_free(&d);
+    CHECK(cb_eval_read_run(&back, &d, run, 3, &err) == -1 && strstr(err.msg, "c.run:1: doc-id \"d7\" is not in"));
+    cb_eval_data_free(&d);
 
     /* max_queries */
-    CHECK(eval_data_load(&d, dir, "test", 1, &err) == 0);
+    CHECK(cb_eval_data_load(&d, dir, "test", 1, &err) == 0);
     CHECK(d.n_queries == 1 && d.rel_off[1] == 2);
-    eval_data_free(&d);
+    cb_eval_data_free(&d);
 
     /* errors name the file, the line and what is wrong */
-    CHECK(eval_data_load(&d, "/nonexistent/beir", "test", 0, &err) == -1 && strstr(err.msg, "not a directory"));
-    CHECK(eval_data_load(&d, dir, "dev", 0, &err) == -1 && strstr(err.msg, "no split \"dev\"") &&
+    CHECK(cb_eval_data_load(&d, "/nonexistent/beir", "test", 0, &err) == -1 && strstr(err.msg, "not a directory"));
+    CHECK(cb_eval_data_load(&d, dir, "dev", 0, &err) == -1 && strstr(err.msg, "no split \"dev\"") &&
           strstr(err.msg, "the splits there: test"));
     CHECK(load_err("e1", CORPUS, QUERIES, "q1\td9\t1\n", "test.tsv:1: corpus-id \"d9\" is not in"));
     CHECK(load_err("e2", CORPUS, QUERIES, "h\th\th\nq7\td1\t1\n", "test.tsv:2: query-id \"q7\" is not in"));
@@ -252,8 +252,8 @@ static void test_data(void) {
     CHECK(load_err("e10", CORPUS, QUERIES, NULL, "no split \"test\""));
     /* TREC qrels ("qid 0 docid grade") are read as well */
     dir = mkbeir("trec", CORPUS, QUERIES, "q3 0 d2 1\nq3 0 d1 0\n");
-    CHECK(eval_data_load(&d, dir, "test", 0, &err) == 0 && d.n_queries == 1 && d.rel_off[1] == 2);
-    eval_data_free(&d);
+    CHECK(cb_eval_data_load(&d, dir, "test", 0, &err) == 0 && d.n_queries == 1 && d.rel_off[1] == 2);
+    cb_eval_data_free(&d);
 }
 
 int main(void) {

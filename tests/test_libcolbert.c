@@ -5,29 +5,29 @@
 #include "test.h"
 
 int main(int argc, char **argv) {
-    blas_init(argc, argv);
+    cb_blas_init(argc, argv);
     const char *model = test_env("COLBERT_MODEL");
     cb_err err = {{0}};
     colmodel m;
-    CHECK(colmodel_load(&m, ops_cpu(), model, 64, 7, &err) == 0);
+    CHECK(cb_colmodel_load(&m, cb_ops_cpu(), model, 64, 7, &err) == 0);
     m.quiet = 1;
     const char *q[2] = {"what is vitamin d?", "statins"};
     size_t ql[2] = {strlen(q[0]), strlen(q[1])};
     float *out = malloc(2 * 32 * 64 * sizeof(float));
-    CHECK(colmodel_encode_queries(&m, q, ql, 2, out, &err) == 0);
+    CHECK(cb_colmodel_encode_queries(&m, q, ql, 2, out, &err) == 0);
     double n0 = 0;
     for (int i = 0; i < 64; i++) n0 += (double)out[i] * out[i];
     CHECK_MSG(fabs(n0 - 1.0) < 1e-5, "query vector norm^2 %g", n0);
     int *L;
     float *vec;
-    CHECK(colmodel_encode_docs(&m, q, ql, 2, &L, &vec, &err) == 0);
+    CHECK(cb_colmodel_encode_docs(&m, q, ql, 2, &L, &vec, &err) == 0);
     CHECK(L[0] > 3 && L[1] >= 3);  /* [CLS] [D] ... [SEP], "?" dropped */
     free(L);
     free(vec);
     free(out);
-    colmodel_free(&m);
+    cb_colmodel_free(&m);
 
-    CHECK(colmodel_load(&m, ops_cpu(), "/nonexistent/model", 0, 0, &err) != 0);
+    CHECK(cb_colmodel_load(&m, cb_ops_cpu(), "/nonexistent/model", 0, 0, &err) != 0);
     CHECK_MSG(strstr(err.msg, "/nonexistent/model") != NULL, "error does not name the model: %s", err.msg);
     return test_finish("test_libcolbert");
 }

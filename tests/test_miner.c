@@ -28,34 +28,34 @@ static void set_threads(int n) {
 #endif
 }
 
-static float frand(rng *r) { return (float)((double)(rng_next(r) >> 11) / 9007199254740992.0) * 2.0f - 1.0f; }
+static float frand(rng *r) { return (float)((double)(cb_rng_next(r) >> 11) / 9007199254740992.0) * 2.0f - 1.0f; }
 
 static void rand_unit(rng *r, float *x, size_t n, int dim) {
     for (size_t i = 0; i < n * (size_t)dim; i++) x[i] = frand(r);
-    miner_normalize(x, n, dim);
+    cb_miner_normalize(x, n, dim);
 }
 
 /* ---- model table -------------------------------------------------------- */
 static void test_table(void) {
-    CHECK(!strcmp(miner_default_model("en", "small"), "BAAI/bge-small-en-v1.5"));
-    CHECK(!strcmp(miner_default_model("en", "base"), "BAAI/bge-base-en-v1.5"));
-    CHECK(!strcmp(miner_default_model("en", "large"), "BAAI/bge-large-en-v1.5"));
-    CHECK(!strcmp(miner_default_model("zh", "small"), "thenlper/gte-small-zh"));
-    CHECK(!strcmp(miner_default_model("zh", "base"), "thenlper/gte-base-zh"));
-    CHECK(!strcmp(miner_default_model("zh", "large"), "thenlper/gte-large-zh"));
-    CHECK(!strcmp(miner_default_model("fr", "small"), "OrdalieTech/Solon-embeddings-base-0.1"));
-    CHECK(!strcmp(miner_default_model("fr", "base"), "OrdalieTech/Solon-embeddings-base-0.1"));
-    CHECK(!strcmp(miner_default_model("fr", "large"), "OrdalieTech/Solon-embeddings-large-0.1"));
-    CHECK(!strcmp(miner_default_model("de", "small"), "intfloat/multilingual-e5-small"));
-    CHECK(!strcmp(miner_default_model("ja", "base"), "intfloat/multilingual-e5-base"));
-    CHECK(!strcmp(miner_default_model("", "large"), "intfloat/multilingual-e5-large"));
-    CHECK(miner_default_model("en", "tiny") == NULL);
-    CHECK(miner_max_rank(3633, 110) == 110);
-    CHECK(miner_max_rank(1100, 110) == 110);
-    CHECK(miner_max_rank(1099, 110) == 109);
-    CHECK(miner_max_rank(500, 110) == 50);
-    CHECK(miner_max_rank(9, 110) == 0);
-    CHECK(miner_max_rank(0, 110) == 0);
+    CHECK(!strcmp(cb_miner_default_model("en", "small"), "BAAI/bge-small-en-v1.5"));
+    CHECK(!strcmp(cb_miner_default_model("en", "base"), "BAAI/bge-base-en-v1.5"));
+    CHECK(!strcmp(cb_miner_default_model("en", "large"), "BAAI/bge-large-en-v1.5"));
+    CHECK(!strcmp(cb_miner_default_model("zh", "small"), "thenlper/gte-small-zh"));
+    CHECK(!strcmp(cb_miner_default_model("zh", "base"), "thenlper/gte-base-zh"));
+    CHECK(!strcmp(cb_miner_default_model("zh", "large"), "thenlper/gte-large-zh"));
+    CHECK(!strcmp(cb_miner_default_model("fr", "small"), "OrdalieTech/Solon-embeddings-base-0.1"));
+    CHECK(!strcmp(cb_miner_default_model("fr", "base"), "OrdalieTech/Solon-embeddings-base-0.1"));
+    CHECK(!strcmp(cb_miner_default_model("fr", "large"), "OrdalieTech/Solon-embeddings-large-0.1"));
+    CHECK(!strcmp(cb_miner_default_model("de", "small"), "intfloat/multilingual-e5-small"));
+    CHECK(!strcmp(cb_miner_default_model("ja", "base"), "intfloat/multilingual-e5-base"));
+    CHECK(!strcmp(cb_miner_default_model("", "large"), "intfloat/multilingual-e5-large"));
+    CHECK(cb_miner_default_model("en", "tiny") == NULL);
+    CHECK(cb_miner_max_rank(3633, 110) == 110);
+    CHECK(cb_miner_max_rank(1100, 110) == 110);
+    CHECK(cb_miner_max_rank(1099, 110) == 109);
+    CHECK(cb_miner_max_rank(500, 110) == 50);
+    CHECK(cb_miner_max_rank(9, 110) == 0);
+    CHECK(cb_miner_max_rank(0, 110) == 0);
 }
 
 static void test_missing_model(const char *tmp) {
@@ -66,20 +66,20 @@ static void test_missing_model(const char *tmp) {
     char *saved = old ? strdup(old) : NULL;
     setenv("HF_HOME", home, 1);
     miner_opts o;
-    miner_opts_default(&o);
+    cb_miner_opts_default(&o);
     o.language = "fr";
     o.size = "large";
     miner m;
     cb_err err = {{0}};
-    CHECK(miner_init(&m, &o, &err) == -1);
+    CHECK(cb_miner_init(&m, &o, &err) == -1);
     CHECK_MSG(strstr(err.msg, "OrdalieTech/Solon-embeddings-large-0.1") && strstr(err.msg, "--miner-model PATH") &&
               strstr(err.msg, "--no-mining"), "%s", err.msg);
     o.model = "/nonexistent/model";
-    CHECK(miner_init(&m, &o, &err) == -1);
+    CHECK(cb_miner_init(&m, &o, &err) == -1);
     CHECK_MSG(strstr(err.msg, "/nonexistent/model") != NULL, "%s", err.msg);
     o.model = NULL;
     o.size = "huge";
-    CHECK(miner_init(&m, &o, &err) == -1 && strstr(err.msg, "small, base or large"));
+    CHECK(cb_miner_init(&m, &o, &err) == -1 && strstr(err.msg, "small, base or large"));
     if (saved) setenv("HF_HOME", saved, 1);
     else unsetenv("HF_HOME");
     free(saved);
@@ -107,7 +107,7 @@ static void brute(ref_hit *h, const float *q, const float *d, size_t nd, int dim
 
 static void test_exact(void) {
     rng r;
-    rng_init(&r, 1, 0);
+    cb_rng_init(&r, 1, 0);
     const size_t nq = 300, nd = 5000;
     const int dim = 32, k = 110;
     float *q = malloc(nq * dim * sizeof(float)), *d = malloc(nd * dim * sizeof(float));
@@ -116,7 +116,7 @@ static void test_exact(void) {
     int32_t *ids = malloc(nq * k * sizeof(int32_t)), *ids1 = malloc(nq * k * sizeof(int32_t));
     float *sc = malloc(nq * k * sizeof(float)), *sc1 = malloc(nq * k * sizeof(float));
     set_threads(2);
-    CHECK(miner_topk_exact(ids, sc, q, nq, d, nd, dim, k) == 0);
+    CHECK(cb_miner_topk_exact(ids, sc, q, nq, d, nd, dim, k) == 0);
     ref_hit *h = malloc(nd * sizeof *h);
     int bad_score = 0, bad_set = 0;
     double maxdiff = 0;
@@ -137,7 +137,7 @@ static void test_exact(void) {
     CHECK(bad_set == 0);
     /* thread count does not change a bit */
     set_threads(1);
-    CHECK(miner_topk_exact(ids1, sc1, q, nq, d, nd, dim, k) == 0);
+    CHECK(cb_miner_topk_exact(ids1, sc1, q, nq, d, nd, dim, k) == 0);
     set_threads(2);
     CHECK(!memcmp(ids, ids1, nq * k * sizeof(int32_t)) && !memcmp(sc, sc1, nq * k * sizeof(float)));
 
@@ -151,11 +151,11 @@ static void test_exact(void) {
     dd[5 * 4 + 0] = -1;                        /* doc 5: -1 */
     int32_t ti[8];
     float ts[8];
-    CHECK(miner_topk_exact(ti, ts, qq, 1, dd, 6, 4, 8) == 0);
+    CHECK(cb_miner_topk_exact(ti, ts, qq, 1, dd, 6, 4, 8) == 0);
     int32_t want[8] = {1, 3, 4, 2, 0, 5, -1, -1};
     CHECK(!memcmp(ti, want, sizeof want));
     CHECK(ts[0] == 1 && ts[3] == 0.5f && ts[5] == -1 && isinf(ts[6]) && ts[6] < 0);
-    CHECK(miner_topk_exact(ti, ts, qq, 1, dd, 6, 4, 2) == 0);
+    CHECK(cb_miner_topk_exact(ti, ts, qq, 1, dd, 6, 4, 2) == 0);
     CHECK(ti[0] == 1 && ti[1] == 3);
     free(h);
     free(q);
@@ -181,7 +181,7 @@ static double recall(const int32_t *a, const int32_t *b, size_t nq, int k) {
 
 static void test_ivf(void) {
     rng r;
-    rng_init(&r, 2, 0);
+    cb_rng_init(&r, 2, 0);
     /* clustered data: 100 centres, points = centre + noise */
     const size_t nd = 12000, nq = 200, nc = 100;
     const int dim = 32, k = 110;
@@ -190,21 +190,21 @@ static void test_ivf(void) {
     rand_unit(&r, cen, nc, dim);
     for (size_t i = 0; i < nd + nq; i++) {
         float *x = i < nd ? d + i * dim : q + (i - nd) * dim;
-        const float *c = cen + (size_t)rng_below(&r, nc) * dim;
+        const float *c = cen + (size_t)cb_rng_below(&r, nc) * dim;
         for (int t = 0; t < dim; t++) x[t] = c[t] + 0.25f * frand(&r);
     }
-    miner_normalize(d, nd, dim);
-    miner_normalize(q, nq, dim);
+    cb_miner_normalize(d, nd, dim);
+    cb_miner_normalize(q, nq, dim);
     int32_t *ex = malloc(nq * k * sizeof(int32_t)), *ap = malloc(nq * k * sizeof(int32_t));
     float *s1 = malloc(nq * k * sizeof(float)), *s2 = malloc(nq * k * sizeof(float));
-    CHECK(miner_topk_exact(ex, s1, q, nq, d, nd, dim, k) == 0);
+    CHECK(cb_miner_topk_exact(ex, s1, q, nq, d, nd, dim, k) == 0);
     ivf_index ix, ix1;
     set_threads(2);
-    CHECK(ivf_build(&ix, d, nd, dim, 0, 10, 42) == 0);
+    CHECK(cb_ivf_build(&ix, d, nd, dim, 0, 10, 42) == 0);
     CHECK(ix.nlist == 438);   /* round(4 sqrt(12000)) */
     CHECK(ix.list_off[ix.nlist] == nd);
-    int np = ivf_default_nprobe(&ix, k);
-    CHECK(ivf_search(&ix, ap, s2, q, nq, k, np) == 0);
+    int np = cb_ivf_default_nprobe(&ix, k);
+    CHECK(cb_ivf_search(&ix, ap, s2, q, nq, k, np) == 0);
     double rc = recall(ap, ex, nq, k);
     printf("ivf: nlist %d, nprobe %d: recall@%d %.4f\n", ix.nlist, np, k, rc);
     CHECK(rc >= 0.99);
@@ -214,29 +214,29 @@ static void test_ivf(void) {
             for (int t = 0; t < dim; t++) s += (double)q[(i / k) * dim + t] * d[(size_t)ap[i] * dim + t];
             if (fabs(s - s2[i]) > 1e-5) { CHECK_MSG(0, "score of %d", (int)i); break; }
         }
-    ivf_search(&ix, ap, s2, q, nq, k, ix.nlist);   /* every list: the exact lists */
+    cb_ivf_search(&ix, ap, s2, q, nq, k, ix.nlist);   /* every list: the exact lists */
     rc = recall(ap, ex, nq, k);
     CHECK_MSG(rc >= 0.9999, "recall with all lists %.5f", rc);
     /* same seed, 1 thread: the same index and the same results */
     set_threads(1);
-    CHECK(ivf_build(&ix1, d, nd, dim, 0, 10, 42) == 0);
+    CHECK(cb_ivf_build(&ix1, d, nd, dim, 0, 10, 42) == 0);
     set_threads(2);
     CHECK(ix1.nlist == ix.nlist && !memcmp(ix1.centroids, ix.centroids, (size_t)ix.nlist * dim * sizeof(float)) &&
           !memcmp(ix1.list_ids, ix.list_ids, nd * sizeof(int32_t)));
-    ivf_free(&ix1);
+    cb_ivf_free(&ix1);
     /* tiny and degenerate sizes */
-    CHECK(ivf_build(&ix1, d, 5, dim, 0, 10, 1) == 0);
+    CHECK(cb_ivf_build(&ix1, d, 5, dim, 0, 10, 1) == 0);
     CHECK(ix1.nlist >= 1 && ix1.nlist <= 5 && ix1.list_off[ix1.nlist] == 5);
     int32_t ti[8];
     float ts[8];
-    CHECK(ivf_search(&ix1, ti, ts, q, 1, 8, 0) == 0);
+    CHECK(cb_ivf_search(&ix1, ti, ts, q, 1, 8, 0) == 0);
     CHECK(ti[4] >= 0 && ti[5] == -1);
-    ivf_free(&ix1);
-    CHECK(ivf_build(&ix1, d, 0, dim, 0, 10, 1) == 0);
-    CHECK(ivf_search(&ix1, ti, ts, q, 1, 8, 0) == 0);
+    cb_ivf_free(&ix1);
+    CHECK(cb_ivf_build(&ix1, d, 0, dim, 0, 10, 1) == 0);
+    CHECK(cb_ivf_search(&ix1, ti, ts, q, 1, 8, 0) == 0);
     CHECK(ti[0] == -1);
-    ivf_free(&ix1);
-    ivf_free(&ix);
+    cb_ivf_free(&ix1);
+    cb_ivf_free(&ix);
     free(cen);
     free(d);
     free(q);
@@ -251,13 +251,13 @@ typedef struct recorder { size_t nd, nq; char **dt, **qt; } recorder;
 
 static int record_texts(void *ctx, const prepare *p, uint64_t **off, uint32_t **cands, cb_err *err) {
     recorder *r = ctx;
-    r->nd = prepare_n_passages(p);
-    r->nq = prepare_n_queries(p);
+    r->nd = cb_prepare_n_passages(p);
+    r->nq = cb_prepare_n_queries(p);
     r->dt = malloc(r->nd * sizeof(char *));
     r->qt = malloc(r->nq * sizeof(char *));
     size_t len;
-    for (size_t i = 0; i < r->nd; i++) r->dt[i] = strndup(prepare_passage(p, (uint32_t)i, &len), 1 << 20);
-    for (size_t i = 0; i < r->nq; i++) r->qt[i] = strndup(prepare_query(p, (uint32_t)i, &len), 1 << 20);
+    for (size_t i = 0; i < r->nd; i++) r->dt[i] = strndup(cb_prepare_passage(p, (uint32_t)i, &len), 1 << 20);
+    for (size_t i = 0; i < r->nq; i++) r->qt[i] = strndup(cb_prepare_query(p, (uint32_t)i, &len), 1 << 20);
     *off = calloc(r->nq + 1, sizeof(uint64_t));
     *cands = malloc(1);
     return 0;
@@ -278,20 +278,20 @@ static void hash_hex(char *out, char **t, size_t n) {
 
 static prepare *make_prepare(const char *corpus, const prepare_miner *hook, uint64_t seed, int extra_query) {
     prepare_opts o;
-    prepare_opts_default(&o);
+    cb_prepare_opts_default(&o);
     o.quiet = 1;
     o.seed = seed;
     o.negatives = PREPARE_NEG_MINED;
     o.miner = hook;
-    prepare *p = prepare_new(&o);
+    prepare *p = cb_prepare_new(&o);
     cb_err err = {{0}};
-    CHECK(prepare_add_corpus(p, corpus, &err) == 0);
+    CHECK(cb_prepare_add_corpus(p, corpus, &err) == 0);
     char qb[64], db[64];
     for (int i = 0; i < NQ + extra_query; i++) {
         snprintf(qb, sizeof qb, "query %d", i);
         for (int j = 0; j < 2; j++) {   /* positives: documents 3i, 3i+1 */
             snprintf(db, sizeof db, "document %d", 3 * i + j);
-            CHECK(prepare_add_example(p, qb, strlen(qb), db, strlen(db), 1, &err) == 0);
+            CHECK(cb_prepare_add_example(p, qb, strlen(qb), db, strlen(db), 1, &err) == 0);
         }
     }
     return p;
@@ -310,15 +310,15 @@ static void test_hook(const char *tmp) {
     prepare_miner rh = {&rec, record_texts};
     prepare *p = make_prepare(corpus, &rh, 42, 0);
     cb_err err = {{0}};
-    CHECK(prepare_run(p, &err) == 0);   /* no candidates -> random fallback */
-    prepare_free(p);
+    CHECK(cb_prepare_run(p, &err) == 0);   /* no candidates -> random fallback */
+    cb_prepare_free(p);
     CHECK(rec.nd == ND && rec.nq == NQ);
 
     /* 2. embeddings: random documents; query i near its first positive, so
      * positives sit inside the rank window and must be dropped */
     const int dim = 16;
     rng r;
-    rng_init(&r, 3, 0);
+    cb_rng_init(&r, 3, 0);
     float *D = malloc(ND * dim * sizeof(float)), *Q = malloc(NQ * dim * sizeof(float));
     rand_unit(&r, D, ND, dim);
     int pos_pid[NQ][2];
@@ -333,13 +333,13 @@ static void test_hook(const char *tmp) {
             }
         for (int t = 0; t < dim; t++) Q[qi * dim + t] = D[pos_pid[qi][0] * dim + t] + 0.6f * frand(&r);
     }
-    miner_normalize(Q, NQ, dim);
+    cb_miner_normalize(Q, NQ, dim);
     mkdir(dir, 0777);
     int64_t sd[2] = {ND, dim}, sq[2] = {NQ, dim};
     snprintf(path, sizeof path, "%s/docs.npy", dir);
-    CHECK(npy_write(path, "<f4", D, 2, sd, &err) == 0);
+    CHECK(cb_npy_write(path, "<f4", D, 2, sd, &err) == 0);
     snprintf(path, sizeof path, "%s/queries.npy", dir);
-    CHECK(npy_write(path, "<f4", Q, 2, sq, &err) == 0);
+    CHECK(cb_npy_write(path, "<f4", Q, 2, sq, &err) == 0);
     char h1[32], h2[32];
     hash_hex(h1, rec.dt, rec.nd);
     hash_hex(h2, rec.qt, rec.nq);
@@ -353,21 +353,21 @@ static void test_hook(const char *tmp) {
     const int k = 110, lo = 10;
     int32_t *ex = malloc(NQ * k * sizeof(int32_t));
     float *es = malloc(NQ * k * sizeof(float));
-    CHECK(miner_topk_exact(ex, es, Q, NQ, D, ND, dim, k) == 0);
+    CHECK(cb_miner_topk_exact(ex, es, Q, NQ, D, ND, dim, k) == 0);
     miner_opts mo;
-    miner_opts_default(&mo);
+    cb_miner_opts_default(&mo);
     mo.load_dir = dir;
     mo.quiet = 1;
     miner m;
-    CHECK(miner_init(&m, &mo, &err) == 0);
-    prepare_miner hook = miner_hook(&m);
+    CHECK(cb_miner_init(&m, &mo, &err) == 0);
+    prepare_miner hook = cb_miner_hook(&m);
     p = make_prepare(corpus, &hook, 42, 0);
-    CHECK_MSG(prepare_run(p, &err) == 0, "%s", err.msg);
-    CHECK(prepare_get_stats(p)->mined == 1);
+    CHECK_MSG(cb_prepare_run(p, &err) == 0, "%s", err.msg);
+    CHECK(cb_prepare_get_stats(p)->mined == 1);
     CHECK(m.st.loaded && m.st.max_rank == 110 && m.st.min_rank == 10 && m.st.index == MINER_INDEX_EXACT);
     CHECK(!strcmp(m.model_name, "test"));
     size_t nt;
-    const uint32_t *t = prepare_triplets(p, &nt);
+    const uint32_t *t = cb_prepare_triplets(p, &nt);
     CHECK(nt == NQ * 20);   /* 2 positives x 10 negatives each */
     int outside = 0, positive = 0, in_window_pos = 0;
     int negs[NQ] = {0};
@@ -387,40 +387,40 @@ static void test_hook(const char *tmp) {
     CHECK(outside == 0);
     CHECK(positive == 0);
     size_t n1;
-    const uint32_t *t1 = prepare_triplets(p, &n1);
+    const uint32_t *t1 = cb_prepare_triplets(p, &n1);
     uint32_t *copy = malloc(n1 * 3 * sizeof(uint32_t));
     memcpy(copy, t1, n1 * 3 * sizeof(uint32_t));
-    prepare_free(p);
+    cb_prepare_free(p);
 
     /* same seed: the same triplets */
     p = make_prepare(corpus, &hook, 42, 0);
-    CHECK(prepare_run(p, &err) == 0);
-    t = prepare_triplets(p, &nt);
+    CHECK(cb_prepare_run(p, &err) == 0);
+    t = cb_prepare_triplets(p, &nt);
     CHECK(nt == n1 && !memcmp(t, copy, nt * 3 * sizeof(uint32_t)));
-    prepare_free(p);
+    cb_prepare_free(p);
     /* another seed shuffles the collection into another order: the saved
      * embeddings no longer fit and are refused */
     p = make_prepare(corpus, &hook, 43, 0);
-    CHECK(prepare_run(p, &err) == -1);
+    CHECK(cb_prepare_run(p, &err) == -1);
     CHECK_MSG(strstr(err.msg, "but other texts") != NULL, "%s", err.msg);
-    prepare_free(p);
+    cb_prepare_free(p);
 
     /* a minimum rank past max_rank: no candidates -> random fallback */
-    miner_free(&m);
+    cb_miner_free(&m);
     mo.min_rank = 200;
-    CHECK(miner_init(&m, &mo, &err) == 0);
-    hook = miner_hook(&m);
+    CHECK(cb_miner_init(&m, &mo, &err) == 0);
+    hook = cb_miner_hook(&m);
     p = make_prepare(corpus, &hook, 42, 0);
-    CHECK(prepare_run(p, &err) == 0);
-    CHECK(prepare_get_stats(p)->mined == 0 && prepare_get_stats(p)->triplets == NQ * 20);
-    prepare_free(p);
+    CHECK(cb_prepare_run(p, &err) == 0);
+    CHECK(cb_prepare_get_stats(p)->mined == 0 && cb_prepare_get_stats(p)->triplets == NQ * 20);
+    cb_prepare_free(p);
 
     /* embeddings saved for other texts are refused */
     p = make_prepare(corpus, &hook, 42, 1);
-    CHECK(prepare_run(p, &err) == -1);
+    CHECK(cb_prepare_run(p, &err) == -1);
     CHECK_MSG(strstr(err.msg, "saved for other texts") != NULL, "%s", err.msg);
-    prepare_free(p);
-    miner_free(&m);
+    cb_prepare_free(p);
+    cb_miner_free(&m);
 
     for (size_t i = 0; i < rec.nd; i++) free(rec.dt[i]);
     for (size_t i = 0; i < rec.nq; i++) free(rec.qt[i]);

@@ -1,10 +1,10 @@
 /* test_model.c: model directories and their JSON files.
  *
- * model_resolve on a fake Hugging Face cache built in $COLBERT_TMP (refs/main,
+ * cb_model_resolve on a fake Hugging Face cache built in $COLBERT_TMP (refs/main,
  * a stale ref, several snapshots, $HF_HOME and $HF_HUB_CACHE), the errors for
- * a missing directory; bert_config_load on the real all-MiniLM-L6-v2 config
+ * a missing directory; cb_bert_config_load on the real all-MiniLM-L6-v2 config
  * and on broken ones (malformed JSON, missing or mistyped keys, other model
- * types, bad sizes); sbert_config_load on the real model (mean pooling,
+ * types, bad sizes); cb_sbert_config_load on the real model (mean pooling,
  * Normalize, max_seq_length 256) and on broken pooling configs.
  */
 #include <string.h>
@@ -65,11 +65,11 @@ static const char *config_dir(const char *name, const char *text) {
         if (getenv("TEST_VERBOSE")) printf("  %s\n", (err).msg);               \
     } while (0)
 
-/* ---- model_resolve --------------------------------------------------------- */
+/* ---- cb_model_resolve --------------------------------------------------------- */
 
 static void test_resolve(void) {
     cb_err err = {{0}};
-    char *p = model_resolve(model_dir, &err);
+    char *p = cb_model_resolve(model_dir, &err);
     CHECK(p && !strcmp(p, model_dir));
     free(p);
 
@@ -91,19 +91,19 @@ static void test_resolve(void) {
     setenv("HF_HOME", home, 1);
     unsetenv("HF_HUB_CACHE");
 
-    p = model_resolve("acme/tiny-bert", &err);
+    p = cb_model_resolve("acme/tiny-bert", &err);
     CHECK_MSG(p && strcmp(p, snap_a) == 0, "got %s, want %s (%s)", p ? p : "NULL", snap_a,
               p ? "" : err.msg);
     free(p);
 
     /* refs/main naming a snapshot that is gone: the newest snapshot */
     write_text(ref, "cccc3333");
-    p = model_resolve("acme/tiny-bert", &err);
+    p = cb_model_resolve("acme/tiny-bert", &err);
     CHECK_MSG(p && strcmp(p, snap_b) == 0, "got %s, want %s", p ? p : "NULL", snap_b);
     free(p);
     /* no refs at all: the newest snapshot */
     remove(ref);
-    p = model_resolve("acme/tiny-bert", &err);
+    p = cb_model_resolve("acme/tiny-bert", &err);
     CHECK_MSG(p && strcmp(p, snap_b) == 0, "got %s, want %s", p ? p : "NULL", snap_b);
     free(p);
 
@@ -111,7 +111,7 @@ static void test_resolve(void) {
     char legacy[4300];
     snprintf(legacy, sizeof legacy, "%s/hub/models--bert-tiny/snapshots/0123", home);
     mkdirs(legacy);
-    p = model_resolve("bert-tiny", &err);
+    p = cb_model_resolve("bert-tiny", &err);
     CHECK_MSG(p && strcmp(p, legacy) == 0, "got %s", p ? p : err.msg);
     free(p);
 
@@ -122,7 +122,7 @@ static void test_resolve(void) {
     char hub2root[4200];
     snprintf(hub2root, sizeof hub2root, "%s/hub2", tmpdir);
     setenv("HF_HUB_CACHE", hub2root, 1);
-    p = model_resolve("acme/other", &err);
+    p = cb_model_resolve("acme/other", &err);
     CHECK_MSG(p && strcmp(p, hub2) == 0, "got %s", p ? p : err.msg);
     free(p);
     unsetenv("HF_HUB_CACHE");
@@ -131,24 +131,24 @@ static void test_resolve(void) {
     char empty[4300];
     snprintf(empty, sizeof empty, "%s/hub/models--acme--empty/snapshots", home);
     mkdirs(empty);
-    p = model_resolve("acme/empty", &err);
+    p = cb_model_resolve("acme/empty", &err);
     CHECK(p == NULL);
     CHECK_ERR(p != NULL ? 0 : -1, err, "acme/empty", "models--acme--empty", "Hugging Face");
-    p = model_resolve("acme/missing", &err);
+    p = cb_model_resolve("acme/missing", &err);
     CHECK(p == NULL);
     CHECK_ERR(p != NULL ? 0 : -1, err, "acme/missing", home, "models--acme--missing",
               "give a model directory path", "cache");
 
     /* paths: missing directory, a file */
-    p = model_resolve(tmp_path("no/such/model"), &err);
+    p = cb_model_resolve(tmp_path("no/such/model"), &err);
     CHECK(p == NULL);
     CHECK_ERR(p != NULL ? 0 : -1, err, "no/such/model", "does not exist");
-    p = model_resolve("./no-such-model-dir", &err);
+    p = cb_model_resolve("./no-such-model-dir", &err);
     CHECK(p == NULL);
     CHECK_ERR(p != NULL ? 0 : -1, err, "./no-such-model-dir", "does not exist");
     char cfg[4200];
     snprintf(cfg, sizeof cfg, "%s/config.json", model_dir);
-    p = model_resolve(cfg, &err);
+    p = cb_model_resolve(cfg, &err);
     CHECK(p == NULL);
     CHECK_ERR(p != NULL ? 0 : -1, err, "config.json", "not a directory");
     unsetenv("HF_HOME");
@@ -170,7 +170,7 @@ static const char *with(const char *extra) {
 static void test_bert_config(void) {
     bert_config c;
     cb_err err = {{0}};
-    int rc = bert_config_load(&c, model_dir, &err);
+    int rc = cb_bert_config_load(&c, model_dir, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     CHECK(!strcmp(c.model_type, "bert"));
     CHECK(c.vocab_size == 30522 && c.hidden_size == 384 && c.num_hidden_layers == 6);
@@ -180,12 +180,12 @@ static void test_bert_config(void) {
     CHECK(c.hidden_dropout_prob == 0.1f && c.attention_probs_dropout_prob == 0.1f);
 
     /* defaults of transformers' BertConfig for the optional keys */
-    rc = bert_config_load(&c, config_dir("cfg-min", with("")), &err);
+    rc = cb_bert_config_load(&c, config_dir("cfg-min", with("")), &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     CHECK(c.type_vocab_size == 2 && c.pad_token_id == 0 && c.layer_norm_eps == 1e-12f);
     CHECK(c.initializer_range == 0.02f && c.hidden_dropout_prob == 0.1f &&
           c.attention_probs_dropout_prob == 0.1f);
-    rc = bert_config_load(&c, config_dir("cfg-set", with(
+    rc = cb_bert_config_load(&c, config_dir("cfg-set", with(
              ", \"type_vocab_size\": 1, \"pad_token_id\": 3, \"layer_norm_eps\": 1e-5,"
              " \"initializer_range\": 0.05, \"hidden_dropout_prob\": 0,"
              " \"attention_probs_dropout_prob\": 0.25, \"hidden_act\": \"gelu\","
@@ -196,60 +196,60 @@ static void test_bert_config(void) {
           c.attention_probs_dropout_prob == 0.25f);
 
     /* errors: each names config.json and the key or problem */
-    rc = bert_config_load(&c, tmp_path("no-such-dir"), &err);
+    rc = cb_bert_config_load(&c, tmp_path("no-such-dir"), &err);
     CHECK_ERR(rc, err, "no-such-dir/config.json", "cannot open");
-    rc = bert_config_load(&c, config_dir("cfg-json", "{\"model_type\": \"bert\",\n"
+    rc = cb_bert_config_load(&c, config_dir("cfg-json", "{\"model_type\": \"bert\",\n"
                                          "  \"hidden_size\": 64,,\n}"), &err);
     CHECK_ERR(rc, err, "cfg-json/config.json", "invalid JSON", "line 2, column");
-    rc = bert_config_load(&c, config_dir("cfg-empty", ""), &err);
+    rc = cb_bert_config_load(&c, config_dir("cfg-empty", ""), &err);
     CHECK_ERR(rc, err, "cfg-empty/config.json", "invalid JSON");
-    rc = bert_config_load(&c, config_dir("cfg-array", "[1]"), &err);
+    rc = cb_bert_config_load(&c, config_dir("cfg-array", "[1]"), &err);
     CHECK_ERR(rc, err, "cfg-array/config.json", "expected a JSON object");
-    rc = bert_config_load(&c, config_dir("cfg-roberta", "{\"model_type\": \"roberta\"}"), &err);
+    rc = cb_bert_config_load(&c, config_dir("cfg-roberta", "{\"model_type\": \"roberta\"}"), &err);
     CHECK_ERR(rc, err, "config.json", "model_type 'roberta' is not supported yet "
               "(BERT family only)");
-    rc = bert_config_load(&c, config_dir("cfg-llama", "{\"model_type\": \"llama\"}"), &err);
+    rc = cb_bert_config_load(&c, config_dir("cfg-llama", "{\"model_type\": \"llama\"}"), &err);
     CHECK_ERR(rc, err, "model_type 'llama' is not supported yet");
-    rc = bert_config_load(&c, config_dir("cfg-notype", "{\"hidden_size\": 64}"), &err);
+    rc = cb_bert_config_load(&c, config_dir("cfg-notype", "{\"hidden_size\": 64}"), &err);
     CHECK_ERR(rc, err, "cfg-notype/config.json", "\"model_type\" is missing");
-    rc = bert_config_load(&c, config_dir("cfg-typeint", "{\"model_type\": 3}"), &err);
+    rc = cb_bert_config_load(&c, config_dir("cfg-typeint", "{\"model_type\": 3}"), &err);
     CHECK_ERR(rc, err, "\"model_type\" must be a string");
-    rc = bert_config_load(&c, config_dir("cfg-nohidden",
+    rc = cb_bert_config_load(&c, config_dir("cfg-nohidden",
              "{\"model_type\": \"bert\", \"vocab_size\": 100}"), &err);
     CHECK_ERR(rc, err, "cfg-nohidden/config.json", "required key \"hidden_size\" is missing");
-    rc = bert_config_load(&c, config_dir("cfg-strsize", "{\"model_type\": \"bert\", "
+    rc = cb_bert_config_load(&c, config_dir("cfg-strsize", "{\"model_type\": \"bert\", "
              "\"vocab_size\": 100, \"hidden_size\": \"64\"}"), &err);
     CHECK_ERR(rc, err, "config.json", "\"hidden_size\" must be an integer");
-    rc = bert_config_load(&c, config_dir("cfg-zero", "{\"model_type\": \"bert\", "
+    rc = cb_bert_config_load(&c, config_dir("cfg-zero", "{\"model_type\": \"bert\", "
              "\"vocab_size\": 0}"), &err);
     CHECK_ERR(rc, err, "config.json", "\"vocab_size\" is 0");
-    rc = bert_config_load(&c, config_dir("cfg-heads", with(", \"num_attention_heads\": 5")),
+    rc = cb_bert_config_load(&c, config_dir("cfg-heads", with(", \"num_attention_heads\": 5")),
                           &err);
     /* duplicate key: rejected as malformed */
     CHECK_ERR(rc, err, "config.json", "duplicate");
-    rc = bert_config_load(&c, config_dir("cfg-heads2",
+    rc = cb_bert_config_load(&c, config_dir("cfg-heads2",
              "{\"model_type\": \"bert\", \"vocab_size\": 100, \"hidden_size\": 64,"
              " \"num_hidden_layers\": 2, \"num_attention_heads\": 5,"
              " \"intermediate_size\": 128, \"max_position_embeddings\": 32}"), &err);
     CHECK_ERR(rc, err, "config.json", "hidden_size 64 is not a multiple of "
               "num_attention_heads 5");
-    rc = bert_config_load(&c, config_dir("cfg-act", with(", \"hidden_act\": \"relu\"")), &err);
+    rc = cb_bert_config_load(&c, config_dir("cfg-act", with(", \"hidden_act\": \"relu\"")), &err);
     CHECK_ERR(rc, err, "config.json", "hidden_act 'relu' is not supported");
-    rc = bert_config_load(&c, config_dir("cfg-gelu-new", with(", \"hidden_act\": \"gelu_new\"")),
+    rc = cb_bert_config_load(&c, config_dir("cfg-gelu-new", with(", \"hidden_act\": \"gelu_new\"")),
                           &err);
     CHECK_ERR(rc, err, "hidden_act 'gelu_new'");
-    rc = bert_config_load(&c, config_dir("cfg-pos", with(
+    rc = cb_bert_config_load(&c, config_dir("cfg-pos", with(
              ", \"position_embedding_type\": \"relative_key\"")), &err);
     CHECK_ERR(rc, err, "config.json", "position_embedding_type 'relative_key'");
-    rc = bert_config_load(&c, config_dir("cfg-eps", with(", \"layer_norm_eps\": \"1e-12\"")),
+    rc = cb_bert_config_load(&c, config_dir("cfg-eps", with(", \"layer_norm_eps\": \"1e-12\"")),
                           &err);
     CHECK_ERR(rc, err, "config.json", "\"layer_norm_eps\" must be a number");
-    rc = bert_config_load(&c, config_dir("cfg-drop", with(", \"hidden_dropout_prob\": 1.0")),
+    rc = cb_bert_config_load(&c, config_dir("cfg-drop", with(", \"hidden_dropout_prob\": 1.0")),
                           &err);
     CHECK_ERR(rc, err, "config.json", "\"hidden_dropout_prob\" is 1");
-    rc = bert_config_load(&c, config_dir("cfg-pad", with(", \"pad_token_id\": 100")), &err);
+    rc = cb_bert_config_load(&c, config_dir("cfg-pad", with(", \"pad_token_id\": 100")), &err);
     CHECK_ERR(rc, err, "config.json", "pad_token_id 100 is outside the vocabulary");
-    rc = bert_config_load(&c, config_dir("cfg-big", with(
+    rc = cb_bert_config_load(&c, config_dir("cfg-big", with(
              ", \"type_vocab_size\": 99999999999999")), &err);
     CHECK_ERR(rc, err, "config.json", "\"type_vocab_size\" is 99999999999999");
 }
@@ -286,60 +286,60 @@ static const char *mods_tp =
 static void test_sbert_config(void) {
     sbert_config s;
     cb_err err = {{0}};
-    int rc = sbert_config_load(&s, model_dir, &err);
+    int rc = cb_sbert_config_load(&s, model_dir, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     CHECK(s.is_sbert == 1 && s.pooling == POOL_MEAN && s.normalize == 1);
     CHECK(s.max_seq_length == 256);
 
     /* a plain model: defaults */
-    rc = sbert_config_load(&s, config_dir("plain", with("")), &err);
+    rc = cb_sbert_config_load(&s, config_dir("plain", with("")), &err);
     CHECK(rc == 0 && s.is_sbert == 0 && s.pooling == POOL_MEAN && s.normalize == 0 &&
           s.max_seq_length == 0);
 
-    rc = sbert_config_load(&s, sbert_dir("sb-cls", mods_tp,
+    rc = cb_sbert_config_load(&s, sbert_dir("sb-cls", mods_tp,
              "{\"pooling_mode_cls_token\": true, \"pooling_mode_mean_tokens\": false}",
              "{\"max_seq_length\": 512}"), &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     CHECK(s.is_sbert && s.pooling == POOL_CLS && !s.normalize && s.max_seq_length == 512);
-    rc = sbert_config_load(&s, sbert_dir("sb-max", mods_tp,
+    rc = cb_sbert_config_load(&s, sbert_dir("sb-max", mods_tp,
              "{\"pooling_mode_max_tokens\": true}", NULL), &err);
     CHECK(rc == 0 && s.pooling == POOL_MAX && s.max_seq_length == 0);
-    rc = sbert_config_load(&s, sbert_dir("sb-sqrt", mods_tp,
+    rc = cb_sbert_config_load(&s, sbert_dir("sb-sqrt", mods_tp,
              "{\"pooling_mode_mean_sqrt_len_tokens\": true}", NULL), &err);
     CHECK(rc == 0 && s.pooling == POOL_MEAN_SQRT_LEN);
 
-    rc = sbert_config_load(&s, sbert_dir("sb-combined", mods_tp,
+    rc = cb_sbert_config_load(&s, sbert_dir("sb-combined", mods_tp,
              "{\"pooling_mode_cls_token\": true, \"pooling_mode_mean_tokens\": true}", NULL),
              &err);
     CHECK_ERR(rc, err, "sb-combined/1_Pooling/config.json", "combined pooling",
               "not supported");
-    rc = sbert_config_load(&s, sbert_dir("sb-nomode", mods_tp,
+    rc = cb_sbert_config_load(&s, sbert_dir("sb-nomode", mods_tp,
              "{\"pooling_mode_cls_token\": false}", NULL), &err);
     CHECK_ERR(rc, err, "1_Pooling/config.json", "no pooling_mode_* key is true");
-    rc = sbert_config_load(&s, sbert_dir("sb-weighted", mods_tp,
+    rc = cb_sbert_config_load(&s, sbert_dir("sb-weighted", mods_tp,
              "{\"pooling_mode_weightedmean_tokens\": true}", NULL), &err);
     CHECK_ERR(rc, err, "1_Pooling/config.json", "pooling_mode_weightedmean_tokens is not "
               "supported");
-    rc = sbert_config_load(&s, sbert_dir("sb-nopool", mods_tp, NULL, NULL), &err);
+    rc = cb_sbert_config_load(&s, sbert_dir("sb-nopool", mods_tp, NULL, NULL), &err);
     CHECK_ERR(rc, err, "sb-nopool/1_Pooling/config.json", "cannot open");
-    rc = sbert_config_load(&s, sbert_dir("sb-badpool", mods_tp, "{\"pooling_mode", NULL),
+    rc = cb_sbert_config_load(&s, sbert_dir("sb-badpool", mods_tp, "{\"pooling_mode", NULL),
                            &err);
     CHECK_ERR(rc, err, "sb-badpool/1_Pooling/config.json", "invalid JSON", "line 1");
-    rc = sbert_config_load(&s, sbert_dir("sb-badmods", "[{\"type\": }]", NULL, NULL), &err);
+    rc = cb_sbert_config_load(&s, sbert_dir("sb-badmods", "[{\"type\": }]", NULL, NULL), &err);
     CHECK_ERR(rc, err, "sb-badmods/modules.json", "invalid JSON", "column");
-    rc = sbert_config_load(&s, sbert_dir("sb-modobj", "{\"type\": \"x\"}", NULL, NULL), &err);
+    rc = cb_sbert_config_load(&s, sbert_dir("sb-modobj", "{\"type\": \"x\"}", NULL, NULL), &err);
     CHECK_ERR(rc, err, "sb-modobj/modules.json", "expected a JSON array");
-    rc = sbert_config_load(&s, sbert_dir("sb-modtype", "[{\"path\": \"\"}]", NULL, NULL),
+    rc = cb_sbert_config_load(&s, sbert_dir("sb-modtype", "[{\"path\": \"\"}]", NULL, NULL),
                            &err);
     CHECK_ERR(rc, err, "modules.json", "module 0");
-    rc = sbert_config_load(&s, sbert_dir("sb-dense",
+    rc = cb_sbert_config_load(&s, sbert_dir("sb-dense",
              "[{\"path\": \"2_Dense\", \"type\": \"sentence_transformers.models.Dense\"}]",
              NULL, NULL), &err);
     CHECK_ERR(rc, err, "modules.json", "sentence_transformers.models.Dense", "not supported");
-    rc = sbert_config_load(&s, sbert_dir("sb-badlen", mods_tp,
+    rc = cb_sbert_config_load(&s, sbert_dir("sb-badlen", mods_tp,
              "{\"pooling_mode_mean_tokens\": true}", "{\"max_seq_length\": -3}"), &err);
     CHECK_ERR(rc, err, "sentence_bert_config.json", "max_seq_length");
-    rc = sbert_config_load(&s, sbert_dir("sb-badsb", mods_tp,
+    rc = cb_sbert_config_load(&s, sbert_dir("sb-badsb", mods_tp,
              "{\"pooling_mode_mean_tokens\": true}", "{\"max_seq_length\": 256,}"), &err);
     CHECK_ERR(rc, err, "sb-badsb/sentence_bert_config.json", "invalid JSON");
 }

@@ -5,8 +5,8 @@
  *   COLBERT_DEVICE     the device under test (default "cpu"; "cuda", "cuda:N")
  *   COLBERT_PRECISION  fp32 (default) or bf16; a precision needs a row in
  *                      tol_table below
- * Device memory is touched only through ops_alloc / ops_upload /
- * ops_download; overwritten outputs start as 0x7f bytes (3.4e38, an
+ * Device memory is touched only through cb_ops_alloc / cb_ops_upload /
+ * cb_ops_download; overwritten outputs start as 0x7f bytes (3.4e38, an
  * impossible index) so that an element an op forgets to write shows. When
  * the device is not the CPU, every output is also compared with the CPU
  * backend's (the specification) on the same inputs.
@@ -69,7 +69,7 @@ static char trial[200];         /* the current trial, for failure messages */
 /* ---- random numbers (fixed seed) ---------------------------------------- */
 
 static uint64_t rng_ctr = 0x7e57095eedULL;
-static uint64_t rnd(void) { return rng_mix64(rng_ctr++); }
+static uint64_t rnd(void) { return cb_rng_mix64(rng_ctr++); }
 static double unif(double lo, double hi) { return lo + (hi - lo) * (double)(rnd() >> 11) * 0x1.0p-53; }
 static int irand(int lo, int hi) { return lo + (int)(rnd() % (uint64_t)(hi - lo + 1)); }
 
@@ -114,20 +114,20 @@ typedef struct dmem {
 /* bytes on m's device holding host's bytes (host NULL: 0x7f poison) */
 static void *dput(dmem *m, const void *host, size_t bytes) {
     cb_err err = {{0}};
-    void *p = ops_alloc(m->d, bytes ? bytes : 1, "a test buffer", &err);
+    void *p = cb_ops_alloc(m->d, bytes ? bytes : 1, "a test buffer", &err);
     if (!p) { fprintf(stderr, "test_ops: %s\n", err.msg); exit(2); }
     CB_ASSERT(m->n < (int)(sizeof m->p / sizeof *m->p));
     m->p[m->n++] = p;
-    if (host) ops_upload(m->d, p, host, bytes);
+    if (host) cb_ops_upload(m->d, p, host, bytes);
     else {
         void *junk = malloc(bytes ? bytes : 1);
         memset(junk, 0x7f, bytes);
-        ops_upload(m->d, p, junk, bytes);
+        cb_ops_upload(m->d, p, junk, bytes);
         free(junk);
     }
     return p;
 }
-static void dfree(dmem *m) { while (m->n) ops_free(m->d, m->p[--m->n]); }
+static void dfree(dmem *m) { while (m->n) cb_ops_free(m->d, m->p[--m->n]); }
 
 /* ---- errors and the table of worst errors -------------------------------- */
 
@@ -288,29 +288,29 @@ static void test_buffers(void) {
         for (size_t i = 0; i < n; i++) a[i] = (uint8_t)rnd(), b[i] = (uint8_t)rnd();
         dmem m = {.d = dut};
         uint8_t *x = dput(&m, a, n), *y = dput(&m, b, n);
-        ops_download(dut, got, x, n);
+        cb_ops_download(dut, got, x, n);
         bad += memcmp(got, a, n) != 0;
-        ops_download(dut, got, y, n);
+        cb_ops_download(dut, got, y, n);
         bad += memcmp(got, b, n) != 0;
-        ops_copy(dut, y, x, n);                         /* y = a */
-        ops_download(dut, got, y, n);
+        cb_ops_copy(dut, y, x, n);                         /* y = a */
+        cb_ops_download(dut, got, y, n);
         bad += memcmp(got, a, n) != 0;
-        ops_zero(dut, x + lo, len);                     /* x = a, zeros in [lo, lo + len) */
+        cb_ops_zero(dut, x + lo, len);                     /* x = a, zeros in [lo, lo + len) */
         memcpy(want, a, n);
         memset(want + lo, 0, len);
-        ops_download(dut, got, x, n);
+        cb_ops_download(dut, got, x, n);
         bad += memcmp(got, want, n) != 0;
-        ops_upload(dut, y + h, b, n - h);               /* y = a[0, h) b[0, n - h) */
-        ops_copy(dut, x, y + h, n - h);                 /* x = b[0, n - h) then x's tail */
+        cb_ops_upload(dut, y + h, b, n - h);               /* y = a[0, h) b[0, n - h) */
+        cb_ops_copy(dut, x, y + h, n - h);                 /* x = b[0, n - h) then x's tail */
         memcpy(want, b, n - h);
-        ops_download(dut, got + 1, x + 1, n - 1);
+        cb_ops_download(dut, got + 1, x + 1, n - 1);
         bad += memcmp(got + 1, want + 1, n - 1) != 0;
-        ops_upload(dut, x, a, 0);                       /* zero bytes: nothing happens */
-        ops_copy(dut, x, y, 0);
-        ops_zero(dut, x, 0);
-        ops_download(dut, got, x, 0);
-        ops_sync(dut);
-        ops_download(dut, got, x, n);
+        cb_ops_upload(dut, x, a, 0);                       /* zero bytes: nothing happens */
+        cb_ops_copy(dut, x, y, 0);
+        cb_ops_zero(dut, x, 0);
+        cb_ops_download(dut, got, x, 0);
+        cb_ops_sync(dut);
+        cb_ops_download(dut, got, x, n);
         bad += memcmp(got, want, n) != 0;
         record("buffers", EXACT, COL_REF, "round trips", (double)bad);
         dfree(&m);
@@ -324,9 +324,9 @@ static void run_linear_forward(ops_device *d, float *out, const float *inp, cons
                                int C, int OC) {
     dmem m = {.d = d};
     float *o = dput(&m, NULL, FB(T * OC));
-    ops_linear_forward(d, o, dput(&m, inp, FB(T * C)), dput(&m, w, FB(OC * C)), b ? dput(&m, b, FB(OC)) : NULL, T,
+    cb_ops_linear_forward(d, o, dput(&m, inp, FB(T * C)), dput(&m, w, FB(OC * C)), b ? dput(&m, b, FB(OC)) : NULL, T,
                        C, OC);
-    ops_download(d, out, o, FB(T * OC));
+    cb_ops_download(d, out, o, FB(T * OC));
     dfree(&m);
 }
 
@@ -336,11 +336,11 @@ static void run_linear_backward(ops_device *d, float *dinp, float *dw, float *db
     dmem m = {.d = d};
     float *gi = dput(&m, acc ? dinp : NULL, FB(T * C)), *gw = dput(&m, dw, FB(OC * C));
     float *gb = db ? dput(&m, db, FB(OC)) : NULL;
-    ops_linear_backward(d, gi, gw, gb, dput(&m, dout, FB(T * OC)), dput(&m, inp, FB(T * C)),
+    cb_ops_linear_backward(d, gi, gw, gb, dput(&m, dout, FB(T * OC)), dput(&m, inp, FB(T * C)),
                         dput(&m, w, FB(OC * C)), T, C, OC, acc);
-    ops_download(d, dinp, gi, FB(T * C));
-    ops_download(d, dw, gw, FB(OC * C));
-    if (db) ops_download(d, db, gb, FB(OC));
+    cb_ops_download(d, dinp, gi, FB(T * C));
+    cb_ops_download(d, dw, gw, FB(OC * C));
+    if (db) cb_ops_download(d, db, gb, FB(OC));
     dfree(&m);
 }
 
@@ -463,10 +463,10 @@ static void run_embed_forward(ops_device *d, float *out, const emb_case *e, cons
     dmem m = {.d = d};
     size_t ib = sizeof(int32_t) * (size_t)e->T;
     float *o = dput(&m, NULL, FB(e->T * e->H));
-    ops_embed_forward(d, o, dput(&m, e->ids, ib), dput(&m, e->pos, ib), e->types ? dput(&m, e->types, ib) : NULL,
+    cb_ops_embed_forward(d, o, dput(&m, e->ids, ib), dput(&m, e->pos, ib), e->types ? dput(&m, e->types, ib) : NULL,
                       dput(&m, word, FB(e->V * e->H)), dput(&m, pe, FB(e->P * e->H)),
                       dput(&m, te, FB(e->NTY * e->H)), e->T, e->H);
-    ops_download(d, out, o, FB(e->T * e->H));
+    cb_ops_download(d, out, o, FB(e->T * e->H));
     dfree(&m);
 }
 
@@ -477,11 +477,11 @@ static void run_embed_backward(ops_device *d, float *dword, float *dpos, float *
     size_t ib = sizeof(int32_t) * (size_t)e->T;
     float *gw = dput(&m, dword, FB(e->V * e->H)), *gp = dput(&m, dpos, FB(e->P * e->H));
     float *gt = dput(&m, dtype, FB(e->NTY * e->H));
-    ops_embed_backward(d, gw, gp, gt, dput(&m, dout, FB(e->T * e->H)), dput(&m, e->ids, ib), dput(&m, e->pos, ib),
+    cb_ops_embed_backward(d, gw, gp, gt, dput(&m, dout, FB(e->T * e->H)), dput(&m, e->ids, ib), dput(&m, e->pos, ib),
                        e->types ? dput(&m, e->types, ib) : NULL, e->T, e->H);
-    ops_download(d, dword, gw, FB(e->V * e->H));
-    ops_download(d, dpos, gp, FB(e->P * e->H));
-    ops_download(d, dtype, gt, FB(e->NTY * e->H));
+    cb_ops_download(d, dword, gw, FB(e->V * e->H));
+    cb_ops_download(d, dpos, gp, FB(e->P * e->H));
+    cb_ops_download(d, dtype, gt, FB(e->NTY * e->H));
     dfree(&m);
 }
 
@@ -580,11 +580,11 @@ static void run_layernorm_forward(ops_device *d, float *out, float *mean, float 
                                   const float *w, const float *b, int T, int C, float eps) {
     dmem m = {.d = d};
     float *o = dput(&m, NULL, FB(T * C)), *mu = dput(&m, NULL, FB(T)), *rs = dput(&m, NULL, FB(T));
-    ops_layernorm_forward(d, o, mu, rs, dput(&m, inp, FB(T * C)), dput(&m, w, FB(C)), dput(&m, b, FB(C)), T, C,
+    cb_ops_layernorm_forward(d, o, mu, rs, dput(&m, inp, FB(T * C)), dput(&m, w, FB(C)), dput(&m, b, FB(C)), T, C,
                           eps);
-    ops_download(d, out, o, FB(T * C));
-    ops_download(d, mean, mu, FB(T));
-    ops_download(d, rstd, rs, FB(T));
+    cb_ops_download(d, out, o, FB(T * C));
+    cb_ops_download(d, mean, mu, FB(T));
+    cb_ops_download(d, rstd, rs, FB(T));
     dfree(&m);
 }
 
@@ -594,11 +594,11 @@ static void run_layernorm_backward(ops_device *d, float *dinp, float *dw, float 
                                    int C) {
     dmem m = {.d = d};
     float *gi = dput(&m, NULL, FB(T * C)), *gw = dput(&m, dw, FB(C)), *gb = dput(&m, db, FB(C));
-    ops_layernorm_backward(d, gi, gw, gb, dput(&m, dout, FB(T * C)), dput(&m, inp, FB(T * C)), dput(&m, w, FB(C)),
+    cb_ops_layernorm_backward(d, gi, gw, gb, dput(&m, dout, FB(T * C)), dput(&m, inp, FB(T * C)), dput(&m, w, FB(C)),
                            dput(&m, mean, FB(T)), dput(&m, rstd, FB(T)), T, C);
-    ops_download(d, dinp, gi, FB(T * C));
-    ops_download(d, dw, gw, FB(C));
-    ops_download(d, db, gb, FB(C));
+    cb_ops_download(d, dinp, gi, FB(T * C));
+    cb_ops_download(d, dw, gw, FB(C));
+    cb_ops_download(d, db, gb, FB(C));
     dfree(&m);
 }
 
@@ -722,8 +722,8 @@ static double gelu_grad_d(double x) { return 0.5 * (1 + erf(x / sqrt(2.0))) + x 
 static void run_gelu_forward(ops_device *d, float *out, const float *inp, size_t n) {
     dmem m = {.d = d};
     float *o = dput(&m, NULL, FB(n));
-    ops_gelu_forward(d, o, dput(&m, inp, FB(n)), n);
-    ops_download(d, out, o, FB(n));
+    cb_ops_gelu_forward(d, o, dput(&m, inp, FB(n)), n);
+    cb_ops_download(d, out, o, FB(n));
     dfree(&m);
 }
 
@@ -731,8 +731,8 @@ static void run_gelu_forward(ops_device *d, float *out, const float *inp, size_t
 static void run_gelu_backward(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n, int alias) {
     dmem m = {.d = d};
     float *g = dput(&m, dout, FB(n)), *gi = alias ? g : dput(&m, NULL, FB(n));
-    ops_gelu_backward(d, gi, dput(&m, inp, FB(n)), g, n);
-    ops_download(d, dinp, gi, FB(n));
+    cb_ops_gelu_backward(d, gi, dput(&m, inp, FB(n)), g, n);
+    cb_ops_download(d, dinp, gi, FB(n));
     dfree(&m);
 }
 
@@ -741,8 +741,8 @@ static void run_add(ops_device *d, float *out, const float *a, const float *b, s
     dmem m = {.d = d};
     float *da = dput(&m, a, FB(n)), *db = dput(&m, b, FB(n));
     float *o = alias == 1 ? da : alias == 2 ? db : dput(&m, NULL, FB(n));
-    ops_add(d, o, da, db, n);
-    ops_download(d, out, o, FB(n));
+    cb_ops_add(d, o, da, db, n);
+    cb_ops_download(d, out, o, FB(n));
     dfree(&m);
 }
 
@@ -806,17 +806,17 @@ static void run_dropout_forward(ops_device *d, float *x, uint8_t *mask, size_t n
     dmem m = {.d = d};
     float *dx = dput(&m, x, FB(n));
     uint8_t *dm = dput(&m, NULL, n);
-    ops_dropout_forward(d, dx, dm, n, p, seed, stream);
-    ops_download(d, x, dx, FB(n));
-    ops_download(d, mask, dm, n);
+    cb_ops_dropout_forward(d, dx, dm, n, p, seed, stream);
+    cb_ops_download(d, x, dx, FB(n));
+    cb_ops_download(d, mask, dm, n);
     dfree(&m);
 }
 
 static void run_dropout_backward(ops_device *d, float *dx, const uint8_t *mask, size_t n, float p) {
     dmem m = {.d = d};
     float *g = dput(&m, dx, FB(n));
-    ops_dropout_backward(d, g, dput(&m, mask, n), n, p);
-    ops_download(d, dx, g, FB(n));
+    cb_ops_dropout_backward(d, g, dput(&m, mask, n), n, p);
+    cb_ops_download(d, dx, g, FB(n));
     dfree(&m);
 }
 
@@ -835,7 +835,7 @@ static void test_dropout(void) {
         run_dropout_forward(dut, x, mask, n, p, seed, stream);
         size_t kept = 0;
         for (size_t i = 0; i < n; i++) {
-            want[i] = (uint8_t)ops_dropout_keep(seed, stream, i, p);
+            want[i] = (uint8_t)cb_ops_dropout_keep(seed, stream, i, p);
             kept += want[i];
             ref[i] = want[i] ? x0[i] / (1.0 - p) : 0.0;
         }
@@ -897,17 +897,17 @@ static void run_attention(ops_device *d, float *ctx, float *dqkv, const float *d
                   .att_off = dput(&m, a->att_off, sizeof(size_t) * (size_t)a->S)};
     const uint8_t *mask = a->mask ? dput(&m, a->mask, (size_t)T) : NULL;
     float *q = dput(&m, qkv, FB((size_t)T * 3 * H)), *c = dput(&m, NULL, FB((size_t)T * H));
-    ops_work wf = {.bytes = ops_attention_workspace(d, ws_len, D, 0)};
+    ops_work wf = {.bytes = cb_ops_attention_workspace(d, ws_len, D, 0)};
     wf.p = dput(&m, NULL, wf.bytes);
-    ops_attention_forward(d, c, q, mask, &s, H, NH, a->p, a->seed, a->stream, &wf);
-    ops_download(d, ctx, c, FB((size_t)T * H));
+    cb_ops_attention_forward(d, c, q, mask, &s, H, NH, a->p, a->seed, a->stream, &wf);
+    cb_ops_download(d, ctx, c, FB((size_t)T * H));
     if (dqkv) {
-        ops_work wb = {.bytes = ops_attention_workspace(d, ws_len, D, 1)};
+        ops_work wb = {.bytes = cb_ops_attention_workspace(d, ws_len, D, 1)};
         wb.p = dput(&m, NULL, wb.bytes);
         float *g = dput(&m, NULL, FB((size_t)T * 3 * H));
-        ops_attention_backward(d, g, dput(&m, dctx, FB((size_t)T * H)), q, mask, &s, H, NH, a->p, a->seed,
+        cb_ops_attention_backward(d, g, dput(&m, dctx, FB((size_t)T * H)), q, mask, &s, H, NH, a->p, a->seed,
                                a->stream, &wb);
-        ops_download(d, dqkv, g, FB((size_t)T * 3 * H));
+        cb_ops_download(d, dqkv, g, FB((size_t)T * 3 * H));
     }
     dfree(&m);
 }
@@ -916,12 +916,12 @@ static void run_attention(ops_device *d, float *ctx, float *dqkv, const float *d
 static int att_keep(const att_case *a, int s, int h, int n, int i, int j) {
     if (a->p <= 0) return 1;
     size_t e = a->att_off[s] * a->NH + (size_t)h * n * n + (size_t)i * n + j;
-    return ops_dropout_keep(a->seed, a->stream, e, a->p);
+    return cb_ops_dropout_keep(a->seed, a->stream, e, a->p);
 }
 
 /* Naive attention in float64, as ops.h documents it: per sequence s and
  * head h, P = softmax(q k^T / sqrt(D)) over the keys with mask 1; with
- * p > 0, element (i, j) kept by ops_dropout_keep(seed, stream, att_off[s] NH
+ * p > 0, element (i, j) kept by cb_ops_dropout_keep(seed, stream, att_off[s] NH
  * + h n^2 + i n + j) and scaled by 1 / (1 - p); ctx = P v. With dqkv, also
  * the backward of sum dctx * ctx. */
 static void ref_attention(double *ctx, double *dqkv, const double *dctx, const double *qkv, const att_case *a) {
@@ -1071,8 +1071,8 @@ static void test_attention(void) {
 static void run_keep_relu_forward(ops_device *d, float *x, const uint8_t *keep, int relu, int T, int D) {
     dmem m = {.d = d};
     float *dx = dput(&m, x, FB(T * D));
-    ops_keep_relu_forward(d, dx, keep ? dput(&m, keep, (size_t)T) : NULL, relu, T, D);
-    ops_download(d, x, dx, FB(T * D));
+    cb_ops_keep_relu_forward(d, dx, keep ? dput(&m, keep, (size_t)T) : NULL, relu, T, D);
+    cb_ops_download(d, x, dx, FB(T * D));
     dfree(&m);
 }
 
@@ -1080,8 +1080,8 @@ static void run_keep_relu_backward(ops_device *d, float *dx, const float *x, con
                                    int D) {
     dmem m = {.d = d};
     float *g = dput(&m, dx, FB(T * D));
-    ops_keep_relu_backward(d, g, dput(&m, x, FB(T * D)), keep ? dput(&m, keep, (size_t)T) : NULL, relu, T, D);
-    ops_download(d, dx, g, FB(T * D));
+    cb_ops_keep_relu_backward(d, g, dput(&m, x, FB(T * D)), keep ? dput(&m, keep, (size_t)T) : NULL, relu, T, D);
+    cb_ops_download(d, dx, g, FB(T * D));
     dfree(&m);
 }
 
@@ -1130,9 +1130,9 @@ static void test_keep_relu(void) {
 static void run_l2norm_forward(ops_device *d, float *out, float *norm, const float *inp, int T, int D) {
     dmem m = {.d = d};
     float *o = dput(&m, NULL, FB(T * D)), *nr = dput(&m, NULL, FB(T));
-    ops_l2norm_forward(d, o, nr, dput(&m, inp, FB(T * D)), T, D);
-    ops_download(d, out, o, FB(T * D));
-    ops_download(d, norm, nr, FB(T));
+    cb_ops_l2norm_forward(d, o, nr, dput(&m, inp, FB(T * D)), T, D);
+    cb_ops_download(d, out, o, FB(T * D));
+    cb_ops_download(d, norm, nr, FB(T));
     dfree(&m);
 }
 
@@ -1141,8 +1141,8 @@ static void run_l2norm_backward(ops_device *d, float *dinp, const float *dout, c
                                 int T, int D, int alias) {
     dmem m = {.d = d};
     float *g = dput(&m, dout, FB(T * D)), *gi = alias ? g : dput(&m, NULL, FB(T * D));
-    ops_l2norm_backward(d, gi, g, dput(&m, out, FB(T * D)), dput(&m, norm, FB(T)), T, D);
-    ops_download(d, dinp, gi, FB(T * D));
+    cb_ops_l2norm_backward(d, gi, g, dput(&m, out, FB(T * D)), dput(&m, norm, FB(T)), T, D);
+    cb_ops_download(d, dinp, gi, FB(T * D));
     dfree(&m);
 }
 
@@ -1247,14 +1247,14 @@ static void run_maxsim_forward(ops_device *d, float *scores, int32_t *argmax, co
     size_t ns = (size_t)c->nq * c->G;
     int *off = dput(&m, c->off, sizeof(int) * (size_t)(c->nd + 1));
     const uint8_t *keep = c->keep ? dput(&m, c->keep, (size_t)c->Td) : NULL;
-    ops_work w = {.bytes = ops_maxsim_workspace(d, c->Lq, (size_t)c->Td)};   /* as step.c: every row */
+    ops_work w = {.bytes = cb_ops_maxsim_workspace(d, c->Lq, (size_t)c->Td)};   /* as step.c: every row */
     w.p = dput(&m, NULL, w.bytes);
     float *s = dput(&m, NULL, FB(ns));
     int32_t *am = dput(&m, NULL, sizeof(int32_t) * ns * c->Lq);
-    ops_maxsim_forward(d, s, am, dput(&m, qv, FB((size_t)c->nq * c->Lq * c->D)), dput(&m, dv, FB((size_t)c->Td * c->D)),
+    cb_ops_maxsim_forward(d, s, am, dput(&m, qv, FB((size_t)c->nq * c->Lq * c->D)), dput(&m, dv, FB((size_t)c->Td * c->D)),
                        off, c->off, keep, c->group, c->nq, c->nd, c->Lq, c->D, &w);
-    ops_download(d, scores, s, FB(ns));
-    ops_download(d, argmax, am, sizeof(int32_t) * ns * c->Lq);
+    cb_ops_download(d, scores, s, FB(ns));
+    cb_ops_download(d, argmax, am, sizeof(int32_t) * ns * c->Lq);
     dfree(&m);
 }
 
@@ -1264,10 +1264,10 @@ static void run_maxsim_backward(ops_device *d, float *d_qv, float *d_dv, const f
     dmem m = {.d = d};
     size_t ns = (size_t)c->nq * c->G, nqv = (size_t)c->nq * c->Lq * c->D, ndv = (size_t)c->Td * c->D;
     float *gq = dput(&m, d_qv, FB(nqv)), *gd = dput(&m, d_dv, FB(ndv));
-    ops_maxsim_backward(d, gq, gd, dput(&m, d_scores, FB(ns)), dput(&m, argmax, sizeof(int32_t) * ns * c->Lq),
+    cb_ops_maxsim_backward(d, gq, gd, dput(&m, d_scores, FB(ns)), dput(&m, argmax, sizeof(int32_t) * ns * c->Lq),
                         dput(&m, qv, FB(nqv)), dput(&m, dv, FB(ndv)), c->group, c->nq, c->nd, c->Lq, c->D);
-    ops_download(d, d_qv, gq, FB(nqv));
-    ops_download(d, d_dv, gd, FB(ndv));
+    cb_ops_download(d, d_qv, gq, FB(nqv));
+    cb_ops_download(d, d_dv, gd, FB(ndv));
     dfree(&m);
 }
 
@@ -1470,9 +1470,9 @@ static float run_loss(ops_device *d, float *d_scores, loss_parts *parts, const f
     dmem m = {.d = d};
     size_t n = (size_t)B * cols;
     float *g = dput(&m, NULL, FB(n));
-    float l = ops_loss(d, g, parts, dput(&m, scores, FB(n)), teacher ? dput(&m, teacher, FB(B * c->nway)) : NULL,
+    float l = cb_ops_loss(d, g, parts, dput(&m, scores, FB(n)), teacher ? dput(&m, teacher, FB(B * c->nway)) : NULL,
                        c, B);
-    ops_download(d, d_scores, g, FB(n));
+    cb_ops_download(d, d_scores, g, FB(n));
     dfree(&m);
     return l;
 }
@@ -1560,7 +1560,7 @@ static void test_loss(void) {
         int B = cases[k].B, cols = c.use_ib_negatives || c.contrastive ? B * c.nway : c.nway;
         snprintf(trial, sizeof trial, "B %d nway %d ib %d teacher %d contrastive %d accumsteps %d alpha %g", B,
                  c.nway, c.use_ib_negatives, cases[k].teacher, c.contrastive, c.accumsteps, c.distillation_alpha);
-        CHECK_MSG(loss_score_cols(&c, B) == cols, "loss_score_cols %d, expected %d (%s)", loss_score_cols(&c, B),
+        CHECK_MSG(cb_loss_score_cols(&c, B) == cols, "cb_loss_score_cols %d, expected %d (%s)", cb_loss_score_cols(&c, B),
                   cols, trial);
         size_t n = (size_t)B * cols;
         float *S = rand_f(n, 15, 25);   /* MaxSim scores of 32 query vectors */
@@ -1600,8 +1600,8 @@ static void test_loss(void) {
 static float run_clip(ops_device *d, float *g, size_t n, float max_norm) {
     dmem m = {.d = d};
     float *dg = dput(&m, g, FB(n));
-    float total = ops_clip_grad_norm(d, dg, n, max_norm);
-    ops_download(d, g, dg, FB(n));
+    float total = cb_ops_clip_grad_norm(d, dg, n, max_norm);
+    cb_ops_download(d, g, dg, FB(n));
     dfree(&m);
     return total;
 }
@@ -1653,7 +1653,7 @@ static void test_adamw(void) {
     static const size_t sizes[] = {1, 17, 4099};
     for (int k = 0; k < 3; k++) {
         size_t n = sizes[k];
-        adamw_config c = adamw_default(1e-2);
+        adamw_config c = cb_adamw_default(1e-2);
         if (k == 2) c.weight_decay = 0.1, c.beta2 = 0.99;
         float *p0 = rand_f(n, -0.05, 0.05), *zero = NEW(float, n);
         double *pr = dbl(p0, n), *mr = NEW(double, n), *vr = NEW(double, n);
@@ -1672,21 +1672,21 @@ static void test_adamw(void) {
             snprintf(trial, sizeof trial, "n %zu step %ld lr %g wd %g beta2 %g", n, t, c.lr, c.weight_decay, c.beta2);
             float *g = rand_f(n, -1, 1);
             for (size_t i = 0; i < n; i++) g[i] *= (float)pow(10, unif(-4, 0));
-            ops_upload(dut, G, g, FB(n));
-            ops_adamw(dut, P, G, M, V, n, &c, t);
-            ops_download(dut, p, P, FB(n));
-            ops_download(dut, m, M, FB(n));
-            ops_download(dut, v, V, FB(n));
+            cb_ops_upload(dut, G, g, FB(n));
+            cb_ops_adamw(dut, P, G, M, V, n, &c, t);
+            cb_ops_download(dut, p, P, FB(n));
+            cb_ops_download(dut, m, M, FB(n));
+            cb_ops_download(dut, v, V, FB(n));
             ref_adamw(pr, g, mr, vr, n, &c, t);
             cmp_ref("adamw", ELEM, "params", p, pr, n);
             cmp_ref("adamw", ELEM, "m", m, mr, n);
             cmp_ref("adamw", ELEM, "v", v, vr, n);
             if (vs_cpu) {
-                ops_upload(cpu, Gc, g, FB(n));
-                ops_adamw(cpu, Pc, Gc, Mc, Vc, n, &c, t);
-                ops_download(cpu, pc, Pc, FB(n));
-                ops_download(cpu, mc, Mc, FB(n));
-                ops_download(cpu, vc, Vc, FB(n));
+                cb_ops_upload(cpu, Gc, g, FB(n));
+                cb_ops_adamw(cpu, Pc, Gc, Mc, Vc, n, &c, t);
+                cb_ops_download(cpu, pc, Pc, FB(n));
+                cb_ops_download(cpu, mc, Mc, FB(n));
+                cb_ops_download(cpu, vc, Vc, FB(n));
                 cmp_cpu("adamw", ELEM, "params", p, pc, n);
                 cmp_cpu("adamw", ELEM, "m", m, mc, n);
                 cmp_cpu("adamw", ELEM, "v", v, vc, n);
@@ -1711,12 +1711,12 @@ int main(void) {
         return 2;
     }
     cb_err err = {{0}};
-    dut = ops_open(spec, tol->precision, &err);
+    dut = cb_ops_open(spec, tol->precision, &err);
     if (!dut) {
         fprintf(stderr, "test_ops: %s\n", err.msg);
         return 2;
     }
-    cpu = ops_cpu();
+    cpu = cb_ops_cpu();
     vs_cpu = strcmp(dut->kind, "cpu") != 0;
     printf("test_ops: %s, %s%s\n", dut->desc, tol->name, vs_cpu ? ", also against the cpu" : "");
 
@@ -1739,6 +1739,6 @@ int main(void) {
 
     print_table();
     printf("%.2f s\n", (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
-    ops_close(dut);
+    cb_ops_close(dut);
     return test_finish("test_ops");
 }

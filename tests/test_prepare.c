@@ -22,49 +22,49 @@ static void *must(void *p) {
 
 static void test_rng(void) {
     rng a, b, c;
-    rng_init(&a, 42, 7);
-    rng_init(&b, 42, 7);
-    rng_init(&c, 42, 8);
+    cb_rng_init(&a, 42, 7);
+    cb_rng_init(&b, 42, 7);
+    cb_rng_init(&c, 42, 8);
     int same = 1, diff = 0;
     for (int i = 0; i < 100; i++) {
-        uint64_t x = rng_next(&a), y = rng_next(&b), z = rng_next(&c);
+        uint64_t x = cb_rng_next(&a), y = cb_rng_next(&b), z = cb_rng_next(&c);
         same &= x == y;
         diff += x != z;
     }
     CHECK(same);
     CHECK(diff == 100);
-    /* rng_below: in range, every value reached, roughly uniform */
+    /* cb_rng_below: in range, every value reached, roughly uniform */
     int hist[10] = {0};
-    for (int i = 0; i < 100000; i++) hist[rng_below(&a, 10)]++;
+    for (int i = 0; i < 100000; i++) hist[cb_rng_below(&a, 10)]++;
     for (int k = 0; k < 10; k++) CHECK_MSG(hist[k] > 9500 && hist[k] < 10500, "bucket %d: %d", k, hist[k]);
     /* the shuffle is a permutation */
     uint32_t v[1000];
     for (uint32_t i = 0; i < 1000; i++) v[i] = i;
-    rng_shuffle_u32(&a, v, 1000);
+    cb_rng_shuffle_u32(&a, v, 1000);
     uint64_t sum = 0;
     int moved = 0;
     for (uint32_t i = 0; i < 1000; i++) { sum += v[i]; moved += v[i] != i; }
     CHECK(sum == 999 * 1000 / 2 && moved > 900);
     /* a fixed value: the same on every machine (splitmix64 of a fixed state) */
-    rng_init(&a, 42, 1);
-    uint64_t first = rng_next(&a);
-    rng_init(&b, 42, 1);
-    CHECK(first == rng_next(&b));
+    cb_rng_init(&a, 42, 1);
+    uint64_t first = cb_rng_next(&a);
+    cb_rng_init(&b, 42, 1);
+    CHECK(first == cb_rng_next(&b));
 }
 
 static void test_utf8_json(void) {
     size_t bad;
-    CHECK(data_utf8_valid("plain ascii text, long enough for the fast path", 47, NULL));
-    CHECK(data_utf8_valid("caf\xc3\xa9 \xe2\x80\x93 \xf0\x9f\x98\x80", 14, NULL));
-    CHECK(!data_utf8_valid("caf\xe9", 4, &bad) && bad == 3);
-    CHECK(!data_utf8_valid("\xc0\xaf", 2, &bad) && bad == 0);          /* overlong */
-    CHECK(!data_utf8_valid("ab\xed\xa0\x80", 5, &bad) && bad == 2);    /* surrogate */
-    CHECK(!data_utf8_valid("\xf4\x90\x80\x80", 4, &bad));              /* > U+10FFFF */
+    CHECK(cb_data_utf8_valid("plain ascii text, long enough for the fast path", 47, NULL));
+    CHECK(cb_data_utf8_valid("caf\xc3\xa9 \xe2\x80\x93 \xf0\x9f\x98\x80", 14, NULL));
+    CHECK(!cb_data_utf8_valid("caf\xe9", 4, &bad) && bad == 3);
+    CHECK(!cb_data_utf8_valid("\xc0\xaf", 2, &bad) && bad == 0);          /* overlong */
+    CHECK(!cb_data_utf8_valid("ab\xed\xa0\x80", 5, &bad) && bad == 2);    /* surrogate */
+    CHECK(!cb_data_utf8_valid("\xf4\x90\x80\x80", 4, &bad));              /* > U+10FFFF */
 
     data_json j = {0};
     cb_err err;
     char l1[] = " [\"a\\tb\\n\\u00e9\\ud83d\\ude00\", [1, -2.5e1], {\"k\": true, \"x\": null}] ";
-    CHECK(data_json_parse(&j, l1, strlen(l1), &err) == 0);
+    CHECK(cb_data_json_parse(&j, l1, strlen(l1), &err) == 0);
     CHECK(j.nodes[0].type == DJ_ARRAY && j.nodes[0].n == 3);
     CHECK(j.nodes[1].type == DJ_STRING && j.nodes[1].len == 10 &&
           !memcmp(j.nodes[1].s, "a\tb\n\xc3\xa9\xf0\x9f\x98\x80", 10));
@@ -72,17 +72,17 @@ static void test_utf8_json(void) {
     CHECK(j.nodes[arr].type == DJ_ARRAY && j.nodes[arr + 1].is_int && j.nodes[arr + 1].i == 1);
     CHECK(j.nodes[arr + 2].num == -25.0 && !j.nodes[arr + 2].is_int);
     size_t obj = j.nodes[arr].next;
-    CHECK(data_json_get(&j, obj, "k") > 0 && j.nodes[data_json_get(&j, obj, "k")].type == DJ_TRUE);
-    CHECK(data_json_get(&j, obj, "nope") < 0);
+    CHECK(cb_data_json_get(&j, obj, "k") > 0 && j.nodes[cb_data_json_get(&j, obj, "k")].type == DJ_TRUE);
+    CHECK(cb_data_json_get(&j, obj, "nope") < 0);
     const char *bad_lines[] = {"[1, 2", "[1 2]", "\"abc", "[\"\\x\"]", "[\"\\ud800\"]", "tru", "[1,]",
                                "{\"a\" 1}", "[01]", "\"tab\tinside\"", "[\"caf\xe9\"]", "1 2"};
     for (size_t i = 0; i < sizeof bad_lines / sizeof *bad_lines; i++) {
         char buf[64];
         snprintf(buf, sizeof buf, "%s", bad_lines[i]);
         err.msg[0] = 0;
-        CHECK_MSG(data_json_parse(&j, buf, strlen(buf), &err) == -1 && err.msg[0], "accepted: %s", bad_lines[i]);
+        CHECK_MSG(cb_data_json_parse(&j, buf, strlen(buf), &err) == -1 && err.msg[0], "accepted: %s", bad_lines[i]);
     }
-    data_json_free(&j);
+    cb_data_json_free(&j);
 }
 
 static const char *tmpdir(void) { return test_env("COLBERT_TMP"); }
@@ -100,35 +100,35 @@ static void test_triples_reader(void) {
     cb_err err;
     data_triples t;
     char *p = write_tmp("nway.jsonl", "[0, 5, 6, 7]\n[1, 2, 3, 4]\n\n");
-    CHECK(data_triples_load(&t, p, 2, &err) == 0);
+    CHECK(cb_data_triples_load(&t, p, 2, &err) == 0);
     CHECK(t.n == 2 && t.nway == 2 && !t.scores && t.qids[1] == 1 && t.pids[0] == 5 && t.pids[3] == 3);
-    data_triples_free(&t);
-    CHECK(data_triples_load(&t, p, 0, &err) == 0 && t.nway == 3 && t.pids[5] == 4);
-    data_triples_free(&t);
-    CHECK(data_triples_load(&t, p, 4, &err) == -1 && strstr(err.msg, "nway.jsonl:1: expected a query id and 4 passages"));
+    cb_data_triples_free(&t);
+    CHECK(cb_data_triples_load(&t, p, 0, &err) == 0 && t.nway == 3 && t.pids[5] == 4);
+    cb_data_triples_free(&t);
+    CHECK(cb_data_triples_load(&t, p, 4, &err) == -1 && strstr(err.msg, "nway.jsonl:1: expected a query id and 4 passages"));
     free(p);
     p = write_tmp("scores.jsonl", "[3, [10, 0.9], [11, -0.5], [12, 1e-2]]\n");
-    CHECK(data_triples_load(&t, p, 0, &err) == 0);
+    CHECK(cb_data_triples_load(&t, p, 0, &err) == 0);
     CHECK(t.n == 1 && t.nway == 3 && t.scores && t.pids[2] == 12 && t.scores[0] == 0.9f && t.scores[1] == -0.5f);
-    data_triples_free(&t);
+    cb_data_triples_free(&t);
     free(p);
     p = write_tmp("mixed.jsonl", "[3, [10, 0.9], [11, 0.5]]\n[4, 5, 6]\n");
-    CHECK(data_triples_load(&t, p, 0, &err) == -1 && strstr(err.msg, "mixed.jsonl:2: passage 1 is a bare pid"));
+    CHECK(cb_data_triples_load(&t, p, 0, &err) == -1 && strstr(err.msg, "mixed.jsonl:2: passage 1 is a bare pid"));
     free(p);
     p = write_tmp("q.tsv", "10\tfirst query\n  7\tsecond\textra\n");
     data_texts q;
-    CHECK(data_queries_load(&q, p, &err) == 0);
-    CHECK(q.n == 2 && !q.dense && data_texts_find(&q, 7) == 1 && data_texts_find(&q, 8) == -1);
+    CHECK(cb_data_queries_load(&q, p, &err) == 0);
+    CHECK(q.n == 2 && !q.dense && cb_data_texts_find(&q, 7) == 1 && cb_data_texts_find(&q, 8) == -1);
     size_t n;
-    CHECK(!strcmp(data_texts_get(&q, 1, &n), "second") && n == 6);
-    data_texts_free(&q);
+    CHECK(!strcmp(cb_data_texts_get(&q, 1, &n), "second") && n == 6);
+    cb_data_texts_free(&q);
     free(p);
     p = write_tmp("c.tsv", "0\tpassage zero\n1\tbody\ttitle\n3\tgap\n");
-    CHECK(data_collection_load(&q, p, &err) == -1 && strstr(err.msg, "c.tsv:3: expected passage id 2"));
+    CHECK(cb_data_collection_load(&q, p, &err) == -1 && strstr(err.msg, "c.tsv:3: expected passage id 2"));
     free(p);
     p = write_tmp("c2.tsv", "0\tpassage zero\n1\tbody\ttitle\n");
-    CHECK(data_collection_load(&q, p, &err) == 0 && q.dense && !strcmp(data_texts_get(&q, 1, NULL), "title | body"));
-    data_texts_free(&q);
+    CHECK(cb_data_collection_load(&q, p, &err) == 0 && q.dense && !strcmp(cb_data_texts_get(&q, 1, NULL), "title | body"));
+    cb_data_texts_free(&q);
     free(p);
 }
 
@@ -141,9 +141,9 @@ static int count_q(const uint32_t *t, size_t n, uint32_t q) {
 /* The triplet-count rule on hand-made queries (no new negatives). */
 static void test_counts(void) {
     prepare_opts o;
-    prepare_opts_default(&o);
+    cb_prepare_opts_default(&o);
     o.num_new_negatives = 0;
-    prepare *p = prepare_new(&o);
+    prepare *p = cb_prepare_new(&o);
     cb_err err;
     char q[32], d[32];
     /* query A: 1 positive, 5 negatives -> 5; B: 3 pos, 2 neg -> min(20, 6) = 6;
@@ -154,27 +154,27 @@ static void test_counts(void) {
         snprintf(q, sizeof q, "query %c", 'A' + k);
         for (int i = 0; i < np[k]; i++) {
             snprintf(d, sizeof d, "pos %d of %d", i, k);
-            CHECK(prepare_add_example(p, q, strlen(q), d, strlen(d), 1, &err) == 0);
+            CHECK(cb_prepare_add_example(p, q, strlen(q), d, strlen(d), 1, &err) == 0);
         }
         for (int i = 0; i < nn[k]; i++) {
             snprintf(d, sizeof d, "neg %d of %d", i, k);
-            CHECK(prepare_add_example(p, q, strlen(q), d, strlen(d), 0, &err) == 0);
+            CHECK(cb_prepare_add_example(p, q, strlen(q), d, strlen(d), 0, &err) == 0);
         }
     }
     /* a duplicate positive, and a negative that is also a positive: ignored */
-    CHECK(prepare_add_example(p, "query A", 7, "pos 0 of 0", 10, 1, &err) == 0);
-    CHECK(prepare_add_example(p, "query A", 7, "pos 0 of 0", 10, 0, &err) == 0);
-    CHECK(prepare_add_example(p, "query A", 7, "  ", 2, 0, &err) == -1 && strstr(err.msg, "empty passage"));
-    CHECK(prepare_run(p, &err) == 0);
+    CHECK(cb_prepare_add_example(p, "query A", 7, "pos 0 of 0", 10, 1, &err) == 0);
+    CHECK(cb_prepare_add_example(p, "query A", 7, "pos 0 of 0", 10, 0, &err) == 0);
+    CHECK(cb_prepare_add_example(p, "query A", 7, "  ", 2, 0, &err) == -1 && strstr(err.msg, "empty passage"));
+    CHECK(cb_prepare_run(p, &err) == 0);
     size_t n;
-    const uint32_t *t = prepare_triplets(p, &n);
+    const uint32_t *t = cb_prepare_triplets(p, &n);
     for (uint32_t k = 0; k < 6; k++) CHECK_MSG(count_q(t, n, k) == want[k], "query %c: %d triplets", 'A' + k, count_q(t, n, k));
     for (size_t i = 0; i < n; i++) {
-        const char *pos = prepare_passage(p, t[3 * i + 1], NULL), *neg = prepare_passage(p, t[3 * i + 2], NULL);
+        const char *pos = cb_prepare_passage(p, t[3 * i + 1], NULL), *neg = cb_prepare_passage(p, t[3 * i + 2], NULL);
         CHECK(!strncmp(pos, "pos", 3) && !strncmp(neg, "neg", 3));
         for (size_t k = 0; k < i; k++) CHECK(memcmp(t + 3 * k, t + 3 * i, 12));
     }
-    prepare_free(p);
+    cb_prepare_free(p);
 }
 
 /* NFCorpus, BEIR train split: the rules against qrels read with jansson. */
@@ -237,13 +237,13 @@ static void test_beir_rules(void) {
          *qpath = cb_path_new(dir, "queries.jsonl", NULL), *rpath = cb_path_new(dir, "qrels/train.tsv", NULL);
     char *out = cb_path_new(tmpdir(), "prepare_c_beir", NULL);
     prepare_opts o;
-    prepare_opts_default(&o);
+    cb_prepare_opts_default(&o);
     o.quiet = 1;
-    prepare *p = prepare_new(&o);
+    prepare *p = cb_prepare_new(&o);
     cb_err err;
-    CHECK(prepare_add_beir(p, dir, "train", &err) == 0);
-    CHECK(prepare_run(p, &err) == 0);
-    CHECK(prepare_export(p, out, &err) == 0);
+    CHECK(cb_prepare_add_beir(p, dir, "train", &err) == 0);
+    CHECK(cb_prepare_run(p, &err) == 0);
+    CHECK(cb_prepare_export(p, out, &err) == 0);
 
     /* Read our files back with data.c and index texts -> ids. */
     char *fq = cb_path_new(out, "queries.train.colbert.tsv", NULL);
@@ -251,19 +251,19 @@ static void test_beir_rules(void) {
     char *ft = cb_path_new(out, "triples.train.colbert.jsonl", NULL);
     data_texts Q, Cc;
     data_triples T;
-    CHECK(data_queries_load(&Q, fq, &err) == 0);
-    CHECK(data_collection_load(&Cc, fc, &err) == 0);
-    CHECK(data_triples_load(&T, ft, 2, &err) == 0);
-    CHECK(Q.n == prepare_n_queries(p) && Cc.n == prepare_n_passages(p) && (int64_t)T.n == prepare_get_stats(p)->triplets);
+    CHECK(cb_data_queries_load(&Q, fq, &err) == 0);
+    CHECK(cb_data_collection_load(&Cc, fc, &err) == 0);
+    CHECK(cb_data_triples_load(&T, ft, 2, &err) == 0);
+    CHECK(Q.n == cb_prepare_n_queries(p) && Cc.n == cb_prepare_n_passages(p) && (int64_t)T.n == cb_prepare_get_stats(p)->triplets);
     kv *qi = must(malloc(Q.n * sizeof *qi)), *ci = must(malloc(Cc.n * sizeof *ci));
     char (*ids)[24] = must(malloc((Q.n + Cc.n) * sizeof *ids));
     for (size_t i = 0; i < Q.n; i++) {
         snprintf(ids[i], 24, "%zu", i);
-        qi[i] = (kv){data_texts_get(&Q, i, NULL), ids[i]};
+        qi[i] = (kv){cb_data_texts_get(&Q, i, NULL), ids[i]};
     }
     for (size_t i = 0; i < Cc.n; i++) {
         snprintf(ids[Q.n + i], 24, "%zu", i);
-        ci[i] = (kv){data_texts_get(&Cc, i, NULL), ids[Q.n + i]};
+        ci[i] = (kv){cb_data_texts_get(&Cc, i, NULL), ids[Q.n + i]};
     }
     qsort(qi, Q.n, sizeof *qi, kv_cmp);
     qsort(ci, Cc.n, sizeof *ci, kv_cmp);
@@ -325,19 +325,19 @@ static void test_beir_rules(void) {
     CHECK(many > 0 && few > 0);
 
     /* The same run again: the same triplets. */
-    prepare *p2 = prepare_new(&o);
-    CHECK(prepare_add_beir(p2, dir, "train", &err) == 0 && prepare_run(p2, &err) == 0);
+    prepare *p2 = cb_prepare_new(&o);
+    CHECK(cb_prepare_add_beir(p2, dir, "train", &err) == 0 && cb_prepare_run(p2, &err) == 0);
     size_t n1, n2;
-    const uint32_t *t1 = prepare_triplets(p, &n1), *t2 = prepare_triplets(p2, &n2);
+    const uint32_t *t1 = cb_prepare_triplets(p, &n1), *t2 = cb_prepare_triplets(p2, &n2);
     CHECK(n1 == n2 && !memcmp(t1, t2, n1 * 12));
-    prepare_free(p2);
+    cb_prepare_free(p2);
 
     free(cnt); free(npos); free(pairs); free(qi); free(ci); free(ids);
     free_map(corpus, nc);
     free_map(queries, nq);
-    data_texts_free(&Q); data_texts_free(&Cc); data_triples_free(&T);
+    cb_data_texts_free(&Q); cb_data_texts_free(&Cc); cb_data_triples_free(&T);
     free(fq); free(fc); free(ft); free(out); free(dir); free(cpath); free(qpath); free(rpath);
-    prepare_free(p);
+    cb_prepare_free(p);
 }
 
 int main(void) {

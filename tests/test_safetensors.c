@@ -48,13 +48,13 @@ static const char *write_st(const char *name, const char *header, const void *da
     return path;
 }
 
-/* st_open must fail, leave f empty, and say `phrase` and the file name. */
+/* cb_st_open must fail, leave f empty, and say `phrase` and the file name. */
 static void expect_open_error(const char *path, const char *phrase) {
     st_file f;
     cb_err err = {{0}};
-    int rc = st_open(&f, path, &err);
-    CHECK_MSG(rc == -1, "%s: st_open returned %d, expected -1", path, rc);
-    if (rc == 0) { st_close(&f); return; }
+    int rc = cb_st_open(&f, path, &err);
+    CHECK_MSG(rc == -1, "%s: cb_st_open returned %d, expected -1", path, rc);
+    if (rc == 0) { cb_st_close(&f); return; }
     CHECK(f.map == NULL && f.tensors == NULL && f.n_tensors == 0 && f.path == NULL);
     CHECK_MSG(strstr(err.msg, path) != NULL, "message does not name the file: %s", err.msg);
     CHECK_MSG(strstr(err.msg, phrase) != NULL, "expected '%s' in: %s", phrase, err.msg);
@@ -99,27 +99,27 @@ static void test_valid(void) {
     const char *path = write_st("valid.safetensors", valid_header, data, nd, 0);
     st_file f;
     cb_err err = {{0}};
-    int rc = st_open(&f, path, &err);
+    int rc = cb_st_open(&f, path, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     if (rc) return;
     CHECK(f.n_tensors == 5);
-    const st_tensor *t = st_find(&f, "a");
+    const st_tensor *t = cb_st_find(&f, "a");
     CHECK(t && t->dtype == ST_F32 && t->ndim == 2 && t->shape[0] == 2 && t->shape[1] == 3);
-    CHECK(st_find(&f, "__metadata__") == NULL);
-    CHECK(st_find(&f, "nope") == NULL);
-    t = st_find(&f, "e");
+    CHECK(cb_st_find(&f, "__metadata__") == NULL);
+    CHECK(cb_st_find(&f, "nope") == NULL);
+    t = cb_st_find(&f, "e");
     CHECK(t && t->ndim == 2 && t->shape[0] == 0 && t->begin == t->end);
-    CHECK(st_find(&f, "u") && st_find(&f, "u")->dtype == ST_U8);
+    CHECK(cb_st_find(&f, "u") && cb_st_find(&f, "u")->dtype == ST_U8);
 
     float a[6];
     int64_t sa[2] = {2, 3};
-    CHECK_MSG(st_read_f32(&f, "a", a, 2, sa, &err) == 0, "%s", err.msg);
+    CHECK_MSG(cb_st_read_f32(&f, "a", a, 2, sa, &err) == 0, "%s", err.msg);
     for (int i = 0; i < 6; i++)
         CHECK_MSG(f32_bits(a[i]) == f32_bits(a_vals[i]), "a[%d] = %g", i, a[i]);
 
     float h[8];
     int64_t sh[1] = {8};
-    CHECK_MSG(st_read_f32(&f, "h", h, 1, sh, &err) == 0, "%s", err.msg);
+    CHECK_MSG(cb_st_read_f32(&f, "h", h, 1, sh, &err) == 0, "%s", err.msg);
     CHECK(h[0] == 1.0f);
     CHECK(h[1] == -2.0f);
     CHECK_MSG(h[2] == ldexpf(1.0f, -24), "smallest subnormal: %g", h[2]);
@@ -134,38 +134,38 @@ static void test_valid(void) {
         uint16_t x = (uint16_t)u;
         int e = (x >> 10) & 0x1f, m = x & 0x3ff;
         float s = (x & 0x8000) ? -1.0f : 1.0f, want;
-        if (e == 0x1f) { if (m ? !isnan(st_f16_to_f32(x)) : st_f16_to_f32(x) != s * INFINITY) bad++; continue; }
+        if (e == 0x1f) { if (m ? !isnan(cb_st_f16_to_f32(x)) : cb_st_f16_to_f32(x) != s * INFINITY) bad++; continue; }
         want = e ? s * ldexpf(1.0f + (float)m / 1024.0f, e - 15) : s * ldexpf((float)m, -24);
-        if (f32_bits(st_f16_to_f32(x)) != f32_bits(want)) bad++;
+        if (f32_bits(cb_st_f16_to_f32(x)) != f32_bits(want)) bad++;
     }
     CHECK_MSG(bad == 0, "%d of 65536 half values convert wrongly", bad);
 
     float b[4];
     int64_t sb[1] = {4};
-    CHECK_MSG(st_read_f32(&f, "b", b, 1, sb, &err) == 0, "%s", err.msg);
+    CHECK_MSG(cb_st_read_f32(&f, "b", b, 1, sb, &err) == 0, "%s", err.msg);
     CHECK(b[0] == 1.0f && b[1] == -3.0f && isinf(b[2]));
     CHECK_MSG(b[3] == ldexpf(1.0f, -133), "bf16 subnormal: %g", b[3]);
 
     float e[1];
     int64_t se[2] = {0, 4};
-    CHECK(st_read_f32(&f, "e", e, 2, se, &err) == 0);
+    CHECK(cb_st_read_f32(&f, "e", e, 2, se, &err) == 0);
 
     /* read errors: missing, wrong shape, wrong rank, integer dtype */
-    rc = st_read_f32(&f, "missing.weight", a, 2, sa, &err);
+    rc = cb_st_read_f32(&f, "missing.weight", a, 2, sa, &err);
     CHECK(rc == -1 && strstr(err.msg, path) && strstr(err.msg, "'missing.weight' not found"));
     int64_t swrong[2] = {3, 2};
-    rc = st_read_f32(&f, "a", a, 2, swrong, &err);
+    rc = cb_st_read_f32(&f, "a", a, 2, swrong, &err);
     CHECK_MSG(rc == -1 && strstr(err.msg, path) &&
               strstr(err.msg, "tensor 'a': shape [2, 3], expected [3, 2]"), "%s", err.msg);
     int64_t s6[1] = {6};
-    rc = st_read_f32(&f, "a", a, 1, s6, &err);
+    rc = cb_st_read_f32(&f, "a", a, 1, s6, &err);
     CHECK_MSG(rc == -1 && strstr(err.msg, "shape [2, 3], expected [6]"), "%s", err.msg);
     int64_t s1[1] = {1};
-    rc = st_read_f32(&f, "u", a, 1, s1, &err);
+    rc = cb_st_read_f32(&f, "u", a, 1, s1, &err);
     CHECK_MSG(rc == -1 && strstr(err.msg, "'u'") && strstr(err.msg, "dtype U8"), "%s", err.msg);
-    st_close(&f);
+    cb_st_close(&f);
     CHECK(f.map == NULL && f.path == NULL);
-    st_close(&f);                                 /* closing twice is harmless */
+    cb_st_close(&f);                                 /* closing twice is harmless */
 }
 
 /* ---- damaged files ------------------------------------------------------- */
@@ -283,29 +283,29 @@ static void test_write(void) {
         {.name = "ids", .dtype = ST_I64, .ndim = 2, .shape = {1, 4}, .data = ids},
     };
     cb_err err = {{0}};
-    int rc = st_write(path, ts, 3, &err);
+    int rc = cb_st_write(path, ts, 3, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     CHECK_MSG(access(tmp, F_OK) != 0, "temporary file %s left behind", tmp);
 
     st_file f;
-    rc = st_open(&f, path, &err);
+    rc = cb_st_open(&f, path, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     if (rc) return;
     CHECK(f.n_tensors == 3);
     CHECK(f.data_start % 8 == 0);
     float r[6];
     int64_t s[2] = {2, 3};
-    CHECK(st_read_f32(&f, "bert.linear.weight", r, 2, s, &err) == 0);
+    CHECK(cb_st_read_f32(&f, "bert.linear.weight", r, 2, s, &err) == 0);
     CHECK(memcmp(r, w, sizeof w) == 0);
     int64_t s3[1] = {3};
-    CHECK(st_read_f32(&f, "half", r, 1, s3, &err) == 0);
+    CHECK(cb_st_read_f32(&f, "half", r, 1, s3, &err) == 0);
     CHECK(r[0] == 1.0f && r[1] == ldexpf(1.0f, -24) && isinf(r[2]) && r[2] < 0);
-    const st_tensor *t = st_find(&f, "ids");
+    const st_tensor *t = cb_st_find(&f, "ids");
     CHECK(t && t->dtype == ST_I64 && t->end - t->begin == 32 &&
           memcmp(f.map + f.data_start + t->begin, ids, 32) == 0);
-    st_close(&f);
+    cb_st_close(&f);
 
     /* Python's safetensors must read it the same. */
     char cmd[12000];
@@ -324,12 +324,12 @@ static void test_write(void) {
     CHECK_MSG(rc == 0, "Python safetensors could not read %s (status %d)", path, rc);
 
     /* overwriting an existing file replaces it whole */
-    rc = st_write(path, ts + 1, 1, &err);
-    CHECK(rc == 0 && st_open(&f, path, &err) == 0 && f.n_tensors == 1);
-    st_close(&f);
+    rc = cb_st_write(path, ts + 1, 1, &err);
+    CHECK(rc == 0 && cb_st_open(&f, path, &err) == 0 && f.n_tensors == 1);
+    cb_st_close(&f);
 
     /* a directory that does not exist: error, nothing written */
-    rc = st_write(tmp_path("no/such/dir/x.safetensors"), ts, 1, &err);
+    rc = cb_st_write(tmp_path("no/such/dir/x.safetensors"), ts, 1, &err);
     CHECK_MSG(rc == -1 && strstr(err.msg, "cannot create"), "%s", err.msg);
 }
 
@@ -340,18 +340,18 @@ static void test_real_model(void) {
     snprintf(path, sizeof path, "%s/model.safetensors", test_env("COLBERT_MODEL"));
     st_file f;
     cb_err err = {{0}};
-    int rc = st_open(&f, path, &err);
+    int rc = cb_st_open(&f, path, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     if (rc) return;
     CHECK_MSG(f.n_tensors == 104, "%d tensors", f.n_tensors);
-    const st_tensor *t = st_find(&f, "embeddings.position_ids");
+    const st_tensor *t = cb_st_find(&f, "embeddings.position_ids");
     CHECK(t && t->dtype == ST_I64 && t->ndim == 2 && t->shape[0] == 1 && t->shape[1] == 512);
-    CHECK(st_find(&f, "bert.embeddings.word_embeddings.weight") == NULL);
+    CHECK(cb_st_find(&f, "bert.embeddings.word_embeddings.weight") == NULL);
 
     /* bit patterns from Python safetensors (tests/test_model.py checks them) */
     float *w = malloc(384 * 384 * sizeof *w);
     int64_t s[2] = {384, 384};
-    rc = st_read_f32(&f, "encoder.layer.0.attention.self.query.weight", w, 2, s, &err);
+    rc = cb_st_read_f32(&f, "encoder.layer.0.attention.self.query.weight", w, 2, s, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     CHECK(f32_bits(w[0 * 384 + 0]) == 3189256126u);      /* -0.14861962 */
     CHECK(f32_bits(w[0 * 384 + 1]) == 1026720086u);      /*  0.043580376 */
@@ -360,7 +360,7 @@ static void test_real_model(void) {
     CHECK(f32_bits(w[383 * 384 + 383]) == 3182334400u);  /* -0.08523893 */
 
     int64_t sw[2] = {384, 383};
-    rc = st_read_f32(&f, "encoder.layer.0.attention.self.query.weight", w, 2, sw, &err);
+    rc = cb_st_read_f32(&f, "encoder.layer.0.attention.self.query.weight", w, 2, sw, &err);
     CHECK_MSG(rc == -1 && strstr(err.msg, "model.safetensors: tensor "
               "'encoder.layer.0.attention.self.query.weight': shape [384, 384], "
               "expected [384, 383]"), "%s", err.msg);
@@ -368,13 +368,13 @@ static void test_real_model(void) {
 
     float *e = malloc((size_t)30522 * 384 * sizeof *e);
     int64_t se[2] = {30522, 384};
-    rc = st_read_f32(&f, "embeddings.word_embeddings.weight", e, 2, se, &err);
+    rc = cb_st_read_f32(&f, "embeddings.word_embeddings.weight", e, 2, se, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     double sum = 0;
     for (size_t i = 0; i < (size_t)30522 * 384; i++) sum += e[i];
     CHECK_MSG(fabs(sum - 138.05072214923618) < 1e-6, "sum %.17g", sum);
     free(e);
-    st_close(&f);
+    cb_st_close(&f);
 }
 
 int main(void) {

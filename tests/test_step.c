@@ -24,17 +24,17 @@ static const void *raw(const char *name, size_t *n) { return ref_raw(&ref, name,
  * they are checked to be ~0 instead. Returns the worst rel err. */
 static double compare_block(const step_state *s, step_block which, const char *prefix, double tol,
                             int key_bias_zero, double key_bias_abs) {
-    const bert_config *bc = step_bert_config(s);
-    int nt = bert_named_count(bc);
+    const bert_config *bc = cb_step_bert_config(s);
+    int nt = cb_bert_named_count(bc);
     bert_named *names = malloc((size_t)nt * sizeof *names);
-    bert_named_tensors(bc, names);
+    cb_bert_named_tensors(bc, names);
     float *block = malloc(s->n * sizeof(float));
-    step_get(s, which, block);
+    cb_step_get(s, which, block);
     double worst = 0;
     char worst_name[128] = "";
     for (int i = 0; i <= nt; i++) {
         const char *nm = i < nt ? names[i].name : "linear";
-        size_t off = i < nt ? names[i].offset : step_linear_offset(s);
+        size_t off = i < nt ? names[i].offset : cb_step_linear_offset(s);
         size_t cnt = i < nt ? names[i].n : (size_t)s->D * s->H;
         char key[160];
         snprintf(key, sizeof key, "%s%s", prefix, nm);
@@ -82,12 +82,12 @@ static int make_step(step_state *s, const char *model_dir, const float *linear, 
                      int ib, int relu, int accum, float alpha, double lr) {
     cb_err err = {{0}};
     bert_model bert;
-    if (bert_load(&bert, ops_cpu(), model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
-    tokenizer *tok = tokenizer_load(model_dir, &err);
+    if (cb_bert_load(&bert, cb_ops_cpu(), model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
+    tokenizer *tok = cb_tokenizer_load(model_dir, &err);
     if (!tok) { fprintf(stderr, "%s\n", err.msg); exit(2); }
     step_config c;
     memset(&c, 0, sizeof c);
-    colbert_config_default(&c.cc);
+    cb_colbert_config_default(&c.cc);
     c.cc.dim = r->dim;
     c.cc.query_maxlen = r->qmax;
     c.cc.doc_maxlen = r->dmax;
@@ -102,9 +102,9 @@ static int make_step(step_state *s, const char *model_dir, const float *linear, 
     c.warmup = 3;
     c.maxsteps = 12;
     c.dropout = 0;
-    int rc = step_init(s, &bert, tok, linear, 0, &c, &err);
+    int rc = cb_step_init(s, &bert, tok, linear, 0, &c, &err);
     if (rc) fprintf(stderr, "%s\n", err.msg);
-    tokenizer_free(tok);
+    cb_tokenizer_free(tok);
     return rc;
 }
 
@@ -116,7 +116,7 @@ static void run_case(const char *model_dir, const refbatch *r, const char *name,
     int mb = r->B / accum;
     for (int k = 0; k < accum; k++) {
         step_batch b = slice(r, k * mb, mb, teacher);
-        loss += step_micro(&s, &b, NULL);
+        loss += cb_step_micro(&s, &b, NULL);
     }
     char key[64];
     snprintf(key, sizeof key, "%s.loss", ref_name);
@@ -127,7 +127,7 @@ static void run_case(const char *model_dir, const refbatch *r, const char *name,
     CHECK_MSG(lerr <= 1e-5, "%s: loss rel err %g", name, lerr);
     snprintf(key, sizeof key, "%s.grad.", ref_name);
     compare_block(&s, STEP_GRADS, key, 1e-3, 1, 1e-4);
-    step_free(&s);
+    cb_step_free(&s);
 }
 
 int main(void) {
@@ -136,7 +136,7 @@ int main(void) {
     char path[4096];
     snprintf(path, sizeof path, "%s/train_step_ref.safetensors", ref_dir);
     cb_err err = {{0}};
-    if (st_open(&ref, path, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
+    if (cb_st_open(&ref, path, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
     refbatch r;
     const int32_t *cfg = raw("config", NULL);
     r.B = cfg[0]; r.nway = cfg[1]; r.qmax = cfg[2]; r.dmax = cfg[3]; r.dim = cfg[4];
@@ -166,11 +166,11 @@ int main(void) {
     snprintf(ckpt, sizeof ckpt, "%s/colbert_ckpt", ref_dir);
     snprintf(st_path, sizeof st_path, "%s/model.safetensors", ckpt);
     st_file cf;
-    if (st_open(&cf, st_path, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
+    if (cb_st_open(&cf, st_path, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
     float *lin = malloc((size_t)r.dim * 384 * sizeof(float));
     int64_t lshape[2] = {r.dim, 384};
-    CHECK(st_read_f32(&cf, "linear.weight", lin, 2, lshape, &err) == 0);
-    st_close(&cf);
+    CHECK(cb_st_read_f32(&cf, "linear.weight", lin, 2, lshape, &err) == 0);
+    cb_st_close(&cf);
     run_case(ckpt, &r, "finetune", 1, 0, 0, 1.0f, 1, lin, "finetune");
     free(lin);
 
@@ -182,9 +182,9 @@ int main(void) {
         double worst = 0;
         for (size_t k = 0; k < nl; k++) {
             step_batch b = slice(&r, 0, r.B, 0);
-            double loss = step_micro(&s, &b, NULL);
+            double loss = cb_step_micro(&s, &b, NULL);
             double lr;
-            step_update(&s, &lr);
+            cb_step_update(&s, &lr);
             double d = fabs(loss - losses[k]);
             if (d > worst) worst = d;
             CHECK_MSG(d <= 1e-4, "AdamW step %zu: loss %.6f vs %.6f", k, loss, losses[k]);
@@ -197,12 +197,12 @@ int main(void) {
         compare_block(&s, STEP_PARAMS, "adam.param.", 1e-4, 0, 10 * 1e-4 * 1.5);
         printf("test_step: memory: %.1f MiB in parameters, gradients, AdamW moments, activations "
                "and scratch for %d triplets\n", (double)s.bytes / (1 << 20), r.B);
-        step_free(&s);
+        cb_step_free(&s);
     } else {
         CHECK(0);
     }
     free(r.q_mask);
     free(r.d_off);
-    st_close(&ref);
+    cb_st_close(&ref);
     return test_finish("test_step");
 }

@@ -1,6 +1,6 @@
 /* test_tokenizer.c: tokenizer load errors, known encodings of
  * all-MiniLM-L6-v2 (ids from Hugging Face tokenizers), the output contract
- * of tokenizer_encode, the vocab.txt fallback, and concurrent encoding.
+ * of cb_tokenizer_encode, the vocab.txt fallback, and concurrent encoding.
  * Full HF parity (datasets, torture list) is in test_tokenizer.py. */
 #include <pthread.h>
 #include <sys/stat.h>
@@ -27,11 +27,11 @@ static char *tmp_dir(const char *name) {
 /* Load must fail with a message that contains `want` (and the file). */
 static void check_load_fails(const char *dir, const char *want) {
     cb_err err = {{0}};
-    tokenizer *t = tokenizer_load(dir, &err);
+    tokenizer *t = cb_tokenizer_load(dir, &err);
     CHECK_MSG(t == NULL, "loading %s should fail", dir);
     CHECK_MSG(strstr(err.msg, want) != NULL, "message '%s' lacks '%s'", err.msg, want);
     CHECK_MSG(strchr(err.msg, '\n') == NULL, "message '%s' is not one line", err.msg);
-    if (t) tokenizer_free(t);
+    if (t) cb_tokenizer_free(t);
 }
 
 static void test_load_errors(void) {
@@ -78,7 +78,7 @@ static void test_load_errors(void) {
 /* ids of text must equal want[0..n). */
 static void check_ids(const tokenizer *t, const char *text, const int32_t *want, int n) {
     int32_t got[256];
-    int m = tokenizer_encode(t, text, strlen(text), got, 256);
+    int m = cb_tokenizer_encode(t, text, strlen(text), got, 256);
     int same = m == n;
     for (int i = 0; same && i < n; i++) same = got[i] == want[i];
     CHECK_MSG(same, "ids of '%s': got %d ids (first %d), want %d (first %d)", text, m, m ? got[0] : -1, n,
@@ -88,16 +88,16 @@ static void check_ids(const tokenizer *t, const char *text, const int32_t *want,
 #define IDS(...) (const int32_t[]){__VA_ARGS__}, (int)(sizeof((const int32_t[]){__VA_ARGS__}) / sizeof(int32_t))
 
 static void test_known(const tokenizer *t) {
-    CHECK(tokenizer_vocab_size(t) == 30522);
-    tokenizer_specials sp = tokenizer_get_specials(t);
+    CHECK(cb_tokenizer_vocab_size(t) == 30522);
+    tokenizer_specials sp = cb_tokenizer_get_specials(t);
     CHECK(sp.pad == 0 && sp.unk == 100 && sp.cls == 101 && sp.sep == 102 && sp.mask == 103);
-    CHECK(tokenizer_token_id(t, "[unused0]") == 1);
-    CHECK(tokenizer_token_id(t, "[unused1]") == 2);
-    CHECK(tokenizer_token_id(t, "hello") == 7592);
-    CHECK(tokenizer_token_id(t, "##able") == 3085);
-    CHECK(tokenizer_token_id(t, "no-such-token") == -1);
-    CHECK(tokenizer_id_token(t, 7592) && !strcmp(tokenizer_id_token(t, 7592), "hello"));
-    CHECK(tokenizer_id_token(t, 30522) == NULL && tokenizer_id_token(t, -1) == NULL);
+    CHECK(cb_tokenizer_token_id(t, "[unused0]") == 1);
+    CHECK(cb_tokenizer_token_id(t, "[unused1]") == 2);
+    CHECK(cb_tokenizer_token_id(t, "hello") == 7592);
+    CHECK(cb_tokenizer_token_id(t, "##able") == 3085);
+    CHECK(cb_tokenizer_token_id(t, "no-such-token") == -1);
+    CHECK(cb_tokenizer_id_token(t, 7592) && !strcmp(cb_tokenizer_id_token(t, 7592), "hello"));
+    CHECK(cb_tokenizer_id_token(t, 30522) == NULL && cb_tokenizer_id_token(t, -1) == NULL);
 
     /* Expected ids from tokenizers' encode(text, add_special_tokens=False). */
     check_ids(t, "Hello, World! [CLS] unaffable h\xc3\xa9llo \xc4\xb0stanbul stra\xc3\x9f" "e",
@@ -117,12 +117,12 @@ static void test_known(const tokenizer *t) {
     /* Output contract: returns the full count, writes at most max_ids. */
     int32_t out[4] = {-7, -7, -7, -7};
     const char *s = "Hello, World! Hello, World!";
-    CHECK(tokenizer_encode(t, s, strlen(s), out, 3) == 8);
+    CHECK(cb_tokenizer_encode(t, s, strlen(s), out, 3) == 8);
     CHECK(out[0] == 7592 && out[1] == 1010 && out[2] == 2088 && out[3] == -7);
-    CHECK(tokenizer_encode(t, s, strlen(s), NULL, 0) == 8);
+    CHECK(cb_tokenizer_encode(t, s, strlen(s), NULL, 0) == 8);
     /* len, not NUL, ends the text; NUL is dropped by clean_text, not a space */
-    CHECK(tokenizer_encode(t, "hello\0world", 11, out, 4) == 2 && out[0] == 7592 && out[1] == 11108);
-    CHECK(tokenizer_encode(t, "hello\0 world", 12, out, 4) == 2 && out[0] == 7592 && out[1] == 2088);
+    CHECK(cb_tokenizer_encode(t, "hello\0world", 11, out, 4) == 2 && out[0] == 7592 && out[1] == 11108);
+    CHECK(cb_tokenizer_encode(t, "hello\0 world", 12, out, 4) == 2 && out[0] == 7592 && out[1] == 2088);
 }
 
 /* The vocab.txt fallback with a cased tokenizer_config.json. */
@@ -134,22 +134,22 @@ static void test_vocab_txt(void) {
     p = cb_path_new(d, "tokenizer_config.json", NULL);
     write_file(p, "{\"do_lower_case\": false, \"cls_token\": \"[CLS]\"}");
     cb_err err = {{0}};
-    tokenizer *t = tokenizer_load(d, &err);
+    tokenizer *t = cb_tokenizer_load(d, &err);
     CHECK_MSG(t != NULL, "%s", err.msg);
     if (t) {
-        CHECK(tokenizer_vocab_size(t) == 13);
-        tokenizer_specials sp = tokenizer_get_specials(t);
+        CHECK(cb_tokenizer_vocab_size(t) == 13);
+        tokenizer_specials sp = cb_tokenizer_get_specials(t);
         CHECK(sp.pad == 0 && sp.unk == 1 && sp.cls == 2 && sp.sep == 3 && sp.mask == 4);
         check_ids(t, "Hello,hello [SEP]hello caf\xc3\xa9 cafe", IDS(6, 12, 5, 3, 5, 9, 10, 11, 1));
-        tokenizer_free(t);
+        cb_tokenizer_free(t);
     }
     /* lowercase without accents (strip_accents null follows do_lower_case) */
     write_file(p, "{\"do_lower_case\": true}");
-    t = tokenizer_load(d, &err);
+    t = cb_tokenizer_load(d, &err);
     CHECK_MSG(t != NULL, "%s", err.msg);
     if (t) {
         check_ids(t, "HELLO CAF\xc3\x89", IDS(5, 1));  /* "cafe": no ##e in vocab */
-        tokenizer_free(t);
+        cb_tokenizer_free(t);
     }
     write_file(p, "{\"do_lower_case\": true,,}");
     check_load_fails(d, "tokenizer_config.json: invalid JSON");
@@ -173,11 +173,11 @@ static void *encode_many(void *arg) {
     job *j = arg;
     int32_t ref[3][64], got[64];
     int nref[3];
-    for (int k = 0; k < 3; k++) nref[k] = tokenizer_encode(j->t, TEXTS[k], strlen(TEXTS[k]), ref[k], 64);
+    for (int k = 0; k < 3; k++) nref[k] = cb_tokenizer_encode(j->t, TEXTS[k], strlen(TEXTS[k]), ref[k], 64);
     j->ok = 1;
     for (int it = 0; it < 2000; it++) {
         int k = it % 3;
-        int n = tokenizer_encode(j->t, TEXTS[k], strlen(TEXTS[k]), got, 64);
+        int n = cb_tokenizer_encode(j->t, TEXTS[k], strlen(TEXTS[k]), got, 64);
         if (n != nref[k] || memcmp(got, ref[k], (size_t)n * sizeof *got)) j->ok = 0;
     }
     return NULL;
@@ -201,12 +201,12 @@ int main(void) {
     MODEL = test_env("COLBERT_MODEL");
     test_load_errors();
     cb_err err = {{0}};
-    tokenizer *t = tokenizer_load(MODEL, &err);
+    tokenizer *t = cb_tokenizer_load(MODEL, &err);
     CHECK_MSG(t != NULL, "%s", err.msg);
     if (t) {
         test_known(t);
         test_threads(t);
-        tokenizer_free(t);
+        cb_tokenizer_free(t);
     }
     test_vocab_txt();
     return test_finish("test_tokenizer");

@@ -2,7 +2,7 @@
  * never follows links, JSON files (fsutil.h); the top-k heap against a full
  * sort (topk.h); length-sorted batches (batch.h); the string table
  * (strtab.h); .npy round trips (npy.h); the text helpers of data.h; and
- * rng_mix64 as the one splitmix64 step (rng.h). */
+ * cb_rng_mix64 as the one splitmix64 step (rng.h). */
 #include <errno.h>
 #include <jansson.h>
 #include <sys/stat.h>
@@ -163,19 +163,19 @@ static void test_json(void) {
 static void test_topk(void) {
     enum { N = 500 };
     rng r;
-    rng_init(&r, 5, 0);
+    cb_rng_init(&r, 5, 0);
     for (int round = 0; round < 20; round++) {
         topk_hit all[N];
         for (int i = 0; i < N; i++) {
             /* few distinct scores: many ties, broken by the tie key */
-            all[i] = (topk_hit){(float)rng_below(&r, 7), (uint32_t)((i * 7919) % N), i};
+            all[i] = (topk_hit){(float)cb_rng_below(&r, 7), (uint32_t)((i * 7919) % N), i};
         }
-        int k = 1 + (int)rng_below(&r, 60);
+        int k = 1 + (int)cb_rng_below(&r, 60);
         topk_hit h[64];
         int n = 0;
-        for (int i = 0; i < N; i++) topk_push(h, &n, k, all[i].score, all[i].id, all[i].tie);
-        topk_sort(h, n);
-        topk_sort(all, N);
+        for (int i = 0; i < N; i++) cb_topk_push(h, &n, k, all[i].score, all[i].id, all[i].tie);
+        cb_topk_sort(h, n);
+        cb_topk_sort(all, N);
         int same = n == k;
         for (int i = 0; i < k && same; i++) same = h[i].id == all[i].id && h[i].score == all[i].score;
         CHECK_MSG(same, "round %d, k %d", round, k);
@@ -184,11 +184,11 @@ static void test_topk(void) {
     float s[5] = {1, NAN, 3, 3, 0.5f};
     topk_hit h[8];
     int n = 0;
-    topk_push_row(h, &n, 8, s, 5, NULL, 10);
-    topk_sort(h, n);
+    cb_topk_push_row(h, &n, 8, s, 5, NULL, 10);
+    cb_topk_sort(h, n);
     int32_t ids[8];
     float sc[8];
-    topk_write(h, n, 8, ids, sc);
+    cb_topk_write(h, n, 8, ids, sc);
     CHECK(n == 5 && ids[0] == 12 && ids[1] == 13 && ids[2] == 10 && ids[3] == 14 && ids[4] == 11);
     CHECK(sc[4] == -INFINITY && ids[5] == -1 && sc[7] == -INFINITY);
 }
@@ -197,15 +197,15 @@ static void test_batch(void) {
     cb_err err = {{0}};
     int ntok[7] = {5, 9, 5, 2, 9, 20, 1};
     batch_plan bp;
-    CHECK(batch_plan_make(&bp, ntok, 7, 12, &err) == 0);
+    CHECK(cb_batch_plan_make(&bp, ntok, 7, 12, &err) == 0);
     int want_order[7] = {5, 1, 4, 0, 2, 3, 6};
     CHECK(!memcmp(bp.order, want_order, sizeof want_order));
     /* [20] alone (over 12), [9], [9], [5 5 2], [1]? no: 5+5+2 = 12, then 1 */
     int want_start[6] = {0, 1, 2, 3, 6, 7};
     CHECK(bp.n_batches == 5 && !memcmp(bp.start, want_start, sizeof want_start));
-    batch_plan_free(&bp);
-    CHECK(batch_plan_make(&bp, ntok, 0, 12, &err) == 0 && bp.n_batches == 0 && bp.start[0] == 0);
-    batch_plan_free(&bp);
+    cb_batch_plan_free(&bp);
+    CHECK(cb_batch_plan_make(&bp, ntok, 0, 12, &err) == 0 && bp.n_batches == 0 && bp.start[0] == 0);
+    cb_batch_plan_free(&bp);
 }
 
 static void test_strtab(void) {
@@ -217,26 +217,26 @@ static void test_strtab(void) {
     int bad = 0;
     for (int i = 0; i < 20000 && !bad; i++) {   /* past several slot-table and arena growths */
         snprintf(buf, sizeof buf, "text %d", i % 15000);
-        bad = strtab_intern(&t, buf, strlen(buf), &id, &is_new, &err) || id != (uint32_t)(i % 15000) ||
+        bad = cb_strtab_intern(&t, buf, strlen(buf), &id, &is_new, &err) || id != (uint32_t)(i % 15000) ||
               is_new != (i < 15000);
         if (bad) fprintf(stderr, "text %d: id %u, new %d\n", i, id, is_new);
     }
     CHECK(!bad);
-    CHECK(t.n == 15000 && !strcmp(strtab_get(&t, 1234), "text 1234") && strtab_len(&t, 1234) == 9);
-    CHECK(strtab_find(&t, "text 14999", 10) == 14999 && strtab_find(&t, "text 15000", 10) == STRTAB_NONE);
-    CHECK(strtab_find(&t, "text 1", 5) == STRTAB_NONE);   /* a prefix is another text */
+    CHECK(t.n == 15000 && !strcmp(cb_strtab_get(&t, 1234), "text 1234") && cb_strtab_len(&t, 1234) == 9);
+    CHECK(cb_strtab_find(&t, "text 14999", 10) == 14999 && cb_strtab_find(&t, "text 15000", 10) == STRTAB_NONE);
+    CHECK(cb_strtab_find(&t, "text 1", 5) == STRTAB_NONE);   /* a prefix is another text */
     /* embedded NUL and a long text (hashed by its ends) */
-    CHECK(strtab_intern(&t, "a\0b", 3, &id, &is_new, &err) == 0 && is_new && strtab_find(&t, "a\0c", 3) == STRTAB_NONE);
+    CHECK(cb_strtab_intern(&t, "a\0b", 3, &id, &is_new, &err) == 0 && is_new && cb_strtab_find(&t, "a\0c", 3) == STRTAB_NONE);
     char big[2000];
     memset(big, 'x', sizeof big);
-    CHECK(strtab_intern(&t, big, sizeof big, &id, &is_new, &err) == 0 && is_new);
+    CHECK(cb_strtab_intern(&t, big, sizeof big, &id, &is_new, &err) == 0 && is_new);
     big[1000] = 'y';   /* differs only in the middle */
-    CHECK(strtab_find(&t, big, sizeof big) == STRTAB_NONE);
-    strtab_free(&t);
+    CHECK(cb_strtab_find(&t, big, sizeof big) == STRTAB_NONE);
+    cb_strtab_free(&t);
     /* appended texts: read by id only */
-    CHECK(strtab_append(&t, "q", 1, &id, &err) == 0 && id == 0 && strtab_append(&t, "q", 1, &id, &err) == 0 && id == 1);
-    CHECK(!strcmp(strtab_get(&t, 1), "q") && strtab_find(&t, "q", 1) == STRTAB_NONE);
-    strtab_free(&t);
+    CHECK(cb_strtab_append(&t, "q", 1, &id, &err) == 0 && id == 0 && cb_strtab_append(&t, "q", 1, &id, &err) == 0 && id == 1);
+    CHECK(!strcmp(cb_strtab_get(&t, 1), "q") && cb_strtab_find(&t, "q", 1) == STRTAB_NONE);
+    cb_strtab_free(&t);
 }
 
 static void test_npy(void) {
@@ -244,30 +244,30 @@ static void test_npy(void) {
     float x[6] = {1, -2, 3.5f, 0, 1e-30f, 7};
     int64_t shape[2] = {2, 3};
     const char *p = path("x.npy");
-    CHECK(npy_write(p, "<f4", x, 2, shape, &err) == 0);
-    float *y = npy_read_f32(p, 2, 3, &err);
+    CHECK(cb_npy_write(p, "<f4", x, 2, shape, &err) == 0);
+    float *y = cb_npy_read_f32(p, 2, 3, &err);
     CHECK(y && !memcmp(x, y, sizeof x));
     free(y);
-    CHECK(npy_read_f32(p, 3, -1, &err) == NULL && strstr(err.msg, "shape (2, 3), expected (3, -1)"));
-    CHECK(npy_read_f32(path("ok.json"), -1, -1, &err) == NULL && strstr(err.msg, "not a .npy file"));
+    CHECK(cb_npy_read_f32(p, 3, -1, &err) == NULL && strstr(err.msg, "shape (2, 3), expected (3, -1)"));
+    CHECK(cb_npy_read_f32(path("ok.json"), -1, -1, &err) == NULL && strstr(err.msg, "not a .npy file"));
 }
 
 static void test_text(void) {
     cb_err err = {{0}};
     char b[32];
-    CHECK(!strcmp(data_excerpt(b, sizeof b, "short", 5), "\"short\""));
+    CHECK(!strcmp(cb_data_excerpt(b, sizeof b, "short", 5), "\"short\""));
     /* cut at a character boundary: "é" is 2 bytes */
     const char *s = "aaaaaaaaaaaaaaaaaaaaaaa\xc3\xa9zzzz";
-    CHECK(!strcmp(data_excerpt(b, sizeof b, s, strlen(s)), "\"aaaaaaaaaaaaaaaaaaaaaaa...\""));
-    CHECK(data_is_blank(" \t\r\n\v\f", 6) && data_is_blank("", 0) && !data_is_blank("  x", 3));
+    CHECK(!strcmp(cb_data_excerpt(b, sizeof b, s, strlen(s)), "\"aaaaaaaaaaaaaaaaaaaaaaa...\""));
+    CHECK(cb_data_is_blank(" \t\r\n\v\f", 6) && cb_data_is_blank("", 0) && !cb_data_is_blank("  x", 3));
     char *buf = NULL;
     size_t cap = 0, len;
-    const char *j = data_join_title(&buf, &cap, "Title", 5, " | ", "text", 4, &len, &err);
+    const char *j = cb_data_join_title(&buf, &cap, "Title", 5, " | ", "text", 4, &len, &err);
     CHECK(j && len == 12 && !memcmp(j, "Title | text", 12));
-    CHECK(data_join_title(&buf, &cap, "  ", 2, " ", "text", 4, &len, &err) != buf && len == 4);
-    j = data_join_title(&buf, &cap, "Title", 5, " ", " ", 1, &len, &err);
+    CHECK(cb_data_join_title(&buf, &cap, "  ", 2, " ", "text", 4, &len, &err) != buf && len == 4);
+    j = cb_data_join_title(&buf, &cap, "Title", 5, " ", " ", 1, &len, &err);
     CHECK(len == 5 && !memcmp(j, "Title", 5));
-    CHECK(data_join_title(&buf, &cap, NULL, 0, " ", "t", 1, &len, &err)[0] == 't');
+    CHECK(cb_data_join_title(&buf, &cap, NULL, 0, " ", "t", 1, &len, &err)[0] == 't');
     free(buf);
     char *pn = cb_path_new("a/", "b", &err), *pm = cb_path_new("a", "b", &err);
     CHECK(!strcmp(pn, "a/b") && !strcmp(pm, "a/b"));
@@ -275,23 +275,23 @@ static void test_text(void) {
     free(pm);
 }
 
-/* rng_next is the splitmix64 stream: state += golden, output = rng_mix64
+/* cb_rng_next is the splitmix64 stream: state += golden, output = cb_rng_mix64
  * of the state before the add. */
 static void test_mix(void) {
     rng r;
-    rng_init(&r, 42, 7);
+    cb_rng_init(&r, 42, 7);
     uint64_t s = r.state;
     for (int i = 0; i < 100; i++) {
-        uint64_t want = rng_mix64(s);
+        uint64_t want = cb_rng_mix64(s);
         s += 0x9e3779b97f4a7c15ULL;
-        if (rng_next(&r) != want) {
+        if (cb_rng_next(&r) != want) {
             CHECK_MSG(0, "draw %d", i);
             return;
         }
     }
     CHECK(r.state == s);
     /* the published splitmix64 output for seed 0 (Vigna's reference code) */
-    CHECK(rng_mix64(0) == 0xe220a8397b1dcdafULL);
+    CHECK(cb_rng_mix64(0) == 0xe220a8397b1dcdafULL);
 }
 
 int main(void) {

@@ -5,49 +5,49 @@
 #include <math.h>
 
 /* out, inp: [n]; exact GELU 0.5 x (1 + erf(x / sqrt 2)) */
-void cpu_gelu_forward(ops_device *d, float *out, const float *inp, size_t n) {
+void cb_cpu_gelu_forward(ops_device *d, float *out, const float *inp, size_t n) {
     (void)d;
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + fast_erff(x * (float)M_SQRT1_2));
+        out[i] = 0.5f * x * (1.0f + cb_fast_erff(x * (float)M_SQRT1_2));
     }
 }
 
 /* forward: out = 0.5 x (1 + erf(x / sqrt 2)); dinp may alias dout */
-void cpu_gelu_backward(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n) {
+void cb_cpu_gelu_backward(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n) {
     (void)d;
     const float inv_sqrt_2pi = 0.3989422804014327f;
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
-        float cdf = 0.5f * (1.0f + fast_erff(x * (float)M_SQRT1_2));
-        float pdf = inv_sqrt_2pi * fast_expf(-0.5f * x * x);
+        float cdf = 0.5f * (1.0f + cb_fast_erff(x * (float)M_SQRT1_2));
+        float pdf = inv_sqrt_2pi * cb_fast_expf(-0.5f * x * x);
         dinp[i] = dout[i] * (cdf + x * pdf);
     }
 }
 
-void cpu_add(ops_device *d, float *out, const float *a, const float *b, size_t n) {
+void cb_cpu_add(ops_device *d, float *out, const float *a, const float *b, size_t n) {
     (void)d;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
 /* mask[n] = keep bits; x[n] = x * mask / (1 - p) */
-void cpu_dropout_forward(ops_device *d, float *x, uint8_t *mask, size_t n, float p, uint64_t seed,
+void cb_cpu_dropout_forward(ops_device *d, float *x, uint8_t *mask, size_t n, float p, uint64_t seed,
                          uint64_t stream) {
     (void)d;
     float scale = 1.0f / (1.0f - p);
-    uint64_t key = ops_dropout_key(seed, stream);
-    uint32_t thr = ops_dropout_thr(p);
+    uint64_t key = cb_ops_dropout_key(seed, stream);
+    uint32_t thr = cb_ops_dropout_thr(p);
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
-        mask[i] = (uint8_t)ops_keep_bit(key, i, thr);
+        mask[i] = (uint8_t)cb_ops_keep_bit(key, i, thr);
         x[i] = mask[i] ? x[i] * scale : 0.0f;
     }
 }
 
-void cpu_dropout_backward(ops_device *d, float *dx, const uint8_t *mask, size_t n, float p) {
+void cb_cpu_dropout_backward(ops_device *d, float *dx, const uint8_t *mask, size_t n, float p) {
     (void)d;
     float scale = 1.0f / (1.0f - p);
 #pragma omp parallel for schedule(static)

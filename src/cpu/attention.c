@@ -30,13 +30,13 @@ static int n_threads(void) {
  * score rows. Backward: three [ms, pad(ms)] blocks (probabilities, dropped
  * probabilities, their gradient) and K^T or V^T packed [D, pad(ms)]. */
 static size_t per_thread(int ms, int D, int train) {
-    size_t m8 = (size_t)attn_pad(ms);
+    size_t m8 = (size_t)cb_attn_pad(ms);
     size_t fwd = (size_t)D * m8 + (size_t)ms * D + ATTN_ROWS * m8;
     size_t bwd = 3 * (size_t)ms * m8 + (size_t)D * m8;
     return train && bwd > fwd ? bwd : fwd;
 }
 
-size_t cpu_attention_workspace(ops_device *d, int max_len, int head_dim, int train) {
+size_t cb_cpu_attention_workspace(ops_device *d, int max_len, int head_dim, int train) {
     (void)d;
     return (size_t)n_threads() * per_thread(max_len, head_dim, train) * sizeof(float);
 }
@@ -62,7 +62,7 @@ static void softmax_row(float *row, const uint8_t *kmask, int n) {
     float sum = 0;
 #pragma omp simd reduction(+ : sum)
     for (int j = 0; j < n; j++) {
-        float e = fast_expf(row[j] - mx);  /* -inf -> ~1e-38, zeroed below */
+        float e = cb_fast_expf(row[j] - mx);  /* -inf -> ~1e-38, zeroed below */
         row[j] = e;
         sum += e;
     }
@@ -80,66 +80,66 @@ static void softmax_row(float *row, const uint8_t *kmask, int n) {
 static void attention_rows(float *P, float *Pd, int ldp, const float *q, int ldq, int i0, int R, const float *KT,
                            const uint8_t *kmask, int n, int D, float scale, uint64_t key, uint32_t thr,
                            size_t base, float dscale) {
-    attn_scores(P, ldp, q + (size_t)i0 * ldq, ldq, R, KT, attn_pad(n), D, scale);
+    cb_attn_scores(P, ldp, q + (size_t)i0 * ldq, ldq, R, KT, cb_attn_pad(n), D, scale);
     for (int r = 0; r < R; r++) {
         float *row = P + (size_t)r * ldp;
         softmax_row(row, kmask, n);
         if (Pd) {
             float *out = Pd + (size_t)r * ldp;
             size_t b = base + (size_t)(i0 + r) * n;
-            for (int j = 0; j < n; j++) out[j] = ops_keep_bit(key, b + (size_t)j, thr) ? row[j] * dscale : 0.0f;
+            for (int j = 0; j < n; j++) out[j] = cb_ops_keep_bit(key, b + (size_t)j, thr) ? row[j] * dscale : 0.0f;
         }
     }
 }
 
-void cpu_attention_forward(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask, const ops_seqs *s,
+void cb_cpu_attention_forward(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask, const ops_seqs *s,
                            int H, int NH, float p_att, uint64_t seed, uint64_t stream, const ops_work *work) {
     (void)d;
     int D = H / NH, S = s->n_seq;
     float scale = 1.0f / sqrtf((float)D), dscale = p_att > 0 ? 1.0f / (1.0f - p_att) : 1.0f;
-    uint64_t key = ops_dropout_key(seed, stream);
-    uint32_t thr = ops_dropout_thr(p_att);
+    uint64_t key = cb_ops_dropout_key(seed, stream);
+    uint32_t thr = cb_ops_dropout_thr(p_att);
     size_t per = per_thread(s->max_len, D, 0);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int job = 0; job < S * NH; job++) {
         int sq = job / NH, h = job % NH;
-        int o = s->off[sq], n = s->off[sq + 1] - o, n8 = attn_pad(n);
+        int o = s->off[sq], n = s->off[sq + 1] - o, n8 = cb_attn_pad(n);
         CB_ASSERT(n <= s->max_len);
         const float *q = qkv + (size_t)o * 3 * H + (size_t)h * D, *k = q + H, *v = q + 2 * H;
         float *KT = thread_slice(work, per), *V = KT + (size_t)D * n8, *P = V + (size_t)n * D;
-        attn_pack_t(KT, n8, k, 3 * H, n, D);
+        cb_attn_pack_t(KT, n8, k, 3 * H, n, D);
         for (int j = 0; j < n; j++) memcpy(V + (size_t)j * D, v + (size_t)j * 3 * H, (size_t)D * sizeof(float));
         size_t base = s->att_off[sq] * NH + (size_t)h * n * n;
         for (int i0 = 0; i0 < n; i0 += ATTN_ROWS) {
             int R = n - i0 < ATTN_ROWS ? n - i0 : ATTN_ROWS;
             attention_rows(P, p_att > 0 ? P : NULL, n8, q, 3 * H, i0, R, KT, mask ? mask + o : NULL, n, D, scale,
                            key, thr, base, dscale);
-            attn_context(ctx + (size_t)(o + i0) * H + (size_t)h * D, H, P, n8, R, V, n, D);
+            cb_attn_context(ctx + (size_t)(o + i0) * H + (size_t)h * D, H, P, n8, R, V, n, D);
         }
     }
 }
 
-void cpu_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, const float *qkv,
+void cb_cpu_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, const float *qkv,
                             const uint8_t *mask, const ops_seqs *s, int H, int NH, float p_att, uint64_t seed,
                             uint64_t stream, const ops_work *work) {
     (void)d;
     int D = H / NH, S = s->n_seq;
     float scale = 1.0f / sqrtf((float)D), dscale = p_att > 0 ? 1.0f / (1.0f - p_att) : 1.0f;
-    uint64_t key = ops_dropout_key(seed, stream);
-    uint32_t thr = ops_dropout_thr(p_att);
+    uint64_t key = cb_ops_dropout_key(seed, stream);
+    uint32_t thr = cb_ops_dropout_thr(p_att);
     size_t per = per_thread(s->max_len, D, 1);
-    size_t blk = (size_t)s->max_len * attn_pad(s->max_len);
+    size_t blk = (size_t)s->max_len * cb_attn_pad(s->max_len);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int job = 0; job < S * NH; job++) {
         int sq = job / NH, h = job % NH;
-        int o = s->off[sq], n = s->off[sq + 1] - o, n8 = attn_pad(n);
+        int o = s->off[sq], n = s->off[sq + 1] - o, n8 = cb_attn_pad(n);
         CB_ASSERT(n <= s->max_len);
         const float *q = qkv + (size_t)o * 3 * H + (size_t)h * D, *k = q + H, *v = q + 2 * H;
         float *dq = d_qkv + (size_t)o * 3 * H + (size_t)h * D, *dk = dq + H, *dv = dq + 2 * H;
         const float *dc = d_ctx + (size_t)o * H + (size_t)h * D;
         float *P = thread_slice(work, per), *Pd = P + blk, *dP = Pd + blk, *KT = dP + blk;
         size_t base = s->att_off[sq] * NH + (size_t)h * n * n;
-        attn_pack_t(KT, n8, k, 3 * H, n, D);
+        cb_attn_pack_t(KT, n8, k, 3 * H, n, D);
         for (int i0 = 0; i0 < n; i0 += ATTN_ROWS) {
             int R = n - i0 < ATTN_ROWS ? n - i0 : ATTN_ROWS;
             attention_rows(P + (size_t)i0 * n8, p_att > 0 ? Pd + (size_t)i0 * n8 : NULL, n8, q, 3 * H, i0, R, KT,
@@ -148,10 +148,10 @@ void cpu_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, con
         const float *Pv = p_att > 0 ? Pd : P;
         /* forward: ctx = Pv @ v  ->  dv = Pv^T @ dctx ; dPv = dctx @ v^T */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, n, 1.0f, Pv, n8, dc, H, 0.0f, dv, 3 * H);
-        attn_pack_t(KT, n8, v, 3 * H, n, D);
+        cb_attn_pack_t(KT, n8, v, 3 * H, n, D);
         for (int i0 = 0; i0 < n; i0 += ATTN_ROWS) {
             int R = n - i0 < ATTN_ROWS ? n - i0 : ATTN_ROWS;
-            attn_scores(dP + (size_t)i0 * n8, n8, dc + (size_t)i0 * H, H, R, KT, n8, D, 1.0f);
+            cb_attn_scores(dP + (size_t)i0 * n8, n8, dc + (size_t)i0 * H, H, R, KT, n8, D, 1.0f);
         }
         /* through dropout: dropped elements (Pd == 0) get no gradient; where
          * P itself is 0 the softmax backward below zeroes it anyway */

@@ -10,9 +10,9 @@
 #define ATTN_AVX2 0
 #endif
 
-int attn_simd(void) { return ATTN_AVX2; }
+int cb_attn_simd(void) { return ATTN_AVX2; }
 
-void attn_pack_t(float *KT, int ldt, const float *K, int ldk, int n, int D) {
+void cb_attn_pack_t(float *KT, int ldt, const float *K, int ldk, int n, int D) {
     for (int d = 0; d < D; d++) {
         float *row = KT + (size_t)d * ldt;
         for (int j = 0; j < n; j++) row[j] = K[(size_t)j * ldk + d];
@@ -24,7 +24,7 @@ void attn_pack_t(float *KT, int ldt, const float *K, int ldk, int n, int D) {
 /* portable: loops over the contiguous index, which the compiler turns
  * into vector FMAs; each element's terms still add in order */
 
-void attn_scores_generic(float *S, int lds, const float *A, int lda, int R, const float *KT, int ldt, int D,
+void cb_attn_scores_generic(float *S, int lds, const float *A, int lda, int R, const float *KT, int ldt, int D,
                          float alpha) {
     for (int r = 0; r < R; r++) {
         float *s = S + (size_t)r * lds;
@@ -39,7 +39,7 @@ void attn_scores_generic(float *S, int lds, const float *A, int lda, int R, cons
     }
 }
 
-void attn_context_generic(float *C, int ldc, const float *P, int ldp, int R, const float *V, int n, int D) {
+void cb_attn_context_generic(float *C, int ldc, const float *P, int ldp, int R, const float *V, int n, int D) {
     for (int r = 0; r < R; r++) {
         float *c = C + (size_t)r * ldc;
         const float *p = P + (size_t)r * ldp;
@@ -85,7 +85,7 @@ static inline __attribute__((always_inline)) void scores_rows(float *S, int lds,
     if (j < ldt) scores_tile(S, lds, A, lda, R, KT, ldt, D, va, j, 1);
 }
 
-void attn_scores(float *S, int lds, const float *A, int lda, int R, const float *KT, int ldt, int D,
+void cb_attn_scores(float *S, int lds, const float *A, int lda, int R, const float *KT, int ldt, int D,
                  float alpha) {
     switch (R) {  /* a constant R each, so the tiles unroll into registers */
     case 6: scores_rows(S, lds, A, lda, 6, KT, ldt, D, alpha); break;
@@ -132,7 +132,7 @@ static inline __attribute__((always_inline)) void context_rows(float *C, int ldc
         }
 }
 
-void attn_context(float *C, int ldc, const float *P, int ldp, int R, const float *V, int n, int D) {
+void cb_attn_context(float *C, int ldc, const float *P, int ldp, int R, const float *V, int n, int D) {
     switch (R) {
     case 6: context_rows(C, ldc, P, ldp, 6, V, n, D); break;
     case 5: context_rows(C, ldc, P, ldp, 5, V, n, D); break;
@@ -145,13 +145,13 @@ void attn_context(float *C, int ldc, const float *P, int ldp, int R, const float
 
 #else
 
-void attn_scores(float *S, int lds, const float *A, int lda, int R, const float *KT, int ldt, int D,
+void cb_attn_scores(float *S, int lds, const float *A, int lda, int R, const float *KT, int ldt, int D,
                  float alpha) {
-    attn_scores_generic(S, lds, A, lda, R, KT, ldt, D, alpha);
+    cb_attn_scores_generic(S, lds, A, lda, R, KT, ldt, D, alpha);
 }
 
-void attn_context(float *C, int ldc, const float *P, int ldp, int R, const float *V, int n, int D) {
-    attn_context_generic(C, ldc, P, ldp, R, V, n, D);
+void cb_attn_context(float *C, int ldc, const float *P, int ldp, int R, const float *V, int n, int D) {
+    cb_attn_context_generic(C, ldc, P, ldp, R, V, n, D);
 }
 
 #endif

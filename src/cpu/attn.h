@@ -26,25 +26,25 @@
 
 /* n rounded up to a multiple of 8: the row stride of packed and score
  * buffers. */
-static inline int attn_pad(int n) { return (n + 7) & ~7; }
+static inline int cb_attn_pad(int n) { return (n + 7) & ~7; }
 
 /* KT[d * ldt + j] = K[j * ldk + d] for d < D, j < n; zero for n <= j < ldt. */
-void attn_pack_t(float *KT, int ldt, const float *K, int ldk, int n, int D);
+void cb_attn_pack_t(float *KT, int ldt, const float *K, int ldk, int n, int D);
 
 /* S[r * lds + j] = alpha * sum_d A[r * lda + d] * KT[d * ldt + j]
  * for r < R (1 <= R <= ATTN_ROWS) and j < ldt (a multiple of 8). */
-void attn_scores(float *S, int lds, const float *A, int lda, int R, const float *KT, int ldt, int D,
+void cb_attn_scores(float *S, int lds, const float *A, int lda, int R, const float *KT, int ldt, int D,
                  float alpha);
 
 /* C[r * ldc + c] = sum_{j < n} P[r * ldp + j] * V[j * D + c] for r < R
  * (1 <= R <= ATTN_ROWS), c < D; V is packed [n, D]. */
-void attn_context(float *C, int ldc, const float *P, int ldp, int R, const float *V, int n, int D);
+void cb_attn_context(float *C, int ldc, const float *P, int ldp, int R, const float *V, int n, int D);
 
-void attn_scores_generic(float *S, int lds, const float *A, int lda, int R, const float *KT, int ldt, int D,
+void cb_attn_scores_generic(float *S, int lds, const float *A, int lda, int R, const float *KT, int ldt, int D,
                          float alpha);
-void attn_context_generic(float *C, int ldc, const float *P, int ldp, int R, const float *V, int n, int D);
+void cb_attn_context_generic(float *C, int ldc, const float *P, int ldp, int R, const float *V, int n, int D);
 
 /* 1 when this build uses the AVX2/FMA kernels. */
-int attn_simd(void);
+int cb_attn_simd(void);
 
 #endif

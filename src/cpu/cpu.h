@@ -18,62 +18,62 @@
 #define CB_CPU_H
 #include "../ops.h"
 
-const ops_backend *cpu_backend(void);
+const ops_backend *cb_cpu_backend(void);
 
-void cpu_linear_forward(ops_device *d, float *out, const float *inp, const float *w, const float *b, int T,
+void cb_cpu_linear_forward(ops_device *d, float *out, const float *inp, const float *w, const float *b, int T,
                         int C, int OC);
-void cpu_linear_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout, const float *inp,
+void cb_cpu_linear_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout, const float *inp,
                          const float *w, int T, int C, int OC, int acc);
 
-void cpu_embed_forward(ops_device *d, float *out, const int32_t *ids, const int32_t *pos, const int32_t *types,
+void cb_cpu_embed_forward(ops_device *d, float *out, const int32_t *ids, const int32_t *pos, const int32_t *types,
                        const float *word, const float *pos_emb, const float *type_emb, int T, int H);
-void cpu_embed_backward(ops_device *d, float *dword, float *dpos, float *dtype, const float *dout,
+void cb_cpu_embed_backward(ops_device *d, float *dword, float *dpos, float *dtype, const float *dout,
                         const int32_t *ids, const int32_t *pos, const int32_t *types, int T, int H);
 
-void cpu_layernorm_forward(ops_device *d, float *out, float *mean, float *rstd, const float *inp,
+void cb_cpu_layernorm_forward(ops_device *d, float *out, float *mean, float *rstd, const float *inp,
                            const float *w, const float *b, int T, int C, float eps);
-void cpu_layernorm_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout,
+void cb_cpu_layernorm_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, const float *mean, const float *rstd, int T,
                             int C);
 
-void cpu_gelu_forward(ops_device *d, float *out, const float *inp, size_t n);
-void cpu_gelu_backward(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n);
-void cpu_add(ops_device *d, float *out, const float *a, const float *b, size_t n);
-void cpu_dropout_forward(ops_device *d, float *x, uint8_t *mask, size_t n, float p, uint64_t seed,
+void cb_cpu_gelu_forward(ops_device *d, float *out, const float *inp, size_t n);
+void cb_cpu_gelu_backward(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n);
+void cb_cpu_add(ops_device *d, float *out, const float *a, const float *b, size_t n);
+void cb_cpu_dropout_forward(ops_device *d, float *x, uint8_t *mask, size_t n, float p, uint64_t seed,
                          uint64_t stream);
-void cpu_dropout_backward(ops_device *d, float *dx, const uint8_t *mask, size_t n, float p);
+void cb_cpu_dropout_backward(ops_device *d, float *dx, const uint8_t *mask, size_t n, float p);
 
-size_t cpu_attention_workspace(ops_device *d, int max_len, int head_dim, int train);
-void cpu_attention_forward(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask, const ops_seqs *s,
+size_t cb_cpu_attention_workspace(ops_device *d, int max_len, int head_dim, int train);
+void cb_cpu_attention_forward(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask, const ops_seqs *s,
                            int H, int NH, float p, uint64_t seed, uint64_t stream, const ops_work *work);
-void cpu_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, const float *qkv,
+void cb_cpu_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, const float *qkv,
                             const uint8_t *mask, const ops_seqs *s, int H, int NH, float p, uint64_t seed,
                             uint64_t stream, const ops_work *work);
 
-void cpu_keep_relu_forward(ops_device *d, float *x, const uint8_t *keep, int relu, int T, int D);
-void cpu_keep_relu_backward(ops_device *d, float *dx, const float *x, const uint8_t *keep, int relu, int T,
+void cb_cpu_keep_relu_forward(ops_device *d, float *x, const uint8_t *keep, int relu, int T, int D);
+void cb_cpu_keep_relu_backward(ops_device *d, float *dx, const float *x, const uint8_t *keep, int relu, int T,
                             int D);
-void cpu_l2norm_forward(ops_device *d, float *out, float *norm, const float *inp, int T, int D);
-void cpu_l2norm_backward(ops_device *d, float *dinp, const float *dout, const float *out, const float *norm,
+void cb_cpu_l2norm_forward(ops_device *d, float *out, float *norm, const float *inp, int T, int D);
+void cb_cpu_l2norm_backward(ops_device *d, float *dinp, const float *dout, const float *out, const float *norm,
                          int T, int D);
 
-size_t cpu_maxsim_workspace(ops_device *d, int Lq, size_t doc_rows);
-void cpu_maxsim_forward(ops_device *d, float *scores, int32_t *argmax, const float *qv, const float *dv,
+size_t cb_cpu_maxsim_workspace(ops_device *d, int Lq, size_t doc_rows);
+void cb_cpu_maxsim_forward(ops_device *d, float *scores, int32_t *argmax, const float *qv, const float *dv,
                         const int *d_off, const int *d_off_host, const uint8_t *d_keep, int group, int nq,
                         int nd, int Lq, int D, const ops_work *work);
-void cpu_maxsim_backward(ops_device *d, float *d_qv, float *d_dv, const float *d_scores, const int32_t *argmax,
+void cb_cpu_maxsim_backward(ops_device *d, float *d_qv, float *d_dv, const float *d_scores, const int32_t *argmax,
                          const float *qv, const float *dv, int group, int nq, int nd, int Lq, int D);
 
-float cpu_loss(ops_device *d, float *d_scores, loss_parts *parts, const float *scores, const float *teacher,
+float cb_cpu_loss(ops_device *d, float *d_scores, loss_parts *parts, const float *scores, const float *teacher,
                const loss_config *c, int B);
 /* The row kernels of the losses (for finite-difference tests): gradients
  * add (+=) scale times the derivative into dx. */
 /* scale * CE(x restricted to the columns outside [skip_lo, skip_hi), target) */
-double cpu_loss_ce_row(float *dx, const float *x, int target, int skip_lo, int skip_hi, double scale, int C);
+double cb_cpu_loss_ce_row(float *dx, const float *x, int target, int skip_lo, int skip_hi, double scale, int C);
 /* scale * KL(p_t || softmax(x)), p_t = softmax(alpha * teacher) */
-double cpu_loss_kl_row(float *dx, const float *x, const float *teacher, float alpha, double scale, int C);
+double cb_cpu_loss_kl_row(float *dx, const float *x, const float *teacher, float alpha, double scale, int C);
 
-float cpu_clip_grad_norm(ops_device *d, float *grads, size_t n, float max_norm);
-void cpu_adamw(ops_device *d, float *params, const float *grads, float *m, float *v, size_t n,
+float cb_cpu_clip_grad_norm(ops_device *d, float *grads, size_t n, float max_norm);
+void cb_cpu_adamw(ops_device *d, float *params, const float *grads, float *m, float *v, size_t n,
                const adamw_config *c, long t);
 #endif

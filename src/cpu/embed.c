@@ -5,7 +5,7 @@
 #define COL_BLOCK 64
 
 /* out: [T, H]; ids, pos, types: [T] (types NULL: all 0) */
-void cpu_embed_forward(ops_device *d, float *out, const int32_t *ids, const int32_t *pos, const int32_t *types,
+void cb_cpu_embed_forward(ops_device *d, float *out, const int32_t *ids, const int32_t *pos, const int32_t *types,
                        const float *word, const float *pos_emb, const float *type_emb, int T, int H) {
     (void)d;
 #pragma omp parallel for schedule(static)
@@ -21,7 +21,7 @@ void cpu_embed_forward(ops_device *d, float *out, const int32_t *ids, const int3
 
 /* Threads own blocks of columns and walk every token in order, so each
  * row's sum runs in token order: deterministic. */
-void cpu_embed_backward(ops_device *d, float *dword, float *dpos, float *dtype, const float *dout,
+void cb_cpu_embed_backward(ops_device *d, float *dword, float *dpos, float *dtype, const float *dout,
                         const int32_t *ids, const int32_t *pos, const int32_t *types, int T, int H) {
     (void)d;
 #pragma omp parallel for schedule(static)

@@ -9,7 +9,7 @@
 #define NORM_EPS 1e-12f     /* F.normalize's eps */
 
 /* x: [T, D] in place; keep: [T] or NULL */
-void cpu_keep_relu_forward(ops_device *d, float *x, const uint8_t *keep, int relu, int T, int D) {
+void cb_cpu_keep_relu_forward(ops_device *d, float *x, const uint8_t *keep, int relu, int T, int D) {
     (void)d;
     if (!relu && !keep) return;
 #pragma omp parallel for schedule(static)
@@ -24,7 +24,7 @@ void cpu_keep_relu_forward(ops_device *d, float *x, const uint8_t *keep, int rel
 }
 
 /* forward: x = keep * relu(x0); x > 0 is relu's derivative */
-void cpu_keep_relu_backward(ops_device *d, float *dx, const float *x, const uint8_t *keep, int relu, int T,
+void cb_cpu_keep_relu_backward(ops_device *d, float *dx, const float *x, const uint8_t *keep, int relu, int T,
                             int D) {
     (void)d;
     if (!relu && !keep) return;
@@ -38,7 +38,7 @@ void cpu_keep_relu_backward(ops_device *d, float *dx, const float *x, const uint
     }
 }
 
-void cpu_l2norm_forward(ops_device *d, float *out, float *norm, const float *inp, int T, int D) {
+void cb_cpu_l2norm_forward(ops_device *d, float *out, float *norm, const float *inp, int T, int D) {
     (void)d;
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; t++) {
@@ -56,7 +56,7 @@ void cpu_l2norm_forward(ops_device *d, float *out, float *norm, const float *inp
  * Unclamped: dx = (dy - y <y, dy>) / n. Clamped (||x|| < eps, e.g. a masked
  * zero vector): n is a constant, dx = dy / eps. A row's dy is read fully
  * before its dx is written, so dinp may alias dout. */
-void cpu_l2norm_backward(ops_device *d, float *dinp, const float *dout, const float *out, const float *norm,
+void cb_cpu_l2norm_backward(ops_device *d, float *dinp, const float *dout, const float *out, const float *norm,
                          int T, int D) {
     (void)d;
 #pragma omp parallel for schedule(static)

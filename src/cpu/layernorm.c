@@ -7,7 +7,7 @@
 #define COL_BLOCK 64
 
 /* out, inp: [T, C]; mean, rstd: [T]; w, b: [C] */
-void cpu_layernorm_forward(ops_device *d, float *out, float *mean, float *rstd, const float *inp,
+void cb_cpu_layernorm_forward(ops_device *d, float *out, float *mean, float *rstd, const float *inp,
                            const float *w, const float *b, int T, int C, float eps) {
     (void)d;
 #pragma omp parallel for schedule(static)
@@ -28,7 +28,7 @@ void cpu_layernorm_forward(ops_device *d, float *out, float *mean, float *rstd, 
 
 /* forward: out = (inp - mean) * rstd * w + b, per row of C.
  * dinp: [T, C] (overwritten); dw, db: [C] (+=); dout, inp: [T, C] */
-void cpu_layernorm_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout,
+void cb_cpu_layernorm_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, const float *mean, const float *rstd, int T,
                             int C) {
     (void)d;

@@ -18,7 +18,7 @@ static double lse_skip(const float *x, int lo, int hi, int C) {
 }
 
 /* CE = lse(x) - x[target]; dCE/dx_j = softmax_j - [j == target] */
-double cpu_loss_ce_row(float *dx, const float *x, int target, int skip_lo, int skip_hi, double scale, int C) {
+double cb_cpu_loss_ce_row(float *dx, const float *x, int target, int skip_lo, int skip_hi, double scale, int C) {
     CB_ASSERT(target < skip_lo || target >= skip_hi);
     double lse = lse_skip(x, skip_lo, skip_hi, C);
     for (int j = 0; j < C; j++) {
@@ -31,7 +31,7 @@ double cpu_loss_ce_row(float *dx, const float *x, int target, int skip_lo, int s
 
 /* KL = sum_j p_t,j (log p_t,j - log p_s,j); dKL/dx_j = p_s,j - p_t,j
  * (sum_j p_t,j = 1). */
-double cpu_loss_kl_row(float *dx, const float *x, const float *teacher, float alpha, double scale, int C) {
+double cb_cpu_loss_kl_row(float *dx, const float *x, const float *teacher, float alpha, double scale, int C) {
     double mt = -INFINITY, st = 0;
     for (int j = 0; j < C; j++) {
         double a = (double)(teacher[j] * alpha);   /* fp32 product, as torch */
@@ -47,25 +47,25 @@ double cpu_loss_kl_row(float *dx, const float *x, const float *teacher, float al
     return scale * kl;
 }
 
-float cpu_loss(ops_device *d, float *d_scores, loss_parts *parts, const float *scores, const float *teacher,
+float cb_cpu_loss(ops_device *d, float *d_scores, loss_parts *parts, const float *scores, const float *teacher,
                const loss_config *c, int B) {
     (void)d;
-    int nway = c->nway, cols = loss_score_cols(c, B);
+    int nway = c->nway, cols = cb_loss_score_cols(c, B);
     CB_ASSERT(nway >= 1 && B >= 1 && c->accumsteps >= 1);
     memset(d_scores, 0, (size_t)B * cols * sizeof(float));
     /* both losses are means over the B queries, then / accumsteps */
     double scale = 1.0 / ((double)B * c->accumsteps), main = 0, ib = 0;
     for (int b = 0; b < B && c->contrastive; b++)
-        main += cpu_loss_ce_row(d_scores + (size_t)b * cols, scores + (size_t)b * cols, b * nway, 0, 0, scale, cols);
+        main += cb_cpu_loss_ce_row(d_scores + (size_t)b * cols, scores + (size_t)b * cols, b * nway, 0, 0, scale, cols);
     for (int b = 0; b < B && !c->contrastive; b++) {
         size_t own = (size_t)b * cols + (c->use_ib_negatives ? (size_t)b * nway : 0);
         if (teacher)
-            main += cpu_loss_kl_row(d_scores + own, scores + own, teacher + (size_t)b * nway,
+            main += cb_cpu_loss_kl_row(d_scores + own, scores + own, teacher + (size_t)b * nway,
                                 c->distillation_alpha, scale, nway);
         else
-            main += cpu_loss_ce_row(d_scores + own, scores + own, 0, 0, 0, scale, nway);
+            main += cb_cpu_loss_ce_row(d_scores + own, scores + own, 0, 0, 0, scale, nway);
         if (c->use_ib_negatives)
-            ib += cpu_loss_ce_row(d_scores + (size_t)b * cols, scores + (size_t)b * cols, b * nway,
+            ib += cb_cpu_loss_ce_row(d_scores + (size_t)b * cols, scores + (size_t)b * cols, b * nway,
                               b * nway + 1, b * nway + nway, scale, cols);
     }
     if (parts) {

@@ -10,7 +10,7 @@
 #define COL_BLOCK 64
 
 /* out: [T, OC]; inp: [T, C]; w: [OC, C]; b: [OC] or NULL */
-void cpu_linear_forward(ops_device *d, float *out, const float *inp, const float *w, const float *b, int T,
+void cb_cpu_linear_forward(ops_device *d, float *out, const float *inp, const float *w, const float *b, int T,
                         int C, int OC) {
     (void)d;
     if (b) {
@@ -22,7 +22,7 @@ void cpu_linear_forward(ops_device *d, float *out, const float *inp, const float
 }
 
 /* forward: out[T, OC] = inp[T, C] @ w[OC, C]^T + b */
-void cpu_linear_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout, const float *inp,
+void cb_cpu_linear_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout, const float *inp,
                          const float *w, int T, int C, int OC, int acc) {
     (void)d;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, OC, 1.0f, dout, OC, w, C,

@@ -5,7 +5,7 @@
 
 #define MAXSIM_EMPTY -9999.0f
 
-size_t cpu_maxsim_workspace(ops_device *d, int Lq, size_t doc_rows) {
+size_t cb_cpu_maxsim_workspace(ops_device *d, int Lq, size_t doc_rows) {
     (void)d;
     return (size_t)Lq * doc_rows * sizeof(float);
 }
@@ -13,7 +13,7 @@ size_t cpu_maxsim_workspace(ops_device *d, int Lq, size_t doc_rows) {
 /* Per query, one GEMM gives the similarities of its Lq vectors with every
  * row of the documents it meets (into the workspace); the max per document
  * runs over those. */
-void cpu_maxsim_forward(ops_device *d, float *scores, int32_t *argmax, const float *qv, const float *dv,
+void cb_cpu_maxsim_forward(ops_device *d, float *scores, int32_t *argmax, const float *qv, const float *dv,
                         const int *d_off, const int *d_off_host, const uint8_t *d_keep, int group, int nq,
                         int nd, int Lq, int D, const ops_work *work) {
     (void)d;
@@ -52,7 +52,7 @@ void cpu_maxsim_forward(ops_device *d, float *scores, int32_t *argmax, const flo
 }
 
 /* forward: score(q, d) = sum_i <Q[q, i], dv[argmax_i]> */
-void cpu_maxsim_backward(ops_device *d, float *d_qv, float *d_dv, const float *d_scores, const int32_t *argmax,
+void cb_cpu_maxsim_backward(ops_device *d, float *d_qv, float *d_dv, const float *d_scores, const int32_t *argmax,
                          const float *qv, const float *dv, int group, int nq, int nd, int Lq, int D) {
     (void)d;
     int G = group > 0 ? group : nd;

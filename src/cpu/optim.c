@@ -5,7 +5,7 @@
 
 #include <math.h>
 
-float cpu_clip_grad_norm(ops_device *d, float *grads, size_t n, float max_norm) {
+float cb_cpu_clip_grad_norm(ops_device *d, float *grads, size_t n, float max_norm) {
     (void)d;
     double ss = 0;
 #pragma omp parallel for reduction(+ : ss) schedule(static)
@@ -19,7 +19,7 @@ float cpu_clip_grad_norm(ops_device *d, float *grads, size_t n, float max_norm) 
     return total;
 }
 
-void cpu_adamw(ops_device *d, float *params, const float *grads, float *m, float *v, size_t n,
+void cb_cpu_adamw(ops_device *d, float *params, const float *grads, float *m, float *v, size_t n,
                const adamw_config *c, long t) {
     (void)d;
     CB_ASSERT(t >= 1);
