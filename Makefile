@@ -46,7 +46,7 @@ CLIHDR   := $(wildcard cli/*.h)
 BUILD    := build
 SAN      := build-san
 
-.PHONY: all test unit unit-san pytest setup demo bench clean
+.PHONY: print-libs all test unit unit-san pytest setup demo bench clean
 all: $(BUILD)/colbert $(BUILD)/libcolbert.a
 
 # ---- release build -------------------------------------------------------
@@ -103,6 +103,9 @@ bench: setup all $(BUILD)/bench/bench_step
 
 demo: setup all
 	bash scripts/demo.sh
+
+print-libs:
+	@echo $(DEP_LIBS)
 
 clean:
 	rm -rf $(BUILD) $(SAN)

@@ -282,17 +282,6 @@ static int copy_file(const char *src, const char *dst, cb_err *err) {
     return rc;
 }
 
-static int write_json(const char *path, json_t *j, cb_err *err) {
-    char *tmp;
-    FILE *f = cb_out_open(path, &tmp, err);
-    if (!f) return -1;
-    if (json_dumpf(j, f, JSON_INDENT(2) | JSON_SORT_KEYS)) {
-        cb_out_abort(f, tmp);
-        return cb_err_set(err, "%s: cannot write", path);
-    }
-    return cb_out_commit(f, tmp, path, err);
-}
-
 int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params, const float *linear,
                   const colbert_config *cc, const char *src_dir, const char *extra_meta, cb_err *err) {
     size_t dl = strlen(dir);
@@ -333,7 +322,7 @@ int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params
     if (!cfg) { rc = cb_err_set(err, "%s/config.json:%d: %s", src_dir, je.line, je.text); goto done; }
     json_object_set_new(cfg, "architectures", json_pack("[s]", "HF_ColBERT"));
     p = cb_path_join(tmp, "config.json");
-    if ((rc = write_json(p, cfg, err))) goto done;
+    if ((rc = cb_json_write(p, cfg, err))) goto done;
     free(p); p = NULL;
 
     /* tokenizer files */
@@ -359,7 +348,7 @@ int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params
         json_decref(x);
     }
     p = cb_path_join(tmp, "artifact.metadata");
-    if ((rc = write_json(p, meta, err))) goto done;
+    if ((rc = cb_json_write(p, meta, err))) goto done;
     free(p); p = NULL;
 
     /* into place: the old directory (if any) moves aside first */

@@ -174,3 +174,14 @@ json_t *cb_json_load(const char *path, size_t flags, cb_err *err) {
         cb_err_set(err, "%s: invalid JSON: %s (line %d, column %d)", path, je.text, je.line, je.column);
     return root;
 }
+
+int cb_json_write(const char *path, const json_t *j, cb_err *err) {
+    char *tmp;
+    FILE *f = cb_out_open(path, &tmp, err);
+    if (!f) return -1;
+    if (json_dumpf(j, f, JSON_INDENT(2) | JSON_SORT_KEYS) || fputc('\n', f) == EOF) {
+        cb_out_abort(f, tmp);
+        return cb_err_set(err, "%s: cannot write", path);
+    }
+    return cb_out_commit(f, tmp, path, err);
+}

@@ -71,4 +71,7 @@ int cb_remove_tree(const char *path, cb_err *err);
  * Declared with the struct tag so that this header does not pull in
  * jansson.h; callers that use the result include it. */
 struct json_t *cb_json_load(const char *path, size_t flags, cb_err *err);
+/* Write j to path atomically (as above): indented by 2, keys sorted, a
+ * final newline. 0, or -1 with err. */
+int cb_json_write(const char *path, const struct json_t *j, cb_err *err);
 #endif

@@ -5,8 +5,14 @@
  * ColBERT from a ColBERT checkpoint or from a plain BERT-like encoder, and
  * writes Hugging Face checkpoints that colbert-ai, RAGatouille and PyLate
  * load unchanged. Build: `make` gives build/libcolbert.a; link with
- *   -fopenmp build/libcolbert.a $(pkg-config --libs openblas) -ljansson -lutf8proc -lm
+ *   -fopenmp build/libcolbert.a $(pkg-config --libs openblas jansson libutf8proc) -lm
+ * (plus $(pkg-config --libs cairo) when it was built with cairo, and the CUDA
+ * libraries when it was built with CUDA: `make print-libs` prints the line)
  * and compile with -Isrc $(pkg-config --cflags openblas).
+ *
+ * Every symbol the library exports, and every inline function of its
+ * headers, starts with cb_ (module_verb behind it: cb_bert_forward,
+ * cb_trainer_train), so it links beside other code.
  *
  * The whole job, as RAGatouille's RAGTrainer does it (train.h):
  *
@@ -29,6 +35,9 @@
  *                 cache), read config.json and the sentence-transformers files
  *   tokenizer.h   Hugging Face BERT WordPiece, id for id
  *   safetensors.h read (validated, memory-mapped) and write .safetensors
+ *   ops.h         the compute interface: devices (cb_ops_open "cpu" / "cuda"),
+ *                 device buffers, and every operation the model runs; the CPU
+ *                 backend is src/cpu/, a CUDA one mirrors it in src/cuda/
  *   bert.h        the BERT encoder: forward and backward on packed batches
  *   encoder.h     text -> sentence embeddings, as sentence-transformers
  *   colmodel.h    a ColBERT model: load, save, encode queries and documents
@@ -41,7 +50,8 @@
  * Conventions. Functions that can fail because of the world (files, input,
  * memory) return non-zero or NULL and fill a cb_err (common.h) whose msg
  * names the file, line or byte, what was expected and what was found; they
- * never exit. Broken invariants abort with file and line (CB_ASSERT).
+ * never exit (an allocation sized by the data, a model or a batch that
+ * fails is such an error). Broken invariants abort with file and line (CB_ASSERT).
  * Objects come in _load/_new and _free pairs; a caller frees what it loads.
  * Output files are written under a temporary name and renamed when
  * complete. Threads: OpenMP (omp_set_num_threads) and OpenBLAS.

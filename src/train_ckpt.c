@@ -18,18 +18,6 @@
 /* Best effort: a leftover is cleaned up by the next run. */
 static void remove_quietly(const char *path) { cb_remove_tree(path, NULL); }
 
-int cb_train_write_json(const char *path, json_t *j, cb_err *err) {
-    char *tmp;
-    FILE *f = cb_out_open(path, &tmp, err);
-    if (!f) return -1;
-    if (json_dumpf(j, f, JSON_INDENT(2) | JSON_SORT_KEYS)) {
-        cb_out_abort(f, tmp);
-        return cb_err_set(err, "%s: cannot write", path);
-    }
-    fputc('\n', f);
-    return cb_out_commit(f, tmp, path, err);
-}
-
 char *cb_train_fmt(const char *f, ...) {
     va_list ap;
     va_start(ap, f);
@@ -292,7 +280,7 @@ int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
         json_object_set_new(j, "epoch", json_integer(step / r->spe));
         json_object_set_new(j, "batch_in_epoch", json_integer(step % r->spe));
         char *p = cb_path_join(part, STATE_JSON);
-        rc = cb_train_write_json(p, j, err);
+        rc = cb_json_write(p, j, err);
         free(p);
         json_decref(j);
         if (rc) r->n_hist--;

@@ -145,7 +145,6 @@ int cb_train_best_index(const run *r);
 /* Remove the leftovers of a killed run (partial and half-deleted checkpoints). */
 void cb_train_clean_run_dir(const char *dir);
 char *cb_train_fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-int cb_train_write_json(const char *path, json_t *j, cb_err *err);
 char *cb_train_dir_of(const char *path);
 
 /* train_curve.c */
