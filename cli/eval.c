@@ -3,7 +3,9 @@
 #include "args.h"
 #include "cli.h"
 #include "colmodel.h"
+#include "encoder.h"
 #include "eval.h"
+#include "miner.h"
 #include "progress.h"
 
 #include <limits.h>
@@ -33,6 +35,10 @@ static const char *EVAL_HELP =
     "  --depth N          documents per query in the run file (default 100)\n"
     "  --score-run FILE   score this TREC run file instead of a model (trec_eval's\n"
     "                     order: score descending, then docid descending)\n"
+    "  --dense            rank with the model as a dense sentence encoder instead\n"
+    "                     (its sentence-transformers pooling, cosine similarity,\n"
+    "                     exact search; --doc-maxlen caps its tokens): the dense\n"
+    "                     model a ColBERT starts from, scored by the same evaluator\n"
     "  --doc-maxlen N     tokens per document (default: the model's doc_maxlen)\n"
     "  --query-maxlen N   tokens per query (default: the model's query_maxlen)\n"
     "  --max-queries N    only the first N queries of the split\n"
@@ -88,7 +94,7 @@ static void report(const eval_metrics *m, const eval_data *d, const char *datase
 }
 
 enum { OPT_MODEL = 256, OPT_DATASET, OPT_SPLIT, OPT_RUN, OPT_DEPTH, OPT_SCORE_RUN, OPT_DOC_MAXLEN,
-       OPT_QUERY_MAXLEN, OPT_MAX_QUERIES, OPT_DIM, OPT_SEED, OPT_THREADS, OPT_QUIET };
+       OPT_QUERY_MAXLEN, OPT_MAX_QUERIES, OPT_DIM, OPT_SEED, OPT_THREADS, OPT_QUIET, OPT_DENSE };
 static const struct option EVAL_OPTS[] = {
     {"model", required_argument, NULL, OPT_MODEL},
     {"dataset", required_argument, NULL, OPT_DATASET},
@@ -103,13 +109,54 @@ static const struct option EVAL_OPTS[] = {
     {"seed", required_argument, NULL, OPT_SEED},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"quiet", no_argument, NULL, OPT_QUIET},
+    {"dense", no_argument, NULL, OPT_DENSE},
     {"help", no_argument, NULL, 'h'},
     {0, 0, 0, 0}};
+
+/* The dense ranking: sentence embeddings of the corpus and the queries
+ * (the model's pooling, unit length), exact cosine top D per query.
+ * t[1..4]: model, queries, documents, search seconds. */
+static int dense_rank(const char *model, const eval_data *d, int D, int max_len, int quiet, int32_t **top,
+                      float **top_score, double *t, cb_err *err) {
+    double t1 = cb_now();
+    encoder e;
+    if (cb_encoder_load(&e, cb_ops_cpu(), model, max_len, err)) return -1;
+    e.quiet = quiet;
+    t[1] = cb_now() - t1;
+    size_t nq = d->n_queries, nd = d->n_docs, H = (size_t)e.bert.cfg.hidden_size;
+    float *q = cb_malloc((nq ? nq : 1) * H * sizeof(float), "the query embeddings", err);
+    float *dv = q ? cb_malloc((nd ? nd : 1) * H * sizeof(float), "the document embeddings", err) : NULL;
+    *top = dv ? cb_malloc((nq ? nq : 1) * (size_t)D * sizeof(int32_t), "the ranking", err) : NULL;
+    *top_score = *top ? cb_malloc((nq ? nq : 1) * (size_t)D * sizeof(float), "the ranking", err) : NULL;
+    int rc = *top_score ? 0 : -1;
+    if (!rc) {
+        t1 = cb_now();
+        rc = cb_encoder_embed(&e, d->query_text, d->query_len, (int)nq, q, err);
+        t[2] = cb_now() - t1;
+    }
+    if (!rc) {
+        t1 = cb_now();
+        rc = cb_encoder_embed(&e, d->doc_text, d->doc_len, (int)nd, dv, err);
+        t[3] = cb_now() - t1;
+    }
+    if (!rc) {
+        t1 = cb_now();
+        cb_miner_normalize(q, nq, (int)H);
+        cb_miner_normalize(dv, nd, (int)H);
+        if (cb_miner_topk_exact(*top, *top_score, q, nq, dv, nd, (int)H, D))
+            rc = cb_err_set(err, "out of memory: the dense search");
+        t[4] = cb_now() - t1;
+    }
+    free(q);
+    free(dv);
+    cb_encoder_free(&e);
+    return rc;
+}
 
 int cli_eval(int argc, char **argv) {
     const char *model = NULL, *dataset = NULL, *split = "test", *run = NULL, *score_run = NULL;
     long long depth = 100, doc_maxlen = 0, query_maxlen = 0, max_queries = 0, dim = 0, seed = 12345, threads = 0;
-    int quiet = 0;
+    int quiet = 0, dense = 0;
     cli_args a;
     cli_args_init(&a, "eval", argc, argv, EVAL_OPTS);
     for (int c; (c = cli_args_next(&a)) != -1;) {
@@ -129,6 +176,7 @@ int cli_eval(int argc, char **argv) {
         case OPT_SEED: bad = cli_args_int(&a, 0, LLONG_MAX, &seed); break;
         case OPT_THREADS: bad = cli_args_int(&a, 1, 4096, &threads); break;
         case OPT_QUIET: quiet = 1; break;
+        case OPT_DENSE: dense = 1; break;
         default: return CLI_USAGE;
         }
         if (bad) return CLI_USAGE;
@@ -137,6 +185,7 @@ int cli_eval(int argc, char **argv) {
     if (!dataset) return cli_usage_error(a.cmd, "missing required option '--dataset'");
     if (!model && !score_run) return cli_usage_error(a.cmd, "missing required option '--model' (or '--score-run')");
     if (model && score_run) return cli_usage_error(a.cmd, "options '--model' and '--score-run' exclude each other");
+    if (dense && !model) return cli_usage_error(a.cmd, "option '--dense' needs '--model'");
     cli_set_threads((int)threads);
     double t[6] = {0}, t0 = cb_now(), t1;
     cb_err err = {{0}};
@@ -166,6 +215,21 @@ int cli_eval(int argc, char **argv) {
         goto done;
     }
 
+    if (dense) {
+        if (dense_rank(model, &d, D, (int)doc_maxlen, quiet, &top, &top_score, t, &err)) {
+            fprintf(stderr, "colbert: error: %s\n", err.msg);
+            goto done;
+        }
+        cb_eval_score(&m, NULL, &d, top, D);
+        if (run && cb_eval_write_run(run, &d, top, top_score, D, (int)depth, "colbert.c-dense", &err)) {
+            fprintf(stderr, "colbert: error: %s\n", err.msg);
+            goto done;
+        }
+        t[5] = cb_now() - t0;
+        report(&m, &d, dataset, split, model, 0, t, 1);
+        ret = 0;
+        goto done;
+    }
     t1 = cb_now();
     if (cb_colmodel_load(&cm, cb_ops_cpu(), model, (int)dim, (uint64_t)seed, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);

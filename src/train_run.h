@@ -66,6 +66,7 @@ typedef struct val_set {
     int *d_len;                 /* [nd] */
     size_t *d_off;              /* [nd + 1] token offsets */
     uint8_t *d_keep;            /* [tokens] */
+    uint32_t *tie;              /* [nd] equal scores: the lower first (colbert eval's order), or NULL */
     size_t *rel_off;            /* [nq + 1] judgements of query q: rel_off[q] .. rel_off[q+1] */
     uint32_t *rel_doc;          /*   document index, sorted within a query */
     int32_t *rel_grade;         /*   grade (> 0 relevant) */

@@ -28,7 +28,7 @@
 
 void cb_train_val_free(val_set *v) {
     free(v->q_ids); free(v->q_mask); free(v->q_len);
-    free(v->d_ids); free(v->d_len); free(v->d_off); free(v->d_keep);
+    free(v->d_ids); free(v->d_len); free(v->d_off); free(v->d_keep); free(v->tie);
     free(v->rel_off); free(v->rel_doc); free(v->rel_grade);
     free(v->t_q); free(v->t_d);
     free(v->c_off); free(v->c_doc); free(v->c_pos);
@@ -231,7 +231,11 @@ int cb_train_val_build_beir(run *r, const char *dir, const char *split, cb_err *
     v->rel_grade = v->rel_doc ? cb_malloc((nj ? nj : 1) * sizeof(int32_t), "the validation qrels", err) : NULL;
     dt = v->rel_grade ? cb_malloc((size_t)(v->nd ? v->nd : 1) * sizeof *dt, "the validation set", err) : NULL;
     dl = dt ? cb_malloc((size_t)(v->nd ? v->nd : 1) * sizeof *dl, "the validation set", err) : NULL;
-    if (!dl) goto done;
+    v->tie = dl ? cb_malloc((size_t)(v->nd ? v->nd : 1) * sizeof(uint32_t), "the validation set", err) : NULL;
+    if (!v->tie) goto done;
+    /* ties as colbert eval breaks them (document id order), so that a
+     * validation on the whole corpus is exactly colbert eval of the split */
+    for (int i = 0; i < v->nd; i++) v->tie[i] = d.doc_tie[docs[i]];
     /* judgements in the sample's document indices (sorted: the sample is
      * sorted by corpus index, and the qrels are sorted by it too) */
     for (size_t q = 0; q <= d.n_queries; q++) v->rel_off[q] = d.rel_off[q];
@@ -308,7 +312,7 @@ int cb_train_validate(run *r, val_scores *out, cb_err *err) {
     }
     cb_step_encode(&r->s, qv, v->q_ids, v->q_mask, NULL, v->q_len, nq);
     eval_ranker rk;
-    if (cb_eval_ranker_init(&rk, qv, NULL, nq, Lq, D, VAL_DEPTH, VAL_CHUNK, r->cc.doc_maxlen)) {
+    if (cb_eval_ranker_init(&rk, qv, v->tie, nq, Lq, D, VAL_DEPTH, VAL_CHUNK, r->cc.doc_maxlen)) {
         free(qv); free(vec); free(kept); free(len); free(top); free(top_s); free(cand);
         return cb_err_set(err, "out of memory: the validation ranking");
     }
