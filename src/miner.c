@@ -29,6 +29,7 @@ void miner_opts_default(miner_opts *o) {
     o->index = MINER_INDEX_AUTO;
     o->approx_min_docs = 250000;
     o->seed = 42;
+    o->precision = OPS_BF16;
 }
 
 const char *miner_default_model(const char *language, const char *size) {
@@ -609,7 +610,18 @@ int miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **can
         m->st.t_load = cb_now() - t;
     } else {
         encoder e;
-        if (encoder_load(&e, ops_cpu(), m->model_dir, m->o.max_len, err)) goto done;
+        cb_err why = {{0}};
+        ops_device *dev = ops_open(m->o.device ? m->o.device : "auto", m->o.precision, &why);
+        if (!dev) {
+            cb_err_set(err, "%s", why.msg);
+            goto done;
+        }
+        if (!m->o.quiet && (strcmp(dev->kind, "cpu") || (m->o.device && !strcmp(m->o.device, "auto"))))
+            fprintf(stderr, "mine: on %s%s%s\n", dev->desc, why.msg[0] ? "; " : "", why.msg);
+        if (encoder_load(&e, dev, m->model_dir, m->o.max_len, err)) {
+            ops_close(dev);
+            goto done;
+        }
         e.quiet = m->o.quiet;
         m->st.t_load = cb_now() - t;
         dim = e.bert.cfg.hidden_size;
@@ -622,6 +634,7 @@ int miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **can
         int erc = encoder_embed(&e, dt, dl, (int)nd, D, err);
         if (!erc) erc = encoder_embed(&e, qt, ql, (int)nq, Q, err);
         encoder_free(&e);
+        ops_close(dev);
         if (erc) goto done;
         m->st.t_encode = cb_now() - t;
     }

@@ -44,6 +44,7 @@ void train_opts_default(train_opts *o) {
     o->val_fraction = 0.05;
     o->val_queries = 32;
     o->val_candidates = 16;
+    o->precision = OPS_BF16;
 }
 
 struct trainer {
@@ -78,8 +79,10 @@ trainer *trainer_new(const char *model_name, const char *pretrained, const char 
     t->pretrained = cb_xstrdup(pretrained);
     t->language = cb_xstrdup(language_code && *language_code ? language_code : "en");
     t->n_gpus = n_gpus;
-    if (n_gpus > 0)
+    if (n_gpus > 0 && !ops_have("cuda"))
         fprintf(stderr, "colbert: note: %d GPU(s) asked for; this build trains on the CPU\n", n_gpus);
+    else if (n_gpus > 1)
+        fprintf(stderr, "colbert: note: %d GPUs asked for; colbert.c trains on one\n", n_gpus);
     return t;
 }
 
@@ -210,6 +213,7 @@ typedef struct run {
     tokenizer *tok;
     colbert_vocab vocab;
     colbert_config cc;
+    ops_device *dev;            /* where the step runs */
     step_state s;
     int s_ready;
     data_texts queries, coll;
@@ -243,6 +247,7 @@ static void run_free(run *r) {
     free(r->base_meta);
     if (r->tok) tokenizer_free(r->tok);
     if (r->s_ready) step_free(&r->s);
+    ops_close(r->dev);
     data_texts_free(&r->queries);
     data_texts_free(&r->coll);
     data_triples_free(&r->trip);
@@ -950,9 +955,16 @@ static int setup(run *r, json_t **state, cb_err *err) {
     r->n_triplets = r->trip.n;
 
     /* model and configuration: the base's settings, then the user's */
+    /* the device: --device, else a GPU if there is one (n_gpus 0: the CPU);
+     * "auto" says which only when it takes a GPU or was asked for by name */
+    const char *spec = o->device ? o->device : r->tr->n_gpus == 0 ? "cpu" : "auto";
+    cb_err why = {{0}};
+    if (!(r->dev = ops_open(spec, o->precision, &why))) return cb_err_set(err, "%s", why.msg);
+    if (strcmp(r->dev->kind, "cpu") || (o->device && !strcmp(o->device, "auto")))
+        fprintf(stderr, "colbert: training on %s%s%s\n", r->dev->desc, why.msg[0] ? "; " : "", why.msg);
     colmodel m;
     const char *from = resume ? resume : r->tr->pretrained;
-    if (colmodel_load(&m, ops_cpu(), from, o->dim, o->seed, err)) {
+    if (colmodel_load(&m, r->dev, from, o->dim, o->seed, err)) {
         cb_err_prefix(err, "model %s", from);
         return -1;
     }

@@ -53,8 +53,8 @@ static void *cu_alloc(ops_device *d, size_t bytes, const char *what, cb_err *err
         cudaGetLastError();
         size_t free_b = 0, total_b = 0;
         cudaMemGetInfo(&free_b, &total_b);
-        cb_err_set(err, "out of GPU memory: %s needs %zu bytes (%.2f GiB); %s has %.2f GiB free of %.2f GiB",
-                   what ? what : "a buffer", bytes, (double)bytes / (1 << 30), d->desc[0] ? d->kind : "the GPU",
+        cb_err_set(err, "out of GPU memory: %s needs %zu bytes (%.2f GiB); cuda:%d has %.2f GiB free of %.2f GiB",
+                   what ? what : "a buffer", bytes, (double)bytes / (1 << 30), d->index,
                    (double)free_b / (1 << 30), (double)total_b / (1 << 30));
         return NULL;
     }
