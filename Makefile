@@ -156,7 +156,7 @@ endif
 # copy of all-MiniLM-L6-v2 and NFCorpus, compressed (the device tool
 # carries at most 64 MiB). Not part of make test.
 gpu-bundle:
-	$(MAKE) BUILD=build-gpu ARCH=-march=x86-64-v3 CUDA=1 build-gpu/colbert cuda-tests
+	$(MAKE) BUILD=build-gpu ARCH=-march=x86-64-v3 CUDA=1 build-gpu/colbert build-gpu/bench/bench_step cuda-tests
 	bash scripts/gpu_bundle.sh build-gpu gpu
 
 # bench_step reads its texts with the CLI's cli_read_lines (cli/common.c)

@@ -8,7 +8,8 @@
  *             torch.autocast(bfloat16) runs a linear layer.
  * The bias is written into the output first and the product added with
  * beta = 1 (the CPU's order of operations); db is a deterministic column
- * sum (common.cuh).
+ * sum (common.cuh). A bf16 product cuBLASLt has no algorithm for (odd
+ * leading dimensions) runs in fp32 instead.
  *
  * cuBLASLt is loaded with dlopen at the first device open, so the binary
  * needs no CUDA library to start (the CPU path runs anywhere). It is looked
@@ -131,7 +132,7 @@ struct mm_key {
 };
 struct mm_entry {
     mm_key key;
-    int valid;
+    int valid;                  /* 1: algo found; -1: none exists; 0: empty slot */
     cublasComputeType_t compute;
     cublasLtMatmulAlgo_t algo;
 };
@@ -236,17 +237,18 @@ static int find_algo(cuda_state *s, const mm_key *k, cublasComputeType_t compute
 }
 
 /* C (m x n, ld ldc, fp32) = op(A) op(B) + beta C, column-major; A and B fp32
- * or bf16 (k.bf16). */
-static void gemm(cuda_state *s, int bf16, int ta, int tb, int m, int n, int kk, const void *A, int lda, const void *B,
+ * or bf16. Returns -1 when cuBLASLt has no algorithm for it (bf16 with odd
+ * leading dimensions may have none: the caller then runs it in fp32). */
+static int gemm(cuda_state *s, int bf16, int ta, int tb, int m, int n, int kk, const void *A, int lda, const void *B,
                  int ldb, float beta, float *C, int ldc) {
-    if (m <= 0 || n <= 0) return;
+    if (m <= 0 || n <= 0) return 0;
     if (kk <= 0) {
         /* no terms: C = beta C (beta is 0 or 1 here) */
         CB_ASSERT(beta == 0.0f || beta == 1.0f);
         if (beta == 0.0f)
             CU_CHECK(cudaMemset2DAsync(C, (size_t)ldc * sizeof(float), 0, (size_t)m * sizeof(float), (size_t)n,
                                        s->stream));
-        return;
+        return 0;
     }
     mm_key key;
     memset(&key, 0, sizeof key);
@@ -266,7 +268,7 @@ static void gemm(cuda_state *s, int bf16, int ta, int tb, int m, int n, int kk, 
     mm_cache *cache = (mm_cache *)s->mm_cache;
     mm_entry *e = NULL;
     for (int i = 0; i < CACHE_N; i++)
-        if (cache->e[i].valid && !memcmp(&cache->e[i].key, &key, sizeof key)) {
+        if (cache->e[i].valid != 0 && !memcmp(&cache->e[i].key, &key, sizeof key)) {
             e = &cache->e[i];
             break;
         }
@@ -283,12 +285,14 @@ static void gemm(cuda_state *s, int bf16, int ta, int tb, int m, int n, int kk, 
                 e->compute = tries[t];
                 e->valid = 1;
             }
-        if (!e->valid) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "no cuBLASLt algorithm for %s %c%c m %d n %d k %d", bf16 ? "bf16" : "fp32",
-                     ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, kk);
-            cuda_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", msg);
-        }
+        if (!e->valid) e->valid = -1;    /* remembered: no algorithm */
+    }
+    if (e->valid < 0) {
+        if (bf16) return -1;
+        char msg[256];
+        snprintf(msg, sizeof msg, "no cuBLASLt algorithm for fp32 %c%c m %d n %d k %d", ta ? 'T' : 'N', tb ? 'T' : 'N',
+                 m, n, kk);
+        cuda_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", msg);
     }
     mm_descs x;
     descs_make(&x, &key, e->compute);
@@ -296,6 +300,7 @@ static void gemm(cuda_state *s, int bf16, int ta, int tb, int m, int n, int kk, 
     LT_CHECK(LT.matmul((cublasLtHandle_t)s->lt, x.op, &alpha, A, x.a, B, x.b, &beta, C, x.c, C, x.c, &e->algo,
                        s->lt_ws, s->lt_ws_bytes, s->stream));
     descs_free(&x);
+    return 0;
 }
 
 /* ---- kernels --------------------------------------------------------------- */
@@ -342,10 +347,9 @@ void cuda_linear_forward(ops_device *d, float *out, const float *inp, const floa
         __nv_bfloat16 *wb = (__nv_bfloat16 *)scratch_take(&cur, (size_t)OC * C * 2);
         cuda_to_bf16(s, ib, inp, (size_t)T * C);
         cuda_to_bf16(s, wb, w, (size_t)OC * C);
-        gemm(s, 1, 1, 0, OC, T, C, wb, C, ib, C, beta, out, OC);
-    } else {
-        gemm(s, 0, 1, 0, OC, T, C, w, C, inp, C, beta, out, OC);
+        if (!gemm(s, 1, 1, 0, OC, T, C, wb, C, ib, C, beta, out, OC)) return;
     }
+    gemm(s, 0, 1, 0, OC, T, C, w, C, inp, C, beta, out, OC);
 }
 
 /* forward: out[T, OC] = inp[T, C] @ w[OC, C]^T + b.
@@ -368,8 +372,10 @@ void cuda_linear_backward(ops_device *d, float *dinp, float *dw, float *db, cons
         cuda_to_bf16(s, ob, dout, (size_t)T * OC);
         cuda_to_bf16(s, wb, w, (size_t)OC * C);
         cuda_to_bf16(s, ib, inp, (size_t)T * C);
-        gemm(s, 1, 0, 0, C, T, OC, wb, C, ob, OC, acc ? 1.0f : 0.0f, dinp, C);
-        gemm(s, 1, 0, 1, C, OC, T, ib, C, ob, OC, 1.0f, dw, C);
+        if (gemm(s, 1, 0, 0, C, T, OC, wb, C, ob, OC, acc ? 1.0f : 0.0f, dinp, C))
+            gemm(s, 0, 0, 0, C, T, OC, w, C, dout, OC, acc ? 1.0f : 0.0f, dinp, C);
+        if (gemm(s, 1, 0, 1, C, OC, T, ib, C, ob, OC, 1.0f, dw, C))
+            gemm(s, 0, 0, 1, C, OC, T, inp, C, dout, OC, 1.0f, dw, C);
     } else {
         gemm(s, 0, 0, 0, C, T, OC, w, C, dout, OC, acc ? 1.0f : 0.0f, dinp, C);
         gemm(s, 0, 0, 1, C, OC, T, inp, C, dout, OC, 1.0f, dw, C);
