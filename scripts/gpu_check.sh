@@ -54,7 +54,14 @@ step() {
     return $rc
 }
 # compare ARGS...: gpu_compare.py's PASS/FAIL lines into the summary
-compare() { timeout 240 python3 "$ROOT/scripts/gpu_compare.py" "$@" 2>&1 | tee -a "$OUT/compare.txt" | grep -E '^(PASS|FAIL)' >> "$SUM"; }
+compare() {
+    local out rc
+    out=$(timeout 240 python3 "$ROOT/scripts/gpu_compare.py" "$@" 2>&1)
+    rc=$?
+    echo "$out" | tee -a "$OUT/compare.txt"
+    echo "$out" | grep -E '^(PASS|FAIL)' >> "$SUM"
+    [ $rc -eq 0 ] || echo "$out" | grep -q '^FAIL' || note "FAIL gpu_compare.py $1 (exit $rc, see compare.txt)"
+}
 
 main() {
 T0=$(date +%s)
@@ -135,8 +142,8 @@ a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
 d = float(np.abs(a - b).max()) if a.shape == b.shape else float("inf")
 print(f"{'PASS' if d <= 1e-5 else 'FAIL'} checkpoint written on the GPU: query vectors on the CPU vs the GPU fp32, max |diff| {d:.2e} (<= 1e-5)")
 EOF
-    first=$(ls -d "$W"/ck/gpu/step-* | sort | head -1)
-    step "resume on the CPU from $(basename "$first")" 240 "$CB" train --resume "$first" --device cpu --quiet
+    prev=$(ls -d "$W"/ck/gpu/step-* | sort | tail -2 | head -1)
+    step "resume on the CPU from $(basename "$prev") (10 steps)" 240 "$CB" train --resume "$prev" --device cpu --quiet
 else
     note "FAIL train --device cuda: no checkpoint written"
 fi
