@@ -6,8 +6,13 @@
 #                   (unit tests, the same under ASan/UBSan, PyTorch parity)
 #   make demo       the main job end to end on the default dataset
 #   make bench      the benchmarks of bench/ (long; not part of make test)
+#   make test-cuda  build and run every CUDA test (needs a GPU; prints
+#                   "N passed, N failed")
+#   make gpu-bundle the prepared folder gpu/ for the GPU machine (see
+#                   scripts/gpu_check.sh)
 # Variables: CC, ARCH (default -march=native), OMP=0 to build without OpenMP,
-# CAIRO=0 to build without cairo.
+# CAIRO=0 to build without cairo, CUDA=0 to build without the CUDA backend (default: built when nvcc is
+# found), CUDA_HOME, CUDA_ARCHS (default 80 90).
 # -fno-trapping-math lets GCC vectorise the branch-free exp/erf of fastmath.h
 # (results are IEEE-identical; only FP exception flags are not kept).
 
@@ -40,13 +45,45 @@ CFLAGS_SAN  := -O1 $(ARCH) -g -fno-omit-frame-pointer -fsanitize=address,undefin
 SRC      := $(wildcard src/*.c src/cpu/*.c)
 CLISRC   := $(wildcard cli/*.c)
 TESTSRC  := $(wildcard tests/test_*.c)
-HDR      := $(wildcard src/*.h src/cpu/*.h) $(wildcard tests/*.h)
+HDR      := $(wildcard src/*.h src/cpu/*.h src/cuda/*.h) $(wildcard tests/*.h)
 CLIHDR   := $(wildcard cli/*.h)
 
-BUILD    := build
+BUILD    ?= build
 SAN      := build-san
 
-.PHONY: print-libs all test unit unit-san pytest setup demo bench clean
+# ---- CUDA (src/cuda/) ------------------------------------------------------
+# Built when nvcc is found (CUDA=0: never). The runtime is linked statically
+# (libcudart_static.a: the binary starts on a machine without driver or GPU,
+# and cudaGetDeviceCount then reports "no usable GPU"); cuBLASLt is loaded
+# with dlopen when a GPU is opened (src/cuda/matmul.cu), so no CUDA library
+# is needed to start. The ASan build never has CUDA (CB_CUDA unset there).
+NVCC_PATH  := $(shell command -v nvcc 2>/dev/null)
+CUDA_HOME  ?= $(if $(NVCC_PATH),$(patsubst %/bin/nvcc,%,$(NVCC_PATH)),/usr/local/cuda)
+NVCC       ?= $(CUDA_HOME)/bin/nvcc
+CUDA       ?= $(if $(wildcard $(NVCC)),1,0)
+CUDA_ARCHS ?= 80 90
+CUSRC      := $(wildcard src/cuda/*.cu)
+CUHDR      := $(wildcard src/cuda/*.cuh src/cuda/*.h src/*.h src/cpu/cpu.h)
+CUOBJ_DIR  ?= build/cuda-obj
+NVFLAGS    := -std=c++20 -O3 -lineinfo -DCCCL_DISABLE_NVTX -DNVTX_DISABLE -Werror all-warnings \
+              -Xcompiler -Wall,-Wextra,-Wno-unused-parameter \
+              $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+              -gencode arch=compute_$(lastword $(CUDA_ARCHS)),code=compute_$(lastword $(CUDA_ARCHS)) \
+              -DCB_CUDA_ARCHS='"$(foreach a,$(CUDA_ARCHS),sm_$(a)) + PTX compute_$(lastword $(CUDA_ARCHS))"' \
+              -DCB_CUDA_LIBDIR='"$(CUDA_HOME)/lib64"'
+ifeq ($(CUDA),1)
+CUOBJ      := $(CUSRC:src/cuda/%.cu=$(CUOBJ_DIR)/%.o)
+CUDA_LIBS  := $(CUDA_HOME)/lib64/libcudart_static.a -ldl -lrt -lpthread -lstdc++
+else
+CUOBJ      :=
+CUDA_LIBS  :=
+endif
+# ops.o and the library depend on the CUDA setting: a stamp that changes
+# with it rebuilds them when one switches between CUDA=0 and CUDA=1.
+CUDA_STAMP := $(BUILD)/.cuda-$(CUDA)
+$(shell mkdir -p $(BUILD) && [ -f $(CUDA_STAMP) ] || { rm -f $(BUILD)/.cuda-*; touch $(CUDA_STAMP); })
+
+.PHONY: print-libs all test unit unit-san pytest setup demo bench clean test-cuda cuda-tests gpu-bundle
 all: $(BUILD)/colbert $(BUILD)/libcolbert.a
 
 # ---- release build -------------------------------------------------------
@@ -54,16 +91,28 @@ all: $(BUILD)/colbert $(BUILD)/libcolbert.a
 $(BUILD)/obj/%.o: src/%.c $(HDR)
 	@mkdir -p $(@D)
 	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -c $< -o $@
-$(BUILD)/libcolbert.a: $(SRC:src/%.c=$(BUILD)/obj/%.o)
+ifeq ($(CUDA),1)
+$(BUILD)/obj/ops.o: src/ops.c $(HDR) $(CUDA_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -DCB_CUDA -c $< -o $@
+else
+$(BUILD)/obj/ops.o: src/ops.c $(HDR) $(CUDA_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -c $< -o $@
+endif
+$(CUOBJ_DIR)/%.o: src/cuda/%.cu $(CUHDR)
+	@mkdir -p $(@D)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+$(BUILD)/libcolbert.a: $(SRC:src/%.c=$(BUILD)/obj/%.o) $(CUOBJ) $(CUDA_STAMP)
 	rm -f $@
-	ar rcs $@ $^
+	ar rcs $@ $(filter %.o,$^)
 $(BUILD)/cli/%.o: cli/%.c $(HDR) $(CLIHDR)
 	@mkdir -p $(@D)
 	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc -c $< -o $@
 $(BUILD)/colbert: $(CLISRC:cli/%.c=$(BUILD)/cli/%.o) $(BUILD)/libcolbert.a
-	$(CC) $(CFLAGS_REL) $^ $(DEP_LIBS) -o $@
+	$(CC) $(CFLAGS_REL) $^ $(DEP_LIBS) $(CUDA_LIBS) -o $@
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libcolbert.a $(HDR) | $(BUILD)/tests
-	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) -o $@
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(CUDA_LIBS) -o $@
 
 # ---- sanitizer build (ASan + UBSan) --------------------------------------
 $(SAN)/obj/%.o: src/%.c $(HDR)
@@ -92,9 +141,35 @@ setup:
 test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert
 	bash tests/run.sh
 
+# ---- CUDA tests (need a GPU: not part of make test) -------------------------
+# tests/cuda/test_cuda_*.c compare the CUDA backend with the CPU backend;
+# tests/cuda/run.sh runs them and prints "N passed, N failed".
+CUTESTSRC := $(wildcard tests/cuda/test_cuda_*.c)
+CUTESTS   := $(CUTESTSRC:tests/cuda/%.c=$(BUILD)/tests-cuda/%)
+$(BUILD)/tests-cuda/%: tests/cuda/%.c $(BUILD)/libcolbert.a $(HDR) $(wildcard tests/cuda/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc -Itests $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(CUDA_LIBS) -o $@
+cuda-tests: $(CUTESTS)
+ifeq ($(CUDA),1)
+test-cuda: all cuda-tests
+	bash tests/cuda/run.sh $(BUILD)
+else
+test-cuda:
+	@echo "make test-cuda: this build has no CUDA backend (CUDA=0, or nvcc not found)"; exit 1
+endif
+
+# The folder gpu/ that scripts/gpu_check.sh runs on the GPU machine: the CLI
+# and the CUDA tests built for any x86-64 with AVX2 (ARCH=-march=x86-64-v3,
+# in build-gpu/; the CUDA objects are shared), their libraries, an fp16
+# copy of all-MiniLM-L6-v2 and NFCorpus, compressed (the device tool
+# carries at most 64 MiB). Not part of make test.
+gpu-bundle:
+	$(MAKE) BUILD=build-gpu ARCH=-march=x86-64-v3 CUDA=1 build-gpu/colbert build-gpu/bench/bench_step cuda-tests
+	bash scripts/gpu_bundle.sh build-gpu gpu
+
 # bench_step reads its texts with the CLI's cli_read_lines (cli/common.c)
 $(BUILD)/bench/bench_step: bench/bench_step.c $(BUILD)/cli/common.o $(BUILD)/libcolbert.a | $(BUILD)/bench
-	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $^ $(DEP_LIBS) -o $@
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $^ $(DEP_LIBS) $(CUDA_LIBS) -o $@
 $(BUILD)/bench:
 	mkdir -p $@
 
@@ -108,4 +183,4 @@ print-libs:
 	@echo $(DEP_LIBS)
 
 clean:
-	rm -rf $(BUILD) $(SAN)
+	rm -rf $(BUILD) $(SAN) build-gpu gpu

@@ -1,11 +1,13 @@
 /* bench_step: ColBERT training-step throughput and memory, colbert.c side.
- * usage: bench_step MODEL_DIR DOCS.txt QUERIES.txt [--base] [--steps N]
+ * usage: bench_step MODEL_DIR DOCS.txt QUERIES.txt [--base] [--steps N] [--bsize N]
+ *                   [--device D] [--precision bf16|fp32]
  *   MODEL_DIR  all-MiniLM-L6-v2 (weights and tokenizer); with --base a
  *              BERT-base-shaped model (12 layers, 768 hidden, 12 heads, 3072
  *              intermediate) with random weights and the same tokenizer
  *   DOCS/QUERIES  real NFCorpus texts, one a line
- * bsize 32, nway 2, query_maxlen 32, doc_maxlen 256, in-batch negatives,
- * dropout on. Prints one JSON line: triplets/s, step seconds, forward and
+ * bsize 32 (--bsize), nway 2, query_maxlen 32, doc_maxlen 256, in-batch
+ * negatives, dropout on; on the CPU, or the device --device names (ops.h;
+ * bench/bench_gpu_step.sh). Prints one JSON line: triplets/s, step seconds, forward and
  * backward seconds, achieved GFLOP/s of the encoder, bytes allocated.
  * bench/bench_step.py runs it beside PyTorch. */
 #include <stdio.h>
@@ -26,18 +28,31 @@ static long peak_rss(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 4) { fprintf(stderr, "usage: bench_step MODEL_DIR DOCS.txt QUERIES.txt [--base] [--steps N]\n"); return 2; }
-    int base = 0, steps = 3;
+    if (argc < 4) {
+        fprintf(stderr, "usage: bench_step MODEL_DIR DOCS.txt QUERIES.txt [--base] [--steps N] [--bsize N] "
+                "[--device D] [--precision bf16|fp32]\n");
+        return 2;
+    }
+    int base = 0, steps = 3, bsize = 32;
+    const char *device = "cpu";
+    ops_precision precision = OPS_BF16;
     for (int i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--base")) base = 1;
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--bsize") && i + 1 < argc) bsize = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc && !cb_ops_precision_parse(argv[i + 1], &precision)) i++;
+        else { fprintf(stderr, "bench_step: bad argument %s\n", argv[i]); return 2; }
     }
+    if (bsize < 1 || bsize > 4096) { fprintf(stderr, "bench_step: --bsize 1 .. 4096\n"); return 2; }
     cb_err err = {{0}};
+    ops_device *dev = cb_ops_open(device, precision, &err);
+    if (!dev) { fprintf(stderr, "%s\n", err.msg); return 1; }
     tokenizer *tok = cb_tokenizer_load(argv[1], &err);
     if (!tok) { fprintf(stderr, "%s\n", err.msg); return 1; }
     bert_model bert;
     if (!base) {
-        if (cb_bert_load(&bert, cb_ops_cpu(), argv[1], &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+        if (cb_bert_load(&bert, dev, argv[1], &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     } else {
         memset(&bert, 0, sizeof bert);
         if (cb_bert_config_load(&bert.cfg, argv[1], &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
@@ -61,7 +76,7 @@ int main(int argc, char **argv) {
         }
         for (int i = 0; i < 12 * 768; i++) host[o_ln1 + i] = host[o_ln2 + i] = 1;
         for (int i = 0; i < 768; i++) host[o_emb + i] = 1;
-        bert.dev = cb_ops_cpu();
+        bert.dev = dev;
         float *dp = cb_ops_alloc(bert.dev, bert.n_params * sizeof(float), "parameters", &err);
         if (!dp) { fprintf(stderr, "%s\n", err.msg); return 1; }
         cb_ops_upload(bert.dev, dp, host, bert.n_params * sizeof(float));
@@ -74,7 +89,7 @@ int main(int argc, char **argv) {
     size_t *dlen, *qlen;
     int nd = cli_read_lines(argv[2], &dbuf, &docs, &dlen, &err);
     int nq = cli_read_lines(argv[3], &qbuf, &qs, &qlen, &err);
-    if (nd < 64 || nq < 32) { fprintf(stderr, "need >= 64 docs and 32 queries\n"); return 1; }
+    if (nd < 2 * bsize || nq < bsize) { fprintf(stderr, "need >= %d docs and %d queries\n", 2 * bsize, bsize); return 1; }
 
     colbert_vocab vocab;
     if (cb_colbert_vocab_init(&vocab, tok, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
@@ -83,45 +98,47 @@ int main(int argc, char **argv) {
     cb_colbert_config_default(&c.cc);
     c.cc.doc_maxlen = 256;
     c.lc.nway = 2; c.lc.use_ib_negatives = 1; c.lc.distillation_alpha = 1; c.lc.accumsteps = 1;
-    c.bsize = 32; c.lr = 5e-6; c.warmup = 0; c.maxsteps = 1000; c.dropout = 1; c.seed = 1;
+    c.bsize = bsize; c.lr = 5e-6; c.warmup = 0; c.maxsteps = 1000; c.dropout = 1; c.seed = 1;
     step_state s;
     if (cb_step_init(&s, &bert, tok, NULL, 7, &c, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     int Lq = 32;
-    int32_t *q_ids = malloc(32 * Lq * sizeof(int32_t)), *d_ids = malloc(64 * 256 * sizeof(int32_t));
-    uint8_t *q_mask = malloc(32 * Lq);
-    int d_len[64];
+    int32_t *q_ids = malloc((size_t)bsize * Lq * sizeof(int32_t)), *d_ids = malloc((size_t)2 * bsize * 256 * sizeof(int32_t));
+    uint8_t *q_mask = malloc((size_t)bsize * Lq);
+    int *d_len = malloc((size_t)2 * bsize * sizeof(int));
     double t_total = 0, tokens = 0;
     for (int it = 0; it <= steps; it++) {  /* step 0 is warm-up */
         int T = 0;
-        for (int q = 0; q < 32; q++) {
-            int qi = (it * 32 + q) % nq;
+        for (int q = 0; q < bsize; q++) {
+            int qi = (it * bsize + q) % nq;
             cb_colbert_query_ids(q_ids + q * Lq, q_mask + q * Lq, &vocab, tok, qs[qi], qlen[qi], &c.cc);
         }
-        for (int d = 0; d < 64; d++) {
-            int di = (it * 64 + d) % nd;
+        for (int d = 0; d < 2 * bsize; d++) {
+            int di = (it * 2 * bsize + d) % nd;
             d_len[d] = cb_colbert_doc_ids(d_ids + T, &vocab, tok, docs[di], dlen[di], &c.cc);
             T += d_len[d];
         }
-        step_batch b = {.nq = 32, .q_ids = q_ids, .q_mask = q_mask, .d_ids = d_ids, .d_len = d_len};
+        step_batch b = {.nq = bsize, .q_ids = q_ids, .q_mask = q_mask, .d_ids = d_ids, .d_len = d_len};
         if (it == 1) s.t_fwd = s.t_bwd = s.t_attn = 0;
         double t0 = cb_now();
         cb_step_micro(&s, &b, NULL);
         cb_step_update(&s, NULL);
-        if (it > 0) { t_total += cb_now() - t0; tokens += T + 32 * Lq; }
+        if (it > 0) { t_total += cb_now() - t0; tokens += T + bsize * Lq; }
     }
     /* encoder FLOPs: 2 * tokens * non-embedding weights forward, 2x that backward */
     const bert_config *bc = cb_step_bert_config(&s);
     double w = (double)bc->num_hidden_layers * (4.0 * bc->hidden_size * bc->hidden_size +
                                                  2.0 * bc->hidden_size * bc->intermediate_size);
     double flops = 6.0 * w * tokens;
-    printf("{\"model\": \"%s\", \"params\": %zu, \"steps\": %d, \"step_s\": %.4f, \"triplets_per_s\": %.3f, "
+    printf("{\"model\": \"%s\", \"device\": \"%s\", \"bsize\": %d, \"params\": %zu, \"steps\": %d, \"step_s\": %.4f, \"triplets_per_s\": %.3f, "
            "\"forward_s\": %.4f, \"backward_s\": %.4f, \"attention_s\": %.4f, \"encoder_gflops\": %.1f, "
            "\"dense_gflops\": %.1f, \"bytes\": %zu, "
            "\"peak_bytes\": %ld}\n",
-           base ? "bert-base (random)" : "all-MiniLM-L6-v2", nparams, steps, t_total / steps,
-           32.0 * steps / t_total, s.t_fwd / steps, s.t_bwd / steps, s.t_attn / steps, flops / t_total / 1e9,
+           base ? "bert-base (random)" : "all-MiniLM-L6-v2", dev->desc, bsize, nparams, steps, t_total / steps,
+           (double)bsize * steps / t_total, s.t_fwd / steps, s.t_bwd / steps, s.t_attn / steps, flops / t_total / 1e9,
            flops / (s.t_fwd + s.t_bwd - s.t_attn) / 1e9, s.bytes, peak_rss());
     cb_step_free(&s);
     cb_tokenizer_free(tok);
+    free(q_ids); free(d_ids); free(q_mask); free(d_len);
+    cb_ops_close(dev);
     return 0;
 }

@@ -55,3 +55,23 @@ void cli_set_threads(int n) {
 #endif
     openblas_set_num_threads(n);
 }
+
+int cli_device_ok(const char *s) {
+    if (!strcmp(s, "auto") || !strcmp(s, "cpu") || !strcmp(s, "cuda")) return 1;
+    if (strncmp(s, "cuda:", 5) || !s[5] || strlen(s + 5) > 5) return 0;
+    for (const char *p = s + 5; *p; p++)
+        if (*p < '0' || *p > '9') return 0;
+    return 1;
+}
+
+ops_device *cli_open_device(const char *spec, ops_precision precision) {
+    cb_err err = {{0}};
+    ops_device *d = cb_ops_open(spec ? spec : "auto", precision, &err);
+    if (!d) {
+        fprintf(stderr, "colbert: error: %s\n", err.msg);
+        return NULL;
+    }
+    if (strcmp(d->kind, "cpu") || (spec && !strcmp(spec, "auto")))
+        fprintf(stderr, "colbert: device: %s%s%s\n", d->desc, err.msg[0] ? "; " : "", err.msg);
+    return d;
+}

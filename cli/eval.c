@@ -44,6 +44,8 @@ static const char *EVAL_HELP =
     "  --max-queries N    only the first N queries of the split\n"
     "  --dim N            projection size of a new ColBERT (default 128)\n"
     "  --seed N           seed of a new ColBERT's projection (default 12345)\n"
+    CLI_DEVICE_HELP
+    "                     (the ranking itself runs on the CPU)\n"
     "  --threads N        threads (default: all cores)\n"
     "  --quiet            no progress bar\n"
     "  -h, --help         this help\n";
@@ -94,7 +96,8 @@ static void report(const eval_metrics *m, const eval_data *d, const char *datase
 }
 
 enum { OPT_MODEL = 256, OPT_DATASET, OPT_SPLIT, OPT_RUN, OPT_DEPTH, OPT_SCORE_RUN, OPT_DOC_MAXLEN,
-       OPT_QUERY_MAXLEN, OPT_MAX_QUERIES, OPT_DIM, OPT_SEED, OPT_THREADS, OPT_QUIET, OPT_DENSE };
+       OPT_QUERY_MAXLEN, OPT_MAX_QUERIES, OPT_DIM, OPT_SEED, OPT_THREADS, OPT_QUIET, OPT_DENSE, OPT_DEVICE,
+       OPT_PRECISION };
 static const struct option EVAL_OPTS[] = {
     {"model", required_argument, NULL, OPT_MODEL},
     {"dataset", required_argument, NULL, OPT_DATASET},
@@ -110,6 +113,8 @@ static const struct option EVAL_OPTS[] = {
     {"threads", required_argument, NULL, OPT_THREADS},
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"dense", no_argument, NULL, OPT_DENSE},
+    {"device", required_argument, NULL, OPT_DEVICE},
+    {"precision", required_argument, NULL, OPT_PRECISION},
     {"help", no_argument, NULL, 'h'},
     {0, 0, 0, 0}};
 
@@ -157,6 +162,9 @@ int cli_eval(int argc, char **argv) {
     const char *model = NULL, *dataset = NULL, *split = "test", *run = NULL, *score_run = NULL;
     long long depth = 100, doc_maxlen = 0, query_maxlen = 0, max_queries = 0, dim = 0, seed = 12345, threads = 0;
     int quiet = 0, dense = 0;
+    const char *device = NULL;
+    ops_precision precision = OPS_BF16;
+    ops_device *dev = NULL;
     cli_args a;
     cli_args_init(&a, "eval", argc, argv, EVAL_OPTS);
     for (int c; (c = cli_args_next(&a)) != -1;) {
@@ -177,6 +185,13 @@ int cli_eval(int argc, char **argv) {
         case OPT_THREADS: bad = cli_args_int(&a, 1, 4096, &threads); break;
         case OPT_QUIET: quiet = 1; break;
         case OPT_DENSE: dense = 1; break;
+        case OPT_DEVICE:
+            if (!cli_device_ok(a.arg)) return cli_args_bad_value(&a, "auto, cpu, cuda or cuda:N");
+            device = a.arg;
+            break;
+        case OPT_PRECISION:
+            if (cb_ops_precision_parse(a.arg, &precision)) return cli_args_bad_value(&a, "bf16 or fp32");
+            break;
         default: return CLI_USAGE;
         }
         if (bad) return CLI_USAGE;
@@ -231,7 +246,8 @@ int cli_eval(int argc, char **argv) {
         goto done;
     }
     t1 = cb_now();
-    if (cb_colmodel_load(&cm, cb_ops_cpu(), model, (int)dim, (uint64_t)seed, &err)) {
+    if (!(dev = cli_open_device(device, precision))) goto done;
+    if (cb_colmodel_load(&cm, dev, model, (int)dim, (uint64_t)seed, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         goto done;
     }
@@ -306,6 +322,7 @@ int cli_eval(int argc, char **argv) {
     ret = 0;
 done:
     if (cm.dir) cb_colmodel_free(&cm);
+    cb_ops_close(dev);
     free(qv);
     free(top);
     free(top_score);

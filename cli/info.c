@@ -1,5 +1,5 @@
 /* info.c: `colbert info`: the linear-algebra library, its kernels and the
- * threads in use. */
+ * threads in use; the GPUs, the driver and the CUDA kernels. */
 #include "args.h"
 #include "blas.h"
 #include "cli.h"
@@ -10,7 +10,9 @@ static const char *INFO_HELP =
     "usage: colbert info\n"
     "\n"
     "Print the linear-algebra library (the OpenBLAS build), the kernels it\n"
-    "runs on this CPU and the threads in use.\n"
+    "runs on this CPU and the threads in use; then the CUDA backend: the\n"
+    "runtime, the driver, cuBLASLt, the GPU kernels built in and every GPU\n"
+    "(or why none can be used).\n"
     "\n"
     "options:\n"
     "  -h, --help   this help\n";
@@ -29,5 +31,8 @@ int cli_info(int argc, char **argv) {
     }
     if (cli_args_positional(&a, NULL, 0) < 0) return CLI_USAGE;
     cb_blas_print_info(stdout);
+    char buf[4096];
+    cb_ops_info(buf, sizeof buf);
+    fputs(buf, stdout);
     return 0;
 }

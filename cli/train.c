@@ -26,7 +26,11 @@ static void usage(FILE *f) {
 "                           settings are kept) or a BERT-family encoder (a new\n"
 "                           ColBERT); a directory or a hub id in the local HF cache\n"
 "  --language CODE          language of the data, kept in the metadata (default en)\n"
-"  --gpus N                 GPUs to use (default -1: all; this build uses the CPU)\n"
+"  --gpus N                 GPUs to use (default -1: a GPU if there is one; 0: the\n"
+"                           CPU; colbert.c trains on one GPU)\n"
+"  --device D               auto, cpu, cuda or cuda:N (default: as --gpus says)\n"
+"  --precision P            on a GPU: bf16 (default: bf16 matmul inputs, fp32\n"
+"                           accumulation, fp32 master weights) or fp32 (no TF32)\n"
 "\n"
 "training (RAGTrainer.train's defaults):\n"
 "  --data DIR               the training files (required)\n"
@@ -91,7 +95,7 @@ enum { OPT_MODEL_NAME = 256, OPT_PRETRAINED, OPT_LANGUAGE, OPT_GPUS, OPT_DATA, O
        OPT_MAXSTEPS, OPT_EPOCHS, OPT_LR, OPT_WARMUP, OPT_DIM, OPT_DOC_MAXLEN, OPT_QUERY_MAXLEN, OPT_NBITS,
        OPT_NO_IB_NEGATIVES, OPT_LOSS, OPT_RELU, OPT_NO_DROPOUT, OPT_SEED, OPT_OUTPUT_DIR, OPT_SAVE_EVERY,
        OPT_KEEP_CHECKPOINTS, OPT_VAL_DATA, OPT_VAL_FRACTION, OPT_VAL_QUERIES, OPT_RESUME, OPT_THREADS, OPT_QUIET,
-       OPT_SCHEDULE, OPT_VAL_BEIR, OPT_VAL_SPLIT, OPT_VAL_DOCS };
+       OPT_SCHEDULE, OPT_VAL_BEIR, OPT_VAL_SPLIT, OPT_VAL_DOCS, OPT_DEVICE, OPT_PRECISION };
 static const struct option TRAIN_OPTS[] = {
     {"model-name", required_argument, NULL, OPT_MODEL_NAME},
     {"pretrained", required_argument, NULL, OPT_PRETRAINED},
@@ -126,6 +130,8 @@ static const struct option TRAIN_OPTS[] = {
     {"resume", required_argument, NULL, OPT_RESUME},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"quiet", no_argument, NULL, OPT_QUIET},
+    {"device", required_argument, NULL, OPT_DEVICE},
+    {"precision", required_argument, NULL, OPT_PRECISION},
     {"help", no_argument, NULL, 'h'},
     {0, 0, 0, 0}};
 
@@ -152,6 +158,13 @@ int cli_train(int argc, char **argv) {
         case OPT_KEEP_CHECKPOINTS: bad = cli_args_int(&a, 0, 1000000, &n); o.keep_checkpoints = (int)n; break;
         case OPT_THREADS: bad = cli_args_int(&a, 0, 4096, &n); threads = (int)n; break;
         case OPT_QUIET: o.quiet = 1; break;
+        case OPT_DEVICE:   /* allowed with --resume: a run may continue on another device */
+            if (!cli_device_ok(v)) return cli_args_bad_value(&a, "auto, cpu, cuda or cuda:N");
+            o.device = v;
+            break;
+        case OPT_PRECISION:
+            if (cb_ops_precision_parse(v, &o.precision)) return cli_args_bad_value(&a, "bf16 or fp32");
+            break;
         /* the run's own settings */
         case OPT_PRETRAINED: pretrained = v; others++; break;
         case OPT_LANGUAGE: lang = v; others++; break;

@@ -32,6 +32,7 @@ void cb_miner_opts_default(miner_opts *o) {
     o->index = MINER_INDEX_AUTO;
     o->approx_min_docs = 250000;
     o->seed = 42;
+    o->precision = OPS_BF16;
 }
 
 const char *cb_miner_default_model(const char *language, const char *size) {
@@ -526,7 +527,18 @@ int cb_miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **
         m->st.t_load = cb_now() - t;
     } else {
         encoder e;
-        if (cb_encoder_load(&e, cb_ops_cpu(), m->model_dir, m->o.max_len, err)) goto done;
+        cb_err why = {{0}};
+        ops_device *dev = cb_ops_open(m->o.device ? m->o.device : "auto", m->o.precision, &why);
+        if (!dev) {
+            cb_err_set(err, "%s", why.msg);
+            goto done;
+        }
+        if (!m->o.quiet && (strcmp(dev->kind, "cpu") || (m->o.device && !strcmp(m->o.device, "auto"))))
+            fprintf(stderr, "mine: on %s%s%s\n", dev->desc, why.msg[0] ? "; " : "", why.msg);
+        if (cb_encoder_load(&e, dev, m->model_dir, m->o.max_len, err)) {
+            cb_ops_close(dev);
+            goto done;
+        }
         e.quiet = m->o.quiet;
         m->st.t_load = cb_now() - t;
         dim = e.bert.cfg.hidden_size;
@@ -543,6 +555,7 @@ int cb_miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **
         int erc = cb_encoder_embed(&e, dt, dl, (int)nd, D, err);
         if (!erc) erc = cb_encoder_embed(&e, qt, ql, (int)nq, Q, err);
         cb_encoder_free(&e);
+        cb_ops_close(dev);
         if (erc) goto done;
         m->st.t_encode = cb_now() - t;
     }

@@ -137,15 +137,25 @@ struct ops_device {
 
 /* Open a device: "cpu", "cuda", "cuda:N" or "auto" (a usable GPU, else the
  * CPU). NULL + err when the backend is not built in or no such device can
- * be used. precision: OPS_FP32, or OPS_BF16 (ignored by the CPU, which is
- * always fp32). */
+ * be used ("cuda: no usable GPU (...)"). "auto" never fails: when it falls
+ * back to the CPU, err (may be NULL) says why no GPU was taken. precision:
+ * OPS_FP32, or OPS_BF16 (ignored by the CPU, which is always fp32). */
 ops_device *cb_ops_open(const char *spec, ops_precision precision, cb_err *err);
+/* Close a device from cb_ops_open (the CPU singleton is left alone). Every
+ * buffer allocated on it must be freed first. */
 void cb_ops_close(ops_device *d);
 /* The CPU device (always available; a process-wide singleton that
  * cb_ops_close leaves alone). */
 ops_device *cb_ops_cpu(void);
 /* 1 when a backend of that kind is compiled into this build. */
 int cb_ops_have(const char *kind);
+/* "fp32" / "bf16" <-> ops_precision; parse returns -1 on anything else */
+int cb_ops_precision_parse(const char *s, ops_precision *out);
+const char *cb_ops_precision_name(ops_precision p);
+/* Lines for `colbert info` on the GPU backends: the CUDA runtime, driver,
+ * cuBLASLt, the kernels built in and every GPU (or why there is none, or
+ * that CUDA is not built in). Returns the characters written to buf. */
+size_t cb_ops_info(char *buf, size_t bytes);
 
 /* ---- buffers ------------------------------------------------------------- */
 
@@ -347,15 +357,16 @@ static inline void cb_ops_adamw(ops_device *d, float *params, const float *grads
  * under `seed` is kept when the top 32 bits of splitmix(key ^ idx) reach
  * p * 2^32, key = splitmix(seed ^ stream * 0xd1342543de82ef95). A pure
  * function of (seed, stream, idx): the same elements drop on every backend,
- * in any thread order. */
-static inline uint64_t cb_ops_dropout_key(uint64_t seed, uint64_t stream) {
+ * in any thread order. CB_HOSTDEV (hostdev.h): CUDA kernels call these
+ * same definitions. */
+static inline CB_HOSTDEV uint64_t cb_ops_dropout_key(uint64_t seed, uint64_t stream) {
     return cb_rng_mix64(seed ^ (stream * 0xd1342543de82ef95ULL));
 }
-static inline uint32_t cb_ops_dropout_thr(float p) { return (uint32_t)((double)p * 4294967296.0); }
-static inline int cb_ops_keep_bit(uint64_t key, uint64_t idx, uint32_t thr) {
+static inline CB_HOSTDEV uint32_t cb_ops_dropout_thr(float p) { return (uint32_t)((double)p * 4294967296.0); }
+static inline CB_HOSTDEV int cb_ops_keep_bit(uint64_t key, uint64_t idx, uint32_t thr) {
     return (uint32_t)(cb_rng_mix64(key ^ idx) >> 32) >= thr;
 }
-static inline int cb_ops_dropout_keep(uint64_t seed, uint64_t stream, uint64_t idx, float p) {
+static inline CB_HOSTDEV int cb_ops_dropout_keep(uint64_t seed, uint64_t stream, uint64_t idx, float p) {
     return cb_ops_keep_bit(cb_ops_dropout_key(seed, stream), idx, cb_ops_dropout_thr(p));
 }
 

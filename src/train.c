@@ -32,6 +32,7 @@ void cb_train_opts_default(train_opts *o) {
     o->val_candidates = 16;
     o->val_docs = 2000;
     o->val_split = "dev";
+    o->precision = OPS_BF16;
 }
 
 
@@ -65,8 +66,10 @@ trainer *cb_trainer_new(const char *model_name, const char *pretrained, const ch
         return NULL;
     }
     t->n_gpus = n_gpus;
-    if (n_gpus > 0)
+    if (n_gpus > 0 && !cb_ops_have("cuda"))
         fprintf(stderr, "colbert: note: %d GPU(s) asked for; this build trains on the CPU\n", n_gpus);
+    else if (n_gpus > 1)
+        fprintf(stderr, "colbert: note: %d GPUs asked for; colbert.c trains on one\n", n_gpus);
     return t;
 }
 
@@ -112,6 +115,7 @@ void cb_train_run_free(run *r) {
     free(r->base_meta);
     if (r->tok) cb_tokenizer_free(r->tok);
     if (r->s_ready) cb_step_free(&r->s);
+    cb_ops_close(r->dev);
     cb_data_texts_free(&r->queries);
     cb_data_texts_free(&r->coll);
     cb_data_triples_free(&r->trip);
@@ -262,9 +266,16 @@ static int setup(run *r, json_t **state, cb_err *err) {
     r->n_triplets = r->trip.n;
 
     /* model and configuration: the base's settings, then the user's */
+    /* the device: --device, else a GPU if there is one (n_gpus 0: the CPU);
+     * "auto" says which only when it takes a GPU or was asked for by name */
+    const char *spec = o->device ? o->device : r->tr->n_gpus == 0 ? "cpu" : "auto";
+    cb_err why = {{0}};
+    if (!(r->dev = cb_ops_open(spec, o->precision, &why))) return cb_err_set(err, "%s", why.msg);
+    if (strcmp(r->dev->kind, "cpu") || (o->device && !strcmp(o->device, "auto")))
+        fprintf(stderr, "colbert: training on %s%s%s\n", r->dev->desc, why.msg[0] ? "; " : "", why.msg);
     colmodel m;
     const char *from = resume ? resume : r->tr->pretrained;
-    if (cb_colmodel_load(&m, cb_ops_cpu(), from, o->dim, o->seed, err)) {
+    if (cb_colmodel_load(&m, r->dev, from, o->dim, o->seed, err)) {
         cb_err_prefix(err, "model %s", from);
         return -1;
     }

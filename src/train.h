@@ -60,6 +60,7 @@
 #define CB_TRAIN_H
 #include <stdint.h>
 #include "common.h"
+#include "ops.h"
 #include "prepare.h"
 
 typedef struct train_opts {
@@ -92,6 +93,9 @@ typedef struct train_opts {
     int val_docs;               /* 2000: documents the validation queries are ranked among */
     const char *resume;         /* a step-* directory to continue from */
     int quiet;                  /* no progress line */
+    const char *device;         /* NULL: a GPU if any (the trainer's n_gpus 0: the CPU); else
+                                   cb_ops_open's "auto", "cpu", "cuda", "cuda:N" */
+    ops_precision precision;    /* OPS_BF16 (default): bf16 matmuls on a GPU; the CPU is fp32 */
 } train_opts;
 
 void cb_train_opts_default(train_opts *o);

@@ -84,6 +84,7 @@ typedef struct run {
     tokenizer *tok;
     colbert_vocab vocab;
     colbert_config cc;
+    ops_device *dev;            /* where the step runs */
     step_state s;
     int s_ready;
     data_texts queries, coll;
