@@ -7,7 +7,7 @@
 #   make demo       the main job end to end on the default dataset
 #   make bench      the benchmarks of bench/ (long; not part of make test)
 # Variables: CC, ARCH (default -march=native), OMP=0 to build without OpenMP,
-# CAIRO=0 to build without cairo.
+# CAIRO=0 to build without cairo, MPI=0 to build without MPI.
 # -fno-trapping-math lets GCC vectorise the branch-free exp/erf of fastmath.h
 # (results are IEEE-identical; only FP exception flags are not kept).
 
@@ -28,12 +28,23 @@ DEP_CFLAGS  += -DCB_CAIRO $(shell pkg-config --cflags cairo)
 DEP_LIBS    += $(shell pkg-config --libs cairo)
 endif
 endif
+# MPI (Debian: libopenmpi-dev, openmpi-bin): found through mpicc (Open MPI's
+# --showme), the release build runs data-parallel under mpirun (src/comm.h,
+# docs/train.md); without it, or with MPI=0, the serial communicator only.
+# The ASan/UBSan build never uses MPI (Open MPI's own allocations would
+# drown the leak report): it tests the serial communicator.
+ifneq ($(MPI),0)
+ifneq ($(shell command -v mpicc 2>/dev/null),)
+MPI_CFLAGS := -DCB_MPI $(patsubst -I%,-isystem %,$(shell mpicc --showme:compile 2>/dev/null))
+MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
+endif
+endif
 OMPFLAG := -fopenmp
 ifeq ($(OMP),0)
 OMPFLAG :=
 endif
 
-CFLAGS_REL  := -O3 $(ARCH) -fno-trapping-math -g $(OMPFLAG)
+CFLAGS_REL  := -O3 $(ARCH) -fno-trapping-math -g $(OMPFLAG) $(MPI_CFLAGS)
 CFLAGS_SAN  := -O1 $(ARCH) -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined $(OMPFLAG)
 
@@ -61,9 +72,9 @@ $(BUILD)/cli/%.o: cli/%.c $(HDR) $(CLIHDR)
 	@mkdir -p $(@D)
 	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc -c $< -o $@
 $(BUILD)/colbert: $(CLISRC:cli/%.c=$(BUILD)/cli/%.o) $(BUILD)/libcolbert.a
-	$(CC) $(CFLAGS_REL) $^ $(DEP_LIBS) -o $@
+	$(CC) $(CFLAGS_REL) $^ $(DEP_LIBS) $(MPI_LIBS) -o $@
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libcolbert.a $(HDR) | $(BUILD)/tests
-	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) -o $@
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(MPI_LIBS) -o $@
 
 # ---- sanitizer build (ASan + UBSan) --------------------------------------
 $(SAN)/obj/%.o: src/%.c $(HDR)
@@ -94,7 +105,7 @@ test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert
 
 # bench_step reads its texts with the CLI's cli_read_lines (cli/common.c)
 $(BUILD)/bench/bench_step: bench/bench_step.c $(BUILD)/cli/common.o $(BUILD)/libcolbert.a | $(BUILD)/bench
-	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $^ $(DEP_LIBS) -o $@
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $^ $(DEP_LIBS) $(MPI_LIBS) -o $@
 $(BUILD)/bench:
 	mkdir -p $@
 
@@ -105,7 +116,7 @@ demo: setup all
 	bash scripts/demo.sh
 
 print-libs:
-	@echo $(DEP_LIBS)
+	@echo $(DEP_LIBS) $(MPI_LIBS)
 
 clean:
 	rm -rf $(BUILD) $(SAN)
