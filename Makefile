@@ -94,13 +94,17 @@ $(SAN)/tests/%: tests/%.c $(SAN)/libcolbert.a $(HDR) | $(SAN)/tests
 $(BUILD)/tests $(SAN)/tests:
 	mkdir -p $@
 
+# tests/mpi_step.c runs under mpirun (tests/test_mpi.py), not from run.sh
+$(BUILD)/tests/mpi_step: tests/mpi_step.c $(BUILD)/libcolbert.a $(HDR) | $(BUILD)/tests
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(MPI_LIBS) -o $@
+
 TESTS_REL := $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
 TESTS_SAN := $(TESTSRC:tests/%.c=$(SAN)/tests/%)
 
 setup:
 	bash scripts/setup.sh
 
-test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert
+test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert $(BUILD)/tests/mpi_step
 	bash tests/run.sh
 
 # bench_step reads its texts with the CLI's cli_read_lines (cli/common.c)
