@@ -64,6 +64,10 @@ int main(int argc, char **argv) {
     }
     int rc = run(argc, argv);
     fflush(stdout);
+    /* under mpirun a failed rank ends the job: the others may be waiting for
+     * it in a collective. Not needed for usage errors (every rank has the
+     * same arguments) nor for train, whose ranks agree on their errors. */
+    if (comm->size > 1 && rc == 1 && argc > 1 && strcmp(argv[1], "train")) cb_comm_abort(comm, rc);
     cb_comm_finalize(comm);
     return rc;
 }

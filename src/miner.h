@@ -32,6 +32,7 @@
 #define CB_MINER_H
 #include <stddef.h>
 #include <stdint.h>
+#include "comm.h"
 #include "common.h"
 #include "prepare.h"
 
@@ -56,6 +57,10 @@ typedef struct miner_opts {
     const char *save_dir;     /* NULL, or a directory for the embeddings and lists */
     const char *load_dir;     /* NULL, or a directory written by save_dir: no encoding */
     int quiet;                /* 0: progress bars and the one-line report */
+    cb_comm *comm;            /* NULL: one process; else the ranks (all call cb_miner_candidates
+                               * together) split the encoding and the search, and every
+                               * rank gets the same candidates one process finds; rank 0
+                               * alone writes save_dir */
 } miner_opts;
 
 typedef struct miner_stats {

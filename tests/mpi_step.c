@@ -220,7 +220,7 @@ int main(int argc, char **argv) {
     if (!comm) { fprintf(stderr, "%s\n", err.msg); return 2; }
     const char *model_dir = test_env("COLBERT_MODEL");
     ref_open(&ref, test_env("COLBERT_REF"), "train_step_ref.safetensors");
-    ref_open(&mref, test_env("COLBERT_MPI_REF"), "mpi_step_ref.safetensors");
+    ref_open(&mref, test_env("COLBERT_REF"), "mpi_step_ref.safetensors");
     refbatch r;
     const int32_t *cfg = ref_raw(&ref, "config", NULL);
     r.B = cfg[0]; r.nway = cfg[1]; r.qmax = cfg[2]; r.dmax = cfg[3]; r.dim = cfg[4];
