@@ -1,5 +1,8 @@
 /* bench_step: ColBERT training-step throughput and memory, colbert.c side.
- * usage: bench_step MODEL_DIR DOCS.txt QUERIES.txt [--base] [--steps N]
+ * usage: bench_step MODEL_DIR DOCS.txt QUERIES.txt [--base] [--steps N] [--ib-local]
+ * Under mpirun (bench/bench_mpi.sh) the ranks share each batch of 32 (step.h)
+ * and the line adds the ranks, the seconds per step in collectives and the
+ * bytes each rank sent into them per step.
  *   MODEL_DIR  all-MiniLM-L6-v2 (weights and tokenizer); with --base a
  *              BERT-base-shaped model (12 layers, 768 hidden, 12 heads, 3072
  *              intermediate) with random weights and the same tokenizer
@@ -13,6 +16,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include "colbert.h"
+#include "comm.h"
 #include "model.h"
 #include "step.h"
 #include "tokenizer.h"
@@ -27,12 +31,16 @@ static long peak_rss(void) {
 
 int main(int argc, char **argv) {
     if (argc < 4) { fprintf(stderr, "usage: bench_step MODEL_DIR DOCS.txt QUERIES.txt [--base] [--steps N]\n"); return 2; }
-    int base = 0, steps = 3;
+    int base = 0, steps = 3, ib_local = 0;
     for (int i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--base")) base = 1;
+        else if (!strcmp(argv[i], "--ib-local")) ib_local = 1;
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
     }
     cb_err err = {{0}};
+    cb_comm *comm = cb_comm_init(&argc, &argv, &err);
+    if (!comm) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    int P = comm->size, R = comm->rank;
     tokenizer *tok = cb_tokenizer_load(argv[1], &err);
     if (!tok) { fprintf(stderr, "%s\n", err.msg); return 1; }
     bert_model bert;
@@ -84,44 +92,60 @@ int main(int argc, char **argv) {
     c.cc.doc_maxlen = 256;
     c.lc.nway = 2; c.lc.use_ib_negatives = 1; c.lc.distillation_alpha = 1; c.lc.accumsteps = 1;
     c.bsize = 32; c.lr = 5e-6; c.warmup = 0; c.maxsteps = 1000; c.dropout = 1; c.seed = 1;
+    c.comm = comm; c.ib_local = ib_local;
     step_state s;
     if (cb_step_init(&s, &bert, tok, NULL, 7, &c, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     int Lq = 32;
     int32_t *q_ids = malloc(32 * Lq * sizeof(int32_t)), *d_ids = malloc(64 * 256 * sizeof(int32_t));
     uint8_t *q_mask = malloc(32 * Lq);
     int d_len[64];
-    double t_total = 0, tokens = 0;
+    double t_total = 0, tokens = 0, t_comm = 0;
+    size_t comm_bytes = 0;
+    int nq_r = 32 / P;   /* this rank's share of the batch */
     for (int it = 0; it <= steps; it++) {  /* step 0 is warm-up */
-        int T = 0;
+        int T = 0, d_off[65];
         for (int q = 0; q < 32; q++) {
             int qi = (it * 32 + q) % nq;
             cb_colbert_query_ids(q_ids + q * Lq, q_mask + q * Lq, &vocab, tok, qs[qi], qlen[qi], &c.cc);
         }
         for (int d = 0; d < 64; d++) {
             int di = (it * 64 + d) % nd;
+            d_off[d] = T;
             d_len[d] = cb_colbert_doc_ids(d_ids + T, &vocab, tok, docs[di], dlen[di], &c.cc);
             T += d_len[d];
         }
-        step_batch b = {.nq = 32, .q_ids = q_ids, .q_mask = q_mask, .d_ids = d_ids, .d_len = d_len};
-        if (it == 1) s.t_fwd = s.t_bwd = s.t_attn = 0;
+        d_off[64] = T;
+        int d0 = R * nq_r * 2, d1 = d0 + nq_r * 2;
+        step_batch b = {.nq = nq_r, .q_ids = q_ids + R * nq_r * Lq, .q_mask = q_mask + R * nq_r * Lq,
+                        .d_ids = d_ids + d_off[d0], .d_len = d_len + d0};
+        if (it == 1) s.t_fwd = s.t_bwd = s.t_attn = s.t_comm = s.t_sim = 0, s.comm_bytes = 0;
+        cb_comm_barrier(comm);
         double t0 = cb_now();
         cb_step_micro(&s, &b, NULL);
         cb_step_update(&s, NULL);
-        if (it > 0) { t_total += cb_now() - t0; tokens += T + 32 * Lq; }
+        double dt = cb_now() - t0;
+        cb_comm_allreduce(comm, &dt, 1, COMM_F64, COMM_MAX);   /* the slowest rank's */
+        if (it > 0) { t_total += dt; tokens += d_off[d1] - d_off[d0] + nq_r * Lq; }
     }
+    t_comm = s.t_comm;
+    comm_bytes = s.comm_bytes;
+    cb_comm_allreduce(comm, &tokens, 1, COMM_F64, COMM_SUM);
     /* encoder FLOPs: 2 * tokens * non-embedding weights forward, 2x that backward */
     const bert_config *bc = cb_step_bert_config(&s);
     double w = (double)bc->num_hidden_layers * (4.0 * bc->hidden_size * bc->hidden_size +
                                                  2.0 * bc->hidden_size * bc->intermediate_size);
     double flops = 6.0 * w * tokens;
-    printf("{\"model\": \"%s\", \"params\": %zu, \"steps\": %d, \"step_s\": %.4f, \"triplets_per_s\": %.3f, "
-           "\"forward_s\": %.4f, \"backward_s\": %.4f, \"attention_s\": %.4f, \"encoder_gflops\": %.1f, "
-           "\"dense_gflops\": %.1f, \"bytes\": %zu, "
-           "\"peak_bytes\": %ld}\n",
-           base ? "bert-base (random)" : "all-MiniLM-L6-v2", nparams, steps, t_total / steps,
-           32.0 * steps / t_total, s.t_fwd / steps, s.t_bwd / steps, s.t_attn / steps, flops / t_total / 1e9,
-           flops / (s.t_fwd + s.t_bwd - s.t_attn) / 1e9, s.bytes, peak_rss());
+    if (!R)
+        printf("{\"model\": \"%s\", \"params\": %zu, \"steps\": %d, \"ranks\": %d, \"step_s\": %.4f, "
+               "\"triplets_per_s\": %.3f, \"forward_s\": %.4f, \"backward_s\": %.4f, \"attention_s\": %.4f, "
+               "\"maxsim_s\": %.4f, \"comm_s\": %.4f, \"comm_bytes\": %zu, \"encoder_gflops\": %.1f, \"dense_gflops\": %.1f, "
+               "\"bytes\": %zu, \"peak_bytes\": %ld}\n",
+               base ? "bert-base (random)" : "all-MiniLM-L6-v2", nparams, steps, P, t_total / steps,
+               32.0 * steps / t_total, s.t_fwd / steps, s.t_bwd / steps, s.t_attn / steps, s.t_sim / steps, t_comm / steps,
+               comm_bytes / (size_t)steps, flops / t_total / 1e9, flops / P / (s.t_fwd + s.t_bwd - s.t_attn) / 1e9,
+               s.bytes, peak_rss());
     cb_step_free(&s);
     cb_tokenizer_free(tok);
+    cb_comm_finalize(comm);
     return 0;
 }

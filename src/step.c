@@ -225,6 +225,7 @@ float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
     int group = cb_loss_score_cols(&lc, nq) == nway ? nway : 0;
     const float *sdv = dv;
     int snd = nd;
+    double ts = cb_now(), tc = s->t_comm;
     if (s->gather) {
         snd = gather_docs(s, dv, b->d_len, s->h_keep + TQ, nd, TD);
         sdv = s->g_dv;
@@ -235,10 +236,13 @@ float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
                            D, &s->sim);
     }
     float loss = cb_ops_loss(d, s->d_scores, parts, s->scores, b->teacher ? s->teacher : NULL, &lc, nq);
+    s->t_sim += cb_now() - ts - (s->t_comm - tc);
 
     /* backward: with ib_global the gathered documents' gradients are summed
      * over the ranks and each rank keeps its own (reduce-scatter) */
     t0 = cb_now();
+    ts = t0;
+    tc = s->t_comm;
     cb_ops_zero(d, s->d_out, T * D * sizeof(float));
     if (s->gather) {
         size_t gr = (size_t)s->h_g_off[snd];
@@ -252,6 +256,7 @@ float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
         cb_ops_maxsim_backward(d, s->d_out, s->d_out + TQ * D, s->d_scores, s->argmax, qv, dv, group, nq, nd, Lq,
                             D);
     }
+    s->t_sim += cb_now() - ts - (s->t_comm - tc);
     cb_ops_zero(d, s->d_hidden, T * H * sizeof(float));
     cb_colbert_head_backward(d, s->d_hidden, s->g_linear, s->d_out, s->out, s->proj, s->norm, hidden, s->linear,
                           s->keep, c->cc.relu, (int)T, H, D);

@@ -87,6 +87,7 @@ typedef struct step_state {
     size_t bytes;               /* device bytes cb_step_init allocated */
     double t_fwd, t_bwd;        /* seconds in encoder forward / all backward, summed */
     double t_attn;              /* seconds of those in attention */
+    double t_sim;               /* seconds in MaxSim and the loss (forward and backward) */
     double t_comm;              /* seconds in collectives (gathers, the gradient allreduce) */
     size_t comm_bytes;          /* bytes this rank sent into collectives, summed */
     /* private to step.c */
