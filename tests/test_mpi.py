@@ -8,7 +8,7 @@ all-MiniLM-L6-v2 and NFCorpus (issue 14).
   dropout with accumsteps 2 equals one process;
 - `colbert train`, 10 steps, dropout on and off, --ib-scope global: every
   step's loss within 1e-6 relative and the final parameters within 1e-5 of
-  one process;
+  one process; validation split over the ranks scores as one process;
 - SIGINT to mpirun: a resumable checkpoint; resumed under 2 ranks it ends
   bit-identical to the uninterrupted 2-rank run; the same checkpoint resumes
   in one process (within the tolerances above);
@@ -146,6 +146,26 @@ def test_global_scope_equals_one_process(nf200, dropout):
     assert rel <= 1e-6 and worst <= 1e-5
     state = json.load(open(os.path.join(par, "step-000010", "training_state.json")))
     assert state["opts"]["ib_scope"] == "global" and state["written_by_ranks"] == 2
+
+
+def test_validation_split_equals_one_process(nf200):
+    """Validation by retrieval splits its documents over the ranks: the same scores as one process."""
+    res = []
+    for n in (1, 2):
+        out = os.path.join(TMP, f"mpi_val_{n}")
+        shutil.rmtree(out, ignore_errors=True)
+        args = train_args(nf200, out, 0, steps=2)
+        args[args.index("--val-fraction") + 1] = "0.2"
+        args += ["--val-docs", "300"]
+        run(mpirun([BIN, *args], n) if n > 1 else [BIN, *args])
+        ev = [json.loads(x) for x in open(os.path.join(out, "a", "train.jsonl")) if '"event"' in x]
+        res.append(ev[-1])
+    a, b = res
+    print(f"\nvalidation, 1 process vs 2 ranks: nDCG@10 {a['val_ndcg10']:.4f} / {b['val_ndcg10']:.4f}, "
+          f"loss {a['val_loss']:.6f} / {b['val_loss']:.6f}")
+    for k in ("val_ndcg10", "val_mrr10", "val_cand_mrr10"):
+        assert a[k] == pytest.approx(b[k], abs=1e-9), k
+    assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
 
 
 def test_local_scope_runs_and_differs(nf200):
