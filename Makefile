@@ -28,14 +28,15 @@ DEP_CFLAGS  += -DCB_CAIRO $(shell pkg-config --cflags cairo)
 DEP_LIBS    += $(shell pkg-config --libs cairo)
 endif
 endif
-# MPI (Debian: libopenmpi-dev, openmpi-bin): found through mpicc (Open MPI's
-# --showme), the release build runs data-parallel under mpirun (src/comm.h,
+# MPI (Debian: libopenmpi-dev, openmpi-bin): found through Open MPI's
+# `mpicc --showme` (another MPI's mpicc: a serial build), the release build runs data-parallel under mpirun (src/comm.h,
 # docs/train.md); without it, or with MPI=0, the serial communicator only.
 # The ASan/UBSan build never uses MPI (Open MPI's own allocations would
 # drown the leak report): it tests the serial communicator.
 ifneq ($(MPI),0)
-ifneq ($(shell command -v mpicc 2>/dev/null),)
-MPI_CFLAGS := -DCB_MPI $(patsubst -I%,-isystem %,$(shell mpicc --showme:compile 2>/dev/null))
+MPI_INC := $(shell mpicc --showme:compile 2>/dev/null)
+ifneq ($(MPI_INC),)
+MPI_CFLAGS := -DCB_MPI $(patsubst -I%,-isystem %,$(MPI_INC))
 MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
 endif
 endif
