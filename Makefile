@@ -11,8 +11,9 @@
 #   make gpu-bundle the prepared folder gpu/ for the GPU machine (see
 #                   scripts/gpu_check.sh)
 # Variables: CC, ARCH (default -march=native), OMP=0 to build without OpenMP,
-# CAIRO=0 to build without cairo, CUDA=0 to build without the CUDA backend (default: built when nvcc is
-# found), CUDA_HOME, CUDA_ARCHS (default 80 90).
+# CAIRO=0 to build without cairo, MPI=0 to build without MPI, CUDA=0 to build
+# without the CUDA backend (default: built when nvcc is found), CUDA_HOME,
+# CUDA_ARCHS (default 80 90).
 # -fno-trapping-math lets GCC vectorise the branch-free exp/erf of fastmath.h
 # (results are IEEE-identical; only FP exception flags are not kept).
 
@@ -33,12 +34,24 @@ DEP_CFLAGS  += -DCB_CAIRO $(shell pkg-config --cflags cairo)
 DEP_LIBS    += $(shell pkg-config --libs cairo)
 endif
 endif
+# MPI (Debian: libopenmpi-dev, openmpi-bin): found through Open MPI's
+# `mpicc --showme` (another MPI's mpicc: a serial build), the release build runs data-parallel under mpirun (src/comm.h,
+# docs/train.md); without it, or with MPI=0, the serial communicator only.
+# The ASan/UBSan build never uses MPI (Open MPI's own allocations would
+# drown the leak report): it tests the serial communicator.
+ifneq ($(MPI),0)
+MPI_INC := $(shell mpicc --showme:compile 2>/dev/null)
+ifneq ($(MPI_INC),)
+MPI_CFLAGS := -DCB_MPI $(patsubst -I%,-isystem %,$(MPI_INC))
+MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
+endif
+endif
 OMPFLAG := -fopenmp
 ifeq ($(OMP),0)
 OMPFLAG :=
 endif
 
-CFLAGS_REL  := -O3 $(ARCH) -fno-trapping-math -g $(OMPFLAG)
+CFLAGS_REL  := -O3 $(ARCH) -fno-trapping-math -g $(OMPFLAG) $(MPI_CFLAGS)
 CFLAGS_SAN  := -O1 $(ARCH) -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined $(OMPFLAG)
 
@@ -110,9 +123,9 @@ $(BUILD)/cli/%.o: cli/%.c $(HDR) $(CLIHDR)
 	@mkdir -p $(@D)
 	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc -c $< -o $@
 $(BUILD)/colbert: $(CLISRC:cli/%.c=$(BUILD)/cli/%.o) $(BUILD)/libcolbert.a
-	$(CC) $(CFLAGS_REL) $^ $(DEP_LIBS) $(CUDA_LIBS) -o $@
+	$(CC) $(CFLAGS_REL) $^ $(DEP_LIBS) $(MPI_LIBS) $(CUDA_LIBS) -o $@
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libcolbert.a $(HDR) | $(BUILD)/tests
-	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(CUDA_LIBS) -o $@
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(MPI_LIBS) $(CUDA_LIBS) -o $@
 
 # ---- sanitizer build (ASan + UBSan) --------------------------------------
 $(SAN)/obj/%.o: src/%.c $(HDR)
@@ -132,13 +145,17 @@ $(SAN)/tests/%: tests/%.c $(SAN)/libcolbert.a $(HDR) | $(SAN)/tests
 $(BUILD)/tests $(SAN)/tests:
 	mkdir -p $@
 
+# tests/mpi_step.c runs under mpirun (tests/test_mpi.py), not from run.sh
+$(BUILD)/tests/mpi_step: tests/mpi_step.c $(BUILD)/libcolbert.a $(HDR) | $(BUILD)/tests
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(MPI_LIBS) -o $@
+
 TESTS_REL := $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
 TESTS_SAN := $(TESTSRC:tests/%.c=$(SAN)/tests/%)
 
 setup:
 	bash scripts/setup.sh
 
-test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert
+test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert $(BUILD)/tests/mpi_step
 	bash tests/run.sh
 
 # ---- CUDA tests (need a GPU: not part of make test) -------------------------
@@ -148,7 +165,7 @@ CUTESTSRC := $(wildcard tests/cuda/test_cuda_*.c)
 CUTESTS   := $(CUTESTSRC:tests/cuda/%.c=$(BUILD)/tests-cuda/%)
 $(BUILD)/tests-cuda/%: tests/cuda/%.c $(BUILD)/libcolbert.a $(HDR) $(wildcard tests/cuda/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc -Itests $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(CUDA_LIBS) -o $@
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc -Itests $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(MPI_LIBS) $(CUDA_LIBS) -o $@
 cuda-tests: $(CUTESTS)
 ifeq ($(CUDA),1)
 test-cuda: all cuda-tests
@@ -164,12 +181,12 @@ endif
 # copy of all-MiniLM-L6-v2 and NFCorpus, compressed (the device tool
 # carries at most 64 MiB). Not part of make test.
 gpu-bundle:
-	$(MAKE) BUILD=build-gpu ARCH=-march=x86-64-v3 CUDA=1 build-gpu/colbert build-gpu/bench/bench_step cuda-tests
+	$(MAKE) BUILD=build-gpu ARCH=-march=x86-64-v3 CUDA=1 MPI=0 CAIRO=0 build-gpu/colbert build-gpu/bench/bench_step cuda-tests
 	bash scripts/gpu_bundle.sh build-gpu gpu
 
 # bench_step reads its texts with the CLI's cli_read_lines (cli/common.c)
 $(BUILD)/bench/bench_step: bench/bench_step.c $(BUILD)/cli/common.o $(BUILD)/libcolbert.a | $(BUILD)/bench
-	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $^ $(DEP_LIBS) $(CUDA_LIBS) -o $@
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $^ $(DEP_LIBS) $(MPI_LIBS) $(CUDA_LIBS) -o $@
 $(BUILD)/bench:
 	mkdir -p $@
 
@@ -180,7 +197,7 @@ demo: setup all
 	bash scripts/demo.sh
 
 print-libs:
-	@echo $(DEP_LIBS)
+	@echo $(DEP_LIBS) $(MPI_LIBS)
 
 clean:
 	rm -rf $(BUILD) $(SAN) build-gpu gpu

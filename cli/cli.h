@@ -23,7 +23,8 @@ int cli_info(int argc, char **argv);      /* info.c */
  * the i-th line; returns the count, or -1 with err. The caller frees *buf,
  * *lines and *lens. */
 int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, cb_err *err);
-/* OpenMP and OpenBLAS threads; n <= 0 leaves the default (all cores). */
+/* OpenMP and OpenBLAS threads; n <= 0 leaves the default (all cores, or
+ * under mpirun the cores divided among the ranks on this machine). */
 void cli_set_threads(int n);
 /* --device and --precision, for the commands that compute. CLI_DEVICE_HELP
  * is their --help text. cli_device_ok: the spec is auto, cpu, cuda or

@@ -1,6 +1,7 @@
 /* common.c: what the commands of the colbert CLI share besides option
  * parsing (args.c): the thread count, and a text file read as lines. */
 #include "cli.h"
+#include "comm.h"
 
 #include <string.h>
 #ifdef _OPENMP
@@ -49,6 +50,14 @@ int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, c
 }
 
 void cli_set_threads(int n) {
+    /* by default all cores, shared among the ranks mpirun put on this machine */
+    int local = cb_comm_world()->local_size;
+#ifdef _OPENMP
+    if (n <= 0 && local > 1) {
+        n = omp_get_num_procs() / local;
+        if (n < 1) n = 1;
+    }
+#endif
     if (n <= 0) return;
 #ifdef _OPENMP
     omp_set_num_threads(n);

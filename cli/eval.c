@@ -2,6 +2,7 @@
  * ColBERT model (or of a TREC run file) on a BEIR dataset split. */
 #include "args.h"
 #include "cli.h"
+#include "comm.h"
 #include "colmodel.h"
 #include "encoder.h"
 #include "eval.h"
@@ -202,6 +203,10 @@ int cli_eval(int argc, char **argv) {
     if (model && score_run) return cli_usage_error(a.cmd, "options '--model' and '--score-run' exclude each other");
     if (dense && !model) return cli_usage_error(a.cmd, "option '--dense' needs '--model'");
     cli_set_threads((int)threads);
+    /* under mpirun: the ranks split the encoding and the ranking; rank 0 reports */
+    cb_comm *comm = cb_comm_world();
+    int root = comm->rank == 0;
+    if (!root) quiet = 1;
     double t[6] = {0}, t0 = cb_now(), t1;
     cb_err err = {{0}};
     eval_data d;
@@ -225,7 +230,7 @@ int cli_eval(int argc, char **argv) {
         }
         cb_eval_score(&m, NULL, &d, top, D);
         t[5] = cb_now() - t0;
-        report(&m, &d, dataset, split, score_run, 0, t, 0);
+        if (root) report(&m, &d, dataset, split, score_run, 0, t, 0);
         ret = 0;
         goto done;
     }
@@ -267,17 +272,31 @@ int cli_eval(int argc, char **argv) {
                 cm.is_colbert ? "ColBERT" : "new ColBERT from", cm.dir, cm.cc.query_maxlen, cm.cc.doc_maxlen,
                 cm.cc.dim);
 
-    /* queries: all of them at once, [nq, Lq, dim] */
+    /* queries: all of them at once, [nq, Lq, dim]; with several ranks each
+     * encodes a share (whole encoding batches: the same bytes) and all get
+     * every query */
     t1 = cb_now();
     int nq = (int)d.n_queries, Lq = cm.cc.query_maxlen, dimq = cm.cc.dim;
     qv = cb_xmalloc(((size_t)(nq ? nq : 1) * Lq * dimq) * sizeof(float));
-    if (cb_colmodel_encode_queries(&cm, d.query_text, d.query_len, nq, qv, &err)) {
+    size_t q0, q1, per_q = (size_t)Lq * dimq;
+    cb_comm_share(comm, comm->rank, (size_t)nq, (size_t)cb_colmodel_queries_per_batch(&cm), &q0, &q1);
+    if (cb_colmodel_encode_queries(&cm, d.query_text + q0, d.query_len + q0, (int)(q1 - q0), qv + q0 * per_q, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         goto done;
     }
+    if (comm->size > 1) {
+        size_t *counts = cb_xmalloc((size_t)comm->size * sizeof(size_t)), ra, rz;
+        for (int r = 0; r < comm->size; r++) {
+            cb_comm_share(comm, r, (size_t)nq, (size_t)cb_colmodel_queries_per_batch(&cm), &ra, &rz);
+            counts[r] = (rz - ra) * per_q;
+        }
+        cb_comm_allgatherv(comm, qv, qv + q0 * per_q, counts, COMM_F32);
+        free(counts);
+    }
     t[2] = cb_now() - t1;
 
-    /* documents: encoded and ranked a chunk at a time */
+    /* documents: encoded and ranked a chunk at a time (with several ranks,
+     * rank k takes the chunks k, k + N, ...; the rankings merge) */
     eval_ranker rk;
     if (cb_eval_ranker_init(&rk, qv, d.doc_tie, nq, Lq, dimq, D, EVAL_CHUNK, cm.cc.doc_maxlen)) {
         fprintf(stderr, "colbert: error: out of memory for the ranking of %d queries\n", nq);
@@ -286,7 +305,9 @@ int cli_eval(int argc, char **argv) {
     progress pg;
     cb_progress_init(&pg, "encode + MaxSim", "docs", (int64_t)d.n_docs, quiet);
     cm.quiet = 1;   /* one bar for the whole corpus, not one per chunk */
-    for (size_t s = 0; s < d.n_docs; s += EVAL_CHUNK) {
+    size_t chunk = 0;
+    for (size_t s = 0; s < d.n_docs; s += EVAL_CHUNK, chunk++) {
+        if (chunk % (size_t)comm->size != (size_t)comm->rank) continue;
         int n = d.n_docs - s < EVAL_CHUNK ? (int)(d.n_docs - s) : EVAL_CHUNK;
         int *lengths;
         float *vectors;
@@ -311,14 +332,24 @@ int cli_eval(int argc, char **argv) {
     t1 = cb_now();
     cb_eval_ranker_finish(&rk, top, top_score);
     cb_eval_ranker_free(&rk);
+    if (comm->size > 1) {
+        if (cb_eval_merge_ranks(comm, top, top_score, nq, D, d.doc_tie, &err)) {
+            fprintf(stderr, "colbert: error: %s\n", err.msg);
+            goto done;
+        }
+        int64_t dv = (int64_t)doc_vectors;
+        cb_comm_allreduce(comm, &dv, 1, COMM_I64, COMM_SUM);
+        doc_vectors = (size_t)dv;
+        cb_comm_allreduce(comm, t + 2, 3, COMM_F64, COMM_MAX);   /* the slowest rank's times */
+    }
     t[4] += cb_now() - t1;
     cb_eval_score(&m, NULL, &d, top, D);
-    if (run && cb_eval_write_run(run, &d, top, top_score, D, (int)depth, "colbert.c", &err)) {
+    if (run && root && cb_eval_write_run(run, &d, top, top_score, D, (int)depth, "colbert.c", &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         goto done;
     }
     t[5] = cb_now() - t0;
-    report(&m, &d, dataset, split, model, doc_vectors, t, 1);
+    if (root) report(&m, &d, dataset, split, model, doc_vectors, t, 1);
     ret = 0;
 done:
     if (cm.dir) cb_colmodel_free(&cm);

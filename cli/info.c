@@ -1,8 +1,10 @@
 /* info.c: `colbert info`: the linear-algebra library, its kernels and the
- * threads in use; the GPUs, the driver and the CUDA kernels. */
+ * threads in use; the GPUs, the driver and the CUDA kernels; whether this
+ * build runs under mpirun. */
 #include "args.h"
 #include "blas.h"
 #include "cli.h"
+#include "comm.h"
 
 #include <stdio.h>
 
@@ -12,7 +14,8 @@ static const char *INFO_HELP =
     "Print the linear-algebra library (the OpenBLAS build), the kernels it\n"
     "runs on this CPU and the threads in use; then the CUDA backend: the\n"
     "runtime, the driver, cuBLASLt, the GPU kernels built in and every GPU\n"
-    "(or why none can be used).\n"
+    "(or why none can be used); and whether this build runs data-parallel\n"
+    "under mpirun (MPI).\n"
     "\n"
     "options:\n"
     "  -h, --help   this help\n";
@@ -34,5 +37,7 @@ int cli_info(int argc, char **argv) {
     char buf[4096];
     cb_ops_info(buf, sizeof buf);
     fputs(buf, stdout);
+    printf("mpi: %s\n", cb_comm_have_mpi() ? "yes (mpirun -np N colbert train|prepare|eval)"
+                                            : "no (built without MPI: one process)");
     return 0;
 }

@@ -1,6 +1,7 @@
 /* prepare.c: `colbert prepare`, the command line of prepare.h. */
 #include "args.h"
 #include "cli.h"
+#include "comm.h"
 #include "common.h"
 #include "miner.h"
 #include "prepare.h"
@@ -216,6 +217,8 @@ int cli_prepare(int argc, char **argv) {
     /* The miner finds its model before any data is read: a missing model
      * fails at once, with the name and how to provide it. */
     cli_set_threads(threads);
+    /* under mpirun: the ranks split the mining's encoding and search; rank 0 writes */
+    cb_comm *comm = cb_comm_world();
     miner m = {0};
     prepare_miner hook = {0};
     int mining = o.negatives == PREPARE_NEG_MINED && o.num_new_negatives > 0;
@@ -223,6 +226,7 @@ int cli_prepare(int argc, char **argv) {
         cb_err merr = {{0}};
         mo.quiet = o.quiet;
         mo.seed = o.seed;
+        mo.comm = comm;
         if (cb_miner_init(&m, &mo, &merr)) {
             fprintf(stderr, "colbert: error: %s\n", merr.msg);
             return 1;
@@ -243,7 +247,7 @@ int cli_prepare(int argc, char **argv) {
     if (!rc && beir) rc = cb_prepare_add_beir(p, beir, split, &err);
     for (int i = 0; i < ntrain && !rc; i++) rc = cb_prepare_add_train(p, train[i], &err);
     if (!rc) rc = cb_prepare_run(p, &err);
-    if (!rc) rc = cb_prepare_export(p, out, &err);
+    if (!rc && !comm->rank) rc = cb_prepare_export(p, out, &err);
     if (rc) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         cb_prepare_free(p);
@@ -251,7 +255,7 @@ int cli_prepare(int argc, char **argv) {
         return 1;
     }
     const prepare_stats *s = cb_prepare_get_stats(p);
-    if (!o.quiet) {
+    if (!o.quiet && !comm->rank) {
         printf("prepare: %s, %lld records -> %lld queries, %lld documents, %lld triplets\n",
                cb_prepare_kind_name(s->kind), (long long)s->records, (long long)s->queries,
                (long long)s->passages, (long long)s->triplets);

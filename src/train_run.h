@@ -80,6 +80,7 @@ typedef struct val_set {
 typedef struct run {
     trainer *tr;
     train_opts o;               /* resolved */
+    cb_comm *comm;              /* never NULL; rank 0 writes the files */
     char *run_dir, *src_dir, *data_dir, *base_meta;
     tokenizer *tok;
     colbert_vocab vocab;
@@ -115,6 +116,14 @@ typedef struct run {
 
 
 void cb_train_run_free(run *r);
+/* Data parallel: whether any rank failed (rc != 0). A rank that failed
+ * with its own message prints it (rank 0 keeps it in err); the others get
+ * "another rank failed". Returns 0 when none failed, else -1 on every rank.
+ * One process: rc. */
+int cb_train_agree(run *r, int rc, cb_err *err);
+/* Data parallel: check that every rank holds the same parameters (a hash
+ * of them); -1 with err when not. */
+int cb_train_check_sync(run *r, cb_err *err);
 /* Load and check the three training files of dir. */
 int cb_train_load_data(const char *dir, data_texts *q, data_texts *c, data_triples *t, cb_err *err);
 

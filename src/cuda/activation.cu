@@ -54,22 +54,29 @@ void cb_cuda_add(ops_device *d, float *out, const float *a, const float *b, size
     CU_LAUNCHED();
 }
 
-static __global__ void dropout_fwd_kernel(float *x, uint8_t *mask, size_t n, float scale, uint64_t key, uint32_t thr) {
-    GRID_STRIDE(i, n) {
-        int k = cb_ops_keep_bit(key, (uint64_t)i, thr);
-        mask[i] = (uint8_t)k;
-        x[i] = k ? __fmul_rn(x[i], scale) : 0.0f;
+/* One block per sequence: element e of sequence q (token off[q] + e / H)
+ * keeps by the hash of (seed, stream, id[q], e), as ops.h says. */
+static __global__ void dropout_fwd_kernel(float *x, uint8_t *mask, const int *off, const uint64_t *id, int H,
+                                          float scale, uint64_t seed, uint64_t stream, uint32_t thr) {
+    int q = blockIdx.x;
+    uint64_t key = cb_ops_dropout_key(seed, stream, id[q]);
+    size_t a = (size_t)off[q] * H, n = (size_t)(off[q + 1] - off[q]) * H;
+    for (size_t e = threadIdx.x; e < n; e += blockDim.x) {
+        int k = cb_ops_keep_bit(key, (uint64_t)e, thr);
+        mask[a + e] = (uint8_t)k;
+        x[a + e] = k ? __fmul_rn(x[a + e], scale) : 0.0f;
     }
 }
 
-/* mask[n] = keep bits; x[n] = x * mask / (1 - p) */
-void cb_cuda_dropout_forward(ops_device *d, float *x, uint8_t *mask, size_t n, float p, uint64_t seed,
-                          uint64_t stream) {
+/* mask [T, H] = keep bits; x [T, H] = x * mask / (1 - p) */
+void cb_cuda_dropout_forward(ops_device *d, float *x, uint8_t *mask, const ops_seqs *sq, int H, float p,
+                             uint64_t seed, uint64_t stream) {
     cuda_state *s = cb_cuda_enter(d);
-    if (!n) return;
+    if (!sq->n_seq || !sq->n_tok) return;
+    CB_ASSERT(sq->id);
     float scale = 1.0f / (1.0f - p);
-    dropout_fwd_kernel<<<grid_for(n, 256), 256, 0, s->stream>>>(x, mask, n, scale, cb_ops_dropout_key(seed, stream),
-                                                                 cb_ops_dropout_thr(p));
+    dropout_fwd_kernel<<<sq->n_seq, 256, 0, s->stream>>>(x, mask, sq->off, sq->id, H, scale, seed, stream,
+                                                         cb_ops_dropout_thr(p));
     CU_LAUNCHED();
 }
 

@@ -10,7 +10,7 @@
  * m, sum l) and its output row in registers:
  *   ctx_i = sum_j z_ij e^(s_ij - m) v_j / l,  s_ij = scale <q_i, k_j>,
  * z_ij the dropout factor (0, or 1/(1-p)) of element (i, j), from ops.h's
- * hash of att_off[s] NH + h n^2 + i n + j, as on the CPU.
+ * hash: element h n^2 + i n + j of the sequence's id, as on the CPU.
  *
  * Backward, two kernels, both recomputing the probabilities:
  *   1. per query row (as the forward): one pass for m, l and o_i, so
@@ -39,10 +39,10 @@ struct attn_args {
     const float *qkv;
     const uint8_t *mask;
     const int *off;
-    const size_t *att_off;
+    const uint64_t *id;         /* the sequences' dropout ids (NULL without dropout) */
     int H, NH;
     float scale, dscale;
-    uint64_t key;
+    uint64_t seed, stream;
     uint32_t thr;
     int drop;
 };
@@ -76,7 +76,8 @@ static __global__ void __launch_bounds__(BQ) attn_fwd_kernel(float *ctx, attn_ar
         acc[d] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    size_t base = a.att_off[sq] * a.NH + (size_t)h * n * n + (size_t)i * n;
+    size_t base = (size_t)h * n * n + (size_t)i * n;
+    uint64_t key = a.drop ? cb_ops_dropout_key(a.seed, a.stream, a.id[sq]) : 0;
     for (int j0 = 0; j0 < n; j0 += BK) {
         int nk = min(BK, n - j0);
         __syncthreads();
@@ -101,7 +102,7 @@ static __global__ void __launch_bounds__(BQ) attn_fwd_kernel(float *ctx, attn_ar
             }
             float p = expf(sc - m);
             l += p;
-            if (a.drop) p = cb_ops_keep_bit(a.key, base + (size_t)(j0 + r), a.thr) ? p * a.dscale : 0.0f;
+            if (a.drop) p = cb_ops_keep_bit(key, base + (size_t)(j0 + r), a.thr) ? p * a.dscale : 0.0f;
 #pragma unroll
             for (int d = 0; d < D; d++) acc[d] = fmaf(p, vr[d], acc[d]);
         }
@@ -132,7 +133,8 @@ static __global__ void __launch_bounds__(BQ) attn_bwd_q_kernel(float *d_qkv, con
         q[d] = active ? a.qkv[(size_t)(o + i) * ld + (size_t)h * D + d] : 0.0f;
         acc[d] = 0.0f;
     }
-    size_t base = a.att_off[sq] * a.NH + (size_t)h * n * n + (size_t)i * n;
+    size_t base = (size_t)h * n * n + (size_t)i * n;
+    uint64_t key = a.drop ? cb_ops_dropout_key(a.seed, a.stream, a.id[sq]) : 0;
     /* pass 1: m, l, o_i (the forward, again) */
     float m = -INFINITY, l = 0.0f;
     for (int j0 = 0; j0 < n; j0 += BK) {
@@ -159,7 +161,7 @@ static __global__ void __launch_bounds__(BQ) attn_bwd_q_kernel(float *d_qkv, con
             }
             float p = expf(sc - m);
             l += p;
-            if (a.drop) p = cb_ops_keep_bit(a.key, base + (size_t)(j0 + r), a.thr) ? p * a.dscale : 0.0f;
+            if (a.drop) p = cb_ops_keep_bit(key, base + (size_t)(j0 + r), a.thr) ? p * a.dscale : 0.0f;
 #pragma unroll
             for (int d = 0; d < D; d++) acc[d] = fmaf(p, vr[d], acc[d]);
         }
@@ -199,7 +201,7 @@ static __global__ void __launch_bounds__(BQ) attn_bwd_q_kernel(float *d_qkv, con
                 dp = fmaf(dO[d], vr[d], dp);
             }
             float p = expf(sd * a.scale - lse);
-            if (a.drop) dp = cb_ops_keep_bit(a.key, base + (size_t)(j0 + r), a.thr) ? dp * a.dscale : 0.0f;
+            if (a.drop) dp = cb_ops_keep_bit(key, base + (size_t)(j0 + r), a.thr) ? dp * a.dscale : 0.0f;
             float ds = p * (dp - Di);
 #pragma unroll
             for (int d = 0; d < D; d++) acc[d] = fmaf(ds, kr[d], acc[d]);
@@ -234,7 +236,8 @@ static __global__ void __launch_bounds__(BK) attn_bwd_kv_kernel(float *d_qkv, co
         lse[r] = st[0];
         Dst[r] = st[1];
     }
-    size_t base = a.att_off[sq] * a.NH + (size_t)h * n * n;
+    size_t base = (size_t)h * n * n;
+    uint64_t key = a.drop ? cb_ops_dropout_key(a.seed, a.stream, a.id[sq]) : 0;
     for (int j0 = 0; j0 < n; j0 += BK) {
         int nk = min(BK, n - j0);
         int j = j0 + threadIdx.x;
@@ -271,7 +274,7 @@ static __global__ void __launch_bounds__(BK) attn_bwd_kv_kernel(float *d_qkv, co
                 float p = expf(sd * a.scale - lse[i]);
                 float pz = p;
                 if (a.drop) {
-                    float z = cb_ops_keep_bit(a.key, base + (size_t)i * n + j, a.thr) ? a.dscale : 0.0f;
+                    float z = cb_ops_keep_bit(key, base + (size_t)i * n + j, a.thr) ? a.dscale : 0.0f;
                     pz = p * z;
                     dp = dp * z;
                 }
@@ -301,14 +304,16 @@ static attn_args make_args(const float *qkv, const uint8_t *mask, const ops_seqs
     a.qkv = qkv;
     a.mask = mask;
     a.off = s->off;
-    a.att_off = s->att_off;
+    a.id = s->id;
     a.H = H;
     a.NH = NH;
     a.scale = 1.0f / sqrtf((float)D);
     a.dscale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
-    a.key = cb_ops_dropout_key(seed, stream);
+    a.seed = seed;
+    a.stream = stream;
     a.thr = cb_ops_dropout_thr(p);
     a.drop = p > 0;
+    CB_ASSERT(!a.drop || s->id);
     return a;
 }
 
