@@ -140,6 +140,7 @@ int cb_train_load_data(const char *dir, data_texts *q, data_texts *c, data_tripl
             return cb_err_set(err, "%s: %s is missing or unreadable (HINT: make the training files with "
                               "`colbert prepare --out %s ...`)", dir, need[i], dir);
     }
+    if (cb_prepare_check(dir, err)) return -1;   /* a set that prepare wrote is whole */
     char *p = cb_path_join(dir, QF);
     int rc = cb_data_queries_load(q, p, err);
     free(p);

@@ -18,6 +18,7 @@
 #define QF "queries.train.colbert.tsv"
 #define CF "corpus.train.colbert.tsv"
 #define TF "triples.train.colbert.jsonl"
+#define MANIFEST CB_PREPARE_MANIFEST
 #define STATE_JSON "training_state.json"
 #define STATE_ST "training_state.safetensors"
 #define NWAY 2
