@@ -14,6 +14,9 @@ int cb_encoder_load(encoder *e, ops_device *dev, const char *name, int max_len, 
     if (cb_sbert_config_load(&e->sbert, e->dir, err)) goto fail;
     if (!(e->tok = cb_tokenizer_load(e->dir, err))) goto fail;
     if (cb_bert_load(&e->bert, dev, e->dir, err)) goto fail;
+    char from[600];   /* every tokenizer id must have a row in the word embeddings */
+    snprintf(from, sizeof from, "%.500s/config.json (vocab_size %d)", e->dir, e->bert.cfg.vocab_size);
+    if (cb_tokenizer_check_ids(e->tok, e->bert.cfg.vocab_size, from, err)) goto fail;
     e->sp = cb_tokenizer_get_specials(e->tok);
     if (e->sp.cls < 0 || e->sp.sep < 0) {
         cb_err_set(err, "%s: the vocabulary has no [CLS] or [SEP] token", e->dir);
