@@ -6,6 +6,7 @@
 #                   (unit tests, the same under ASan/UBSan, PyTorch parity)
 #   make demo       the main job end to end on the default dataset
 #   make bench      the benchmarks of bench/ (long; not part of make test)
+#   make fuzz       the libFuzzer targets of fuzz/, FUZZ_SECONDS each (clang)
 # Variables: CC, ARCH (default -march=native), OMP=0 to build without OpenMP,
 # CAIRO=0 to build without cairo.
 # -fno-trapping-math lets GCC vectorise the branch-free exp/erf of fastmath.h
@@ -89,7 +90,7 @@ TESTS_SAN := $(TESTSRC:tests/%.c=$(SAN)/tests/%)
 setup:
 	bash scripts/setup.sh
 
-test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert
+test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert fuzz-build
 	bash tests/run.sh
 
 # bench_step reads its texts with the CLI's cli_read_lines (cli/common.c)
@@ -107,5 +108,34 @@ demo: setup all
 print-libs:
 	@echo $(DEP_LIBS)
 
+# ---- fuzzing (libFuzzer; clang) -------------------------------------------
+#   make fuzz-build           the targets of fuzz/ (fuzz/README.md)
+#   make fuzz FUZZ_SECONDS=N  run each for N seconds (default 60) from its
+#                             committed seed corpus; any crash fails
+# The library is rebuilt with clang, ASan, UBSan and coverage
+# instrumentation into build-fuzz/ (no OpenMP: one thread per target).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ         := build-fuzz
+FUZZ_CFLAGS  := -O1 $(ARCH) -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=undefined
+FUZZSRC      := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BINS    := $(FUZZSRC:fuzz/%.c=$(FUZZ)/%)
+
+$(FUZZ)/obj/%.o: src/%.c $(HDR)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(STD) $(WARN) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(DEP_CFLAGS) -c $< -o $@
+$(FUZZ)/libcolbert.a: $(SRC:src/%.c=$(FUZZ)/obj/%.o)
+	rm -f $@
+	ar rcs $@ $^
+$(FUZZ)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ)/libcolbert.a $(HDR)
+	$(FUZZ_CC) $(STD) $(WARN) $(FUZZ_CFLAGS) -fsanitize=fuzzer -DCB_FUZZ_DATA='"$(CURDIR)/fuzz/data"' \
+	    $(DEP_CFLAGS) -Isrc $< $(FUZZ)/libcolbert.a $(DEP_LIBS) -o $@
+
+.PHONY: fuzz fuzz-build
+fuzz-build: $(FUZZ_BINS)
+fuzz: fuzz-build
+	bash fuzz/run.sh $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(BUILD) $(SAN)
+	rm -rf $(BUILD) $(SAN) $(FUZZ)
