@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -207,6 +208,20 @@ static void encode_batch(colmodel *m, int n_seq, int T, int queries) {
     cb_ops_download(m->dev, m->h_out, m->d_out, (size_t)T * D * sizeof(float));
 }
 
+/* Vectors of text i: v[off(i) * D .. off(i + 1) * D), off(i) = offs ?
+ * offs[i] : i * per. A NaN or infinity (finite weights that overflow on
+ * some input) is an error, never an output. */
+static int check_finite(const float *v, const size_t *offs, size_t per, int n, int D, cb_err *err) {
+    for (int i = 0; i < n; i++) {
+        size_t a = offs ? offs[i] : (size_t)i * per, b = offs ? offs[i + 1] : (size_t)(i + 1) * per;
+        for (size_t j = a * (size_t)D; j < b * (size_t)D; j++)
+            if (!isfinite(v[j]))
+                return cb_err_set(err, "text %d: the model's output is not finite (its weights overflow on this "
+                                  "text); nothing is written (HINT: check the model's weights)", i + 1);
+    }
+    return 0;
+}
+
 int cb_colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t *lens, int n, float *out,
                             cb_err *err) {
     if (buffers(m, err)) return -1;
@@ -227,7 +242,7 @@ int cb_colmodel_encode_queries(colmodel *m, const char *const *texts, const size
         cb_progress_update(&pg, s + nb);
     }
     cb_progress_finish(&pg);
-    return 0;
+    return check_finite(out, NULL, (size_t)Lq, n, D, err);
 }
 
 int cb_colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,
@@ -282,6 +297,7 @@ int cb_colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t 
     }
     cb_progress_finish(&pg);
     cb_batch_plan_free(&bp);
+    if (check_finite(vec, off, 0, n, D, err)) goto fail;
     free(ids);
     free(ntok);
     free(off);

@@ -123,6 +123,7 @@ void cb_train_run_free(run *r) {
     free(r->avg_hist);
     free(r->lr_hist);
     if (r->log) fclose(r->log);
+    if (r->lock_fd > 0) close(r->lock_fd);   /* releases the run directory */
     free(r->q_ids); free(r->d_ids); free(r->q_mask); free(r->d_len); free(r->teacher);
 }
 
@@ -257,6 +258,8 @@ static int setup(run *r, json_t **state, cb_err *err) {
     if (o->val_fraction < 0 || o->val_fraction >= 1)
         return cb_err_set(err, "validation fraction %g out of range [0, 1)", o->val_fraction);
     if (!r->data_dir) return cb_err_set(err, "no training data: give a data directory (--data DIR)");
+    /* a busy run directory, or an earlier run in it, is refused before anything is loaded */
+    if (cb_train_claim_run_dir(r, 0, err)) return -1;
 
     /* data */
     if (cb_train_load_data(r->data_dir, &r->queries, &r->coll, &r->trip, err)) return -1;
@@ -462,7 +465,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
         char *out = cb_path_join(o->output_dir, r->tr->model_name);
         r->run_dir = out;
     }
-    if (cb_mkdirs(r->run_dir, NULL, err)) return -1;
+    if (cb_mkdirs(r->run_dir, NULL, err) || cb_train_claim_run_dir(r, 1, err)) return -1;
     cb_train_clean_run_dir(r->run_dir);
     if (resume && cb_train_load_state(r, resume, *state, err)) return -1;
     return cb_train_open_log(r, cb_step_count(&r->s), err);
@@ -533,6 +536,20 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
         }
         double lr;
         float gn = cb_step_update(s, &lr);
+        if (!isfinite(loss) || !isfinite(gn)) {
+            /* diverged: nothing of this step is saved, the checkpoints on disk stay as they are */
+            char ls[32], gs[32];
+            snprintf(ls, sizeof ls, isnan(loss) ? "NaN" : "%g", loss);
+            snprintf(gs, sizeof gs, isnan(gn) ? "NaN" : "%g", (double)gn);
+            rc = cb_err_set(err, "step %ld of %ld: the loss is %s and the gradient norm %s: training diverged "
+                            "and stops; %s%s (HINT: lower --lr, or check the model's weights and the data)",
+                            g + 1, r.total, ls, gs, tr->last ? "the last good checkpoint is " :
+                            "no checkpoint was written", tr->last ? tr->last : "");
+            fprintf(r.log, "{\"event\":\"diverged\",\"step\":%ld,\"loss_finite\":%s,\"grad_norm_finite\":%s}\n",
+                    g + 1, isfinite(loss) ? "true" : "false", isfinite(gn) ? "true" : "false");
+            fflush(r.log);
+            break;
+        }
         r.ema = TRAIN_SMOOTH * r.ema + (1 - TRAIN_SMOOTH) * loss;
         double avg = cb_train_smoothed(r.ema, cb_step_count(s));
         r.loss_hist[g] = (float)loss;
