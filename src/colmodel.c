@@ -29,11 +29,10 @@ int cb_colbert_metadata_parse(colbert_config *cc, int *dim_given, const char *te
                               cb_err *err) {
     json_error_t je;
     json_t *root = json_loadb(text, len, 0, &je);
-    if (!root || !json_is_object(root)) {
-        cb_err_set(err, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column,
-                   root ? "expected an object" : je.text);
+    if (!root) return cb_err_set(err, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column, je.text);
+    if (!json_is_object(root)) {
         json_decref(root);
-        return -1;
+        return cb_err_set(err, "%s: expected a JSON object at the top level", path);
     }
     json_t *o = json_object_get(root, "config");  /* colbert-ai accepts {"config": {...}} too */
     if (!json_is_object(o)) o = root;
