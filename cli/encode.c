@@ -51,6 +51,10 @@ static int reserve_outputs(const char *const *paths, const uint64_t *bytes, int 
     char *tmp[2] = {NULL, NULL};
     int rc = 0;
     for (int i = 0; i < n && !rc; i++) {
+        if (cb_dir_exists(paths[i])) {   /* the final rename would fail */
+            rc = cb_err_set(err, "%s: is a directory; nothing was encoded", paths[i]);
+            break;
+        }
         if (!(f[i] = cb_out_open(paths[i], &tmp[i], err))) {
             rc = -1;
             break;

@@ -151,6 +151,19 @@ out("safetensors", "linear", st([("linear.weight", "F32", [2, 12], np.resize(emb
                                   ("bert.embeddings.LayerNorm.bias", "F32", [4], ln[:4].tobytes())],
                                  {"format": "pt"}))
 
+# ---- npy -----------------------------------------------------------------------
+def npy(a, version=1):
+    import io
+    b = io.BytesIO()
+    np.lib.format.write_array(b, a, version=(version, 0))
+    return b.getvalue()
+
+
+out("npy", "f32_3x4", npy(emb[:12].reshape(3, 4)))
+out("npy", "f32_v2", npy(ln[:6].reshape(2, 3), 2))
+out("npy", "empty", npy(np.zeros((0, 4), "<f4")))
+out("npy", "i4", npy(np.arange(6, dtype="<i4").reshape(2, 3)))
+
 # ---- config ------------------------------------------------------------------
 out("config", "minilm", config + SEP + modules + SEP + pooling + SEP + sbert)
 c = json.loads(config)
