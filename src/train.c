@@ -106,6 +106,7 @@ int cb_trainer_prepare_data(trainer *t, const char *const *train_files, int n_tr
 }
 
 void cb_train_run_free(run *r) {
+    cb_train_release_run_dir(r);   /* needs run_dir */
     free(r->run_dir);
     free(r->src_dir);
     free(r->data_dir);
@@ -123,7 +124,6 @@ void cb_train_run_free(run *r) {
     free(r->avg_hist);
     free(r->lr_hist);
     if (r->log) fclose(r->log);
-    if (r->lock_fd > 0) close(r->lock_fd);   /* releases the run directory */
     free(r->q_ids); free(r->d_ids); free(r->q_mask); free(r->d_len); free(r->teacher);
 }
 

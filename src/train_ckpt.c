@@ -486,37 +486,52 @@ static void lock_holder(int fd, char *out, size_t cap) {
     snprintf(out, cap, "pid %s on %s, started %s", pid, host, started);
 }
 
-/* Take (or, take == 0, only test) RUN/.lock: an flock the kernel drops
- * when the holder exits, however it ends (kill -9 included), so a stale
- * lock never blocks. */
+/* Take (or, take == 0, only test) RUN/.lock: an flock that the kernel
+ * drops when the holder exits, however it ends (kill -9 included), so a
+ * stale lock never blocks. The holder removes the file when it is done
+ * (cb_train_release_run_dir), so a taker checks that the file it locked is
+ * still the one at the path (else a releaser removed it meanwhile: again). */
 static int run_lock(run *r, const char *dir, int take, cb_err *err) {
     char *path = cb_path_new(dir, ".lock", err);
     if (!path) return -1;
-    int fd = open(path, take ? O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC : O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        int e = errno;
-        free(path);
-        if (!take && e == ENOENT) return 0;   /* never locked */
-        return cb_err_set(err, "%s/.lock: cannot open the run's lock: %s", dir, strerror(e));
-    }
-    if (fd < 3) {   /* lock_fd 0 means "none" */
-        int hi = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        close(fd);
-        fd = hi;
+    int rc = 0, fd = -1;
+    for (int attempt = 0; attempt < 100 && !rc; attempt++) {
+        fd = open(path, take ? O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC : O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0) {
-            free(path);
-            return cb_err_set(err, "%s/.lock: %s", dir, strerror(errno));
+            int e = errno;
+            if (!take && e == ENOENT) break;   /* nobody holds it */
+            rc = cb_err_set(err, "%s/.lock: cannot open the run's lock: %s", dir, strerror(e));
+            break;
         }
+        if (fd < 3) {   /* lock_fd 0 means "none" */
+            int hi = fcntl(fd, F_DUPFD_CLOEXEC, 3), e = errno;
+            close(fd);
+            if ((fd = hi) < 0) {
+                rc = cb_err_set(err, "%s/.lock: %s", dir, strerror(e));
+                break;
+            }
+        }
+        if (flock(fd, (take ? LOCK_EX : LOCK_SH) | LOCK_NB)) {
+            int e = errno;
+            if (e == EWOULDBLOCK) {
+                char who[400];
+                lock_holder(fd, who, sizeof who);
+                rc = cb_err_set(err, "%s: another `colbert train` is using this run directory (%s); wait for it "
+                                "to end, or give another --model-name or --output-dir", dir, who);
+            } else if (take) {   /* a file system without locks: go on unprotected, and say so */
+                fprintf(stderr, "colbert: warning: %s/.lock: cannot lock (%s); nothing stops a second run in "
+                        "this directory\n", dir, strerror(e));
+            }
+            break;
+        }
+        struct stat a, b;
+        if (!take || (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev))
+            break;
+        close(fd);   /* locked a file its holder had just removed */
+        fd = -1;
     }
-    int rc = 0;
-    if (flock(fd, (take ? LOCK_EX : LOCK_SH) | LOCK_NB)) {
-        char who[400];
-        lock_holder(fd, who, sizeof who);
-        rc = errno == EWOULDBLOCK
-                 ? cb_err_set(err, "%s: another `colbert train` is using this run directory (%s); wait for it to "
-                              "end, or give another --model-name or --output-dir", dir, who)
-                 : cb_err_set(err, "%s/.lock: cannot lock: %s", dir, strerror(errno));
-    } else if (take) {
+    if (!rc && take && fd < 0) rc = cb_err_set(err, "%s/.lock: cannot take the lock", dir);
+    if (!rc && take) {
         char host[256] = "?", when[64] = "?", text[400];
         gethostname(host, sizeof host - 1);
         time_t now = time(NULL);
@@ -528,11 +543,20 @@ static int run_lock(run *r, const char *dir, int take, cb_err *err) {
     }
     free(path);
     if (rc || !take) {
-        close(fd);
+        if (fd >= 0) close(fd);
         return rc;
     }
     r->lock_fd = fd;
     return 0;
+}
+
+void cb_train_release_run_dir(run *r) {
+    if (r->lock_fd <= 0) return;
+    char *path = r->run_dir ? cb_path_new(r->run_dir, ".lock", NULL) : NULL;
+    if (path) unlink(path);   /* still holding it: see run_lock */
+    free(path);
+    close(r->lock_fd);
+    r->lock_fd = 0;
 }
 
 /* The newest step-N of dir that holds a training state: its step and the

@@ -156,6 +156,8 @@ void cb_train_clean_run_dir(const char *dir);
  * checkpoints, best, train.jsonl and curve. Under MPI only the process
  * that writes the run directory (rank 0) calls it. */
 int cb_train_claim_run_dir(run *r, int take, cb_err *err);
+/* Remove RUN/.lock and let it go (cb_train_run_free calls it). */
+void cb_train_release_run_dir(run *r);
 char *cb_train_fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 char *cb_train_dir_of(const char *path);
 
