@@ -539,12 +539,13 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
         if (!isfinite(loss) || !isfinite(gn)) {
             /* diverged: nothing of this step is saved, the checkpoints on disk stay as they are */
             char ls[32], gs[32];
+            const char *good = tr->last ? tr->last : o->resume;   /* a resumed run: where it came from */
             snprintf(ls, sizeof ls, isnan(loss) ? "NaN" : "%g", loss);
             snprintf(gs, sizeof gs, isnan(gn) ? "NaN" : "%g", (double)gn);
             rc = cb_err_set(err, "step %ld of %ld: the loss is %s and the gradient norm %s: training diverged "
                             "and stops; %s%s (HINT: lower --lr, or check the model's weights and the data)",
-                            g + 1, r.total, ls, gs, tr->last ? "the last good checkpoint is " :
-                            "no checkpoint was written", tr->last ? tr->last : "");
+                            g + 1, r.total, ls, gs, good ? "the last good checkpoint is " :
+                            "no checkpoint was written", good ? good : "");
             fprintf(r.log, "{\"event\":\"diverged\",\"step\":%ld,\"loss_finite\":%s,\"grad_norm_finite\":%s}\n",
                     g + 1, isfinite(loss) ? "true" : "false", isfinite(gn) ? "true" : "false");
             fflush(r.log);

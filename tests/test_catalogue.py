@@ -941,6 +941,14 @@ def run_case(name):
     new = sorted(set(after) - set(before))
     changed = sorted(k for k in before if k in after and before[k] != after[k])
     assert not new and not changed and len(after) == len(before), f"left behind: {new}, changed: {changed}"
+    shutil.rmtree(d)   # kept only when the case failed
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cleanup():
+    """The broken models and runs take gigabytes: gone when the module ends."""
+    yield
+    shutil.rmtree(ROOT, ignore_errors=True)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
