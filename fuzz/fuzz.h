@@ -85,12 +85,13 @@ static inline void fuzz_write_part(const char *dir, const char *name, const fuzz
     else fuzz_write(dir, name, NULL, SIZE_MAX);
 }
 
-/* Remove the scratch directory's files at exit (best effort). */
+/* Remove the scratch directory at exit (best effort): names are its files
+ * and subdirectories, files inside a subdirectory listed before it. */
 static inline void fuzz_cleanup_dir(const char *dir, const char *const *names, int n) {
     char path[512];
     for (int i = 0; i < n; i++) {
         fuzz_path(path, sizeof path, dir, names[i]);
-        unlink(path);
+        if (unlink(path) && errno == EISDIR) rmdir(path);
     }
     rmdir(dir);
 }
