@@ -10,6 +10,7 @@
 #                   "N passed, N failed")
 #   make gpu-bundle the prepared folder gpu/ for the GPU machine (see
 #                   scripts/gpu_check.sh)
+#   make fuzz       the libFuzzer targets of fuzz/, FUZZ_SECONDS each (clang)
 # Variables: CC, ARCH (default -march=native), OMP=0 to build without OpenMP,
 # CAIRO=0 to build without cairo, MPI=0 to build without MPI, CUDA=0 to build
 # without the CUDA backend (default: built when nvcc is found), CUDA_HOME,
@@ -147,7 +148,7 @@ $(BUILD)/tests $(SAN)/tests:
 
 # tests/mpi_step.c runs under mpirun (tests/test_mpi.py), not from run.sh
 $(BUILD)/tests/mpi_step: tests/mpi_step.c $(BUILD)/libcolbert.a $(HDR) | $(BUILD)/tests
-	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(MPI_LIBS) -o $@
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(MPI_LIBS) $(CUDA_LIBS) -o $@
 
 TESTS_REL := $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
 TESTS_SAN := $(TESTSRC:tests/%.c=$(SAN)/tests/%)
@@ -155,7 +156,7 @@ TESTS_SAN := $(TESTSRC:tests/%.c=$(SAN)/tests/%)
 setup:
 	bash scripts/setup.sh
 
-test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert $(BUILD)/tests/mpi_step
+test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert $(BUILD)/tests/mpi_step fuzz-build
 	bash tests/run.sh
 
 # ---- CUDA tests (need a GPU: not part of make test) -------------------------
@@ -199,5 +200,34 @@ demo: setup all
 print-libs:
 	@echo $(DEP_LIBS) $(MPI_LIBS)
 
+# ---- fuzzing (libFuzzer; clang) -------------------------------------------
+#   make fuzz-build           the targets of fuzz/ (fuzz/README.md)
+#   make fuzz FUZZ_SECONDS=N  run each for N seconds (default 60) from its
+#                             committed seed corpus; any crash fails
+# The library is rebuilt with clang, ASan, UBSan and coverage
+# instrumentation into build-fuzz/ (no OpenMP: one thread per target).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ         := build-fuzz
+FUZZ_CFLAGS  := -O1 $(ARCH) -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=undefined
+FUZZSRC      := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BINS    := $(FUZZSRC:fuzz/%.c=$(FUZZ)/%)
+
+$(FUZZ)/obj/%.o: src/%.c $(HDR)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(STD) $(WARN) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(DEP_CFLAGS) -c $< -o $@
+$(FUZZ)/libcolbert.a: $(SRC:src/%.c=$(FUZZ)/obj/%.o)
+	rm -f $@
+	ar rcs $@ $^
+$(FUZZ)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ)/libcolbert.a $(HDR)
+	$(FUZZ_CC) $(STD) $(WARN) $(FUZZ_CFLAGS) -fsanitize=fuzzer -DCB_FUZZ_DATA='"$(CURDIR)/fuzz/data"' \
+	    $(DEP_CFLAGS) -Isrc $< $(FUZZ)/libcolbert.a $(DEP_LIBS) -o $@
+
+.PHONY: fuzz fuzz-build
+fuzz-build: $(FUZZ_BINS)
+fuzz: fuzz-build
+	bash fuzz/run.sh $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(BUILD) $(SAN) build-gpu gpu
+	rm -rf $(BUILD) $(SAN) $(FUZZ) build-gpu gpu
