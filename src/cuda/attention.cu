@@ -57,27 +57,18 @@ __device__ __forceinline__ void load_tile(float *S, const float *src, size_t ld,
     }
 }
 
+/* The forward of one query row i (every thread of the block calls it: the
+ * key/value tiles are loaded together): the online softmax over the
+ * sequence's keys, acc = sum_j p_ij z_ij v_j with p unnormalised, *m the
+ * running maximum and *l the running sum of p. The forward kernel and the
+ * first pass of the backward both come here, so both see the same numbers. */
 template <int D>
-static __global__ void __launch_bounds__(BQ) attn_fwd_kernel(float *ctx, attn_args a) {
-    __shared__ __align__(16) float Ks[BK * D];
-    __shared__ __align__(16) float Vs[BK * D];
-    __shared__ uint8_t Ms[BK];
-    int sq = blockIdx.x / a.NH, h = blockIdx.x % a.NH;
-    int o = a.off[sq], n = a.off[sq + 1] - o;
-    int i = blockIdx.y * BQ + threadIdx.x;
-    if ((int)(blockIdx.y * BQ) >= n) return;
+__device__ __forceinline__ void online_row(float *acc, float *mp, float *lp, const float *q, const attn_args &a,
+                                           float *Ks, float *Vs, uint8_t *Ms, int o, int n, int h, bool active,
+                                           uint64_t key, size_t base) {
     int H = a.H;
     size_t ld = 3 * (size_t)H;
-    bool active = i < n;
-    float q[D], acc[D];
-#pragma unroll
-    for (int d = 0; d < D; d++) {
-        q[d] = active ? a.qkv[(size_t)(o + i) * ld + (size_t)h * D + d] : 0.0f;
-        acc[d] = 0.0f;
-    }
-    float m = -INFINITY, l = 0.0f;
-    size_t base = (size_t)h * n * n + (size_t)i * n;
-    uint64_t key = a.drop ? cb_ops_dropout_key(a.seed, a.stream, a.id[sq]) : 0;
+    float m = *mp, l = *lp;
     for (int j0 = 0; j0 < n; j0 += BK) {
         int nk = min(BK, n - j0);
         __syncthreads();
@@ -107,6 +98,32 @@ static __global__ void __launch_bounds__(BQ) attn_fwd_kernel(float *ctx, attn_ar
             for (int d = 0; d < D; d++) acc[d] = fmaf(p, vr[d], acc[d]);
         }
     }
+    *mp = m;
+    *lp = l;
+}
+
+template <int D>
+static __global__ void __launch_bounds__(BQ) attn_fwd_kernel(float *ctx, attn_args a) {
+    __shared__ __align__(16) float Ks[BK * D];
+    __shared__ __align__(16) float Vs[BK * D];
+    __shared__ uint8_t Ms[BK];
+    int sq = blockIdx.x / a.NH, h = blockIdx.x % a.NH;
+    int o = a.off[sq], n = a.off[sq + 1] - o;
+    int i = blockIdx.y * BQ + threadIdx.x;
+    if ((int)(blockIdx.y * BQ) >= n) return;
+    int H = a.H;
+    size_t ld = 3 * (size_t)H;
+    bool active = i < n;
+    float q[D], acc[D];
+#pragma unroll
+    for (int d = 0; d < D; d++) {
+        q[d] = active ? a.qkv[(size_t)(o + i) * ld + (size_t)h * D + d] : 0.0f;
+        acc[d] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    size_t base = (size_t)h * n * n + (size_t)i * n;
+    uint64_t key = a.drop ? cb_ops_dropout_key(a.seed, a.stream, a.id[sq]) : 0;
+    online_row<D>(acc, &m, &l, q, a, Ks, Vs, Ms, o, n, h, active, key, base);
     if (!active) return;
     float inv = 1.0f / l;
     float *out = ctx + (size_t)(o + i) * H + (size_t)h * D;
@@ -137,35 +154,7 @@ static __global__ void __launch_bounds__(BQ) attn_bwd_q_kernel(float *d_qkv, con
     uint64_t key = a.drop ? cb_ops_dropout_key(a.seed, a.stream, a.id[sq]) : 0;
     /* pass 1: m, l, o_i (the forward, again) */
     float m = -INFINITY, l = 0.0f;
-    for (int j0 = 0; j0 < n; j0 += BK) {
-        int nk = min(BK, n - j0);
-        __syncthreads();
-        load_tile<D>(Ks, a.qkv + (size_t)(o + j0) * ld + H + (size_t)h * D, ld, nk, threadIdx.x, BQ);
-        load_tile<D>(Vs, a.qkv + (size_t)(o + j0) * ld + 2 * H + (size_t)h * D, ld, nk, threadIdx.x, BQ);
-        for (int r = threadIdx.x; r < nk; r += BQ) Ms[r] = a.mask ? a.mask[o + j0 + r] : 1;
-        __syncthreads();
-        if (!active) continue;
-        for (int r = 0; r < nk; r++) {
-            if (!Ms[r]) continue;
-            const float *kr = Ks + r * D, *vr = Vs + r * D;
-            float sd = 0.0f;
-#pragma unroll
-            for (int d = 0; d < D; d++) sd = fmaf(q[d], kr[d], sd);
-            float sc = sd * a.scale;
-            if (sc > m) {
-                float corr = expf(m - sc);
-                l *= corr;
-#pragma unroll
-                for (int d = 0; d < D; d++) acc[d] *= corr;
-                m = sc;
-            }
-            float p = expf(sc - m);
-            l += p;
-            if (a.drop) p = cb_ops_keep_bit(key, base + (size_t)(j0 + r), a.thr) ? p * a.dscale : 0.0f;
-#pragma unroll
-            for (int d = 0; d < D; d++) acc[d] = fmaf(p, vr[d], acc[d]);
-        }
-    }
+    online_row<D>(acc, &m, &l, q, a, Ks, Vs, Ms, o, n, h, active, key, base);
     float dO[D];
     float lse = m + logf(l), Di = 0.0f;
     if (active) {
