@@ -113,13 +113,13 @@ def train_args(data, out, dropout, steps=10):
 RUNS = {}
 
 
-def trained(nf200, ranks, dropout):
-    """A finished 10-step run (cached per module): its run directory."""
-    key = (ranks, dropout)
+def trained(nf200, ranks, dropout, steps=10):
+    """A finished run of `steps` steps (cached per module): its run directory."""
+    key = (ranks, dropout, steps)
     if key not in RUNS:
-        out = os.path.join(TMP, f"mpi_train_{ranks}_{dropout}")
+        out = os.path.join(TMP, f"mpi_train_{ranks}_{dropout}_{steps}")
         shutil.rmtree(out, ignore_errors=True)
-        args = [BIN, *train_args(nf200, out, dropout)]
+        args = [BIN, *train_args(nf200, out, dropout, steps)]
         run(mpirun(args, ranks) if ranks > 1 else args)
         RUNS[key] = os.path.join(out, "a")
     return RUNS[key]
@@ -196,14 +196,20 @@ def same_state(a, b):
 
 def test_sigint_then_resume(nf200):
     """SIGINT to mpirun: the ranks stop at the same step, rank 0 writes a resumable checkpoint;
-    2 ranks resume bit-identically; one process resumes it too."""
-    full = trained(nf200, 2, 1)
+    2 ranks resume bit-identically; one process resumes it too.
+
+    mpirun passes the signal on as SIGTERM only odls_base_sigkill_timeout
+    seconds later (3 here; SIGKILL 3 s after that): the run is long enough
+    (25 steps, about 0.5 s each on a fast machine) to still be going then."""
+    steps = 25   # one epoch of the 200 triples
+    last = f"step-{steps:06d}"
+    full = trained(nf200, 2, 1, steps)
     out = os.path.join(TMP, "mpi_sigint")
     shutil.rmtree(out, ignore_errors=True)
     # Open MPI's mpirun answers SIGINT with SIGCONT, then SIGTERM after
     # odls_base_sigkill_timeout seconds, then SIGKILL after as many again:
     # the ranks have that long to finish the step and save (docs/train.md)
-    p = subprocess.Popen(mpirun([BIN, *train_args(nf200, out, 1)], mca=[("odls_base_sigkill_timeout", 10)]),
+    p = subprocess.Popen(mpirun([BIN, *train_args(nf200, out, 1, steps)], mca=[("odls_base_sigkill_timeout", 3)]),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     log = os.path.join(out, "a", "train.jsonl")
     t0 = time.time()
@@ -215,7 +221,7 @@ def test_sigint_then_resume(nf200):
     so, se = p.communicate(timeout=300)
     assert "interrupted at step" in se, se[-3000:]
     ck = max(d for d in os.listdir(os.path.join(out, "a")) if d.startswith("step-"))
-    assert ck < "step-000010", "the run ended before the signal arrived"
+    assert ck < last, "the run ended before the signal arrived"
     assert so.strip().splitlines()[-1].endswith(ck)
     print(f"\nSIGINT to mpirun: checkpoint {ck}")
     src = os.path.join(out, "a", ck)
@@ -224,14 +230,14 @@ def test_sigint_then_resume(nf200):
     shutil.rmtree(one, ignore_errors=True)
     shutil.copytree(out, one)
     r = run([BIN, "train", "--threads", "1", "--resume", os.path.join(one, "a", ck)])
-    rel, worst, name = compare_runs(full, os.path.join(one, "a"))
+    rel, worst, name = compare_runs(full, os.path.join(one, "a"), last)
     print(f"resumed in one process: loss rel err {rel:.2g}, parameters max abs diff {worst:.2g} ({name})")
     assert rel <= 1e-6 and worst <= 1e-5
     # 2 ranks resume bit-identically
     r = run(mpirun([BIN, "train", "--threads", "1", "--resume", src]))
-    assert r.stdout.strip().splitlines()[-1] == os.path.join(out, "a", "step-000010")
-    same_state(os.path.join(full, "step-000010"), os.path.join(out, "a", "step-000010"))
-    assert [x["step"] for x in steps_of(os.path.join(out, "a"))] == list(range(1, 11))
+    assert r.stdout.strip().splitlines()[-1] == os.path.join(out, "a", last)
+    same_state(os.path.join(full, last), os.path.join(out, "a", last))
+    assert [x["step"] for x in steps_of(os.path.join(out, "a"))] == list(range(1, steps + 1))
 
 
 def rank_pids(parent):
