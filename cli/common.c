@@ -2,12 +2,9 @@
  * parsing (args.c): the thread count, and a text file read as lines. */
 #include "cli.h"
 
-#include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "job.h"
 
-void openblas_set_num_threads(int);
+#include <string.h>
 
 int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, cb_err *err) {
     size_t n = 0;
@@ -49,9 +46,5 @@ int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, c
 }
 
 void cli_set_threads(int n) {
-    if (n <= 0) return;
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#endif
-    openblas_set_num_threads(n);
+    if (n > 0) cb_set_threads(n);
 }

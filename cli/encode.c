@@ -2,8 +2,8 @@
  * each line of a text file, written as .npy. */
 #include "args.h"
 #include "cli.h"
-#include "colmodel.h"
 #include "encoder.h"
+#include "job.h"
 #include "npy.h"
 #include "safetensors.h"
 
@@ -61,43 +61,26 @@ static int write_ragged(const char *output, const float *vec, const int *L, int 
 /* --colbert query|doc */
 static int encode_colbert(const char *model, const char *input, const char *output, int queries, int quiet) {
     cb_err err = {{0}};
-    colmodel m;
-    if (cb_colmodel_load(&m, cb_ops_cpu(), model, 0, 12345, &err)) {
-        fprintf(stderr, "colbert: error: %s\n", err.msg);
-        return 1;
-    }
-    m.quiet = quiet;
     char *buf, **lines;
     size_t *lens;
     int n = cli_read_lines(input, &buf, &lines, &lens, &err), rc = 0;
     if (n < 0) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
-        cb_colmodel_free(&m);
         return 1;
     }
-    int D = m.cc.dim;
-    if (queries) {
-        int Lq = m.cc.query_maxlen;
-        float *out = cb_xmalloc(((size_t)n * Lq + 1) * D * sizeof(float));
-        int64_t shape[3] = {n, Lq, D};
-        rc = cb_colmodel_encode_queries(&m, (const char *const *)lines, lens, n, out, &err);
-        if (!rc) rc = cb_npy_write(output, "<f4", out, 3, shape, &err);
-        free(out);
-    } else {
-        int *L;
-        float *vec;
-        rc = cb_colmodel_encode_docs(&m, (const char *const *)lines, lens, n, &L, &vec, &err);
-        if (!rc) {
-            rc = write_ragged(output, vec, L, n, D, &err);
-            free(L);
-            free(vec);
-        }
+    colbert_vectors v;
+    rc = cb_encode_colbert_job(&v, model, (const char *const *)lines, lens, n, queries, quiet, &err);
+    if (!rc && queries) {
+        int64_t shape[3] = {n, v.query_maxlen, v.dim};
+        rc = cb_npy_write(output, "<f4", v.vectors, 3, shape, &err);
+    } else if (!rc) {
+        rc = write_ragged(output, v.vectors, v.lengths, n, v.dim, &err);
     }
     if (rc) fprintf(stderr, "colbert: error: %s\n", err.msg);
+    cb_colbert_vectors_free(&v);
     free(buf);
     free(lines);
     free(lens);
-    cb_colmodel_free(&m);
     return rc ? 1 : 0;
 }
 
