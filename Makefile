@@ -6,8 +6,12 @@
 #                   (unit tests, the same under ASan/UBSan, PyTorch parity)
 #   make demo       the main job end to end on the default dataset
 #   make bench      the benchmarks of bench/ (long; not part of make test)
+#   make pylib      build-py/libcolbert.so, the shared library of the Python
+#                   package (pip install . runs it): portable, see PYARCH
 # Variables: CC, ARCH (default -march=native), OMP=0 to build without OpenMP,
-# CAIRO=0 to build without cairo.
+# CAIRO=0 to build without cairo, PYARCH (default -march=x86-64-v2
+# -mtune=generic: any x86-64 CPU since 2009; the SIMD kernels are picked at
+# run time, see src/cpu/attn.c and CB_SIMD_CLONES in src/cpu/cpu.h).
 # -fno-trapping-math lets GCC vectorise the branch-free exp/erf of fastmath.h
 # (results are IEEE-identical; only FP exception flags are not kept).
 
@@ -46,7 +50,7 @@ CLIHDR   := $(wildcard cli/*.h)
 BUILD    := build
 SAN      := build-san
 
-.PHONY: print-libs all test unit unit-san pytest setup demo bench clean
+.PHONY: print-libs print-cflags all test unit unit-san pytest setup demo bench clean pylib
 all: $(BUILD)/colbert $(BUILD)/libcolbert.a
 
 # ---- release build -------------------------------------------------------
@@ -83,6 +87,17 @@ $(SAN)/tests/%: tests/%.c $(SAN)/libcolbert.a $(HDR) | $(SAN)/tests
 $(BUILD)/tests $(SAN)/tests:
 	mkdir -p $@
 
+# ---- the Python package's shared library (portable) -----------------------
+PYBUILD  ?= build-py
+PYARCH   ?= -march=x86-64-v2 -mtune=generic
+CFLAGS_PY := -O3 $(PYARCH) -fno-trapping-math -fPIC $(OMPFLAG)
+$(PYBUILD)/obj/%.o: src/%.c $(HDR)
+	@mkdir -p $(@D)
+	$(CC) $(STD) $(WARN) $(CFLAGS_PY) $(DEP_CFLAGS) -c $< -o $@
+$(PYBUILD)/libcolbert.so: $(SRC:src/%.c=$(PYBUILD)/obj/%.o)
+	$(CC) -shared -Wl,-soname,libcolbert.so -Wl,--no-undefined $(CFLAGS_PY) $^ $(DEP_LIBS) -o $@
+pylib: $(PYBUILD)/libcolbert.so
+
 TESTS_REL := $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
 TESTS_SAN := $(TESTSRC:tests/%.c=$(SAN)/tests/%)
 
@@ -106,6 +121,8 @@ demo: setup all
 
 print-libs:
 	@echo $(DEP_LIBS)
+print-cflags:
+	@echo $(DEP_CFLAGS)
 
 clean:
-	rm -rf $(BUILD) $(SAN)
+	rm -rf $(BUILD) $(SAN) $(PYBUILD)
