@@ -25,9 +25,10 @@
  * version (no reassociation; -std=c11 keeps a * b + c unfused). A build for
  * a CPU with AVX2 or more (the default -march=native) needs no clones. The
  * function must not be inlined into an OpenMP region's body, which is
- * outlined before cloning: call it from there. */
+ * outlined before cloning: call it from there. -DCB_NO_SIMD_CLONES turns
+ * the clones off (to measure what they bring). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__AVX2__) && \
-    !defined(__SANITIZE_ADDRESS__)
+    !defined(__SANITIZE_ADDRESS__) && !defined(CB_NO_SIMD_CLONES)
 #define CB_SIMD_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4"), noinline))
 #else
 #define CB_SIMD_CLONES
