@@ -36,3 +36,21 @@ class BadChoiceError(ValueError, KeyError):
 
     def __str__(self):  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+# The library's hints name the CLI's options; in Python they read as arguments.
+_CLI_WORDS = (
+    ("--corpus FILE", "all_documents=[...]"), ("--train-data FILE or --beir DIR", "raw_data"),
+    ("--num-new-negatives", "num_new_negatives"), ("--positive-label", "positive_label"),
+    ("--negative-label", "negative_label"), ("--kind labeled", "pairs_with_labels=True"), ("(--kind)", ""),
+    ("--miner-model PATH", "hard_negative_model=PATH"), ("--no-mining", "mine_hard_negatives=False"),
+    ("--batch-size", "batch_size"), ("--dim", "dim"), ("--data DIR", "data_dir=DIR"), ("--resume", "resume="),
+    ("--device cpu", "device='cpu'"),
+)
+
+
+def pythonize(msg):
+    """A library message with the CLI's option names turned into the Python API's."""
+    for cli, py in _CLI_WORDS:
+        msg = msg.replace(cli, py)
+    return msg.replace("  ", " ").replace(" )", ")")

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from . import _native, _progress, _records
-from ._errors import BadChoiceError, ColbertError, ModelNotFoundError, PrepareError
+from ._errors import BadChoiceError, ColbertError, ModelNotFoundError, PrepareError, pythonize
 
 DATA_FILES = ("queries.train.colbert.tsv", "corpus.train.colbert.tsv", "triples.train.colbert.jsonl")
 MODEL_SIZES = ("small", "base", "large")
@@ -166,7 +166,7 @@ class RAGTrainer:
                     train_name="raw_data", corpus_name="all_documents")
         except ColbertError as e:
             _remove_empty(made)
-            raise PrepareError(str(e)) from None
+            raise PrepareError(pythonize(str(e))) from None
         except BaseException:
             _remove_empty(made)
             raise
@@ -243,7 +243,8 @@ class RAGTrainer:
         lib_quiet, tqdm = _progress.resolve(quiet)
         kw = dict(language=self.language_code, n_gpus=self.n_usable_gpus,
                   data_dir=None if data is None else os.fspath(data), output_dir=os.fspath(output_dir),
-                  bsize=batch_size, nbits=nbits, maxsteps=maxsteps, lr=float(learning_rate), dim=dim,
+                  bsize=batch_size, nbits=nbits, maxsteps=maxsteps, lr=float(learning_rate),
+                  dim=0 if dim == 128 else dim,   # 0: 128 for a new ColBERT, a checkpoint's own when fine-tuning
                   doc_maxlen=doc_maxlen, query_maxlen=query_maxlen or 0, warmup=warmup,
                   ragatouille_schedule=int(schedule == "ragatouille"), accumsteps=accumsteps,
                   use_ib_negatives=int(bool(use_ib_negatives)), contrastive=int(loss == "contrastive"),
@@ -255,7 +256,10 @@ class RAGTrainer:
                   quiet=int(lib_quiet or tqdm is not None), threads=_threads(threads))
         pretrained = resume if resume is not None else self.pretrained_model_path
         with _progress.Bars(tqdm):
-            interrupted, best, last, sig = _native.train(self.model_name, pretrained, **kw)
+            try:
+                interrupted, best, last, sig = _native.train(self.model_name, pretrained, **kw)
+            except ColbertError as e:
+                raise ColbertError(pythonize(str(e))) from None
         if last is not None:
             self.last_checkpoint = last
         if interrupted:
