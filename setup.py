@@ -36,6 +36,7 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             ext.extra_compile_args = flags + ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                               "-Wno-missing-field-initializers"]
+        self.force = True   # one file; it must follow src/*.h, which setuptools does not track
         super().run()
         dest = os.path.join(ROOT, "python", "colbert_c") if self.inplace else \
             os.path.join(self.build_lib, "colbert_c")

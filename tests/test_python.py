@@ -113,6 +113,17 @@ print(json.dumps({"file": colbert_c.__file__, "files": sorted(os.listdir(d)), "i
     assert "$ORIGIN" in dyn and "libcolbert.so" in dyn, dyn
     needed = subprocess.run(["readelf", "-d", str(pkg / "libcolbert.so")], capture_output=True, text=True).stdout
     assert "libopenblas" in needed and "libjansson" in needed and "libutf8proc" in needed, needed
+    # portable: AVX2/AVX-512 instructions only in the functions picked at run time
+    asm = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(pkg / "libcolbert.so")], capture_output=True,
+                         text=True).stdout
+    fn, simd = None, set()
+    for line in asm.splitlines():
+        if line.endswith(">:"):
+            fn = line.split("<", 1)[1][:-2]
+        elif "%ymm" in line or "%zmm" in line or "vfmadd" in line:
+            simd.add(fn)
+    dispatched = [f for f in simd if f.endswith(("_avx2", "_avx512")) or ".arch_x86_64_v" in f]
+    assert dispatched and sorted(simd) == sorted(dispatched), f"AVX outside the run-time kernels: {sorted(simd)}"
     # the kernels are picked at run time; COLBERT_SIMD caps them
     r = run_py(py, "import sys, colbert_c; print(colbert_c.info()['simd'], file=sys.stderr)",
                env=clean_env(COLBERT_SIMD="portable"))
