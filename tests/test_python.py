@@ -257,7 +257,7 @@ import json, sys
 from colbert_c import RAGTrainer
 t = RAGTrainer("pytrain", sys.argv[1])
 best = t.train(batch_size=4, maxsteps=2, learning_rate=1e-4, doc_maxlen=96, data_dir=sys.argv[2],
-               output_dir=sys.argv[3], val_fraction=0, threads=2, quiet=True)
+               output_dir=sys.argv[3], val_fraction=0, save_every=100, threads=2, quiet=True)
 json.dump({"best": best, "last": t.last_checkpoint}, open("trained.json", "w"))
 """
 
@@ -273,7 +273,7 @@ def trained(py, prepared):
     best = json.loads((WORK / "trained.json").read_text())["best"]
     c = cli("train", "--threads", THREADS, "--model-name", "pytrain", "--pretrained", MODEL, "--data", data,
             "--output-dir", runs_cli, "--batch-size", 4, "--maxsteps", 2, "--doc-maxlen", 96, "--val-fraction", 0,
-            "--lr", "1e-4", "--quiet")
+            "--lr", "1e-4", "--save-every", 100, "--quiet")
     return {"py": str(WORK / best), "cli": c.stdout.strip().splitlines()[-1]}
 
 
@@ -524,6 +524,7 @@ def test_sigint_saves_checkpoint_raises_and_resumes(py, prepared):
     assert Path(best).name == Path(whole).name == "step-000010"
     assert (Path(best) / "model.safetensors").read_bytes() == (Path(whole) / "model.safetensors").read_bytes()
     print(f"\nSIGINT after step {step}: {ckpt}; resumed to {best}, equal to an uninterrupted run")
+    shutil.rmtree(full, ignore_errors=True)   # checkpoints are large; the disk is shared
 
 
 # ---- behaving well in Python ----------------------------------------------------------------
