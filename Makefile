@@ -6,12 +6,18 @@
 #                   (unit tests, the same under ASan/UBSan, PyTorch parity)
 #   make demo       the main job end to end on the default dataset
 #   make bench      the benchmarks of bench/ (long; not part of make test)
+#   make test-cuda  build and run every CUDA test (needs a GPU; prints
+#                   "N passed, N failed")
+#   make gpu-bundle the prepared folder gpu/ for the GPU machine (see
+#                   scripts/gpu_check.sh)
 #   make pylib      build-py/libcolbert.so, the shared library of the Python
 #                   package (pip install . runs it): portable, see PYARCH
 # Variables: CC, ARCH (default -march=native), OMP=0 to build without OpenMP,
-# CAIRO=0 to build without cairo, PYARCH (default -march=x86-64-v2
-# -mtune=generic: any x86-64 CPU since 2009; the SIMD kernels are picked at
-# run time, see src/cpu/attn.c and CB_SIMD_CLONES in src/cpu/cpu.h).
+# CAIRO=0 to build without cairo, MPI=0 to build without MPI, CUDA=0 to build
+# without the CUDA backend (default: built when nvcc is found), CUDA_HOME,
+# CUDA_ARCHS (default 80 90), PYARCH (default -march=x86-64-v2 -mtune=generic:
+# any x86-64 CPU since 2009; the SIMD kernels are picked at run time, see
+# src/cpu/attn.c and CB_SIMD_CLONES in src/cpu/cpu.h).
 # -fno-trapping-math lets GCC vectorise the branch-free exp/erf of fastmath.h
 # (results are IEEE-identical; only FP exception flags are not kept).
 
@@ -32,25 +38,69 @@ DEP_CFLAGS  += -DCB_CAIRO $(shell pkg-config --cflags cairo)
 DEP_LIBS    += $(shell pkg-config --libs cairo)
 endif
 endif
+# MPI (Debian: libopenmpi-dev, openmpi-bin): found through Open MPI's
+# `mpicc --showme` (another MPI's mpicc: a serial build), the release build runs data-parallel under mpirun (src/comm.h,
+# docs/train.md); without it, or with MPI=0, the serial communicator only.
+# The ASan/UBSan build never uses MPI (Open MPI's own allocations would
+# drown the leak report): it tests the serial communicator.
+ifneq ($(MPI),0)
+MPI_INC := $(shell mpicc --showme:compile 2>/dev/null)
+ifneq ($(MPI_INC),)
+MPI_CFLAGS := -DCB_MPI $(patsubst -I%,-isystem %,$(MPI_INC))
+MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
+endif
+endif
 OMPFLAG := -fopenmp
 ifeq ($(OMP),0)
 OMPFLAG :=
 endif
 
-CFLAGS_REL  := -O3 $(ARCH) -fno-trapping-math -g $(OMPFLAG)
+CFLAGS_REL  := -O3 $(ARCH) -fno-trapping-math -g $(OMPFLAG) $(MPI_CFLAGS)
 CFLAGS_SAN  := -O1 $(ARCH) -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined $(OMPFLAG)
 
 SRC      := $(wildcard src/*.c src/cpu/*.c)
 CLISRC   := $(wildcard cli/*.c)
 TESTSRC  := $(wildcard tests/test_*.c)
-HDR      := $(wildcard src/*.h src/cpu/*.h) $(wildcard tests/*.h)
+HDR      := $(wildcard src/*.h src/cpu/*.h src/cuda/*.h) $(wildcard tests/*.h)
 CLIHDR   := $(wildcard cli/*.h)
 
-BUILD    := build
+BUILD    ?= build
 SAN      := build-san
 
-.PHONY: print-libs print-cflags all test unit unit-san pytest setup demo bench clean pylib
+# ---- CUDA (src/cuda/) ------------------------------------------------------
+# Built when nvcc is found (CUDA=0: never). The runtime is linked statically
+# (libcudart_static.a: the binary starts on a machine without driver or GPU,
+# and cudaGetDeviceCount then reports "no usable GPU"); cuBLASLt is loaded
+# with dlopen when a GPU is opened (src/cuda/matmul.cu), so no CUDA library
+# is needed to start. The ASan build never has CUDA (CB_CUDA unset there).
+NVCC_PATH  := $(shell command -v nvcc 2>/dev/null)
+CUDA_HOME  ?= $(if $(NVCC_PATH),$(patsubst %/bin/nvcc,%,$(NVCC_PATH)),/usr/local/cuda)
+NVCC       ?= $(CUDA_HOME)/bin/nvcc
+CUDA       ?= $(if $(wildcard $(NVCC)),1,0)
+CUDA_ARCHS ?= 80 90
+CUSRC      := $(wildcard src/cuda/*.cu)
+CUHDR      := $(wildcard src/cuda/*.cuh src/cuda/*.h src/*.h src/cpu/cpu.h)
+CUOBJ_DIR  ?= build/cuda-obj
+NVFLAGS    := -std=c++20 -O3 -lineinfo -DCCCL_DISABLE_NVTX -DNVTX_DISABLE -Werror all-warnings \
+              -Xcompiler -Wall,-Wextra,-Wno-unused-parameter \
+              $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+              -gencode arch=compute_$(lastword $(CUDA_ARCHS)),code=compute_$(lastword $(CUDA_ARCHS)) \
+              -DCB_CUDA_ARCHS='"$(foreach a,$(CUDA_ARCHS),sm_$(a)) + PTX compute_$(lastword $(CUDA_ARCHS))"' \
+              -DCB_CUDA_LIBDIR='"$(CUDA_HOME)/lib64"'
+ifeq ($(CUDA),1)
+CUOBJ      := $(CUSRC:src/cuda/%.cu=$(CUOBJ_DIR)/%.o)
+CUDA_LIBS  := $(CUDA_HOME)/lib64/libcudart_static.a -ldl -lrt -lpthread -lstdc++
+else
+CUOBJ      :=
+CUDA_LIBS  :=
+endif
+# ops.o and the library depend on the CUDA setting: a stamp that changes
+# with it rebuilds them when one switches between CUDA=0 and CUDA=1.
+CUDA_STAMP := $(BUILD)/.cuda-$(CUDA)
+$(shell mkdir -p $(BUILD) && [ -f $(CUDA_STAMP) ] || { rm -f $(BUILD)/.cuda-*; touch $(CUDA_STAMP); })
+
+.PHONY: print-libs print-cflags all test unit unit-san pytest setup demo bench clean test-cuda cuda-tests gpu-bundle pylib
 all: $(BUILD)/colbert $(BUILD)/libcolbert.a
 
 # ---- release build -------------------------------------------------------
@@ -58,16 +108,28 @@ all: $(BUILD)/colbert $(BUILD)/libcolbert.a
 $(BUILD)/obj/%.o: src/%.c $(HDR)
 	@mkdir -p $(@D)
 	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -c $< -o $@
-$(BUILD)/libcolbert.a: $(SRC:src/%.c=$(BUILD)/obj/%.o)
+ifeq ($(CUDA),1)
+$(BUILD)/obj/ops.o: src/ops.c $(HDR) $(CUDA_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -DCB_CUDA -c $< -o $@
+else
+$(BUILD)/obj/ops.o: src/ops.c $(HDR) $(CUDA_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -c $< -o $@
+endif
+$(CUOBJ_DIR)/%.o: src/cuda/%.cu $(CUHDR)
+	@mkdir -p $(@D)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+$(BUILD)/libcolbert.a: $(SRC:src/%.c=$(BUILD)/obj/%.o) $(CUOBJ) $(CUDA_STAMP)
 	rm -f $@
-	ar rcs $@ $^
+	ar rcs $@ $(filter %.o,$^)
 $(BUILD)/cli/%.o: cli/%.c $(HDR) $(CLIHDR)
 	@mkdir -p $(@D)
 	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc -c $< -o $@
 $(BUILD)/colbert: $(CLISRC:cli/%.c=$(BUILD)/cli/%.o) $(BUILD)/libcolbert.a
-	$(CC) $(CFLAGS_REL) $^ $(DEP_LIBS) -o $@
+	$(CC) $(CFLAGS_REL) $^ $(DEP_LIBS) $(MPI_LIBS) $(CUDA_LIBS) -o $@
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libcolbert.a $(HDR) | $(BUILD)/tests
-	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) -o $@
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(MPI_LIBS) $(CUDA_LIBS) -o $@
 
 # ---- sanitizer build (ASan + UBSan) --------------------------------------
 $(SAN)/obj/%.o: src/%.c $(HDR)
@@ -87,7 +149,12 @@ $(SAN)/tests/%: tests/%.c $(SAN)/libcolbert.a $(HDR) | $(SAN)/tests
 $(BUILD)/tests $(SAN)/tests:
 	mkdir -p $@
 
+# tests/mpi_step.c runs under mpirun (tests/test_mpi.py), not from run.sh
+$(BUILD)/tests/mpi_step: tests/mpi_step.c $(BUILD)/libcolbert.a $(HDR) | $(BUILD)/tests
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(MPI_LIBS) $(CUDA_LIBS) -o $@
+
 # ---- the Python package's shared library (portable) -----------------------
+# The CPU backend only, serial (no MPI, no CUDA): what a notebook runs.
 PYBUILD  ?= build-py
 PYARCH   ?= -march=x86-64-v2 -mtune=generic
 CFLAGS_PY := -O3 $(PYARCH) -fno-trapping-math -fPIC $(OMPFLAG)
@@ -104,12 +171,38 @@ TESTS_SAN := $(TESTSRC:tests/%.c=$(SAN)/tests/%)
 setup:
 	bash scripts/setup.sh
 
-test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert
+test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert $(BUILD)/tests/mpi_step
 	bash tests/run.sh
+
+# ---- CUDA tests (need a GPU: not part of make test) -------------------------
+# tests/cuda/test_cuda_*.c compare the CUDA backend with the CPU backend;
+# tests/cuda/run.sh runs them and prints "N passed, N failed".
+CUTESTSRC := $(wildcard tests/cuda/test_cuda_*.c)
+CUTESTS   := $(CUTESTSRC:tests/cuda/%.c=$(BUILD)/tests-cuda/%)
+$(BUILD)/tests-cuda/%: tests/cuda/%.c $(BUILD)/libcolbert.a $(HDR) $(wildcard tests/cuda/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc -Itests $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(MPI_LIBS) $(CUDA_LIBS) -o $@
+cuda-tests: $(CUTESTS)
+ifeq ($(CUDA),1)
+test-cuda: all cuda-tests
+	bash tests/cuda/run.sh $(BUILD)
+else
+test-cuda:
+	@echo "make test-cuda: this build has no CUDA backend (CUDA=0, or nvcc not found)"; exit 1
+endif
+
+# The folder gpu/ that scripts/gpu_check.sh runs on the GPU machine: the CLI
+# and the CUDA tests built for any x86-64 with AVX2 (ARCH=-march=x86-64-v3,
+# in build-gpu/; the CUDA objects are shared), their libraries, an fp16
+# copy of all-MiniLM-L6-v2 and NFCorpus, compressed (the device tool
+# carries at most 64 MiB). Not part of make test.
+gpu-bundle:
+	$(MAKE) BUILD=build-gpu ARCH=-march=x86-64-v3 CUDA=1 MPI=0 CAIRO=0 build-gpu/colbert build-gpu/bench/bench_step cuda-tests
+	bash scripts/gpu_bundle.sh build-gpu gpu
 
 # bench_step reads its texts with the CLI's cli_read_lines (cli/common.c)
 $(BUILD)/bench/bench_step: bench/bench_step.c $(BUILD)/cli/common.o $(BUILD)/libcolbert.a | $(BUILD)/bench
-	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $^ $(DEP_LIBS) -o $@
+	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $^ $(DEP_LIBS) $(MPI_LIBS) $(CUDA_LIBS) -o $@
 $(BUILD)/bench:
 	mkdir -p $@
 
@@ -120,9 +213,9 @@ demo: setup all
 	bash scripts/demo.sh
 
 print-libs:
-	@echo $(DEP_LIBS)
+	@echo $(DEP_LIBS) $(MPI_LIBS)
 print-cflags:
 	@echo $(DEP_CFLAGS)
 
 clean:
-	rm -rf $(BUILD) $(SAN) $(PYBUILD)
+	rm -rf $(BUILD) $(SAN) build-gpu gpu $(PYBUILD)

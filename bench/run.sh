@@ -7,6 +7,7 @@
 #   bench/run.sh prepare    colbert prepare vs RAGatouille's TrainingDataProcessor (1M pairs)
 #   bench/run.sh mine       hard-negative mining vs RAGatouille's SimpleMiner path
 #   bench/run.sh step       training step vs PyTorch eager (MiniLM and BERT-base shapes)
+#   bench/run.sh mpi        training step: 2 ranks x 1 thread (mpirun) vs 1 process x 2 threads
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -34,4 +35,7 @@ if [ "$what" = all ] || [ "$what" = mine ]; then
 fi
 if [ "$what" = all ] || [ "$what" = step ]; then
     $PY bench/bench_step.py --threads "$threads"
+fi
+if [ "$what" = all ] || [ "$what" = mpi ]; then
+    if command -v mpirun >/dev/null; then $PY bench/bench_mpi.py; else echo "bench mpi: no mpirun, skipped" >&2; fi
 fi

@@ -5,6 +5,7 @@
 #ifndef CB_CLI_H
 #define CB_CLI_H
 #include "common.h"
+#include "ops.h"
 
 /* `colbert --version` prints "colbert.c " COLBERT_VERSION */
 #define COLBERT_VERSION "0.10.0"
@@ -22,6 +23,20 @@ int cli_info(int argc, char **argv);      /* info.c */
  * the i-th line; returns the count, or -1 with err. The caller frees *buf,
  * *lines and *lens. */
 int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, cb_err *err);
-/* OpenMP and OpenBLAS threads; n <= 0 leaves the default (all cores). */
+/* OpenMP and OpenBLAS threads; n <= 0 leaves the default (all cores, or
+ * under mpirun the cores divided among the ranks on this machine). */
 void cli_set_threads(int n);
+/* --device and --precision, for the commands that compute. CLI_DEVICE_HELP
+ * is their --help text. cli_device_ok: the spec is auto, cpu, cuda or
+ * cuda:N. cli_open_device opens it (NULL spec: auto): a GPU, or "auto"
+ * asked for by name, is said on stderr in one line; NULL after printing
+ * "colbert: error: ..." (e.g. --device cuda without a usable GPU), for an
+ * exit status 1. cb_ops_close the device at the end. */
+#define CLI_DEVICE_HELP                                                                        \
+    "  --device D         auto (default: a GPU if there is one, else the CPU), cpu,\n"          \
+    "                     cuda or cuda:N\n"                                                     \
+    "  --precision P      on a GPU: bf16 (default: bf16 matmul inputs, fp32\n"                 \
+    "                     accumulation) or fp32 (no TF32); the CPU is always fp32\n"
+int cli_device_ok(const char *spec);
+ops_device *cli_open_device(const char *spec, ops_precision precision);
 #endif

@@ -33,6 +33,7 @@ static const char *ENCODE_HELP =
     "                     query: OUT.npy [N, query_maxlen, dim], the [MASK]\n"
     "                     augmentation included; doc: OUT.npy [kept tokens, dim]\n"
     "                     (punctuation dropped) + OUT.lengths.npy [N] int32\n"
+    CLI_DEVICE_HELP
     "  --threads N        threads (default: all cores)\n"
     "  --quiet            no progress bar\n"
     "  -h, --help         this help\n";
@@ -59,7 +60,8 @@ static int write_ragged(const char *output, const float *vec, const int *L, int 
 }
 
 /* --colbert query|doc */
-static int encode_colbert(const char *model, const char *input, const char *output, int queries, int quiet) {
+static int encode_colbert(ops_device *dev, const char *model, const char *input, const char *output, int queries,
+                          int quiet) {
     cb_err err = {{0}};
     char *buf, **lines;
     size_t *lens;
@@ -69,7 +71,7 @@ static int encode_colbert(const char *model, const char *input, const char *outp
         return 1;
     }
     colbert_vectors v;
-    rc = cb_encode_colbert_job(&v, model, (const char *const *)lines, lens, n, queries, quiet, &err);
+    rc = cb_encode_colbert_job(&v, dev, model, (const char *const *)lines, lens, n, queries, quiet, &err);
     if (!rc && queries) {
         int64_t shape[3] = {n, v.query_maxlen, v.dim};
         rc = cb_npy_write(output, "<f4", v.vectors, 3, shape, &err);
@@ -85,7 +87,7 @@ static int encode_colbert(const char *model, const char *input, const char *outp
 }
 
 enum { OPT_MODEL = 256, OPT_INPUT, OPT_OUTPUT, OPT_TOKEN_VECTORS, OPT_COLBERT, OPT_MAX_LENGTH, OPT_THREADS,
-       OPT_QUIET };
+       OPT_QUIET, OPT_DEVICE, OPT_PRECISION };
 static const struct option ENCODE_OPTS[] = {
     {"model", required_argument, NULL, OPT_MODEL},
     {"input", required_argument, NULL, OPT_INPUT},
@@ -95,13 +97,16 @@ static const struct option ENCODE_OPTS[] = {
     {"max-length", required_argument, NULL, OPT_MAX_LENGTH},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"quiet", no_argument, NULL, OPT_QUIET},
+    {"device", required_argument, NULL, OPT_DEVICE},
+    {"precision", required_argument, NULL, OPT_PRECISION},
     {"help", no_argument, NULL, 'h'},
     {0, 0, 0, 0}};
 
 int cli_encode(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *output = NULL;
     int token_vectors = 0, max_len = 0, threads = 0, quiet = 0;
-    const char *colbert = NULL;
+    const char *colbert = NULL, *device = NULL;
+    ops_precision precision = OPS_BF16;
     cli_args a;
     cli_args_init(&a, "encode", argc, argv, ENCODE_OPTS);
     long long v;
@@ -125,6 +130,13 @@ int cli_encode(int argc, char **argv) {
             threads = (int)v;
             break;
         case OPT_QUIET: quiet = 1; break;
+        case OPT_DEVICE:
+            if (!cli_device_ok(a.arg)) return cli_args_bad_value(&a, "auto, cpu, cuda or cuda:N");
+            device = a.arg;
+            break;
+        case OPT_PRECISION:
+            if (cb_ops_precision_parse(a.arg, &precision)) return cli_args_bad_value(&a, "bf16 or fp32");
+            break;
         default: return CLI_USAGE;
         }
     }
@@ -142,10 +154,17 @@ int cli_encode(int argc, char **argv) {
         return cli_usage_error(a.cmd, "option '--colbert' writes .npy files, found '--output %s'", output);
     cli_set_threads(threads);
     cb_err err = {{0}};
-    if (colbert) return encode_colbert(model, input, output, !strcmp(colbert, "query"), quiet);
+    ops_device *dev = cli_open_device(device, precision);
+    if (!dev) return 1;
+    if (colbert) {
+        int crc = encode_colbert(dev, model, input, output, !strcmp(colbert, "query"), quiet);
+        cb_ops_close(dev);
+        return crc;
+    }
     encoder e;
-    if (cb_encoder_load(&e, cb_ops_cpu(), model, max_len, &err)) {
+    if (cb_encoder_load(&e, dev, model, max_len, &err)) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
+        cb_ops_close(dev);
         return 1;
     }
     e.quiet = quiet;
@@ -155,6 +174,7 @@ int cli_encode(int argc, char **argv) {
     if (n < 0) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         cb_encoder_free(&e);
+        cb_ops_close(dev);
         return 1;
     }
     int H = e.bert.cfg.hidden_size, rc = 0;
@@ -189,5 +209,6 @@ int cli_encode(int argc, char **argv) {
     free(lines);
     free(lens);
     cb_encoder_free(&e);
+    cb_ops_close(dev);
     return rc ? 1 : 0;
 }

@@ -2,6 +2,7 @@
  * ColBERT model (or of a TREC run file) on a BEIR dataset split. */
 #include "args.h"
 #include "cli.h"
+#include "comm.h"
 #include "job.h"
 
 #include <limits.h>
@@ -31,11 +32,17 @@ static const char *EVAL_HELP =
     "  --depth N          documents per query in the run file (default 100)\n"
     "  --score-run FILE   score this TREC run file instead of a model (trec_eval's\n"
     "                     order: score descending, then docid descending)\n"
+    "  --dense            rank with the model as a dense sentence encoder instead\n"
+    "                     (its sentence-transformers pooling, cosine similarity,\n"
+    "                     exact search; --doc-maxlen caps its tokens): the dense\n"
+    "                     model a ColBERT starts from, scored by the same evaluator\n"
     "  --doc-maxlen N     tokens per document (default: the model's doc_maxlen)\n"
     "  --query-maxlen N   tokens per query (default: the model's query_maxlen)\n"
     "  --max-queries N    only the first N queries of the split\n"
     "  --dim N            projection size of a new ColBERT (default 128)\n"
     "  --seed N           seed of a new ColBERT's projection (default 12345)\n"
+    CLI_DEVICE_HELP
+    "                     (the ranking itself runs on the CPU)\n"
     "  --threads N        threads (default: all cores)\n"
     "  --quiet            no progress bar\n"
     "  -h, --help         this help\n";
@@ -85,7 +92,8 @@ static void report(const eval_job *j, const char *model, int with_times) {
 }
 
 enum { OPT_MODEL = 256, OPT_DATASET, OPT_SPLIT, OPT_RUN, OPT_DEPTH, OPT_SCORE_RUN, OPT_DOC_MAXLEN,
-       OPT_QUERY_MAXLEN, OPT_MAX_QUERIES, OPT_DIM, OPT_SEED, OPT_THREADS, OPT_QUIET };
+       OPT_QUERY_MAXLEN, OPT_MAX_QUERIES, OPT_DIM, OPT_SEED, OPT_THREADS, OPT_QUIET, OPT_DENSE, OPT_DEVICE,
+       OPT_PRECISION };
 static const struct option EVAL_OPTS[] = {
     {"model", required_argument, NULL, OPT_MODEL},
     {"dataset", required_argument, NULL, OPT_DATASET},
@@ -100,13 +108,19 @@ static const struct option EVAL_OPTS[] = {
     {"seed", required_argument, NULL, OPT_SEED},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"quiet", no_argument, NULL, OPT_QUIET},
+    {"dense", no_argument, NULL, OPT_DENSE},
+    {"device", required_argument, NULL, OPT_DEVICE},
+    {"precision", required_argument, NULL, OPT_PRECISION},
     {"help", no_argument, NULL, 'h'},
     {0, 0, 0, 0}};
 
 int cli_eval(int argc, char **argv) {
     const char *model = NULL, *dataset = NULL, *split = "test", *run = NULL, *score_run = NULL;
     long long depth = 100, doc_maxlen = 0, query_maxlen = 0, max_queries = 0, dim = 0, seed = 12345, threads = 0;
-    int quiet = 0;
+    int quiet = 0, dense = 0;
+    const char *device = NULL;
+    ops_precision precision = OPS_BF16;
+    ops_device *dev = NULL;
     cli_args a;
     cli_args_init(&a, "eval", argc, argv, EVAL_OPTS);
     for (int c; (c = cli_args_next(&a)) != -1;) {
@@ -126,6 +140,14 @@ int cli_eval(int argc, char **argv) {
         case OPT_SEED: bad = cli_args_int(&a, 0, LLONG_MAX, &seed); break;
         case OPT_THREADS: bad = cli_args_int(&a, 1, 4096, &threads); break;
         case OPT_QUIET: quiet = 1; break;
+        case OPT_DENSE: dense = 1; break;
+        case OPT_DEVICE:
+            if (!cli_device_ok(a.arg)) return cli_args_bad_value(&a, "auto, cpu, cuda or cuda:N");
+            device = a.arg;
+            break;
+        case OPT_PRECISION:
+            if (cb_ops_precision_parse(a.arg, &precision)) return cli_args_bad_value(&a, "bf16 or fp32");
+            break;
         default: return CLI_USAGE;
         }
         if (bad) return CLI_USAGE;
@@ -134,6 +156,7 @@ int cli_eval(int argc, char **argv) {
     if (!dataset) return cli_usage_error(a.cmd, "missing required option '--dataset'");
     if (!model && !score_run) return cli_usage_error(a.cmd, "missing required option '--model' (or '--score-run')");
     if (model && score_run) return cli_usage_error(a.cmd, "options '--model' and '--score-run' exclude each other");
+    if (dense && !model) return cli_usage_error(a.cmd, "option '--dense' needs '--model'");
     cli_set_threads((int)threads);
     eval_job j;
     cb_eval_job_init(&j);
@@ -149,11 +172,17 @@ int cli_eval(int argc, char **argv) {
     j.dim = (int)dim;
     j.seed = (uint64_t)seed;
     j.quiet = quiet;
+    j.dense = dense;
+    /* under mpirun: the ranks split the encoding and the ranking; rank 0 reports */
+    cb_comm *comm = j.comm = cb_comm_world();
+    if (model && !dense && !(dev = j.dev = cli_open_device(device, precision))) return 1;
     cb_err err = {{0}};
-    if (cb_eval_job_run(&j, &err)) {
+    int rc = cb_eval_job_run(&j, &err);
+    cb_ops_close(dev);
+    if (rc) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         return 1;
     }
-    report(&j, score_run ? score_run : model, !score_run);
+    if (comm->rank == 0) report(&j, score_run ? score_run : model, !score_run);
     return 0;
 }

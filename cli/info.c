@@ -1,8 +1,10 @@
 /* info.c: `colbert info`: the linear-algebra library, its kernels and the
- * threads in use. */
+ * threads in use; the GPUs, the driver and the CUDA kernels; whether this
+ * build runs under mpirun. */
 #include "args.h"
 #include "blas.h"
 #include "cli.h"
+#include "comm.h"
 
 #include <stdio.h>
 
@@ -10,7 +12,10 @@ static const char *INFO_HELP =
     "usage: colbert info\n"
     "\n"
     "Print the linear-algebra library (the OpenBLAS build), the kernels it\n"
-    "runs on this CPU and the threads in use.\n"
+    "runs on this CPU and the threads in use; then the CUDA backend: the\n"
+    "runtime, the driver, cuBLASLt, the GPU kernels built in and every GPU\n"
+    "(or why none can be used); and whether this build runs data-parallel\n"
+    "under mpirun (MPI).\n"
     "\n"
     "options:\n"
     "  -h, --help   this help\n";
@@ -29,5 +34,10 @@ int cli_info(int argc, char **argv) {
     }
     if (cli_args_positional(&a, NULL, 0) < 0) return CLI_USAGE;
     cb_blas_print_info(stdout);
+    char buf[4096];
+    cb_ops_info(buf, sizeof buf);
+    fputs(buf, stdout);
+    printf("mpi: %s\n", cb_comm_have_mpi() ? "yes (mpirun -np N colbert train|prepare|eval)"
+                                            : "no (built without MPI: one process)");
     return 0;
 }

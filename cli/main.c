@@ -4,6 +4,7 @@
 #include "args.h"
 #include "blas.h"
 #include "cli.h"
+#include "comm.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -20,8 +21,7 @@ static void usage(FILE *f) {
         "  version    the version of colbert.c\n");
 }
 
-int main(int argc, char **argv) {
-    cb_blas_init(argc, argv);
+static int run(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
         return CLI_USAGE;
@@ -36,6 +36,14 @@ int main(int argc, char **argv) {
         printf("colbert.c %s\n", COLBERT_VERSION);
         return 0;
     }
+    /* under mpirun with several ranks: the commands that split their work */
+    cb_comm *comm = cb_comm_world();
+    if (comm->size > 1 && strcmp(cmd, "train") && strcmp(cmd, "prepare") && strcmp(cmd, "eval")) {
+        if (!comm->rank)
+            fprintf(stderr, "colbert: error: `colbert %s` runs as one process; under mpirun with %d ranks only "
+                    "train, prepare and eval split their work (HINT: run it without mpirun)\n", cmd, comm->size);
+        return CLI_USAGE;
+    }
     if (!strcmp(cmd, "tokenize")) return cli_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "encode")) return cli_encode(argc - 1, argv + 1);
     if (!strcmp(cmd, "prepare")) return cli_prepare(argc - 1, argv + 1);
@@ -43,4 +51,23 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "train")) return cli_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return cli_info(argc - 1, argv + 1);
     return cli_usage_error(NULL, "unknown %s '%s'", cmd[0] == '-' ? "option" : "command", cmd);
+}
+
+int main(int argc, char **argv) {
+    cb_blas_init(argc, argv);
+    /* MPI only when mpirun (or another MPI launcher) started us */
+    cb_err err = {{0}};
+    cb_comm *comm = cb_comm_init(&argc, &argv, &err);
+    if (!comm) {
+        fprintf(stderr, "colbert: error: %s\n", err.msg);
+        return 1;
+    }
+    int rc = run(argc, argv);
+    fflush(stdout);
+    /* under mpirun a failed rank ends the job: the others may be waiting for
+     * it in a collective. Not needed for usage errors (every rank has the
+     * same arguments) nor for train, whose ranks agree on their errors. */
+    if (comm->size > 1 && rc == 1 && argc > 1 && strcmp(argv[1], "train")) cb_comm_abort(comm, rc);
+    cb_comm_finalize(comm);
+    return rc;
 }

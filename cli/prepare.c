@@ -1,6 +1,7 @@
 /* prepare.c: `colbert prepare`, the command line of prepare.h. */
 #include "args.h"
 #include "cli.h"
+#include "comm.h"
 #include "common.h"
 #include "job.h"
 
@@ -64,7 +65,11 @@ static void usage(FILE *f) {
 "  --save-embeddings DIR    write the embeddings (docs.npy, queries.npy), the ranked\n"
 "                           lists (neighbors.npy, scores.npy) and miner.json to DIR\n"
 "  --load-embeddings DIR    reuse DIR's embeddings (same texts) instead of encoding\n"
-"\n"
+"  --device D               where the miner encodes: auto (default: a GPU if there\n"
+"                           is one, else the CPU), cpu, cuda or cuda:N\n"
+"  --precision P            on a GPU: bf16 (default) or fp32 (the CPU's negatives)\n"
+"\n");
+    fprintf(f,
 "output:\n"
 "  --out DIR                output directory (created if missing); files are written\n"
 "                           under temporary names and renamed when complete\n"
@@ -80,7 +85,7 @@ enum { OPT_TRAIN_DATA = 256, OPT_BEIR, OPT_SPLIT, OPT_CORPUS, OPT_TITLE_SEP, OPT
        OPT_POSITIVE_LABEL, OPT_NEGATIVE_LABEL, OPT_NUM_NEW_NEGATIVES, OPT_SEED, OPT_MINE_HARD_NEGATIVES,
        OPT_NO_MINING, OPT_MINER_MODEL, OPT_MINER_SIZE, OPT_LANGUAGE, OPT_HARD_NEGATIVE_MIN_RANK, OPT_MINER_INDEX,
        OPT_MINER_APPROX_DOCS, OPT_MINER_NPROBE, OPT_SAVE_EMBEDDINGS, OPT_LOAD_EMBEDDINGS, OPT_OUT, OPT_THREADS,
-       OPT_QUIET };
+       OPT_QUIET, OPT_DEVICE, OPT_PRECISION };
 static const struct option PREPARE_OPTS[] = {
     {"train-data", required_argument, NULL, OPT_TRAIN_DATA},
     {"beir", required_argument, NULL, OPT_BEIR},
@@ -107,6 +112,8 @@ static const struct option PREPARE_OPTS[] = {
     {"out", required_argument, NULL, OPT_OUT},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"quiet", no_argument, NULL, OPT_QUIET},
+    {"device", required_argument, NULL, OPT_DEVICE},
+    {"precision", required_argument, NULL, OPT_PRECISION},
     {"help", no_argument, NULL, 'h'},
     {0, 0, 0, 0}};
 /* title and text may be joined with nothing between */
@@ -181,6 +188,13 @@ int cli_prepare(int argc, char **argv) {
             mo.ivf_nprobe = (int)n;
             break;
         case OPT_SAVE_EMBEDDINGS: mo.save_dir = v; break;
+        case OPT_DEVICE:
+            if (!cli_device_ok(v)) return cli_args_bad_value(&a, "auto, cpu, cuda or cuda:N");
+            mo.device = v;
+            break;
+        case OPT_PRECISION:
+            if (cb_ops_precision_parse(v, &mo.precision)) return cli_args_bad_value(&a, "bf16 or fp32");
+            break;
         case OPT_LOAD_EMBEDDINGS: mo.load_dir = v; break;
         case OPT_KIND:
             if (!strcmp(v, "auto")) o.kind = PREPARE_KIND_AUTO;
@@ -208,13 +222,15 @@ int cli_prepare(int argc, char **argv) {
     j.train = train;
     j.n_train = ntrain;
     j.out = out;
+    /* under mpirun: the ranks split the mining's encoding and search; rank 0 writes */
+    cb_comm *comm = j.comm = cb_comm_world();
     cb_err err = {{0}};
     if (cb_prepare_job_run(&j, &err)) {   /* the miner's model is found before any data is read */
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         return 1;
     }
     const prepare_stats *s = cb_prepare_get_stats(j.p);
-    if (!o.quiet) {
+    if (!o.quiet && !comm->rank) {
         printf("prepare: %s, %lld records -> %lld queries, %lld documents, %lld triplets\n",
                cb_prepare_kind_name(s->kind), (long long)s->records, (long long)s->queries,
                (long long)s->passages, (long long)s->triplets);

@@ -26,7 +26,11 @@ static void usage(FILE *f) {
 "                           settings are kept) or a BERT-family encoder (a new\n"
 "                           ColBERT); a directory or a hub id in the local HF cache\n"
 "  --language CODE          language of the data, kept in the metadata (default en)\n"
-"  --gpus N                 GPUs to use (default -1: all; this build uses the CPU)\n"
+"  --gpus N                 GPUs to use (default -1: a GPU if there is one; 0: the\n"
+"                           CPU; colbert.c trains on one GPU)\n"
+"  --device D               auto, cpu, cuda or cuda:N (default: as --gpus says)\n"
+"  --precision P            on a GPU: bf16 (default: bf16 matmul inputs, fp32\n"
+"                           accumulation, fp32 master weights) or fp32 (no TF32)\n"
 "\n"
 "training (RAGTrainer.train's defaults):\n"
 "  --data DIR               the training files (required)\n"
@@ -56,6 +60,10 @@ static void usage(FILE *f) {
 "                           on NFCorpus, see docs/train.md)\n"
 "  --relu                   ReLU after the projection\n"
 "  --no-dropout             BERT without dropout (exact replays)\n"
+"  --ib-scope global|local  under mpirun: in-batch negatives over the whole\n"
+"                           global batch, exact as one process (global, the\n"
+"                           default), or each rank's own documents only\n"
+"                           (local: colbert-ai's per-GPU loss)\n"
 "  --seed N                 seed of the projection, dropout and shuffles (default 12345)\n"
 "\n");
     fprintf(f,
@@ -84,14 +92,18 @@ static void usage(FILE *f) {
 "  -h, --help               this help\n"
 "\n"
 "Ctrl-C (SIGINT) or SIGTERM: the current step ends, a resumable checkpoint is\n"
-"written, exit status 130 / 143.\n");
+"written, exit status 130 / 143.\n"
+"\n"
+"Data parallel: mpirun -np N colbert train ... splits every batch over N\n"
+"processes (N must divide the batch size / accumsteps); rank 0 writes the\n"
+"checkpoints and the log. See docs/train.md (MPI).\n");
 }
 
 enum { OPT_MODEL_NAME = 256, OPT_PRETRAINED, OPT_LANGUAGE, OPT_GPUS, OPT_DATA, OPT_BATCH_SIZE, OPT_ACCUMSTEPS,
        OPT_MAXSTEPS, OPT_EPOCHS, OPT_LR, OPT_WARMUP, OPT_DIM, OPT_DOC_MAXLEN, OPT_QUERY_MAXLEN, OPT_NBITS,
        OPT_NO_IB_NEGATIVES, OPT_LOSS, OPT_RELU, OPT_NO_DROPOUT, OPT_SEED, OPT_OUTPUT_DIR, OPT_SAVE_EVERY,
        OPT_KEEP_CHECKPOINTS, OPT_VAL_DATA, OPT_VAL_FRACTION, OPT_VAL_QUERIES, OPT_RESUME, OPT_THREADS, OPT_QUIET,
-       OPT_SCHEDULE, OPT_VAL_BEIR, OPT_VAL_SPLIT, OPT_VAL_DOCS };
+       OPT_SCHEDULE, OPT_VAL_BEIR, OPT_VAL_SPLIT, OPT_VAL_DOCS, OPT_DEVICE, OPT_PRECISION, OPT_IB_SCOPE };
 static const struct option TRAIN_OPTS[] = {
     {"model-name", required_argument, NULL, OPT_MODEL_NAME},
     {"pretrained", required_argument, NULL, OPT_PRETRAINED},
@@ -112,6 +124,7 @@ static const struct option TRAIN_OPTS[] = {
     {"loss", required_argument, NULL, OPT_LOSS},
     {"relu", no_argument, NULL, OPT_RELU},
     {"no-dropout", no_argument, NULL, OPT_NO_DROPOUT},
+    {"ib-scope", required_argument, NULL, OPT_IB_SCOPE},
     {"seed", required_argument, NULL, OPT_SEED},
     {"output-dir", required_argument, NULL, OPT_OUTPUT_DIR},
     {"save-every", required_argument, NULL, OPT_SAVE_EVERY},
@@ -126,6 +139,8 @@ static const struct option TRAIN_OPTS[] = {
     {"resume", required_argument, NULL, OPT_RESUME},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"quiet", no_argument, NULL, OPT_QUIET},
+    {"device", required_argument, NULL, OPT_DEVICE},
+    {"precision", required_argument, NULL, OPT_PRECISION},
     {"help", no_argument, NULL, 'h'},
     {0, 0, 0, 0}};
 
@@ -152,6 +167,13 @@ int cli_train(int argc, char **argv) {
         case OPT_KEEP_CHECKPOINTS: bad = cli_args_int(&a, 0, 1000000, &n); o.keep_checkpoints = (int)n; break;
         case OPT_THREADS: bad = cli_args_int(&a, 0, 4096, &n); threads = (int)n; break;
         case OPT_QUIET: o.quiet = 1; break;
+        case OPT_DEVICE:   /* allowed with --resume: a run may continue on another device */
+            if (!cli_device_ok(v)) return cli_args_bad_value(&a, "auto, cpu, cuda or cuda:N");
+            o.device = v;
+            break;
+        case OPT_PRECISION:
+            if (cb_ops_precision_parse(v, &o.precision)) return cli_args_bad_value(&a, "bf16 or fp32");
+            break;
         /* the run's own settings */
         case OPT_PRETRAINED: pretrained = v; others++; break;
         case OPT_LANGUAGE: lang = v; others++; break;
@@ -169,6 +191,11 @@ int cli_train(int argc, char **argv) {
         case OPT_NO_IB_NEGATIVES: o.use_ib_negatives = 0; others++; break;
         case OPT_RELU: o.relu = 1; others++; break;
         case OPT_NO_DROPOUT: o.dropout = 0; others++; break;
+        case OPT_IB_SCOPE:
+            if (strcmp(v, "global") && strcmp(v, "local")) return cli_args_bad_value(&a, "global or local");
+            o.ib_local = !strcmp(v, "local");
+            others++;
+            break;
         case OPT_LOSS:
             if (strcmp(v, "colbert") && strcmp(v, "contrastive"))
                 return cli_args_bad_value(&a, "colbert or contrastive");
@@ -213,18 +240,21 @@ int cli_train(int argc, char **argv) {
                                !name ? "--model-name" : !pretrained ? "--pretrained" : "--data");
     }
     cli_set_threads(threads);
+    cb_comm *comm = cb_comm_world();
+    o.comm = comm;
     cb_err err = {{0}};
     trainer *t = cb_trainer_new(name, pretrained, lang, gpus, &err);
     if (!t) { fprintf(stderr, "colbert: error: %s\n", err.msg); return 1; }
     int rc = cb_trainer_train(t, &o, &err);
     int status = 0;
     if (rc == TRAIN_ERROR) {
-        fprintf(stderr, "colbert: error: %s\n", err.msg);
+        /* data parallel: the other ranks printed their own errors */
+        if (!comm->rank) fprintf(stderr, "colbert: error: %s\n", err.msg);
         status = 1;
     } else {
         const char *p = cb_trainer_best_path(t);
         if (!p) p = cb_trainer_last_path(t);
-        if (p) printf("%s\n", p);
+        if (p && !comm->rank) printf("%s\n", p);
         if (rc == TRAIN_INTERRUPTED) status = 128 + cb_train_stop_signal();
     }
     cb_trainer_free(t);

@@ -247,9 +247,11 @@ int cb_bert_acts_init(bert_acts *a, ops_device *dev, const bert_config *c, int m
     a->stride_T3H = train ? T * 3 * H : 0;
     a->stride_TI = train ? T * I : 0;
     a->stride_T = train ? T : 0;
-    /* the batch layout: ids, types, pos [T] int32; seq_off [T + 1] int;
-     * att_off [T + 1] size_t; mask [T] bytes (at most T sequences) */
-    a->lay_bytes = (T + 1) * sizeof(size_t) + 3 * T * sizeof(int32_t) + (T + 1) * sizeof(int) + T;
+    /* the batch layout: att_off [T + 1] size_t; seq_id [T] uint64; ids,
+     * types, pos [T] int32; seq_off [T + 1] int; mask [T] bytes (at most T
+     * sequences) */
+    a->lay_bytes = (T + 1) * sizeof(size_t) + T * sizeof(uint64_t) + 3 * T * sizeof(int32_t) +
+                   (T + 1) * sizeof(int) + T;
     a->lay = cb_ops_alloc(dev, a->lay_bytes, "the batch layout", err);
     a->h_lay = a->lay ? cb_malloc(a->lay_bytes, "the batch layout", err) : NULL;
     if (!a->h_lay) {
@@ -258,7 +260,8 @@ int cb_bert_acts_init(bert_acts *a, ops_device *dev, const bert_config *c, int m
     }
     a->bytes += a->lay_bytes;
     a->att_off = a->lay;
-    a->ids = (int32_t *)(a->att_off + T + 1);
+    a->seq_id = (uint64_t *)(a->att_off + T + 1);
+    a->ids = (int32_t *)(a->seq_id + T);
     a->types = a->ids + T;
     a->pos = a->types + T;
     a->seq_off = (int *)(a->pos + T);
@@ -299,9 +302,11 @@ static void layout_batch(const bert_config *c, bert_acts *a, const bert_batch *b
     int *off = host_of(a, a->seq_off);
     int32_t *pos = host_of(a, a->pos), *ids = host_of(a, a->ids), *types = host_of(a, a->types);
     size_t *att_off = host_of(a, a->att_off), att = 0;
+    uint64_t *seq_id = host_of(a, a->seq_id);
     CB_ASSERT(S <= a->max_tokens);
     for (int s = 0; s < S; s++) {
         int n = b->seq_len[s];
+        seq_id[s] = b->seq_id ? b->seq_id[s] : (uint64_t)s;
         CB_ASSERT(n > 0 && n <= c->max_position_embeddings && T + n <= a->max_tokens);
         off[s] = T;
         att_off[s] = att;
@@ -322,7 +327,8 @@ static void layout_batch(const bert_config *c, bert_acts *a, const bert_batch *b
     a->has_types = b->type_ids != NULL;
     a->has_mask = b->mask != NULL;
     cb_ops_upload(a->dev, a->lay, a->h_lay, a->lay_bytes);
-    a->seqs = (ops_seqs){.n_seq = S, .n_tok = T, .max_len = longest, .off = a->seq_off, .att_off = a->att_off};
+    a->seqs = (ops_seqs){.n_seq = S, .n_tok = T, .max_len = longest, .off = a->seq_off, .att_off = a->att_off,
+                        .id = a->seq_id};
 }
 
 /* ------------------------------------------------------------------ */
@@ -350,7 +356,7 @@ void cb_bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
                           T, H, eps);
     float ph = a->train ? a->p_hidden : 0.0f, pa = a->train ? a->p_att : 0.0f;
     size_t TH = (size_t)a->max_tokens * H;
-    if (ph > 0) cb_ops_dropout_forward(d, a->emb_out, a->m_emb, (size_t)T * H, ph, a->seed, 0);
+    if (ph > 0) cb_ops_dropout_forward(d, a->emb_out, a->m_emb, &a->seqs, H, ph, a->seed, 0);
 
     const float *x = a->emb_out;
     size_t HH = (size_t)H * H, HI = (size_t)H * I;
@@ -370,7 +376,7 @@ void cb_bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
         /* attention output projection into res1, dropout, then res1 += x */
         cb_ops_linear_forward(d, res1, ctx, m->t[BP_ATTO_W] + l * HH, m->t[BP_ATTO_B] + (size_t)l * H, T, H, H);
         if (ph > 0)
-            cb_ops_dropout_forward(d, res1, a->m_atto + l * TH, (size_t)T * H, ph, a->seed, 2 + 4 * (uint64_t)l);
+            cb_ops_dropout_forward(d, res1, a->m_atto + l * TH, &a->seqs, H, ph, a->seed, 2 + 4 * (uint64_t)l);
         cb_ops_add(d, res1, res1, x, (size_t)T * H);
         cb_ops_layernorm_forward(d, ln1, a->ln1_mean + l * a->stride_T, a->ln1_rstd + l * a->stride_T, res1,
                               m->t[BP_LN1_W] + (size_t)l * H, m->t[BP_LN1_B] + (size_t)l * H, T, H, eps);
@@ -378,7 +384,7 @@ void cb_bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
         cb_ops_gelu_forward(d, ffg, ffh, (size_t)T * I);
         cb_ops_linear_forward(d, res2, ffg, m->t[BP_FFD_W] + l * HI, m->t[BP_FFD_B] + (size_t)l * H, T, I, H);
         if (ph > 0)
-            cb_ops_dropout_forward(d, res2, a->m_ffd + l * TH, (size_t)T * H, ph, a->seed, 3 + 4 * (uint64_t)l);
+            cb_ops_dropout_forward(d, res2, a->m_ffd + l * TH, &a->seqs, H, ph, a->seed, 3 + 4 * (uint64_t)l);
         cb_ops_add(d, res2, res2, ln1, (size_t)T * H);
         cb_ops_layernorm_forward(d, ln2, a->ln2_mean + l * a->stride_T, a->ln2_rstd + l * a->stride_T, res2,
                               m->t[BP_LN2_W] + (size_t)l * H, m->t[BP_LN2_B] + (size_t)l * H, T, H, eps);

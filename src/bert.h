@@ -22,7 +22,7 @@
  * recomputes it (one extra n x n x D product per head), which saves
  * heads * sum n_s^2 floats per layer (1.2 GB for MiniLM at bsize 32).
  * Dropout masks of the attention probabilities are recomputed too: every
- * mask is a pure hash of (seed, stream, element).
+ * mask is a pure hash of (seed, stream, sequence id, element), ops.h.
  */
 #ifndef CB_BERT_H
 #define CB_BERT_H
@@ -78,15 +78,17 @@ void cb_bert_free(bert_model *m);
  * into a larger block; m no longer owns them. */
 void cb_bert_bind(bert_model *m, float *mem);
 
-/* A packed batch, in host memory. ids, type_ids, mask are [T]; seq_len is
- * [S]. type_ids and mask may be NULL (all 0, all 1). Every sequence must
- * have at least one token with mask 1. */
+/* A packed batch, in host memory. ids, type_ids, mask are [T]; seq_len and
+ * seq_id are [S]. type_ids and mask may be NULL (all 0, all 1). Every
+ * sequence must have at least one token with mask 1. seq_id names each
+ * sequence for the dropout masks (ops.h); NULL: 0 .. S-1. */
 typedef struct bert_batch {
     int n_seq;
     const int *seq_len;
     const int32_t *ids;
     const int32_t *type_ids;
     const uint8_t *mask;
+    const uint64_t *seq_id;
 } bert_batch;
 
 /* Activations, on the model's device. Sized by cb_bert_acts_init for at most
@@ -126,6 +128,7 @@ typedef struct bert_acts {
     uint8_t *mask;              /* [dev] [T] attention mask */
     int *seq_off;               /* [dev] [S + 1] token offset of each sequence */
     size_t *att_off;            /* [dev] [S] offset of each sequence's scores */
+    uint64_t *seq_id;           /* [dev] [S] dropout id of each sequence */
     void *h_lay;                /* host mirror of lay, same layout */
     size_t lay_bytes;
     ops_seqs seqs;              /* the last batch's sequences ([dev] arrays) */
@@ -159,7 +162,7 @@ void cb_bert_acts_free(bert_acts *a);
  * applied as in transformers' BertModel.train() (after the embeddings'
  * LayerNorm, on the attention probabilities, on the attention output and
  * the feed-forward output before their residual LayerNorms), from masks
- * derived from a->seed. */
+ * derived from a->seed and the batch's seq_id. */
 void cb_bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b);
 float *cb_bert_output(const bert_model *m, const bert_acts *a);
 

@@ -174,11 +174,18 @@ static void encode_batch(colmodel *m, int n_seq, int T, int queries) {
     cb_ops_download(m->dev, m->h_out, m->d_out, (size_t)T * D * sizeof(float));
 }
 
+int cb_colmodel_queries_per_batch(const colmodel *m) {
+    int bt = m->batch_tokens ? m->batch_tokens : 8192;   /* as buffers() sizes it */
+    int maxlen = m->cc.doc_maxlen > m->cc.query_maxlen ? m->cc.doc_maxlen : m->cc.query_maxlen;
+    if (bt < maxlen) bt = maxlen;
+    return bt / m->cc.query_maxlen;
+}
+
 int cb_colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t *lens, int n, float *out,
                             cb_err *err) {
     if (buffers(m, err)) return -1;
     int Lq = m->cc.query_maxlen, D = m->cc.dim;
-    int per = m->batch_tokens / Lq;
+    int per = cb_colmodel_queries_per_batch(m);
     progress pg;
     cb_progress_init(&pg, "encode queries", "queries", n, m->quiet || n < 1000);
     for (int s = 0; s < n; s += per) {

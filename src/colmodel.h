@@ -54,9 +54,13 @@ typedef struct colmodel {
 int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, uint64_t seed, cb_err *err);
 void cb_colmodel_free(colmodel *m);
 
-/* out[n, query_maxlen, dim] (host). 0, or -1 with err (out of memory). */
+/* out[n, query_maxlen, dim] (host), in batches of
+ * cb_colmodel_queries_per_batch queries (a query's vectors depend only on
+ * the batch it is in: ranks that split the queries at multiples of it get
+ * one process's bytes). 0, or -1 with err (out of memory). */
 int cb_colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t *lens, int n, float *out,
                             cb_err *err);
+int cb_colmodel_queries_per_batch(const colmodel *m);
 /* *lengths [n] kept vectors per document, *vectors [sum lengths, dim]
  * (host); caller frees both. 0, or -1 with err. */
 int cb_colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,

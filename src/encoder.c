@@ -63,11 +63,17 @@ static void tokenize_all(const encoder *e, const char *const *texts, const size_
 }
 
 /* Visit batches of texts in order of decreasing length; for each batch run
- * the forward pass and call visit(order slice, count, hidden states). */
+ * the forward pass and call visit(order slice, count, hidden states). With
+ * gather (and e->comm of several ranks) each rank runs a contiguous range
+ * of the batches (cb_comm_share), then gather(ctx, order, n, lo) collects
+ * the results: lo [N + 1] are the ranks' ranges in the sorted order. A
+ * batch is the same whoever runs it, so the results are the one process's. */
 typedef void (*batch_visit)(void *ctx, const int *idx, int count, const int *ntok, const float *hidden);
+typedef int (*batch_gather)(void *ctx, cb_comm *c, const int *order, int n, const int *lo, cb_err *err);
 
 static int run_batches(encoder *e, const char *const *texts, const size_t *lens, int n,
-                       batch_visit visit, void *ctx, cb_err *err) {
+                       batch_visit visit, batch_gather gather, void *ctx, cb_err *err) {
+    cb_comm *comm = gather && e->comm ? e->comm : cb_comm_serial();
     size_t nn = (size_t)(n ? n : 1);
     int32_t *ids = cb_malloc(nn * e->max_len * sizeof(int32_t), "the texts' token ids", err);
     int *ntok = ids ? cb_malloc(nn * sizeof(int), "the texts' lengths", err) : NULL;
@@ -75,16 +81,32 @@ static int run_batches(encoder *e, const char *const *texts, const size_t *lens,
     int *seq_len = packed ? cb_malloc((size_t)e->batch_tokens * sizeof(int), "a batch", err) : NULL;
     batch_plan bp = {0};
     if (seq_len) tokenize_all(e, texts, lens, n, ids, ntok);
-    if (!seq_len || cb_batch_plan_make(&bp, ntok, n, e->batch_tokens, err)) {
+    int bad = !seq_len || cb_batch_plan_make(&bp, ntok, n, e->batch_tokens, err);
+    int *lo = bad ? NULL : cb_malloc(((size_t)comm->size + 1) * sizeof(int), "the batch plan", err);
+    if (comm->size > 1 && cb_comm_max_long(comm, !lo)) {   /* every rank goes on, or none */
+        if (lo) cb_err_set(err, "another rank is out of memory for encoding");
+        free(lo);
+        lo = NULL;
+    }
+    if (!lo) {
+        cb_batch_plan_free(&bp);
         free(ids);
         free(ntok);
         free(packed);
         free(seq_len);
         return -1;
     }
+    /* this rank's batches [b0, b1); lo[r]: where rank r's texts start in the sorted order */
+    size_t b0 = 0, b1 = (size_t)bp.n_batches;
+    for (int r = 0; r <= comm->size; r++) {
+        size_t a, z;
+        cb_comm_share(comm, r < comm->size ? r : comm->size - 1, (size_t)bp.n_batches, 1, &a, &z);
+        lo[r] = bp.start[r < comm->size ? a : z];
+        if (r == comm->rank) b0 = a, b1 = z;
+    }
     progress pg;
-    cb_progress_init(&pg, "encode", "texts", n, e->quiet);
-    for (int b = 0; b < bp.n_batches; b++) {
+    cb_progress_init(&pg, "encode", "texts", lo[comm->rank + 1] - lo[comm->rank], e->quiet);
+    for (int b = (int)b0; b < (int)b1; b++) {
         const int *idx = bp.order + bp.start[b];
         int count = bp.start[b + 1] - bp.start[b], T = 0;
         for (int k = 0; k < count; k++) {
@@ -97,15 +119,17 @@ static int run_batches(encoder *e, const char *const *texts, const size_t *lens,
         cb_ops_download(e->dev, e->hidden, cb_bert_output(&e->bert, &e->acts),
                      (size_t)T * e->bert.cfg.hidden_size * sizeof(float));
         visit(ctx, idx, count, seq_len, e->hidden);
-        cb_progress_update(&pg, bp.start[b + 1]);
+        cb_progress_update(&pg, bp.start[b + 1] - lo[comm->rank]);
     }
     cb_progress_finish(&pg);
+    int rc = comm->size > 1 ? gather(ctx, comm, bp.order, n, lo, err) : 0;
     cb_batch_plan_free(&bp);
+    free(lo);
     free(ids);
     free(ntok);
     free(packed);
     free(seq_len);
-    return 0;
+    return rc;
 }
 
 typedef struct embed_ctx { const encoder *e; float *out; } embed_ctx;
@@ -145,9 +169,31 @@ static void pool_batch(void *vctx, const int *idx, int count, const int *ntok, c
     }
 }
 
+/* The ranks' embeddings to every rank: each packs its rows in the sorted
+ * order, one allgatherv, then every row back to its text's place. */
+static int gather_rows(void *vctx, cb_comm *c, const int *order, int n, const int *lo, cb_err *err) {
+    embed_ctx *x = vctx;
+    size_t H = (size_t)x->e->bert.cfg.hidden_size;
+    float *sorted = cb_malloc((size_t)(n ? n : 1) * H * sizeof(float), "the gathered embeddings", err);
+    size_t *counts = sorted ? cb_malloc((size_t)c->size * sizeof(size_t), "the gathered embeddings", err) : NULL;
+    if (cb_comm_max_long(c, !counts)) {
+        free(sorted);
+        free(counts);
+        return counts ? cb_err_set(err, "another rank is out of memory for the embeddings") : -1;
+    }
+    for (int r = 0; r < c->size; r++) counts[r] = (size_t)(lo[r + 1] - lo[r]) * H;
+    for (int p = lo[c->rank]; p < lo[c->rank + 1]; p++)
+        memcpy(sorted + (size_t)p * H, x->out + (size_t)order[p] * H, H * sizeof(float));
+    cb_comm_allgatherv(c, sorted, sorted + (size_t)lo[c->rank] * H, counts, COMM_F32);
+    for (int p = 0; p < n; p++) memcpy(x->out + (size_t)order[p] * H, sorted + (size_t)p * H, H * sizeof(float));
+    free(sorted);
+    free(counts);
+    return 0;
+}
+
 int cb_encoder_embed(encoder *e, const char *const *texts, const size_t *lens, int n, float *out, cb_err *err) {
     embed_ctx c = {e, out};
-    return run_batches(e, texts, lens, n, pool_batch, &c, err);
+    return run_batches(e, texts, lens, n, pool_batch, gather_rows, &c, err);
 }
 
 typedef struct tokvec_ctx { int H; int *lengths; size_t *offsets; float *vectors; } tokvec_ctx;
@@ -181,7 +227,7 @@ int cb_encoder_token_vectors(encoder *e, const char *const *texts, const size_t 
     }
     free(tmp);
     tokvec_ctx c = {H, L, offs, cb_malloc((total ? total : 1) * H * sizeof(float), "the token vectors", err)};
-    if (!c.vectors || run_batches(e, texts, lens, n, copy_batch, &c, err)) {
+    if (!c.vectors || run_batches(e, texts, lens, n, copy_batch, NULL, &c, err)) {
         free(c.vectors);
         free(offs);
         free(L);

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "bert.h"
+#include "comm.h"
 #include "model.h"
 #include "tokenizer.h"
 
@@ -24,6 +25,8 @@ typedef struct encoder {
     bert_acts acts;
     float *hidden;          /* host copy of a batch's hidden states [batch_tokens, H] */
     int quiet;              /* no progress bar */
+    cb_comm *comm;          /* NULL: one process; else cb_encoder_embed splits its
+                             * batches over the ranks (all call it together) */
 } encoder;
 
 /* Load a model by name (directory or hub id). max_len 0: the model's
@@ -37,7 +40,9 @@ int cb_encoder_tokenize(const encoder *e, const char *text, size_t len, int32_t 
 
 /* Sentence embeddings: out[n, H] (host), pooled and normalised as the
  * model's sentence-transformers modules say (mean pooling when there are
- * none). 0, or -1 with err (out of memory). */
+ * none). With e->comm: each rank encodes a contiguous share of the batches
+ * and every rank gets all n rows, the same bytes one process computes.
+ * 0, or -1 with err (out of memory). */
 int cb_encoder_embed(encoder *e, const char *const *texts, const size_t *lens, int n, float *out, cb_err *err);
 
 /* Last hidden states of every token. *lengths gets [n] token counts,

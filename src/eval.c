@@ -300,6 +300,36 @@ void cb_eval_ranker_finish(eval_ranker *r, int32_t *top, float *top_score) {
     }
 }
 
+int cb_eval_merge_ranks(cb_comm *c, int32_t *top, float *top_score, int nq, int depth, const uint32_t *tie,
+                     cb_err *err) {
+    if (c->size == 1 || nq == 0) return 0;
+    size_t per = (size_t)nq * depth, P = (size_t)c->size;
+    int32_t *all = cb_malloc(P * per * sizeof(int32_t), "the ranks' rankings", err);
+    float *alls = all ? cb_malloc(P * per * sizeof(float), "the ranks' rankings", err) : NULL;
+    topk_hit *h = alls ? cb_malloc((size_t)depth * sizeof(topk_hit), "the ranks' rankings", err) : NULL;
+    size_t *counts = h ? cb_malloc(P * sizeof(size_t), "the ranks' rankings", err) : NULL;
+    if (cb_comm_max_long(c, !counts)) {   /* all ranks go on, or none */
+        free(all); free(alls); free(h); free(counts);
+        return counts ? cb_err_set(err, "another rank is out of memory for the rankings") : -1;
+    }
+    for (size_t r = 0; r < P; r++) counts[r] = per;
+    cb_comm_allgatherv(c, all, top, counts, COMM_I32);
+    cb_comm_allgatherv(c, alls, top_score, counts, COMM_F32);
+    for (int q = 0; q < nq; q++) {
+        int n = 0;
+        for (size_t r = 0; r < P; r++)
+            for (int k = 0; k < depth; k++) {
+                size_t i = r * per + (size_t)q * depth + (size_t)k;
+                if (all[i] < 0) break;
+                cb_topk_push(h, &n, depth, alls[i], all[i], tie ? tie[all[i]] : (uint32_t)all[i]);
+            }
+        cb_topk_sort(h, n);
+        cb_topk_write(h, n, depth, top + (size_t)q * depth, top_score + (size_t)q * depth);
+    }
+    free(all); free(alls); free(h); free(counts);
+    return 0;
+}
+
 /* ======================================================================== */
 /* Metrics                                                                  */
 /* ======================================================================== */

@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "beir.h"
+#include "comm.h"
 #include "common.h"
 
 typedef struct eval_data {
@@ -91,6 +92,15 @@ void cb_eval_ranker_add(eval_ranker *r, const float *dv /* [sum lengths, D] */,
 /* The ranking, best first; -1 / -inf past the documents seen. */
 void cb_eval_ranker_finish(eval_ranker *r, int32_t *top /* [nq, depth] */, float *top_score /* [nq, depth] */);
 void cb_eval_ranker_free(eval_ranker *r);
+
+/* Data-parallel ranking (comm.h): each rank ranked a share of the
+ * documents into top/top_score [nq, depth] (cb_eval_ranker_finish: best
+ * first, -1 past its list). Afterwards every rank holds the ranking of all
+ * the documents, in the order one process computes (score descending, then
+ * the lower tie value, or index when tie is NULL). 0, or -1 with err (out
+ * of memory). */
+int cb_eval_merge_ranks(cb_comm *c, int32_t *top, float *top_score, int nq, int depth, const uint32_t *tie,
+                     cb_err *err);
 
 typedef struct eval_metrics {
     double ndcg10, mrr10, recall10, recall100;

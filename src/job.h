@@ -11,9 +11,11 @@
 #define CB_JOB_H
 #include <stddef.h>
 #include <stdint.h>
+#include "comm.h"
 #include "common.h"
 #include "eval.h"
 #include "miner.h"
+#include "ops.h"
 #include "prepare.h"
 
 /* OpenMP and OpenBLAS threads for what follows in this thread; n <= 0:
@@ -39,6 +41,7 @@ typedef struct prepare_job {
     const char *out;               /* the output directory */
     prepare_opts po;               /* po.negatives MINED (and num_new_negatives > 0): a miner with mo */
     miner_opts mo;
+    cb_comm *comm;                 /* NULL: one process; else the ranks split the mining, rank 0 writes */
     /* results, after cb_prepare_job_run returned 0 */
     prepare *p;                    /* stats, texts, triplets; freed by cb_prepare_job_free */
     miner m;                       /* its report when mining */
@@ -63,15 +66,20 @@ typedef struct eval_job {
     const char *run_in;            /* score this TREC run file instead of a model */
     const char *run_out;           /* also write the ranking as a TREC run file (NULL: no) */
     int depth;                     /* 100: documents per query in run_out */
-    int doc_maxlen, query_maxlen;  /* 0: the model's */
+    int doc_maxlen, query_maxlen;  /* 0: the model's (dense: doc_maxlen caps its tokens) */
     size_t max_queries;            /* 0: all the split's */
     int dim;                       /* 0: 128, a new ColBERT's projection */
     uint64_t seed;                 /* 12345: a new ColBERT's projection */
+    int dense;                     /* rank with the model as a dense sentence encoder (its pooling,
+                                      cosine, exact search) instead of ColBERT MaxSim */
+    ops_device *dev;               /* where the ColBERT encodes (NULL: the CPU); the ranking runs on the CPU */
+    cb_comm *comm;                 /* NULL: one process; else the ranks split the encoding and the
+                                      ranking (all call together) and all get the result */
     int quiet;
     /* results */
     eval_metrics m;
     size_t n_queries, n_docs, doc_vectors;
-    double t_data, t_model, t_queries, t_docs, t_maxsim, t_total;   /* seconds */
+    double t_data, t_model, t_queries, t_docs, t_maxsim, t_total;   /* seconds (several ranks: the slowest's) */
 } eval_job;
 
 void cb_eval_job_init(eval_job *j);
@@ -90,10 +98,11 @@ typedef struct colbert_vectors {
     int *lengths;                  /* docs: [n] kept vectors per document; NULL for queries */
 } colbert_vectors;
 
-/* Load model (a ColBERT checkpoint, or a plain encoder with a new projection
- * of 128 seeded 12345) and encode texts as queries or documents.
- * Returns 0, or -1 with err; free the result with cb_colbert_vectors_free. */
-int cb_encode_colbert_job(colbert_vectors *out, const char *model, const char *const *texts, const size_t *lens,
-                          int n, int queries, int quiet, cb_err *err);
+/* Load model on dev (NULL: the CPU; a ColBERT checkpoint, or a plain
+ * encoder with a new projection of 128 seeded 12345) and encode texts as
+ * queries or documents. Returns 0, or -1 with err; free the result with
+ * cb_colbert_vectors_free. */
+int cb_encode_colbert_job(colbert_vectors *out, ops_device *dev, const char *model, const char *const *texts,
+                          const size_t *lens, int n, int queries, int quiet, cb_err *err);
 void cb_colbert_vectors_free(colbert_vectors *v);
 #endif

@@ -44,6 +44,8 @@
  *   prepare.h     training data from pairs / labeled pairs / triplets / BEIR
  *   miner.h       hard negatives from a dense model and a nearest-neighbour index
  *   step.h        one training step (loss, gradients, AdamW), equal to PyTorch
+ *   comm.h        the processes of a data-parallel run (serial, or MPI under
+ *                 mpirun: cb_comm_init early in main, train_opts.comm)
  *   train.h       the training run: checkpoints, validation, resume
  *   eval.h        nDCG@10, MRR@10, Recall@k of a ColBERT on a BEIR dataset
  *   job.h         whole jobs as `colbert prepare|eval|encode` run them (the CLI
@@ -68,6 +70,7 @@
 #include "tokenizer.h"
 #include "safetensors.h"
 #include "ops.h"
+#include "comm.h"
 #include "bert.h"
 #include "encoder.h"
 #include "colbert.h"

@@ -32,6 +32,7 @@ void cb_miner_opts_default(miner_opts *o) {
     o->index = MINER_INDEX_AUTO;
     o->approx_min_docs = 250000;
     o->seed = 42;
+    o->precision = OPS_BF16;
 }
 
 const char *cb_miner_default_model(const char *language, const char *size) {
@@ -499,8 +500,29 @@ void cb_miner_report(const miner *m, FILE *f) {
             s->t_index, s->t_search);
 }
 
+/* Data parallel: the ranks searched query ranges [lo[r], lo[r+1]); every
+ * rank gets every list. */
+static int gather_lists(cb_comm *c, int32_t *ids, float *sc, size_t nq, int k, cb_err *err) {
+    size_t *counts = cb_malloc((size_t)c->size * sizeof(size_t), "the neighbour lists", err);
+    if (cb_comm_max_long(c, !counts)) {
+        free(counts);
+        return counts ? cb_err_set(err, "another rank is out of memory for the neighbour lists") : -1;
+    }
+    size_t a, z;
+    for (int r = 0; r < c->size; r++) {
+        cb_comm_share(c, r, nq, 1, &a, &z);
+        counts[r] = (z - a) * (size_t)k;
+    }
+    cb_comm_share(c, c->rank, nq, 1, &a, &z);
+    cb_comm_allgatherv(c, ids, ids + a * (size_t)k, counts, COMM_I32);
+    cb_comm_allgatherv(c, sc, sc + a * (size_t)k, counts, COMM_F32);
+    free(counts);
+    return 0;
+}
+
 int cb_miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **cands, cb_err *err) {
     miner *m = ctx;
+    cb_comm *comm = m->o.comm ? m->o.comm : cb_comm_serial();
     size_t nd = cb_prepare_n_passages(p), nq = cb_prepare_n_queries(p);
     if (nd > INT_MAX || nq > INT_MAX)
         return cb_err_set(err, "%zu documents and %zu queries: at most %d each", nd, nq, INT_MAX);
@@ -526,8 +548,20 @@ int cb_miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **
         m->st.t_load = cb_now() - t;
     } else {
         encoder e;
-        if (cb_encoder_load(&e, cb_ops_cpu(), m->model_dir, m->o.max_len, err)) goto done;
-        e.quiet = m->o.quiet;
+        cb_err why = {{0}};
+        ops_device *dev = cb_ops_open(m->o.device ? m->o.device : "auto", m->o.precision, &why);
+        if (!dev) {
+            cb_err_set(err, "%s", why.msg);
+            goto done;
+        }
+        if (!m->o.quiet && (strcmp(dev->kind, "cpu") || (m->o.device && !strcmp(m->o.device, "auto"))))
+            fprintf(stderr, "mine: on %s%s%s\n", dev->desc, why.msg[0] ? "; " : "", why.msg);
+        if (cb_encoder_load(&e, dev, m->model_dir, m->o.max_len, err)) {
+            cb_ops_close(dev);
+            goto done;
+        }
+        e.quiet = m->o.quiet || comm->rank;
+        e.comm = comm;
         m->st.t_load = cb_now() - t;
         dim = e.bert.cfg.hidden_size;
         t = cb_now();
@@ -537,19 +571,20 @@ int cb_miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **
             cb_encoder_free(&e);
             goto done;
         }
-        if (!m->o.quiet)
-            fprintf(stderr, "mine: embedding %zu documents and %zu queries with %s\n", nd, nq,
-                    m->model_name);
+        if (!m->o.quiet && !comm->rank)
+            fprintf(stderr, "mine: embedding %zu documents and %zu queries with %s%s\n", nd, nq,
+                    m->model_name, comm->size > 1 ? " (split over the ranks)" : "");
         int erc = cb_encoder_embed(&e, dt, dl, (int)nd, D, err);
         if (!erc) erc = cb_encoder_embed(&e, qt, ql, (int)nq, Q, err);
         cb_encoder_free(&e);
+        cb_ops_close(dev);
         if (erc) goto done;
         m->st.t_encode = cb_now() - t;
     }
     cb_miner_normalize(D, nd, dim);
     cb_miner_normalize(Q, nq, dim);
     m->st.dim = dim;
-    if (m->o.save_dir && !m->st.loaded && save_embeddings(m, D, Q, dim, hd, hq, err)) goto done;
+    if (m->o.save_dir && !m->st.loaded && !comm->rank && save_embeddings(m, D, Q, dim, hd, hq, err)) goto done;
 
     int k = cb_miner_max_rank(nd, m->o.max_rank_cap);
     m->st.max_rank = k;
@@ -573,7 +608,10 @@ int cb_miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **
             m->st.nprobe = m->o.ivf_nprobe > 0 ? (m->o.ivf_nprobe < ix.nlist ? m->o.ivf_nprobe : ix.nlist)
                                                : cb_ivf_default_nprobe(&ix, k);
             t = cb_now();
-            int bad = cb_ivf_search(&ix, ids, sc, Q, nq, k, m->st.nprobe);
+            size_t q0, q1;   /* this rank's queries */
+            cb_comm_share(comm, comm->rank, nq, 1, &q0, &q1);
+            int bad = cb_ivf_search(&ix, ids + q0 * (size_t)k, sc + q0 * (size_t)k, Q + q0 * (size_t)dim, q1 - q0, k,
+                                 m->st.nprobe);
             m->st.t_search = cb_now() - t;
             cb_ivf_free(&ix);
             if (bad) {
@@ -582,14 +620,18 @@ int cb_miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **
             }
         } else {
             t = cb_now();
-            if (cb_miner_topk_exact(ids, sc, Q, nq, D, nd, dim, k)) {
+            size_t q0, q1;   /* this rank's queries */
+            cb_comm_share(comm, comm->rank, nq, 1, &q0, &q1);
+            if (cb_miner_topk_exact(ids + q0 * (size_t)k, sc + q0 * (size_t)k, Q + q0 * (size_t)dim, q1 - q0, D, nd,
+                                 dim, k)) {
                 cb_err_set(err, "out of memory: the exact search buffers");
                 goto done;
             }
             m->st.t_search = cb_now() - t;
         }
+        if (comm->size > 1 && gather_lists(comm, ids, sc, nq, k, err)) goto done;
     }
-    if (m->o.save_dir && save_lists(m, ids, sc, err)) goto done;
+    if (m->o.save_dir && !comm->rank && save_lists(m, ids, sc, err)) goto done;
 
     /* Candidates: ranks [min_rank, max_rank) of each list. */
     size_t lo = (size_t)m->o.min_rank < (size_t)k ? (size_t)m->o.min_rank : (size_t)k;

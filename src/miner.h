@@ -32,7 +32,9 @@
 #define CB_MINER_H
 #include <stddef.h>
 #include <stdint.h>
+#include "comm.h"
 #include "common.h"
+#include "ops.h"
 #include "prepare.h"
 
 typedef enum {
@@ -56,6 +58,12 @@ typedef struct miner_opts {
     const char *save_dir;     /* NULL, or a directory for the embeddings and lists */
     const char *load_dir;     /* NULL, or a directory written by save_dir: no encoding */
     int quiet;                /* 0: progress bars and the one-line report */
+    const char *device;       /* NULL: "auto" (a GPU if any, else the CPU); "cpu", "cuda", "cuda:N" */
+    ops_precision precision;  /* OPS_BF16 (default) on a GPU; OPS_FP32 picks the CPU's negatives */
+    cb_comm *comm;            /* NULL: one process; else the ranks (all call cb_miner_candidates
+                               * together) split the encoding and the search, and every
+                               * rank gets the same candidates one process finds; rank 0
+                               * alone writes save_dir */
 } miner_opts;
 
 typedef struct miner_stats {

@@ -41,15 +41,19 @@ typedef struct ops_device ops_device;
  * `--precision fp32` on a GPU), or bf16 inputs with fp32 accumulation. */
 typedef enum { OPS_FP32 = 0, OPS_BF16 = 1 } ops_precision;
 
-/* Sequences of a packed batch, as attention needs them: sequence s holds
- * tokens off[s] .. off[s+1]-1 and its dropout elements (n_s^2 per head)
- * start at att_off[s] * NH. off and att_off are [dev]. */
+/* Sequences of a packed batch, as attention and dropout need them:
+ * sequence s holds tokens off[s] .. off[s+1]-1; att_off[s] is the sum of
+ * n^2 over the sequences before it (where a backend may lay out
+ * per-sequence score blocks); id[s] names the sequence for the dropout
+ * masks (see "Dropout masks" below). off, att_off and id are [dev]; id may
+ * be NULL when no op runs with dropout. */
 typedef struct ops_seqs {
     int n_seq;                  /* S */
     int n_tok;                  /* T = off[S] */
     int max_len;                /* longest sequence, <= the workspace's */
     const int *off;             /* [S + 1] dev */
     const size_t *att_off;      /* [S] dev: sum of n^2 of the sequences before */
+    const uint64_t *id;         /* [S] dev: dropout id of each sequence, or NULL */
 } ops_seqs;
 
 /* Scratch memory an op works in: [dev], sized once by the op's
@@ -91,8 +95,8 @@ typedef struct ops_backend {
     void (*gelu_forward)(ops_device *d, float *out, const float *inp, size_t n);
     void (*gelu_backward)(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n);
     void (*add)(ops_device *d, float *out, const float *a, const float *b, size_t n);
-    void (*dropout_forward)(ops_device *d, float *x, uint8_t *mask, size_t n, float p, uint64_t seed,
-                            uint64_t stream);
+    void (*dropout_forward)(ops_device *d, float *x, uint8_t *mask, const ops_seqs *s, int H, float p,
+                            uint64_t seed, uint64_t stream);
     void (*dropout_backward)(ops_device *d, float *dx, const uint8_t *mask, size_t n, float p);
     /* attention */
     size_t (*attention_workspace)(ops_device *d, int max_len, int head_dim, int train);
@@ -137,15 +141,25 @@ struct ops_device {
 
 /* Open a device: "cpu", "cuda", "cuda:N" or "auto" (a usable GPU, else the
  * CPU). NULL + err when the backend is not built in or no such device can
- * be used. precision: OPS_FP32, or OPS_BF16 (ignored by the CPU, which is
- * always fp32). */
+ * be used ("cuda: no usable GPU (...)"). "auto" never fails: when it falls
+ * back to the CPU, err (may be NULL) says why no GPU was taken. precision:
+ * OPS_FP32, or OPS_BF16 (ignored by the CPU, which is always fp32). */
 ops_device *cb_ops_open(const char *spec, ops_precision precision, cb_err *err);
+/* Close a device from cb_ops_open (the CPU singleton is left alone). Every
+ * buffer allocated on it must be freed first. */
 void cb_ops_close(ops_device *d);
 /* The CPU device (always available; a process-wide singleton that
  * cb_ops_close leaves alone). */
 ops_device *cb_ops_cpu(void);
 /* 1 when a backend of that kind is compiled into this build. */
 int cb_ops_have(const char *kind);
+/* "fp32" / "bf16" <-> ops_precision; parse returns -1 on anything else */
+int cb_ops_precision_parse(const char *s, ops_precision *out);
+const char *cb_ops_precision_name(ops_precision p);
+/* Lines for `colbert info` on the GPU backends: the CUDA runtime, driver,
+ * cuBLASLt, the kernels built in and every GPU (or why there is none, or
+ * that CUDA is not built in). Returns the characters written to buf. */
+size_t cb_ops_info(char *buf, size_t bytes);
 
 /* ---- buffers ------------------------------------------------------------- */
 
@@ -227,11 +241,13 @@ static inline void cb_ops_gelu_backward(ops_device *d, float *dinp, const float 
 static inline void cb_ops_add(ops_device *d, float *out, const float *a, const float *b, size_t n) {
     d->fn->add(d, out, a, b, n);
 }
-/* In place: mask[i] = keep bit of element i (a pure hash of (seed,
- * stream, i), see cb_ops_dropout_keep), x[i] = mask ? x / (1 - p) : 0 */
-static inline void cb_ops_dropout_forward(ops_device *d, float *x, uint8_t *mask, size_t n, float p,
-                                       uint64_t seed, uint64_t stream) {
-    d->fn->dropout_forward(d, x, mask, n, p, seed, stream);
+/* In place on x [T, H] (T = s->n_tok): mask [T, H] = the keep bit of each
+ * element, x = mask ? x / (1 - p) : 0. Element j of token t of sequence q
+ * is element (t - off[q]) * H + j of that sequence: kept when
+ * cb_ops_dropout_keep(seed, stream, id[q], (t - off[q]) * H + j, p). */
+static inline void cb_ops_dropout_forward(ops_device *d, float *x, uint8_t *mask, const ops_seqs *s, int H,
+                                       float p, uint64_t seed, uint64_t stream) {
+    d->fn->dropout_forward(d, x, mask, s, H, p, seed, stream);
 }
 /* dx = mask ? dx / (1 - p) : 0 */
 static inline void cb_ops_dropout_backward(ops_device *d, float *dx, const uint8_t *mask, size_t n, float p) {
@@ -249,8 +265,10 @@ static inline size_t cb_ops_attention_workspace(ops_device *d, int max_len, int 
 /* Multi-head self-attention of each packed sequence over itself.
  * ctx [T, H] (heads side by side); qkv [T, 3H] (query, key, value); mask
  * [T] or NULL: keys with mask 0 get probability exactly 0. With p > 0,
- * dropout on the probabilities: element e of (sequence s, head h) keeps by
- * the hash of (seed, stream, att_off[s] * NH + h * n_s^2 + e). Never stores
+ * dropout on the probabilities: the probability of query token i and key
+ * token j in head h of sequence s (n_s tokens) is element h * n_s^2 + i *
+ * n_s + j of that sequence: kept when cb_ops_dropout_keep(seed, stream,
+ * id[s], h * n_s^2 + i * n_s + j, p), scaled by 1 / (1 - p). Never stores
  * the n x n probabilities outside the workspace. A sequence whose keys are
  * all masked gets ctx = 0 (ColBERT never makes one: [CLS] is always kept). */
 static inline void cb_ops_attention_forward(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask,
@@ -322,7 +340,9 @@ static inline void cb_ops_maxsim_backward(ops_device *d, float *d_qv, float *d_d
 
 /* The loss of loss.h on scores [B, cb_loss_score_cols] (teacher [B, nway] or
  * NULL); d_scores (same shape) is overwritten with its gradient. Returns
- * the loss [host]; parts [host] may be NULL. */
+ * the loss [host]; parts [host] may be NULL. In a data-parallel run
+ * (loss_config's q_first, q_global, ib_global) the means are over the
+ * global batch: this is the rank's share of them. */
 static inline float cb_ops_loss(ops_device *d, float *d_scores, loss_parts *parts, const float *scores,
                              const float *teacher, const loss_config *c, int B) {
     return d->fn->loss(d, d_scores, parts, scores, teacher, c, B);
@@ -343,20 +363,29 @@ static inline void cb_ops_adamw(ops_device *d, float *params, const float *grads
 
 /* ---- shared definitions -------------------------------------------------- */
 
-/* The dropout hash every backend uses: element idx of stream `stream`
- * under `seed` is kept when the top 32 bits of splitmix(key ^ idx) reach
- * p * 2^32, key = splitmix(seed ^ stream * 0xd1342543de82ef95). A pure
- * function of (seed, stream, idx): the same elements drop on every backend,
- * in any thread order. */
-static inline uint64_t cb_ops_dropout_key(uint64_t seed, uint64_t stream) {
-    return cb_rng_mix64(seed ^ (stream * 0xd1342543de82ef95ULL));
+/* Dropout masks. Every backend drops exactly the same elements: an element
+ * is named by (seed, stream, id, e): the op's seed and stream, the id of
+ * its sequence (ops_seqs.id) and its index e within that sequence (the ops
+ * above say how they number it). It is kept when the top 32 bits of
+ * mix64(key ^ e) reach p * 2^32 (truncated to an integer), with
+ *     key = mix64(mix64(seed ^ stream * 0xd1342543de82ef95) ^ id * 0x9e3779b97f4a7c15)
+ * (mix64 = cb_rng_mix64, the splitmix64 finaliser; products modulo 2^64).
+ * A pure function of (seed, stream, id, e): the same in any thread order,
+ * and the same for a sequence wherever it lies in a packed batch. The
+ * training step (step.c) gives each sequence an id from its position in
+ * the step's global batch (query of triple g: g * (1 + nway); its k-th
+ * document: g * (1 + nway) + 1 + k), so one process and N processes that
+ * each run a share of the batch drop the same elements. CB_HOSTDEV
+ * (hostdev.h): CUDA kernels call these same definitions. */
+static inline CB_HOSTDEV uint64_t cb_ops_dropout_key(uint64_t seed, uint64_t stream, uint64_t id) {
+    return cb_rng_mix64(cb_rng_mix64(seed ^ (stream * 0xd1342543de82ef95ULL)) ^ (id * 0x9e3779b97f4a7c15ULL));
 }
-static inline uint32_t cb_ops_dropout_thr(float p) { return (uint32_t)((double)p * 4294967296.0); }
-static inline int cb_ops_keep_bit(uint64_t key, uint64_t idx, uint32_t thr) {
-    return (uint32_t)(cb_rng_mix64(key ^ idx) >> 32) >= thr;
+static inline CB_HOSTDEV uint32_t cb_ops_dropout_thr(float p) { return (uint32_t)((double)p * 4294967296.0); }
+static inline CB_HOSTDEV int cb_ops_keep_bit(uint64_t key, uint64_t e, uint32_t thr) {
+    return (uint32_t)(cb_rng_mix64(key ^ e) >> 32) >= thr;
 }
-static inline int cb_ops_dropout_keep(uint64_t seed, uint64_t stream, uint64_t idx, float p) {
-    return cb_ops_keep_bit(cb_ops_dropout_key(seed, stream), idx, cb_ops_dropout_thr(p));
+static inline CB_HOSTDEV int cb_ops_dropout_keep(uint64_t seed, uint64_t stream, uint64_t id, uint64_t e, float p) {
+    return cb_ops_keep_bit(cb_ops_dropout_key(seed, stream, id), e, cb_ops_dropout_thr(p));
 }
 
 #endif

@@ -14,6 +14,7 @@
 #define CB_RNG_H
 #include <stddef.h>
 #include <stdint.h>
+#include "hostdev.h"
 
 typedef struct rng {
     uint64_t state;
@@ -21,7 +22,7 @@ typedef struct rng {
 
 /* The splitmix64 finaliser (one step of the stream from state z): the one
  * 64-bit mixing hash of colbert.c (dropout masks, seeds, streams). */
-static inline uint64_t cb_rng_mix64(uint64_t z) {
+static inline CB_HOSTDEV uint64_t cb_rng_mix64(uint64_t z) {
     z += 0x9e3779b97f4a7c15ULL;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;

@@ -15,8 +15,13 @@ int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const fl
         return cb_err_set(err, "training configuration out of range: bsize %d, nway %d, dim %d, "
                           "query_maxlen %d, doc_maxlen %d", c->bsize, c->lc.nway, cc->dim,
                           cc->query_maxlen, cc->doc_maxlen);
+    cb_comm *comm = c->comm ? c->comm : cb_comm_serial();
+    int P = comm->size;
     if (c->bsize % acc)
         return cb_err_set(err, "bsize %d is not a multiple of accumsteps %d", c->bsize, acc);
+    if ((c->bsize / acc) % P)
+        return cb_err_set(err, "a micro-batch of %d triples (bsize %d / accumsteps %d) does not split over %d "
+                          "ranks (HINT: run a number of ranks that divides it)", c->bsize / acc, c->bsize, acc, P);
     if (cc->doc_maxlen > bert->cfg.max_position_embeddings || cc->query_maxlen > bert->cfg.max_position_embeddings)
         return cb_err_set(err, "doc_maxlen %d / query_maxlen %d exceed the model's %d positions",
                           cc->doc_maxlen, cc->query_maxlen, bert->cfg.max_position_embeddings);
@@ -24,7 +29,9 @@ int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const fl
 
     ops_device *d = s->dev = bert->dev;
     int H = s->H = bert->cfg.hidden_size, D = s->D = cc->dim;
-    s->max_q = c->bsize / acc;
+    s->max_q = c->bsize / acc / P;
+    s->comm = comm;
+    s->gather = P > 1 && !c->ib_local && (c->lc.use_ib_negatives || c->lc.contrastive);
 
     /* parameters, gradients, moments: BERT's block, then linear [D, H] */
     size_t nb = bert->n_params, nbytes;
@@ -63,11 +70,17 @@ int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const fl
     size_t att = nq * Lq * Lq + nd * Ld * Ld;
     if (cb_bert_acts_init(&s->acts, d, &s->bert.cfg, (int)T, att, 1, err)) goto fail;
     s->bytes += s->acts.bytes;
-    size_t cols = (size_t)cb_loss_score_cols(&c->lc, (int)nq);
-    size_t nf = T * D * 3 + T + T * H + 2 * nq * cols + nd;
-    size_t ni = nq * cols * Lq + nd + 1;
-    size_t bytes = nf * sizeof(float) + ni * sizeof(int32_t) + T;
-    s->sim.bytes = cb_ops_maxsim_workspace(d, (int)Lq, nd * Ld);
+    /* the scores: this rank's queries against the documents they meet (with
+     * ib_global all N ranks' documents, gathered: gd of them, gr rows) */
+    loss_config lc = c->lc;
+    lc.q_global = P * (int)nq;
+    lc.ib_global = s->gather;
+    size_t cols = (size_t)cb_loss_score_cols(&lc, (int)nq);
+    size_t gd = s->gather ? (size_t)P * nd : nd, gr = s->gather ? gd * Ld : 0;
+    size_t nf = T * D * 3 + T + T * H + 2 * nq * cols + nd + 2 * gr * D;
+    size_t ni = nq * cols * Lq + nd + 1 + (s->gather ? gd + 1 : 0);
+    size_t bytes = nf * sizeof(float) + ni * sizeof(int32_t) + T + gr;
+    s->sim.bytes = cb_ops_maxsim_workspace(d, (int)Lq, s->gather ? gr : nd * Ld);
     s->buf = cb_ops_alloc(d, bytes, "the training step's buffers", err);
     s->sim.p = s->buf ? cb_ops_alloc(d, s->sim.bytes, "the MaxSim workspace", err) : NULL;
     if (!s->sim.p) goto fail;
@@ -81,19 +94,30 @@ int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const fl
     s->scores = p; p += nq * cols;
     s->d_scores = p; p += nq * cols;
     s->teacher = p; p += nd;
+    s->g_dv = p; p += gr * D;
+    s->g_ddv = p; p += gr * D;
     int32_t *ip = (int32_t *)p;
     s->argmax = ip; ip += nq * cols * Lq;
     s->d_off = (int *)ip; ip += nd + 1;
+    s->g_d_off = s->gather ? (int *)ip : NULL; ip += s->gather ? gd + 1 : 0;
     s->keep = (uint8_t *)ip;
+    s->g_keep = s->keep + T;
     /* host staging of a micro-batch */
-    size_t hbytes = T * sizeof(int32_t) + (nq * (1 + c->lc.nway) + nd + 1) * sizeof(int) + 2 * T;
+    size_t ns = nq * (1 + (size_t)c->lc.nway);
+    size_t hbytes = ns * sizeof(uint64_t) + T * sizeof(int32_t) + (ns + nd + 1) * sizeof(int) +
+                    (s->gather ? (2 * gd + 1) * sizeof(int) : 0) + (size_t)P * sizeof(size_t) + 2 * T + gr;
     s->host = cb_malloc(hbytes, "the batch staging area", err);
     if (!s->host) goto fail;
-    s->h_ids = s->host;
+    s->h_seq_id = s->host;
+    s->h_counts = (size_t *)(s->h_seq_id + ns);
+    s->h_ids = (int32_t *)(s->h_counts + P);
     s->h_seq_len = (int *)(s->h_ids + T);
-    s->h_d_off = s->h_seq_len + nq * (1 + c->lc.nway);
-    s->h_mask = (uint8_t *)(s->h_d_off + nd + 1);
+    s->h_d_off = s->h_seq_len + ns;
+    s->h_g_len = s->h_d_off + nd + 1;
+    s->h_g_off = s->h_g_len + (s->gather ? gd : 0);
+    s->h_mask = (uint8_t *)(s->h_g_off + (s->gather ? gd + 1 : 0));
     s->h_keep = s->h_mask + T;
+    s->h_g_keep = s->h_keep + T;
     return 0;
 fail:
     cb_step_free(s);   /* the caller still owns `bert` if it was not taken over yet */
@@ -115,12 +139,49 @@ void cb_step_free(step_state *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* Dropout ids of the micro-batch's sequences (queries, then documents):
+ * from each triple's position g in the step's global batch, so that every
+ * split of the batch over ranks gives a sequence the same id (ops.h). */
+static void seq_ids(uint64_t *id, int first, int nq, int nway) {
+    uint64_t per = 1 + (uint64_t)nway;
+    for (int q = 0; q < nq; q++) id[q] = (uint64_t)(first + q) * per;
+    for (int k = 0; k < nq * nway; k++) id[nq + k] = (uint64_t)(first + k / nway) * per + 1 + (uint64_t)(k % nway);
+}
+
+/* ib scope global: gather every rank's documents (lengths d_len [nd], keep
+ * masks keep [TD], vectors dv [TD, D]) into h_g_len/h_g_off, g_keep, g_dv.
+ * Returns the number of gathered documents; h_counts[r] = rank r's floats. */
+static int gather_docs(step_state *s, const float *dv, const int *d_len, const uint8_t *keep, int nd, size_t TD) {
+    cb_comm *c = s->comm;
+    int P = c->size, D = s->D;
+    double t0 = cb_now();
+    for (int r = 0; r < P; r++) s->h_counts[r] = (size_t)nd;
+    memcpy(s->h_g_len + (size_t)c->rank * nd, d_len, (size_t)nd * sizeof(int));
+    cb_comm_allgatherv(c, s->h_g_len, s->h_g_len + (size_t)c->rank * nd, s->h_counts, COMM_I32);
+    s->h_g_off[0] = 0;
+    for (int k = 0; k < P * nd; k++) s->h_g_off[k + 1] = s->h_g_off[k] + s->h_g_len[k];
+    for (int r = 0; r < P; r++) s->h_counts[r] = (size_t)(s->h_g_off[(r + 1) * nd] - s->h_g_off[r * nd]);
+    CB_ASSERT(s->h_counts[c->rank] == TD);
+    cb_comm_allgatherv(c, s->h_g_keep, keep, s->h_counts, COMM_U8);
+    for (int r = 0; r < P; r++) s->h_counts[r] *= (size_t)D;
+    cb_comm_allgatherv(c, s->g_dv, dv, s->h_counts, COMM_F32);
+    cb_ops_upload(s->dev, s->g_keep, s->h_g_keep, (size_t)s->h_g_off[P * nd]);
+    cb_ops_upload(s->dev, s->g_d_off, s->h_g_off, (size_t)(P * nd + 1) * sizeof(int));
+    s->comm_bytes += (size_t)nd * sizeof(int) + TD + TD * D * sizeof(float);
+    s->t_comm += cb_now() - t0;
+    return P * nd;
+}
+
 float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
     const step_config *c = &s->c;
     ops_device *d = s->dev;
+    cb_comm *comm = s->comm;
     int Lq = c->cc.query_maxlen, nway = c->lc.nway, H = s->H, D = s->D;
     int nq = b->nq, nd = nq * nway;
     CB_ASSERT(nq > 0 && nq <= s->max_q);
+    /* this micro-batch in the step's global batch: ranks in order, each nq */
+    int first = s->step_q + comm->rank * nq;
+    s->step_q += comm->size * nq;
     /* pack: queries first (Lq tokens each), then the documents */
     size_t TQ = (size_t)nq * Lq;
     memcpy(s->h_ids, b->q_ids, TQ * sizeof(int32_t));
@@ -138,6 +199,7 @@ float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
     memcpy(s->h_ids + TQ, b->d_ids, TD * sizeof(int32_t));
     memset(s->h_mask + TQ, 1, TD);
     cb_colbert_doc_keep(s->h_keep + TQ, b->d_ids, (int)TD, &s->vocab, c->cc.mask_punctuation);
+    seq_ids(s->h_seq_id, first, nq, nway);
     cb_ops_upload(d, s->keep, s->h_keep, T);
     cb_ops_upload(d, s->d_off, s->h_d_off, (size_t)(nd + 1) * sizeof(int));
     if (b->teacher) cb_ops_upload(d, s->teacher, b->teacher, (size_t)nd * sizeof(float));
@@ -146,24 +208,55 @@ float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
     s->acts.p_hidden = c->dropout ? s->bert.cfg.hidden_dropout_prob : 0.0f;
     s->acts.p_att = c->dropout ? s->bert.cfg.attention_probs_dropout_prob : 0.0f;
     s->acts.seed = cb_rng_mix64(c->seed ^ cb_rng_mix64((uint64_t)s->t * 1000003ULL + (uint64_t)s->acts.seed));
-    bert_batch bb = {.n_seq = nq + nd, .seq_len = s->h_seq_len, .ids = s->h_ids, .mask = s->h_mask};
+    bert_batch bb = {.n_seq = nq + nd, .seq_len = s->h_seq_len, .ids = s->h_ids, .mask = s->h_mask,
+                     .seq_id = s->h_seq_id};
     double t0 = cb_now(), a0 = s->acts.t_attn;
     cb_bert_forward(&s->bert, &s->acts, &bb);
     s->t_fwd += cb_now() - t0;
     const float *hidden = cb_bert_output(&s->bert, &s->acts);
 
-    /* head, MaxSim, loss */
+    /* head, MaxSim (against the gathered documents with ib_global), loss */
     cb_colbert_head_forward(d, s->out, s->proj, s->norm, hidden, s->linear, s->keep, c->cc.relu, (int)T, H, D);
     const float *qv = s->out, *dv = s->out + TQ * D;
-    int group = cb_loss_score_cols(&c->lc, nq) == nway ? nway : 0;
-    cb_ops_maxsim_forward(d, s->scores, s->argmax, qv, dv, s->d_off, s->h_d_off, s->keep + TQ, group, nq, nd, Lq, D,
-                       &s->sim);
-    float loss = cb_ops_loss(d, s->d_scores, parts, s->scores, b->teacher ? s->teacher : NULL, &c->lc, nq);
+    loss_config lc = c->lc;
+    lc.q_first = comm->rank * nq;
+    lc.q_global = comm->size * nq;
+    lc.ib_global = s->gather;
+    int group = cb_loss_score_cols(&lc, nq) == nway ? nway : 0;
+    const float *sdv = dv;
+    int snd = nd;
+    double ts = cb_now(), tc = s->t_comm;
+    if (s->gather) {
+        snd = gather_docs(s, dv, b->d_len, s->h_keep + TQ, nd, TD);
+        sdv = s->g_dv;
+        cb_ops_maxsim_forward(d, s->scores, s->argmax, qv, sdv, s->g_d_off, s->h_g_off, s->g_keep, 0, nq, snd, Lq,
+                           D, &s->sim);
+    } else {
+        cb_ops_maxsim_forward(d, s->scores, s->argmax, qv, dv, s->d_off, s->h_d_off, s->keep + TQ, group, nq, nd, Lq,
+                           D, &s->sim);
+    }
+    float loss = cb_ops_loss(d, s->d_scores, parts, s->scores, b->teacher ? s->teacher : NULL, &lc, nq);
+    s->t_sim += cb_now() - ts - (s->t_comm - tc);
 
-    /* backward */
+    /* backward: with ib_global the gathered documents' gradients are summed
+     * over the ranks and each rank keeps its own (reduce-scatter) */
     t0 = cb_now();
+    ts = t0;
+    tc = s->t_comm;
     cb_ops_zero(d, s->d_out, T * D * sizeof(float));
-    cb_ops_maxsim_backward(d, s->d_out, s->d_out + TQ * D, s->d_scores, s->argmax, qv, dv, group, nq, nd, Lq, D);
+    if (s->gather) {
+        size_t gr = (size_t)s->h_g_off[snd];
+        cb_ops_zero(d, s->g_ddv, gr * D * sizeof(float));
+        cb_ops_maxsim_backward(d, s->d_out, s->g_ddv, s->d_scores, s->argmax, qv, sdv, 0, nq, snd, Lq, D);
+        double t1 = cb_now();
+        cb_comm_reduce_scatterv(comm, s->d_out + TQ * D, s->g_ddv, s->h_counts, COMM_F32);
+        s->comm_bytes += gr * D * sizeof(float);
+        s->t_comm += cb_now() - t1;
+    } else {
+        cb_ops_maxsim_backward(d, s->d_out, s->d_out + TQ * D, s->d_scores, s->argmax, qv, dv, group, nq, nd, Lq,
+                            D);
+    }
+    s->t_sim += cb_now() - ts - (s->t_comm - tc);
     cb_ops_zero(d, s->d_hidden, T * H * sizeof(float));
     cb_colbert_head_backward(d, s->d_hidden, s->g_linear, s->d_out, s->out, s->proj, s->norm, hidden, s->linear,
                           s->keep, c->cc.relu, (int)T, H, D);
@@ -175,6 +268,13 @@ float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
 
 float cb_step_update(step_state *s, double *lr_used) {
     ops_device *d = s->dev;
+    if (s->comm->size > 1) {   /* the losses are global means: the sum is the gradient */
+        double t0 = cb_now();
+        cb_comm_allreduce(s->comm, s->grads, s->n, COMM_F32, COMM_SUM);
+        s->comm_bytes += s->n * sizeof(float);
+        s->t_comm += cb_now() - t0;
+    }
+    s->step_q = 0;
     float norm = cb_ops_clip_grad_norm(d, s->grads, s->n, 2.0f);
     double lr = s->c.warmup >= 0 ? cb_optim_lr(s->c.lr, s->t, s->c.warmup, s->c.maxsteps) : s->c.lr;
     adamw_config ac = cb_adamw_default(lr);
@@ -241,5 +341,6 @@ uint64_t cb_step_dropout_state(const step_state *s) { return s->acts.seed; }
 
 void cb_step_restore(step_state *s, long t, uint64_t dropout_state) {
     s->t = t;
+    s->step_q = 0;
     s->acts.seed = dropout_state;
 }

@@ -14,6 +14,25 @@
  * the scheduled learning rate (linear warmup, linear decay to 0 at maxsteps)
  * and zeroes the gradients.
  *
+ * Data parallel (comm.h, N ranks): each rank holds the whole model and
+ * runs 1/N of every micro-batch: rank r's micro-batch m is the r-th slice
+ * of the one-process micro-batch m (train.c deals them out). The losses
+ * are means over the global micro-batch (loss.h: each rank computes its
+ * share), so one in-place allreduce (sum) of the gradient block in
+ * cb_step_update gives every rank the one-process gradients. In-batch
+ * negatives:
+ *   - ib_global (--ib-scope global, the default): every rank's document
+ *     vectors (with their lengths and keep masks) are gathered
+ *     (allgatherv), each rank scores its queries against ALL documents of
+ *     the global micro-batch, and the gradients of the gathered document
+ *     vectors go back to the ranks that own them, summed over the ranks
+ *     (reduce-scatter). N ranks compute what one process computes, up to
+ *     the order of float sums.
+ *   - local (--ib-scope local): each rank's queries meet its own documents
+ *     only, colbert-ai's per-GPU loss under DistributedDataParallel.
+ * Dropout masks are keyed by each sequence's position in the step's global
+ * batch (ops.h), so N ranks drop what one process drops.
+ *
  * Memory (llm.c style), all on the step's device: parameters (BERT +
  * linear) in one allocation, and gradients, AdamW m and v each one
  * allocation of the same layout; activations and every scratch buffer in
@@ -32,21 +51,25 @@
 #include <stdint.h>
 #include "bert.h"
 #include "colbert.h"
+#include "comm.h"
 #include "loss.h"
 #include "ops.h"
 
 typedef struct step_config {
     colbert_config cc;          /* dim, query_maxlen, doc_maxlen, masks, relu */
     loss_config lc;             /* nway, use_ib_negatives, alpha, accumsteps */
-    int bsize;                  /* queries per step, over all micro-batches */
+    int bsize;                  /* queries per step, over all micro-batches and ranks */
     double lr;                  /* peak learning rate */
     long warmup, maxsteps;      /* schedule */
     int dropout;                /* 1: BERT's training-mode dropout */
     uint64_t seed;              /* dropout masks derive from it and the step */
+    cb_comm *comm;              /* the ranks sharing each batch; NULL: one process */
+    int ib_local;               /* 1: --ib-scope local (colbert-ai's per-GPU in-batch negatives) */
 } step_config;
 
-/* One tokenized micro-batch. Documents q*nway .. q*nway+nway-1 belong to
- * query q, the positive first. */
+/* One tokenized micro-batch (this rank's share of it). Documents q*nway ..
+ * q*nway+nway-1 belong to query q, the positive first. Every rank passes
+ * the same nq. */
 typedef struct step_batch {
     int nq;
     const int32_t *q_ids;       /* [nq * query_maxlen] */
@@ -59,11 +82,14 @@ typedef struct step_batch {
 typedef struct step_state {
     /* read-only for callers */
     step_config c;
-    int H, D, max_q;            /* hidden, dim, queries per micro-batch */
+    int H, D, max_q;            /* hidden, dim, queries per micro-batch (this rank's) */
     size_t n;                   /* floats in each of params, grads, m, v */
     size_t bytes;               /* device bytes cb_step_init allocated */
     double t_fwd, t_bwd;        /* seconds in encoder forward / all backward, summed */
     double t_attn;              /* seconds of those in attention */
+    double t_sim;               /* seconds in MaxSim and the loss (forward and backward) */
+    double t_comm;              /* seconds in collectives (gathers, the gradient allreduce) */
+    size_t comm_bytes;          /* bytes this rank sent into collectives, summed */
     /* private to step.c */
     ops_device *dev;
     bert_model bert;            /* its tensors point into params */
@@ -72,6 +98,9 @@ typedef struct step_state {
     float *linear, *g_linear;   /* [dev] [D, H] inside params, grads */
     bert_grads bg;
     long t;                     /* optimizer steps taken */
+    int step_q;                 /* global queries of this step's micro-batches so far */
+    cb_comm *comm;              /* never NULL (the serial one) */
+    int gather;                 /* 1: ib scope global over more than one rank */
     bert_acts acts;
     void *buf;                  /* [dev] one allocation for the rest */
     float *out, *proj, *norm;   /* [dev] [T, D], [T, D], [T] head */
@@ -81,31 +110,40 @@ typedef struct step_state {
     int32_t *argmax;            /* [dev] [max_q, max_q * nway, Lq] */
     int *d_off;                 /* [dev] [max_q * nway + 1] */
     uint8_t *keep;              /* [dev] [T] head keep */
+    float *g_dv, *g_ddv;        /* [dev] [N * nd * Ld, D] gathered document vectors, their gradients */
+    int *g_d_off;               /* [dev] [N * nd + 1] their offsets */
+    uint8_t *g_keep;            /* [dev] [N * nd * Ld] their keep masks */
     ops_work sim;               /* MaxSim workspace */
     void *host;                 /* host staging, one allocation: */
     int32_t *h_ids;             /*   [T] packed queries then documents */
     int *h_seq_len;             /*   [max_q * (1 + nway)] */
     int *h_d_off;               /*   [max_q * nway + 1] */
     uint8_t *h_mask, *h_keep;   /*   [T] attention mask, head keep */
+    uint64_t *h_seq_id;         /*   [max_q * (1 + nway)] dropout ids */
+    int *h_g_len, *h_g_off;     /*   [N * nd], [N * nd + 1] gathered document lengths, offsets */
+    uint8_t *h_g_keep;          /*   [N * nd * Ld] gathered keep masks */
+    size_t *h_counts;           /*   [N] per-rank counts of a collective */
 } step_state;
 
 /* Take over a loaded BERT (on device dev; its parameters move into the
  * step's allocation and the caller must not free it) and a projection:
  * linear [D, H] ([dev]) copied, or, when NULL, initialised from Normal(0,
  * initializer_range) with `linear_seed`. Sizes every buffer for
- * micro-batches of bsize / accumsteps queries. Returns 0 or -1 with err
- * (a bad configuration, or out of memory). */
+ * micro-batches of bsize / accumsteps / N queries (N ranks must divide
+ * that). Returns 0 or -1 with err (a bad configuration, or out of memory). */
 int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float *linear,
               uint64_t linear_seed, const step_config *c, cb_err *err);
 void cb_step_free(step_state *s);
 
 /* Forward and backward of one micro-batch; gradients accumulate. Returns
  * the loss (already divided by accumsteps); parts gets its main and ib
- * terms when not NULL. */
+ * terms when not NULL. With N ranks: this rank's share of them (their sum
+ * over the ranks is the micro-batch's loss); every rank calls it together. */
 float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts);
 
-/* Clip, AdamW at the scheduled rate, zero the gradients. Returns the
- * gradient norm before clipping; *lr gets the rate used (may be NULL). */
+/* (N ranks: sum the gradients over the ranks,) clip, AdamW at the scheduled
+ * rate, zero the gradients. Returns the gradient norm before clipping;
+ * *lr gets the rate used (may be NULL). */
 float cb_step_update(step_state *s, double *lr);
 
 /* Eval mode (no dropout): the normalised ColBERT vectors of n packed

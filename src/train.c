@@ -33,6 +33,7 @@ void cb_train_opts_default(train_opts *o) {
     o->val_candidates = 16;
     o->val_docs = 2000;
     o->val_split = "dev";
+    o->precision = OPS_BF16;
 }
 
 
@@ -41,7 +42,47 @@ void cb_train_request_stop(void) { stop_requested = SIGINT; }
 int cb_train_stop_signal(void) { return (int)stop_requested; }
 static void on_signal(int sig) {
     stop_requested = sig;
+    cb_comm_signal_received();  /* data parallel: peers that stop answering are gone */
     signal(sig, SIG_DFL);       /* a second signal ends the process */
+}
+
+int cb_train_agree(run *r, int rc, cb_err *err) {
+    cb_comm *c = r->comm;
+    if (c->size == 1) return rc;
+    int64_t v[2] = {rc != 0, c->rank == 0 && rc != 0};
+    cb_comm_allreduce(c, v, 2, COMM_I64, COMM_MAX);
+    if (!v[0]) return 0;
+    /* each distinct message once: rank 0's is the caller's to print */
+    char root[sizeof err->msg];
+    memcpy(root, err->msg, sizeof root);
+    cb_comm_bcast(c, root, sizeof root, COMM_U8, 0);
+    root[sizeof root - 1] = 0;
+    if (c->rank != 0 && rc && (!v[1] || strcmp(root, err->msg)))
+        fprintf(stderr, "colbert: error: rank %d of %d: %s\n", c->rank, c->size, err->msg);
+    if (!rc || c->rank != 0) cb_err_set(err, "%s", v[1] ? root : "another rank failed (its error is above)");
+    return -1;
+}
+
+int cb_train_check_sync(run *r, cb_err *err) {
+    cb_comm *c = r->comm;
+    if (c->size == 1) return 0;
+    step_state *s = &r->s;
+    uint32_t *w = cb_malloc(s->n * sizeof(float), "the parameter check", err);
+    int64_t v[2] = {0, 0};
+    if (w) {
+        cb_step_get(s, STEP_PARAMS, (float *)w);
+        uint64_t h = 0xcbf29ce484222325ULL;
+        for (size_t i = 0; i < s->n; i++) h = (h ^ w[i]) * 0x100000001b3ULL;
+        v[0] = (int64_t)h;
+        v[1] = (int64_t)~h;
+        free(w);
+    }
+    if (cb_train_agree(r, w ? 0 : -1, err)) return -1;
+    cb_comm_allreduce(c, v, 2, COMM_I64, COMM_MAX);   /* max(h) == ~max(~h) = min(h): all equal */
+    if (v[0] != ~v[1])
+        return cb_err_set(err, "the ranks hold different parameters after step %ld (a bug, or ranks that "
+                          "loaded different models or data)", cb_step_count(s));
+    return 0;
 }
 
 trainer *cb_trainer_new(const char *model_name, const char *pretrained, const char *language_code, int n_gpus,
@@ -66,8 +107,10 @@ trainer *cb_trainer_new(const char *model_name, const char *pretrained, const ch
         return NULL;
     }
     t->n_gpus = n_gpus;
-    if (n_gpus > 0)
+    if (n_gpus > 0 && !cb_ops_have("cuda"))
         fprintf(stderr, "colbert: note: %d GPU(s) asked for; this build trains on the CPU\n", n_gpus);
+    else if (n_gpus > 1)
+        fprintf(stderr, "colbert: note: %d GPUs asked for; colbert.c trains on one\n", n_gpus);
     return t;
 }
 
@@ -113,6 +156,7 @@ void cb_train_run_free(run *r) {
     free(r->base_meta);
     if (r->tok) cb_tokenizer_free(r->tok);
     if (r->s_ready) cb_step_free(&r->s);
+    cb_ops_close(r->dev);
     cb_data_texts_free(&r->queries);
     cb_data_texts_free(&r->coll);
     cb_data_triples_free(&r->trip);
@@ -184,12 +228,15 @@ static void epoch_order(run *r, long epoch) {
     r->order_epoch = epoch;
 }
 
-/* Tokenize micro-batch `a` of global batch `g` into r's buffers. */
+/* Tokenize this rank's slice of micro-batch `a` of global batch `g` into
+ * r's buffers. */
 static void make_batch(run *r, long g, int a, step_batch *b) {
     long epoch = g / r->spe, pos = g % r->spe;
     epoch_order(r, epoch);
     int mq = r->mq, Lq = r->cc.query_maxlen, Ld = r->cc.doc_maxlen;
-    size_t first = (size_t)pos * r->o.bsize + (size_t)a * mq;
+    /* micro-batch a of the step, then this rank's slice of it */
+    size_t first = (size_t)pos * r->o.bsize + (size_t)a * (size_t)(r->o.bsize / r->o.accumsteps) +
+                   (size_t)r->comm->rank * mq;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int j = 0; j < mq * (1 + NWAY); j++) {
         int q = j / (1 + NWAY), k = j % (1 + NWAY);
@@ -220,6 +267,7 @@ static void make_batch(run *r, long g, int a, step_batch *b) {
 static int setup(run *r, json_t **state, cb_err *err) {
     train_opts *o = &r->o;
     const char *resume = o->resume;
+    int root = r->comm->rank == 0;
     if (resume) {
         if (!cb_dir_exists(resume)) return cb_err_set(err, "%s: no such checkpoint directory", resume);
         if (cb_train_resume_opts(r, resume, state, err)) return -1;
@@ -263,9 +311,16 @@ static int setup(run *r, json_t **state, cb_err *err) {
     r->n_triplets = r->trip.n;
 
     /* model and configuration: the base's settings, then the user's */
+    /* the device: --device, else a GPU if there is one (n_gpus 0: the CPU);
+     * "auto" says which only when it takes a GPU or was asked for by name */
+    const char *spec = o->device ? o->device : r->tr->n_gpus == 0 ? "cpu" : "auto";
+    cb_err why = {{0}};
+    if (!(r->dev = cb_ops_open(spec, o->precision, &why))) return cb_err_set(err, "%s", why.msg);
+    if (strcmp(r->dev->kind, "cpu") || (o->device && !strcmp(o->device, "auto")))
+        fprintf(stderr, "colbert: training on %s%s%s\n", r->dev->desc, why.msg[0] ? "; " : "", why.msg);
     colmodel m;
     const char *from = resume ? resume : r->tr->pretrained;
-    if (cb_colmodel_load(&m, cb_ops_cpu(), from, o->dim, o->seed, err)) {
+    if (cb_colmodel_load(&m, r->dev, from, o->dim, o->seed, err)) {
         cb_err_prefix(err, "model %s", from);
         return -1;
     }
@@ -294,10 +349,10 @@ static int setup(run *r, json_t **state, cb_err *err) {
             cb_colmodel_free(&m);
             return -1;
         }
-        if (m.is_colbert)
+        if (m.is_colbert && root)
             fprintf(stderr, "colbert: fine-tuning the ColBERT checkpoint %s (dim %d, query_maxlen %d, "
                     "doc_maxlen %d)\n", m.dir, r->cc.dim, r->cc.query_maxlen, r->cc.doc_maxlen);
-        else
+        else if (root)
             fprintf(stderr, "colbert: a new ColBERT on the encoder %s (dim %d, linear ~ N(0, %g))\n", m.dir,
                     r->cc.dim, m.bert.cfg.initializer_range);
     } else if (m.metadata && !(r->base_meta = cb_strdup(m.metadata, err))) {
@@ -409,7 +464,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
                                           .distillation_alpha = 1.0f, .accumsteps = o->accumsteps,
                                           .contrastive = o->contrastive},
                       .bsize = o->bsize, .lr = o->lr, .warmup = o->warmup, .maxsteps = r->decay_end,
-                      .dropout = o->dropout, .seed = o->seed};
+                      .dropout = o->dropout, .seed = o->seed, .comm = r->comm, .ib_local = o->ib_local};
     int rc = cb_step_init(&r->s, &m.bert, r->tok, m.linear, o->seed, &sc, err);
     cb_colmodel_free(&m);
     if (rc) { free(vq); cb_data_texts_free(&vqs); cb_data_texts_free(&vcs); cb_data_triples_free(&vts); return -1; }
@@ -440,8 +495,8 @@ static int setup(run *r, json_t **state, cb_err *err) {
     cb_data_texts_free(&vqs); cb_data_texts_free(&vcs); cb_data_triples_free(&vts);
     if (vrc) return -1;
 
-    /* batch buffers */
-    r->mq = o->bsize / o->accumsteps;
+    /* batch buffers: this rank's share of a micro-batch */
+    r->mq = r->s.max_q;
     if (!(r->q_ids = cb_malloc((size_t)r->mq * r->cc.query_maxlen * sizeof(int32_t), "a batch", err)) ||
         !(r->q_mask = cb_malloc((size_t)r->mq * r->cc.query_maxlen, "a batch", err)) ||
         !(r->d_ids = cb_malloc((size_t)r->mq * NWAY * r->cc.doc_maxlen * sizeof(int32_t), "a batch", err)) ||
@@ -449,7 +504,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
         (r->trip.scores && !o->contrastive &&
          !(r->teacher = cb_malloc((size_t)r->mq * NWAY * sizeof(float), "a batch", err))))
         return -1;
-    if (r->trip.scores && o->contrastive && !o->quiet)
+    if (r->trip.scores && o->contrastive && !o->quiet && root)
         fprintf(stderr, "colbert: note: --loss contrastive does not use the triples' teacher scores\n");
     r->order_epoch = -1;
     if (!(r->order = cb_malloc(r->n_train * sizeof(uint32_t), "the training order", err)) ||
@@ -462,10 +517,11 @@ static int setup(run *r, json_t **state, cb_err *err) {
         char *out = cb_path_join(o->output_dir, r->tr->model_name);
         r->run_dir = out;
     }
-    if (cb_mkdirs(r->run_dir, NULL, err)) return -1;
-    cb_train_clean_run_dir(r->run_dir);
+    /* rank 0 writes the run directory */
+    if (root && cb_mkdirs(r->run_dir, NULL, err)) return -1;
+    if (root) cb_train_clean_run_dir(r->run_dir);
     if (resume && cb_train_load_state(r, resume, *state, err)) return -1;
-    return cb_train_open_log(r, cb_step_count(&r->s), err);
+    return root ? cb_train_open_log(r, cb_step_count(&r->s), err) : 0;
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -489,8 +545,11 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
         char *abs = realpath(r.data_dir, NULL);
         if (abs) { free(r.data_dir); r.data_dir = abs; }
     }
+    r.comm = opts->comm ? opts->comm : cb_comm_world();
     json_t *state = NULL;
     int rc = setup(&r, &state, err);
+    rc = cb_train_agree(&r, rc, err);
+    if (!rc) rc = cb_train_check_sync(&r, err);
     if (rc) {
         json_decref(state);
         cb_train_run_free(&r);
@@ -498,16 +557,23 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     }
     step_state *s = &r.s;
     train_opts *o = &r.o;
+    cb_comm *comm = r.comm;
+    int root = comm->rank == 0;
     long start = cb_step_count(s);
-    fprintf(stderr, "colbert: training %s: %zu triples (%zu for training, %d validation queries), batch %d x "
-            "%d micro-batches, %ld steps (%ld per epoch), %.1f GiB\n",
-            tr->model_name, r.n_triplets, r.n_train, r.has_val ? r.val.nq : 0, r.mq, o->accumsteps, r.total,
-            r.spe, (double)s->bytes / (1 << 30));
-    fprintf(stderr, "colbert: schedule%s: lr %g, linear warmup over %ld steps, then linear decay to 0 at step %ld; "
-            "a checkpoint every %ld steps and at the end\n", o->ragatouille_schedule ? " (RAGatouille's)" : "",
-            o->lr, o->warmup, r.decay_end, o->save_every);
-    if (r.has_val) fprintf(stderr, "colbert: validation: %s, by nDCG@10\n", r.val.source);
-    if (start) fprintf(stderr, "colbert: resuming at step %ld from %s\n", start, o->resume);
+    if (root) {
+        fprintf(stderr, "colbert: training %s: %zu triples (%zu for training, %d validation queries), batch %d x "
+                "%d micro-batches, %ld steps (%ld per epoch), %.1f GiB\n",
+                tr->model_name, r.n_triplets, r.n_train, r.has_val ? r.val.nq : 0, o->bsize / o->accumsteps,
+                o->accumsteps, r.total, r.spe, (double)s->bytes / (1 << 30));
+        if (comm->size > 1)
+            fprintf(stderr, "colbert: data parallel: %s; %d triples per rank and micro-batch, in-batch negatives %s\n",
+                    comm->desc, r.mq, o->ib_local ? "per rank (--ib-scope local)" : "over the global batch");
+        fprintf(stderr, "colbert: schedule%s: lr %g, linear warmup over %ld steps, then linear decay to 0 at step "
+                "%ld; a checkpoint every %ld steps and at the end\n", o->ragatouille_schedule ? " (RAGatouille's)" : "",
+                o->lr, o->warmup, r.decay_end, o->save_every);
+        if (r.has_val) fprintf(stderr, "colbert: validation: %s, by nDCG@10\n", r.val.source);
+        if (start) fprintf(stderr, "colbert: resuming at step %ld from %s\n", start, o->resume);
+    }
 
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
@@ -516,13 +582,17 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
 
-    int tty = r.tty = isatty(2) && !o->quiet;
+    int tty = r.tty = isatty(2) && !o->quiet && root;
     double t0 = cb_now(), last_draw = 0;
     int interrupted = 0;
     progress pg = {.label = "train", .unit = "steps", .total = r.total, .done = start};   /* for a progress hook */
     cb_progress_notify(&pg, PROGRESS_START);
     while (cb_step_count(s) < r.total) {
-        if (stop_requested) { interrupted = 1; break; }
+        /* the ranks agree, so that all stop after the same step */
+        if (comm->size > 1 ? cb_comm_max_long(comm, stop_requested != 0) : stop_requested) {
+            interrupted = 1;
+            break;
+        }
         long g = cb_step_count(s);
         double loss = 0;
         loss_parts lp, sum = {0, 0};
@@ -535,6 +605,13 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
         }
         double lr;
         float gn = cb_step_update(s, &lr);
+        if (comm->size > 1) {   /* the ranks' shares of the losses */
+            double v[3] = {loss, sum.main, sum.ib};
+            cb_comm_allreduce(comm, v, 3, COMM_F64, COMM_SUM);
+            loss = v[0];
+            sum.main = (float)v[1];
+            sum.ib = (float)v[2];
+        }
         r.ema = TRAIN_SMOOTH * r.ema + (1 - TRAIN_SMOOTH) * loss;
         double avg = cb_train_smoothed(r.ema, cb_step_count(s));
         r.loss_hist[g] = (float)loss;
@@ -542,11 +619,11 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
         r.lr_hist[g] = (float)lr;
         double now = cb_now(), el = now - t0;
         double rate = (double)(cb_step_count(s) - start) * o->bsize / (el > 0 ? el : 1e-9);
-        fprintf(r.log, "{\"step\":%ld,\"epoch\":%ld,\"loss\":%.7g,\"loss_main\":%.7g,\"loss_ib\":%.7g,"
+        if (root) fprintf(r.log, "{\"step\":%ld,\"epoch\":%ld,\"loss\":%.7g,\"loss_main\":%.7g,\"loss_ib\":%.7g,"
                 "\"loss_avg\":%.7g,\"lr\":%.7g,\"grad_norm\":%.7g,\"triplets_per_s\":%.4g,\"elapsed_s\":%.3f}\n",
                 cb_step_count(s), g / r.spe + 1, loss, (double)sum.main, (double)sum.ib, avg, lr, (double)gn, rate, el);
-        fflush(r.log);
-        if (!o->quiet && (tty || now - last_draw >= 10 || cb_step_count(s) == r.total || cb_step_count(s) == start + 1)) {
+        if (root) fflush(r.log);
+        if (!o->quiet && root && (tty || now - last_draw >= 10 || cb_step_count(s) == r.total || cb_step_count(s) == start + 1)) {
             char eta[32], ela[32];
             fmt_time(eta, sizeof eta, (double)(r.total - cb_step_count(s)) * o->bsize / rate);
             fmt_time(ela, sizeof ela, el);
@@ -578,7 +655,7 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
                 rc = -1;
             }
         }
-        if (!rc)
+        if (!rc && root)
             fprintf(stderr, "colbert: interrupted at step %ld/%ld; continue with --resume %s\n", cb_step_count(s), r.total,
                     tr->last ? tr->last : "(nothing saved yet)");
     }
@@ -593,7 +670,7 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
-    if (!rc && !interrupted) {
+    if (!rc && !interrupted && root) {
         double el = cb_now() - t0;
         fprintf(stderr, "colbert: done: %ld steps in %.1f s (validation %.1f s, %.0f%%); best checkpoint %s\n",
                 cb_step_count(s) - start, el, r.t_val, el > 0 ? 100.0 * r.t_val / el : 0.0,

@@ -51,6 +51,18 @@
  *     schedule, data position and dropout stream come back, so the run
  *     ends bit-identical to an uninterrupted one. SIGINT / SIGTERM finish
  *     the current step, write a checkpoint and return TRAIN_INTERRUPTED.
+ *   - data parallel (comm.h; `mpirun -np N colbert train ...`): every rank
+ *     loads the data and the model; step g's micro-batch a is split into N
+ *     consecutive slices, rank r tokenizes and runs the r-th (step.h: the
+ *     gradients are summed over the ranks in one allreduce, in-batch
+ *     negatives over the global batch with ib_local 0). N must divide
+ *     bsize / accumsteps. Rank 0 alone writes the checkpoints, the log and
+ *     the curve; validation splits the documents over the ranks; the ranks
+ *     agree at every step whether a stop signal came, so all stop at the
+ *     same step. A checkpoint does not depend on N: --resume takes any N
+ *     that divides the batch (one process included). The data, the model
+ *     and the run directory must be at the same path on every rank (one
+ *     machine, or a shared filesystem).
  *   - seeing it: RUN/train.jsonl (a line per step, a line per checkpoint),
  *     RUN/curve.svg and, with cairo, RUN/curve.png (loss,
  *     smoothed loss, learning rate, validation scores per checkpoint, the
@@ -59,7 +71,9 @@
 #ifndef CB_TRAIN_H
 #define CB_TRAIN_H
 #include <stdint.h>
+#include "comm.h"
 #include "common.h"
+#include "ops.h"
 #include "prepare.h"
 
 typedef struct train_opts {
@@ -92,6 +106,12 @@ typedef struct train_opts {
     int val_docs;               /* 2000: documents the validation queries are ranked among */
     const char *resume;         /* a step-* directory to continue from */
     int quiet;                  /* no progress line */
+    const char *device;         /* NULL: a GPU if any (the trainer's n_gpus 0: the CPU); else
+                                   cb_ops_open's "auto", "cpu", "cuda", "cuda:N" */
+    ops_precision precision;    /* OPS_BF16 (default): bf16 matmuls on a GPU; the CPU is fp32 */
+    int ib_local;               /* 1: in-batch negatives among each rank's own documents (colbert-ai's
+                                 * per-GPU loss, --ib-scope local); 0: the global batch's (global) */
+    cb_comm *comm;              /* the ranks of a data-parallel run; NULL: cb_comm_world() */
 } train_opts;
 
 void cb_train_opts_default(train_opts *o);

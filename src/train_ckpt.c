@@ -60,6 +60,7 @@ static json_t *opts_json(const run *r) {
     json_object_set_new(j, "val_docs", json_integer(o->val_docs));
     json_object_set_new(j, "schedule", json_string(o->ragatouille_schedule ? "ragatouille" : "run"));
     json_object_set_new(j, "loss", json_string(o->contrastive ? "contrastive" : "colbert"));
+    json_object_set_new(j, "ib_scope", json_string(o->ib_local ? "local" : "global"));
     json_object_set_new(j, "model_name", json_string(r->tr->model_name));
     json_object_set_new(j, "pretrained", json_string(r->tr->pretrained));
     json_object_set_new(j, "language_code", json_string(r->tr->language));
@@ -217,33 +218,25 @@ static void set_best(run *r, cb_err *err) {
     if (b < 0) return;
     char *name = cb_train_step_name(r->hist[b].step);
     char *link = cb_path_join(r->run_dir, "best"), *tmp = cb_path_join(r->run_dir, ".best.tmp");
-    unlink(tmp);
-    if (symlink(name, tmp) || rename(tmp, link))
+    int root = r->comm->rank == 0;   /* the others only know the path */
+    if (root) unlink(tmp);
+    if (root && (symlink(name, tmp) || rename(tmp, link)))
         fprintf(stderr, "colbert: warning: %s: cannot link the best checkpoint: %s\n", link, strerror(errno));
     free(r->tr->best);
     r->tr->best = cb_path_join(r->run_dir, name);
-    prune(r, r->hist[b].step);
+    if (root) prune(r, r->hist[b].step);
     free(name); free(link); free(tmp);
     (void)err;
 }
 
-/* Write RUN/step-N: model, training state, validation; atomically. */
-int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
+/* The files of RUN/step-N (rank 0): model, AdamW moments, training state
+ * (with hist, which already holds this checkpoint), built in `part` and
+ * renamed to `final`. */
+static int write_checkpoint(run *r, long step, const val_scores *vs, const char *name, const char *final,
+                            const char *part, cb_err *err) {
     step_state *s = &r->s;
-    long step = cb_step_count(s);
-    char *name = cb_train_step_name(step);
-    char *final = cb_path_join(r->run_dir, name);
-    char *part = cb_train_fmt("%s/.partial-%s", r->run_dir, name);
-    val_scores vs = {NAN, NAN, NAN, NAN};
     int rc = 0;
-    double tv = cb_now();
-    if (validate_it && r->has_val && cb_train_validate(r, &vs, err)) {
-        free(name); free(final); free(part);
-        return -1;
-    }
-    tv = cb_now() - tv;
-    r->t_val += validate_it && r->has_val ? tv : 0;
-    char *meta = metadata_text(r, step, &vs);
+    char *meta = metadata_text(r, step, vs);
     remove_quietly(part);
     /* host copies of the parameters, then of the moments (staging only
      * while saving) */
@@ -267,10 +260,6 @@ int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
     }
     free(host);
     if (!rc) {
-        if (r->n_hist == r->cap_hist)
-            r->hist = cb_xrealloc(r->hist, (size_t)(r->cap_hist = r->cap_hist ? 2 * r->cap_hist : 16) *
-                                               sizeof(ckpt_info));
-        r->hist[r->n_hist++] = (ckpt_info){step, vs};
         char seed[32];
         snprintf(seed, sizeof seed, "%llu", (unsigned long long)cb_step_dropout_state(s));
         json_t *j = json_pack("{s:i, s:I, s:s, s:f, s:I, s:I, s:I, s:o, s:o}", "version", 1, "step",
@@ -279,11 +268,11 @@ int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
                               (json_int_t)r->n_train, "opts", opts_json(r), "history", hist_json(r));
         json_object_set_new(j, "epoch", json_integer(step / r->spe));
         json_object_set_new(j, "batch_in_epoch", json_integer(step % r->spe));
+        json_object_set_new(j, "written_by_ranks", json_integer(r->comm->size));
         char *p = cb_path_join(part, STATE_JSON);
         rc = cb_json_write(p, j, err);
         free(p);
         json_decref(j);
-        if (rc) r->n_hist--;
     }
     if (!rc) {
         if (cb_dir_exists(final)) {
@@ -293,8 +282,40 @@ int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
         }
         if (rename(part, final)) rc = cb_err_set(err, "%s: cannot rename into place: %s", final, strerror(errno));
     }
+    if (rc) remove_quietly(part);
+    return rc;
+}
+
+/* Write RUN/step-N: model, training state, validation; atomically. Data
+ * parallel: every rank validates (its share) and keeps the history; rank 0
+ * writes; the ranks agree on the outcome. */
+int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
+    step_state *s = &r->s;
+    cb_comm *comm = r->comm;
+    int root = comm->rank == 0;
+    long step = cb_step_count(s);
+    char *name = cb_train_step_name(step);
+    char *final = cb_path_join(r->run_dir, name);
+    char *part = cb_train_fmt("%s/.partial-%s", r->run_dir, name);
+    val_scores vs = {NAN, NAN, NAN, NAN};
+    int rc = cb_train_check_sync(r, err);
+    double tv = cb_now();
+    if (!rc && validate_it && r->has_val) rc = cb_train_validate(r, &vs, err);
     if (rc) {
-        remove_quietly(part);
+        free(name); free(final); free(part);
+        return -1;
+    }
+    tv = cb_now() - tv;
+    r->t_val += validate_it && r->has_val ? tv : 0;
+    if (r->n_hist == r->cap_hist)
+        r->hist = cb_xrealloc(r->hist, (size_t)(r->cap_hist = r->cap_hist ? 2 * r->cap_hist : 16) * sizeof(ckpt_info));
+    r->hist[r->n_hist++] = (ckpt_info){step, vs};
+    if (root) rc = write_checkpoint(r, step, &vs, name, final, part, err);
+    comm->patient++;            /* the other ranks wait for rank 0's writing */
+    rc = cb_train_agree(r, rc, err);
+    comm->patient--;
+    if (rc) {
+        r->n_hist--;
     } else {
         free(r->tr->last);
         r->tr->last = cb_xstrdup(final);
@@ -312,14 +333,16 @@ int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
             free(line);
             json_decref(j);
         }
-        if (!isnan(vs.ndcg10))
+        if (root && !isnan(vs.ndcg10))
             fprintf(stderr, "%scheckpoint %s: validation nDCG@10 %.4f, MRR@10 %.4f (%.1f s)\n",
                     r->tty ? "\r\033[K" : "", final, vs.ndcg10, vs.mrr10, tv);
-        else if (!r->o.quiet)
+        else if (root && !r->o.quiet)
             fprintf(stderr, "%scheckpoint %s\n", r->tty ? "\r\033[K" : "", final);
         set_best(r, err);
-        strip_states(r, step);
-        cb_train_write_curve(r);
+        if (root) {
+            strip_states(r, step);
+            cb_train_write_curve(r);
+        }
     }
     free(name); free(final); free(part);
     return rc;
@@ -356,6 +379,8 @@ int cb_train_resume_opts(run *r, const char *dir, json_t **state, cb_err *err) {
     {
         const char *ls = json_string_value(json_object_get(o, "loss"));  /* absent before the option */
         t->contrastive = ls && !strcmp(ls, "contrastive");
+        const char *sc = json_string_value(json_object_get(o, "ib_scope"));  /* absent before MPI */
+        t->ib_local = sc && !strcmp(sc, "local");
     }
     t->relu = (int)GI("relu"); t->epochs = (int)GI("epochs");
     t->seed = strtoull(seed, NULL, 10);

@@ -66,6 +66,7 @@ typedef struct val_set {
     int *d_len;                 /* [nd] */
     size_t *d_off;              /* [nd + 1] token offsets */
     uint8_t *d_keep;            /* [tokens] */
+    uint32_t *tie;              /* [nd] equal scores: the lower first (colbert eval's order), or NULL */
     size_t *rel_off;            /* [nq + 1] judgements of query q: rel_off[q] .. rel_off[q+1] */
     uint32_t *rel_doc;          /*   document index, sorted within a query */
     int32_t *rel_grade;         /*   grade (> 0 relevant) */
@@ -79,10 +80,12 @@ typedef struct val_set {
 typedef struct run {
     trainer *tr;
     train_opts o;               /* resolved */
+    cb_comm *comm;              /* never NULL; rank 0 writes the files */
     char *run_dir, *src_dir, *data_dir, *base_meta;
     tokenizer *tok;
     colbert_vocab vocab;
     colbert_config cc;
+    ops_device *dev;            /* where the step runs */
     step_state s;
     int s_ready;
     data_texts queries, coll;
@@ -113,6 +116,14 @@ typedef struct run {
 
 
 void cb_train_run_free(run *r);
+/* Data parallel: whether any rank failed (rc != 0). A rank that failed
+ * with its own message prints it (rank 0 keeps it in err); the others get
+ * "another rank failed". Returns 0 when none failed, else -1 on every rank.
+ * One process: rc. */
+int cb_train_agree(run *r, int rc, cb_err *err);
+/* Data parallel: check that every rank holds the same parameters (a hash
+ * of them); -1 with err when not. */
+int cb_train_check_sync(run *r, cb_err *err);
 /* Load and check the three training files of dir. */
 int cb_train_load_data(const char *dir, data_texts *q, data_texts *c, data_triples *t, cb_err *err);
 

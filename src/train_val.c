@@ -28,7 +28,7 @@
 
 void cb_train_val_free(val_set *v) {
     free(v->q_ids); free(v->q_mask); free(v->q_len);
-    free(v->d_ids); free(v->d_len); free(v->d_off); free(v->d_keep);
+    free(v->d_ids); free(v->d_len); free(v->d_off); free(v->d_keep); free(v->tie);
     free(v->rel_off); free(v->rel_doc); free(v->rel_grade);
     free(v->t_q); free(v->t_d);
     free(v->c_off); free(v->c_doc); free(v->c_pos);
@@ -231,7 +231,11 @@ int cb_train_val_build_beir(run *r, const char *dir, const char *split, cb_err *
     v->rel_grade = v->rel_doc ? cb_malloc((nj ? nj : 1) * sizeof(int32_t), "the validation qrels", err) : NULL;
     dt = v->rel_grade ? cb_malloc((size_t)(v->nd ? v->nd : 1) * sizeof *dt, "the validation set", err) : NULL;
     dl = dt ? cb_malloc((size_t)(v->nd ? v->nd : 1) * sizeof *dl, "the validation set", err) : NULL;
-    if (!dl) goto done;
+    v->tie = dl ? cb_malloc((size_t)(v->nd ? v->nd : 1) * sizeof(uint32_t), "the validation set", err) : NULL;
+    if (!v->tie) goto done;
+    /* ties as colbert eval breaks them (document id order), so that a
+     * validation on the whole corpus is exactly colbert eval of the split */
+    for (int i = 0; i < v->nd; i++) v->tie[i] = d.doc_tie[docs[i]];
     /* judgements in the sample's document indices (sorted: the sample is
      * sorted by corpus index, and the qrels are sorted by it too) */
     for (size_t q = 0; q <= d.n_queries; q++) v->rel_off[q] = d.rel_off[q];
@@ -302,18 +306,22 @@ int cb_train_validate(run *r, val_scores *out, cb_err *err) {
     int32_t *top = len ? cb_malloc(((size_t)nq + 1) * VAL_DEPTH * sizeof(int32_t), "validation", err) : NULL;
     float *top_s = top ? cb_malloc(((size_t)nq + 1) * VAL_DEPTH * sizeof(float), "validation", err) : NULL;
     double *cand = top_s ? cb_malloc(((size_t)nc + 1) * sizeof(double), "validation", err) : NULL;
-    if (!cand) {
-        free(qv); free(vec); free(kept); free(len); free(top); free(top_s);
+    eval_ranker rk;
+    int ready = cand && !cb_eval_ranker_init(&rk, qv, v->tie, nq, Lq, D, VAL_DEPTH, VAL_CHUNK, r->cc.doc_maxlen);
+    if (cand && !ready) cb_err_set(err, "out of memory: the validation ranking");
+    if (cb_train_agree(r, ready ? 0 : -1, err)) {
+        if (ready) cb_eval_ranker_free(&rk);
+        free(qv); free(vec); free(kept); free(len); free(top); free(top_s); free(cand);
         return -1;
     }
     cb_step_encode(&r->s, qv, v->q_ids, v->q_mask, NULL, v->q_len, nq);
-    eval_ranker rk;
-    if (cb_eval_ranker_init(&rk, qv, NULL, nq, Lq, D, VAL_DEPTH, VAL_CHUNK, r->cc.doc_maxlen)) {
-        free(qv); free(vec); free(kept); free(len); free(top); free(top_s); free(cand);
-        return cb_err_set(err, "out of memory: the validation ranking");
-    }
-    for (int a = 0; a < nd; a += VAL_CHUNK) {
+    /* data parallel: rank k encodes and ranks the chunks k, k + N, ...; the
+     * rankings merge and each candidate score comes from one rank */
+    cb_comm *comm = r->comm;
+    for (int x = 0; x < nc; x++) cand[x] = 0;
+    for (int a = 0, chunk = 0; a < nd; a += VAL_CHUNK, chunk++) {
         int b = a + VAL_CHUNK < nd ? a + VAL_CHUNK : nd;
+        if (chunk % comm->size != comm->rank) continue;
         cb_step_encode(&r->s, vec, v->d_ids + v->d_off[a], NULL, v->d_keep + v->d_off[a], v->d_len + a, b - a);
         compact(v, a, b, vec, kept, len, D);
         cb_eval_ranker_add(&rk, kept, len, a, b - a);
@@ -330,6 +338,13 @@ int cb_train_validate(run *r, val_scores *out, cb_err *err) {
     }
     cb_eval_ranker_finish(&rk, top, top_s);
     cb_eval_ranker_free(&rk);
+    if (comm->size > 1) {
+        if (cb_train_agree(r, cb_eval_merge_ranks(comm, top, top_s, nq, VAL_DEPTH, v->tie, err), err)) {
+            free(qv); free(vec); free(kept); free(len); free(top); free(top_s); free(cand);
+            return -1;
+        }
+        cb_comm_allreduce(comm, cand, (size_t)nc, COMM_F64, COMM_SUM);
+    }
     eval_data qr = {.n_queries = (size_t)nq, .n_docs = (size_t)nd, .rel_off = v->rel_off, .rel_doc = v->rel_doc,
                     .rel_grade = v->rel_grade};
     eval_metrics m;

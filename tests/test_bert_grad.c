@@ -216,17 +216,19 @@ static void test_dropout(void) {
     /* kept fraction and scale */
     size_t n = 200000, kept = 0;
     float p = 0.1f;
-    for (size_t i = 0; i < n; i++) kept += (size_t)cb_ops_dropout_keep(1234, 5, i, p);
+    for (size_t i = 0; i < n; i++) kept += (size_t)cb_ops_dropout_keep(1234, 5, i / 100, i % 100, p);
     double frac = 1.0 - (double)kept / (double)n;
     printf("test_bert_grad: dropout p=0.1 zeroed %.4f of %zu elements\n", frac, n);
     CHECK(fabs(frac - 0.1) < 0.005);
-    CHECK(cb_ops_dropout_keep(1, 2, 3, 0.0f) == 1);
-    /* determinism: same seed same mask, other seed another mask */
-    int same = 1, diff = 0;
+    CHECK(cb_ops_dropout_keep(1, 2, 3, 4, 0.0f) == 1);
+    /* determinism: same seed same mask, other seed (or sequence id) another mask */
+    int same = 1, diff = 0, diff_id = 0;
     for (size_t i = 0; i < 1000; i++) {
-        same &= cb_ops_dropout_keep(7, 1, i, p) == cb_ops_dropout_keep(7, 1, i, p);
-        diff += cb_ops_dropout_keep(7, 1, i, p) != cb_ops_dropout_keep(8, 1, i, p);
+        same &= cb_ops_dropout_keep(7, 1, 3, i, p) == cb_ops_dropout_keep(7, 1, 3, i, p);
+        diff += cb_ops_dropout_keep(7, 1, 3, i, p) != cb_ops_dropout_keep(8, 1, 3, i, p);
+        diff_id += cb_ops_dropout_keep(7, 1, 3, i, p) != cb_ops_dropout_keep(7, 1, 4, i, p);
     }
+    CHECK(diff_id > 0);
     CHECK(same && diff > 0);
     /* in the model: forward output scaled by 1/(1-p) where kept; backward
      * with the same mask -> finite differences hold with dropout on */
@@ -284,6 +286,34 @@ static void test_dropout(void) {
     double e = sqrt(num / den);
     printf("test_bert_grad: dropout on (p=0.3/0.2): finite differences rel err %.3g\n", e);
     CHECK_MSG(e < 2e-2, "dropout backward does not use the forward mask: rel err %g", e);
+    /* the masks follow the sequences' ids, not their place in the batch: the
+     * two sequences packed alone (with their ids) give the same masks and
+     * outputs as packed together, in either order (N processes that each
+     * run a share of a batch drop what one process drops) */
+    uint64_t sid[2] = {41, 7};
+    bert_batch both = {.n_seq = 2, .seq_len = lens, .ids = ids, .seq_id = sid};
+    cb_bert_forward(&m, &a, &both);
+    uint8_t m_both[80];
+    float o_both[80];
+    memcpy(m_both, a.m_emb, 80);
+    memcpy(o_both, cb_bert_output(&m, &a), sizeof o_both);
+    int same_mask = 1, same_out = 1, other_id = 0;
+    for (int s = 0; s < 2; s++) {
+        int off = s ? lens[0] : 0;
+        bert_batch one = {.n_seq = 1, .seq_len = lens + s, .ids = ids + off, .seq_id = sid + s};
+        cb_bert_forward(&m, &a, &one);
+        same_mask &= !memcmp(a.m_emb, m_both + off * 8, (size_t)lens[s] * 8);
+        const float *o = cb_bert_output(&m, &a);
+        for (int i = 0; i < lens[s] * 8; i++) same_out &= fabsf(o[i] - o_both[off * 8 + i]) <= 1e-6f;
+    }
+    /* another id, another mask */
+    uint64_t other[2] = {42, 7};
+    bert_batch b2 = {.n_seq = 2, .seq_len = lens, .ids = ids, .seq_id = other};
+    cb_bert_forward(&m, &a, &b2);
+    other_id = memcmp(a.m_emb, m_both, 48) != 0 && !memcmp(a.m_emb + 48, m_both + 48, 32);
+    printf("test_bert_grad: dropout masks keyed by sequence id: same alone and packed %s, outputs %s\n",
+           same_mask ? "yes" : "NO", same_out ? "yes" : "NO");
+    CHECK(same_mask && same_out && other_id);
     cb_bert_grads_free(&g);
     cb_bert_acts_free(&a);
     free(m.params);

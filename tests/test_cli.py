@@ -203,6 +203,14 @@ CHOICES = [
     ("prepare", "--miner-size", "huge", "small, base or large"),
     ("train", "--loss", "mse", "colbert or contrastive"),
     ("train", "--warmup", "soon", "an integer >= 0 or auto"),
+    ("encode", "--device", "gpu", "auto, cpu, cuda or cuda:N"),
+    ("eval", "--device", "cuda:x", "auto, cpu, cuda or cuda:N"),
+    ("prepare", "--device", "cuda:", "auto, cpu, cuda or cuda:N"),
+    ("train", "--device", "cuda0", "auto, cpu, cuda or cuda:N"),
+    ("encode", "--precision", "fp16", "bf16 or fp32"),
+    ("eval", "--precision", "tf32", "bf16 or fp32"),
+    ("prepare", "--precision", "half", "bf16 or fp32"),
+    ("train", "--precision", "bf", "bf16 or fp32"),
 ]
 
 
@@ -283,3 +291,15 @@ def test_runtime_error_prefix(binary):
         lines = p.stderr.splitlines()
         assert p.returncode == 1 and len(lines) == 1, p.stderr
         assert lines[0].startswith("colbert: error: ") and "no-such-model" in lines[0], lines[0]
+
+
+@BINARIES
+def test_device_cuda_without_gpu(binary):
+    """--device cuda where no GPU can be used (CI, the ASan build without
+    CUDA): a runtime error in one line, status 1, before any model loads."""
+    p = run(binary, "encode", "--model", os.path.join(TMP, "no-such-model"), "--input", "-", "--output",
+            os.path.join(TMP, "cli_never.npy"), "--device", "cuda")
+    if "no usable GPU" not in p.stderr and "no CUDA backend" not in p.stderr:
+        pytest.skip("a GPU is usable here")
+    lines = p.stderr.splitlines()
+    assert p.returncode == 1 and len(lines) == 1 and lines[0].startswith("colbert: error: "), p.stderr

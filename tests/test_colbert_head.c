@@ -421,16 +421,24 @@ static void test_dropout(void) {
     const float ps[] = {0.1f, 0.5f};
     for (int k = 0; k < 2; k++) {
         size_t n = 1 << 20, kept = 0, same = 0;
-        /* the dropout op keeps exactly the elements the hash says, scaled */
+        /* the dropout op keeps exactly the elements the hash says, scaled:
+         * 4096 sequences of 256 tokens, H = 1, ids 0 .. 4095 */
         float *x = malloc(n * sizeof(float));
         uint8_t *mk = malloc(n);
+        int S = 4096, *off = malloc((size_t)(S + 1) * sizeof(int));
+        uint64_t *id = malloc((size_t)S * sizeof(uint64_t));
+        for (int q = 0; q <= S; q++) off[q] = q * 256;
+        for (int q = 0; q < S; q++) id[q] = (uint64_t)q;
+        ops_seqs sq = {.n_seq = S, .n_tok = (int)n, .max_len = 256, .off = off, .id = id};
         for (size_t i = 0; i < n; i++) x[i] = 1.0f;
-        cb_ops_dropout_forward(CPU, x, mk, n, ps[k], 1234, 7);
+        cb_ops_dropout_forward(CPU, x, mk, &sq, 1, ps[k], 1234, 7);
         for (size_t i = 0; i < n; i++) {
-            int a = cb_ops_dropout_keep(1234, 7, i, ps[k]);
+            int a = cb_ops_dropout_keep(1234, 7, i / 256, i % 256, ps[k]);
             kept += a;
             same += a == mk[i] && x[i] == (a ? 1.0f / (1.0f - ps[k]) : 0.0f);
         }
+        free(off);
+        free(id);
         free(x);
         free(mk);
         double frac = 1.0 - (double)kept / n, sd = sqrt(ps[k] * (1 - ps[k]) / n);

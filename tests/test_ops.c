@@ -801,12 +801,18 @@ static void test_elementwise(void) {
     }
 }
 
-static void run_dropout_forward(ops_device *d, float *x, uint8_t *mask, size_t n, float p, uint64_t seed,
-                                uint64_t stream) {
+/* x, mask [T, H] of the sequences off [S + 1] (host) with dropout ids id [S] */
+static void run_dropout_forward(ops_device *d, float *x, uint8_t *mask, const int *off, const uint64_t *id, int S,
+                                int H, float p, uint64_t seed, uint64_t stream) {
     dmem m = {.d = d};
+    size_t n = (size_t)off[S] * H;
     float *dx = dput(&m, x, FB(n));
     uint8_t *dm = dput(&m, NULL, n);
-    cb_ops_dropout_forward(d, dx, dm, n, p, seed, stream);
+    ops_seqs s = {.n_seq = S, .n_tok = off[S], .off = dput(&m, off, sizeof(int) * (size_t)(S + 1)),
+                  .id = dput(&m, id, sizeof(uint64_t) * (size_t)S)};
+    for (int q = 0; q < S; q++)
+        if (off[q + 1] - off[q] > s.max_len) s.max_len = off[q + 1] - off[q];
+    cb_ops_dropout_forward(d, dx, dm, &s, H, p, seed, stream);
     cb_ops_download(d, x, dx, FB(n));
     cb_ops_download(d, mask, dm, n);
     dfree(&m);
@@ -824,21 +830,33 @@ static void test_dropout(void) {
     static const size_t sizes[] = {1, 7, 1000, 100003};
     static const float ps[] = {0.0f, 0.1f, 0.5f, 0.9f};
     for (int k = 0; k < 16; k++) {
-        size_t n = sizes[k % 4];
         float p = ps[k / 4];
         uint64_t seed = rnd(), stream = (uint64_t)k * 3 + 1;
-        snprintf(trial, sizeof trial, "n %zu p %g seed %llx stream %llu", n, p, (unsigned long long)seed,
-                 (unsigned long long)stream);
+        /* about sizes[k % 4] elements: sequences of 1 .. 40 tokens of H
+         * elements each, with unrelated ids */
+        int H = k % 2 ? 1 : 3, S = 0, *off = NEW(int, sizes[k % 4] + 1);
+        uint64_t *id = NEW(uint64_t, sizes[k % 4]);
+        off[0] = 0;
+        while ((size_t)off[S] * H < sizes[k % 4]) {
+            off[S + 1] = off[S] + irand(1, 40);
+            id[S] = k % 3 ? rnd() : (uint64_t)S;
+            S++;
+        }
+        size_t n = (size_t)off[S] * H;
+        snprintf(trial, sizeof trial, "n %zu (S %d, H %d) p %g seed %llx stream %llu", n, S, H, p,
+                 (unsigned long long)seed, (unsigned long long)stream);
         float *x0 = rand_f(n, -2, 2), *x = copy_f(x0, n);
         uint8_t *mask = NEW(uint8_t, n), *want = NEW(uint8_t, n);
         double *ref = NEW(double, n), *fd = NEW(double, n);
-        run_dropout_forward(dut, x, mask, n, p, seed, stream);
+        run_dropout_forward(dut, x, mask, off, id, S, H, p, seed, stream);
         size_t kept = 0;
-        for (size_t i = 0; i < n; i++) {
-            want[i] = (uint8_t)cb_ops_dropout_keep(seed, stream, i, p);
-            kept += want[i];
-            ref[i] = want[i] ? x0[i] / (1.0 - p) : 0.0;
-        }
+        for (int q = 0; q < S; q++)
+            for (size_t e = 0; e < (size_t)(off[q + 1] - off[q]) * H; e++) {
+                size_t i = (size_t)off[q] * H + e;
+                want[i] = (uint8_t)cb_ops_dropout_keep(seed, stream, id[q], e, p);
+                kept += want[i];
+                ref[i] = want[i] ? x0[i] / (1.0 - p) : 0.0;
+            }
         record("dropout_forward", EXACT, COL_REF, "mask", (double)mismatch_u8(mask, want, n));
         cmp_ref("dropout_forward", ELEM, "x", x, ref, n);
         if (n >= 1000) {   /* the hash keeps 1 - p of the elements (6 sigma) */
@@ -849,7 +867,7 @@ static void test_dropout(void) {
         if (vs_cpu) {
             float *xc = copy_f(x0, n);
             uint8_t *mc = NEW(uint8_t, n);
-            run_dropout_forward(cpu, xc, mc, n, p, seed, stream);
+            run_dropout_forward(cpu, xc, mc, off, id, S, H, p, seed, stream);
             record("dropout_forward", EXACT, COL_CPU, "mask", (double)mismatch_u8(mask, mc, n));
             cmp_cpu("dropout_forward", ELEM, "x", x, xc, n);
         }
@@ -881,6 +899,7 @@ typedef struct att_case {
     int S, T, H, NH, max_len;
     const int *off;             /* [S + 1] host */
     const size_t *att_off;      /* [S] host */
+    const uint64_t *id;         /* [S] host: dropout ids */
     const uint8_t *mask;        /* [T] or NULL */
     float p;
     uint64_t seed, stream;
@@ -894,7 +913,8 @@ static void run_attention(ops_device *d, float *ctx, float *dqkv, const float *d
     int T = a->T, H = a->H, NH = a->NH, D = H / NH;
     ops_seqs s = {.n_seq = a->S, .n_tok = T, .max_len = a->max_len,
                   .off = dput(&m, a->off, sizeof(int) * (size_t)(a->S + 1)),
-                  .att_off = dput(&m, a->att_off, sizeof(size_t) * (size_t)a->S)};
+                  .att_off = dput(&m, a->att_off, sizeof(size_t) * (size_t)a->S),
+                  .id = dput(&m, a->id, sizeof(uint64_t) * (size_t)a->S)};
     const uint8_t *mask = a->mask ? dput(&m, a->mask, (size_t)T) : NULL;
     float *q = dput(&m, qkv, FB((size_t)T * 3 * H)), *c = dput(&m, NULL, FB((size_t)T * H));
     ops_work wf = {.bytes = cb_ops_attention_workspace(d, ws_len, D, 0)};
@@ -915,14 +935,14 @@ static void run_attention(ops_device *d, float *ctx, float *dqkv, const float *d
 /* Whether dropout keeps probability (i, j) of sequence s, head h (n tokens). */
 static int att_keep(const att_case *a, int s, int h, int n, int i, int j) {
     if (a->p <= 0) return 1;
-    size_t e = a->att_off[s] * a->NH + (size_t)h * n * n + (size_t)i * n + j;
-    return cb_ops_dropout_keep(a->seed, a->stream, e, a->p);
+    size_t e = (size_t)h * n * n + (size_t)i * n + j;
+    return cb_ops_dropout_keep(a->seed, a->stream, a->id[s], e, a->p);
 }
 
 /* Naive attention in float64, as ops.h documents it: per sequence s and
  * head h, P = softmax(q k^T / sqrt(D)) over the keys with mask 1; with
- * p > 0, element (i, j) kept by cb_ops_dropout_keep(seed, stream, att_off[s] NH
- * + h n^2 + i n + j) and scaled by 1 / (1 - p); ctx = P v. With dqkv, also
+ * p > 0, element (i, j) kept by cb_ops_dropout_keep(seed, stream, id[s],
+ * h n^2 + i n + j) and scaled by 1 / (1 - p); ctx = P v. With dqkv, also
  * the backward of sum dctx * ctx. */
 static void ref_attention(double *ctx, double *dqkv, const double *dctx, const double *qkv, const att_case *a) {
     int H = a->H, NH = a->NH, D = H / NH;
@@ -1025,8 +1045,10 @@ static void test_attention(void) {
         }
         int H = NH * D, *off = NEW(int, S + 1), max_len = 0;
         size_t *att_off = NEW(size_t, S);
+        uint64_t *id = NEW(uint64_t, S);
         for (int s = 0; s < S; s++) {
             att_off[s] = s ? att_off[s - 1] + (size_t)len[s - 1] * len[s - 1] : 0;
+            id[s] = k % 2 ? rnd() : (uint64_t)(S - s) * 3;
             off[s + 1] = off[s] + len[s];
             if (len[s] > max_len) max_len = len[s];
         }
@@ -1037,7 +1059,7 @@ static void test_attention(void) {
             for (int t = 0; t < T; t++) mask[t] = rnd() % 4 != 0;
             for (int s = 0; s < S; s++) mask[off[s]] = 1;
         }
-        att_case a = {S, T, H, NH, max_len, off, att_off, mask, p, rnd(), (uint64_t)k + 11};
+        att_case a = {S, T, H, NH, max_len, off, att_off, id, mask, p, rnd(), (uint64_t)k + 11};
         int ws_len = max_len + (k % 2 ? 5 : 0);
         int pos = snprintf(trial, sizeof trial, "NH %d D %d p %g mask %s, lengths", NH, D, p, masked ? "yes" : "NULL");
         for (int s = 0; s < S; s++) pos += snprintf(trial + pos, sizeof trial - (size_t)pos, " %d", len[s]);
@@ -1492,17 +1514,19 @@ static double ref_ce(double *dx, const double *x, const uint8_t *use, int C, int
  * / accumsteps; dS [B, cols] (may be NULL) the gradient. */
 static double ref_loss(double *dS, double *main_, double *ib_, const double *S, const double *teacher,
                        const loss_config *c, int B, int cols) {
-    int nw = c->nway;
-    double scale = 1.0 / B, mn = 0, ib = 0;
+    int nw = c->nway, Q = c->q_global > 0 ? c->q_global : B;
+    double scale = 1.0 / Q, mn = 0, ib = 0;
     uint8_t *use = malloc((size_t)cols);
     if (dS) memset(dS, 0, sizeof(double) * (size_t)B * cols);
     for (int b = 0; b < B; b++) {
         const double *x = S + (size_t)b * cols;
         double *dx = dS ? dS + (size_t)b * cols : NULL;
-        int own = cols == nw ? 0 : b * nw;      /* the query's own documents start here */
+        /* the query's own documents start here: query q_first + b of the
+         * global batch's columns with ib_global */
+        int own = cols == nw ? 0 : (c->ib_global && c->q_global > 0 ? c->q_first + b : b) * nw;
         if (c->contrastive) {
             memset(use, 1, (size_t)cols);
-            mn += ref_ce(dx, x, use, cols, b * nw, scale);
+            mn += ref_ce(dx, x, use, cols, own, scale);
             continue;
         }
         if (teacher) {   /* KL(p_t || p_s), p_t = softmax(alpha t), p_s = softmax of own columns */
@@ -1547,19 +1571,28 @@ static double loss_objective(const void *p) {
 }
 
 static void test_loss(void) {
+    /* the last ones: a rank's share of a data-parallel batch (q_first,
+     * q_global; ib_global: every rank's documents are columns) */
     static const struct {
         int B, nway, ib, teacher, contrastive, accum;
         float alpha;
+        int q_first, q_global, ib_global;
     } cases[] = {
-        {1, 2, 0, 0, 0, 1, 1.0f}, {4, 2, 0, 0, 0, 1, 1.0f}, {3, 3, 1, 0, 0, 2, 1.0f}, {5, 4, 0, 1, 0, 1, 1.0f},
-        {4, 2, 1, 1, 0, 3, 0.5f}, {3, 2, 0, 0, 1, 1, 1.0f}, {4, 3, 1, 1, 1, 2, 1.0f}, {7, 1, 1, 0, 0, 1, 1.0f},
-        {1, 5, 1, 1, 0, 1, 2.0f}, {6, 1, 0, 0, 0, 1, 1.0f},
+        {1, 2, 0, 0, 0, 1, 1.0f, 0, 0, 0}, {4, 2, 0, 0, 0, 1, 1.0f, 0, 0, 0}, {3, 3, 1, 0, 0, 2, 1.0f, 0, 0, 0},
+        {5, 4, 0, 1, 0, 1, 1.0f, 0, 0, 0}, {4, 2, 1, 1, 0, 3, 0.5f, 0, 0, 0}, {3, 2, 0, 0, 1, 1, 1.0f, 0, 0, 0},
+        {4, 3, 1, 1, 1, 2, 1.0f, 0, 0, 0}, {7, 1, 1, 0, 0, 1, 1.0f, 0, 0, 0}, {1, 5, 1, 1, 0, 1, 2.0f, 0, 0, 0},
+        {6, 1, 0, 0, 0, 1, 1.0f, 0, 0, 0},
+        {3, 2, 1, 0, 0, 1, 1.0f, 3, 9, 1}, {2, 2, 1, 1, 0, 2, 0.5f, 0, 8, 1}, {4, 3, 0, 0, 1, 1, 1.0f, 4, 8, 1},
+        {2, 2, 1, 0, 0, 1, 1.0f, 2, 6, 0}, {3, 2, 0, 0, 0, 2, 1.0f, 6, 9, 1},
     };
     for (int k = 0; k < (int)(sizeof cases / sizeof *cases); k++) {
-        loss_config c = {cases[k].nway, cases[k].ib, cases[k].alpha, cases[k].accum, cases[k].contrastive};
-        int B = cases[k].B, cols = c.use_ib_negatives || c.contrastive ? B * c.nway : c.nway;
-        snprintf(trial, sizeof trial, "B %d nway %d ib %d teacher %d contrastive %d accumsteps %d alpha %g", B,
-                 c.nway, c.use_ib_negatives, cases[k].teacher, c.contrastive, c.accumsteps, c.distillation_alpha);
+        loss_config c = {cases[k].nway, cases[k].ib, cases[k].alpha, cases[k].accum, cases[k].contrastive,
+                         cases[k].q_first, cases[k].q_global, cases[k].ib_global};
+        int B = cases[k].B, G = c.ib_global && c.q_global ? c.q_global : B;
+        int cols = c.use_ib_negatives || c.contrastive ? G * c.nway : c.nway;
+        snprintf(trial, sizeof trial, "B %d nway %d ib %d teacher %d contrastive %d accumsteps %d alpha %g, "
+                 "queries %d.. of %d%s", B, c.nway, c.use_ib_negatives, cases[k].teacher, c.contrastive, c.accumsteps,
+                 c.distillation_alpha, c.q_first, c.q_global, c.ib_global ? " (ib global)" : "");
         CHECK_MSG(cb_loss_score_cols(&c, B) == cols, "cb_loss_score_cols %d, expected %d (%s)", cb_loss_score_cols(&c, B),
                   cols, trial);
         size_t n = (size_t)B * cols;

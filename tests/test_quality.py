@@ -1,4 +1,5 @@
-"""test_quality.py: a small training run makes retrieval better on held-out data.
+"""test_quality.py: a small training run makes retrieval better on held-out data,
+and validation by retrieval names the checkpoint that retrieves best.
 
 colbert.c trains a new ColBERT from all-MiniLM-L6-v2 on NFCorpus *train*
 queries (colbert prepare, random negatives), then `colbert eval` scores the
@@ -6,6 +7,12 @@ untrained start (the same seeded projection train began from) and the trained
 model on NFCorpus *test* queries, which training never saw. The test corpus is
 cut to the documents relevant to those queries plus a seeded random sample of
 the rest, so that both evaluations stay quick on 2 cores.
+
+The run validates every 10 steps on NFCorpus *dev* (a cut of it: the first
+dev queries, their judged documents and a sample of the rest, all ranked):
+each checkpoint's validation nDCG@10 equals `colbert eval` of that
+checkpoint on the same split, the checkpoint the run names best is the one
+`colbert eval` scores highest, and it is a later one than the first.
 
 The margins asserted are far below what the run reaches (see the printed
 numbers), and far above the noise of a run that learns nothing: a broken
@@ -26,26 +33,26 @@ N_DOCS = 1500       # documents in the held-out corpus
 DOC_MAXLEN = 64
 
 
-def heldout():
-    """A BEIR directory: the first N_QUERIES test queries with qrels, every
-    document relevant to them, and random other documents up to N_DOCS."""
-    out = os.path.join(TMP, "quality_heldout")
-    if os.path.exists(os.path.join(out, "qrels", "test.tsv")):
+def heldout(split="test", n_queries=N_QUERIES, n_docs=N_DOCS):
+    """A BEIR directory: the first n_queries queries of the split with qrels,
+    every document judged for them, and random other documents up to n_docs."""
+    out = os.path.join(TMP, f"quality_{split}")
+    if os.path.exists(os.path.join(out, "qrels", f"{split}.tsv")):
         return out
     os.makedirs(os.path.join(out, "qrels"), exist_ok=True)
-    lines = open(os.path.join(NF, "qrels", "test.tsv")).read().splitlines()
+    lines = open(os.path.join(NF, "qrels", f"{split}.tsv")).read().splitlines()
     qids = []
     for ln in lines[1:]:
         q = ln.split("\t")[0]
         if q not in qids:
             qids.append(q)
-    qids = set(qids[:N_QUERIES])
+    qids = set(qids[:n_queries])
     rel = [ln for ln in lines[1:] if ln.split("\t")[0] in qids]
     keep = {ln.split("\t")[1] for ln in rel}
     corpus = open(os.path.join(NF, "corpus.jsonl")).read().splitlines()
     others = [i for i, ln in enumerate(corpus) if json.loads(ln)["_id"] not in keep]
     random.Random(7).shuffle(others)
-    fill = set(others[:max(0, N_DOCS - len(keep))])
+    fill = set(others[:max(0, n_docs - len(keep))])
     with open(os.path.join(out, "corpus.jsonl"), "w") as f:
         for i, ln in enumerate(corpus):
             if i in fill or json.loads(ln)["_id"] in keep:
@@ -54,7 +61,7 @@ def heldout():
         for ln in open(os.path.join(NF, "queries.jsonl")):
             if json.loads(ln)["_id"] in qids:
                 f.write(ln)
-    with open(os.path.join(out, "qrels", "test.tsv"), "w") as f:
+    with open(os.path.join(out, "qrels", f"{split}.tsv"), "w") as f:
         f.write(lines[0] + "\n" + "\n".join(rel) + "\n")
     return out
 
@@ -68,10 +75,29 @@ def run(args):
 def test_training_improves_heldout_ndcg():
     data = os.path.join(TMP, "quality_train")
     run(["prepare", "--beir", NF, "--split", "train", "--no-mining", "--out", data])
+    dev = heldout("dev", 40, 600)
+    out = os.path.join(TMP, "quality_runs")
     best = run(["train", "--model-name", "quality", "--pretrained", MODEL, "--data", data,
-                "--output-dir", os.path.join(TMP, "quality_runs"), "--batch-size", "16", "--maxsteps", "40",
-                "--lr", "1e-4", "--warmup", "4", "--doc-maxlen", str(DOC_MAXLEN), "--val-fraction", "0",
-                "--save-every", "40"]).strip().splitlines()[-1]
+                "--output-dir", out, "--batch-size", "16", "--maxsteps", "40",
+                "--lr", "1e-4", "--warmup", "4", "--doc-maxlen", str(DOC_MAXLEN), "--val-beir", dev,
+                "--val-split", "dev", "--val-docs", "100000", "--save-every", "10",
+                "--keep-checkpoints", "0"]).strip().splitlines()[-1]
+    # validation by retrieval: each checkpoint's score is colbert eval's on the same split
+    log = [json.loads(x) for x in open(os.path.join(out, "quality", "train.jsonl"))]
+    ckpts = [x for x in log if x.get("event") == "checkpoint"]
+    assert [c["step"] for c in ckpts] == [10, 20, 30, 40]
+    evals = {}
+    for c in ckpts:
+        e = json.loads(run(["eval", "--model", c["path"], "--dataset", dev, "--split", "dev"]))
+        evals[c["step"]] = e["ndcg@10"]
+        assert abs(c["val_ndcg10"] - e["ndcg@10"]) <= 2e-3, (c, e)
+    named = int(os.path.basename(best).split("-")[1])
+    top = max(evals.values())
+    print(f"\nvalidation nDCG@10 on NFCorpus dev (40 queries, 600 documents) by step: "
+          f"{ {c['step']: round(c['val_ndcg10'], 4) for c in ckpts} }; colbert eval: "
+          f"{ {k: round(v, 4) for k, v in evals.items()} }; named best: step {named}")
+    assert evals[named] >= top - 2e-3
+    assert named > ckpts[0]["step"] and evals[named] > evals[ckpts[0]["step"]] + 0.02
     ds = heldout()
     base = json.loads(run(["eval", "--model", MODEL, "--dataset", ds, "--doc-maxlen", str(DOC_MAXLEN)]))
     trained = json.loads(run(["eval", "--model", best, "--dataset", ds]))

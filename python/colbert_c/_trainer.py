@@ -66,7 +66,7 @@ class RAGTrainer:
         pretrained_model_name: a ColBERT checkpoint (fine-tune) or a BERT-like encoder (a new
             ColBERT): a directory or a Hugging Face hub id in the local cache (nothing is downloaded).
         language_code: picks the hard-negative miner's dense model ("en", "zh", "fr", other).
-        n_usable_gpus: -1 all GPUs or the CPU; this build trains on the CPU (more than 0 warns).
+        n_usable_gpus: -1 all GPUs or the CPU, 0 the CPU (the package is built for the CPU).
         """
         for k, v in (("model_name", model_name), ("language_code", language_code)):
             if not isinstance(v, str) or not v:
@@ -186,7 +186,7 @@ class RAGTrainer:
               loss: str = "colbert", epochs: int = 1, seed: int = 12345, schedule: str = "run",
               save_every=None, keep_checkpoints=None, val_fraction: float = 0.05, val_queries: int = 128,
               val_data=None, val_beir=None, val_split: str = "dev", val_docs: int = 2000, query_maxlen=None,
-              dropout: bool = True, resume=None, threads=None, device: str = "cpu", quiet: bool = False) -> str:
+              dropout: bool = True, resume=None, threads=None, device=None, quiet: bool = False) -> str:
         """
         Train (a new ColBERT from an encoder) or fine-tune (a ColBERT checkpoint) on the files of
         prepare_training_data. Returns the best checkpoint's directory (by validation nDCG@10;
@@ -202,7 +202,8 @@ class RAGTrainer:
         save_every, keep_checkpoints, val_fraction / val_queries (held-out training queries),
         val_data (a directory of validation triples), val_beir / val_split (a BEIR split),
         val_docs, query_maxlen, dropout, resume (a step-N directory, or True for this trainer's
-        last checkpoint), threads, device ("cpu"), quiet.
+        last checkpoint), threads, device (None: a GPU if the library has CUDA and one is there,
+        else the CPU; "cpu", "cuda", "cuda:N"), quiet.
 
         Ctrl-C (SIGINT) ends the current step, writes a resumable checkpoint (self.last_checkpoint)
         and raises KeyboardInterrupt; train(resume=True) continues it.
@@ -219,13 +220,11 @@ class RAGTrainer:
             raise ValueError(f"warmup_steps={warmup_steps!r}: expected 'auto' or an integer >= 0")
         if val_beir is not None and val_data is not None:
             raise ValueError("val_beir and val_data exclude each other")
-        if device not in ("cpu", "auto"):
+        if device is not None:
             try:
-                on_cpu = _native.check_device(device)
+                _native.check_device(device)
             except ColbertError as e:
                 raise ValueError(f"device={device!r}: {e}") from None
-            if not on_cpu:
-                raise ValueError(f"device={device!r}: this build's trainer runs on the CPU only (device='cpu')")
         if resume is True:
             if self.last_checkpoint is None:
                 raise ValueError("resume=True: this trainer has no checkpoint yet (pass resume='DIR/step-N')")
@@ -253,7 +252,7 @@ class RAGTrainer:
                   val_data=None if val_data is None else os.fspath(val_data),
                   val_beir=None if val_beir is None else os.fspath(val_beir), val_split=val_split,
                   val_fraction=float(val_fraction), val_queries=val_queries, val_docs=val_docs, resume=resume,
-                  quiet=int(lib_quiet or tqdm is not None), threads=_threads(threads))
+                  quiet=int(lib_quiet or tqdm is not None), threads=_threads(threads), device=device)
         pretrained = resume if resume is not None else self.pretrained_model_path
         with _progress.Bars(tqdm):
             try:

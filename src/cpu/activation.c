@@ -55,17 +55,22 @@ void cb_cpu_add(ops_device *d, float *out, const float *a, const float *b, size_
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-/* mask[n] = keep bits; x[n] = x * mask / (1 - p) */
-void cb_cpu_dropout_forward(ops_device *d, float *x, uint8_t *mask, size_t n, float p, uint64_t seed,
-                         uint64_t stream) {
+/* mask [T, H] = keep bits, sequence by sequence (ops.h: element e of
+ * sequence q keyed by its id); x = x * mask / (1 - p) */
+void cb_cpu_dropout_forward(ops_device *d, float *x, uint8_t *mask, const ops_seqs *s, int H, float p,
+                         uint64_t seed, uint64_t stream) {
     (void)d;
+    CB_ASSERT(s->id);
     float scale = 1.0f / (1.0f - p);
-    uint64_t key = cb_ops_dropout_key(seed, stream);
     uint32_t thr = cb_ops_dropout_thr(p);
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        mask[i] = (uint8_t)cb_ops_keep_bit(key, i, thr);
-        x[i] = mask[i] ? x[i] * scale : 0.0f;
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int q = 0; q < s->n_seq; q++) {
+        uint64_t key = cb_ops_dropout_key(seed, stream, s->id[q]);
+        size_t a = (size_t)s->off[q] * H, n = (size_t)(s->off[q + 1] - s->off[q]) * H;
+        for (size_t e = 0; e < n; e++) {
+            mask[a + e] = (uint8_t)cb_ops_keep_bit(key, e, thr);
+            x[a + e] = mask[a + e] ? x[a + e] * scale : 0.0f;
+        }
     }
 }
 

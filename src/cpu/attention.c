@@ -89,7 +89,8 @@ CB_SIMD_CLONES static void softmax_row(float *row, const uint8_t *kmask, int n) 
 
 /* Probabilities of query rows i0 .. i0 + R - 1 of one head into P (rows
  * strided by ldp): scores against the packed K^T, softmax, then dropout
- * (element (i, j) keeps by hash (key, base + i n + j)) into Pd when Pd is
+ * (element (i, j) keeps by hash (key, base + i n + j): key the sequence's,
+ * base = h n^2, ops.h) into Pd when Pd is
  * not NULL (Pd may be P). Forward and backward both come here, so both see
  * the same numbers. */
 static void attention_rows(float *P, float *Pd, int ldp, const float *q, int ldq, int i0, int R, const float *KT,
@@ -112,9 +113,9 @@ void cb_cpu_attention_forward(ops_device *d, float *ctx, const float *qkv, const
     (void)d;
     int D = H / NH, S = s->n_seq;
     float scale = 1.0f / sqrtf((float)D), dscale = p_att > 0 ? 1.0f / (1.0f - p_att) : 1.0f;
-    uint64_t key = cb_ops_dropout_key(seed, stream);
     uint32_t thr = cb_ops_dropout_thr(p_att);
     size_t per = per_thread(s->max_len, D, 0);
+    CB_ASSERT(p_att <= 0 || s->id);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int job = 0; job < S * NH; job++) {
         int sq = job / NH, h = job % NH;
@@ -124,7 +125,8 @@ void cb_cpu_attention_forward(ops_device *d, float *ctx, const float *qkv, const
         float *KT = thread_slice(work, per), *V = KT + (size_t)D * n8, *P = V + (size_t)n * D;
         cb_attn_pack_t(KT, n8, k, 3 * H, n, D);
         for (int j = 0; j < n; j++) memcpy(V + (size_t)j * D, v + (size_t)j * 3 * H, (size_t)D * sizeof(float));
-        size_t base = s->att_off[sq] * NH + (size_t)h * n * n;
+        size_t base = (size_t)h * n * n;
+        uint64_t key = p_att > 0 ? cb_ops_dropout_key(seed, stream, s->id[sq]) : 0;
         for (int i0 = 0; i0 < n; i0 += ATTN_ROWS) {
             int R = n - i0 < ATTN_ROWS ? n - i0 : ATTN_ROWS;
             attention_rows(P, p_att > 0 ? P : NULL, n8, q, 3 * H, i0, R, KT, mask ? mask + o : NULL, n, D, scale,
@@ -140,9 +142,9 @@ void cb_cpu_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, 
     (void)d;
     int D = H / NH, S = s->n_seq;
     float scale = 1.0f / sqrtf((float)D), dscale = p_att > 0 ? 1.0f / (1.0f - p_att) : 1.0f;
-    uint64_t key = cb_ops_dropout_key(seed, stream);
     uint32_t thr = cb_ops_dropout_thr(p_att);
     size_t per = per_thread(s->max_len, D, 1);
+    CB_ASSERT(p_att <= 0 || s->id);
     size_t blk = (size_t)s->max_len * cb_attn_pad(s->max_len);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int job = 0; job < S * NH; job++) {
@@ -153,7 +155,8 @@ void cb_cpu_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, 
         float *dq = d_qkv + (size_t)o * 3 * H + (size_t)h * D, *dk = dq + H, *dv = dq + 2 * H;
         const float *dc = d_ctx + (size_t)o * H + (size_t)h * D;
         float *P = thread_slice(work, per), *Pd = P + blk, *dP = Pd + blk, *KT = dP + blk;
-        size_t base = s->att_off[sq] * NH + (size_t)h * n * n;
+        size_t base = (size_t)h * n * n;
+        uint64_t key = p_att > 0 ? cb_ops_dropout_key(seed, stream, s->id[sq]) : 0;
         cb_attn_pack_t(KT, n8, k, 3 * H, n, D);
         for (int i0 = 0; i0 < n; i0 += ATTN_ROWS) {
             int R = n - i0 < ATTN_ROWS ? n - i0 : ATTN_ROWS;

@@ -55,8 +55,8 @@ void cb_cpu_layernorm_backward(ops_device *d, float *dinp, float *dw, float *db,
 void cb_cpu_gelu_forward(ops_device *d, float *out, const float *inp, size_t n);
 void cb_cpu_gelu_backward(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n);
 void cb_cpu_add(ops_device *d, float *out, const float *a, const float *b, size_t n);
-void cb_cpu_dropout_forward(ops_device *d, float *x, uint8_t *mask, size_t n, float p, uint64_t seed,
-                         uint64_t stream);
+void cb_cpu_dropout_forward(ops_device *d, float *x, uint8_t *mask, const ops_seqs *s, int H, float p,
+                         uint64_t seed, uint64_t stream);
 void cb_cpu_dropout_backward(ops_device *d, float *dx, const uint8_t *mask, size_t n, float p);
 
 size_t cb_cpu_attention_workspace(ops_device *d, int max_len, int head_dim, int train);

@@ -53,20 +53,25 @@ float cb_cpu_loss(ops_device *d, float *d_scores, loss_parts *parts, const float
     int nway = c->nway, cols = cb_loss_score_cols(c, B);
     CB_ASSERT(nway >= 1 && B >= 1 && c->accumsteps >= 1);
     memset(d_scores, 0, (size_t)B * cols * sizeof(float));
-    /* both losses are means over the B queries, then / accumsteps */
-    double scale = 1.0 / ((double)B * c->accumsteps), main = 0, ib = 0;
+    /* both losses are means over the global batch's queries (B of them in
+     * one process), then / accumsteps */
+    int Q = c->q_global > 0 ? c->q_global : B;
+    CB_ASSERT(Q >= B && (!c->ib_global || c->q_global <= 0 || c->q_first + B <= Q));
+    double scale = 1.0 / ((double)Q * c->accumsteps), main = 0, ib = 0;
     for (int b = 0; b < B && c->contrastive; b++)
-        main += cb_cpu_loss_ce_row(d_scores + (size_t)b * cols, scores + (size_t)b * cols, b * nway, 0, 0, scale, cols);
+        main += cb_cpu_loss_ce_row(d_scores + (size_t)b * cols, scores + (size_t)b * cols, cb_loss_own_col(c, B, b),
+                                   0, 0, scale, cols);
     for (int b = 0; b < B && !c->contrastive; b++) {
-        size_t own = (size_t)b * cols + (c->use_ib_negatives ? (size_t)b * nway : 0);
+        int oc = cb_loss_own_col(c, B, b);
+        size_t own = (size_t)b * cols + (size_t)oc;
         if (teacher)
             main += cb_cpu_loss_kl_row(d_scores + own, scores + own, teacher + (size_t)b * nway,
                                 c->distillation_alpha, scale, nway);
         else
             main += cb_cpu_loss_ce_row(d_scores + own, scores + own, 0, 0, 0, scale, nway);
         if (c->use_ib_negatives)
-            ib += cb_cpu_loss_ce_row(d_scores + (size_t)b * cols, scores + (size_t)b * cols, b * nway,
-                              b * nway + 1, b * nway + nway, scale, cols);
+            ib += cb_cpu_loss_ce_row(d_scores + (size_t)b * cols, scores + (size_t)b * cols, oc, oc + 1, oc + nway,
+                                     scale, cols);
     }
     if (parts) {
         parts->main = (float)(main * c->accumsteps);

@@ -1,0 +1,167 @@
+"""test_docs.py: every documented command runs as written on a fresh clone.
+
+The shell blocks of README.md and docs/*.md (fenced ```sh) run one after the
+other, each file in its own sandbox that looks like a fresh clone after the
+README's set-up: `build/colbert` and `colbert` on PATH are the real binary,
+`.venv` the real environment, `tests/`, `scripts/` and `examples/` the
+repository's, and `../shared/datasets/nfcorpus` a small cut of NFCorpus (the
+first train, dev and test queries, their judged documents and a sample of
+the rest). Commands run as written, at small size: `colbert train` gets
+`--batch-size 4 --doc-maxlen 32 --val-docs 80` appended, `colbert eval`
+`--max-queries 4` (a later option wins), so a documented run of 150 steps
+still takes its 150 steps.
+
+Not run: `make` lines (this test runs inside `make test`, which has built
+everything; `make demo` is the demo), `pip install` lines (the Python
+package: tests/test_python.py installs it into a fresh venv and tests that
+install), `scripts/setup.sh` (the set-up
+itself), and blocks fenced ```sh bench (benchmarks, each tens of minutes,
+documented with the machine they were measured on). Python and C blocks are
+examples of the APIs; their tests are tests/test_python*.py and
+tests/test_libcolbert.c.
+
+The README's three-command example is also checked for what issue 18 asks:
+with --maxsteps 150 it warms up over 15 steps and saves at least three
+checkpoints.
+"""
+import glob
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = os.environ["COLBERT_ROOT"]
+BIN = os.environ["COLBERT_BIN"]
+DATA = os.environ["COLBERT_DATASETS"]
+TMP = os.environ["COLBERT_TMP"]
+NF = os.path.join(DATA, "nfcorpus")
+DOCS = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
+
+WRAPPER = """#!/usr/bin/env bash
+# the real colbert, at small size for train and eval (a later option wins)
+case "$1" in
+    train) exec "{bin}" "$@" --batch-size 4 --doc-maxlen 32 --val-docs 80 --val-queries 16 --threads 2 ;;
+    eval) exec "{bin}" "$@" --max-queries 4 --threads 2 ;;
+    *) exec "{bin}" "$@" ;;
+esac
+"""
+
+
+def blocks(path):
+    """(first line number, text) of each ```sh block of a Markdown file."""
+    out, cur, start, kind = [], None, 0, None
+    for i, line in enumerate(open(path, encoding="utf-8"), 1):
+        m = re.match(r"^```(\S*)(?:\s+(\S+))?\s*$", line)
+        if m and cur is None:
+            kind = (m.group(1), m.group(2))
+            cur, start = [], i + 1
+        elif line.startswith("```") and cur is not None:
+            if kind[0] == "sh" and kind[1] != "bench":
+                out.append((start, "".join(cur)))
+            cur = None
+        elif cur is not None:
+            cur.append(line)
+    return out
+
+
+def runnable(text):
+    """The block without what this test does not run (see the docstring)."""
+    keep = []
+    for line in text.replace("\\\n", " ").splitlines():
+        s = line.strip()
+        if re.match(r"^make(\s|$)", s) or re.match(r"^pip install(\s|$)", s) or s.startswith("bash scripts/setup"):
+            continue
+        keep.append(line)
+    return "\n".join(keep)
+
+
+def small_nfcorpus(dst):
+    """NFCorpus cut: the first 8 train, 6 dev and 6 test queries, their
+    judged documents and 60 others."""
+    os.makedirs(os.path.join(dst, "qrels"), exist_ok=True)
+    keep_q, keep_d = set(), set()
+    for split, n in (("train", 8), ("dev", 6), ("test", 6)):
+        lines = open(os.path.join(NF, "qrels", f"{split}.tsv")).read().splitlines()
+        qids = []
+        for ln in lines[1:]:
+            q = ln.split("\t")[0]
+            if q not in qids:
+                qids.append(q)
+        qs = set(qids[:n])
+        rel = [ln for ln in lines[1:] if ln.split("\t")[0] in qs]
+        keep_q |= qs
+        keep_d |= {ln.split("\t")[1] for ln in rel}
+        with open(os.path.join(dst, "qrels", f"{split}.tsv"), "w") as f:
+            f.write(lines[0] + "\n" + "\n".join(rel) + "\n")
+    corpus = open(os.path.join(NF, "corpus.jsonl")).read().splitlines()
+    others = [i for i, ln in enumerate(corpus) if json.loads(ln)["_id"] not in keep_d]
+    random.Random(18).shuffle(others)
+    fill = set(others[:60])
+    with open(os.path.join(dst, "corpus.jsonl"), "w") as f:
+        for i, ln in enumerate(corpus):
+            if i in fill or json.loads(ln)["_id"] in keep_d:
+                f.write(ln + "\n")
+    with open(os.path.join(dst, "queries.jsonl"), "w") as f:
+        for ln in open(os.path.join(NF, "queries.jsonl")):
+            if json.loads(ln)["_id"] in keep_q:
+                f.write(ln)
+
+
+def sandbox(name):
+    base = os.path.join(TMP, "docs", name)
+    repo = os.path.join(base, "repo")
+    os.makedirs(os.path.join(repo, "build"))
+    os.makedirs(os.path.join(base, "bin"))
+    for d in ("tests", "scripts", "examples", "src", "cli", "bench", "docs"):
+        if os.path.exists(os.path.join(ROOT, d)):
+            os.symlink(os.path.join(ROOT, d), os.path.join(repo, d))
+    os.symlink(os.path.join(ROOT, ".venv"), os.path.join(repo, ".venv"))
+    for f in ("Makefile", "README.md", "requirements.txt"):
+        os.symlink(os.path.join(ROOT, f), os.path.join(repo, f))
+    for p in (os.path.join(repo, "build", "colbert"), os.path.join(base, "bin", "colbert")):
+        with open(p, "w") as f:
+            f.write(WRAPPER.format(bin=BIN))
+        os.chmod(p, 0o755)
+    for lib in glob.glob(os.path.join(ROOT, "build", "libcolbert.a")):
+        os.symlink(lib, os.path.join(repo, "build", "libcolbert.a"))
+    shared = os.path.join(base, "shared", "datasets")
+    small_nfcorpus(os.path.join(shared, "nfcorpus"))
+    return base, repo
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_documented_commands_run(doc):
+    bl = blocks(os.path.join(ROOT, doc))
+    if not bl:
+        pytest.skip(f"{doc}: no shell block")
+    base, repo = sandbox(doc.replace("/", "_"))
+    env = dict(os.environ, PATH=os.path.join(base, "bin") + os.pathsep + os.environ["PATH"],
+               COLBERT_DATASETS=os.path.join(base, "shared", "datasets"))
+    for line, text in bl:
+        script = runnable(text)
+        if not script.strip():
+            continue
+        r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=repo, env=env,
+                           capture_output=True, text=True, timeout=1200)
+        print(f"\n{doc}:{line}: exit {r.returncode}")
+        assert r.returncode == 0, f"{doc}:{line}: the documented block fails:\n{script}\n--- stderr:\n{r.stderr[-3000:]}"
+        if doc == "README.md" and "colbert train" in script and "--maxsteps 150" in script:
+            check_readme_run(repo, r.stderr)
+
+
+def check_readme_run(repo, stderr):
+    """The README's example: 150 steps, warmup over 15, >= 3 checkpoints."""
+    m = re.search(r"--model-name (\S+)", open(os.path.join(ROOT, "README.md")).read())
+    run = os.path.join(repo, "checkpoints", m.group(1))
+    log = [json.loads(x) for x in open(os.path.join(run, "train.jsonl"))]
+    steps = [x for x in log if "event" not in x]
+    ckpts = [x for x in log if x.get("event") == "checkpoint"]
+    assert len(steps) == 150
+    assert "linear warmup over 15 steps" in stderr
+    peak = max(x["lr"] for x in steps)
+    assert steps[15]["lr"] == peak and steps[14]["lr"] < peak     # the rate peaks at step 16 (s = 15)
+    assert len(ckpts) >= 3, ckpts
