@@ -10,6 +10,7 @@
 #                   "N passed, N failed")
 #   make gpu-bundle the prepared folder gpu/ for the GPU machine (see
 #                   scripts/gpu_check.sh)
+#   make fuzz       the libFuzzer targets of fuzz/, FUZZ_SECONDS each (clang)
 #   make pylib      build-py/libcolbert.so, the shared library of the Python
 #                   package (pip install . runs it): portable, see PYARCH
 # Variables: CC, ARCH (default -march=native), OMP=0 to build without OpenMP,
@@ -171,7 +172,7 @@ TESTS_SAN := $(TESTSRC:tests/%.c=$(SAN)/tests/%)
 setup:
 	bash scripts/setup.sh
 
-test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert $(BUILD)/tests/mpi_step
+test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert $(BUILD)/tests/mpi_step fuzz-build
 	bash tests/run.sh
 
 # ---- CUDA tests (need a GPU: not part of make test) -------------------------
@@ -217,5 +218,34 @@ print-libs:
 print-cflags:
 	@echo $(DEP_CFLAGS)
 
+# ---- fuzzing (libFuzzer; clang) -------------------------------------------
+#   make fuzz-build           the targets of fuzz/ (fuzz/README.md)
+#   make fuzz FUZZ_SECONDS=N  run each for N seconds (default 60) from its
+#                             committed seed corpus; any crash fails
+# The library is rebuilt with clang, ASan, UBSan and coverage
+# instrumentation into build-fuzz/ (no OpenMP: one thread per target).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ         := build-fuzz
+FUZZ_CFLAGS  := -O1 $(ARCH) -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=undefined
+FUZZSRC      := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BINS    := $(FUZZSRC:fuzz/%.c=$(FUZZ)/%)
+
+$(FUZZ)/obj/%.o: src/%.c $(HDR)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(STD) $(WARN) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(DEP_CFLAGS) -c $< -o $@
+$(FUZZ)/libcolbert.a: $(SRC:src/%.c=$(FUZZ)/obj/%.o)
+	rm -f $@
+	ar rcs $@ $^
+$(FUZZ)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ)/libcolbert.a $(HDR)
+	$(FUZZ_CC) $(STD) $(WARN) $(FUZZ_CFLAGS) -fsanitize=fuzzer -DCB_FUZZ_DATA='"$(CURDIR)/fuzz/data"' \
+	    $(DEP_CFLAGS) -Isrc $< $(FUZZ)/libcolbert.a $(DEP_LIBS) -o $@
+
+.PHONY: fuzz fuzz-build
+fuzz-build: $(FUZZ_BINS)
+fuzz: fuzz-build
+	bash fuzz/run.sh $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(BUILD) $(SAN) build-gpu gpu $(PYBUILD)
+	rm -rf $(BUILD) $(SAN) $(FUZZ) build-gpu gpu $(PYBUILD)

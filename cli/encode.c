@@ -7,6 +7,8 @@
 #include "npy.h"
 #include "safetensors.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 
 static const char *ENCODE_HELP =
@@ -21,7 +23,8 @@ static const char *ENCODE_HELP =
     "  --model M          model directory, or hub id from the local Hugging Face cache\n"
     "  --input FILE       input texts, one per line ('-' for stdin)\n"
     "  --output OUT       .npy, or .safetensors (tensor \"embeddings\"); written to a\n"
-    "                     temporary name and renamed when complete\n"
+    "                     temporary name and renamed when complete; its room on\n"
+    "                     disk is checked (allocated) before anything is encoded\n"
     "  --token-vectors    write the last hidden states of every token instead,\n"
     "                     [total tokens, hidden] in input order, and the tokens per\n"
     "                     text as int32 [N]: OUT.npy + OUT.lengths.npy, or tensors\n"
@@ -38,6 +41,56 @@ static const char *ENCODE_HELP =
     "  --quiet            no progress bar\n"
     "  -h, --help         this help\n";
 
+/* Before anything is encoded, make sure the output can be written: create
+ * each file's temporary (the name its writer will use) and allocate its
+ * size on disk (posix_fallocate), then let both go. An unwritable
+ * directory, a full disk or a file size limit is then an error at once,
+ * not after the whole encoding. bytes[i]: the data of file i; the headers
+ * (.npy and .safetensors: well under 1 KiB) are added. */
+static int reserve_outputs(const char *const *paths, const uint64_t *bytes, int n, cb_err *err) {
+    FILE *f[2] = {NULL, NULL};
+    char *tmp[2] = {NULL, NULL};
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        if (cb_dir_exists(paths[i])) {   /* the final rename would fail */
+            rc = cb_err_set(err, "%s: is a directory; nothing was encoded", paths[i]);
+            break;
+        }
+        if (!(f[i] = cb_out_open(paths[i], &tmp[i], err))) {
+            rc = -1;
+            break;
+        }
+        uint64_t want = bytes[i] + 1024;
+        int e = posix_fallocate(fileno(f[i]), 0, (off_t)want);
+        if (e)
+            rc = cb_err_set(err, "%s: no room for the output (%.1f MB): %s; nothing was encoded", paths[i],
+                            (double)want / 1e6, strerror(e));
+    }
+    for (int i = 0; i < n; i++) cb_out_abort(f[i], tmp[i]);
+    return rc;
+}
+
+/* OUT.lengths.npy beside OUT.npy (caller frees). */
+static char *lengths_path(const char *output) {
+    size_t olen = strlen(output);
+    char *lpath = cb_xmalloc(olen + 16);
+    memcpy(lpath, output, olen - 4);
+    strcpy(lpath + olen - 4, ".lengths.npy");
+    return lpath;
+}
+
+/* The ragged outputs of write_ragged: total vectors of dim floats and n lengths. */
+static int reserve_ragged(const char *output, uint64_t total, int n, int dim, cb_err *err) {
+    size_t olen = strlen(output);
+    uint64_t vec = total * (uint64_t)dim * 4, len = (uint64_t)n * 4;
+    if (olen > 12 && !strcmp(output + olen - 12, ".safetensors"))
+        return reserve_outputs((const char *[]){output}, (uint64_t[]){vec + len}, 1, err);
+    char *lpath = lengths_path(output);
+    int rc = reserve_outputs((const char *[]){output, lpath}, (uint64_t[]){vec, len}, 2, err);
+    free(lpath);
+    return rc;
+}
+
 /* Ragged vectors: OUT.npy [sum lengths, dim] and OUT.lengths.npy [n] int32,
  * or tensors "vectors" and "lengths" in OUT.safetensors. */
 static int write_ragged(const char *output, const float *vec, const int *L, int n, int dim, cb_err *err) {
@@ -49,9 +102,7 @@ static int write_ragged(const char *output, const float *vec, const int *L, int 
         return cb_st_write(output, t, 2, err);
     }
     int64_t shape[2] = {total, dim}, lshape[1] = {n};
-    char *lpath = cb_xmalloc(olen + 16);
-    memcpy(lpath, output, olen - 4);
-    strcpy(lpath + olen - 4, ".lengths.npy");
+    char *lpath = lengths_path(output);
     int rc = cb_npy_write(lpath, "<i4", L, 1, lshape, err);
     if (!rc) rc = cb_npy_write(output, "<f4", vec, 2, shape, err);
     if (rc) remove(lpath);
@@ -63,15 +114,39 @@ static int write_ragged(const char *output, const float *vec, const int *L, int 
 static int encode_colbert(ops_device *dev, const char *model, const char *input, const char *output, int queries,
                           int quiet) {
     cb_err err = {{0}};
+    colmodel m;
+    if (cb_encode_colbert_load(&m, dev, model, &err)) {   /* as the Python package's encode loads it */
+        fprintf(stderr, "colbert: error: %s\n", err.msg);
+        return 1;
+    }
+    m.quiet = quiet;
     char *buf, **lines;
     size_t *lens;
     int n = cli_read_lines(input, &buf, &lines, &lens, &err), rc = 0;
     if (n < 0) {
         fprintf(stderr, "colbert: error: %s\n", err.msg);
+        cb_colmodel_free(&m);
         return 1;
     }
-    colbert_vectors v;
-    rc = cb_encode_colbert_job(&v, dev, model, (const char *const *)lines, lens, n, queries, quiet, &err);
+    int D = m.cc.dim;
+    if (queries) {
+        uint64_t bytes = (uint64_t)n * m.cc.query_maxlen * D * 4;
+        rc = reserve_outputs((const char *[]){output}, &bytes, 1, &err);
+    } else {   /* the kept (not punctuation) tokens of each document, as the encoder counts them */
+        uint64_t total = 0;
+        int32_t *ids = cb_xmalloc((size_t)m.cc.doc_maxlen * sizeof *ids);
+        uint8_t *keep = cb_xmalloc((size_t)m.cc.doc_maxlen);
+        for (int i = 0; i < n; i++) {
+            int k = cb_colbert_doc_ids(ids, &m.vocab, m.tok, lines[i], lens[i], &m.cc);
+            cb_colbert_doc_keep(keep, ids, k, &m.vocab, m.cc.mask_punctuation);
+            for (int t = 0; t < k; t++) total += keep[t];
+        }
+        free(ids);
+        free(keep);
+        rc = reserve_ragged(output, total, n, D, &err);
+    }
+    colbert_vectors v = {0};
+    if (!rc) rc = cb_encode_colbert_run(&v, &m, (const char *const *)lines, lens, n, queries, &err);
     if (!rc && queries) {
         int64_t shape[3] = {n, v.query_maxlen, v.dim};
         rc = cb_npy_write(output, "<f4", v.vectors, 3, shape, &err);
@@ -83,6 +158,7 @@ static int encode_colbert(ops_device *dev, const char *model, const char *input,
     free(buf);
     free(lines);
     free(lens);
+    cb_colmodel_free(&m);
     return rc ? 1 : 0;
 }
 
@@ -180,6 +256,17 @@ int cli_encode(int argc, char **argv) {
     int H = e.bert.cfg.hidden_size, rc = 0;
     double t0 = cb_now();
     if (!token_vectors) {
+        uint64_t bytes = (uint64_t)n * H * 4;
+        rc = reserve_outputs((const char *[]){output}, &bytes, 1, &err);
+    } else {   /* the tokens of each text, as the encoder will count them */
+        uint64_t total = 0;
+        int32_t *ids = cb_xmalloc((size_t)e.max_len * sizeof *ids);
+        for (int i = 0; i < n; i++) total += (uint64_t)cb_encoder_tokenize(&e, lines[i], lens[i], ids);
+        free(ids);
+        rc = reserve_ragged(output, total, n, H, &err);
+    }
+    if (rc) {
+    } else if (!token_vectors) {
         float *out = cb_xmalloc((size_t)(n ? n : 1) * H * sizeof(float));
         int64_t shape[2] = {n, H};
         rc = cb_encoder_embed(&e, (const char *const *)lines, lens, n, out, &err);

@@ -86,6 +86,9 @@ static void usage(FILE *f) {
 "                           MaxSim; the best checkpoint has the highest nDCG@10.\n"
 "  --resume DIR             continue from a checkpoint (its run's options; the\n"
 "                           result is bit-identical to an uninterrupted run)\n"
+"  --overwrite              replace an earlier run of OUTPUT_DIR/NAME (finished\n"
+"                           or not: its checkpoints, log and curve are deleted);\n"
+"                           without it such a directory is refused\n"
 "\n"
 "  --threads N              threads (default: all cores)\n"
 "  --quiet                  no progress line\n"
@@ -103,7 +106,8 @@ enum { OPT_MODEL_NAME = 256, OPT_PRETRAINED, OPT_LANGUAGE, OPT_GPUS, OPT_DATA, O
        OPT_MAXSTEPS, OPT_EPOCHS, OPT_LR, OPT_WARMUP, OPT_DIM, OPT_DOC_MAXLEN, OPT_QUERY_MAXLEN, OPT_NBITS,
        OPT_NO_IB_NEGATIVES, OPT_LOSS, OPT_RELU, OPT_NO_DROPOUT, OPT_SEED, OPT_OUTPUT_DIR, OPT_SAVE_EVERY,
        OPT_KEEP_CHECKPOINTS, OPT_VAL_DATA, OPT_VAL_FRACTION, OPT_VAL_QUERIES, OPT_RESUME, OPT_THREADS, OPT_QUIET,
-       OPT_SCHEDULE, OPT_VAL_BEIR, OPT_VAL_SPLIT, OPT_VAL_DOCS, OPT_DEVICE, OPT_PRECISION, OPT_IB_SCOPE };
+       OPT_SCHEDULE, OPT_VAL_BEIR, OPT_VAL_SPLIT, OPT_VAL_DOCS, OPT_DEVICE, OPT_PRECISION, OPT_IB_SCOPE,
+       OPT_OVERWRITE };
 static const struct option TRAIN_OPTS[] = {
     {"model-name", required_argument, NULL, OPT_MODEL_NAME},
     {"pretrained", required_argument, NULL, OPT_PRETRAINED},
@@ -137,6 +141,7 @@ static const struct option TRAIN_OPTS[] = {
     {"val-split", required_argument, NULL, OPT_VAL_SPLIT},
     {"val-docs", required_argument, NULL, OPT_VAL_DOCS},
     {"resume", required_argument, NULL, OPT_RESUME},
+    {"overwrite", no_argument, NULL, OPT_OVERWRITE},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"device", required_argument, NULL, OPT_DEVICE},
@@ -178,6 +183,7 @@ int cli_train(int argc, char **argv) {
         case OPT_PRETRAINED: pretrained = v; others++; break;
         case OPT_LANGUAGE: lang = v; others++; break;
         case OPT_DATA: o.data_dir = v; others++; break;
+        case OPT_OVERWRITE: o.overwrite = 1; others++; break;
         case OPT_OUTPUT_DIR: o.output_dir = v; others++; break;
         case OPT_VAL_DATA: o.val_data = v; others++; break;
         case OPT_VAL_BEIR: o.val_beir = v; others++; break;

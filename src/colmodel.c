@@ -9,6 +9,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -23,32 +25,54 @@ static int meta_int(json_t *o, const char *key, int *dst, const char *path, cb_e
     return cb_err_set(err, "%s: \"%s\" must be an integer or a boolean", path, key);
 }
 
-/* Read the ColBERT settings of artifact.metadata into cc. */
-static int read_metadata(colmodel *m, const char *path, cb_err *err) {
-    size_t len;
-    char *text = cb_read_file(path, &len, err);
-    if (!text) return -1;
+int cb_colbert_metadata_parse(colbert_config *cc, int *dim_given, const char *text, size_t len, const char *path,
+                              cb_err *err) {
     json_error_t je;
     json_t *root = json_loadb(text, len, 0, &je);
-    if (!root || !json_is_object(root)) {
-        cb_err_set(err, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column,
-                   root ? "expected an object" : je.text);
+    if (!root) return cb_err_set(err, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column, je.text);
+    if (!json_is_object(root)) {
         json_decref(root);
-        free(text);
-        return -1;
+        return cb_err_set(err, "%s: expected a JSON object at the top level", path);
     }
     json_t *o = json_object_get(root, "config");  /* colbert-ai accepts {"config": {...}} too */
     if (!json_is_object(o)) o = root;
-    int rc = meta_int(o, "query_maxlen", &m->cc.query_maxlen, path, err);
-    rc = rc ? rc : meta_int(o, "doc_maxlen", &m->cc.doc_maxlen, path, err);
-    rc = rc ? rc : meta_int(o, "dim", &m->cc.dim, path, err);
-    rc = rc ? rc : meta_int(o, "mask_punctuation", &m->cc.mask_punctuation, path, err);
-    rc = rc ? rc : meta_int(o, "attend_to_mask_tokens", &m->cc.attend_to_mask_tokens, path, err);
-    rc = rc ? rc : meta_int(o, "relu", &m->cc.relu, path, err);
+    int dim = INT_MIN;
+    int rc = meta_int(o, "query_maxlen", &cc->query_maxlen, path, err);
+    rc = rc ? rc : meta_int(o, "doc_maxlen", &cc->doc_maxlen, path, err);
+    rc = rc ? rc : meta_int(o, "dim", &dim, path, err);
+    rc = rc ? rc : meta_int(o, "mask_punctuation", &cc->mask_punctuation, path, err);
+    rc = rc ? rc : meta_int(o, "attend_to_mask_tokens", &cc->attend_to_mask_tokens, path, err);
+    rc = rc ? rc : meta_int(o, "relu", &cc->relu, path, err);
     json_decref(root);
-    if (rc) { free(text); return -1; }
+    if (rc) return -1;
+    *dim_given = 0;
+    if (dim != INT_MIN) cc->dim = *dim_given = dim;
+    /* the lengths are checked against the model's positions at load */
+    if (cc->dim < 1 || cc->dim > 65536 || cc->query_maxlen < 4 || cc->doc_maxlen < 3)
+        return cb_err_set(err, "%s: ColBERT settings out of range (dim %d: 1 .. 65536, query_maxlen %d: >= 4, "
+                          "doc_maxlen %d: >= 3)", path, cc->dim, cc->query_maxlen, cc->doc_maxlen);
+    return 0;
+}
+
+/* Read the ColBERT settings of artifact.metadata into m->cc (and its dim,
+ * 0 when absent, into *dim_given); m->metadata keeps the text. */
+static int read_metadata(colmodel *m, const char *path, int *dim_given, cb_err *err) {
+    size_t len;
+    char *text = cb_read_file(path, &len, err);
+    if (!text) return -1;
+    if (cb_colbert_metadata_parse(&m->cc, dim_given, text, len, path, err)) {
+        free(text);
+        return -1;
+    }
     m->metadata = text;
     return 0;
+}
+
+/* Every tokenizer id must have a row in the word embeddings. */
+static int check_vocab(const colmodel *m, cb_err *err) {
+    char from[600];
+    snprintf(from, sizeof from, "%.500s/config.json (vocab_size %d)", m->dir, m->bert.cfg.vocab_size);
+    return cb_tokenizer_check_ids(m->tok, m->bert.cfg.vocab_size, from, err);
 }
 
 int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, uint64_t seed, cb_err *err) {
@@ -61,10 +85,12 @@ int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, ui
     if (!(m->tok = cb_tokenizer_load(m->dir, err))) goto fail;
     if (cb_colbert_vocab_init(&m->vocab, m->tok, err)) goto fail;
     if (cb_bert_load(&m->bert, dev, m->dir, err)) goto fail;
+    if (check_vocab(m, err)) goto fail;
     int H = m->bert.cfg.hidden_size;
     char *meta = cb_path_join(m->dir, "artifact.metadata");
     int has_meta = cb_file_exists(meta);
-    int rc = has_meta ? read_metadata(m, meta, err) : 0;
+    int meta_dim = 0;   /* the metadata's dim, 0 when it gives none */
+    int rc = has_meta ? read_metadata(m, meta, &meta_dim, err) : 0;
     free(meta);
     if (rc) goto fail;
     char *stp = cb_path_join(m->dir, "model.safetensors");
@@ -79,6 +105,13 @@ int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, ui
             cb_err_set(err, "%s/model.safetensors: linear.weight has shape [%lld, %lld], expected "
                        "[dim, %d]", m->dir, (long long)lt->shape[0],
                        (long long)(lt->ndim > 1 ? lt->shape[1] : 0), H);
+            cb_st_close(&f);
+            goto fail;
+        }
+        if (meta_dim && meta_dim != lt->shape[0]) {
+            cb_err_set(err, "%s/artifact.metadata: dim %d disagrees with linear.weight of model.safetensors, "
+                       "shape [%lld, %d] (dim %lld); the checkpoint is inconsistent", m->dir, meta_dim,
+                       (long long)lt->shape[0], H, (long long)lt->shape[0]);
             cb_st_close(&f);
             goto fail;
         }
@@ -181,6 +214,20 @@ int cb_colmodel_queries_per_batch(const colmodel *m) {
     return bt / m->cc.query_maxlen;
 }
 
+/* Vectors of text i: v[off(i) * D .. off(i + 1) * D), off(i) = offs ?
+ * offs[i] : i * per. A NaN or infinity (finite weights that overflow on
+ * some input) is an error, never an output. */
+static int check_finite(const float *v, const size_t *offs, size_t per, int n, int D, cb_err *err) {
+    for (int i = 0; i < n; i++) {
+        size_t a = offs ? offs[i] : (size_t)i * per, b = offs ? offs[i + 1] : (size_t)(i + 1) * per;
+        for (size_t j = a * (size_t)D; j < b * (size_t)D; j++)
+            if (!isfinite(v[j]))
+                return cb_err_set(err, "text %d: the model's output is not finite (its weights overflow on this "
+                                  "text); nothing is written (HINT: check the model's weights)", i + 1);
+    }
+    return 0;
+}
+
 int cb_colmodel_encode_queries(colmodel *m, const char *const *texts, const size_t *lens, int n, float *out,
                             cb_err *err) {
     if (buffers(m, err)) return -1;
@@ -201,7 +248,7 @@ int cb_colmodel_encode_queries(colmodel *m, const char *const *texts, const size
         cb_progress_update(&pg, s + nb);
     }
     cb_progress_finish(&pg);
-    return 0;
+    return check_finite(out, NULL, (size_t)Lq, n, D, err);
 }
 
 int cb_colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,
@@ -256,6 +303,7 @@ int cb_colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t 
     }
     cb_progress_finish(&pg);
     cb_batch_plan_free(&bp);
+    if (check_finite(vec, off, 0, n, D, err)) goto fail;
     free(ids);
     free(ntok);
     free(off);

@@ -54,6 +54,14 @@ typedef struct colmodel {
 int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, uint64_t seed, cb_err *err);
 void cb_colmodel_free(colmodel *m);
 
+/* The ColBERT settings of an artifact.metadata text[0..len) (path names it
+ * in messages) over cc: query_maxlen, doc_maxlen, dim, mask_punctuation,
+ * attend_to_mask_tokens, relu, at the top level or under "config". *dim_given
+ * = the dim it sets, 0 when it has none. 0, or -1 with err ("PATH:LINE:COL:
+ * invalid JSON", a key of the wrong type, a setting out of range). */
+int cb_colbert_metadata_parse(colbert_config *cc, int *dim_given, const char *text, size_t len, const char *path,
+                              cb_err *err);
+
 /* out[n, query_maxlen, dim] (host), in batches of
  * cb_colmodel_queries_per_batch queries (a query's vectors depend only on
  * the batch it is in: ranks that split the queries at multiples of it get

@@ -160,6 +160,12 @@ int cb_data_lines_next(data_lines *r, char **line, size_t *len, cb_err *err) {
                 s += 3;
                 n -= 3;
             }
+            /* A NUL byte is no text: the file is binary or corrupt (and a
+             * NUL inside a field would cut the text short downstream). */
+            const char *z = memchr(s, '\0', n);
+            if (z)
+                return cb_err_set(err, "%s:%lld: a NUL byte at column %zu (not a text file?)", r->path,
+                                  (long long)r->lineno, (size_t)(z - s) + 1);
             *line = s;
             *len = n;
             return 1;
@@ -213,6 +219,52 @@ void cb_data_lines_close(data_lines *r) {
 }
 
 /* ======================================================================== */
+/* Content hash                                                             */
+/* ======================================================================== */
+
+/* Little-endian 8-byte words, each mixed in with a multiply-rotate; the
+ * partial last word and the length go in at the end (splitmix64 finish). */
+static uint64_t hash_word(uint64_t h, uint64_t w) {
+    h ^= w * 0x9e3779b97f4a7c15ULL;
+    h = (h << 31 | h >> 33) * 0xbf58476d1ce4e5b9ULL;
+    return h;
+}
+
+void cb_data_hash_init(data_hash *d) { memset(d, 0, sizeof *d); }
+
+void cb_data_hash_update(data_hash *d, const void *p, size_t n) {
+    const unsigned char *s = p;
+    while (n && (d->bytes & 7)) {   /* finish the partial word */
+        d->tail |= (uint64_t)*s++ << (8 * (d->bytes & 7));
+        d->bytes++;
+        n--;
+        if (!(d->bytes & 7)) {
+            d->h = hash_word(d->h, d->tail);
+            d->tail = 0;
+        }
+    }
+    for (; n >= 8; n -= 8, s += 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);   /* x86-64 and the other targets are little-endian */
+        d->h = hash_word(d->h, w);
+        d->bytes += 8;
+    }
+    for (; n; n--) {
+        d->tail |= (uint64_t)*s++ << (8 * (d->bytes & 7));
+        d->bytes++;
+    }
+}
+
+uint64_t cb_data_hash_final(const data_hash *d) {
+    uint64_t h = hash_word(hash_word(d->h, d->tail), d->bytes);
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebULL;
+    return h ^ (h >> 31);
+}
+
+/* ======================================================================== */
 /* Writer                                                                   */
 /* ======================================================================== */
 
@@ -224,6 +276,7 @@ int cb_data_writer_init(data_writer *w, FILE *f, cb_err *err) {
 }
 
 static void wflush(data_writer *w) {
+    cb_data_hash_update(&w->hash, w->buf, w->n);
     if (w->n && !w->failed && fwrite(w->buf, 1, w->n, w->f) != w->n) {
         w->failed = 1;
         w->err_no = errno;
@@ -263,7 +316,7 @@ void cb_data_write_text_line(data_writer *w, uint64_t id, const char *text, size
     *o++ = '\t';
     for (size_t i = 0; i < len; i++) {
         char c = text[i];
-        o[i] = (c == '\t' || c == '\n' || c == '\r') ? ' ' : c;
+        o[i] = (c == '\t' || c == '\n' || c == '\r' || c == '\0') ? ' ' : c;
     }
     o += len;
     *o++ = '\n';

@@ -6,8 +6,8 @@
  *   - data_lines: a streaming line reader (bounded memory, any line length):
  *     strips "\n", "\r\n" and a leading UTF-8 byte-order mark, counts lines
  *     for error messages, reports bytes read for progress bars;
- *   - data_writer: buffered output of "id<TAB>text" lines (tabs, newlines and
- *     carriage returns in the text become spaces) and JSON id arrays;
+ *   - data_writer: buffered output of "id<TAB>text" lines (tabs, newlines,
+ *     carriage returns and NULs in the text become spaces) and JSON id arrays;
  *   - data_json.h: a strict one-line JSON parser (included here);
  *   - data_load.h: the three ColBERT training files (included here).
  *
@@ -68,7 +68,8 @@ int cb_data_lines_open(data_lines *r, const char *path, cb_err *err);
 int cb_data_lines_open_mem(data_lines *r, const char *name, const char *data, size_t len, cb_err *err);
 /* Next line without its terminator, NUL-terminated and writable until the
  * next call: returns 1 with *line, *len set; 0 at end of file; -1 on a read
- * error (err set). */
+ * error or a line holding a NUL byte (err "PATH:LINE: a NUL byte at column
+ * C"). */
 int cb_data_lines_next(data_lines *r, char **line, size_t *len, cb_err *err);
 /* The same for the next line that is not blank (cb_data_is_blank); pg (may be
  * NULL) is updated with the MB read so far every 4096 lines. */
@@ -79,12 +80,25 @@ void cb_data_lines_close(data_lines *r);
 int cb_data_lines_err(cb_err *err, const data_lines *r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* ---- content hash ------------------------------------------------------- */
+
+/* A fast 64-bit hash of a byte stream (not cryptographic: it tells one
+ * version of a file from another, as prepare's manifest needs). The value
+ * depends only on the bytes, not on how they were split into updates. */
+typedef struct data_hash {
+    uint64_t h, bytes, tail;
+} data_hash;
+void cb_data_hash_init(data_hash *d);
+void cb_data_hash_update(data_hash *d, const void *p, size_t n);
+uint64_t cb_data_hash_final(const data_hash *d);
+
 /* ---- buffered writer ---------------------------------------------------- */
 
 typedef struct data_writer {
     FILE *f;
     char *buf;
     size_t n, cap;
+    data_hash hash;     /* of every byte written so far */
     int failed;         /* a write failed (errno kept in err_no; ENOMEM when
                            a long line found no memory) */
     int err_no;
@@ -93,7 +107,8 @@ typedef struct data_writer {
 /* Start writing to f through a 1 MB buffer. Returns 0, or -1 with err when
  * out of memory. */
 int cb_data_writer_init(data_writer *w, FILE *f, cb_err *err);
-/* "id<TAB>text\n" with '\t', '\n', '\r' in text replaced by ' '. */
+/* "id<TAB>text\n" with '\t', '\n', '\r' and '\0' (a JSON "\u0000") in text
+ * replaced by ' '. */
 void cb_data_write_text_line(data_writer *w, uint64_t id, const char *text, size_t len);
 /* "[a,b,c]\n" for ids[0..n). */
 void cb_data_write_id_array(data_writer *w, const uint32_t *ids, size_t n);

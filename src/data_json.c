@@ -251,16 +251,23 @@ static int jnumber(jparser *jp, size_t idx) {
     dj_node *nd = &jp->j->nodes[idx];
     nd->s = s0;
     nd->len = (size_t)(p - s0);
-    char tmp[64];
-    size_t n = nd->len < sizeof tmp - 1 ? nd->len : sizeof tmp - 1;
-    memcpy(tmp, s0, n);
-    tmp[n] = '\0';
-    nd->num = strtod(tmp, NULL);
-    if (is_int && nd->len < sizeof tmp - 1) {
+    /* strtod needs a terminated copy (the line goes on after the number);
+     * a number too long for the stack buffer (a hostile "1000...0") gets a
+     * heap copy, so that its value is never that of a truncated prefix */
+    char tmp[64], *t = tmp;
+    if (nd->len >= sizeof tmp && !(t = malloc(nd->len + 1))) {
+        jp->p = s0;
+        return cb_err_set(jp->err, "out of memory: a number of %zu characters", nd->len);
+    }
+    memcpy(t, s0, nd->len);
+    t[nd->len] = '\0';
+    nd->num = strtod(t, NULL);
+    if (is_int) {
         errno = 0;
-        nd->i = strtoll(tmp, NULL, 10);
+        nd->i = strtoll(t, NULL, 10);
         nd->is_int = errno == 0;
     }
+    if (t != tmp) free(t);
     jp->p = p;
     return 0;
 }

@@ -2,21 +2,31 @@
  * colbert-ai reads them; see data_load.h. */
 #include "data.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* A decimal integer of s[0..n): 0 with *out; -1 when it is not one; -2
+ * when it is one but does not fit in int64 (colbert-ai's ids are Python
+ * ints; ours are 64-bit, and a wrapped id would silently name another
+ * text). */
 static int parse_int64(const char *s, size_t n, int64_t *out) {
-    if (n == 0 || n > 19) return -1;
+    if (n == 0) return -1;
     size_t i = 0;
     int neg = 0;
     if (s[0] == '-' || s[0] == '+') { neg = s[0] == '-'; i = 1; }
     if (i == n) return -1;
-    int64_t v = 0;
+    uint64_t v = 0, lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    int over = 0;
     for (; i < n; i++) {
         if (s[i] < '0' || s[i] > '9') return -1;
-        v = v * 10 + (s[i] - '0');
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (over || v > (lim - d) / 10) over = 1;
+        else v = v * 10 + d;
     }
-    *out = neg ? -v : v;
+    if (over) return -2;
+    *out = neg ? (v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v) : (int64_t)v;
     return 0;
 }
 
@@ -104,7 +114,14 @@ static int texts_load(data_texts *t, const char *path, int kind, cb_err *err) {
             goto fail;
         }
         int64_t id;
-        if (parse_int64(f0, (size_t)(t1 - f0), &id)) {
+        int pr = parse_int64(f0, (size_t)(t1 - f0), &id);
+        if (pr == -2) {
+            cb_err_set(err, "%s:%lld: id \"%.*s%s\" is out of range (ids are 64-bit integers, at most "
+                       "9223372036854775807 in magnitude)", path, (long long)r.lineno,
+                       (int)((t1 - f0) > 40 ? 40 : (t1 - f0)), f0, (t1 - f0) > 40 ? "..." : "");
+            goto fail;
+        }
+        if (pr) {
             cb_err_set(err, "%s:%lld: expected an integer id before the tab, found \"%.*s\"", path,
                        (long long)r.lineno, (int)((t1 - f0) > 40 ? 40 : (t1 - f0)), f0);
             goto fail;
@@ -272,6 +289,11 @@ int cb_data_triples_load(data_triples *t, const char *path, int nway, cb_err *er
                 if (sc->type != DJ_NUMBER) {
                     cb_err_set(err, "%s:%lld: expected a number as the score of passage %d, found %s",
                                path, (long long)r.lineno, k + 1, cb_data_json_type_name(sc->type));
+                    goto fail;
+                }
+                if (!(fabs(sc->num) <= FLT_MAX)) {   /* scores are float32, as colbert-ai's */
+                    cb_err_set(err, "%s:%lld: the score of passage %d, %.*s, is out of the float range",
+                               path, (long long)r.lineno, k + 1, (int)(sc->len > 40 ? 40 : sc->len), sc->s);
                     goto fail;
                 }
             }

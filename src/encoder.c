@@ -14,6 +14,9 @@ int cb_encoder_load(encoder *e, ops_device *dev, const char *name, int max_len, 
     if (cb_sbert_config_load(&e->sbert, e->dir, err)) goto fail;
     if (!(e->tok = cb_tokenizer_load(e->dir, err))) goto fail;
     if (cb_bert_load(&e->bert, dev, e->dir, err)) goto fail;
+    char from[600];   /* every tokenizer id must have a row in the word embeddings */
+    snprintf(from, sizeof from, "%.500s/config.json (vocab_size %d)", e->dir, e->bert.cfg.vocab_size);
+    if (cb_tokenizer_check_ids(e->tok, e->bert.cfg.vocab_size, from, err)) goto fail;
     e->sp = cb_tokenizer_get_specials(e->tok);
     if (e->sp.cls < 0 || e->sp.sep < 0) {
         cb_err_set(err, "%s: the vocabulary has no [CLS] or [SEP] token", e->dir);
@@ -191,9 +194,24 @@ static int gather_rows(void *vctx, cb_comm *c, const int *order, int n, const in
     return 0;
 }
 
+/* Finite weights can still overflow on some input (an activation at
+ * FLT_MAX plus more): such vectors are an error, never an output. Text i
+ * owns v[off(i) * H .. off(i + 1) * H), off(i) = offs ? offs[i] : i. */
+static int check_finite(const float *v, const size_t *offs, size_t total, int n, int H, cb_err *err) {
+    for (int i = 0; i < n; i++) {
+        size_t a = offs ? offs[i] : (size_t)i, b = offs ? (i + 1 < n ? offs[i + 1] : total) : (size_t)i + 1;
+        for (size_t j = a * (size_t)H; j < b * (size_t)H; j++)
+            if (!isfinite(v[j]))
+                return cb_err_set(err, "text %d: the model's output is not finite (its weights overflow on this "
+                                  "text); nothing is written (HINT: check the model's weights)", i + 1);
+    }
+    return 0;
+}
+
 int cb_encoder_embed(encoder *e, const char *const *texts, const size_t *lens, int n, float *out, cb_err *err) {
     embed_ctx c = {e, out};
-    return run_batches(e, texts, lens, n, pool_batch, gather_rows, &c, err);
+    if (run_batches(e, texts, lens, n, pool_batch, gather_rows, &c, err)) return -1;
+    return check_finite(out, NULL, (size_t)n, n, e->bert.cfg.hidden_size, err);
 }
 
 typedef struct tokvec_ctx { int H; int *lengths; size_t *offsets; float *vectors; } tokvec_ctx;
@@ -227,7 +245,8 @@ int cb_encoder_token_vectors(encoder *e, const char *const *texts, const size_t 
     }
     free(tmp);
     tokvec_ctx c = {H, L, offs, cb_malloc((total ? total : 1) * H * sizeof(float), "the token vectors", err)};
-    if (!c.vectors || run_batches(e, texts, lens, n, copy_batch, NULL, &c, err)) {
+    if (!c.vectors || run_batches(e, texts, lens, n, copy_batch, NULL, &c, err) ||
+        check_finite(c.vectors, offs, total, n, H, err)) {
         free(c.vectors);
         free(offs);
         free(L);

@@ -5,7 +5,8 @@
  * loop over them becomes SIMD code.
  *   cb_fast_expf: Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, and a
  *              degree-6 minimax polynomial for e^r (the classic Cephes
- *              coefficients); relative error about 2e-7 over [-87, 88].
+ *              coefficients); relative error about 2e-7 over [-87, 88];
+ *              NaN in, NaN out.
  *   cb_fast_erff: Abramowitz & Stegun 7.1.26, absolute error <= 1.5e-7.
  * Both are far below the 1e-4 tolerance of the parity tests, which use them.
  */
@@ -25,7 +26,11 @@ static inline float cb_fast_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
+    /* 2^n from the exponent bits; a NaN x (weights or activations gone
+     * bad) must give NaN, not undefined behaviour: n is 0 for the
+     * conversion then (p is NaN anyway), so the exponent stays in 1..254 */
+    float nc = n == n ? n : 0.0f;
+    int32_t bits = (int32_t)((uint32_t)((int32_t)nc + 127) << 23);
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;

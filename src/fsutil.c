@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <jansson.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -74,6 +75,35 @@ void cb_out_abort(FILE *f, char *tmp_path) {
         remove(tmp_path);
         free(tmp_path);
     }
+}
+
+int cb_out_remove_stale(const char *path, cb_err *err) {
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    size_t nb = strlen(base);
+    char dir[4096];
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else if ((size_t)(slash - path) < sizeof dir) snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    else return 0;
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 0 : cb_err_set(err, "%s: cannot list: %s", dir, strerror(errno));
+    int rc = 0;
+    struct dirent *e;
+    while (!rc && (e = readdir(d))) {
+        const char *name = e->d_name, *tail = name + nb + 5;
+        if (strncmp(name, base, nb) || strncmp(name + nb, ".tmp.", 5) || !*tail || tail[strspn(tail, "0123456789")])
+            continue;
+        long pid = strtol(tail, NULL, 10);
+        /* still being written by a live process (or by this one): keep it */
+        if (pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        struct stat st;
+        if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode)) continue;
+        if (unlinkat(dirfd(d), name, 0) && errno != ENOENT)
+            rc = cb_err_set(err, "%s/%s: cannot remove a stale temporary file: %s", dir, name, strerror(errno));
+    }
+    closedir(d);
+    return rc;
 }
 
 /* ---- directories -------------------------------------------------------- */

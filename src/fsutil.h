@@ -48,6 +48,12 @@ void cb_out_abort(FILE *f, char *tmp_path);
 int cb_out_close(FILE *f, const char *tmp_path, const char *path, cb_err *err);
 int cb_out_rename(const char *tmp_path, const char *path, cb_err *err);
 
+/* Remove the temporary files "<path>.tmp.<pid>" that a killed process
+ * left beside path: those whose pid no longer runs on this machine (a
+ * live process's, and this process's, are kept). Returns 0, or -1 with
+ * err "PATH: cannot remove a stale temporary file: why". */
+int cb_out_remove_stale(const char *path, cb_err *err);
+
 /* mkdir -p: create path and any missing parents (mode 0777, less the umask).
  * Returns 0 when path is a directory afterwards, with *created (may be NULL)
  * = 1 when path itself did not exist before the call; -1 with err "DIR:

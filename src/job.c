@@ -283,26 +283,37 @@ done:
 
 /* ---- encode --------------------------------------------------------------------- */
 
+int cb_encode_colbert_load(colmodel *m, ops_device *dev, const char *model, cb_err *err) {
+    return cb_colmodel_load(m, dev ? dev : cb_ops_cpu(), model, 0, 12345, err);
+}
+
+int cb_encode_colbert_run(colbert_vectors *out, colmodel *m, const char *const *texts, const size_t *lens, int n,
+                          int queries, cb_err *err) {
+    memset(out, 0, sizeof *out);
+    out->n = n;
+    out->dim = m->cc.dim;
+    out->query_maxlen = m->cc.query_maxlen;
+    int rc = 0;
+    if (queries) {
+        size_t count = ((size_t)n * out->query_maxlen + 1) * out->dim;
+        if (!(out->vectors = cb_malloc(count * sizeof(float), "the query vectors", err)) ||
+            cb_colmodel_encode_queries(m, texts, lens, n, out->vectors, err))
+            rc = -1;
+    } else {
+        rc = cb_colmodel_encode_docs(m, texts, lens, n, &out->lengths, &out->vectors, err);
+    }
+    if (rc) cb_colbert_vectors_free(out);
+    return rc;
+}
+
 int cb_encode_colbert_job(colbert_vectors *out, ops_device *dev, const char *model, const char *const *texts,
                           const size_t *lens, int n, int queries, int quiet, cb_err *err) {
     memset(out, 0, sizeof *out);
     colmodel m;
-    if (cb_colmodel_load(&m, dev ? dev : cb_ops_cpu(), model, 0, 12345, err)) return -1;
+    if (cb_encode_colbert_load(&m, dev, model, err)) return -1;
     m.quiet = quiet;
-    int rc = 0;
-    out->n = n;
-    out->dim = m.cc.dim;
-    out->query_maxlen = m.cc.query_maxlen;
-    if (queries) {
-        size_t count = ((size_t)n * out->query_maxlen + 1) * out->dim;
-        if (!(out->vectors = cb_malloc(count * sizeof(float), "the query vectors", err)) ||
-            cb_colmodel_encode_queries(&m, texts, lens, n, out->vectors, err))
-            rc = -1;
-    } else {
-        rc = cb_colmodel_encode_docs(&m, texts, lens, n, &out->lengths, &out->vectors, err);
-    }
+    int rc = cb_encode_colbert_run(out, &m, texts, lens, n, queries, err);
     cb_colmodel_free(&m);
-    if (rc) cb_colbert_vectors_free(out);
     return rc;
 }
 

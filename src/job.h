@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "comm.h"
+#include "colmodel.h"
 #include "common.h"
 #include "eval.h"
 #include "miner.h"
@@ -98,10 +99,15 @@ typedef struct colbert_vectors {
     int *lengths;                  /* docs: [n] kept vectors per document; NULL for queries */
 } colbert_vectors;
 
-/* Load model on dev (NULL: the CPU; a ColBERT checkpoint, or a plain
- * encoder with a new projection of 128 seeded 12345) and encode texts as
- * queries or documents. Returns 0, or -1 with err; free the result with
- * cb_colbert_vectors_free. */
+/* Load model on dev (NULL: the CPU) as `colbert encode --colbert` does: a
+ * ColBERT checkpoint, or a plain encoder with a new projection of 128
+ * seeded 12345. Returns 0, or -1 with err; cb_colmodel_free it. */
+int cb_encode_colbert_load(colmodel *m, ops_device *dev, const char *model, cb_err *err);
+/* Encode texts with m as queries or documents. Returns 0, or -1 with err;
+ * free the result with cb_colbert_vectors_free. */
+int cb_encode_colbert_run(colbert_vectors *out, colmodel *m, const char *const *texts, const size_t *lens, int n,
+                          int queries, cb_err *err);
+/* Both, for one call (the Python package's encode). */
 int cb_encode_colbert_job(colbert_vectors *out, ops_device *dev, const char *model, const char *const *texts,
                           const size_t *lens, int n, int queries, int quiet, cb_err *err);
 void cb_colbert_vectors_free(colbert_vectors *v);

@@ -2,6 +2,7 @@
 #include "npy.h"
 
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -71,15 +72,24 @@ float *cb_npy_read_f32(const char *path, int64_t rows, int64_t cols, cb_err *err
         free(buf);
         return NULL;
     }
-    if (!why && (r < 0 || c < 0 || len - ho - hl != (size_t)r * (size_t)c * sizeof(float)))
+    size_t bytes = 0;
+    if (!why && (r < 0 || c < 0 || __builtin_mul_overflow((size_t)r, (size_t)c, &bytes) ||
+                 __builtin_mul_overflow(bytes, sizeof(float), &bytes) || len - ho - hl != bytes))
         why = "data size does not match the shape";
     if (why) {
         cb_err_set(err, "%s: %s", path, why);
         free(buf);
         return NULL;
     }
-    float *out = cb_malloc((size_t)r * (size_t)c * sizeof(float), path, err);
-    if (out) memcpy(out, buf + ho + hl, (size_t)r * (size_t)c * sizeof(float));
+    float *out = cb_malloc(bytes ? bytes : 1, path, err);
+    if (out) memcpy(out, buf + ho + hl, bytes);
     free(buf);
+    for (size_t i = 0; out && i < bytes / sizeof(float); i++)
+        if (!isfinite(out[i])) {
+            cb_err_set(err, "%s: element [%lld, %lld] is %s (byte %zu)", path, (long long)(i / (size_t)c),
+                       (long long)(i % (size_t)c), isnan(out[i]) ? "NaN" : "infinite", ho + hl + 4 * i);
+            free(out);
+            return NULL;
+        }
     return out;
 }

@@ -12,8 +12,9 @@ int cb_npy_write(const char *path, const char *dtype, const void *data, int ndim
               const int64_t *shape, cb_err *err);
 
 /* Read a 2-D little-endian float32 C-order .npy (format 1.0, 2.0 or 3.0)
- * of shape [rows, cols], each checked when >= 0. Returns the data
- * (malloc'd, rows * cols floats), or NULL with err "PATH: what is wrong". */
+ * of shape [rows, cols], each checked when >= 0, every value finite.
+ * Returns the data (malloc'd, rows * cols floats), or NULL with err "PATH:
+ * what is wrong" (a NaN names its element and byte). */
 float *cb_npy_read_f32(const char *path, int64_t rows, int64_t cols, cb_err *err);
 
 #endif

@@ -147,10 +147,22 @@ int cb_prepare_add_example(prepare *p, const char *query, size_t qlen, const cha
  * shuffled triplets. Returns 0, or -1 with err (e.g. no triplet, and why). */
 int cb_prepare_run(prepare *p, cb_err *err);
 
-/* Write the three files into out_dir (created if missing), under temporary
- * names renamed only when all three are complete; on failure nothing new is
- * left. Call after cb_prepare_run. */
+/* Write the three files into out_dir (created if missing) as one set:
+ * each under a temporary name and fsync'd, then the manifest
+ * out_dir/CB_PREPARE_MANIFEST (each file's size and content hash), then
+ * the renames (each followed by an fsync of the directory). Temporary
+ * files that a killed prepare left there are removed first. On failure
+ * nothing new is left; a kill leaves the old set or files that disagree
+ * with the manifest, which cb_prepare_check refuses. Call after
+ * cb_prepare_run. */
 int cb_prepare_export(prepare *p, const char *out_dir, cb_err *err);
+
+#define CB_PREPARE_MANIFEST "manifest.train.colbert.json"
+
+/* 0 when dir has no manifest (files from colbert-ai or elsewhere), or when
+ * the three files match it; else -1 with err naming the file that does
+ * not (a mixed set), or the manifest when it is malformed. */
+int cb_prepare_check(const char *dir, cb_err *err);
 
 /* After cb_prepare_run (or during miner->candidates): sizes and texts. */
 const prepare_stats *cb_prepare_get_stats(const prepare *p);

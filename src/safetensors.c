@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -69,7 +70,7 @@ static void st_free_tensors(st_file *f) {
 void cb_st_close(st_file *f) {
     if (!f) return;
     st_free_tensors(f);
-    if (f->map) munmap(f->map, f->map_size);
+    if (f->map && !f->borrowed) munmap(f->map, f->map_size);
     free(f->path);
     memset(f, 0, sizeof *f);
 }
@@ -241,6 +242,21 @@ int cb_st_open(st_file *f, const char *path, cb_err *err) {
     return 0;
 }
 
+int cb_st_open_mem(st_file *f, const char *name, const void *data, size_t size, cb_err *err) {
+    memset(f, 0, sizeof *f);
+    if (size < 8)
+        return cb_err_set(err, "%s: file is %zu bytes, too short for the 8-byte header length (truncated?)", name,
+                          size);
+    f->map = (uint8_t *)data;   /* only ever read */
+    f->map_size = size;
+    f->borrowed = 1;
+    if (!(f->path = cb_strdup(name, err)) || st_parse_header(f, err)) {
+        cb_st_close(f);
+        return -1;
+    }
+    return 0;
+}
+
 const st_tensor *cb_st_find(const st_file *f, const char *name) {
     for (int i = 0; i < f->n_tensors; i++)
         if (!strcmp(f->tensors[i].name, name)) return &f->tensors[i];
@@ -306,6 +322,21 @@ int cb_st_read_f32(const st_file *f, const char *name, float *out, int ndim,
     default:
         return cb_err_set(err, "%s: tensor '%s': dtype %s, expected a float tensor "
                           "(F32, F16 or BF16)", f->path, name, st_dtypes[t->dtype].name);
+    }
+    /* A NaN or an infinity in the weights poisons every output (and some
+     * kernels index tables with them): refused here, at load. */
+    for (size_t i = 0; i < n; i++) {
+        if (isfinite(out[i])) continue;
+        char idx[160];
+        int64_t rest = (int64_t)i, at[ST_MAX_DIMS];
+        for (int d = t->ndim - 1; d >= 0; d--) {
+            at[d] = t->shape[d] ? rest % t->shape[d] : 0;
+            rest = t->shape[d] ? rest / t->shape[d] : 0;
+        }
+        return cb_err_set(err, "%s: tensor '%s': element %s is %s (byte %zu of the file); the weights are "
+                          "corrupt or diverged", f->path, name, shape_str(idx, sizeof idx, t->ndim, at),
+                          isnan(out[i]) ? "NaN" : "infinite",
+                          f->data_start + t->begin + i * st_dtypes[t->dtype].size);
     }
     return 0;
 }

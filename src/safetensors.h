@@ -38,18 +38,24 @@ typedef struct st_file {
     size_t data_start;          /* 8 + header length */
     st_tensor *tensors;
     int n_tensors;
+    int borrowed;               /* map is the caller's buffer (cb_st_open_mem) */
 } st_file;
 
 /* Open and validate. Returns 0, or -1 with err set (f is then empty). */
 int cb_st_open(st_file *f, const char *path, cb_err *err);
 void cb_st_close(st_file *f);
+/* The same over size bytes at data (named name in messages), which must
+ * outlive f; nothing is copied. */
+int cb_st_open_mem(st_file *f, const char *name, const void *data, size_t size, cb_err *err);
 
 /* Tensor by exact name; NULL if absent. */
 const st_tensor *cb_st_find(const st_file *f, const char *name);
 
 /* Copy a tensor into `out` as fp32 (F32, F16 and BF16 are converted),
  * after checking that it exists and has exactly the `ndim` dimensions of
- * `shape`. Errors name the file, the tensor, and expected vs found. */
+ * `shape`, and then that every value is finite (a NaN or an infinity is
+ * an error naming the element). Errors name the file, the tensor, and
+ * expected vs found. */
 int cb_st_read_f32(const st_file *f, const char *name, float *out, int ndim,
                 const int64_t *shape, cb_err *err);
 

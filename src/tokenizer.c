@@ -8,6 +8,10 @@
 #include <jansson.h>
 #include <stdlib.h>
 
+/* Ids beyond this are refused: the id -> token table is sized by the
+ * largest id (16M ids, 128 MB; the largest real vocabularies have ~1M). */
+#define TOKENIZER_MAX_ID (1 << 24)
+
 /* ---------------------------------------------------------------------------
  * Vocabulary table (the lookup, cb_vocab_find, is in tokenizer_encode.h). */
 
@@ -25,16 +29,18 @@ static int vocab_init(tokenizer *t, size_t n, cb_err *err) {
     return 0;
 }
 
-/* Insert or overwrite (a later duplicate wins, as in HF's maps). */
-static int vocab_put(tokenizer *t, const char *s, size_t n, int id, cb_err *err) {
+/* Insert a token. A token already present is refused: 1 with *old_id set
+ * (HF's maps would let the later one win and leave the earlier id without
+ * a token, a vocabulary that no longer matches the embedding rows). */
+static int vocab_put(tokenizer *t, const char *s, size_t n, int id, int *old_id, cb_err *err) {
     uint64_t h = cb_hash_mix(cb_fnv_update(FNV_OFFSET, s, n));
     uint64_t i = h & t->slot_mask;
     for (;; i = (i + 1) & t->slot_mask) {
         vocab_slot *sl = &t->slots[i];
         if (sl->id < 0) break;
         if (sl->hash == h && sl->len == n && !memcmp(t->arena + sl->off, s, n)) {
-            sl->id = id;
-            return 0;
+            *old_id = sl->id;
+            return 1;
         }
     }
     CB_ASSERT(t->n_vocab < (int)(t->slot_mask / 2 + 8));
@@ -122,7 +128,8 @@ static int added_load(tokenizer *t, json_t *arr_or_obj, const char *path, cb_err
         }
         json_t *c = json_object_get(v, "content");
         if (!json_is_string(c)) return cb_err_set(err, "%s: added token %lld has no string \"content\"", path, id);
-        if (id < 0 || id > INT32_MAX / 2) return cb_err_set(err, "%s: added token id %lld out of range", path, id);
+        if (id < 0 || id > TOKENIZER_MAX_ID)
+            return cb_err_set(err, "%s: added token id %lld out of range (0 .. %d)", path, id, TOKENIZER_MAX_ID);
         int special = json_bool(v, "special", 0);
         if (added_add(t, json_string_value(c), (int)id, json_bool(v, "lstrip", 0), json_bool(v, "rstrip", 0),
                       json_bool(v, "single_word", 0), json_bool(v, "normalized", !special), err))
@@ -163,19 +170,30 @@ static int load_tokenizer_json(tokenizer *t, const char *path, cb_err *err) {
         snprintf(t->prefix, sizeof t->prefix, "%s", json_string_value(v));
     }
     v = json_object_get(model, "max_input_chars_per_word");
-    if (json_is_integer(v)) {
+    if (v && !json_is_null(v)) {
+        /* HF reads a usize: a negative value or another type fails to load
+         * there; a silent 0 here would turn every word into the unk token */
+        if (!json_is_integer(v) || json_integer_value(v) < 1) {
+            char b[32];
+            cb_err_set(err, "%s: model.max_input_chars_per_word must be an integer >= 1, found %s", path,
+                       json_is_integer(v) ? (snprintf(b, sizeof b, "%lld", (long long)json_integer_value(v)), b)
+                                          : "a non-integer");
+            goto done;
+        }
         json_int_t m = json_integer_value(v);
-        t->max_chars = m < 0 ? 0 : m > INT32_MAX / 2 ? INT32_MAX / 2 : (int)m;
+        t->max_chars = m > INT32_MAX / 2 ? INT32_MAX / 2 : (int)m;
     }
 
     if (vocab_init(t, json_object_size(vocab), err)) goto done;
     const char *key;
     json_object_foreach(vocab, key, v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX / 2) {
-            cb_err_set(err, "%s: model.vocab entry '%s' has no valid id", path, key);
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > TOKENIZER_MAX_ID) {
+            cb_err_set(err, "%s: model.vocab entry '%s' has no valid id (an integer 0 .. %d)", path, key,
+                       TOKENIZER_MAX_ID);
             goto done;
         }
-        if (vocab_put(t, key, strlen(key), (int)json_integer_value(v), err)) goto done;
+        int old;   /* jansson keeps one value per key: no duplicate token here */
+        if (vocab_put(t, key, strlen(key), (int)json_integer_value(v), &old, err)) goto done;
     }
 
     json_t *norm = json_object_get(root, "normalizer");
@@ -220,7 +238,13 @@ static int load_vocab_txt(tokenizer *t, const char *path, cb_err *err) {
         while (j < len && buf[j] != '\n') j++;
         size_t n = j - i;
         if (n && buf[i + n - 1] == '\r') n--;
-        rc = vocab_put(t, buf + i, n, id++, err);
+        int old;
+        if (memchr(buf + i, '\0', n))
+            rc = cb_err_set(err, "%s:%d: a NUL byte in a token (not a vocabulary file?)", path, id + 1);
+        else if ((rc = vocab_put(t, buf + i, n, id, &old, err)) == 1)
+            rc = cb_err_set(err, "%s:%d: token '%.*s' repeats line %d (each line is one token; its id is "
+                            "the line number from 0)", path, id + 1, (int)(n > 60 ? 60 : n), buf + i, old + 1);
+        id++;
         i = j + 1;
     }
     free(buf);
@@ -239,6 +263,7 @@ void cb_tokenizer_free(tokenizer *t) {
     free(t->slots);
     free(t->arena);
     free(t->id_tok);
+    free(t->path);
     free(t);
 }
 
@@ -278,8 +303,14 @@ static int tokenizer_finish(tokenizer *t, const char *vocab_path, json_t *cfg, c
     t->n_ids = max_id + 1;
     t->id_tok = cb_calloc((size_t)t->n_ids, sizeof *t->id_tok, "the token table", err);
     if (!t->id_tok) return -1;
-    for (uint64_t i = 0; i <= t->slot_mask; i++)
-        if (t->slots[i].id >= 0) t->id_tok[t->slots[i].id] = t->arena + t->slots[i].off;
+    for (uint64_t i = 0; i <= t->slot_mask; i++) {
+        const vocab_slot *sl = &t->slots[i];
+        if (sl->id < 0) continue;
+        if (t->id_tok[sl->id])
+            return cb_err_set(err, "%s: tokens '%s' and '%s' both have id %d", vocab_path, t->id_tok[sl->id],
+                              t->arena + sl->off, sl->id);
+        t->id_tok[sl->id] = t->arena + sl->off;
+    }
     for (int i = 0; i < t->n_added; i++) t->id_tok[t->added[i].id] = t->added[i].content;
 
     const char *names[4] = {"[CLS]", "[SEP]", "[PAD]", "[MASK]"};
@@ -290,7 +321,7 @@ static int tokenizer_finish(tokenizer *t, const char *vocab_path, json_t *cfg, c
         ids[i] = cb_tokenizer_token_id(t, nm ? nm : names[i]);
     }
     t->specials = (tokenizer_specials){ids[0], ids[1], ids[2], ids[3], t->unk_id};
-    return 0;
+    return (t->path = cb_strdup(vocab_path, err)) ? 0 : -1;
 }
 
 tokenizer *cb_tokenizer_load(const char *model_dir, cb_err *err) {
@@ -371,5 +402,14 @@ const char *cb_tokenizer_id_token(const tokenizer *t, int id) {
 }
 
 int cb_tokenizer_vocab_size(const tokenizer *t) { return t->n_ids; }
+
+int cb_tokenizer_check_ids(const tokenizer *t, int n_rows, const char *rows_from, cb_err *err) {
+    if (t->n_ids <= n_rows) return 0;
+    int id = n_rows;
+    while (!t->id_tok[id]) id++;   /* the highest id has a token, so this stops */
+    return cb_err_set(err, "%s: token '%s' has id %d, but %s has embeddings for ids 0 .. %d only (HINT: the "
+                      "tokenizer and the weights are from different models?)",
+                      t->path, t->id_tok[id], id, rows_from, n_rows - 1);
+}
 
 tokenizer_specials cb_tokenizer_get_specials(const tokenizer *t) { return t->specials; }

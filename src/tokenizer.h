@@ -35,6 +35,12 @@ int cb_tokenizer_token_id(const tokenizer *t, const char *token);
 /* Token string of an id (NULL when out of range). */
 const char *cb_tokenizer_id_token(const tokenizer *t, int id);
 int cb_tokenizer_vocab_size(const tokenizer *t);
+/* 0 when every id of the tokenizer (vocabulary and added tokens) is below
+ * n_rows, the rows of the model's embedding matrix; else -1 with err
+ * naming the tokenizer file, the first token beyond and rows_from (e.g.
+ * "DIR/config.json (vocab_size 30522)"). Models check this at load, so
+ * that no id can index past the embeddings later. */
+int cb_tokenizer_check_ids(const tokenizer *t, int n_rows, const char *rows_from, cb_err *err);
 
 /* Special token ids, read from the files ([CLS], [SEP], [PAD], [MASK],
  * [UNK]); -1 when the vocabulary lacks one. */

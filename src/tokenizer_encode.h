@@ -51,6 +51,7 @@ struct tokenizer {
     int n_added, n_added_raw, n_added_norm;
     uint64_t added_first[2];  /* bit (first cp & 63) of the raw [0] and normalized [1] patterns */
     tokenizer_specials specials;
+    char *path;               /* tokenizer.json or vocab.txt, for messages */
 };
 
 #define FNV_OFFSET 1469598103934665603ULL

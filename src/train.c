@@ -150,6 +150,7 @@ int cb_trainer_prepare_data(trainer *t, const char *const *train_files, int n_tr
 }
 
 void cb_train_run_free(run *r) {
+    cb_train_release_run_dir(r);   /* needs run_dir */
     free(r->run_dir);
     free(r->src_dir);
     free(r->data_dir);
@@ -185,6 +186,7 @@ int cb_train_load_data(const char *dir, data_texts *q, data_texts *c, data_tripl
             return cb_err_set(err, "%s: %s is missing or unreadable (HINT: make the training files with "
                               "`colbert prepare --out %s ...`)", dir, need[i], dir);
     }
+    if (cb_prepare_check(dir, err)) return -1;   /* a set that prepare wrote is whole */
     char *p = cb_path_join(dir, QF);
     int rc = cb_data_queries_load(q, p, err);
     free(p);
@@ -305,6 +307,8 @@ static int setup(run *r, json_t **state, cb_err *err) {
     if (o->val_fraction < 0 || o->val_fraction >= 1)
         return cb_err_set(err, "validation fraction %g out of range [0, 1)", o->val_fraction);
     if (!r->data_dir) return cb_err_set(err, "no training data: give a data directory (--data DIR)");
+    /* a busy run directory, or an earlier run in it, is refused before anything is loaded */
+    if (cb_train_claim_run_dir(r, 0, err)) return -1;
 
     /* data */
     if (cb_train_load_data(r->data_dir, &r->queries, &r->coll, &r->trip, err)) return -1;
@@ -517,8 +521,8 @@ static int setup(run *r, json_t **state, cb_err *err) {
         char *out = cb_path_join(o->output_dir, r->tr->model_name);
         r->run_dir = out;
     }
-    /* rank 0 writes the run directory */
-    if (root && cb_mkdirs(r->run_dir, NULL, err)) return -1;
+    /* rank 0 writes the run directory, and holds its lock */
+    if (root && (cb_mkdirs(r->run_dir, NULL, err) || cb_train_claim_run_dir(r, 1, err))) return -1;
     if (root) cb_train_clean_run_dir(r->run_dir);
     if (resume && cb_train_load_state(r, resume, *state, err)) return -1;
     return root ? cb_train_open_log(r, cb_step_count(&r->s), err) : 0;
@@ -611,6 +615,21 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
             loss = v[0];
             sum.main = (float)v[1];
             sum.ib = (float)v[2];
+        }
+        if (!isfinite(loss) || !isfinite(gn)) {
+            /* diverged: nothing of this step is saved, the checkpoints on disk stay as they are */
+            char ls[32], gs[32];
+            const char *good = tr->last ? tr->last : o->resume;   /* a resumed run: where it came from */
+            snprintf(ls, sizeof ls, isnan(loss) ? "NaN" : "%g", loss);
+            snprintf(gs, sizeof gs, isnan(gn) ? "NaN" : "%g", (double)gn);
+            rc = cb_err_set(err, "step %ld of %ld: the loss is %s and the gradient norm %s: training diverged "
+                            "and stops; %s%s (HINT: lower --lr, or check the model's weights and the data)",
+                            g + 1, r.total, ls, gs, good ? "the last good checkpoint is " :
+                            "no checkpoint was written", good ? good : "");
+            if (r.log) fprintf(r.log, "{\"event\":\"diverged\",\"step\":%ld,\"loss_finite\":%s,\"grad_norm_finite\":%s}\n",
+                    g + 1, isfinite(loss) ? "true" : "false", isfinite(gn) ? "true" : "false");
+            if (r.log) fflush(r.log);
+            break;
         }
         r.ema = TRAIN_SMOOTH * r.ema + (1 - TRAIN_SMOOTH) * loss;
         double avg = cb_train_smoothed(r.ema, cb_step_count(s));

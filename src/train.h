@@ -105,6 +105,7 @@ typedef struct train_opts {
     int val_candidates;         /* 16: at most this many candidates per query (earlier measures) */
     int val_docs;               /* 2000: documents the validation queries are ranked among */
     const char *resume;         /* a step-* directory to continue from */
+    int overwrite;              /* 1: replace an earlier run in output_dir/model_name (else refused) */
     int quiet;                  /* no progress line */
     const char *device;         /* NULL: a GPU if any (the trainer's n_gpus 0: the CPU); else
                                    cb_ops_open's "auto", "cpu", "cuda", "cuda:N" */

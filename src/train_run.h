@@ -18,6 +18,7 @@
 #define QF "queries.train.colbert.tsv"
 #define CF "corpus.train.colbert.tsv"
 #define TF "triples.train.colbert.jsonl"
+#define MANIFEST CB_PREPARE_MANIFEST
 #define STATE_JSON "training_state.json"
 #define STATE_ST "training_state.safetensors"
 #define NWAY 2
@@ -112,6 +113,7 @@ typedef struct run {
     uint8_t *q_mask;
     int *d_len;
     float *teacher;
+    int lock_fd;                /* RUN/.lock, held (flock) while the run writes there; 0: none */
 } run;
 
 
@@ -155,6 +157,18 @@ char *cb_train_step_name(long step);
 int cb_train_best_index(const run *r);
 /* Remove the leftovers of a killed run (partial and half-deleted checkpoints). */
 void cb_train_clean_run_dir(const char *dir);
+/* The run directory (r->run_dir, else output_dir/model_name) for this run:
+ * refused when another process holds its lock (the error names it: pid,
+ * host, start time), or, for a new run (not --resume), when it holds
+ * checkpoints of an earlier run, finished or not, unless o.overwrite.
+ * take == 0 only checks (before anything is loaded); take == 1 (the
+ * directory exists) takes the lock into r->lock_fd, kept until
+ * cb_train_run_free, and with overwrite removes the earlier run's
+ * checkpoints, best, train.jsonl and curve. Under MPI only the process
+ * that writes the run directory (rank 0) calls it. */
+int cb_train_claim_run_dir(run *r, int take, cb_err *err);
+/* Remove RUN/.lock and let it go (cb_train_run_free calls it). */
+void cb_train_release_run_dir(run *r);
 char *cb_train_fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 char *cb_train_dir_of(const char *path);
 

@@ -2,6 +2,7 @@
 # run.sh: run every test of colbert.c and print one closing line
 # "N passed, N failed". Called by `make test` after the builds.
 #   - each C unit test, release build, then the ASan/UBSan build
+#   - each libFuzzer target of fuzz/ for 30 s (fuzz/run.sh)
 #   - the Python tests (pytest) that compare against PyTorch & co.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,12 @@ run() {  # run NAME CMD...
 }
 for t in build/tests/test_*; do run "$(basename "$t")" "$t"; done
 for t in build-san/tests/test_*; do run "$(basename "$t") [asan]" "$t"; done
+# each libFuzzer target of fuzz/ for 30 s from its seed corpus (new inputs
+# in a scratch directory); a crash, leak or sanitizer report fails it
+for t in fuzz/fuzz_*.c; do
+    t=${t#fuzz/fuzz_}; t=${t%.c}
+    run "fuzz_$t (30 s)" bash fuzz/run.sh 30 "$COLBERT_TMP/fuzz" "$t"
+done
 # colbert-ai, PyLate and RAGatouille (transformers 4.x) for tests/test_train_compat.py
 bash scripts/setup_peers.sh || { echo "run.sh: scripts/setup_peers.sh failed" >&2; exit 1; }
 export COLBERT_PEERS_PY="${COLBERT_PEERS_VENV:-$HOME/.cache/colbert.c/venv-peers}/bin/python"

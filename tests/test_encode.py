@@ -103,3 +103,33 @@ def test_safetensors_output_equals_npy(texts):
     tv = load_file(run_encode(sample, os.path.join(TMP, "t8.safetensors"), "--token-vectors"))
     assert tv["lengths"].dtype == np.int32 and tv["lengths"].shape == (8,)
     assert tv["vectors"].shape == (int(tv["lengths"].sum()), 384)
+
+
+def _small_file_limit():   # in the child: files beyond 64 KiB fail with EFBIG instead of killing it
+    import resource
+    import signal
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+
+@pytest.mark.parametrize("extra", [[], ["--token-vectors"], ["--colbert", "query"], ["--colbert", "doc"]],
+                         ids=["embeddings", "token-vectors", "colbert-query", "colbert-doc"])
+def test_no_room_is_found_before_encoding(texts, extra):
+    """The output does not fit (a file size limit stands in for a full
+    disk): the error comes before anything is encoded, with the
+    `colbert: error:` prefix, and no file is left. Before, encode found out
+    only when writing, after encoding everything."""
+    d = os.path.join(TMP, "no_room_" + "_".join(extra).strip("-"))
+    os.makedirs(d, exist_ok=True)
+    inp = os.path.join(d, "in.txt")
+    with open(inp, "w", encoding="utf-8") as f:
+        f.write("\n".join(texts * 4) + "\n")
+    out = os.path.join(d, "out.npy")
+    r = subprocess.run([os.environ["COLBERT_SAN_BIN"], "encode", "--model", MODEL, "--input", inp, "--output", out,
+                        *extra], capture_output=True, text=True, preexec_fn=_small_file_limit)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr[-2000:]
+    assert lines[0].startswith(f"colbert: error: {out}: no room for the output (") and lines[0].endswith(
+        "File too large; nothing was encoded"), lines[0]
+    assert "encode" not in r.stderr.replace("encoded", ""), r.stderr   # no progress bar ran
+    assert sorted(os.listdir(d)) == ["in.txt"]

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <utime.h>
 
+#include "colmodel.h"
 #include "model.h"
 #include "test.h"
 
@@ -344,11 +345,43 @@ static void test_sbert_config(void) {
     CHECK_ERR(rc, err, "sb-badsb/sentence_bert_config.json", "invalid JSON");
 }
 
+/* artifact.metadata from memory: colbert-ai's keys at the top level or
+ * under "config"; the dim it gives is reported (checked against
+ * linear.weight at load); types and ranges checked. */
+static void test_metadata(void) {
+    colbert_config c;
+    int dim = -1;
+    cb_err err = {{0}};
+    const char *t = "{\"dim\": 96, \"query_maxlen\": 24, \"doc_maxlen\": 180, \"relu\": true, \"meta\": {}}";
+    cb_colbert_config_default(&c);
+    CHECK_MSG(cb_colbert_metadata_parse(&c, &dim, t, strlen(t), "A", &err) == 0, "%s", err.msg);
+    CHECK(dim == 96 && c.dim == 96 && c.query_maxlen == 24 && c.doc_maxlen == 180 && c.relu == 1);
+    t = "{\"config\": {\"doc_maxlen\": 100}}";
+    cb_colbert_config_default(&c);
+    CHECK(cb_colbert_metadata_parse(&c, &dim, t, strlen(t), "A", &err) == 0 && dim == 0 && c.dim == 128 &&
+          c.doc_maxlen == 100);
+    static const struct { const char *text, *want; } bad[] = {
+        {"{\"dim\": \"128\"}", "A: \"dim\" must be an integer or a boolean"},
+        {"{\"dim\": -4}", "A: ColBERT settings out of range (dim -4"},
+        {"{\"dim\": 0}", "dim 0: 1 .. 65536"},
+        {"{\"query_maxlen\": 2}", "query_maxlen 2: >= 4"},
+        {"{\"doc_maxlen\": -1}", "doc_maxlen -1: >= 3"},
+        {"[1, 2]", "A: expected a JSON object at the top level"},
+        {"{\"dim\": 12,", "A:1:"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cb_colbert_config_default(&c);
+        int rc = cb_colbert_metadata_parse(&c, &dim, bad[i].text, strlen(bad[i].text), "A", &err);
+        CHECK_MSG(rc == -1 && strstr(err.msg, bad[i].want), "%s: %s", bad[i].text, err.msg);
+    }
+}
+
 int main(void) {
     tmpdir = test_env("COLBERT_TMP");
     snprintf(model_dir, sizeof model_dir, "%s", test_env("COLBERT_MODEL"));
     test_resolve();
     test_bert_config();
     test_sbert_config();
+    test_metadata();
     return test_finish("test_model");
 }

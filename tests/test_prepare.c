@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "data.h"
+#include "fsutil.h"
 #include "prepare.h"
 #include "rng.h"
 #include "test.h"
@@ -130,6 +131,147 @@ static void test_triples_reader(void) {
     CHECK(cb_data_collection_load(&q, p, &err) == 0 && q.dense && !strcmp(cb_data_texts_get(&q, 1, NULL), "title | body"));
     cb_data_texts_free(&q);
     free(p);
+}
+
+/* What a hostile training file gets: refused with FILE:LINE, never wrapped,
+ * truncated or passed on. */
+static void test_hostile_files(void) {
+    cb_err err;
+    data_texts q;
+    data_triples t;
+    char *p = write_tmp("q19.tsv", "1\tfine\n9999999999999999999\ttoo big\n");
+    CHECK(cb_data_queries_load(&q, p, &err) == -1);
+    CHECK_MSG(strstr(err.msg, "q19.tsv:2: id \"9999999999999999999\" is out of range"), "%s", err.msg);
+    free(p);
+    p = write_tmp("qlong.tsv", "123456789012345678901234567890\tway too big\n");
+    CHECK(cb_data_queries_load(&q, p, &err) == -1 && strstr(err.msg, "qlong.tsv:1: id") && strstr(err.msg, "out of range"));
+    free(p);
+    p = write_tmp("qmax.tsv", "9223372036854775807\tmax\n-9223372036854775808\tmin\n-0\tzero\n");
+    CHECK_MSG(cb_data_queries_load(&q, p, &err) == 0, "%s", err.msg);
+    CHECK(q.n == 3 && cb_data_texts_find(&q, INT64_MAX) >= 0 && cb_data_texts_find(&q, INT64_MIN) >= 0 &&
+          cb_data_texts_find(&q, 0) >= 0);
+    cb_data_texts_free(&q);
+    free(p);
+    p = write_tmp("q-9.tsv", "-9223372036854775809\tbelow min\n");
+    CHECK(cb_data_queries_load(&q, p, &err) == -1 && strstr(err.msg, "out of range"));
+    free(p);
+    /* a NUL byte anywhere in a line */
+    p = cb_path_new(tmpdir(), "qnul.tsv", NULL);
+    FILE *f = fopen(p, "wb");
+    fwrite("0\tok\n1\tbad\0byte\n", 1, 17, f);
+    fclose(f);
+    CHECK(cb_data_queries_load(&q, p, &err) == -1);
+    CHECK_MSG(strstr(err.msg, "qnul.tsv:2: a NUL byte at column 6"), "%s", err.msg);
+    free(p);
+    /* ids in the triples: JSON integers past int64, scores past float */
+    p = write_tmp("t19.jsonl", "[0, 1, 2]\n[18446744073709551616, 1, 2]\n");
+    CHECK(cb_data_triples_load(&t, p, 2, &err) == -1 && strstr(err.msg, "t19.jsonl:2: expected an integer query id"));
+    free(p);
+    p = write_tmp("tscore.jsonl", "[0, [1, 1e39], [2, 0.5]]\n");
+    CHECK(cb_data_triples_load(&t, p, 2, &err) == -1);
+    CHECK_MSG(strstr(err.msg, "tscore.jsonl:1: the score of passage 1, 1e39, is out of the float range"), "%s", err.msg);
+    free(p);
+    /* a number longer than the parser's buffer keeps its value */
+    char line[200] = "[0, [1, 1";
+    for (int i = 0; i < 80; i++) strcat(line, "0");
+    strcat(line, "], [2, 0.5]]\n");
+    p = write_tmp("tlong.jsonl", line);
+    CHECK(cb_data_triples_load(&t, p, 2, &err) == -1 && strstr(err.msg, "out of the float range"));
+    free(p);
+}
+
+/* The content hash: any split of the bytes gives the same value; one byte
+ * more or different changes it. */
+static void test_hash(void) {
+    char text[1000];
+    for (int i = 0; i < 1000; i++) text[i] = (char)(i * 7 + 3);
+    data_hash a, b;
+    cb_data_hash_init(&a);
+    cb_data_hash_update(&a, text, 1000);
+    uint64_t whole = cb_data_hash_final(&a);
+    int same = 1;
+    for (size_t cut = 0; cut <= 1000; cut += 37) {
+        cb_data_hash_init(&b);
+        cb_data_hash_update(&b, text, cut);
+        for (size_t i = cut; i < 1000; i += 5) cb_data_hash_update(&b, text + i, i + 5 <= 1000 ? 5 : 1000 - i);
+        same &= cb_data_hash_final(&b) == whole && b.bytes == 1000;
+    }
+    CHECK(same);
+    cb_data_hash_init(&b);
+    cb_data_hash_update(&b, text, 999);
+    CHECK(cb_data_hash_final(&b) != whole);
+    text[500] ^= 1;
+    cb_data_hash_init(&b);
+    cb_data_hash_update(&b, text, 1000);
+    CHECK(cb_data_hash_final(&b) != whole);
+    cb_data_hash_init(&b);
+    CHECK(cb_data_hash_final(&b) != cb_data_hash_final(&(data_hash){.bytes = 0, .h = 1}));
+}
+
+static int exists(const char *dir, const char *name) {
+    char *p = cb_path_new(dir, name, NULL);
+    int ok = access(p, F_OK) == 0;
+    free(p);
+    return ok;
+}
+
+/* The three files as one set: the manifest, a mixed set refused, a stale
+ * temporary removed; a first query without passages (memcpy from NULL). */
+static void test_export_set(void) {
+    prepare_opts o;
+    cb_prepare_opts_default(&o);
+    o.quiet = 1;
+    o.num_new_negatives = 0;
+    cb_err err;
+    char *out = cb_path_new(tmpdir(), "set", NULL);
+    char *tr = write_tmp("set.jsonl", "[\"q0\", [], []]\n[\"q1\", \"p1\", \"n1\"]\n[\"q2\", \"p2\", [\"n2\", \"n1\"]]\n");
+    prepare *p = cb_prepare_new(&o);
+    CHECK_MSG(cb_prepare_add_train(p, tr, &err) == 0, "%s", err.msg);
+    CHECK_MSG(cb_prepare_run(p, &err) == 0, "%s", err.msg);
+    char stale[4096], live[4096];
+    cb_mkdirs(out, NULL, &err);
+    snprintf(stale, sizeof stale, "%s/corpus.train.colbert.tsv.tmp.%d", out, 999999999);   /* no such pid */
+    snprintf(live, sizeof live, "%s/corpus.train.colbert.tsv.tmp.1", out);               /* init runs */
+    fclose(fopen(stale, "w"));
+    fclose(fopen(live, "w"));
+    CHECK_MSG(cb_prepare_export(p, out, &err) == 0, "%s", err.msg);
+    cb_prepare_free(p);
+    CHECK(access(stale, F_OK) != 0 && access(live, F_OK) == 0);
+    remove(live);
+    CHECK(exists(out, CB_PREPARE_MANIFEST));
+    CHECK_MSG(cb_prepare_check(out, &err) == 0, "%s", err.msg);
+    /* a kill between the renames: a new queries file beside the old rest */
+    char *qf = cb_path_new(out, "queries.train.colbert.tsv", NULL);
+    char *keep = write_tmp("set-queries.keep", "");
+    FILE *f = fopen(qf, "ab");
+    fputs("3\tone more query\n", f);
+    fclose(f);
+    CHECK(cb_prepare_check(out, &err) == -1);
+    CHECK_MSG(strstr(err.msg, "set/queries.train.colbert.tsv does not match manifest.train.colbert.json") &&
+              strstr(err.msg, "not one set"), "%s", err.msg);
+    /* same size, other bytes */
+    f = fopen(qf, "r+b");
+    fputc('9', f);
+    fclose(f);
+    f = fopen(qf, "rb");
+    char first = (char)fgetc(f);
+    fclose(f);
+    CHECK(first == '9');
+    CHECK(cb_prepare_check(out, &err) == -1 && strstr(err.msg, "does not match"));
+    /* a malformed manifest names itself; no manifest: files taken as they are */
+    char *man = cb_path_new(out, CB_PREPARE_MANIFEST, NULL);
+    f = fopen(man, "wb");
+    fputs("{\"version\": 1, \"files\": {\"queries.train.colbert.tsv\": {\"bytes\": -1}}}", f);
+    fclose(f);
+    CHECK(cb_prepare_check(out, &err) == -1 && strstr(err.msg, "manifest.train.colbert.json: files.") &&
+          strstr(err.msg, "must be {"));
+    remove(man);
+    CHECK(cb_prepare_check(out, &err) == 0);
+    free(man);
+    free(keep);
+    free(qf);
+    free(tr);
+    free(out);
 }
 
 static int count_q(const uint32_t *t, size_t n, uint32_t q) {
@@ -375,6 +517,9 @@ int main(void) {
     test_rng();
     test_utf8_json();
     test_triples_reader();
+    test_hostile_files();
+    test_hash();
+    test_export_set();
     test_counts();
     test_from_memory();
     test_beir_rules();

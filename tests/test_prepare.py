@@ -384,3 +384,78 @@ def test_no_triplet_says_why(work):
     f = work / "neg_only.jsonl"
     f.write_text('["q", "p", 0]\n')
     run_bad(work, ["--train-data", f], r"no training triplet: none of the 1 queries has a positive")
+
+
+# ---- the three files are one set ----------------------------------------------
+
+KILL_AT_RENAME = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <signal.h>
+#include <stdlib.h>
+/* rename() as libc's, except that call number $KILL_AT_RENAME dies by SIGKILL first */
+int rename(const char *from, const char *to) {
+    static int (*real)(const char *, const char *);
+    static int n;
+    if (!real) real = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+    const char *k = getenv("KILL_AT_RENAME");
+    if (k && ++n == atoi(k)) raise(SIGKILL);
+    return real(from, to);
+}
+"""
+
+
+def test_killed_between_renames_is_refused_then_repaired(work):
+    """prepare renames the manifest, then queries, corpus and triples into
+    place. Killed (SIGKILL, through an LD_PRELOAD shim) just before the
+    corpus rename, it leaves the new queries beside the old corpus and
+    triples, and its temporaries: train refuses the mixed set; the next
+    prepare removes the temporaries and makes a whole set again."""
+    shim = work / "kill_at_rename.so"
+    (work / "kill_at_rename.c").write_text(KILL_AT_RENAME)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", shim, work / "kill_at_rename.c", "-ldl"], check=True)
+    out = work / "set"
+    old = work / "old.jsonl"
+    old.write_text("".join(json.dumps([f"old query {i}", f"old pos {i}", f"old neg {i}"]) + "\n" for i in range(8)))
+    new = work / "new.jsonl"
+    new.write_text("".join(json.dumps([f"new query {i}", f"new pos {i}", f"new neg {i}"]) + "\n" for i in range(9)))
+    prepare(out, "--train-data", old, "--num-new-negatives", 1)
+    before = {n: (out / n).read_bytes() for n in NAMES}
+    env = dict(os.environ, LD_PRELOAD=str(shim), KILL_AT_RENAME="3")
+    r = subprocess.run([BIN, "prepare", "--out", str(out), "--no-mining", "--quiet", "--train-data", str(new),
+                        "--num-new-negatives", "1"], capture_output=True, text=True, env=env)
+    assert r.returncode == -9, (r.returncode, r.stderr)
+    assert (out / NAMES[0]).read_bytes() != before[NAMES[0]]          # the new queries
+    assert all((out / n).read_bytes() == before[n] for n in NAMES[1:])  # the old corpus and triples
+    stale = sorted(x.name for x in out.iterdir() if ".tmp." in x.name)
+    assert [x.split(".tmp.")[0] for x in stale] == [NAMES[1], NAMES[2]], stale
+    listed = json.loads((out / "manifest.train.colbert.json").read_text())["files"][NAMES[1]]["bytes"]
+    t = subprocess.run([SAN, "train", "--model-name", "x", "--pretrained", "/nonexistent", "--data", str(out),
+                        "--output-dir", str(work / "never")], capture_output=True, text=True)
+    assert t.returncode == 1 and t.stderr.strip() == (
+        f"colbert: error: {out}/{NAMES[1]} does not match manifest.train.colbert.json ({len(before[NAMES[1]])} bytes, "
+        f"the manifest says {listed}): "
+        "these files are not one set (a `colbert prepare` was interrupted while replacing them, or a file changed "
+        f"since) (HINT: re-run `colbert prepare --out {out}`, or delete the manifest to use the files as they are)"
+    ), t.stderr
+    assert not (work / "never").exists()
+    # the next prepare: whole again, the killed one's temporaries gone
+    prepare(out, "--train-data", new, "--num-new-negatives", 1)
+    assert sorted(x.name for x in out.iterdir()) == sorted([*NAMES, "manifest.train.colbert.json"])
+    t = subprocess.run([SAN, "train", "--model-name", "x", "--pretrained", "/nonexistent", "--data", str(out),
+                        "--output-dir", str(work / "never")], capture_output=True, text=True)
+    assert t.returncode == 1 and "/nonexistent" in t.stderr and "manifest" not in t.stderr, t.stderr
+
+
+def test_nul_bytes_and_json_nul_escapes(work):
+    """A raw NUL byte in a record is refused (FILE:LINE:column); a JSON
+    "\\u0000" is a character of the text and goes out as a space, like a tab."""
+    f = work / "nul.tsv"
+    f.write_bytes(b"q one\tp one\tn one\nq two\tp\x00two\tn two\n")
+    run_bad(work, ["--train-data", f], r"nul\.tsv:2: a NUL byte at column 8")
+    f = work / "nul_escape.jsonl"
+    f.write_text('["q\\u0000one", "p one", "n\\u0000one"]\n["q two", "p two", "n two"]\n')
+    out = work / "nul_escape_out"
+    prepare(out, "--train-data", f, "--num-new-negatives", 0)
+    assert b"\x00" not in (out / NAMES[0]).read_bytes() + (out / NAMES[1]).read_bytes()
+    assert "q one" in (out / NAMES[0]).read_text()

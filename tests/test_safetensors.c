@@ -1,7 +1,8 @@
 /* test_safetensors.c: the safetensors reader and writer.
  *
  * Crafted files in $COLBERT_TMP: a valid one (F32 unaligned, F16 and BF16
- * with subnormals, inf, nan; U8; an empty tensor) read back exactly, then
+ * with subnormals and extremes; U8; an empty tensor) read back exactly (a
+ * NaN or an infinity is refused), then
  * one file per kind of damage, each of which must be refused with a message
  * naming the file and the problem. The writer's output is read back here
  * and by Python's safetensors. Finally the real all-MiniLM-L6-v2 weights
@@ -71,25 +72,28 @@ static uint32_t f32_bits(float x) {
 /* ---- a valid file ---------------------------------------------------- */
 
 /* u: U8 [1] at 0; a: F32 [2,3] at 1 (unaligned); h: F16 [8]; b: BF16 [4];
- * e: F32 [0,4], no bytes. */
+ * nf: F16 [2] (NaN, inf: refused when read); e: F32 [0,4], no bytes. */
 static const char *valid_header =
     "{\"__metadata__\":{\"format\":\"pt\"},"
     "\"u\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
     "\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[1,25]},"
     "\"h\":{\"dtype\":\"F16\",\"shape\":[8],\"data_offsets\":[25,41]},"
     "\"b\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[41,49]},"
-    "\"e\":{\"dtype\":\"F32\",\"shape\":[0,4],\"data_offsets\":[49,49]}}";
+    "\"nf\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[49,53]},"
+    "\"e\":{\"dtype\":\"F32\",\"shape\":[0,4],\"data_offsets\":[53,53]}}";
 static const float a_vals[6] = {1.0f, -2.5f, 3.25f, 1e-30f, -0.0f, 65504.0f};
 static const uint16_t h_bits[8] = {
-    0x3c00, 0xc000, 0x0001, 0x03ff, 0x7c00, 0xfc00, 0x7e00, 0x7bff};
-static const uint16_t b_bits[4] = {0x3f80, 0xc040, 0x7f80, 0x0001};
+    0x3c00, 0xc000, 0x0001, 0x03ff, 0x8001, 0xfbff, 0x3555, 0x7bff};
+static const uint16_t b_bits[4] = {0x3f80, 0xc040, 0x7f7f, 0x0001};
+static const uint16_t n_bits[2] = {0x7e00, 0x7c00};
 
 static size_t valid_data(uint8_t *d) {
     d[0] = 7;
     memcpy(d + 1, a_vals, 24);
     memcpy(d + 25, h_bits, 16);
     memcpy(d + 41, b_bits, 8);
-    return 49;
+    memcpy(d + 49, n_bits, 4);
+    return 53;
 }
 
 static void test_valid(void) {
@@ -102,7 +106,7 @@ static void test_valid(void) {
     int rc = cb_st_open(&f, path, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     if (rc) return;
-    CHECK(f.n_tensors == 5);
+    CHECK(f.n_tensors == 6);
     const st_tensor *t = cb_st_find(&f, "a");
     CHECK(t && t->dtype == ST_F32 && t->ndim == 2 && t->shape[0] == 2 && t->shape[1] == 3);
     CHECK(cb_st_find(&f, "__metadata__") == NULL);
@@ -124,10 +128,18 @@ static void test_valid(void) {
     CHECK(h[1] == -2.0f);
     CHECK_MSG(h[2] == ldexpf(1.0f, -24), "smallest subnormal: %g", h[2]);
     CHECK_MSG(h[3] == 1023.0f * ldexpf(1.0f, -24), "largest subnormal: %g", h[3]);
-    CHECK(isinf(h[4]) && h[4] > 0);
-    CHECK(isinf(h[5]) && h[5] < 0);
-    CHECK(isnan(h[6]));
+    CHECK(h[4] == -ldexpf(1.0f, -24));
+    CHECK(h[5] == -65504.0f);
+    CHECK(h[6] == 1365.0f * ldexpf(1.0f, -12));
     CHECK(h[7] == 65504.0f);
+    /* a NaN or an infinity is refused, naming the element and its byte */
+    float nv[2];
+    int64_t sn[1] = {2};
+    rc = cb_st_read_f32(&f, "nf", nv, 1, sn, &err);
+    char at[64];
+    snprintf(at, sizeof at, "byte %zu of the file", f.data_start + 49);
+    CHECK_MSG(rc == -1 && strstr(err.msg, path) && strstr(err.msg, "tensor 'nf': element [0] is NaN") &&
+              strstr(err.msg, at), "%s", err.msg);
     /* every half value converts exactly (checked against the formula) */
     int bad = 0;
     for (uint32_t u = 0; u < 0x10000; u++) {
@@ -143,7 +155,7 @@ static void test_valid(void) {
     float b[4];
     int64_t sb[1] = {4};
     CHECK_MSG(cb_st_read_f32(&f, "b", b, 1, sb, &err) == 0, "%s", err.msg);
-    CHECK(b[0] == 1.0f && b[1] == -3.0f && isinf(b[2]));
+    CHECK(b[0] == 1.0f && b[1] == -3.0f && b[2] == 0x1.fep127f);
     CHECK_MSG(b[3] == ldexpf(1.0f, -133), "bf16 subnormal: %g", b[3]);
 
     float e[1];
@@ -166,6 +178,32 @@ static void test_valid(void) {
     cb_st_close(&f);
     CHECK(f.map == NULL && f.path == NULL);
     cb_st_close(&f);                                 /* closing twice is harmless */
+}
+
+/* The same bytes from memory (cb_st_open_mem): same tensors, nothing
+ * unmapped at close; too short a buffer is refused. */
+static void test_mem(void) {
+    uint8_t data[64], buf[1024];
+    size_t nd = valid_data(data), nh = strlen(valid_header);
+    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)nh >> (8 * i));
+    memcpy(buf + 8, valid_header, nh);
+    memcpy(buf + 8 + nh, data, nd);
+    st_file f;
+    cb_err err = {{0}};
+    int rc = cb_st_open_mem(&f, "mem.safetensors", buf, 8 + nh + nd, &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    if (rc) return;
+    float a[6];
+    int64_t sa[2] = {2, 3};
+    CHECK(f.n_tensors == 6 && cb_st_read_f32(&f, "a", a, 2, sa, &err) == 0 && a[2] == 3.25f);
+    int64_t sn[1] = {2};
+    CHECK(cb_st_read_f32(&f, "nf", a, 1, sn, &err) == -1 && strstr(err.msg, "mem.safetensors: tensor 'nf'"));
+    cb_st_close(&f);
+    CHECK(buf[8] == '{');   /* the caller's buffer is untouched */
+    rc = cb_st_open_mem(&f, "short", buf, 7, &err);
+    CHECK(rc == -1 && strstr(err.msg, "short: file is 7 bytes"));
+    rc = cb_st_open_mem(&f, "cut", buf, 8 + nh - 1, &err);
+    CHECK_MSG(rc == -1 && strstr(err.msg, "cut: header length"), "%s", err.msg);
 }
 
 /* ---- damaged files ------------------------------------------------------- */
@@ -275,7 +313,7 @@ static void test_errors(void) {
 static void test_write(void) {
     const char *path = tmp_path("written.safetensors");
     float w[2][3] = {{1.5f, -2.0f, 0.125f}, {1e-20f, 3e20f, -0.0f}};
-    uint16_t h[3] = {0x3c00, 0x0001, 0xfc00};
+    uint16_t h[3] = {0x3c00, 0x0001, 0xfbff};
     int64_t ids[4] = {0, 1, 2, -7};
     st_wtensor ts[3] = {
         {.name = "bert.linear.weight", .dtype = ST_F32, .ndim = 2, .shape = {2, 3}, .data = w},
@@ -301,7 +339,7 @@ static void test_write(void) {
     CHECK(memcmp(r, w, sizeof w) == 0);
     int64_t s3[1] = {3};
     CHECK(cb_st_read_f32(&f, "half", r, 1, s3, &err) == 0);
-    CHECK(r[0] == 1.0f && r[1] == ldexpf(1.0f, -24) && isinf(r[2]) && r[2] < 0);
+    CHECK(r[0] == 1.0f && r[1] == ldexpf(1.0f, -24) && r[2] == -65504.0f);
     const st_tensor *t = cb_st_find(&f, "ids");
     CHECK(t && t->dtype == ST_I64 && t->end - t->begin == 32 &&
           memcmp(f.map + f.data_start + t->begin, ids, 32) == 0);
@@ -317,7 +355,7 @@ static void test_write(void) {
              "assert w.dtype == np.float32 and w.shape == (2, 3), w\n"
              "assert w.tolist() == np.array([[1.5, -2.0, 0.125], [1e-20, 3e20, -0.0]], "
              "np.float32).tolist(), w\n"
-             "assert h.dtype == np.float16 and h.view(np.uint16).tolist() == [0x3c00, 1, 0xfc00]\n"
+             "assert h.dtype == np.float16 and h.view(np.uint16).tolist() == [0x3c00, 1, 0xfbff]\n"
              "assert i.dtype == np.int64 and i.tolist() == [[0, 1, 2, -7]]\n"
              "\" '%s'", test_env("COLBERT_ROOT"), path);
     rc = system(cmd);
@@ -380,6 +418,7 @@ static void test_real_model(void) {
 int main(void) {
     tmpdir = test_env("COLBERT_TMP");
     test_valid();
+    test_mem();
     test_errors();
     test_write();
     test_real_model();

@@ -157,6 +157,57 @@ static void test_vocab_txt(void) {
     free(d);
 }
 
+/* Hostile vocabularies: refused at load, naming the file and the line. */
+static void test_hostile_vocab(void) {
+    char *d = tmp_dir("tok-dup-line");
+    char *p = cb_path_new(d, "vocab.txt", NULL);
+    write_file(p, "[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\nworld\nhello\n");
+    check_load_fails(d, "tok-dup-line/vocab.txt:7: token 'hello' repeats line 5");
+    FILE *f = fopen(p, "wb");
+    fwrite("[PAD]\n[UNK]\nnul\0byte\n", 1, 20, f);
+    fclose(f);
+    check_load_fails(d, "vocab.txt:3: a NUL byte");
+    free(p);
+    free(d);
+
+    d = tmp_dir("tok-max-chars");
+    p = cb_path_new(d, "tokenizer.json", NULL);
+    const char *fmt = "{\"model\": {\"type\": \"WordPiece\", \"unk_token\": \"[UNK]\", %s"
+                      "\"vocab\": {\"[UNK]\": 0, \"a\": 1, \"b\": %d}}, \"normalizer\": null,"
+                      " \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}}";
+    char text[512];
+    snprintf(text, sizeof text, fmt, "\"max_input_chars_per_word\": -5, ", 2);
+    write_file(p, text);
+    check_load_fails(d, "max_input_chars_per_word must be an integer >= 1, found -5");
+    snprintf(text, sizeof text, fmt, "\"max_input_chars_per_word\": \"100\", ", 2);
+    write_file(p, text);
+    check_load_fails(d, "max_input_chars_per_word must be an integer >= 1, found a non-integer");
+    snprintf(text, sizeof text, fmt, "", 1);
+    write_file(p, text);
+    check_load_fails(d, "both have id 1");
+    snprintf(text, sizeof text, fmt, "", 40000000);
+    write_file(p, text);
+    check_load_fails(d, "model.vocab entry 'b' has no valid id");
+    /* ids past the model's embedding rows */
+    snprintf(text, sizeof text, fmt, "\"max_input_chars_per_word\": 3, ", 40000);
+    write_file(p, text);
+    cb_err err = {{0}};
+    tokenizer *t = cb_tokenizer_load(d, &err);
+    CHECK_MSG(t != NULL, "%s", err.msg);
+    if (t) {
+        CHECK(cb_tokenizer_check_ids(t, 40001, "rows", &err) == 0);
+        CHECK(cb_tokenizer_check_ids(t, 30522, "M/config.json (vocab_size 30522)", &err) == -1);
+        CHECK_MSG(strstr(err.msg, "tok-max-chars/tokenizer.json: token 'b' has id 40000, but M/config.json "
+                                  "(vocab_size 30522) has embeddings for ids 0 .. 30521 only"), "%s", err.msg);
+        /* max_input_chars_per_word 3: a longer word is [UNK] (0), a short one is not */
+        int32_t ids[4];
+        CHECK(cb_tokenizer_encode(t, "aaaa a", 6, ids, 4) == 2 && ids[0] == 0 && ids[1] == 1);
+        cb_tokenizer_free(t);
+    }
+    free(p);
+    free(d);
+}
+
 /* Concurrent encoding gives the same ids as serial encoding. */
 typedef struct job {
     const tokenizer *t;
@@ -209,5 +260,6 @@ int main(void) {
         cb_tokenizer_free(t);
     }
     test_vocab_txt();
+    test_hostile_vocab();
     return test_finish("test_tokenizer");
 }

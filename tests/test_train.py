@@ -311,3 +311,113 @@ def test_bad_inputs_clear_errors(nf, tmp_path):
         assert "AddressSanitizer" not in r.stderr and "runtime error" not in r.stderr
         assert want in r.stderr, r.stderr[-2000:]
         assert r.stdout == ""
+
+
+# ---- one run per directory, --overwrite, divergence --------------------------------
+
+def small_data(name, queries, triples):
+    d = os.path.join(TMP, name)
+    os.makedirs(d, exist_ok=True)
+    docs = [f"document {i} talks about topic {i % 5} and more" for i in range(40)]
+    with open(os.path.join(d, FILES[0]), "w") as f:
+        f.writelines(f"{i}\t{q}\n" for i, q in enumerate(queries))
+    with open(os.path.join(d, FILES[1]), "w") as f:
+        f.writelines(f"{i}\t{x}\n" for i, x in enumerate(docs))
+    with open(os.path.join(d, FILES[2]), "w") as f:
+        f.writelines(json.dumps(t) + "\n" for t in triples)
+    return d
+
+
+SMALL = ["--batch-size", "4", "--doc-maxlen", "32", "--query-maxlen", "16", "--val-fraction", "0",
+         "--no-dropout", "--quiet"]
+
+
+def test_one_run_per_directory_and_overwrite():
+    """A second run on a busy directory is refused at once, naming the
+    holder; a finished run is refused until --overwrite, which leaves no
+    checkpoint or log line of the old run beside the new one."""
+    data = small_data("lock_data", [f"query number {i} about topic {i % 5}" for i in range(20)],
+                      [[i % 20, (2 * i) % 40, (2 * i + 1) % 40] for i in range(400)])
+    out = os.path.join(TMP, "lock_runs")
+    shutil.rmtree(out, ignore_errors=True)
+    args = ["--model-name", "a", "--pretrained", MODEL, "--data", data, "--output-dir", out, *SMALL]
+    run = os.path.join(out, "a")
+    first = subprocess.Popen([BIN, "train", "--threads", "1", *args, "--maxsteps", "60", "--save-every", "20"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while time.time() - t0 < 120 and first.poll() is None:   # until it trains
+        if os.path.exists(os.path.join(run, "train.jsonl")) and os.path.getsize(os.path.join(run, "train.jsonl")):
+            break
+        time.sleep(0.05)
+    assert first.poll() is None, "the first run ended too soon"
+    t1 = time.time()
+    second = train([*args, "--maxsteps", "60"], binary=SAN, check=False)
+    refused_in = time.time() - t1
+    so, se = first.communicate(timeout=600)
+    assert first.returncode == 0, se[-2000:]
+    print(f"\nsecond run: exit {second.returncode} in {refused_in:.1f} s: {second.stderr.strip()}")
+    assert second.returncode == 1 and second.stdout == ""
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1, second.stderr
+    host = os.uname().nodename
+    assert lines[0].startswith(f"colbert: error: {run}: another `colbert train` is using this run directory "
+                               f"(pid {first.pid} on {host}, started "), lines[0]
+    # the first run is whole: its checkpoints and one log line per step
+    assert sorted(x for x in os.listdir(run) if x.startswith("step-")) == ["step-000020", "step-000040",
+                                                                           "step-000060"]
+    assert [x["step"] for x in log_lines(run) if "event" not in x] == list(range(1, 61))
+    # re-running the finished run: refused before anything is loaded
+    r = train([*args, "--maxsteps", "60"], binary=SAN, check=False)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        f"colbert: error: {run} holds a finished run (step-000060, the last of its 60 steps); --overwrite replaces "
+        "it (its checkpoints, log and curve are deleted), or give another --model-name or --output-dir"), r.stderr
+    # --overwrite: a shorter run, and nothing of the old one is left
+    r = train([*args, "--maxsteps", "8", "--save-every", "4", "--overwrite"])
+    assert "--overwrite: removed the earlier run" in r.stderr
+    assert sorted(x for x in os.listdir(run) if x.startswith(("step-", ".deleting", ".partial"))) == [
+        "step-000004", "step-000008"]
+    assert [x["step"] for x in log_lines(run) if "event" not in x] == list(range(1, 9))
+    assert os.readlink(os.path.join(run, "best")) == "step-000008"
+
+
+def test_divergence_stops_at_the_step_and_keeps_the_last_good_checkpoint():
+    """Finite weights that overflow on one token (position 2 at 1e38, the
+    word "zebra" at FLT_MAX): the batch that first holds a query starting
+    with "zebra" (step 4) gives a NaN loss. The run stops there with an
+    error naming the step and the last good checkpoint (step 2), exit 1;
+    nothing of step 4 is saved. ASan/UBSan build: the NaNs go through every
+    kernel without undefined behaviour."""
+    poisoned = os.path.join(TMP, "poisoned_model")
+    if not os.path.isdir(poisoned):
+        os.makedirs(poisoned)
+        for e in os.listdir(MODEL):
+            if e != "model.safetensors":
+                os.symlink(os.path.join(MODEL, e), os.path.join(poisoned, e))
+        t = load_file(os.path.join(MODEL, "model.safetensors"))
+        vocab = open(os.path.join(MODEL, "vocab.txt"), encoding="utf-8").read().split("\n")
+        t["embeddings.position_embeddings.weight"][2, 0] = 1e38
+        t["embeddings.word_embeddings.weight"][vocab.index("zebra"), 0] = np.finfo(np.float32).max
+        from safetensors.numpy import save_file
+        save_file(t, os.path.join(poisoned, "model.safetensors"), metadata={"format": "pt"})
+    queries = [f"query number {i} about topic {i % 5}" for i in range(20)] + [f"zebra lives where {i}" for i in range(4)]
+    data = small_data("zebra_data", queries, [[i if i < 12 else 20 + i % 4, (2 * i) % 40, (2 * i + 1) % 40]
+                                              for i in range(24)])
+    out = os.path.join(TMP, "zebra_runs")
+    shutil.rmtree(out, ignore_errors=True)
+    r = train(["--model-name", "z", "--pretrained", poisoned, "--data", data, "--output-dir", out, *SMALL,
+               "--maxsteps", "6", "--save-every", "2"], binary=SAN, check=False)
+    run = os.path.join(out, "z")
+    errors = [x for x in r.stderr.splitlines() if x.startswith("colbert: error: ")]
+    last = errors[-1] if errors else ""
+    print(f"\n{last}")
+    assert len(errors) == 1, r.stderr[-3000:]
+    assert "runtime error" not in r.stderr and "Sanitizer" not in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 1 and r.stdout == "", r.stderr[-3000:]
+    assert last == ("colbert: error: step 4 of 6: the loss is NaN and the gradient norm NaN: training diverged and "
+                    f"stops; the last good checkpoint is {run}/step-000002 (HINT: lower --lr, or check the model's "
+                    "weights and the data)"), last
+    assert sorted(x for x in os.listdir(run) if x.startswith(("step-", ".partial"))) == ["step-000002"]
+    log = log_lines(run)
+    assert [x["step"] for x in log if "event" not in x] == [1, 2, 3]
+    assert log[-1] == {"event": "diverged", "step": 4, "loss_finite": False, "grad_norm_finite": False}
+    loadable(os.path.join(run, "step-000002"))

@@ -45,7 +45,7 @@ _CLI_WORDS = (
     ("--negative-label", "negative_label"), ("--kind labeled", "pairs_with_labels=True"), ("(--kind)", ""),
     ("--miner-model PATH", "hard_negative_model=PATH"), ("--no-mining", "mine_hard_negatives=False"),
     ("--batch-size", "batch_size"), ("--dim", "dim"), ("--data DIR", "data_dir=DIR"), ("--resume", "resume="),
-    ("--device cpu", "device='cpu'"),
+    ("--device cpu", "device='cpu'"), ("--overwrite", "overwrite=True"),
 )
 
 

@@ -271,19 +271,19 @@ static PyObject *py_train(PyObject *self, PyObject *args, PyObject *kw) {
                              "ragatouille_schedule", "accumsteps", "use_ib_negatives", "contrastive", "relu",
                              "epochs", "seed", "dropout", "save_every", "keep_checkpoints", "val_data", "val_beir",
                              "val_split", "val_fraction", "val_queries", "val_docs", "resume", "quiet", "threads",
-                             "device", NULL};
+                             "device", "overwrite", NULL};
     train_opts o;
     cb_train_opts_default(&o);
     const char *name, *pretrained, *lang = "en";
     int n_gpus = -1, threads = 0;
     unsigned long long seed = o.seed;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ss|$sizziildiiiliiiiiiKilizzzdiiziiz", kwlist, &name, &pretrained,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ss|$sizziildiiiliiiiiiKilizzzdiiziizi", kwlist, &name, &pretrained,
                                      &lang, &n_gpus, &o.data_dir, &o.output_dir, &o.bsize, &o.nbits, &o.maxsteps,
                                      &o.lr, &o.dim, &o.doc_maxlen, &o.query_maxlen, &o.warmup,
                                      &o.ragatouille_schedule, &o.accumsteps, &o.use_ib_negatives, &o.contrastive,
                                      &o.relu, &o.epochs, &seed, &o.dropout, &o.save_every, &o.keep_checkpoints,
                                      &o.val_data, &o.val_beir, &o.val_split, &o.val_fraction, &o.val_queries,
-                                     &o.val_docs, &o.resume, &o.quiet, &threads, &o.device))
+                                     &o.val_docs, &o.resume, &o.quiet, &threads, &o.device, &o.overwrite))
         return NULL;
     o.seed = seed;
     if (!o.output_dir) o.output_dir = "checkpoints";

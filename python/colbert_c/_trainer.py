@@ -18,6 +18,7 @@ from . import _native, _progress, _records
 from ._errors import BadChoiceError, ColbertError, ModelNotFoundError, PrepareError, pythonize
 
 DATA_FILES = ("queries.train.colbert.tsv", "corpus.train.colbert.tsv", "triples.train.colbert.jsonl")
+MANIFEST = "manifest.train.colbert.json"   # beside them: sizes and content hashes (train checks the set)
 MODEL_SIZES = ("small", "base", "large")
 
 
@@ -104,7 +105,7 @@ class RAGTrainer:
         if self.data_dir is None:
             raise ValueError("no training data yet: call prepare_training_data first")
         os.makedirs(path, exist_ok=True)
-        for name in DATA_FILES:
+        for name in DATA_FILES + ((MANIFEST,) if (Path(self.data_dir) / MANIFEST).exists() else ()):
             shutil.copyfile(Path(self.data_dir) / name, Path(path) / name)
 
     def prepare_training_data(self, raw_data, all_documents=None, data_out_path="./data/",
@@ -186,7 +187,8 @@ class RAGTrainer:
               loss: str = "colbert", epochs: int = 1, seed: int = 12345, schedule: str = "run",
               save_every=None, keep_checkpoints=None, val_fraction: float = 0.05, val_queries: int = 128,
               val_data=None, val_beir=None, val_split: str = "dev", val_docs: int = 2000, query_maxlen=None,
-              dropout: bool = True, resume=None, threads=None, device=None, quiet: bool = False) -> str:
+              dropout: bool = True, resume=None, overwrite: bool = False, threads=None, device=None,
+              quiet: bool = False) -> str:
         """
         Train (a new ColBERT from an encoder) or fine-tune (a ColBERT checkpoint) on the files of
         prepare_training_data. Returns the best checkpoint's directory (by validation nDCG@10;
@@ -202,7 +204,7 @@ class RAGTrainer:
         save_every, keep_checkpoints, val_fraction / val_queries (held-out training queries),
         val_data (a directory of validation triples), val_beir / val_split (a BEIR split),
         val_docs, query_maxlen, dropout, resume (a step-N directory, or True for this trainer's
-        last checkpoint), threads, device (None: a GPU if the library has CUDA and one is there,
+        last checkpoint), overwrite (replace an earlier run of output_dir/model_name), threads, device (None: a GPU if the library has CUDA and one is there,
         else the CPU; "cpu", "cuda", "cuda:N"), quiet.
 
         Ctrl-C (SIGINT) ends the current step, writes a resumable checkpoint (self.last_checkpoint)
@@ -252,7 +254,8 @@ class RAGTrainer:
                   val_data=None if val_data is None else os.fspath(val_data),
                   val_beir=None if val_beir is None else os.fspath(val_beir), val_split=val_split,
                   val_fraction=float(val_fraction), val_queries=val_queries, val_docs=val_docs, resume=resume,
-                  quiet=int(lib_quiet or tqdm is not None), threads=_threads(threads), device=device)
+                  quiet=int(lib_quiet or tqdm is not None), threads=_threads(threads), device=device,
+                  overwrite=int(bool(overwrite)))
         pretrained = resume if resume is not None else self.pretrained_model_path
         with _progress.Bars(tqdm):
             try:

@@ -262,8 +262,17 @@ static void test_elementwise(size_t n, uint64_t seed) {
         float p = k ? 0.5f : 0.1f;
         float *xc = hcopy(x, n), *g_xc = gup(x, n * 4);
         uint8_t *m = malloc(n), *g_m = gup(NULL, n);
-        cb_ops_dropout_forward(C, xc, m, n, p, 12345 + k, 3 + k);
-        cb_ops_dropout_forward(G, g_xc, g_m, n, p, 12345 + k, 3 + k);
+        /* three sequences of tokens of one element each, ids out of order */
+        int off[4] = {0, (int)(n / 3), (int)(2 * n / 3), (int)n};
+        uint64_t id[3] = {5, 17, 2};
+        ops_seqs cs = {.n_seq = 3, .n_tok = (int)n, .max_len = (int)n, .off = off, .id = id};
+        int *g_off = gup(off, sizeof off);
+        uint64_t *g_id = gup(id, sizeof id);
+        ops_seqs gs = {.n_seq = 3, .n_tok = (int)n, .max_len = (int)n, .off = g_off, .id = g_id};
+        cb_ops_dropout_forward(C, xc, m, &cs, 1, p, 12345 + k, 3 + k);
+        cb_ops_dropout_forward(G, g_xc, g_m, &gs, 1, p, 12345 + k, 3 + k);
+        cb_ops_free(G, g_off);
+        cb_ops_free(G, g_id);
         snprintf(name, sizeof name, "dropout p%.1f fwd mask n%zu", p, n);
         cmp_bits(name, g_m, m, n);
         snprintf(name, sizeof name, "dropout p%.1f fwd x n%zu", p, n);
@@ -302,10 +311,13 @@ static void test_attention(const int *len, int S, int H, int NH, float p, int ma
             mask[off[s] + i] = (uint8_t)(!masked || i < 3 || i < len[s] - len[s] / 3);
     size_t nq = (size_t)T * 3 * H, nc = (size_t)T * H;
     float *qkv = hrand(nq, 2.0f, seed), *ctx = malloc(nc * 4);
-    ops_seqs cs = {.n_seq = S, .n_tok = T, .max_len = maxl, .off = off, .att_off = att};
+    uint64_t *ids = malloc((size_t)S * sizeof(uint64_t));
+    for (int s = 0; s < S; s++) ids[s] = (uint64_t)(3 * s + 7);
+    ops_seqs cs = {.n_seq = S, .n_tok = T, .max_len = maxl, .off = off, .att_off = att, .id = ids};
     int *g_off = gup(off, (S + 1) * sizeof(int));
     size_t *g_att = gup(att, (S + 1) * sizeof(size_t));
-    ops_seqs gs = {.n_seq = S, .n_tok = T, .max_len = maxl, .off = g_off, .att_off = g_att};
+    uint64_t *g_ids = gup(ids, (size_t)S * sizeof(uint64_t));
+    ops_seqs gs = {.n_seq = S, .n_tok = T, .max_len = maxl, .off = g_off, .att_off = g_att, .id = g_ids};
     float *g_qkv = gup(qkv, nq * 4), *g_ctx = gup(NULL, nc * 4);
     uint8_t *g_mask = gup(mask, T);
     cb_err err = {{0}};
@@ -344,9 +356,9 @@ static void test_attention(const int *len, int S, int H, int NH, float p, int ma
     free(h);
     snprintf(name, sizeof name, "attention bwd S%d H%d p%.1f", S, H, p);
     cmp_runs(name, g_dqkv, g_dqkv2, nq * 4);
-    free(off); free(att); free(mask); free(qkv); free(ctx); free(dctx); free(dqkv);
+    free(off); free(att); free(ids); free(mask); free(qkv); free(ctx); free(dctx); free(dqkv);
     cb_ops_free(C, cw.p); cb_ops_free(G, gw.p);
-    cb_ops_free(G, g_off); cb_ops_free(G, g_att); cb_ops_free(G, g_qkv); cb_ops_free(G, g_ctx); cb_ops_free(G, g_mask);
+    cb_ops_free(G, g_off); cb_ops_free(G, g_att); cb_ops_free(G, g_ids); cb_ops_free(G, g_qkv); cb_ops_free(G, g_ctx); cb_ops_free(G, g_mask);
     cb_ops_free(G, g_dctx); cb_ops_free(G, g_dqkv); cb_ops_free(G, g_dqkv2);
 }
 
