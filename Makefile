@@ -11,10 +11,14 @@
 #   make gpu-bundle the prepared folder gpu/ for the GPU machine (see
 #                   scripts/gpu_check.sh)
 #   make fuzz       the libFuzzer targets of fuzz/, FUZZ_SECONDS each (clang)
+#   make pylib      build-py/libcolbert.so, the shared library of the Python
+#                   package (pip install . runs it): portable, see PYARCH
 # Variables: CC, ARCH (default -march=native), OMP=0 to build without OpenMP,
 # CAIRO=0 to build without cairo, MPI=0 to build without MPI, CUDA=0 to build
 # without the CUDA backend (default: built when nvcc is found), CUDA_HOME,
-# CUDA_ARCHS (default 80 90).
+# CUDA_ARCHS (default 80 90), PYARCH (default -march=x86-64-v2 -mtune=generic:
+# any x86-64 CPU since 2009; the SIMD kernels are picked at run time, see
+# src/cpu/attn.c and CB_SIMD_CLONES in src/cpu/cpu.h).
 # -fno-trapping-math lets GCC vectorise the branch-free exp/erf of fastmath.h
 # (results are IEEE-identical; only FP exception flags are not kept).
 
@@ -97,7 +101,7 @@ endif
 CUDA_STAMP := $(BUILD)/.cuda-$(CUDA)
 $(shell mkdir -p $(BUILD) && [ -f $(CUDA_STAMP) ] || { rm -f $(BUILD)/.cuda-*; touch $(CUDA_STAMP); })
 
-.PHONY: print-libs all test unit unit-san pytest setup demo bench clean test-cuda cuda-tests gpu-bundle
+.PHONY: print-libs print-cflags all test unit unit-san pytest setup demo bench clean test-cuda cuda-tests gpu-bundle pylib
 all: $(BUILD)/colbert $(BUILD)/libcolbert.a
 
 # ---- release build -------------------------------------------------------
@@ -150,6 +154,18 @@ $(BUILD)/tests $(SAN)/tests:
 $(BUILD)/tests/mpi_step: tests/mpi_step.c $(BUILD)/libcolbert.a $(HDR) | $(BUILD)/tests
 	$(CC) $(STD) $(WARN) $(CFLAGS_REL) $(DEP_CFLAGS) -Isrc $< $(BUILD)/libcolbert.a $(DEP_LIBS) $(MPI_LIBS) $(CUDA_LIBS) -o $@
 
+# ---- the Python package's shared library (portable) -----------------------
+# The CPU backend only, serial (no MPI, no CUDA): what a notebook runs.
+PYBUILD  ?= build-py
+PYARCH   ?= -march=x86-64-v2 -mtune=generic
+CFLAGS_PY := -O3 $(PYARCH) -fno-trapping-math -fPIC $(OMPFLAG)
+$(PYBUILD)/obj/%.o: src/%.c $(HDR)
+	@mkdir -p $(@D)
+	$(CC) $(STD) $(WARN) $(CFLAGS_PY) $(DEP_CFLAGS) -c $< -o $@
+$(PYBUILD)/libcolbert.so: $(SRC:src/%.c=$(PYBUILD)/obj/%.o)
+	$(CC) -shared -Wl,-soname,libcolbert.so -Wl,--no-undefined $(CFLAGS_PY) $^ $(DEP_LIBS) -o $@
+pylib: $(PYBUILD)/libcolbert.so
+
 TESTS_REL := $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
 TESTS_SAN := $(TESTSRC:tests/%.c=$(SAN)/tests/%)
 
@@ -199,6 +215,8 @@ demo: setup all
 
 print-libs:
 	@echo $(DEP_LIBS) $(MPI_LIBS)
+print-cflags:
+	@echo $(DEP_CFLAGS)
 
 # ---- fuzzing (libFuzzer; clang) -------------------------------------------
 #   make fuzz-build           the targets of fuzz/ (fuzz/README.md)
@@ -230,4 +248,4 @@ fuzz: fuzz-build
 	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(BUILD) $(SAN) $(FUZZ) build-gpu gpu
+	rm -rf $(BUILD) $(SAN) $(FUZZ) build-gpu gpu $(PYBUILD)

@@ -2,13 +2,12 @@
  * parsing (args.c): the thread count, and a text file read as lines. */
 #include "cli.h"
 #include "comm.h"
+#include "job.h"
 
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-void openblas_set_num_threads(int);
 
 int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, cb_err *err) {
     size_t n = 0;
@@ -58,11 +57,7 @@ void cli_set_threads(int n) {
         if (n < 1) n = 1;
     }
 #endif
-    if (n <= 0) return;
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#endif
-    openblas_set_num_threads(n);
+    if (n > 0) cb_set_threads(n);
 }
 
 int cli_device_ok(const char *s) {

@@ -2,8 +2,8 @@
  * each line of a text file, written as .npy. */
 #include "args.h"
 #include "cli.h"
-#include "colmodel.h"
 #include "encoder.h"
+#include "job.h"
 #include "npy.h"
 #include "safetensors.h"
 
@@ -115,7 +115,7 @@ static int encode_colbert(ops_device *dev, const char *model, const char *input,
                           int quiet) {
     cb_err err = {{0}};
     colmodel m;
-    if (cb_colmodel_load(&m, dev, model, 0, 12345, &err)) {
+    if (cb_encode_colbert_load(&m, dev, model, &err)) {   /* as the Python package's encode loads it */
         fprintf(stderr, "colbert: error: %s\n", err.msg);
         return 1;
     }
@@ -145,25 +145,16 @@ static int encode_colbert(ops_device *dev, const char *model, const char *input,
         free(keep);
         rc = reserve_ragged(output, total, n, D, &err);
     }
-    if (rc) {
-    } else if (queries) {
-        int Lq = m.cc.query_maxlen;
-        float *out = cb_xmalloc(((size_t)n * Lq + 1) * D * sizeof(float));
-        int64_t shape[3] = {n, Lq, D};
-        rc = cb_colmodel_encode_queries(&m, (const char *const *)lines, lens, n, out, &err);
-        if (!rc) rc = cb_npy_write(output, "<f4", out, 3, shape, &err);
-        free(out);
-    } else {
-        int *L;
-        float *vec;
-        rc = cb_colmodel_encode_docs(&m, (const char *const *)lines, lens, n, &L, &vec, &err);
-        if (!rc) {
-            rc = write_ragged(output, vec, L, n, D, &err);
-            free(L);
-            free(vec);
-        }
+    colbert_vectors v = {0};
+    if (!rc) rc = cb_encode_colbert_run(&v, &m, (const char *const *)lines, lens, n, queries, &err);
+    if (!rc && queries) {
+        int64_t shape[3] = {n, v.query_maxlen, v.dim};
+        rc = cb_npy_write(output, "<f4", v.vectors, 3, shape, &err);
+    } else if (!rc) {
+        rc = write_ragged(output, v.vectors, v.lengths, n, v.dim, &err);
     }
     if (rc) fprintf(stderr, "colbert: error: %s\n", err.msg);
+    cb_colbert_vectors_free(&v);
     free(buf);
     free(lines);
     free(lens);

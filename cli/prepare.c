@@ -3,8 +3,7 @@
 #include "cli.h"
 #include "comm.h"
 #include "common.h"
-#include "miner.h"
-#include "prepare.h"
+#include "job.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,12 +120,11 @@ static const struct option PREPARE_OPTS[] = {
 static const char *const PREPARE_EMPTY_OK[] = {"title-sep", NULL};
 
 int cli_prepare(int argc, char **argv) {
-    prepare_opts o;
-    cb_prepare_opts_default(&o);
-    o.negatives = PREPARE_NEG_MINED;   /* the reference's default */
-    miner_opts mo;
-    cb_miner_opts_default(&mo);
-    const char *train[MAX_FILES], *corpus[MAX_FILES], *beir = NULL, *split = "train", *out = NULL;
+    prepare_job j;
+    cb_prepare_job_init(&j);
+    prepare_opts o = j.po;             /* mined negatives: the reference's default */
+    miner_opts mo = j.mo;
+    const char *train[MAX_FILES], *corpus[MAX_FILES], *beir_dir = NULL, *split = "train", *out = NULL;
     int ntrain = 0, ncorpus = 0, threads = 0;
     cli_args a;
     cli_args_init(&a, "prepare", argc, argv, PREPARE_OPTS);
@@ -147,7 +145,7 @@ int cli_prepare(int argc, char **argv) {
             if (c == OPT_TRAIN_DATA) train[ntrain++] = v;
             else corpus[ncorpus++] = v;
             break;
-        case OPT_BEIR: beir = v; break;
+        case OPT_BEIR: beir_dir = v; break;
         case OPT_SPLIT: split = v; break;
         case OPT_OUT: out = v; break;
         case OPT_TITLE_SEP: o.title_sep = v; break;
@@ -210,51 +208,28 @@ int cli_prepare(int argc, char **argv) {
     }
     if (cli_args_positional(&a, NULL, 0) < 0) return CLI_USAGE;
     if (!out) return cli_usage_error(a.cmd, "missing required option '--out'");
-    if (!ntrain && !beir) return cli_usage_error(a.cmd, "missing required option '--train-data' or '--beir'");
+    if (!ntrain && !beir_dir) return cli_usage_error(a.cmd, "missing required option '--train-data' or '--beir'");
     if (!strcmp(o.positive_label, o.negative_label))
         return cli_usage_error(a.cmd, "options '--positive-label' and '--negative-label' are both '%s'",
                                o.positive_label);
-    /* The miner finds its model before any data is read: a missing model
-     * fails at once, with the name and how to provide it. */
     cli_set_threads(threads);
+    j.po = o;
+    j.mo = mo;
+    j.corpus = corpus;
+    j.n_corpus = ncorpus;
+    j.beir = beir_dir;
+    j.split = split;
+    j.train = train;
+    j.n_train = ntrain;
+    j.out = out;
     /* under mpirun: the ranks split the mining's encoding and search; rank 0 writes */
-    cb_comm *comm = cb_comm_world();
-    miner m = {0};
-    prepare_miner hook = {0};
-    int mining = o.negatives == PREPARE_NEG_MINED && o.num_new_negatives > 0;
-    if (mining) {
-        cb_err merr = {{0}};
-        mo.quiet = o.quiet;
-        mo.seed = o.seed;
-        mo.comm = comm;
-        if (cb_miner_init(&m, &mo, &merr)) {
-            fprintf(stderr, "colbert: error: %s\n", merr.msg);
-            return 1;
-        }
-        hook = cb_miner_hook(&m);
-        o.miner = &hook;
-    }
-
-    double t0 = cb_now();
+    cb_comm *comm = j.comm = cb_comm_world();
     cb_err err = {{0}};
-    prepare *p = cb_prepare_new(&o);
-    if (!p) {
-        fprintf(stderr, "colbert: error: out of memory\n");
-        return 1;
-    }
-    int rc = 0;
-    for (int i = 0; i < ncorpus && !rc; i++) rc = cb_prepare_add_corpus(p, corpus[i], &err);
-    if (!rc && beir) rc = cb_prepare_add_beir(p, beir, split, &err);
-    for (int i = 0; i < ntrain && !rc; i++) rc = cb_prepare_add_train(p, train[i], &err);
-    if (!rc) rc = cb_prepare_run(p, &err);
-    if (!rc && !comm->rank) rc = cb_prepare_export(p, out, &err);
-    if (rc) {
+    if (cb_prepare_job_run(&j, &err)) {   /* the miner's model is found before any data is read */
         fprintf(stderr, "colbert: error: %s\n", err.msg);
-        cb_prepare_free(p);
-        if (mining) cb_miner_free(&m);
         return 1;
     }
-    const prepare_stats *s = cb_prepare_get_stats(p);
+    const prepare_stats *s = cb_prepare_get_stats(j.p);
     if (!o.quiet && !comm->rank) {
         printf("prepare: %s, %lld records -> %lld queries, %lld documents, %lld triplets\n",
                cb_prepare_kind_name(s->kind), (long long)s->records, (long long)s->queries,
@@ -263,10 +238,9 @@ int cli_prepare(int argc, char **argv) {
                "max %lld), %lld new (%s); %.2f s -> %s\n",
                (long long)s->queries_with_triplets, (long long)s->queries, s->neg_mean,
                (long long)s->neg_min, (long long)s->neg_max, (long long)s->new_negatives,
-               s->mined ? "mined" : "random", cb_now() - t0, out);
-        if (mining) cb_miner_report(&m, stdout);
+               s->mined ? "mined" : "random", j.seconds, out);
+        if (j.mining) cb_miner_report(&j.m, stdout);
     }
-    cb_prepare_free(p);
-    if (mining) cb_miner_free(&m);
+    cb_prepare_job_free(&j);
     return 0;
 }

@@ -2,7 +2,8 @@
 # setup.sh: install what colbert.c and its tests need on a fresh Debian machine.
 #   1. Debian packages (compiler, BLAS, utf8proc, jansson; cairo for the
 #      training curve's PNG; Open MPI for data-parallel runs under mpirun;
-#      clang and its libFuzzer runtime for fuzz/)
+#      clang and its libFuzzer runtime for fuzz/; Python's headers for the
+#      colbert_c package)
 #      with apt-get.
 #   2. A Python virtual environment with the reference packages of
 #      requirements.txt (torch, transformers, sentence-transformers, ...).
@@ -13,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="build-essential pkg-config libopenblas-openmp-dev libutf8proc-dev libjansson-dev libcairo2-dev python3-venv libopenmpi-dev openmpi-bin clang libclang-rt-14-dev"
+APT_PACKAGES="build-essential pkg-config libopenblas-openmp-dev libutf8proc-dev libjansson-dev libcairo2-dev python3-venv python3-dev libopenmpi-dev openmpi-bin clang libclang-rt-14-dev"
 
 need_apt=()
 for p in $APT_PACKAGES; do

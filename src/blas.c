@@ -59,6 +59,22 @@ void cb_blas_init(int argc, char **argv) {
     unsetenv("OPENBLAS_CORETYPE");
 }
 
+/* OpenBLAS's DYNAMIC_ARCH set-up (absent from other builds: weak). */
+void gotoblas_dynamic_init(void) __attribute__((weak));
+void gotoblas_dynamic_quit(void) __attribute__((weak));
+
+const char *cb_blas_init_inprocess(void) {
+    if (getenv("OPENBLAS_CORETYPE") || !gotoblas_dynamic_init || !gotoblas_dynamic_quit)
+        return cb_blas_corename();
+    const char *best = cb_blas_best_coretype();
+    if (best) {
+        setenv("OPENBLAS_CORETYPE", best, 1);
+        gotoblas_dynamic_quit();
+        gotoblas_dynamic_init();
+    }
+    return cb_blas_corename();
+}
+
 void cb_blas_print_info(FILE *f) {
     int threads = 1;
 #ifdef _OPENMP

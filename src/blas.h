@@ -17,6 +17,12 @@
 
 /* Call first thing in main(): may re-exec the program (argv unchanged). */
 void cb_blas_init(int argc, char **argv);
+/* For a program that cannot re-exec (a Python process): the same check,
+ * and when OpenBLAS runs weaker kernels than the CPU supports (and
+ * OPENBLAS_CORETYPE is unset), switch them in this process through
+ * OpenBLAS's own dynamic-arch set-up. Call before any BLAS call. Returns
+ * the kernels in use afterwards. */
+const char *cb_blas_init_inprocess(void);
 /* The kernels OpenBLAS runs ("Haswell", "SkylakeX", ...) */
 const char *cb_blas_corename(void);
 /* The kernels this CPU should run, by its features; NULL if no better. */

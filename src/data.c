@@ -128,6 +128,24 @@ int cb_data_lines_open(data_lines *r, const char *path, cb_err *err) {
     return 0;
 }
 
+int cb_data_lines_open_mem(data_lines *r, const char *name, const char *data, size_t len, cb_err *err) {
+    memset(r, 0, sizeof *r);
+    r->path = name;
+    r->size = (int64_t)len;
+    if (len == 0) {
+        r->eof = 1;   /* nothing to read: next() returns 0 without a FILE */
+    } else if (!(r->f = fmemopen((void *)data, len, "r"))) {
+        return cb_err_set(err, "%s: cannot read from memory: %s", name, strerror(errno));
+    }
+    r->cap = 1 << 20;
+    if (!(r->buf = cb_malloc(r->cap + 1, name, err))) {
+        if (r->f) fclose(r->f);
+        r->f = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 int cb_data_lines_next(data_lines *r, char **line, size_t *len, cb_err *err) {
     for (;;) {
         char *nl = r->end > r->beg ? memchr(r->buf + r->beg, '\n', r->end - r->beg) : NULL;

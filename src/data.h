@@ -62,6 +62,10 @@ typedef struct data_lines {
 
 /* Open path for reading. Returns 0, or -1 with "PATH: cannot open: why". */
 int cb_data_lines_open(data_lines *r, const char *path, cb_err *err);
+/* The same over text in memory, data[0, len) (not copied: it must outlive
+ * r), named `name` in messages ("NAME:LINE: ..."). Returns 0, or -1 with
+ * err when out of memory. */
+int cb_data_lines_open_mem(data_lines *r, const char *name, const char *data, size_t len, cb_err *err);
 /* Next line without its terminator, NUL-terminated and writable until the
  * next call: returns 1 with *line, *len set; 0 at end of file; -1 on a read
  * error or a line holding a NUL byte (err "PATH:LINE: a NUL byte at column

@@ -48,6 +48,8 @@
  *                 mpirun: cb_comm_init early in main, train_opts.comm)
  *   train.h       the training run: checkpoints, validation, resume
  *   eval.h        nDCG@10, MRR@10, Recall@k of a ColBERT on a BEIR dataset
+ *   job.h         whole jobs as `colbert prepare|eval|encode` run them (the CLI
+ *                 and the Python package share them), and the thread count
  *
  * Conventions. Functions that can fail because of the world (files, input,
  * memory) return non-zero or NULL and fill a cb_err (common.h) whose msg
@@ -80,4 +82,5 @@
 #include "step.h"
 #include "train.h"
 #include "eval.h"
+#include "job.h"
 #endif

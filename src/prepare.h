@@ -125,6 +125,13 @@ int cb_prepare_add_corpus(prepare *p, const char *path, cb_err *err);
  * Returns 0, or -1 with "FILE:LINE: ..." in err. */
 int cb_prepare_add_train(prepare *p, const char *path, cb_err *err);
 
+/* The same two from text in memory, data[0, len) in the form of a file
+ * (JSONL lines, TSV or plain text, detected from the first line), named
+ * `name` in messages ("NAME:LINE: ..."). The Python package hands its
+ * records over this way, so they take the very path a file takes. */
+int cb_prepare_add_corpus_mem(prepare *p, const char *name, const char *data, size_t len, cb_err *err);
+int cb_prepare_add_train_mem(prepare *p, const char *name, const char *data, size_t len, cb_err *err);
+
 /* A BEIR directory, read by beir.h: corpus.jsonl (all documents join the
  * collection, title and text joined by title_sep; empty ones are left out
  * with a warning), queries.jsonl, and qrels/<split>.tsv whose lines with

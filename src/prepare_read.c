@@ -44,9 +44,8 @@ static int ends_with(const char *s, const char *suf) {
     return a >= b && !strcasecmp(s + a - b, suf);
 }
 
-int cb_prepare_add_corpus(prepare *p, const char *path, cb_err *err) {
-    data_lines r;
-    if (cb_data_lines_open(&r, path, err)) return -1;
+/* The documents of r (opened on path, a file or a name for memory); closes r. */
+static int add_corpus(prepare *p, const char *path, data_lines r, cb_err *err) {
     enum { F_UNKNOWN, F_JSONL, F_TSV, F_PLAIN } form = F_UNKNOWN;
     if (ends_with(path, ".jsonl") || ends_with(path, ".json")) form = F_JSONL;
     else if (ends_with(path, ".tsv")) form = F_TSV;
@@ -131,6 +130,18 @@ fail_prefix:
 fail:
     cb_data_lines_close(&r);
     return -1;
+}
+
+int cb_prepare_add_corpus(prepare *p, const char *path, cb_err *err) {
+    data_lines r;
+    if (cb_data_lines_open(&r, path, err)) return -1;
+    return add_corpus(p, path, r, err);
+}
+
+int cb_prepare_add_corpus_mem(prepare *p, const char *name, const char *data, size_t len, cb_err *err) {
+    data_lines r;
+    if (cb_data_lines_open_mem(&r, name, data, len, err)) return -1;
+    return add_corpus(p, name, r, err);
 }
 
 /* ---- training records ---------------------------------------------------- */
@@ -325,10 +336,8 @@ static int check_labels(const prepare *p, cb_err *err) {
     return 0;
 }
 
-int cb_prepare_add_train(prepare *p, const char *path, cb_err *err) {
-    if (check_labels(p, err)) return -1;
-    data_lines r;
-    if (cb_data_lines_open(&r, path, err)) return -1;
+/* The records of r (opened on path, a file or a name for memory); closes r. */
+static int add_train(prepare *p, const char *path, data_lines r, cb_err *err) {
     progress pg;
     cb_progress_init_mb(&pg, "read", r.size, 64, p->o.quiet);
     int form = -1;   /* 1 JSONL, 0 TSV */
@@ -351,6 +360,20 @@ int cb_prepare_add_train(prepare *p, const char *path, cb_err *err) {
     if (records == 0) return cb_err_set(err, "%s: empty file: expected one record a line", path);
     p->st.records += records;
     return 0;
+}
+
+int cb_prepare_add_train(prepare *p, const char *path, cb_err *err) {
+    if (check_labels(p, err)) return -1;
+    data_lines r;
+    if (cb_data_lines_open(&r, path, err)) return -1;
+    return add_train(p, path, r, err);
+}
+
+int cb_prepare_add_train_mem(prepare *p, const char *name, const char *data, size_t len, cb_err *err) {
+    if (check_labels(p, err)) return -1;
+    data_lines r;
+    if (cb_data_lines_open_mem(&r, name, data, len, err)) return -1;
+    return add_train(p, name, r, err);
 }
 
 /* ---- BEIR ------------------------------------------------------------------ */

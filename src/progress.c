@@ -5,6 +5,20 @@
 #include <stdio.h>
 #include <unistd.h>
 
+static progress_hook hook;
+static void *hook_ctx;
+static int hook_draw = 1;
+
+void cb_progress_set_hook(progress_hook h, void *ctx, int draw) {
+    hook = h;
+    hook_ctx = ctx;
+    hook_draw = h ? draw : 1;
+}
+
+void cb_progress_notify(const progress *p, int event) {
+    if (hook) hook(hook_ctx, p, event);
+}
+
 void cb_progress_init(progress *p, const char *label, const char *unit, int64_t total, int quiet) {
     p->label = label;
     p->unit = unit;
@@ -14,6 +28,7 @@ void cb_progress_init(progress *p, const char *label, const char *unit, int64_t 
     p->tty = isatty(2);
     p->quiet = quiet;
     p->drawn = 0;
+    if (!quiet && hook) hook(hook_ctx, p, PROGRESS_START);
 }
 
 void cb_progress_init_mb(progress *p, const char *label, int64_t bytes, int64_t min_mb, int quiet) {
@@ -66,6 +81,8 @@ static void draw(progress *p, int final) {
 void cb_progress_update(progress *p, int64_t done) {
     p->done = done;
     if (p->quiet) return;
+    if (hook) hook(hook_ctx, p, PROGRESS_UPDATE);
+    if (!hook_draw) return;
     double t = cb_now();
     double every = p->tty ? 0.2 : 10.0;
     if (t - p->t_last_draw >= every) {
@@ -76,5 +93,7 @@ void cb_progress_update(progress *p, int64_t done) {
 
 void cb_progress_finish(progress *p) {
     if (p->quiet) return;
+    if (hook) hook(hook_ctx, p, PROGRESS_END);
+    if (!hook_draw) return;
     draw(p, 1);
 }

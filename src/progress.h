@@ -25,4 +25,16 @@ void cb_progress_init_mb(progress *p, const char *label, int64_t bytes, int64_t 
 void cb_progress_update(progress *p, int64_t done);
 /* Final line with the elapsed time and mean rate. */
 void cb_progress_finish(progress *p);
+
+/* An observer of every bar that is not quiet (the Python package shows
+ * them as tqdm bars in a notebook): called from the thread that runs the
+ * bar, at its start, at each update and at its end. draw = 0 keeps the bars
+ * off stderr meanwhile. Process-wide; set it while no job runs (NULL
+ * removes it). */
+enum { PROGRESS_START, PROGRESS_UPDATE, PROGRESS_END };
+typedef void (*progress_hook)(void *ctx, const progress *p, int event);
+void cb_progress_set_hook(progress_hook hook, void *ctx, int draw);
+/* Tell the hook (if any) about a bar shown some other way (training draws
+ * its own line, with the loss); nothing is drawn. */
+void cb_progress_notify(const progress *p, int event);
 #endif

@@ -3,6 +3,7 @@
  * the curve train_curve.c (train_run.h holds the shared state); the step
  * itself is step.c. */
 #include "train_run.h"
+#include "progress.h"
 #include "fsutil.h"
 #include "rng.h"
 
@@ -537,6 +538,7 @@ static void fmt_time(char *buf, size_t n, double s) {
 }
 
 int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
+    stop_requested = 0;   /* here, so that a stop asked for during the set-up (a caller's handler) counts */
     run r;
     memset(&r, 0, sizeof r);
     r.tr = tr;
@@ -577,7 +579,6 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
         if (start) fprintf(stderr, "colbert: resuming at step %ld from %s\n", start, o->resume);
     }
 
-    stop_requested = 0;
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -588,6 +589,8 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     int tty = r.tty = isatty(2) && !o->quiet && root;
     double t0 = cb_now(), last_draw = 0;
     int interrupted = 0;
+    progress pg = {.label = "train", .unit = "steps", .total = r.total, .done = start};   /* for a progress hook */
+    cb_progress_notify(&pg, PROGRESS_START);
     while (cb_step_count(s) < r.total) {
         /* the ranks agree, so that all stop after the same step */
         if (comm->size > 1 ? cb_comm_max_long(comm, stop_requested != 0) : stop_requested) {
@@ -651,11 +654,14 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
                     cb_step_count(s), r.total, bar, (int)(100.0 * cb_step_count(s) / r.total), avg, lr, rate, ela, eta, tty ? "" : "\n");
             last_draw = now;
         }
+        pg.done = cb_step_count(s);
+        cb_progress_notify(&pg, PROGRESS_UPDATE);
         if (cb_step_count(s) % o->save_every == 0 || cb_step_count(s) == r.total) {
             if (cb_train_save_checkpoint(&r, 1, err)) { rc = -1; break; }
         }
     }
     if (tty) fputc('\n', stderr);
+    cb_progress_notify(&pg, PROGRESS_END);
     if (!rc && interrupted) {
         if (cb_step_count(s) > start || !o->resume) {
             if (cb_step_count(s) > 0 && cb_train_save_checkpoint(&r, 0, err)) rc = -1;

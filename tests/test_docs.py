@@ -13,11 +13,12 @@ takes min(150, one epoch) steps: the cut's training triples make about 110
 batches of 4, and a run stops after --epochs (default 1), as colbert-ai's.
 
 Not run: `make` lines (this test runs inside `make test`, which has built
-everything; `make demo` is the demo), `scripts/setup.sh` (the set-up
-itself), blocks fenced ```sh bench (benchmarks, each tens of minutes,
-documented with the machine they were measured on) and blocks fenced ```sh
-synopsis (the shape of a command, with placeholders such as DIR and M, or
-what needs several machines). Python and C blocks are
+everything; `make demo` is the demo), `pip install` lines (the Python
+package: tests/test_python.py installs it into a fresh venv and tests that
+install), `scripts/setup.sh` (the set-up itself), blocks fenced ```sh bench
+(benchmarks, each tens of minutes, documented with the machine they were
+measured on) and blocks fenced ```sh synopsis (the shape of a command, with
+placeholders such as DIR and M, or what needs several machines). Python and C blocks are
 examples of the APIs; their tests are tests/test_python*.py and
 tests/test_libcolbert.c.
 
@@ -74,7 +75,7 @@ def runnable(text):
     keep = []
     for line in text.replace("\\\n", " ").splitlines():
         s = line.strip()
-        if re.match(r"^make(\s|$)", s) or s.startswith("bash scripts/setup"):
+        if re.match(r"^make(\s|$)", s) or re.match(r"^pip install(\s|$)", s) or s.startswith("bash scripts/setup"):
             continue
         keep.append(line)
     return "\n".join(keep)

@@ -319,6 +319,37 @@ static void test_counts(void) {
     cb_prepare_free(p);
 }
 
+/* Records and documents from memory (the Python package's way) give what the
+ * same text read from files gives; errors carry the memory's name. */
+static void test_from_memory(void) {
+    const char *recs = "[\"q one\", \"p one\"]\n\n[\"q two\", [\"p two\", \"p three\"]]\n[\"q one\", {\"content\": \"p four\"}]\n";
+    const char *docs = "{\"text\": \"d one\"}\n{\"text\": \"d two\", \"title\": \"t\"}\n\"d three\"\n";
+    char *rf = write_tmp("mem_records.jsonl", recs), *df = write_tmp("mem_docs.jsonl", docs);
+    prepare_opts o;
+    cb_prepare_opts_default(&o);
+    o.num_new_negatives = 2;
+    prepare *a = cb_prepare_new(&o), *b = cb_prepare_new(&o);
+    cb_err err;
+    CHECK(cb_prepare_add_corpus(a, df, &err) == 0 && cb_prepare_add_train(a, rf, &err) == 0 && cb_prepare_run(a, &err) == 0);
+    CHECK(cb_prepare_add_corpus_mem(b, "docs", docs, strlen(docs), &err) == 0 &&
+          cb_prepare_add_train_mem(b, "raw", recs, strlen(recs), &err) == 0 && cb_prepare_run(b, &err) == 0);
+    size_t na, nb;
+    const uint32_t *ta = cb_prepare_triplets(a, &na), *tb = cb_prepare_triplets(b, &nb);
+    CHECK(na == nb && na > 0 && !memcmp(ta, tb, na * 3 * sizeof(uint32_t)));
+    CHECK(cb_prepare_n_passages(a) == 7 && cb_prepare_n_passages(b) == 7);
+    for (uint32_t i = 0; i < cb_prepare_n_passages(a); i++)
+        CHECK(!strcmp(cb_prepare_passage(a, i, NULL), cb_prepare_passage(b, i, NULL)));
+    cb_prepare_free(a);
+    cb_prepare_free(b);
+    b = cb_prepare_new(&o);
+    CHECK(cb_prepare_add_train_mem(b, "raw", "", 0, &err) == -1 && strstr(err.msg, "raw: empty file"));
+    const char *bad = "[\"q\", \"p\"]\n[\"q\", 3]";   /* no newline at the end */
+    CHECK(cb_prepare_add_train_mem(b, "raw", bad, strlen(bad), &err) == -1 && strstr(err.msg, "raw:2: field 2"));
+    cb_prepare_free(b);
+    free(rf);
+    free(df);
+}
+
 /* NFCorpus, BEIR train split: the rules against qrels read with jansson. */
 typedef struct kv {
     const char *key;
@@ -490,6 +521,7 @@ int main(void) {
     test_hash();
     test_export_set();
     test_counts();
+    test_from_memory();
     test_beir_rules();
     return test_finish("test_prepare");
 }

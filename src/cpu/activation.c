@@ -4,26 +4,48 @@
 
 #include <math.h>
 
+/* Elements per OpenMP chunk of the GELU loops (each chunk one call of a
+ * CB_SIMD_CLONES function). */
+#define GELU_CHUNK 8192
+
 /* out, inp: [n]; exact GELU 0.5 x (1 + erf(x / sqrt 2)) */
-void cb_cpu_gelu_forward(ops_device *d, float *out, const float *inp, size_t n) {
-    (void)d;
-#pragma omp parallel for simd schedule(static)
+CB_SIMD_CLONES static void gelu_forward_range(float *out, const float *inp, size_t n) {
+#pragma omp simd
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         out[i] = 0.5f * x * (1.0f + cb_fast_erff(x * (float)M_SQRT1_2));
     }
 }
 
-/* forward: out = 0.5 x (1 + erf(x / sqrt 2)); dinp may alias dout */
-void cb_cpu_gelu_backward(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n) {
+void cb_cpu_gelu_forward(ops_device *d, float *out, const float *inp, size_t n) {
     (void)d;
+    size_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < chunks; c++) {
+        size_t i = c * GELU_CHUNK;
+        gelu_forward_range(out + i, inp + i, n - i < GELU_CHUNK ? n - i : GELU_CHUNK);
+    }
+}
+
+/* forward: out = 0.5 x (1 + erf(x / sqrt 2)); dinp may alias dout */
+CB_SIMD_CLONES static void gelu_backward_range(float *dinp, const float *inp, const float *dout, size_t n) {
     const float inv_sqrt_2pi = 0.3989422804014327f;
-#pragma omp parallel for simd schedule(static)
+#pragma omp simd
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         float cdf = 0.5f * (1.0f + cb_fast_erff(x * (float)M_SQRT1_2));
         float pdf = inv_sqrt_2pi * cb_fast_expf(-0.5f * x * x);
         dinp[i] = dout[i] * (cdf + x * pdf);
+    }
+}
+
+void cb_cpu_gelu_backward(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n) {
+    (void)d;
+    size_t chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < chunks; c++) {
+        size_t i = c * GELU_CHUNK;
+        gelu_backward_range(dinp + i, inp + i, dout + i, n - i < GELU_CHUNK ? n - i : GELU_CHUNK);
     }
 }
 

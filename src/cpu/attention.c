@@ -52,20 +52,35 @@ static float *thread_slice(const ops_work *w, size_t per) {
 }
 
 /* Softmax of one row of n scores in place; keys j with kmask[j] == 0 get
- * probability exactly 0 (as -inf scores would). */
-static void softmax_row(float *row, const uint8_t *kmask, int n) {
+ * probability exactly 0 (as -inf scores would).
+ * The sum of the exponentials has one fixed order, whatever the instruction
+ * set: element j adds into lane j % 16 (the last n % 16 elements into lane
+ * 0), then the lanes add up in order. It is the order the `omp simd`
+ * reduction this replaced had in a 16-wide (AVX-512) build, so those builds
+ * keep their numbers, and a portable build (the Python package) or an AVX2
+ * one now gets the same bits. */
+#define SOFTMAX_LANES 16
+CB_SIMD_CLONES static void softmax_row(float *row, const uint8_t *kmask, int n) {
     if (kmask)
         for (int j = 0; j < n; j++) if (!kmask[j]) row[j] = -INFINITY;
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
     for (int j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-    float sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < n; j++) {
-        float e = cb_fast_expf(row[j] - mx);  /* -inf -> ~1e-38, zeroed below */
-        row[j] = e;
-        sum += e;
+    float lane[SOFTMAX_LANES] = {0};
+    int i = 0;
+    for (; i + SOFTMAX_LANES <= n; i += SOFTMAX_LANES)
+        for (int k = 0; k < SOFTMAX_LANES; k++) {
+            float e = cb_fast_expf(row[i + k] - mx);  /* -inf -> ~1e-38, zeroed below */
+            row[i + k] = e;
+            lane[k] += e;
+        }
+    for (; i < n; i++) {
+        float e = cb_fast_expf(row[i] - mx);
+        row[i] = e;
+        lane[0] += e;
     }
+    float sum = 0;
+    for (int k = 0; k < SOFTMAX_LANES; k++) sum += lane[k];
     float inv = 1.0f / sum;
     for (int j = 0; j < n; j++) row[j] *= inv;
     if (kmask)

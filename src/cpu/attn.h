@@ -14,9 +14,12 @@
  * so the forward pass and the backward pass (which recomputes the
  * probabilities a whole matrix at a time) get bit-identical scores.
  *
- * With AVX2 and FMA (x86-64) the kernels are 6 x 16 register tiles; elsewhere
- * the same loops use the compiler's portable vectors. attn_*_generic are the
- * portable versions under their own names, for the tests.
+ * On x86-64 the kernels are register tiles, 6 x 16 with AVX2 and FMA, 6 x 32
+ * with AVX-512, compiled whatever the build's -march and chosen at load time
+ * from what the CPU has (a portable build runs them too); elsewhere, or on an
+ * older CPU, the same loops use the compiler's portable vectors. All give
+ * bit-identical results. cb_attn_*_generic are the portable versions under
+ * their own names, for the tests.
  */
 #ifndef CB_ATTN_H
 #define CB_ATTN_H
@@ -44,7 +47,17 @@ void cb_attn_scores_generic(float *S, int lds, const float *A, int lda, int R, c
                          float alpha);
 void cb_attn_context_generic(float *C, int ldc, const float *P, int ldp, int R, const float *V, int n, int D);
 
-/* 1 when this build uses the AVX2/FMA kernels. */
-int cb_attn_simd(void);
+/* The kernel sets cb_attn_scores and cb_attn_context run. */
+typedef enum { ATTN_PORTABLE = 0, ATTN_AVX2, ATTN_AVX512, ATTN_N_ISA } attn_isa;
+
+/* 1 when this build has the kernels of isa and this CPU runs them. */
+int cb_attn_isa_available(attn_isa isa);
+/* The set in use: the best available, chosen when the library is loaded;
+ * the environment variable COLBERT_SIMD=portable|avx2|avx512 caps it. */
+attn_isa cb_attn_isa(void);
+/* Use isa from now on (tests, benchmarks; not while kernels run). Returns
+ * 0, or -1 when it is not available. */
+int cb_attn_set_isa(attn_isa isa);
+const char *cb_attn_isa_name(attn_isa isa);   /* "portable", "avx2", "avx512" */
 
 #endif

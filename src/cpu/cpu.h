@@ -18,6 +18,22 @@
 #define CB_CPU_H
 #include "../ops.h"
 
+/* CB_SIMD_CLONES before a hot elementwise loop's function: in a build for a
+ * baseline x86-64 (the Python package's, -march=x86-64-v2) GCC compiles it
+ * also for AVX2/FMA (x86-64-v3) and AVX-512 (x86-64-v4) and picks the best
+ * when the library is loaded. The loops' results are the same in every
+ * version (no reassociation; -std=c11 keeps a * b + c unfused). A build for
+ * a CPU with AVX2 or more (the default -march=native) needs no clones. The
+ * function must not be inlined into an OpenMP region's body, which is
+ * outlined before cloning: call it from there. -DCB_NO_SIMD_CLONES turns
+ * the clones off (to measure what they bring). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__AVX2__) && \
+    !defined(__SANITIZE_ADDRESS__) && !defined(CB_NO_SIMD_CLONES)
+#define CB_SIMD_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4"), noinline))
+#else
+#define CB_SIMD_CLONES
+#endif
+
 const ops_backend *cb_cpu_backend(void);
 
 void cb_cpu_linear_forward(ops_device *d, float *out, const float *inp, const float *w, const float *b, int T,
