@@ -95,7 +95,8 @@ int cb_bert_load(bert_model *m, ops_device *dev, const char *dir, cb_err *err) {
     cb_bert_param_sizes(&m->cfg, m->sizes);
     for (int i = 0; i < BP_COUNT; i++) m->n_params += m->sizes[i];
     size_t bytes = m->n_params * sizeof(float);
-    char *path = cb_path_join(dir, "model.safetensors");
+    char *path = cb_path_new(dir, "model.safetensors", err);
+    if (!path) return -1;
     st_file f;
     if (cb_st_open(&f, path, err)) {
         free(path);

@@ -87,13 +87,15 @@ int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, ui
     if (cb_bert_load(&m->bert, dev, m->dir, err)) goto fail;
     if (check_vocab(m, err)) goto fail;
     int H = m->bert.cfg.hidden_size;
-    char *meta = cb_path_join(m->dir, "artifact.metadata");
+    char *meta = cb_path_new(m->dir, "artifact.metadata", err);
+    if (!meta) goto fail;
     int has_meta = cb_file_exists(meta);
     int meta_dim = 0;   /* the metadata's dim, 0 when it gives none */
     int rc = has_meta ? read_metadata(m, meta, &meta_dim, err) : 0;
     free(meta);
     if (rc) goto fail;
-    char *stp = cb_path_join(m->dir, "model.safetensors");
+    char *stp = cb_path_new(m->dir, "model.safetensors", err);
+    if (!stp) goto fail;
     st_file f;
     rc = cb_st_open(&f, stp, err);
     free(stp);
@@ -340,7 +342,12 @@ static int copy_file(const char *src, const char *dst, cb_err *err) {
 int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params, const float *linear,
                   const colbert_config *cc, const char *src_dir, const char *extra_meta, cb_err *err) {
     size_t dl = strlen(dir);
-    char *tmp = cb_xmalloc(dl + 32), *old = cb_xmalloc(dl + 32);
+    char *tmp = cb_malloc(dl + 32, "a checkpoint's directory name", err);
+    char *old = tmp ? cb_malloc(dl + 32, "a checkpoint's directory name", err) : NULL;
+    if (!old) {
+        free(tmp);
+        return -1;
+    }
     snprintf(tmp, dl + 32, "%s.tmp-%ld", dir, (long)getpid());
     snprintf(old, dl + 32, "%s.old-%ld", dir, (long)getpid());
     cb_remove_tree(tmp, NULL);
@@ -351,18 +358,24 @@ int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params
 
     /* weights: encoder under "bert.", then linear.weight */
     int nt = cb_bert_named_count(bc);
-    bert_named *names = cb_xmalloc((size_t)nt * sizeof *names);
+    bert_named *names = cb_malloc((size_t)nt * sizeof *names, "the checkpoint's tensor names", err);
+    st_wtensor *w = names ? cb_malloc((size_t)(nt + 1) * sizeof *w, "the checkpoint's tensor list", err) : NULL;
+    char (*keys)[112] = w ? cb_malloc((size_t)nt * sizeof *keys, "the checkpoint's tensor keys", err) : NULL;
+    if (!keys) {
+        free(names);
+        free(w);
+        rc = -1;
+        goto done;
+    }
     cb_bert_named_tensors(bc, names);
-    st_wtensor *w = cb_xmalloc((size_t)(nt + 1) * sizeof *w);
-    char (*keys)[112] = cb_xmalloc((size_t)nt * sizeof *keys);
     for (int i = 0; i < nt; i++) {
         snprintf(keys[i], sizeof keys[i], "bert.%s", names[i].name);
         w[i] = (st_wtensor){keys[i], ST_F32, names[i].ndim, {names[i].shape[0], names[i].shape[1]},
                             params + names[i].offset};
     }
     w[nt] = (st_wtensor){"linear.weight", ST_F32, 2, {cc->dim, bc->hidden_size}, linear};
-    p = cb_path_join(tmp, "model.safetensors");
-    rc = cb_st_write(p, w, nt + 1, err);
+    p = cb_path_new(tmp, "model.safetensors", err);
+    rc = p ? cb_st_write(p, w, nt + 1, err) : -1;
     free(p); p = NULL;
     free(names);
     free(w);
@@ -370,13 +383,13 @@ int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params
     if (rc) goto done;
 
     /* config.json: the source's, marked as colbert-ai's HF_ColBERT */
-    p = cb_path_join(src_dir, "config.json");
     json_error_t je;
+    if (!(p = cb_path_new(src_dir, "config.json", err))) { rc = -1; goto done; }
     cfg = json_load_file(p, 0, &je);
     free(p); p = NULL;
     if (!cfg) { rc = cb_err_set(err, "%s/config.json:%d: %s", src_dir, je.line, je.text); goto done; }
     json_object_set_new(cfg, "architectures", json_pack("[s]", "HF_ColBERT"));
-    p = cb_path_join(tmp, "config.json");
+    if (!(p = cb_path_new(tmp, "config.json", err))) { rc = -1; goto done; }
     if ((rc = cb_json_write(p, cfg, err))) goto done;
     free(p); p = NULL;
 
@@ -384,8 +397,9 @@ int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params
     static const char *tok_files[] = {"tokenizer.json", "tokenizer_config.json", "vocab.txt",
                                       "special_tokens_map.json", NULL};
     for (int i = 0; tok_files[i] && !rc; i++) {
-        char *s = cb_path_join(src_dir, tok_files[i]), *d = cb_path_join(tmp, tok_files[i]);
-        if (cb_file_exists(s)) rc = copy_file(s, d, err);
+        char *s = cb_path_new(src_dir, tok_files[i], err), *d = s ? cb_path_new(tmp, tok_files[i], err) : NULL;
+        if (!d) rc = -1;
+        else if (cb_file_exists(s)) rc = copy_file(s, d, err);
         free(s);
         free(d);
     }
@@ -402,7 +416,7 @@ int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params
         json_object_update(meta, x);
         json_decref(x);
     }
-    p = cb_path_join(tmp, "artifact.metadata");
+    if (!(p = cb_path_new(tmp, "artifact.metadata", err))) { rc = -1; goto done; }
     if ((rc = cb_json_write(p, meta, err))) goto done;
     free(p); p = NULL;
 
