@@ -26,6 +26,7 @@ typedef struct mpi_impl {
     pthread_t watchdog;
     int have_watchdog;
     atomic_int quit;
+    int *ic;                        /* [2 * size]: int counts, then displacements, of the v-collectives */
 } mpi_impl;
 
 static cb_comm mpi_world;
@@ -53,7 +54,7 @@ static void check(cb_comm *c, int rc, const char *what) {
             "its own error comes first)\n", c->rank, c->size, what, msg);
     fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);
-    _exit(1);
+    _exit(1);   /* deliberate: a rank that went on would leave its peers waiting; MPI_Abort should not return */
 }
 
 static void *watchdog(void *arg) {
@@ -74,7 +75,9 @@ static void *watchdog(void *arg) {
                 "ending (HINT: a rank died or hangs; the last complete checkpoint is intact)\n", c->rank,
                 c->size, blocked, atomic_load(&m->what), why);
         fflush(stderr);
-        _exit(1);   /* not MPI_Abort: only the main thread calls MPI; mpirun ends the others */
+        /* deliberate: the peers are gone and this rank would wait forever; not
+         * MPI_Abort: only the main thread calls MPI; mpirun ends the others */
+        _exit(1);
     }
     return NULL;
 }
@@ -131,7 +134,7 @@ static int int_counts(const cb_comm *c, const size_t *counts, int *ic, int *id) 
 
 static void mpi_allgatherv(cb_comm *c, void *recv, const void *send, const size_t *counts, comm_type t) {
     mpi_impl *m = c->impl;
-    int *ic = cb_xmalloc(2 * (size_t)c->size * sizeof(int)), *id = ic + c->size;
+    int *ic = m->ic, *id = ic + c->size;
     size_t es = tsize(t), mine = 0;
     for (int r = 0; r < c->rank; r++) mine += counts[r];
     char *at = (char *)recv + mine * es;
@@ -148,12 +151,11 @@ static void mpi_allgatherv(cb_comm *c, void *recv, const void *send, const size_
             off += counts[r];
         }
     }
-    free(ic);
 }
 
 static void mpi_reduce_scatterv(cb_comm *c, void *recv, const void *send, const size_t *counts, comm_type t) {
     mpi_impl *m = c->impl;
-    int *ic = cb_xmalloc(2 * (size_t)c->size * sizeof(int)), *id = ic + c->size;
+    int *ic = m->ic, *id = ic + c->size;
     size_t es = tsize(t), total = 0;
     for (int r = 0; r < c->size; r++) total += counts[r];
     if (int_counts(c, counts, ic, id) && total <= INT_MAX) {
@@ -173,7 +175,6 @@ static void mpi_reduce_scatterv(cb_comm *c, void *recv, const void *send, const 
         }
         leave(m);
     }
-    free(ic);
 }
 
 static void mpi_barrier(cb_comm *c) {
@@ -187,7 +188,7 @@ static void mpi_abort(cb_comm *c, int status) {
     fflush(stdout);
     fflush(stderr);
     MPI_Abort(((mpi_impl *)c->impl)->comm, status);
-    _exit(status);
+    _exit(status);   /* deliberate: cb_comm_abort ends the job (comm.h); MPI_Abort should not return */
 }
 
 static void mpi_finalize(cb_comm *c) {
@@ -200,6 +201,8 @@ static void mpi_finalize(cb_comm *c) {
     int done = 0;
     MPI_Finalized(&done);
     if (!done) MPI_Finalize();
+    free(m->ic);
+    m->ic = NULL;
 }
 
 static const comm_backend mpi_backend = {
@@ -245,6 +248,12 @@ cb_comm *cb_comm_mpi_open(int *argc, char ***argv, cb_err *err) {
     lib[strcspn(lib, ",\n")] = 0;
     snprintf(c->desc, sizeof c->desc, "MPI: rank %d of %d, %d on this machine (%.80s)", c->rank, c->size,
              c->local_size, lib);
+    /* The collectives' scratch, allocated here where running out of memory
+     * is an error the caller reports: a collective has no way to return
+     * one, and a rank that left it would leave the others waiting. (On
+     * this error the process ends without MPI_Finalize; mpirun then ends
+     * the other ranks.) */
+    if (!(m->ic = cb_malloc(2 * (size_t)c->size * sizeof(int), "MPI's counts", err))) return NULL;
     c->fn = &mpi_backend;
     c->impl = m;
     m->stop_timeout = env_seconds("COLBERT_COMM_STOP_TIMEOUT", 30);
