@@ -345,7 +345,9 @@ int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
         set_best(r, err);
         if (root) {
             strip_states(r, step);
-            cb_train_write_curve(r);
+            /* the picture is not worth stopping a run for */
+            cb_err e = {{0}};
+            if (cb_train_write_curve(r, &e)) fprintf(stderr, "colbert: warning: %s\n", e.msg);
         }
     }
     free(name); free(final); free(part);

@@ -53,15 +53,38 @@ typedef struct shape {
     const char *cls;            /* the SVG class (tests find the parts by it) */
 } shape;
 
+/* Out of memory is sticky: the first failure sets oom and err, and the
+ * layout goes on drawing into `spare` (so that it need not check every
+ * shape) but allocates nothing more; the figure is then not written. */
 typedef struct figure {
     int W, H;
     shape *s;
     int n, cap;
+    int oom;
+    shape spare;                /* what fig_add hands out once oom is set */
+    cb_err *err;
 } figure;
 
+/* n bytes for the figure, or NULL once out of memory. */
+static void *fig_alloc(figure *f, size_t n) {
+    if (f->oom) return NULL;
+    void *p = cb_malloc(n, "the loss curve", f->err);
+    if (!p) f->oom = 1;
+    return p;
+}
+
 static shape *fig_add(figure *f, int kind, const char *cls) {
-    if (f->n == f->cap) f->s = cb_xrealloc(f->s, (size_t)(f->cap = f->cap ? 2 * f->cap : 256) * sizeof(shape));
-    shape *s = &f->s[f->n++];
+    if (!f->oom && f->n == f->cap) {
+        int cap = f->cap ? 2 * f->cap : 256;
+        shape *s2 = cb_realloc(f->s, (size_t)cap * sizeof(shape), "the loss curve", f->err);
+        if (s2) {
+            f->s = s2;
+            f->cap = cap;
+        } else {
+            f->oom = 1;
+        }
+    }
+    shape *s = f->oom ? &f->spare : &f->s[f->n++];
     memset(s, 0, sizeof *s);
     s->kind = kind;
     s->stroke = s->fill = NOPAINT;
@@ -79,9 +102,10 @@ static void fig_free(figure *f) {
 static shape *fig_path(figure *f, const char *cls, int closed, const float *xy, int np, uint32_t stroke,
                        float width, float dash_on, float dash_off) {
     shape *s = fig_add(f, closed ? SH_POLY : SH_LINE, cls);
-    s->np = np;
-    s->pt = cb_xmalloc((size_t)np * 2 * sizeof(float));
-    memcpy(s->pt, xy, (size_t)np * 2 * sizeof(float));
+    if ((s->pt = fig_alloc(f, (size_t)np * 2 * sizeof(float)))) {
+        s->np = np;
+        memcpy(s->pt, xy, (size_t)np * 2 * sizeof(float));
+    }
     s->stroke = stroke;
     s->width = width;
     s->dash[0] = dash_on;
@@ -105,10 +129,11 @@ static shape *fig_rect(figure *f, const char *cls, float x, float y, float w, fl
 
 static shape *fig_circle(figure *f, const char *cls, float x, float y, float r, uint32_t stroke, uint32_t fill) {
     shape *s = fig_add(f, SH_CIRCLE, cls);
-    s->np = 1;
-    s->pt = cb_xmalloc(2 * sizeof(float));
-    s->pt[0] = x;
-    s->pt[1] = y;
+    if ((s->pt = fig_alloc(f, 2 * sizeof(float)))) {
+        s->np = 1;
+        s->pt[0] = x;
+        s->pt[1] = y;
+    }
     s->size = r;
     s->stroke = stroke;
     s->fill = fill;
@@ -155,10 +180,11 @@ static shape *fig_text(figure *f, const char *cls, float x, float y, float size,
 static shape *fig_text(figure *f, const char *cls, float x, float y, float size, uint32_t color, int anchor,
                        const char *fmt, ...) {
     shape *s = fig_add(f, SH_TEXT, cls);
-    s->np = 1;
-    s->pt = cb_xmalloc(2 * sizeof(float));
-    s->pt[0] = x;
-    s->pt[1] = y;
+    if ((s->pt = fig_alloc(f, 2 * sizeof(float)))) {
+        s->np = 1;
+        s->pt[0] = x;
+        s->pt[1] = y;
+    }
     s->size = size;
     s->fill = color;
     s->anchor = anchor;
@@ -166,7 +192,7 @@ static shape *fig_text(figure *f, const char *cls, float x, float y, float size,
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    s->text = cb_xmalloc((size_t)n + 1);
+    if (!(s->text = fig_alloc(f, (size_t)n + 1))) return s;
     va_start(ap, fmt);
     vsnprintf(s->text, (size_t)n + 1, fmt, ap);
     va_end(ap);
@@ -314,10 +340,13 @@ typedef struct series {
     int raw_mean;               /* raw is a mean of more than one step */
 } series;
 
-static void series_make(series *s, const run *r, long n) {
-    s->np = n < MAXPTS ? (int)n : MAXPTS;
+/* Leaves s->np 0 when out of memory (f->oom). */
+static void series_make(figure *f, series *s, const run *r, long n) {
     s->raw_mean = n > MAXPTS;
-    s->x = cb_xmalloc((size_t)s->np * 5 * sizeof(float));
+    s->np = 0;
+    s->x = fig_alloc(f, (size_t)(n < MAXPTS ? n : MAXPTS) * 5 * sizeof(float));
+    if (!s->x) return;
+    s->np = n < MAXPTS ? (int)n : MAXPTS;
     s->raw = s->x + s->np;
     s->avg = s->raw + s->np;
     s->lr = s->avg + s->np;
@@ -353,7 +382,8 @@ static float series_last_x(const series *s, long n, int p) {
 
 static void draw_curve(figure *f, const series *s, long n, const float *y, int at_last, const scale *sx,
                        const scale *sy, const char *cls, uint32_t color, float width, float don, float doff) {
-    trace t = {cb_xmalloc((size_t)s->np * 2 * sizeof(float)), 0};
+    trace t = {fig_alloc(f, (size_t)s->np * 2 * sizeof(float)), 0};
+    if (!t.xy) return;
     for (int p = 0; p < s->np; p++) {
         if (isnan(y[p])) { trace_flush(f, &t, cls, color, width, don, doff); continue; }
         trace_add(&t, sc_px(sx, at_last ? series_last_x(s, n, p) : s->x[p]), sc_px(sy, y[p]));
@@ -428,8 +458,9 @@ static float legend_draw(figure *f, const legend_item *it, int n, float x0, floa
     return y;
 }
 
-/* Lay out the whole picture of run r into f. */
-static void curve_build(figure *f, const run *r) {
+/* Lay out the whole picture of run r into f; -1 (f->oom, f->err) when out
+ * of memory. */
+static int curve_build(figure *f, const run *r) {
     long n = cb_step_count(&r->s), total = r->total > n ? r->total : n;
     if (n > total) n = total;
     double vlo = INFINITY, vhi = -INFINITY;
@@ -467,7 +498,7 @@ static void curve_build(figure *f, const run *r) {
     series s = {0};
     double llo = INFINITY, lhi = -INFINITY, rhi = 0;
     if (n > 0) {
-        series_make(&s, r, n);
+        series_make(f, &s, r, n);
         for (int p = 0; p < s.np; p++) {
             if (!isnan(s.raw[p])) { llo = fmin(llo, s.raw[p]); lhi = fmax(lhi, s.raw[p]); }
             if (!isnan(s.avg[p])) { llo = fmin(llo, s.avg[p]); lhi = fmax(lhi, s.avg[p]); }
@@ -542,7 +573,8 @@ static void curve_build(figure *f, const run *r) {
     if (val_panel) {
         for (int m = 0; m < 2; m++) {
             if (m == 1 && !has_mrr) break;
-            trace t = {cb_xmalloc((size_t)r->n_hist * 2 * sizeof(float)), 0};
+            trace t = {fig_alloc(f, (size_t)r->n_hist * 2 * sizeof(float)), 0};
+            if (!t.xy) break;
             for (int i = 0; i < r->n_hist; i++) {
                 double v = m ? r->hist[i].v.mrr10 : r->hist[i].v.ndcg10;
                 if (isfinite(v)) trace_add(&t, sc_px(&sx, (double)r->hist[i].step), sc_px(&sv, v));
@@ -602,6 +634,7 @@ static void curve_build(figure *f, const run *r) {
     float end = legend_draw(f, it, ni, x0, x1, bottom + 64);
     f->H = (int)end + 6;
     free(s.x);
+    return f->oom ? -1 : 0;
 }
 
 /* ---- SVG -------------------------------------------------------------- */
@@ -753,33 +786,47 @@ const char *__lsan_default_suppressions(void) { return "leak:libfontconfig.so\n"
 
 /* ---- the files -------------------------------------------------------- */
 
-/* Write RUN/name with the back-end `which` (0 SVG, 1 PNG) atomically; a
- * failure is a warning: the picture is not worth stopping a run for. */
-static void write_one(const run *r, const figure *f, const char *name, int which) {
-    cb_err err = {{0}};
-    char *path = cb_path_join(r->run_dir, name), *tmp = NULL;
-    FILE *o = cb_out_open(path, &tmp, &err);
+/* Write RUN/name with the back-end `which` (0 SVG, 1 PNG) atomically; -1
+ * and err when it cannot. */
+static int write_one(const run *r, const figure *f, const char *name, int which, cb_err *err) {
+    char *path = cb_path_new(r->run_dir, name, err), *tmp = NULL;
+    if (!path) return -1;
+    FILE *o = cb_out_open(path, &tmp, err);
     int rc = o ? 0 : -1;
     if (o && which == 0) svg_write(o, f);
 #ifdef CB_CAIRO
     if (o && which == 1 && png_write(o, f, 1.0)) {
-        rc = cb_err_set(&err, "%s: cairo could not draw or write the PNG", path);
+        rc = cb_err_set(err, "%s: cairo could not draw or write the PNG", path);
         cb_out_abort(o, tmp);
         o = NULL;
     }
 #endif
-    if (o) rc = cb_out_commit(o, tmp, path, &err);
-    if (rc) fprintf(stderr, "colbert: warning: %s\n", err.msg);
+    if (o) rc = cb_out_commit(o, tmp, path, err);
     free(path);
+    return rc;
 }
 
-void cb_train_write_curve(const run *r) {
-    if (!r->loss_hist || !r->run_dir) return;
+/* Each file is tried even when another fails; err names every failure. */
+int cb_train_write_curve(const run *r, cb_err *err) {
+    if (!r->loss_hist || !r->run_dir) return 0;
     figure f = {0};
-    curve_build(&f, r);
-    write_one(r, &f, "curve.svg", 0);
+    f.err = err;
+    int rc = curve_build(&f, r);
+    if (rc) {
+        cb_err_prefix(err, "%s: cannot draw the loss curve", r->run_dir);
+    } else {
+        cb_err svg = {{0}};
+        rc = write_one(r, &f, "curve.svg", 0, &svg);
+        if (rc) cb_err_set(err, "%s", svg.msg);
 #ifdef CB_CAIRO
-    write_one(r, &f, "curve.png", 1);
+        cb_err png = {{0}};
+        if (write_one(r, &f, "curve.png", 1, &png)) {
+            if (rc) cb_err_set(err, "%s; %s", svg.msg, png.msg);
+            else cb_err_set(err, "%s", png.msg);
+            rc = -1;
+        }
 #endif
+    }
     fig_free(&f);
+    return rc;
 }

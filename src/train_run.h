@@ -174,6 +174,8 @@ char *cb_train_dir_of(const char *path);
 
 /* train_curve.c */
 /* RUN/curve.svg and RUN/curve.png (with cairo): loss, smoothed loss,
- * learning rate, validation per checkpoint, the best marked. */
-void cb_train_write_curve(const run *r);
+ * learning rate, validation per checkpoint, the best marked. -1 and err
+ * when a picture could not be drawn (out of memory) or written; the caller
+ * warns: the picture is not worth stopping a run for. */
+int cb_train_write_curve(const run *r, cb_err *err);
 #endif

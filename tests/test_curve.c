@@ -108,7 +108,7 @@ static int make_run(const char *dir, const synth *c, long *best_step) {
     *best_step = r.n_hist ? r.hist[cb_train_best_index(&r)].step : -1;
     r.run_dir = cb_path_join(dir, c->name);
     mkdir(r.run_dir, 0755);
-    cb_train_write_curve(&r);
+    CHECK(cb_train_write_curve(&r, NULL) == 0);
     free(r.run_dir);
     free(r.loss_hist); free(r.avg_hist); free(r.lr_hist); free(r.hist);
     return nval;
