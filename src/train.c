@@ -179,7 +179,8 @@ int cb_train_load_data(const char *dir, data_texts *q, data_texts *c, data_tripl
                           "--out DIR` writes them)", dir, QF, CF, TF);
     const char *need[3] = {QF, CF, TF};
     for (int i = 0; i < 3; i++) {
-        char *p = cb_path_join(dir, need[i]);
+        char *p = cb_path_new(dir, need[i], err);
+        if (!p) return -1;
         int ok = cb_file_exists(p) && access(p, R_OK) == 0;
         free(p);
         if (!ok)
@@ -187,15 +188,15 @@ int cb_train_load_data(const char *dir, data_texts *q, data_texts *c, data_tripl
                               "`colbert prepare --out %s ...`)", dir, need[i], dir);
     }
     if (cb_prepare_check(dir, err)) return -1;   /* a set that prepare wrote is whole */
-    char *p = cb_path_join(dir, QF);
-    int rc = cb_data_queries_load(q, p, err);
+    char *p = cb_path_new(dir, QF, err);
+    int rc = p ? cb_data_queries_load(q, p, err) : -1;
     free(p);
     if (rc) return -1;
-    p = cb_path_join(dir, CF);
-    rc = cb_data_collection_load(c, p, err);
+    p = cb_path_new(dir, CF, err);
+    rc = p ? cb_data_collection_load(c, p, err) : -1;
     free(p);
     if (rc) return -1;
-    p = cb_path_join(dir, TF);
+    if (!(p = cb_path_new(dir, TF, err))) return -1;
     rc = cb_data_triples_load(t, p, NWAY, err);
     if (!rc && t->n == 0) rc = cb_err_set(err, "%s: no triples in the file", p);
     for (size_t i = 0; !rc && i < t->n; i++) {
@@ -288,8 +289,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
             if (c) { free(*dst[k]); *dst[k] = c; }
         }
         o->val_data = vd;  /* lives in *state */
-        r->run_dir = cb_train_dir_of(resume);
-        if (!r->run_dir || !(r->src_dir = cb_strdup(resume, err))) return cb_err_set(err, "out of memory");
+        if (!(r->run_dir = cb_train_dir_of(resume, err)) || !(r->src_dir = cb_strdup(resume, err))) return -1;
     }
     /* options */
     if (o->keep_checkpoints < 0) o->keep_checkpoints = 3;
@@ -518,8 +518,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
         return -1;
 
     if (!resume) {
-        char *out = cb_path_join(o->output_dir, r->tr->model_name);
-        r->run_dir = out;
+        if (!(r->run_dir = cb_path_new(o->output_dir, r->tr->model_name, err))) return -1;
     }
     /* rank 0 writes the run directory, and holds its lock */
     if (root && (cb_mkdirs(r->run_dir, NULL, err) || cb_train_claim_run_dir(r, 1, err))) return -1;
@@ -682,8 +681,8 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
         /* resumed at the end: nothing new to save */
         int b = cb_train_best_index(&r);
         if (b >= 0) {
-            char *name = cb_train_step_name(r.hist[b].step);
-            tr->best = cb_path_join(r.run_dir, name);
+            char *name = cb_train_step_name(r.hist[b].step, err);
+            if (!name || !(tr->best = cb_path_new(r.run_dir, name, err))) rc = -1;
             free(name);
         }
     }

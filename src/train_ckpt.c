@@ -22,21 +22,26 @@
 /* Best effort: a leftover is cleaned up by the next run. */
 static void remove_quietly(const char *path) { cb_remove_tree(path, NULL); }
 
-char *cb_train_fmt(const char *f, ...) {
+char *cb_train_fmt(cb_err *err, const char *f, ...) {
     va_list ap;
     va_start(ap, f);
     char *s = NULL;
-    if (vasprintf(&s, f, ap) < 0) { fprintf(stderr, "colbert: out of memory\n"); exit(1); }
+    int n = vasprintf(&s, f, ap);
     va_end(ap);
+    if (n < 0) {   /* s is undefined then */
+        cb_err_set(err, "out of memory: a file name");
+        return NULL;
+    }
     return s;
 }
 
-char *cb_train_dir_of(const char *path) {
-    char *s = cb_xstrdup(path);
+char *cb_train_dir_of(const char *path, cb_err *err) {
+    char *s = cb_strdup(path, err);
+    if (!s) return NULL;
     size_t n = strlen(s);
     while (n > 1 && s[n - 1] == '/') s[--n] = 0;
     char *slash = strrchr(s, '/');
-    if (!slash) { free(s); return cb_xstrdup("."); }
+    if (!slash) { free(s); return cb_strdup(".", err); }
     if (slash == s) slash[1] = 0;
     else *slash = 0;
     return s;
@@ -146,7 +151,7 @@ static val_scores get_scores(json_t *o) {
     return v;
 }
 
-char *cb_train_step_name(long step) { return cb_train_fmt("step-%06ld", step); }
+char *cb_train_step_name(long step, cb_err *err) { return cb_train_fmt(err, "step-%06ld", step); }
 
 /* Index into hist of the best validated checkpoint (highest nDCG@10, then
  * highest MRR@10, then the latest), or of the latest one. */
@@ -168,69 +173,98 @@ static int cmp_long(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Keep the newest keep_checkpoints step-* directories and the best. */
-static void prune(run *r, long best_step) {
-    if (r->o.keep_checkpoints <= 0) return;
+/* Keep the newest keep_checkpoints step-* directories and the best; -1 and
+ * err when out of memory (then nothing more is pruned this time). */
+static int prune(run *r, long best_step, cb_err *err) {
+    if (r->o.keep_checkpoints <= 0) return 0;
     DIR *d = opendir(r->run_dir);
-    if (!d) return;
+    if (!d) return 0;
     long *steps = NULL;
     size_t n = 0, cap = 0;
+    int rc = 0;
     struct dirent *e;
-    while ((e = readdir(d))) {
+    while (!rc && (e = readdir(d))) {
         long st;
         char tail;
         if (sscanf(e->d_name, "step-%ld%c", &st, &tail) != 1) continue;
-        if (n == cap) steps = cb_xrealloc(steps, (cap = cap ? 2 * cap : 16) * sizeof(long));
+        if (n == cap) {
+            size_t c2 = cap ? 2 * cap : 16;
+            long *s2 = cb_realloc(steps, c2 * sizeof(long), "the list of checkpoints", err);
+            if (!s2) { rc = -1; break; }
+            steps = s2;
+            cap = c2;
+        }
         steps[n++] = st;
     }
     closedir(d);
-    if (n) qsort(steps, n, sizeof(long), cmp_long);
-    for (size_t i = 0; i + (size_t)r->o.keep_checkpoints < n; i++) {
+    if (!rc && n) qsort(steps, n, sizeof(long), cmp_long);
+    for (size_t i = 0; !rc && i + (size_t)r->o.keep_checkpoints < n; i++) {
         if (steps[i] == best_step) continue;
-        char *name = cb_train_step_name(steps[i]);
-        char *p = cb_path_join(r->run_dir, name);
-        char *gone = cb_train_fmt("%s/.deleting-%s", r->run_dir, name);
-        if (!rename(p, gone)) remove_quietly(gone);
+        char *name = cb_train_step_name(steps[i], err);
+        char *p = name ? cb_path_new(r->run_dir, name, err) : NULL;
+        char *gone = p ? cb_train_fmt(err, "%s/.deleting-%s", r->run_dir, name) : NULL;
+        if (!gone) rc = -1;
+        else if (!rename(p, gone)) remove_quietly(gone);
         free(name); free(p); free(gone);
     }
     free(steps);
+    return rc;
 }
 
 /* Only the newest checkpoint keeps the training state (AdamW's moments are
  * twice the model's size; resume needs them only where it continues):
  * every other step-* directory becomes model-only. A kill before this
- * leaves two resumable checkpoints, never none. */
-static void strip_states(const run *r, long newest) {
+ * leaves two resumable checkpoints, never none. -1 and err when out of
+ * memory (the states left are removed by a later checkpoint). */
+static int strip_states(const run *r, long newest, cb_err *err) {
     DIR *d = opendir(r->run_dir);
-    if (!d) return;
+    if (!d) return 0;
+    int rc = 0;
     struct dirent *e;
-    while ((e = readdir(d))) {
+    while (!rc && (e = readdir(d))) {
         long st;
         char tail;
         if (sscanf(e->d_name, "step-%ld%c", &st, &tail) != 1 || st == newest) continue;
-        char *dir = cb_path_join(r->run_dir, e->d_name);
-        char *a = cb_path_join(dir, STATE_ST), *b = cb_path_join(dir, STATE_JSON);
-        unlink(a);
-        unlink(b);
+        char *dir = cb_path_new(r->run_dir, e->d_name, err);
+        char *a = dir ? cb_path_new(dir, STATE_ST, err) : NULL, *b = a ? cb_path_new(dir, STATE_JSON, err) : NULL;
+        if (!b) rc = -1;
+        else { unlink(a); unlink(b); }
         free(a); free(b); free(dir);
     }
     closedir(d);
+    return rc;
 }
 
-static void set_best(run *r, cb_err *err) {
+/* RUN/step-N of the best checkpoint (cb_train_best_index), NULL + err when
+ * out of memory (or, err untouched, when there is no checkpoint). */
+static char *best_path(const run *r, cb_err *err) {
     int b = cb_train_best_index(r);
-    if (b < 0) return;
-    char *name = cb_train_step_name(r->hist[b].step);
-    char *link = cb_path_join(r->run_dir, "best"), *tmp = cb_path_join(r->run_dir, ".best.tmp");
-    int root = r->comm->rank == 0;   /* the others only know the path */
-    if (root) unlink(tmp);
-    if (root && (symlink(name, tmp) || rename(tmp, link)))
-        fprintf(stderr, "colbert: warning: %s: cannot link the best checkpoint: %s\n", link, strerror(errno));
+    if (b < 0) return NULL;
+    char *name = cb_train_step_name(r->hist[b].step, err);
+    char *p = name ? cb_path_new(r->run_dir, name, err) : NULL;
+    free(name);
+    return p;
+}
+
+/* tr->best becomes `best` (best_path's, taken); rank 0 points RUN/best at
+ * it and prunes. Both are best effort: a failure is a warning. */
+static void set_best(run *r, char *best) {
     free(r->tr->best);
-    r->tr->best = cb_path_join(r->run_dir, name);
-    if (root) prune(r, r->hist[b].step);
-    free(name); free(link); free(tmp);
-    (void)err;
+    r->tr->best = best;
+    if (r->comm->rank != 0) return;   /* the others only know the path */
+    cb_err e = {{0}};
+    const char *slash = strrchr(best, '/'), *name = slash ? slash + 1 : best;   /* step-N: relative */
+    char *link = cb_path_new(r->run_dir, "best", &e), *tmp = link ? cb_path_new(r->run_dir, ".best.tmp", &e) : NULL;
+    if (!tmp) {
+        fprintf(stderr, "colbert: warning: %s: cannot link the best checkpoint: %s\n", r->run_dir, e.msg);
+    } else {
+        unlink(tmp);
+        if (symlink(name, tmp) || rename(tmp, link))
+            fprintf(stderr, "colbert: warning: %s: cannot link the best checkpoint: %s\n", link, strerror(errno));
+    }
+    free(link); free(tmp);
+    if (prune(r, r->hist[cb_train_best_index(r)].step, &e))
+        fprintf(stderr, "colbert: warning: %s: cannot remove the older checkpoints: %s\n", r->run_dir, e.msg);
 }
 
 /* The files of RUN/step-N (rank 0): model, AdamW moments, training state
@@ -258,8 +292,8 @@ static int write_checkpoint(run *r, long step, const val_scores *vs, const char 
         cb_step_get(s, STEP_ADAM_V, host + n);
         st_wtensor w[2] = {{"adamw.m", ST_F32, 1, {(int64_t)n}, host},
                            {"adamw.v", ST_F32, 1, {(int64_t)n}, host + n}};
-        char *p = cb_path_join(part, STATE_ST);
-        rc = cb_st_write(p, w, 2, err);
+        char *p = cb_path_new(part, STATE_ST, err);
+        rc = p ? cb_st_write(p, w, 2, err) : -1;
         free(p);
     }
     free(host);
@@ -273,18 +307,20 @@ static int write_checkpoint(run *r, long step, const val_scores *vs, const char 
         json_object_set_new(j, "epoch", json_integer(step / r->spe));
         json_object_set_new(j, "batch_in_epoch", json_integer(step % r->spe));
         json_object_set_new(j, "written_by_ranks", json_integer(r->comm->size));
-        char *p = cb_path_join(part, STATE_JSON);
-        rc = cb_json_write(p, j, err);
+        char *p = cb_path_new(part, STATE_JSON, err);
+        rc = p ? cb_json_write(p, j, err) : -1;
         free(p);
         json_decref(j);
     }
     if (!rc) {
         if (cb_dir_exists(final)) {
-            char *gone = cb_train_fmt("%s/.deleting-%s", r->run_dir, name);
-            if (!rename(final, gone)) remove_quietly(gone);
+            char *gone = cb_train_fmt(err, "%s/.deleting-%s", r->run_dir, name);
+            if (!gone) rc = -1;
+            else if (!rename(final, gone)) remove_quietly(gone);
             free(gone);
         }
-        if (rename(part, final)) rc = cb_err_set(err, "%s: cannot rename into place: %s", final, strerror(errno));
+        if (!rc && rename(part, final))
+            rc = cb_err_set(err, "%s: cannot rename into place: %s", final, strerror(errno));
     }
     if (rc) remove_quietly(part);
     return rc;
@@ -298,35 +334,48 @@ int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
     cb_comm *comm = r->comm;
     int root = comm->rank == 0;
     long step = cb_step_count(s);
-    char *name = cb_train_step_name(step);
-    char *final = cb_path_join(r->run_dir, name);
-    char *part = cb_train_fmt("%s/.partial-%s", r->run_dir, name);
     val_scores vs = {NAN, NAN, NAN, NAN};
     int rc = cb_train_check_sync(r, err);
     double tv = cb_now();
     if (!rc && validate_it && r->has_val) rc = cb_train_validate(r, &vs, err);
-    if (rc) {
-        free(name); free(final); free(part);
-        return -1;
-    }
+    if (rc) return -1;
     tv = cb_now() - tv;
     r->t_val += validate_it && r->has_val ? tv : 0;
-    if (r->n_hist == r->cap_hist)
-        r->hist = cb_xrealloc(r->hist, (size_t)(r->cap_hist = r->cap_hist ? 2 * r->cap_hist : 16) * sizeof(ckpt_info));
-    r->hist[r->n_hist++] = (ckpt_info){step, vs};
-    if (root) rc = write_checkpoint(r, step, &vs, name, final, part, err);
+    /* what can fail for lack of memory comes before the ranks agree, so
+     * that a rank short of memory fails the checkpoint on every rank */
+    char *name = cb_train_step_name(step, err);
+    char *final = name ? cb_path_new(r->run_dir, name, err) : NULL;
+    char *part = final ? cb_train_fmt(err, "%s/.partial-%s", r->run_dir, name) : NULL;
+    char *last = part ? cb_strdup(final, err) : NULL, *src = last ? cb_strdup(final, err) : NULL, *best = NULL;
+    int added = 0;
+    if (src && r->n_hist == r->cap_hist) {
+        int cap = r->cap_hist ? 2 * r->cap_hist : 16;
+        ckpt_info *h = cb_realloc(r->hist, (size_t)cap * sizeof(ckpt_info), "the checkpoint history", err);
+        if (h) {
+            r->hist = h;
+            r->cap_hist = cap;
+        }
+    }
+    if (src && r->n_hist < r->cap_hist) {
+        r->hist[r->n_hist++] = (ckpt_info){step, vs};
+        added = 1;
+        best = best_path(r, err);   /* hist holds this checkpoint: there is a best */
+    }
+    rc = best ? 0 : -1;
+    if (root && !rc) rc = write_checkpoint(r, step, &vs, name, final, part, err);
     comm->patient++;            /* the other ranks wait for rank 0's writing */
     rc = cb_train_agree(r, rc, err);
     comm->patient--;
     if (rc) {
-        r->n_hist--;
+        if (added) r->n_hist--;
+        free(last); free(src); free(best);
     } else {
         free(r->tr->last);
-        r->tr->last = cb_xstrdup(final);
+        r->tr->last = last;
         /* later checkpoints copy config.json and the tokenizer from the
          * newest one: the directory they came from may be pruned */
         free(r->src_dir);
-        r->src_dir = cb_xstrdup(final);
+        r->src_dir = src;
         if (r->log) {
             json_t *j = json_pack("{s:s, s:I, s:s}", "event", "checkpoint", "step", (json_int_t)step, "path", final);
             put_scores(j, &vs);
@@ -342,11 +391,13 @@ int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
                     r->tty ? "\r\033[K" : "", final, vs.ndcg10, vs.mrr10, tv);
         else if (root && !r->o.quiet)
             fprintf(stderr, "%scheckpoint %s\n", r->tty ? "\r\033[K" : "", final);
-        set_best(r, err);
+        set_best(r, best);
         if (root) {
-            strip_states(r, step);
-            /* the picture is not worth stopping a run for */
             cb_err e = {{0}};
+            if (strip_states(r, step, &e))
+                fprintf(stderr, "colbert: warning: %s: cannot strip the older checkpoints' training state: %s\n",
+                        r->run_dir, e.msg);
+            /* the picture is not worth stopping a run for */
             if (cb_train_write_curve(r, &e)) fprintf(stderr, "colbert: warning: %s\n", e.msg);
         }
     }
@@ -356,7 +407,8 @@ int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
 
 /* Restore options from a checkpoint's training_state.json. */
 int cb_train_resume_opts(run *r, const char *dir, json_t **state, cb_err *err) {
-    char *p = cb_path_join(dir, STATE_JSON);
+    char *p = cb_path_new(dir, STATE_JSON, err);
+    if (!p) return -1;
     json_error_t je;
     json_t *j = json_load_file(p, 0, &je);
     if (!j) {
@@ -411,7 +463,8 @@ int cb_train_resume_opts(run *r, const char *dir, json_t **state, cb_err *err) {
 
 int cb_train_load_state(run *r, const char *dir, json_t *j, cb_err *err) {
     step_state *s = &r->s;
-    char *p = cb_path_join(dir, STATE_ST);
+    char *p = cb_path_new(dir, STATE_ST, err);
+    if (!p) return -1;
     st_file f;
     int rc = cb_st_open(&f, p, err);
     free(p);
@@ -434,9 +487,13 @@ int cb_train_load_state(run *r, const char *dir, json_t *j, cb_err *err) {
     size_t i;
     json_t *e;
     json_array_foreach(h, i, e) {
-        if (r->n_hist == r->cap_hist)
-            r->hist = cb_xrealloc(r->hist, (size_t)(r->cap_hist = r->cap_hist ? 2 * r->cap_hist : 16) *
-                                               sizeof(ckpt_info));
+        if (r->n_hist == r->cap_hist) {
+            int cap = r->cap_hist ? 2 * r->cap_hist : 16;
+            ckpt_info *hi = cb_realloc(r->hist, (size_t)cap * sizeof(ckpt_info), "the checkpoint history", err);
+            if (!hi) return -1;
+            r->hist = hi;
+            r->cap_hist = cap;
+        }
         r->hist[r->n_hist++] = (ckpt_info){(long)json_integer_value(json_object_get(e, "step")), get_scores(e)};
     }
     if ((long)json_integer_value(json_object_get(j, "train_triples")) != (long)r->n_train ||
@@ -452,7 +509,8 @@ int cb_train_load_state(run *r, const char *dir, json_t *j, cb_err *err) {
 /* The JSONL log: on resume, keep the lines up to the resumed step and
  * reload the curve from them. */
 int cb_train_open_log(run *r, long upto, cb_err *err) {
-    char *path = cb_path_join(r->run_dir, "train.jsonl");
+    char *path = cb_path_new(r->run_dir, "train.jsonl", err);
+    if (!path) return -1;
     if (upto > 0 && cb_file_exists(path)) {
         size_t len;
         char *text = cb_read_file(path, &len, NULL);
@@ -488,8 +546,8 @@ void cb_train_clean_run_dir(const char *dir) {
     struct dirent *e;
     while ((e = readdir(d))) {
         if (strncmp(e->d_name, ".partial-", 9) && strncmp(e->d_name, ".deleting-", 10)) continue;
-        char *p = cb_path_join(dir, e->d_name);
-        remove_quietly(p);
+        char *p = cb_path_new(dir, e->d_name, NULL);
+        if (p) remove_quietly(p);   /* out of memory: left for the next run */
         free(p);
     }
     closedir(d);
@@ -586,21 +644,25 @@ void cb_train_release_run_dir(run *r) {
     r->lock_fd = 0;
 }
 
-/* The newest step-N of dir that holds a training state: its step and the
- * run's total steps; *n_ckpt = step-* directories. 0 when there is none. */
-static long newest_state(const char *dir, long *total, int *n_ckpt) {
+/* The newest step-N of dir that holds a training state: *step (0 when
+ * there is none) and the run's total steps; *n_ckpt = step-* directories.
+ * -1 and err when out of memory. */
+static int newest_state(const char *dir, long *step, long *total, int *n_ckpt, cb_err *err) {
     DIR *d = opendir(dir);
     long best = 0;
+    int rc = 0;
+    *step = 0;
     *total = 0;
     *n_ckpt = 0;
     if (!d) return 0;
     struct dirent *e;
-    while ((e = readdir(d))) {
+    while (!rc && (e = readdir(d))) {
         long st;
         char tail;
         if (sscanf(e->d_name, "step-%ld%c", &st, &tail) != 1) continue;
         ++*n_ckpt;
-        char *p = cb_train_fmt("%s/%s/%s", dir, e->d_name, STATE_JSON);
+        char *p = cb_train_fmt(err, "%s/%s/%s", dir, e->d_name, STATE_JSON);
+        if (!p) { rc = -1; break; }
         json_t *j = st > best ? json_load_file(p, 0, NULL) : NULL;
         if (j) {
             best = st;
@@ -610,7 +672,8 @@ static long newest_state(const char *dir, long *total, int *n_ckpt) {
         free(p);
     }
     closedir(d);
-    return best;
+    *step = best;
+    return rc;
 }
 
 int cb_train_claim_run_dir(run *r, int take, cb_err *err) {
@@ -621,8 +684,7 @@ int cb_train_claim_run_dir(run *r, int take, cb_err *err) {
     if ((rc = run_lock(r, dir, take, err)) || r->o.resume) goto done;
     long total, step = 0;
     int n_ckpt;
-    step = newest_state(dir, &total, &n_ckpt);
-    if (!n_ckpt) goto done;
+    if ((rc = newest_state(dir, &step, &total, &n_ckpt, err)) || !n_ckpt) goto done;
     if (!r->o.overwrite) {
         if (step > 0 && step >= total)
             rc = cb_err_set(err, "%s holds a finished run (step-%06ld, the last of its %ld steps); --overwrite "
@@ -646,16 +708,18 @@ int cb_train_claim_run_dir(run *r, int take, cb_err *err) {
         long st;
         char tail;
         if (sscanf(e->d_name, "step-%ld%c", &st, &tail) != 1) continue;
-        char *p = cb_path_join(dir, e->d_name), *gone = cb_train_fmt("%s/.deleting-%s", dir, e->d_name);
-        if (rename(p, gone)) rc = cb_err_set(err, "%s: cannot remove: %s", p, strerror(errno));
+        char *p = cb_path_new(dir, e->d_name, err);
+        char *gone = p ? cb_train_fmt(err, "%s/.deleting-%s", dir, e->d_name) : NULL;
+        if (!gone) rc = -1;
+        else if (rename(p, gone)) rc = cb_err_set(err, "%s: cannot remove: %s", p, strerror(errno));
         free(p);
         free(gone);
     }
     if (d) closedir(d);
     static const char *files[] = {"best", "train.jsonl", "curve.svg", "curve.png"};
     for (int i = 0; i < 4 && !rc; i++) {
-        char *p = cb_path_join(dir, files[i]);
-        rc = cb_remove_tree(p, err);
+        char *p = cb_path_new(dir, files[i], err);
+        rc = p ? cb_remove_tree(p, err) : -1;
         free(p);
     }
     cb_train_clean_run_dir(dir);

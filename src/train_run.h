@@ -151,8 +151,8 @@ int cb_train_resume_opts(run *r, const char *dir, json_t **state, cb_err *err);
 int cb_train_load_state(run *r, const char *dir, json_t *j, cb_err *err);
 /* Open the JSONL log; on resume keep its lines up to step `upto`. */
 int cb_train_open_log(run *r, long upto, cb_err *err);
-/* "step-%06ld" */
-char *cb_train_step_name(long step);
+/* "step-%06ld" (caller frees); NULL and err when out of memory. */
+char *cb_train_step_name(long step, cb_err *err);
 /* Index into hist of the best validated checkpoint (or the latest), -1 if none. */
 int cb_train_best_index(const run *r);
 /* Remove the leftovers of a killed run (partial and half-deleted checkpoints). */
@@ -169,8 +169,12 @@ void cb_train_clean_run_dir(const char *dir);
 int cb_train_claim_run_dir(run *r, int take, cb_err *err);
 /* Remove RUN/.lock and let it go (cb_train_run_free calls it). */
 void cb_train_release_run_dir(run *r);
-char *cb_train_fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-char *cb_train_dir_of(const char *path);
+/* A new string printf would write (caller frees); NULL and err "out of
+ * memory" when it cannot be allocated. */
+char *cb_train_fmt(cb_err *err, const char *f, ...) __attribute__((format(printf, 2, 3)));
+/* The directory part of path ("." when it has none; caller frees); NULL and
+ * err when out of memory. */
+char *cb_train_dir_of(const char *path, cb_err *err);
 
 /* train_curve.c */
 /* RUN/curve.svg and RUN/curve.png (with cairo): loss, smoothed loss,

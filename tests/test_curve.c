@@ -106,7 +106,7 @@ static int make_run(const char *dir, const synth *c, long *best_step) {
         if (last) break;
     }
     *best_step = r.n_hist ? r.hist[cb_train_best_index(&r)].step : -1;
-    r.run_dir = cb_path_join(dir, c->name);
+    r.run_dir = cb_path_new(dir, c->name, NULL);
     mkdir(r.run_dir, 0755);
     CHECK(cb_train_write_curve(&r, NULL) == 0);
     free(r.run_dir);
@@ -115,7 +115,7 @@ static int make_run(const char *dir, const synth *c, long *best_step) {
 }
 
 static void check_run(const char *dir, const synth *c, int nval, long best) {
-    char *rd = cb_path_join(dir, c->name), *p = cb_path_join(rd, "curve.svg");
+    char *rd = cb_path_new(dir, c->name, NULL), *p = cb_path_new(rd, "curve.svg", NULL);
     size_t len = 0;
     char *svg = cb_read_file(p, &len, NULL);
     CHECK_MSG(svg != NULL, "%s: no curve.svg", c->name);
@@ -139,7 +139,7 @@ static void check_run(const char *dir, const synth *c, int nval, long best) {
     }
     free(svg);
     free(p);
-    p = cb_path_join(rd, "curve.png");
+    p = cb_path_new(rd, "curve.png", NULL);
 #ifdef CB_CAIRO
     unsigned char *png = (unsigned char *)cb_read_file(p, &len, NULL);
     CHECK_MSG(png && len > 33 && !memcmp(png, "\x89PNG\r\n\x1a\n", 8) && !memcmp(png + 12, "IHDR", 4),
@@ -169,7 +169,7 @@ static void check_rewrite(void) {
     synth c = {"again", 40, 40, 10, 1, 0, 0, 0, NULL};
     long b;
     int nv = make_run(dir, &c, &b);
-    char *p = cb_path_join(dir, "again/curve.svg");
+    char *p = cb_path_new(dir, "again/curve.svg", NULL);
     size_t l1 = 0, l2 = 0;
     free(cb_read_file(p, &l1, NULL));
     make_run(dir, &c, &b);
@@ -177,7 +177,7 @@ static void check_rewrite(void) {
     CHECK(l1 > 0 && l1 == l2);
     check_run(dir, &c, nv, b);
     free(p);
-    char *cmd = cb_train_fmt("rm -rf '%s'", dir);
+    char *cmd = cb_train_fmt(NULL, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);
     free(cmd);
 }
@@ -207,7 +207,7 @@ int main(int argc, char **argv) {
     }
     check_rewrite();
     if (argc <= 1) {
-        char *cmd = cb_train_fmt("rm -rf '%s'", dir);
+        char *cmd = cb_train_fmt(NULL, "rm -rf '%s'", dir);
         CHECK(system(cmd) == 0);
         free(cmd);
     }
