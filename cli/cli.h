@@ -18,6 +18,11 @@ int cli_eval(int argc, char **argv);      /* eval.c */
 int cli_info(int argc, char **argv);      /* info.c */
 
 /* common.c */
+/* Allocation that exits (status 1, after "colbert: error: out of memory")
+ * when it fails: the CLI may end the process, the library never does
+ * (common.h's cb_malloc reports instead). */
+void *cli_xmalloc(size_t n);
+void *cli_xrealloc(void *p, size_t n);
 /* Read the lines of path (or stdin for "-"): *buf holds the text with each
  * line NUL-terminated (a trailing \r dropped), (*lines)[i] and (*lens)[i]
  * the i-th line; returns the count, or -1 with err. The caller frees *buf,

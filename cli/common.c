@@ -1,5 +1,6 @@
 /* common.c: what the commands of the colbert CLI share besides option
- * parsing (args.c): the thread count, and a text file read as lines. */
+ * parsing (args.c): the thread count, a text file read as lines, and
+ * allocation that exits on out of memory. */
 #include "cli.h"
 #include "comm.h"
 #include "job.h"
@@ -9,32 +10,49 @@
 #include <omp.h>
 #endif
 
+static void oom(size_t n) {
+    fprintf(stderr, "colbert: error: out of memory (asked for %zu bytes)\n", n);
+    exit(1);
+}
+
+void *cli_xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) oom(n);
+    return p;
+}
+
+void *cli_xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) oom(n);
+    return q;
+}
+
 int cli_read_lines(const char *path, char **buf, char ***lines, size_t **lens, cb_err *err) {
     size_t n = 0;
     char *text;
     if (!strcmp(path, "-")) {
         size_t cap = 1 << 16;
-        text = cb_xmalloc(cap);
+        text = cli_xmalloc(cap);
         size_t got;
         while ((got = fread(text + n, 1, cap - n - 1, stdin)) > 0) {
             n += got;
-            if (n + 1 >= cap) text = cb_xrealloc(text, cap *= 2);
+            if (n + 1 >= cap) text = cli_xrealloc(text, cap *= 2);
         }
         text[n] = '\0';
     } else if (!(text = cb_read_file(path, &n, err))) {
         return -1;
     }
     size_t cap = 1024, count = 0;
-    char **L = cb_xmalloc(cap * sizeof(char *));
-    size_t *N = cb_xmalloc(cap * sizeof(size_t));
+    char **L = cli_xmalloc(cap * sizeof(char *));
+    size_t *N = cli_xmalloc(cap * sizeof(size_t));
     for (size_t i = 0; i < n;) {
         size_t j = i;
         while (j < n && text[j] != '\n') j++;
         size_t e = j;
         if (e > i && text[e - 1] == '\r') e--;
         if (count == cap) {
-            L = cb_xrealloc(L, (cap *= 2) * sizeof(char *));
-            N = cb_xrealloc(N, cap * sizeof(size_t));
+            L = cli_xrealloc(L, (cap *= 2) * sizeof(char *));
+            N = cli_xrealloc(N, cap * sizeof(size_t));
         }
         text[e] = '\0';
         L[count] = text + i;

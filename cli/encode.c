@@ -73,7 +73,7 @@ static int reserve_outputs(const char *const *paths, const uint64_t *bytes, int 
 /* OUT.lengths.npy beside OUT.npy (caller frees). */
 static char *lengths_path(const char *output) {
     size_t olen = strlen(output);
-    char *lpath = cb_xmalloc(olen + 16);
+    char *lpath = cli_xmalloc(olen + 16);
     memcpy(lpath, output, olen - 4);
     strcpy(lpath + olen - 4, ".lengths.npy");
     return lpath;
@@ -134,8 +134,8 @@ static int encode_colbert(ops_device *dev, const char *model, const char *input,
         rc = reserve_outputs((const char *[]){output}, &bytes, 1, &err);
     } else {   /* the kept (not punctuation) tokens of each document, as the encoder counts them */
         uint64_t total = 0;
-        int32_t *ids = cb_xmalloc((size_t)m.cc.doc_maxlen * sizeof *ids);
-        uint8_t *keep = cb_xmalloc((size_t)m.cc.doc_maxlen);
+        int32_t *ids = cli_xmalloc((size_t)m.cc.doc_maxlen * sizeof *ids);
+        uint8_t *keep = cli_xmalloc((size_t)m.cc.doc_maxlen);
         for (int i = 0; i < n; i++) {
             int k = cb_colbert_doc_ids(ids, &m.vocab, m.tok, lines[i], lens[i], &m.cc);
             cb_colbert_doc_keep(keep, ids, k, &m.vocab, m.cc.mask_punctuation);
@@ -260,14 +260,14 @@ int cli_encode(int argc, char **argv) {
         rc = reserve_outputs((const char *[]){output}, &bytes, 1, &err);
     } else {   /* the tokens of each text, as the encoder will count them */
         uint64_t total = 0;
-        int32_t *ids = cb_xmalloc((size_t)e.max_len * sizeof *ids);
+        int32_t *ids = cli_xmalloc((size_t)e.max_len * sizeof *ids);
         for (int i = 0; i < n; i++) total += (uint64_t)cb_encoder_tokenize(&e, lines[i], lens[i], ids);
         free(ids);
         rc = reserve_ragged(output, total, n, H, &err);
     }
     if (rc) {
     } else if (!token_vectors) {
-        float *out = cb_xmalloc((size_t)(n ? n : 1) * H * sizeof(float));
+        float *out = cli_xmalloc((size_t)(n ? n : 1) * H * sizeof(float));
         int64_t shape[2] = {n, H};
         rc = cb_encoder_embed(&e, (const char *const *)lines, lens, n, out, &err);
         if (rc) {

@@ -71,8 +71,8 @@ int cli_tokenize(int argc, char **argv) {
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
 
     int cap = 4096;
-    int32_t *ids = cb_xmalloc((size_t)cap * sizeof *ids);
-    char *txt = cb_xmalloc((size_t)cap * 12 + 2);  /* an id is at most 11 chars + space */
+    int32_t *ids = cli_xmalloc((size_t)cap * sizeof *ids);
+    char *txt = cli_xmalloc((size_t)cap * 12 + 2);  /* an id is at most 11 chars + space */
     char *line = NULL;
     size_t line_cap = 0;
     ssize_t got;
@@ -89,8 +89,8 @@ int cli_tokenize(int argc, char **argv) {
         }
         if (n > cap) {
             while (cap < n) cap *= 2;
-            ids = cb_xrealloc(ids, (size_t)cap * sizeof *ids);
-            txt = cb_xrealloc(txt, (size_t)cap * 12 + 2);
+            ids = cli_xrealloc(ids, (size_t)cap * sizeof *ids);
+            txt = cli_xrealloc(txt, (size_t)cap * 12 + 2);
             n = cb_tokenizer_encode(tok, line, len, ids, cap);
         }
         char *p = txt;

@@ -67,36 +67,6 @@ char *cb_strdup(const char *s, cb_err *err) {
     return d;
 }
 
-static void oom(size_t n) {
-    fprintf(stderr, "colbert: error: out of memory (asked for %zu bytes)\n", n);
-    exit(1);
-}
-
-void *cb_xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) oom(n);
-    return p;
-}
-
-void *cb_xcalloc(size_t n, size_t size) {
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) oom(n * size);
-    return p;
-}
-
-void *cb_xrealloc(void *p, size_t n) {
-    void *q = realloc(p, n ? n : 1);
-    if (!q) oom(n);
-    return q;
-}
-
-char *cb_xstrdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = cb_xmalloc(n);
-    memcpy(d, s, n);
-    return d;
-}
-
 char *cb_read_file(const char *path, size_t *len, cb_err *err) {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -139,12 +109,6 @@ char *cb_path_new(const char *a, const char *b, cb_err *err) {
     memcpy(p, a, la);
     if (slash) p[la] = '/';
     memcpy(p + la + slash, b, lb + 1);
-    return p;
-}
-
-char *cb_path_join(const char *a, const char *b) {
-    char *p = cb_path_new(a, b, NULL);
-    if (!p) oom(strlen(a) + strlen(b) + 2);
     return p;
 }
 

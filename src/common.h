@@ -38,20 +38,14 @@ int cb_err_prefix(cb_err *err, const char *fmt, ...)
     } while (0)
 
 /* Allocation that the library reports: NULL and err "out of memory:
- * <what> needs N bytes" when it fails. The library never exits; every
- * allocation whose size comes from the world (data, a model, a batch) goes
- * through these. `what` names the buffer for the message. */
+ * <what> needs N bytes" when it fails. The library never exits: every
+ * allocation of libcolbert goes through these (or checks malloc's NULL
+ * itself) and hands the error back; only the CLI may exit (cli.h). `what`
+ * names the buffer for the message. */
 void *cb_malloc(size_t n, const char *what, cb_err *err);
 void *cb_calloc(size_t n, size_t size, const char *what, cb_err *err);
 void *cb_realloc(void *p, size_t n, const char *what, cb_err *err);
 char *cb_strdup(const char *s, cb_err *err);
-
-/* Allocation that exits with a message on OOM (being phased out of the
- * library: only the CLI may exit). */
-void *cb_xmalloc(size_t n);
-void *cb_xcalloc(size_t n, size_t size);
-void *cb_xrealloc(void *p, size_t n);
-char *cb_xstrdup(const char *s);
 
 /* Read a whole file into memory (NUL-terminated; *len excludes the NUL).
  * Returns NULL and sets err on failure. Caller frees. */
@@ -60,9 +54,6 @@ char *cb_read_file(const char *path, size_t *len, cb_err *err);
 /* A new string "a/b" (no second '/' when a ends with one; caller frees);
  * NULL and err "out of memory" when it cannot be allocated. */
 char *cb_path_new(const char *a, const char *b, cb_err *err);
-/* The same, exiting on out of memory like cb_x* (being phased out: only the
- * files that have not switched to cb_path_new use it). */
-char *cb_path_join(const char *a, const char *b);
 int cb_file_exists(const char *path);
 int cb_dir_exists(const char *path);
 
