@@ -29,12 +29,13 @@ the run takes the steps it announced, warms up over the first 10% of them
 import glob
 import json
 import os
-import random
 import re
 import shutil
 import subprocess
 
 import pytest
+
+import beir_cut  # tests/beir_cut.py
 
 ROOT = os.environ["COLBERT_ROOT"]
 BIN = os.environ["COLBERT_BIN"]
@@ -84,33 +85,7 @@ def runnable(text):
 def small_nfcorpus(dst):
     """NFCorpus cut: the first 8 train, 6 dev and 6 test queries, their
     judged documents and 60 others."""
-    os.makedirs(os.path.join(dst, "qrels"), exist_ok=True)
-    keep_q, keep_d = set(), set()
-    for split, n in (("train", 8), ("dev", 6), ("test", 6)):
-        lines = open(os.path.join(NF, "qrels", f"{split}.tsv")).read().splitlines()
-        qids = []
-        for ln in lines[1:]:
-            q = ln.split("\t")[0]
-            if q not in qids:
-                qids.append(q)
-        qs = set(qids[:n])
-        rel = [ln for ln in lines[1:] if ln.split("\t")[0] in qs]
-        keep_q |= qs
-        keep_d |= {ln.split("\t")[1] for ln in rel}
-        with open(os.path.join(dst, "qrels", f"{split}.tsv"), "w") as f:
-            f.write(lines[0] + "\n" + "\n".join(rel) + "\n")
-    corpus = open(os.path.join(NF, "corpus.jsonl")).read().splitlines()
-    others = [i for i, ln in enumerate(corpus) if json.loads(ln)["_id"] not in keep_d]
-    random.Random(18).shuffle(others)
-    fill = set(others[:60])
-    with open(os.path.join(dst, "corpus.jsonl"), "w") as f:
-        for i, ln in enumerate(corpus):
-            if i in fill or json.loads(ln)["_id"] in keep_d:
-                f.write(ln + "\n")
-    with open(os.path.join(dst, "queries.jsonl"), "w") as f:
-        for ln in open(os.path.join(NF, "queries.jsonl")):
-            if json.loads(ln)["_id"] in keep_q:
-                f.write(ln)
+    beir_cut.cut(NF, dst, {"train": 8, "dev": 6, "test": 6}, seed=18, n_other=60)
 
 
 def sandbox(name):

@@ -20,8 +20,9 @@ backward, optimiser or checkpoint leaves nDCG@10 where it started.
 """
 import json
 import os
-import random
 import subprocess
+
+import beir_cut  # tests/beir_cut.py
 
 BIN = os.environ["COLBERT_BIN"]
 MODEL = os.environ["COLBERT_MODEL"]
@@ -39,31 +40,7 @@ def heldout(split="test", n_queries=N_QUERIES, n_docs=N_DOCS):
     out = os.path.join(TMP, f"quality_{split}")
     if os.path.exists(os.path.join(out, "qrels", f"{split}.tsv")):
         return out
-    os.makedirs(os.path.join(out, "qrels"), exist_ok=True)
-    lines = open(os.path.join(NF, "qrels", f"{split}.tsv")).read().splitlines()
-    qids = []
-    for ln in lines[1:]:
-        q = ln.split("\t")[0]
-        if q not in qids:
-            qids.append(q)
-    qids = set(qids[:n_queries])
-    rel = [ln for ln in lines[1:] if ln.split("\t")[0] in qids]
-    keep = {ln.split("\t")[1] for ln in rel}
-    corpus = open(os.path.join(NF, "corpus.jsonl")).read().splitlines()
-    others = [i for i, ln in enumerate(corpus) if json.loads(ln)["_id"] not in keep]
-    random.Random(7).shuffle(others)
-    fill = set(others[:max(0, n_docs - len(keep))])
-    with open(os.path.join(out, "corpus.jsonl"), "w") as f:
-        for i, ln in enumerate(corpus):
-            if i in fill or json.loads(ln)["_id"] in keep:
-                f.write(ln + "\n")
-    with open(os.path.join(out, "queries.jsonl"), "w") as f:
-        for ln in open(os.path.join(NF, "queries.jsonl")):
-            if json.loads(ln)["_id"] in qids:
-                f.write(ln)
-    with open(os.path.join(out, "qrels", f"{split}.tsv"), "w") as f:
-        f.write(lines[0] + "\n" + "\n".join(rel) + "\n")
-    return out
+    return beir_cut.cut(NF, out, {split: n_queries}, seed=7, n_docs=n_docs)
 
 
 def run(args):
