@@ -13,62 +13,23 @@
  *     gradients of a one-process step run on each rank (rel 1e-5): the
  *     dropout masks follow the triples, not the ranks.
  * Not a test_* program: tests/run.sh would start it without mpirun. */
-#include "test.h"
-#include "ref.h"
+#include "ref_step.h"
 #include "comm.h"
-#include "model.h"
 #include "safetensors.h"
-#include "step.h"
 
 static st_file ref, mref;
 static cb_comm *comm;
 
-typedef struct refbatch {
-    const int32_t *q_ids, *q_mask32, *d_ids, *d_len;
-    const float *linear;
-    int B, nway, qmax, dmax, dim;
-    uint8_t *q_mask;
-    size_t *d_off;
-} refbatch;
-
-/* The batch of queries [q0, q0 + nq). */
-static step_batch slice(const refbatch *r, int q0, int nq) {
-    step_batch b = {.nq = nq, .q_ids = r->q_ids + (size_t)q0 * r->qmax, .q_mask = r->q_mask + (size_t)q0 * r->qmax,
-                    .d_ids = r->d_ids + r->d_off[q0 * r->nway], .d_len = (const int *)r->d_len + q0 * r->nway};
-    return b;
-}
-
 /* ib: 1 in-batch negatives, 2 contrastive; local: --ib-scope local */
 static int make_step(step_state *s, const char *model_dir, const refbatch *r, cb_comm *c, int ib, int local,
                      int dropout, int accum) {
-    cb_err err = {{0}};
-    bert_model bert;
-    if (cb_bert_load(&bert, cb_ops_cpu(), model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
-    tokenizer *tok = cb_tokenizer_load(model_dir, &err);
-    if (!tok) { fprintf(stderr, "%s\n", err.msg); exit(2); }
     step_config sc;
-    memset(&sc, 0, sizeof sc);
-    cb_colbert_config_default(&sc.cc);
-    sc.cc.dim = r->dim;
-    sc.cc.query_maxlen = r->qmax;
-    sc.cc.doc_maxlen = r->dmax;
-    sc.lc.nway = r->nway;
-    sc.lc.use_ib_negatives = ib == 1;
-    sc.lc.contrastive = ib == 2;
-    sc.lc.distillation_alpha = 1.0f;
-    sc.lc.accumsteps = accum;
-    sc.bsize = r->B;
-    sc.lr = 1e-4;
-    sc.warmup = 3;
-    sc.maxsteps = 12;
+    ref_step_config(&sc, r, ib, accum);
     sc.dropout = dropout;
     sc.seed = 12345;
     sc.comm = c;
     sc.ib_local = local;
-    int rc = cb_step_init(s, &bert, tok, r->linear, 0, &sc, &err);
-    if (rc) fprintf(stderr, "%s\n", err.msg);
-    cb_tokenizer_free(tok);
-    return rc;
+    return ref_step_init(s, model_dir, r->linear, &sc);
 }
 
 /* One step's micro-batches on this rank's share; returns the loss summed
@@ -77,7 +38,7 @@ static double run_micro(step_state *s, const refbatch *r, int accum) {
     int per = r->B / accum / comm->size;
     double loss = 0;
     for (int a = 0; a < accum; a++) {
-        step_batch b = slice(r, a * per * comm->size + comm->rank * per, per);
+        step_batch b = ref_batch_slice(r, a * per * comm->size + comm->rank * per, per, 0);
         loss += cb_step_micro(s, &b, NULL);
     }
     cb_comm_allreduce(comm, &loss, 1, COMM_F64, COMM_SUM);
@@ -94,45 +55,6 @@ static void sum_grads(step_state *s) {
     free(g);
 }
 
-/* Every tensor of block `which` against "<prefix><HF name>" / "<prefix>linear"
- * of f (key.bias: its gradient is rounding noise, checked to be tiny, or
- * its parameter within key_bias_abs). Returns the worst rel err. */
-static double compare_block(const step_state *s, const st_file *f, step_block which, const char *prefix, double tol,
-                            double key_bias_abs) {
-    const bert_config *bc = cb_step_bert_config(s);
-    int nt = cb_bert_named_count(bc);
-    bert_named *names = malloc((size_t)nt * sizeof *names);
-    cb_bert_named_tensors(bc, names);
-    float *block = malloc(s->n * sizeof(float));
-    cb_step_get(s, which, block);
-    double worst = 0;
-    char worst_name[128] = "";
-    for (int i = 0; i <= nt; i++) {
-        const char *nm = i < nt ? names[i].name : "linear";
-        size_t off = i < nt ? names[i].offset : cb_step_linear_offset(s);
-        size_t cnt = i < nt ? names[i].n : (size_t)s->D * s->H;
-        char key[160];
-        snprintf(key, sizeof key, "%s%s", prefix, nm);
-        size_t n;
-        const float *rv = ref_raw(f, key, &n);
-        CHECK_MSG(n == cnt, "%s: %zu elements, reference %zu", key, cnt, n);
-        if (n != cnt) continue;
-        if (strstr(nm, "self.key.bias")) {
-            float big = 0;
-            for (size_t j = 0; j < n; j++) big = fmaxf(big, fabsf(block[off + j] - rv[j]));
-            CHECK_MSG(big <= key_bias_abs, "%s: %.3g > %.3g", key, big, key_bias_abs);
-            continue;
-        }
-        double e = ref_rel_l2(block + off, rv, n, NULL);
-        CHECK_MSG(e <= tol, "%s: rel err %.3g > %.3g", key, e, tol);
-        if (e > worst || e != e) { worst = e; snprintf(worst_name, sizeof worst_name, "%s", nm); }
-    }
-    if (!comm->rank) printf("    worst tensor %s rel err %.3g\n", worst_name, worst);
-    free(names);
-    free(block);
-    return worst;
-}
-
 static void gradient_case(const char *model_dir, const refbatch *r, const char *name, int ib, int local,
                           const st_file *f, const char *ref_name) {
     step_state s;
@@ -146,7 +68,7 @@ static void gradient_case(const char *model_dir, const refbatch *r, const char *
     CHECK_MSG(e <= 1e-5, "%s: loss rel err %g", name, e);
     sum_grads(&s);
     snprintf(key, sizeof key, "%s.grad.", ref_name);
-    compare_block(&s, f, STEP_GRADS, key, 1e-3, 1e-4);
+    ref_compare_block(&s, f, STEP_GRADS, key, 1e-3, 0, 1e-4, !comm->rank);
     cb_step_free(&s);
 }
 
@@ -170,7 +92,7 @@ static void adam_case(const char *model_dir, const refbatch *r, const char *name
         printf("mpi_step: %-12s %zu AdamW steps on %d ranks: losses %.4f .. %.6f, worst step loss diff %.2g\n", name,
                nl, comm->size, losses[0], losses[nl - 1], worst);
     snprintf(key, sizeof key, "%s.param.", prefix);
-    compare_block(&s, f, STEP_PARAMS, key, 1e-4, (double)nl * 1e-4 * 1.5);
+    ref_compare_block(&s, f, STEP_PARAMS, key, 1e-4, 0, (double)nl * 1e-4 * 1.5, !comm->rank);
     cb_step_free(&s);
 }
 
@@ -187,7 +109,7 @@ static void dropout_case(const char *model_dir, const refbatch *r) {
     for (int step = 0; step < 2; step++) {
         double lp = run_micro(&par, r, 2), l1 = 0;
         for (int m = 0; m < 2; m++) {
-            step_batch bt = slice(r, m * r->B / 2, r->B / 2);
+            step_batch bt = ref_batch_slice(r, m * r->B / 2, r->B / 2, 0);
             l1 += cb_step_micro(&one, &bt, NULL);
         }
         sum_grads(&par);
@@ -222,19 +144,7 @@ int main(int argc, char **argv) {
     ref_open(&ref, test_env("COLBERT_REF"), "train_step_ref.safetensors");
     ref_open(&mref, test_env("COLBERT_REF"), "mpi_step_ref.safetensors");
     refbatch r;
-    const int32_t *cfg = ref_raw(&ref, "config", NULL);
-    r.B = cfg[0]; r.nway = cfg[1]; r.qmax = cfg[2]; r.dmax = cfg[3]; r.dim = cfg[4];
-    size_t nq_tok, nd;
-    r.q_ids = ref_raw(&ref, "q_ids", &nq_tok);
-    r.q_mask32 = ref_raw(&ref, "q_mask", NULL);
-    r.d_ids = ref_raw(&ref, "d_ids", NULL);
-    r.d_len = ref_raw(&ref, "d_len", &nd);
-    r.linear = ref_raw(&ref, "linear", NULL);
-    r.q_mask = malloc(nq_tok);
-    for (size_t i = 0; i < nq_tok; i++) r.q_mask[i] = (uint8_t)r.q_mask32[i];
-    r.d_off = malloc((nd + 1) * sizeof(size_t));
-    r.d_off[0] = 0;
-    for (size_t i = 0; i < nd; i++) r.d_off[i + 1] = r.d_off[i] + (size_t)r.d_len[i];
+    ref_batch_open(&r, &ref);
     if (!comm->rank) printf("mpi_step: %s\n", comm->desc);
 
     gradient_case(model_dir, &r, "ib global", 1, 0, &ref, "ib");
@@ -244,8 +154,7 @@ int main(int argc, char **argv) {
     adam_case(model_dir, &r, "ib local", 1, &mref, "local.adam");
     dropout_case(model_dir, &r);
 
-    free(r.q_mask);
-    free(r.d_off);
+    ref_batch_free(&r);
     cb_st_close(&ref);
     cb_st_close(&mref);
     char name[64];
