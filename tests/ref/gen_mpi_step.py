@@ -17,13 +17,11 @@ dropout off:
 usage: gen_mpi_step.py MODEL_DIR DATASETS_DIR OUT_DIR
 """
 import os
-import string
 import sys
 
 import numpy as np
 import torch
 from safetensors.numpy import save_file
-from transformers import BertConfig, BertTokenizerFast, get_linear_schedule_with_warmup
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_colbert_head as ref  # noqa: E402
@@ -54,16 +52,7 @@ def main():
     model_dir, datasets, out_dir = sys.argv[1:4]
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(0)
-    tok = BertTokenizerFast.from_pretrained(model_dir)
-    queries, corpus, pos = ref.load_data(datasets)
-    trip = ref.pick_triplets(queries, corpus, pos)
-    q_ids, q_mask = ref.tensorize_queries(tok, [t[0] for t in trip])
-    d_ids, d_mask = ref.tensorize_docs(tok, [d for t in trip for d in t[1:]])
-    skiplist = {w: True for symbol in string.punctuation
-                for w in [symbol, tok.encode(symbol, add_special_tokens=False)[0]]}
-    pad = tok.pad_token_id
-    H = BertConfig.from_pretrained(model_dir).hidden_size
-    linear0 = torch.randn(DIM, H, generator=torch.Generator().manual_seed(3)) * 0.02
+    q_ids, q_mask, d_ids, d_mask, skiplist, pad, linear0 = ts.batch(model_dir, datasets)
     out = {}
 
     bert = ts.build(model_dir)
@@ -73,21 +62,9 @@ def main():
     out.update({f"local.{k}": v for k, v in ts.grads(bert, linear).items()})
     print(f"gen_mpi_step: per-GPU loss over {RANKS} ranks: {loss:.6f}", file=sys.stderr)
 
-    bert = ts.build(model_dir)
-    linear = linear0.clone().requires_grad_(True)
-    params = list(bert.parameters()) + [linear]
-    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
-    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=3, num_training_steps=12)
-    losses = []
-    for _ in range(STEPS):
-        losses.append(per_gpu_loss(bert, linear, q_ids, q_mask, d_ids, d_mask, skiplist, pad))
-        torch.nn.utils.clip_grad_norm_(params, 2.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-    out["local.adam.losses"] = np.array(losses, np.float64)
-    out.update({"local.adam.param." + n: p.detach().numpy().copy() for n, p in bert.named_parameters()})
-    out["local.adam.param.linear"] = linear.detach().numpy().copy()
+    losses = ts.adam_steps(model_dir, linear0, STEPS, out, "local.adam.",
+                           lambda bert, linear: per_gpu_loss(bert, linear, q_ids, q_mask, d_ids, d_mask,
+                                                             skiplist, pad))
     print(f"gen_mpi_step: {STEPS} AdamW steps: losses {losses[0]:.4f} .. {losses[-1]:.4f}", file=sys.stderr)
     out = {k: np.ascontiguousarray(v) for k, v in out.items()}
     save_file(out, os.path.join(out_dir, "mpi_step_ref.safetensors"))

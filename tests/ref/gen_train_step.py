@@ -76,10 +76,9 @@ def grads(bert, linear):
     return out
 
 
-def main():
-    model_dir, datasets, out_dir = sys.argv[1:4]
-    os.makedirs(out_dir, exist_ok=True)
-    torch.manual_seed(0)
+def batch(model_dir, datasets):
+    """The 8 real NFCorpus triplets as colbert-ai tokenizes them, the
+    punctuation skiplist, the pad id and the seeded linear [DIM, H]."""
     tok = BertTokenizerFast.from_pretrained(model_dir)
     queries, corpus, pos = ref.load_data(datasets)
     trip = ref.pick_triplets(queries, corpus, pos)
@@ -87,11 +86,42 @@ def main():
     d_ids, d_mask = ref.tensorize_docs(tok, [d for t in trip for d in t[1:]])
     skiplist = {w: True for symbol in string.punctuation
                 for w in [symbol, tok.encode(symbol, add_special_tokens=False)[0]]}
-    pad = tok.pad_token_id
-    d_len = d_mask.sum(1)
-    teacher = torch.randn(B, NWAY, generator=torch.Generator().manual_seed(5)) * 4.0
     H = BertConfig.from_pretrained(model_dir).hidden_size
     linear0 = torch.randn(DIM, H, generator=torch.Generator().manual_seed(3)) * 0.02
+    return q_ids, q_mask, d_ids, d_mask, skiplist, tok.pad_token_id, linear0
+
+
+def adam_steps(model_dir, linear0, steps, out, prefix, loss_fn):
+    """`steps` optimizer steps from the plain model and linear0, as colbert-ai
+    takes them (clip_grad_norm_ 2.0, AdamW lr 1e-4 wd 0.01, linear warmup 3
+    and decay to 0 at 12); loss_fn(bert, linear) back-propagates one step's
+    loss and returns it. Writes <prefix>losses and <prefix>param.* into out;
+    returns the losses."""
+    bert = build(model_dir)
+    linear = linear0.clone().requires_grad_(True)
+    params = list(bert.parameters()) + [linear]
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=3, num_training_steps=12)
+    losses = []
+    for _ in range(steps):
+        losses.append(loss_fn(bert, linear))
+        torch.nn.utils.clip_grad_norm_(params, 2.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    out[prefix + "losses"] = np.array(losses, np.float64)
+    out.update({prefix + "param." + n: p.detach().numpy().copy() for n, p in bert.named_parameters()})
+    out[prefix + "param.linear"] = linear.detach().numpy().copy()
+    return losses
+
+
+def main():
+    model_dir, datasets, out_dir = sys.argv[1:4]
+    os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(0)
+    q_ids, q_mask, d_ids, d_mask, skiplist, pad, linear0 = batch(model_dir, datasets)
+    d_len = d_mask.sum(1)
+    teacher = torch.randn(B, NWAY, generator=torch.Generator().manual_seed(5)) * 4.0
     out = {
         "q_ids": q_ids.numpy().astype(np.int32), "q_mask": q_mask.numpy().astype(np.int32),
         "d_len": d_len.numpy().astype(np.int32),
@@ -141,21 +171,9 @@ def main():
     print(f"gen_train_step: finetune: loss {loss:.6f}", file=sys.stderr)
 
     # 10 optimizer steps with in-batch negatives
-    bert = build(model_dir)
-    linear = linear0.clone().requires_grad_(True)
-    params = list(bert.parameters()) + [linear]
-    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
-    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=3, num_training_steps=12)
-    losses = []
-    for _ in range(10):
-        losses.append(loss_of(bert, linear, q_ids, q_mask, d_ids, d_mask, skiplist, pad, 0, 1, None, 1.0, 1))
-        torch.nn.utils.clip_grad_norm_(params, 2.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-    out["adam.losses"] = np.array(losses, np.float64)
-    out.update({"adam.param." + n: p.detach().numpy().copy() for n, p in bert.named_parameters()})
-    out["adam.param.linear"] = linear.detach().numpy().copy()
+    losses = adam_steps(model_dir, linear0, 10, out, "adam.",
+                        lambda bert, linear: loss_of(bert, linear, q_ids, q_mask, d_ids, d_mask, skiplist, pad,
+                                                     0, 1, None, 1.0, 1))
     print(f"gen_train_step: 10 AdamW steps: losses {losses[0]:.4f} .. {losses[-1]:.4f}", file=sys.stderr)
 
     out = {k: np.ascontiguousarray(v) for k, v in out.items()}
