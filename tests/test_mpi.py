@@ -106,7 +106,8 @@ def nf200():
 def train_args(data, out, dropout, steps=10):
     return ["train", "--threads", "1", "--model-name", "a", "--pretrained", MODEL, "--data", data, "--output-dir", out,
             "--batch-size", "8", "--maxsteps", str(steps), "--doc-maxlen", "32", "--query-maxlen", "16",
-            "--val-fraction", "0", "--lr", "1e-5", "--save-every", "5", "--keep-checkpoints", "0", "--quiet",
+            "--val-fraction", "0", "--lr", "1e-5", "--save-every", "5", "--keep-checkpoints", "0", "--epochs", "4",
+            "--quiet",
             *([] if dropout else ["--no-dropout"])]
 
 
@@ -199,9 +200,10 @@ def test_sigint_then_resume(nf200):
     2 ranks resume bit-identically; one process resumes it too.
 
     mpirun passes the signal on as SIGTERM only odls_base_sigkill_timeout
-    seconds later (3 here; SIGKILL 3 s after that): the run is long enough
-    (25 steps, about 0.5 s each on a fast machine) to still be going then."""
-    steps = 25   # one epoch of the 200 triples
+    seconds later (6 here; SIGKILL 6 s after that): the run is long enough
+    (50 steps, about 0.5 s each on a fast machine) to still be going then,
+    and a loaded machine has 6 s to finish the step and save."""
+    steps = 50   # two epochs of the 200 triples
     last = f"step-{steps:06d}"
     full = trained(nf200, 2, 1, steps)
     out = os.path.join(TMP, "mpi_sigint")
@@ -209,7 +211,7 @@ def test_sigint_then_resume(nf200):
     # Open MPI's mpirun answers SIGINT with SIGCONT, then SIGTERM after
     # odls_base_sigkill_timeout seconds, then SIGKILL after as many again:
     # the ranks have that long to finish the step and save (docs/train.md)
-    p = subprocess.Popen(mpirun([BIN, *train_args(nf200, out, 1, steps)], mca=[("odls_base_sigkill_timeout", 3)]),
+    p = subprocess.Popen(mpirun([BIN, *train_args(nf200, out, 1, steps)], mca=[("odls_base_sigkill_timeout", 6)]),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     log = os.path.join(out, "a", "train.jsonl")
     t0 = time.time()
