@@ -104,6 +104,7 @@ def nf200():
 
 
 def train_args(data, out, dropout, steps=10):
+    # --epochs 4: nf200 holds 25 steps of 8 triples an epoch; the longest run (the SIGINT test, 50 steps) needs two
     return ["train", "--threads", "1", "--model-name", "a", "--pretrained", MODEL, "--data", data, "--output-dir", out,
             "--batch-size", "8", "--maxsteps", str(steps), "--doc-maxlen", "32", "--query-maxlen", "16",
             "--val-fraction", "0", "--lr", "1e-5", "--save-every", "5", "--keep-checkpoints", "0", "--epochs", "4",
