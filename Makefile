@@ -101,7 +101,8 @@ endif
 CUDA_STAMP := $(BUILD)/.cuda-$(CUDA)
 $(shell mkdir -p $(BUILD) && [ -f $(CUDA_STAMP) ] || { rm -f $(BUILD)/.cuda-*; touch $(CUDA_STAMP); })
 
-.PHONY: print-libs print-cflags all test unit unit-san pytest setup demo bench clean test-cuda cuda-tests gpu-bundle pylib
+.PHONY: print-libs print-cflags all test unit unit-san pytest setup demo bench clean test-cuda cuda-tests gpu-bundle pylib \
+        test-after-setup demo-after-setup bench-after-setup
 all: $(BUILD)/colbert $(BUILD)/libcolbert.a
 
 # ---- release build -------------------------------------------------------
@@ -172,7 +173,15 @@ TESTS_SAN := $(TESTSRC:tests/%.c=$(SAN)/tests/%)
 setup:
 	bash scripts/setup.sh
 
-test: setup all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert $(BUILD)/tests/mpi_step fuzz-build
+# test, demo and bench set the machine up first, then build in a sub-make:
+# the flags above (MPI through mpicc, cairo and OpenBLAS through pkg-config)
+# are detected when make starts, so a make that started before set-up had
+# installed them would build without them. The sub-make detects again.
+# `make -j2 test` works too: set-up is the only prerequisite, and the sub-make
+# shares the job slots.
+test: setup
+	+$(MAKE) test-after-setup
+test-after-setup: all $(TESTS_REL) $(TESTS_SAN) $(SAN)/colbert $(BUILD)/tests/mpi_step fuzz-build
 	bash tests/run.sh
 
 # ---- CUDA tests (need a GPU: not part of make test) -------------------------
@@ -207,10 +216,14 @@ $(BUILD)/bench/bench_step: bench/bench_step.c $(BUILD)/cli/common.o $(BUILD)/lib
 $(BUILD)/bench:
 	mkdir -p $@
 
-bench: setup all $(BUILD)/bench/bench_step
+bench: setup
+	+$(MAKE) bench-after-setup
+bench-after-setup: all $(BUILD)/bench/bench_step
 	bash bench/run.sh
 
-demo: setup all
+demo: setup
+	+$(MAKE) demo-after-setup
+demo-after-setup: all
 	bash scripts/demo.sh
 
 print-libs:

@@ -1,10 +1,11 @@
 /* info.c: `colbert info`: the linear-algebra library, its kernels and the
  * threads in use; the GPUs, the driver and the CUDA kernels; whether this
- * build runs under mpirun. */
+ * build runs under mpirun; whether it draws curve.png (cairo). */
 #include "args.h"
 #include "blas.h"
 #include "cli.h"
 #include "comm.h"
+#include "train.h"
 
 #include <stdio.h>
 
@@ -15,7 +16,8 @@ static const char *INFO_HELP =
     "runs on this CPU and the threads in use; then the CUDA backend: the\n"
     "runtime, the driver, cuBLASLt, the GPU kernels built in and every GPU\n"
     "(or why none can be used); and whether this build runs data-parallel\n"
-    "under mpirun (MPI).\n"
+    "under mpirun (MPI) and whether it draws the training curve as a PNG\n"
+    "(cairo) beside the SVG.\n"
     "\n"
     "options:\n"
     "  -h, --help   this help\n";
@@ -39,5 +41,7 @@ int cli_info(int argc, char **argv) {
     fputs(buf, stdout);
     printf("mpi: %s\n", cb_comm_have_mpi() ? "yes (mpirun -np N colbert train|prepare|eval)"
                                             : "no (built without MPI: one process)");
+    printf("curve png: %s\n", cb_train_have_png() ? "yes (RUN/curve.png beside RUN/curve.svg)"
+                                                 : "no (built without cairo: RUN/curve.svg only)");
     return 0;
 }

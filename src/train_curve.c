@@ -806,6 +806,14 @@ static int write_one(const run *r, const figure *f, const char *name, int which,
     return rc;
 }
 
+int cb_train_have_png(void) {
+#ifdef CB_CAIRO
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 /* Each file is tried even when another fails; err names every failure. */
 int cb_train_write_curve(const run *r, cb_err *err) {
     if (!r->loss_hist || !r->run_dir) return 0;

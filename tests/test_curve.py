@@ -136,6 +136,22 @@ SYNTH_CASES = {  # name: (validated checkpoints, best step, steps of the run, ch
 }
 
 
+def test_build_has_png():
+    """cairo is installed (make setup installs libcairo2-dev): the build must draw curve.png.
+
+    A make that detected its flags before set-up had installed cairo built
+    without it (issue 23); this fails on such a build.
+    """
+    have = subprocess.run(["pkg-config", "--exists", "cairo"]).returncode == 0
+    r = subprocess.run([BIN, "info"], capture_output=True, text=True, check=True)
+    line = next(l for l in r.stdout.splitlines() if l.startswith("curve png: "))
+    if have:
+        assert line.startswith("curve png: yes"), "cairo is installed but colbert was built without it: rebuild with make"
+        assert has_cairo()
+    else:
+        assert line.startswith("curve png: no")
+
+
 def test_synthetic_curves():
     out = os.path.join(TMP, "curve_synth")
     shutil.rmtree(out, ignore_errors=True)
