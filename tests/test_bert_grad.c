@@ -1,9 +1,10 @@
 /* test_bert_grad.c: BERT backward.
  * 1. Against PyTorch on the real all-MiniLM-L6-v2 weights
  *    (tests/ref/gen_bert_grad.py): loss = sum <last_hidden, R> over real
- *    NFCorpus documents and masked ColBERT queries; the loss within 1e-5
- *    relative and every parameter gradient within 1e-3 relative
- *    (||g - g_ref|| / ||g_ref||); prints the worst tensor.
+ *    NFCorpus documents and masked ColBERT queries; the hidden states
+ *    within 1e-4 (max abs), the loss within 1e-4 relative and every
+ *    parameter gradient within 1e-3 relative (||g - g_ref|| / ||g_ref||);
+ *    prints the worst tensor.
  * 2. Finite differences on a tiny random BERT, in double-checked float:
  *    every parameter tensor's analytic gradient against central differences
  *    of the loss, on a few sampled elements each.
@@ -58,9 +59,22 @@ static void test_pytorch(void) {
     float *d = malloc(n_tok * H * sizeof(float));
     memcpy(d, R, n_tok * H * sizeof(float));
     cb_bert_backward(&m, &a, &g, d);
+    /* The training-mode forward, element by element, at test_bert's
+     * tolerance for the hidden states. */
+    size_t n_hid;
+    const float *hid_ref = raw(&ref, "hidden", &n_hid);
+    CHECK(n_hid == n_tok * (size_t)H);
+    double hmax = 0;
+    ref_rel_l2(cb_bert_output(&m, &a), hid_ref, n_tok * H, &hmax);
+    printf("test_bert_grad: training-mode hidden states max abs diff %.3g\n", hmax);
+    CHECK_MSG(hmax <= 1e-4, "hidden states max abs diff %g > 1e-4", hmax);
+    /* The loss is a sum of ~4e5 products of either sign, so its relative
+     * error is about sqrt(n) times the elements' float32 rounding over its
+     * small value: 3e-6 on AMD Zen 4, 1.5e-5 on Intel AVX-512 with the same
+     * hidden states within 1e-4; the reference sums in float64. */
     double lerr = fabs(loss - ref_loss) / fabs(ref_loss);
     printf("test_bert_grad: loss %.6f vs PyTorch %.6f (rel err %.2g)\n", loss, ref_loss, lerr);
-    CHECK_MSG(lerr <= 1e-5, "loss rel err %g", lerr);
+    CHECK_MSG(lerr <= 1e-4, "loss rel err %g", lerr);
 
     /* Hugging Face name -> our tensor slice */
     size_t HH = (size_t)H * H, HI = (size_t)H * m.cfg.intermediate_size, I = (size_t)m.cfg.intermediate_size;

@@ -5,7 +5,7 @@ transformers' BertModel (train() with dropout probabilities set to 0, fp32,
 CPU) on the real all-MiniLM-L6-v2 weights; input: 6 real NFCorpus documents
 (truncated to 160 tokens) and 2 ColBERT-style queries with [MASK] padding
 under attention mask 0. Loss = sum over real tokens of <last_hidden, R> with
-a fixed random R. Writes ids, lengths, mask, R, the loss and the gradient of
+a fixed random R. Writes ids, lengths, mask, R, the last hidden states, the loss and the gradient of
 every parameter (Hugging Face names) to OUT_DIR/bert_grad_ref.safetensors.
 usage: gen_bert_grad.py MODEL_DIR DATASETS_DIR OUT_DIR
 """
@@ -52,9 +52,14 @@ def main():
     for ids, mask in seqs:
         R_all.append(torch.randn(len(ids), H, generator=g))
     total = None
+    hidden = []
     for (ids, mask), R in zip(seqs, R_all):
         h = model(input_ids=torch.tensor([ids]), attention_mask=torch.tensor([mask])).last_hidden_state[0]
-        l = (h * R).sum()
+        hidden.append(h.detach().clone())
+        # the sum in float64: PyTorch's float32 sum of ~10^5 products of
+        # either sign is off by more than the forward's own error (1.5e-5
+        # relative on Intel AVX-512); the gradient is R either way
+        l = (h.double() * R.double()).sum()
         total = l if total is None else total + l
     total.backward()
 
@@ -63,6 +68,7 @@ def main():
         "lengths": np.array([len(s[0]) for s in seqs], np.int32),
         "mask": np.concatenate([np.array(s[1]) for s in seqs]).astype(np.int32),
         "R": torch.cat(R_all).numpy().astype(np.float32),
+        "hidden": torch.cat(hidden).numpy().astype(np.float32),
         "loss": np.array([total.item()], np.float32),
     }
     for name, p in model.named_parameters():
