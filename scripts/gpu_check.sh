@@ -155,7 +155,7 @@ if [ -z "$CS" ] && [ $DRY = 0 ]; then
     note "SKIP compute-sanitizer: not found"
 else
     for tool in memcheck racecheck; do
-        step "compute-sanitizer --tool $tool test_cuda_ops --small" 75 bash -c \
+        step "compute-sanitizer --tool $tool test_cuda_ops --small" 60 bash -c \
             "'${CS:-compute-sanitizer}' --tool $tool --error-exitcode 3 --print-limit 20 '$W/tests-cuda/test_cuda_ops' --small \
              > '$G/san_$tool.txt' 2>&1; rc=\$?; { echo '==== $tool'; tail -c 20000 '$G/san_$tool.txt'; } >> '$OUT/sanitizer.txt'; exit \$rc"
         grep -q "Device not supported" "$G/san_$tool.txt" 2>/dev/null &&
@@ -216,7 +216,7 @@ except OSError as e:
 print(f"{'PASS' if d <= 1e-5 else 'FAIL'} checkpoint written on the GPU: query vectors on the CPU vs the GPU fp32, max |diff| {d:.2e} (<= 1e-5)")
 EOF
     prev=$(ls -d "$G"/ck/gpu/step-* | sort | tail -2 | head -1)
-    step "resume on the CPU from $(basename "$prev")" 90 "$CB" train --resume "$prev" --device cpu --quiet
+    step "resume on the CPU from $(basename "$prev")" 60 "$CB" train --resume "$prev" --device cpu --quiet
 elif [ $DRY = 0 ]; then
     note "FAIL train --device cuda: no checkpoint written"
 fi
