@@ -32,7 +32,7 @@
 #                                      16 and the arguments (the GPU runs the
 #                                      same ones, from these triples)
 #     made.txt                         when, from which commit, on which CPU
-# The references take about 10 minutes on 2 cores; they are kept in
+# The references take 10 to 40 minutes on 2 cores (by the load); kept in
 # BUILD/refs and made again only when BUILD/colbert (or this script) is
 # newer.
 # Environment: COLBERT_MODEL (default: tests/ref/find_model.py),
@@ -97,7 +97,7 @@ CB=$BUILD/colbert
 # the training both sides run: @MODEL@ and @DATA@ are filled in where it runs
 TRAIN_ARGS="--pretrained @MODEL@ --data @DATA@ --maxsteps 20 --batch-size 16 --save-every 10 --val-fraction 0 --doc-maxlen 180 --quiet"
 if [ ! -f "$REFS/made.txt" ] || [ "$CB" -nt "$REFS/made.txt" ] || [ "$0" -nt "$REFS/made.txt" ]; then
-    echo "gpu_bundle: computing the CPU references in $REFS (about 10 minutes on 2 cores)"
+    echo "gpu_bundle: computing the CPU references in $REFS (10 to 40 minutes on 2 cores, by the load)"
     rm -rf "$REFS" && mkdir -p "$REFS"
     M=$STAGE/model D=$STAGE/data/nfcorpus
     t0=$(date +%s)
