@@ -7,7 +7,8 @@
   (pass, the figure reported) and for a query whose candidates did not
   (fail); per-step losses; run files; embeddings.
 - tests/cuda/run.sh: the op tests run before the whole-model test, a name
-  list selects programs, and the closing line counts them.
+  list selects programs, the closing line counts them, and the programs run
+  with core files off.
 - scripts/gpu_check.sh --dry-run, when gpu/bundle.tar.xz has been made
   (make gpu-bundle): the bundle unpacks with every file the check reads, and
   every comparison passes on the CPU references themselves.
@@ -141,13 +142,16 @@ def test_cuda_run_sh_order(tmp_path):
     log = tmp_path / "order.txt"
     for name, rc in [("test_cuda_model", 0), ("test_cuda_ops", 0), ("test_cuda_attn", 1)]:
         p = build / "tests-cuda" / name
-        p.write_text(f"#!/bin/sh\necho {name} >> '{log}'\nexit {rc}\n")
+        p.write_text(f"#!/bin/sh\necho {name} >> '{log}'\necho core $(ulimit -c) >> '{tmp_path}/core.txt'\nexit {rc}\n")
         p.chmod(0o755)
     env = dict(os.environ, COLBERT_MODEL="/nonexistent", COLBERT_DATASETS="/nonexistent")
-    r = subprocess.run(["bash", os.path.join(ROOT, "tests", "cuda", "run.sh"), str(build)], capture_output=True,
+    # core files allowed where run.sh starts (as far as the hard limit lets): run.sh must turn them off
+    r = subprocess.run(["bash", "-c", 'ulimit -c unlimited 2>/dev/null; exec bash "$0" "$1"',
+                        os.path.join(ROOT, "tests", "cuda", "run.sh"), str(build)], capture_output=True,
                        text=True, env=env)
     assert log.read_text().split() == ["test_cuda_attn", "test_cuda_ops", "test_cuda_model"], r.stdout
     assert r.returncode == 1 and "2 passed, 1 failed" in r.stdout and "failed: test_cuda_attn" in r.stdout, r.stdout
+    assert set((tmp_path / "core.txt").read_text().split("\n")[:-1]) == {"core 0"}   # no core files
     log.unlink()
     r = subprocess.run(["bash", os.path.join(ROOT, "tests", "cuda", "run.sh"), str(build), "test_cuda_model",
                         "test_cuda_ops"], capture_output=True, text=True, env=env)
