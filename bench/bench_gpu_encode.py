@@ -16,7 +16,7 @@ Prints texts/s, the ratio, peak memory, and the encoder's achieved bf16
 FLOP rate over the whole run against the dense bf16 peak (989 TFLOP/s by
 the H100/H200 SXM datasheet; about 790 measured on this machine kind), a
 lower bound for the matmuls' own share.
-usage: bench_gpu_encode.py --colbert BIN --model MINILM_DIR --datasets DIR [--n 20000] [--out DIR]
+usage: bench_gpu_encode.py --colbert BIN --model MINILM_DIR --datasets DIR [--n 20000] [--out DIR] [--minilm-only]
 Run on the GPU machine by bench/bench_gpu_encode.sh.
 """
 import argparse
@@ -160,15 +160,23 @@ def main():
     ap.add_argument("--datasets", required=True)
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--out", default="/tmp/colbert-bench-encode")
+    ap.add_argument("--minilm-only", action="store_true", help="skip the BERT-base shape")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     texts = texts_of(args.datasets, args.n)
     print(f"encode benchmark: {args.n} NFCorpus documents, max_seq_length 256, one GPU")
-    res = [bench("all-MiniLM-L6-v2", args.model, texts, args.colbert, args.out, 384, 1536, 6)]
-    base = make_base(args.model, os.path.join(args.out, "bert-base-random"))
-    res.append(bench("BERT-base shape (random weights)", base, texts, args.colbert, args.out, 768, 3072, 12))
-    with open(os.path.join(args.out, "bench_gpu_encode.json"), "w") as f:
-        json.dump(res, f, indent=1)
+    res = []
+
+    def save():   # after each model: a run cut short keeps what it measured
+        with open(os.path.join(args.out, "bench_gpu_encode.json"), "w") as f:
+            json.dump(res, f, indent=1)
+
+    res.append(bench("all-MiniLM-L6-v2", args.model, texts, args.colbert, args.out, 384, 1536, 6))
+    save()
+    if not args.minilm_only:
+        base = make_base(args.model, os.path.join(args.out, "bert-base-random"))
+        res.append(bench("BERT-base shape (random weights)", base, texts, args.colbert, args.out, 768, 3072, 12))
+        save()
 
 
 if __name__ == "__main__":

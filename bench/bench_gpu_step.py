@@ -13,7 +13,8 @@ and 128, all-MiniLM-L6-v2 (real weights) and a BERT-base shape (random):
     machine; its wheels would have to be carried).
 Prints triplets/s, peak GPU memory and MFU (model FLOPs per step over the
 step time, against the 989 TFLOP/s dense bf16 peak of an H100/H200 SXM).
-usage: bench_gpu_step.py --bench-step BIN --model MINILM_DIR --datasets DIR [--steps 10]
+usage: bench_gpu_step.py --bench-step BIN --model MINILM_DIR --datasets DIR [--steps 10] [--bsizes 32,128]
+                         [--no-compile] [--models minilm,base]
 Run on the GPU machine by bench/bench_gpu_step.sh.
 """
 import argparse
@@ -158,6 +159,9 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--out", default="/tmp/colbert-bench-step")
     ap.add_argument("--torch-child", nargs=6)
+    ap.add_argument("--bsizes", default="32,128", help="comma-separated batch sizes")
+    ap.add_argument("--no-compile", action="store_true", help="PyTorch eager only (torch.compile takes minutes)")
+    ap.add_argument("--models", default="minilm,base", help="minilm (all-MiniLM-L6-v2), base (BERT-base shape)")
     args = ap.parse_args()
     if args.torch_child:
         model_dir, dp, qp, base, bsize, compiled = args.torch_child
@@ -171,8 +175,9 @@ def main():
           f"{args.steps} timed steps after warm-up; MFU against {PEAK_BF16 / 1e12:.0f} TFLOP/s dense bf16")
     print("PyLate's trainer: not run (not installed on the GPU machine)")
     res = []
-    for name, base, H, I, L in [("all-MiniLM-L6-v2", 0, 384, 1536, 6), ("BERT-base shape (random)", 1, 768, 3072, 12)]:
-        for bsize in (32, 128):
+    models = {"minilm": ("all-MiniLM-L6-v2", 0, 384, 1536, 6), "base": ("BERT-base shape (random)", 1, 768, 3072, 12)}
+    for name, base, H, I, L in [models[m] for m in args.models.split(",")]:
+        for bsize in [int(b) for b in args.bsizes.split(",")]:
             print(f"  {name}, bsize {bsize}:")
             ours = run_child([args.bench_step, args.model, dp, qp, "--steps", str(args.steps), "--bsize", str(bsize),
                               "--device", "cuda", "--precision", "bf16"] + (["--base"] if base else []), poll=True)
@@ -182,7 +187,7 @@ def main():
                 print(f"    colbert.c          {ours['triplets_per_s']:8.1f} triplets/s  {ours['step_s'] * 1e3:7.1f} ms/step  "
                       f"peak {ours['peak_gpu_bytes'] / 2**30:5.2f} GiB  MFU {100 * ours['encoder_gflops'] * 1e9 / PEAK_BF16:5.1f}%  "
                       f"(attention {ours['attention_s'] * 1e3:.1f} ms)")
-            for label, comp in [("PyTorch eager", 0), ("torch.compile", 1)]:
+            for label, comp in [("PyTorch eager", 0)] + ([] if args.no_compile else [("torch.compile", 1)]):
                 th = run_child([sys.executable, __file__, "--steps", str(args.steps), "--torch-child", args.model, dp, qp,
                                 str(base), str(bsize), str(comp)])
                 row[label] = th
@@ -192,8 +197,8 @@ def main():
                     print(f"    {label:<18} {th['triplets_per_s']:8.1f} triplets/s  {th['step_s'] * 1e3:7.1f} ms/step  "
                           f"peak {th['peak_gpu_bytes'] / 2**30:5.2f} GiB  MFU {100 * mfu:5.1f}%  {ratio}")
             res.append(row)
-    with open(os.path.join(args.out, "bench_gpu_step.json"), "w") as f:
-        json.dump(res, f, indent=1)
+            with open(os.path.join(args.out, "bench_gpu_step.json"), "w") as f:   # after each row
+                json.dump(res, f, indent=1)
 
 
 if __name__ == "__main__":

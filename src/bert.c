@@ -197,7 +197,11 @@ int cb_bert_acts_init(bert_acts *a, ops_device *dev, const bert_config *c, int m
                    int train, cb_err *err) {
     memset(a, 0, sizeof *a);
     a->dev = dev;
-    size_t T = (size_t)max_tokens, H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    /* every buffer is sized for T rounded up to 64 tokens, so that every
+     * slice below starts 256 bytes after the last (the alignment of the
+     * allocation): the GPU's kernels load float4s and cuBLASLt picks its
+     * kernels by alignment, whatever max_tokens is (odd ones too) */
+    size_t T = ((size_t)max_tokens + 63) & ~(size_t)63, H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     size_t nl = train ? (size_t)c->num_hidden_layers : 1, L = (size_t)c->num_hidden_layers;
     a->max_tokens = max_tokens;
     a->max_att = max_att;
@@ -371,8 +375,10 @@ void cb_bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
         float *res2 = a->res2 + l * a->stride_TH;
         float *ln2 = a->ln2 + l * a->stride_TH;
         cb_ops_linear_forward(d, qkv, x, m->t[BP_QKV_W] + l * 3 * HH, m->t[BP_QKV_B] + (size_t)l * 3 * H, T, H, 3 * H);
+        if (a->train) cb_ops_sync(d);   /* on a GPU, time the work and not its launch (training reports it) */
         double t0 = cb_now();
         cb_ops_attention_forward(d, ctx, qkv, mask, &a->seqs, H, NH, pa, a->seed, 1 + 4 * (uint64_t)l, &a->work);
+        if (a->train) cb_ops_sync(d);
         a->t_attn += cb_now() - t0;
         /* attention output projection into res1, dropout, then res1 += x */
         cb_ops_linear_forward(d, res1, ctx, m->t[BP_ATTO_W] + l * HH, m->t[BP_ATTO_B] + (size_t)l * H, T, H, H);
@@ -466,9 +472,11 @@ void cb_bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, float *d
         cb_ops_linear_backward(d, a->d_ctx, g->t[BP_ATTO_W] + l * HH, g->t[BP_ATTO_B] + (size_t)l * H, dy, ctx,
                             m->t[BP_ATTO_W] + l * HH, T, H, H, 0);
         /* ctx = attention(qkv); qkv = x @ Wqkv^T + bqkv */
+        cb_ops_sync(d);   /* on a GPU, time the work and not its launch */
         double t0 = cb_now();
         cb_ops_attention_backward(d, a->d_qkv, a->d_ctx, qkv, mask, &a->seqs, H, NH, pa, a->seed,
                                1 + 4 * (uint64_t)l, &a->work);
+        cb_ops_sync(d);
         a->t_attn += cb_now() - t0;
         cb_ops_linear_backward(d, dd, g->t[BP_QKV_W] + l * 3 * HH, g->t[BP_QKV_B] + (size_t)l * 3 * H, a->d_qkv, x,
                             m->t[BP_QKV_W] + l * 3 * HH, T, H, 3 * H, 1);

@@ -63,7 +63,8 @@ ops_device *cb_ops_open(const char *spec, ops_precision precision, cb_err *err) 
     }
 #ifdef CB_CUDA
     char why[512];
-    if (is_auto && cb_cuda_usable_count(why, sizeof why) <= 0) {
+    /* auto: the first GPU that is usable (cuda:0 may be an older one) */
+    if (is_auto && cb_cuda_usable_count(&index, why, sizeof why) <= 0) {
         cb_err_set(err, "no usable GPU (%s)", why);
         return cb_ops_cpu();
     }

@@ -5,6 +5,22 @@
 
 #include <string.h>
 
+int cb_step_check_device(const char *dev, int ranks, cb_err *err) {
+    if (ranks > 1 && dev && strncmp(dev, "cuda", 4) == 0)
+        return cb_err_set(err, "device %s with %d ranks: data-parallel training (mpirun) runs on CPUs only for now; "
+                          "a GPU's buffers cannot go through the host MPI collectives and every rank would open "
+                          "the same GPU (HINT: train on one GPU without mpirun, or under mpirun with --device cpu)",
+                          dev, ranks);
+    return 0;
+}
+
+/* a timer that counts the device's work, not the launches: on a GPU it
+ * waits for the queued work first (on the CPU, ops are synchronous) */
+static double now_synced(ops_device *d) {
+    cb_ops_sync(d);
+    return cb_now();
+}
+
 int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float *linear,
               uint64_t linear_seed, const step_config *c, cb_err *err) {
     memset(s, 0, sizeof *s);
@@ -17,6 +33,7 @@ int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const fl
                           cc->query_maxlen, cc->doc_maxlen);
     cb_comm *comm = c->comm ? c->comm : cb_comm_serial();
     int P = comm->size;
+    if (cb_step_check_device(bert->dev->kind, P, err)) return -1;
     if (c->bsize % acc)
         return cb_err_set(err, "bsize %d is not a multiple of accumsteps %d", c->bsize, acc);
     if ((c->bsize / acc) % P)
@@ -77,7 +94,9 @@ int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const fl
     lc.ib_global = s->gather;
     size_t cols = (size_t)cb_loss_score_cols(&lc, (int)nq);
     size_t gd = s->gather ? (size_t)P * nd : nd, gr = s->gather ? gd * Ld : 0;
-    size_t nf = T * D * 3 + T + T * H + 2 * nq * cols + nd + 2 * gr * D;
+    /* every slice a multiple of 64 floats: each starts 256-byte aligned */
+#define A64(n) (((size_t)(n) + 63) & ~(size_t)63)
+    size_t nf = A64(T * D) * 3 + A64(T) + A64(T * H) + 2 * A64(nq * cols) + A64(nd) + 2 * A64(gr * D);
     size_t ni = nq * cols * Lq + nd + 1 + (s->gather ? gd + 1 : 0);
     size_t bytes = nf * sizeof(float) + ni * sizeof(int32_t) + T + gr;
     s->sim.bytes = cb_ops_maxsim_workspace(d, (int)Lq, s->gather ? gr : nd * Ld);
@@ -86,16 +105,17 @@ int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const fl
     if (!s->sim.p) goto fail;
     s->bytes += bytes + s->sim.bytes;
     float *p = s->buf;
-    s->out = p; p += T * D;
-    s->proj = p; p += T * D;
-    s->d_out = p; p += T * D;
-    s->norm = p; p += T;
-    s->d_hidden = p; p += T * H;
-    s->scores = p; p += nq * cols;
-    s->d_scores = p; p += nq * cols;
-    s->teacher = p; p += nd;
-    s->g_dv = p; p += gr * D;
-    s->g_ddv = p; p += gr * D;
+    s->out = p; p += A64(T * D);
+    s->proj = p; p += A64(T * D);
+    s->d_out = p; p += A64(T * D);
+    s->norm = p; p += A64(T);
+    s->d_hidden = p; p += A64(T * H);
+    s->scores = p; p += A64(nq * cols);
+    s->d_scores = p; p += A64(nq * cols);
+    s->teacher = p; p += A64(nd);
+    s->g_dv = p; p += A64(gr * D);
+    s->g_ddv = p; p += A64(gr * D);
+#undef A64
     int32_t *ip = (int32_t *)p;
     s->argmax = ip; ip += nq * cols * Lq;
     s->d_off = (int *)ip; ip += nd + 1;
@@ -210,9 +230,9 @@ float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
     s->acts.seed = cb_rng_mix64(c->seed ^ cb_rng_mix64((uint64_t)s->t * 1000003ULL + (uint64_t)s->acts.seed));
     bert_batch bb = {.n_seq = nq + nd, .seq_len = s->h_seq_len, .ids = s->h_ids, .mask = s->h_mask,
                      .seq_id = s->h_seq_id};
-    double t0 = cb_now(), a0 = s->acts.t_attn;
+    double t0 = now_synced(d), a0 = s->acts.t_attn;
     cb_bert_forward(&s->bert, &s->acts, &bb);
-    s->t_fwd += cb_now() - t0;
+    s->t_fwd += now_synced(d) - t0;
     const float *hidden = cb_bert_output(&s->bert, &s->acts);
 
     /* head, MaxSim (against the gathered documents with ib_global), loss */
@@ -236,7 +256,7 @@ float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
                            D, &s->sim);
     }
     float loss = cb_ops_loss(d, s->d_scores, parts, s->scores, b->teacher ? s->teacher : NULL, &lc, nq);
-    s->t_sim += cb_now() - ts - (s->t_comm - tc);
+    s->t_sim += now_synced(d) - ts - (s->t_comm - tc);
 
     /* backward: with ib_global the gathered documents' gradients are summed
      * over the ranks and each rank keeps its own (reduce-scatter) */
@@ -256,12 +276,12 @@ float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
         cb_ops_maxsim_backward(d, s->d_out, s->d_out + TQ * D, s->d_scores, s->argmax, qv, dv, group, nq, nd, Lq,
                             D);
     }
-    s->t_sim += cb_now() - ts - (s->t_comm - tc);
+    s->t_sim += now_synced(d) - ts - (s->t_comm - tc);
     cb_ops_zero(d, s->d_hidden, T * H * sizeof(float));
     cb_colbert_head_backward(d, s->d_hidden, s->g_linear, s->d_out, s->out, s->proj, s->norm, hidden, s->linear,
                           s->keep, c->cc.relu, (int)T, H, D);
     cb_bert_backward(&s->bert, &s->acts, &s->bg, s->d_hidden);
-    s->t_bwd += cb_now() - t0;
+    s->t_bwd += now_synced(d) - t0;
     s->t_attn += s->acts.t_attn - a0;
     return loss;
 }

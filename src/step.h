@@ -135,6 +135,15 @@ int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const fl
               uint64_t linear_seed, const step_config *c, cb_err *err);
 void cb_step_free(step_state *s);
 
+/* Whether a step on device `dev` ("cpu", "auto", "cuda", "cuda:N", or an
+ * open device's kind) can run over `ranks` processes. Data-parallel steps
+ * pass host buffers to the MPI collectives (comm.h); a GPU's buffers are
+ * device memory, and every rank would open the same GPU. Until a
+ * multi-GPU path exists (NCCL, or host-staged copies with a GPU per rank),
+ * cuda with ranks > 1 is refused: returns -1 with err, else 0. cb_step_init
+ * checks it; train.c checks it before it opens the device. */
+int cb_step_check_device(const char *dev, int ranks, cb_err *err);
+
 /* Forward and backward of one micro-batch; gradients accumulate. Returns
  * the loss (already divided by accumsteps); parts gets its main and ib
  * terms when not NULL. With N ranks: this rank's share of them (their sum

@@ -318,6 +318,8 @@ static int setup(run *r, json_t **state, cb_err *err) {
     /* the device: --device, else a GPU if there is one (n_gpus 0: the CPU);
      * "auto" says which only when it takes a GPU or was asked for by name */
     const char *spec = o->device ? o->device : r->tr->n_gpus == 0 ? "cpu" : "auto";
+    if (r->comm->size > 1 && !strcmp(spec, "auto")) spec = "cpu";   /* under mpirun: the CPUs (step.h) */
+    if (cb_step_check_device(spec, r->comm->size, err)) return -1;
     cb_err why = {{0}};
     if (!(r->dev = cb_ops_open(spec, o->precision, &why))) return cb_err_set(err, "%s", why.msg);
     if (strcmp(r->dev->kind, "cpu") || (o->device && !strcmp(o->device, "auto")))

@@ -125,7 +125,9 @@ static __global__ void __launch_bounds__(BQ) attn_fwd_kernel(float *ctx, attn_ar
     uint64_t key = a.drop ? cb_ops_dropout_key(a.seed, a.stream, a.id[sq]) : 0;
     online_row<D>(acc, &m, &l, q, a, Ks, Vs, Ms, o, n, h, active, key, base);
     if (!active) return;
-    float inv = 1.0f / l;
+    /* every key masked: no term, l = 0; the CPU's softmax gives every
+     * probability 0, so the output is 0 (not 0 / 0) */
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
     float *out = ctx + (size_t)(o + i) * H + (size_t)h * D;
 #pragma unroll
     for (int d = 0; d < D; d++) out[d] = acc[d] * inv;
@@ -158,7 +160,7 @@ static __global__ void __launch_bounds__(BQ) attn_bwd_q_kernel(float *d_qkv, con
     float dO[D];
     float lse = m + logf(l), Di = 0.0f;
     if (active) {
-        float inv = 1.0f / l;
+        float inv = l > 0.0f ? 1.0f / l : 0.0f;   /* every key masked: P = 0, as the forward */
         const float *dc = d_ctx + (size_t)(o + i) * H + (size_t)h * D;
 #pragma unroll
         for (int d = 0; d < D; d++) {
@@ -309,9 +311,8 @@ static attn_args make_args(const float *qkv, const uint8_t *mask, const ops_seqs
 static void check_shape(const float *qkv, int H, int NH) {
     int D = H / NH;
     if (D * NH != H || (D != 16 && D != 32 && D != 64)) {
-        fprintf(stderr, "colbert: cuda attention: head size %d (hidden %d / %d heads) is not implemented "
-                "(16, 32 and 64 are)\n", H / NH, H, NH);
-        abort();
+        cb_cuda_die("attention: head size %d (hidden %d / %d heads) is not implemented (16, 32 and 64 are)",
+                    H / NH, H, NH);
     }
     CB_ASSERT(((uintptr_t)qkv & 15) == 0);
 }
@@ -340,9 +341,8 @@ template <int D>
 static void launch_bwd_kv(cuda_state *st, float *d_qkv, const float *d_ctx, const attn_args &a, const ops_seqs *s) {
     size_t smem = ((size_t)2 * BQ * D + (size_t)2 * BK * (D + 1) + 2 * (size_t)s->max_len) * sizeof(float);
     if (smem > (size_t)st->prop.sharedMemPerBlockOptin) {
-        fprintf(stderr, "colbert: cuda attention: sequences of %d tokens need %zu bytes of shared memory in the "
-                "backward; this GPU has %zu\n", s->max_len, smem, (size_t)st->prop.sharedMemPerBlockOptin);
-        abort();
+        cb_cuda_die("attention: sequences of %d tokens need %zu bytes of shared memory in the backward; this GPU "
+                    "has %zu", s->max_len, smem, (size_t)st->prop.sharedMemPerBlockOptin);
     }
     if (smem > 48 * 1024)
         CU_CHECK(cudaFuncSetAttribute(attn_bwd_kv_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));

@@ -8,10 +8,70 @@
 
 #include <stdarg.h>
 #include <string.h>
+#include <sys/resource.h>
+
+int cb_cuda_sync_each;
+
+/* no core file: a CUDA process's is the size of its mappings (gigabytes) */
+static void no_core(void) {
+    struct rlimit r = {0, 0};
+    setrlimit(RLIMIT_CORE, &r);
+    fflush(stdout);
+}
+
+int cb_cuda_error_is_sticky(cudaError_t e) {
+    switch (e) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchFailure:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorHardwareStackError:
+    case cudaErrorAssert:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorECCUncorrectable:
+        return 1;
+    default:
+        return 0;
+    }
+}
 
 void cb_cuda_fatal(const char *file, int line, const char *what, const char *msg) {
+    no_core();
     fprintf(stderr, "colbert: cuda error: %s:%d: %s: %s\n", file, line, what, msg);
     abort();
+}
+
+void cb_cuda_fatal_err(const char *file, int line, const char *what, cudaError_t e) {
+    no_core();
+    fprintf(stderr, "colbert: cuda error: %s:%d: %s: %s (%s)\n", file, line, what, cudaGetErrorString(e),
+            cudaGetErrorName(e));
+    if (cb_cuda_error_is_sticky(e) && !cb_cuda_sync_each)
+        fprintf(stderr, "HINT: a kernel's fault shows at the next call that synchronises, which may belong to a "
+                "later op; run again with COLBERT_CUDA_SYNC=1 to check after every launch and name the kernel\n");
+    abort();
+}
+
+void cb_cuda_die(const char *fmt, ...) {
+    no_core();
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("colbert: cuda: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    abort();
+}
+
+void cb_cuda_check_launch(const char *file, int line, const char *op) {
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess && cb_cuda_sync_each) e = cudaDeviceSynchronize();
+    if (e == cudaSuccess) return;
+    char what[160];
+    snprintf(what, sizeof what, "%s in %s", cb_cuda_sync_each ? "the kernel launched here (COLBERT_CUDA_SYNC)" :
+             "a kernel launch", op);
+    cb_cuda_fatal_err(file, line, what, e);
 }
 
 static thread_local int current_device = -1;
@@ -34,11 +94,9 @@ void *cb_cuda_scratch(cuda_state *s, size_t bytes) {
     s->scratch = NULL;
     s->scratch_bytes = 0;
     cudaError_t e = cudaMalloc(&s->scratch, grow);
-    if (e != cudaSuccess) {
-        fprintf(stderr, "colbert: cuda: out of GPU memory: the scratch arena needs %zu bytes (%.2f GiB): %s\n",
-                grow, (double)grow / (1 << 30), cudaGetErrorString(e));
-        abort();
-    }
+    if (e == cudaErrorMemoryAllocation)
+        cb_cuda_die("out of GPU memory: the scratch arena needs %zu bytes (%.2f GiB)", grow, (double)grow / (1 << 30));
+    if (e != cudaSuccess) cb_cuda_fatal_err(__FILE__, __LINE__, "cudaMalloc (the scratch arena)", e);
     s->scratch_bytes = grow;
     return s->scratch;
 }
@@ -49,6 +107,15 @@ static void *cu_alloc(ops_device *d, size_t bytes, const char *what, cb_err *err
     cb_cuda_enter(d);
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes ? bytes : 256);
+    if (e != cudaSuccess && e != cudaErrorMemoryAllocation) {
+        /* not a lack of memory: say what it is (a sticky error is an
+         * earlier kernel's fault, and stays) */
+        cb_err_set(err, "cuda:%d: cannot allocate %s (%zu bytes): %s (%s)%s", d->index, what ? what : "a buffer",
+                   bytes, cudaGetErrorString(e), cudaGetErrorName(e),
+                   cb_cuda_error_is_sticky(e) ? "; an earlier kernel failed (COLBERT_CUDA_SYNC=1 names it)" : "");
+        if (!cb_cuda_error_is_sticky(e)) cudaGetLastError();
+        return NULL;
+    }
     if (e != cudaSuccess) {
         cudaGetLastError();
         size_t free_b = 0, total_b = 0;
@@ -153,8 +220,9 @@ static void no_gpu_reason(cudaError_t e, char *why, size_t n) {
  * and sm_90, with PTX for newer ones). */
 static int usable(const cudaDeviceProp *p) { return p->major >= 8; }
 
-extern "C" int cb_cuda_usable_count(char *why, size_t why_bytes) {
+extern "C" int cb_cuda_usable_count(int *first, char *why, size_t why_bytes) {
     int n = 0;
+    if (first) *first = -1;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
         no_gpu_reason(e, why, why_bytes);
@@ -163,7 +231,10 @@ extern "C" int cb_cuda_usable_count(char *why, size_t why_bytes) {
     int ok = 0;
     for (int i = 0; i < n; i++) {
         cudaDeviceProp p;
-        if (cudaGetDeviceProperties(&p, i) == cudaSuccess && usable(&p)) ok++;
+        if (cudaGetDeviceProperties(&p, i) == cudaSuccess && usable(&p)) {
+            if (first && *first < 0) *first = i;
+            ok++;
+        }
     }
     if (!ok && why) {
         if (n == 0) snprintf(why, why_bytes, "the driver sees no GPU");
@@ -186,6 +257,10 @@ extern "C" int cb_cuda_device_open(ops_device *d, int index, ops_precision preci
     if (n == 0) return cb_err_set(err, "cuda: no usable GPU (the driver sees no GPU)");
     if (index < 0 || index >= n)
         return cb_err_set(err, "cuda:%d: no such GPU (the driver sees %d: cuda:0 .. cuda:%d)", index, n, n - 1);
+    {
+        const char *sync = getenv("COLBERT_CUDA_SYNC");
+        if (sync && *sync && strcmp(sync, "0") != 0) cb_cuda_sync_each = 1;
+    }
     cuda_state *s = (cuda_state *)calloc(1, sizeof *s);
     if (!s) return cb_err_set(err, "out of memory: the CUDA device state");
     s->index = index;
@@ -240,6 +315,7 @@ extern "C" int cb_cuda_device_open(ops_device *d, int index, ops_precision preci
     return 0;
 fail:
     rc = -1;
+    cb_cuda_matmul_free(s);
     if (s->norm_partial) cudaFree(s->norm_partial);
     if (s->stream) cudaStreamDestroy(s->stream);
     free(s);
@@ -284,6 +360,11 @@ extern "C" size_t cb_cuda_info(char *buf, size_t bytes) {
     char lt[256];
     cb_cuda_lt_describe(lt, sizeof lt);
     PUT("cuda: %s\n", lt);
+    {
+        const char *sync = getenv("COLBERT_CUDA_SYNC");
+        if (sync && *sync && strcmp(sync, "0") != 0)
+            PUT("cuda: COLBERT_CUDA_SYNC is set: every kernel launch is checked at once (slow)\n");
+    }
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {

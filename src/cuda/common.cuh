@@ -35,19 +35,42 @@ struct cuda_state {
     /* optim.cu: [dev] the reduction's partial sums and results */
     double *norm_partial;
     float *norm_out;            /* [2]: total, coefficient */
+    /* matmul.cu: bf16 products run, and those run in fp32 instead because
+     * cuBLASLt had no bf16 algorithm for them (cb_cuda_matmul_stats) */
+    long mm_bf16;
+    long mm_fallback;
+    int mm_fallback_said;       /* the one stderr note was printed */
 };
 
 /* Abort with file, line, the call and CUDA's message: the ops cannot fail
  * on valid arguments (ops.h), so a CUDA error inside one is a bug or a
- * broken device. */
+ * broken device. stdout is flushed first (a test's last lines say which op
+ * ran) and no core is dumped (a CUDA process's core is gigabytes). An
+ * error a kernel raised shows at the next call that synchronises, which
+ * may belong to another op: the message then says so, and
+ * COLBERT_CUDA_SYNC=1 (cb_cuda_sync_each) checks after every launch. */
 [[noreturn]] void cb_cuda_fatal(const char *file, int line, const char *what, const char *msg);
+[[noreturn]] void cb_cuda_fatal_err(const char *file, int line, const char *what, cudaError_t e);
+/* The same for errors that are not CUDA's (a shape the kernels lack). */
+[[noreturn]] __attribute__((format(printf, 1, 2))) void cb_cuda_die(const char *fmt, ...);
 #define CU_CHECK(call)                                                         \
     do {                                                                       \
         cudaError_t e_ = (call);                                               \
-        if (e_ != cudaSuccess) cb_cuda_fatal(__FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+        if (e_ != cudaSuccess) cb_cuda_fatal_err(__FILE__, __LINE__, #call, e_); \
     } while (0)
-/* after a kernel launch */
-#define CU_LAUNCHED() CU_CHECK(cudaGetLastError())
+
+/* 1 when COLBERT_CUDA_SYNC is set (not "0") at the first device open: every
+ * launch is followed by a synchronisation and a check, so a faulting kernel
+ * is reported at its own launch, by file, line and op (slow: for
+ * debugging and the device check). */
+extern int cb_cuda_sync_each;
+/* after a kernel launch (or a library call that launches) in op `op` */
+void cb_cuda_check_launch(const char *file, int line, const char *op);
+#define CU_LAUNCHED() cb_cuda_check_launch(__FILE__, __LINE__, __func__)
+
+/* 1 for the errors a kernel leaves behind (illegal address, launch
+ * failure, ...): sticky, the context is unusable afterwards. */
+int cb_cuda_error_is_sticky(cudaError_t e);
 
 /* The state of d, made current on this thread (cudaSetDevice when needed). */
 cuda_state *cb_cuda_enter(ops_device *d);

@@ -39,8 +39,13 @@ const ops_backend *cb_cuda_backend(void);
 int cb_cuda_device_open(ops_device *d, int index, ops_precision precision, cb_err *err);
 void cb_cuda_device_close(ops_device *d);
 
-/* Number of GPUs this build can use (0 with `why` filled when none). */
-int cb_cuda_usable_count(char *why, size_t why_bytes);
+/* Number of GPUs this build can use (0 with `why` filled when none);
+ * *first (may be NULL): the index of the first of them, -1 when none. */
+int cb_cuda_usable_count(int *first, char *why, size_t why_bytes);
+
+/* bf16 products d has run through cuBLASLt, and of those the ones that ran
+ * in fp32 because cuBLASLt had no bf16 algorithm for them (matmul.cu). */
+void cb_cuda_matmul_stats(const ops_device *d, long *bf16_products, long *fp32_fallbacks);
 
 /* A few lines for `colbert info`: the CUDA runtime, the driver, cuBLASLt,
  * the kernels built in and every GPU. Returns the characters written. */

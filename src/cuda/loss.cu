@@ -15,10 +15,7 @@ float cb_cuda_loss(ops_device *d, float *d_scores, loss_parts *parts, const floa
     size_t need = (2 * n + nt) * sizeof(float);
     if (need > s->h_bytes) {
         float *p = (float *)realloc(s->h_buf, need);
-        if (!p) {
-            fprintf(stderr, "colbert: cuda: out of memory: the loss needs %zu bytes of host memory\n", need);
-            abort();
-        }
+        if (!p) cb_cuda_die("out of memory: the loss needs %zu bytes of host memory", need);
         s->h_buf = p;
         s->h_bytes = need;
     }

@@ -9,7 +9,8 @@
  * The bias is written into the output first and the product added with
  * beta = 1 (the CPU's order of operations); db is a deterministic column
  * sum (common.cuh). A bf16 product cuBLASLt has no algorithm for (odd
- * leading dimensions) runs in fp32 instead.
+ * leading dimensions) runs in fp32 instead: counted (cb_cuda_matmul_stats)
+ * and said once on stderr, so that a test can tell.
  *
  * cuBLASLt is loaded with dlopen at the first device open, so the binary
  * needs no CUDA library to start (the CPU path runs anywhere). It is looked
@@ -159,7 +160,10 @@ int cb_cuda_matmul_init(cuda_state *s, cb_err *err) {
     }
     s->lt_ws_bytes = LT_WORKSPACE;
     s->mm_cache = calloc(1, sizeof(mm_cache));
-    if (!s->mm_cache) return cb_err_set(err, "out of memory: the matmul cache");
+    if (!s->mm_cache) {
+        cb_cuda_matmul_free(s);
+        return cb_err_set(err, "out of memory: the matmul cache");
+    }
     return 0;
 }
 
@@ -194,29 +198,37 @@ struct mm_descs {
     cublasLtMatrixLayout_t a, b, c;
 };
 
-static void descs_make(mm_descs *x, const mm_key *k, cublasComputeType_t compute) {
-    cudaDataType_t in = k->bf16 ? CUDA_R_16BF : CUDA_R_32F;
-    LT_CHECK(LT.desc_create(&x->op, compute, CUDA_R_32F));
-    cublasOperation_t ta = k->ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = k->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    LT_CHECK(LT.desc_set(x->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    LT_CHECK(LT.desc_set(x->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    /* stored shapes: op(A) is m x k, op(B) is k x n */
-    LT_CHECK(LT.layout_create(&x->a, in, k->ta ? k->k : k->m, k->ta ? k->m : k->k, k->lda));
-    LT_CHECK(LT.layout_create(&x->b, in, k->tb ? k->n : k->k, k->tb ? k->k : k->n, k->ldb));
-    LT_CHECK(LT.layout_create(&x->c, CUDA_R_32F, k->m, k->n, k->ldc));
+static void descs_free(mm_descs *x) {
+    if (x->a) LT.layout_destroy(x->a);
+    if (x->b) LT.layout_destroy(x->b);
+    if (x->c) LT.layout_destroy(x->c);
+    if (x->op) LT.desc_destroy(x->op);
+    memset(x, 0, sizeof *x);
 }
 
-static void descs_free(mm_descs *x) {
-    LT.layout_destroy(x->a);
-    LT.layout_destroy(x->b);
-    LT.layout_destroy(x->c);
-    LT.desc_destroy(x->op);
+/* The descriptors of a product; on failure (a compute type this cuBLASLt
+ * does not take, say) nothing is left allocated and the status returned. */
+static cublasStatus_t descs_make(mm_descs *x, const mm_key *k, cublasComputeType_t compute) {
+    memset(x, 0, sizeof *x);
+    cudaDataType_t in = k->bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    cublasOperation_t ta = k->ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = k->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasStatus_t st = LT.desc_create(&x->op, compute, CUDA_R_32F);
+    if (st == CUBLAS_STATUS_SUCCESS) st = LT.desc_set(x->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    if (st == CUBLAS_STATUS_SUCCESS) st = LT.desc_set(x->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    /* stored shapes: op(A) is m x k, op(B) is k x n */
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = LT.layout_create(&x->a, in, k->ta ? k->k : k->m, k->ta ? k->m : k->k, k->lda);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = LT.layout_create(&x->b, in, k->tb ? k->n : k->k, k->tb ? k->k : k->n, k->ldb);
+    if (st == CUBLAS_STATUS_SUCCESS) st = LT.layout_create(&x->c, CUDA_R_32F, k->m, k->n, k->ldc);
+    if (st != CUBLAS_STATUS_SUCCESS) descs_free(x);
+    return st;
 }
 
 /* The heuristic's best algorithm for key, or 0 when it has none. */
 static int find_algo(cuda_state *s, const mm_key *k, cublasComputeType_t compute, cublasLtMatmulAlgo_t *algo) {
     mm_descs x;
-    descs_make(&x, k, compute);
+    if (descs_make(&x, k, compute) != CUBLAS_STATUS_SUCCESS) return 0;   /* then the next compute type */
     cublasLtMatmulPreference_t pref;
     LT_CHECK(LT.pref_create(&pref));
     uint64_t ws = s->lt_ws_bytes;
@@ -287,20 +299,37 @@ static int gemm(cuda_state *s, int bf16, int ta, int tb, int m, int n, int kk, c
             }
         if (!e->valid) e->valid = -1;    /* remembered: no algorithm */
     }
+    if (bf16) s->mm_bf16++;
     if (e->valid < 0) {
-        if (bf16) return -1;
+        if (bf16) {
+            s->mm_fallback++;
+            if (!s->mm_fallback_said) {
+                s->mm_fallback_said = 1;
+                fprintf(stderr, "colbert: cuda:%d: note: cuBLASLt has no bf16 algorithm for a product (%c%c m %d n %d "
+                        "k %d, leading dimensions %d %d %d); such products run in fp32\n", s->index, ta ? 'T' : 'N',
+                        tb ? 'T' : 'N', m, n, kk, lda, ldb, ldc);
+            }
+            return -1;
+        }
         char msg[256];
         snprintf(msg, sizeof msg, "no cuBLASLt algorithm for fp32 %c%c m %d n %d k %d", ta ? 'T' : 'N', tb ? 'T' : 'N',
                  m, n, kk);
         cb_cuda_fatal(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", msg);
     }
     mm_descs x;
-    descs_make(&x, &key, e->compute);
+    LT_CHECK(descs_make(&x, &key, e->compute));
     float alpha = 1.0f;
     LT_CHECK(LT.matmul((cublasLtHandle_t)s->lt, x.op, &alpha, A, x.a, B, x.b, &beta, C, x.c, C, x.c, &e->algo,
                        s->lt_ws, s->lt_ws_bytes, s->stream));
+    CU_LAUNCHED();
     descs_free(&x);
     return 0;
+}
+
+void cb_cuda_matmul_stats(const ops_device *d, long *bf16_products, long *fp32_fallbacks) {
+    const cuda_state *s = (const cuda_state *)d->impl;
+    if (bf16_products) *bf16_products = s ? s->mm_bf16 : 0;
+    if (fp32_fallbacks) *fp32_fallbacks = s ? s->mm_fallback : 0;
 }
 
 /* ---- kernels --------------------------------------------------------------- */

@@ -76,9 +76,8 @@ void cb_cuda_maxsim_forward(ops_device *d, float *scores, int32_t *argmax, const
     size_t smem = ((size_t)Lq * (D + 2) + (size_t)DOC_TILE * D) * sizeof(float);
     if (smem > 48 * 1024) {
         if (smem > (size_t)s->prop.sharedMemPerBlockOptin) {
-            fprintf(stderr, "colbert: cuda: MaxSim of %d query vectors of dim %d needs %zu bytes of shared memory; "
-                    "this GPU has %zu\n", Lq, D, smem, (size_t)s->prop.sharedMemPerBlockOptin);
-            abort();
+            cb_cuda_die("MaxSim of %d query vectors of dim %d needs %zu bytes of shared memory; this GPU has %zu",
+                        Lq, D, smem, (size_t)s->prop.sharedMemPerBlockOptin);
         }
         CU_CHECK(cudaFuncSetAttribute(maxsim_fwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     }

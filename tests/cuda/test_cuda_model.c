@@ -17,7 +17,7 @@
  *     steps allow, as test_step.c).
  *   Training, bf16: every gradient's cosine with the CPU fp32 one >= 0.999
  *     (ib case; key.bias left out: rounding noise on both sides).
- * Prints "test_cuda_model: N passed, N failed". */
+ * Prints "test_cuda_model: N passed, N failed", line-buffered. */
 #include "test.h"
 #include "colmodel.h"
 #include "encoder.h"
@@ -362,6 +362,7 @@ static void test_training(ops_device *g32, ops_device *g16) {
 }
 
 int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);    /* through a pipe too: a crash keeps the lines before it */
     model_dir = test_env("COLBERT_MODEL");
     const char *datasets = test_env("COLBERT_DATASETS");
     char dir[4096];
