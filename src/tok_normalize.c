@@ -292,7 +292,8 @@ int tok_normalizer_apply(const tok_normalizer *nz, const uint32_t *in, size_t n,
         tok_cps *dst = ((nz->n_ops - 1 - i) % 2 == 0) ? out : &tmp;
         dst->n = 0;
         rc = apply_op(&nz->ops[i], src, n_src, dst);
-        src = dst->p;
+        static const uint32_t none[1];   /* an op that wrote nothing left dst->p NULL */
+        src = dst->p ? dst->p : none;
         n_src = dst->n;
     }
     free(tmp.p);

@@ -425,6 +425,7 @@ static void gen_segment(const tokenizer *t, scratch *s, gen *g, const uint32_t *
         s->oom = 1;
         return;
     }
+    if (g->norm.n == 0) return;
     /* matching normalized added tokens may not move g->norm: gen_words
      * uses other buffers */
     const uint32_t *nm = g->norm.p;
