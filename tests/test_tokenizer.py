@@ -501,3 +501,63 @@ def test_unsupported_component(i):
         assert r.returncode == 1, (r.returncode, err)
         assert err.startswith("colbert: error: " + os.path.join(d, "tokenizer.json") + ": "), err
         assert want in err and len(err.strip().split("\n")) == 1, err
+
+
+# Each supported normalizer and pre-tokenizer (and the regex subset) in
+# turn, in front of the RoBERTa fixture's byte-level BPE (which has a piece
+# for every byte, so that every difference shows in the ids).
+def _bl(**kw):
+    return dict({"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}, **kw)
+
+
+def _split(pattern, behavior, invert=False):
+    return {"type": "Split", "pattern": pattern, "behavior": behavior, "invert": invert}
+
+
+NORMALIZER_VARIANTS = {
+    "NFD": {"type": "NFD"}, "NFKD": {"type": "NFKD"}, "NFC": {"type": "NFC"}, "NFKC": {"type": "NFKC"},
+    "Lowercase": {"type": "Lowercase"}, "Nmt": {"type": "Nmt"},
+    "Strip": {"type": "Strip", "strip_left": True, "strip_right": True},
+    "Prepend": {"type": "Prepend", "prepend": "\u2581"},
+    "Replace-string": {"type": "Replace", "pattern": {"String": "the"}, "content": "THE"},
+    "Replace-regex-ws": {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
+    "Replace-regex-set": {"type": "Replace", "pattern": {"Regex": "[aeiouA-C]{2,3}|x?y+"}, "content": "_"},
+    "Replace-regex-anchors": {"type": "Replace", "pattern": {"Regex": "\\A +| +\\z"}, "content": ""},
+    "Replace-regex-dot": {"type": "Replace", "pattern": {"Regex": "e.e|[^a-z ]\\S"}, "content": "#"},
+    "Sequence": {"type": "Sequence", "normalizers": [{"type": "NFKD"}, {"type": "Lowercase"},
+                                                     {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}]},
+}
+PRETOK_VARIANTS = {
+    "WhitespaceSplit": [{"type": "WhitespaceSplit"}, _bl()],
+    "ByteLevel-prefix": [_bl(add_prefix_space=True, use_regex=True)],
+    "Metaspace": [{"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": True}, _bl()],
+    "Split-digits": [_split({"Regex": "[0-9]+"}, "Isolated"), _bl(use_regex=True)],
+    "Split-regex-contiguous": [_split({"Regex": "\\s"}, "Contiguous"), _bl()],
+}
+for _b in ("Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"):
+    for _inv in (False, True):
+        PRETOK_VARIANTS[f"Split-{_b}{'-invert' if _inv else ''}"] = [_split({"String": " "}, _b, _inv), _bl()]
+
+
+@pytest.mark.parametrize("kind,name", [("normalizer", n) for n in NORMALIZER_VARIANTS] +
+                         [("pre_tokenizer", n) for n in PRETOK_VARIANTS])
+def test_component_variants(kind, name, family_texts):
+    with open(os.path.join(family_dir("roberta"), "tokenizer.json"), encoding="utf-8") as f:
+        spec = json.load(f)
+    if kind == "normalizer":
+        spec["normalizer"] = NORMALIZER_VARIANTS[name]
+    else:
+        spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": PRETOK_VARIANTS[name]}
+    d = os.path.join(TMP, f"tok-variant-{kind}-{name}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(spec, f, ensure_ascii=False)
+    path = os.path.join(TMP, "tok_variant.txt")
+    texts = write_lines(path, TORTURE + dataset_texts()[::60])
+    hf = hf_tokenizer(os.path.join(d, "tokenizer.json"))
+    ours = colbert_tokenize(BIN, d, path)
+    ref = hf_ids(hf, texts)
+    bad = [i for i in range(len(texts)) if ours[i] != ref[i]]
+    for i in bad[:3]:
+        print(f"{name}: {texts[i][:100]!r}\n  ours {ours[i][:30]}\n  hf   {ref[i][:30]}")
+    assert not bad, f"{kind} {name}: {len(bad)} of {len(texts)} texts differ"
