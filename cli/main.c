@@ -12,7 +12,7 @@ static void usage(FILE *f) {
         "       colbert --version\n"
         "\n"
         "commands:\n"
-        "  tokenize   word-piece ids of each input line\n"
+        "  tokenize   token ids of each input line (WordPiece, Unigram, BPE)\n"
         "  encode     sentence embeddings or token vectors of each input line\n"
         "  prepare    training data (queries, corpus, triples) from pairs, labeled pairs or triplets\n"
         "  eval       nDCG@10, MRR@10, Recall@10/100 of a ColBERT model on a BEIR dataset\n"

@@ -1,9 +1,12 @@
-/* fuzz_tokenizer_encode.c: encoding any bytes (tokenizer_encode.c) with two
- * real-looking tokenizers, and the ColBERT query and document layouts on
- * top (colbert.h). The first byte picks the tokenizer and the id budget:
- * bit 0: fuzz/data/tok-json (tokenizer.json: lowercase, accents stripped,
- * added tokens) or fuzz/data/tok-vocab (vocab.txt, cased, no accent
- * stripping); bits 1-7: max ids (0 .. 127). The rest is the text. */
+/* fuzz_tokenizer_encode.c: encoding any bytes (tokenizer_encode.c, tok_*.c)
+ * with four real-looking tokenizers, and the ColBERT query and document
+ * layouts on top (colbert.h). The first byte picks the tokenizer and the id
+ * budget: bits 0-1: fuzz/data/tok-json (WordPiece tokenizer.json: lowercase,
+ * accents stripped, added tokens), tok-vocab (vocab.txt, cased, no accent
+ * stripping), tok-unigram (sentencepiece Unigram, Precompiled charsmap,
+ * Metaspace, <s> ... </s>) or tok-bpe (byte-level BPE, NFC, added runs of
+ * spaces, [MASK] with lstrip); the last two get PyLate's "[Q] " and "[D] "
+ * added. Bits 2-7: max ids (0 .. 63). The rest is the text. */
 #include "fuzz.h"
 #include "colbert.h"
 #include "tokenizer.h"
@@ -14,22 +17,25 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static tokenizer *tok[2];
-static colbert_vocab voc[2];
+#define N_TOK 4
+static tokenizer *tok[N_TOK];
+static colbert_vocab voc[N_TOK];
 
 static void unload(void) {
-    for (int i = 0; i < 2; i++) cb_tokenizer_free(tok[i]);
+    for (int i = 0; i < N_TOK; i++) cb_tokenizer_free(tok[i]);
 }
 
 static void load(void) {
     const char *env = getenv("CB_FUZZ_DATA");
     const char *base = env ? env : CB_FUZZ_DATA;
-    const char *names[2] = {"tok-json", "tok-vocab"};
-    for (int i = 0; i < 2; i++) {
+    const char *names[N_TOK] = {"tok-json", "tok-vocab", "tok-unigram", "tok-bpe"};
+    const char *marks[2] = {"[Q] ", "[D] "};
+    for (int i = 0; i < N_TOK; i++) {
         char dir[512];
         snprintf(dir, sizeof dir, "%s/%s", base, names[i]);
         cb_err err;
-        if (!(tok[i] = cb_tokenizer_load(dir, &err)) || cb_colbert_vocab_init(&voc[i], tok[i], &err)) {
+        if (!(tok[i] = cb_tokenizer_load(dir, &err)) || (i >= 2 && cb_tokenizer_add_tokens(tok[i], marks, 2, &err) != 2) ||
+            cb_colbert_vocab_init(&voc[i], tok[i], &err)) {
             fprintf(stderr, "fuzz_tokenizer_encode: %s (set CB_FUZZ_DATA to the fuzz/data directory)\n", err.msg);
             abort();
         }
@@ -40,9 +46,9 @@ static void load(void) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!tok[0]) load();
     if (size < 1) return 0;
-    const tokenizer *t = tok[data[0] & 1];
-    const colbert_vocab *v = &voc[data[0] & 1];
-    int max = data[0] >> 1, V = cb_tokenizer_vocab_size(t);
+    const tokenizer *t = tok[data[0] & 3];
+    const colbert_vocab *v = &voc[data[0] & 3];
+    int max = data[0] >> 2, V = cb_tokenizer_vocab_size(t);
     /* the text in a buffer of exactly its size (no terminating NUL) */
     size_t len = size - 1;
     char *text = malloc(len ? len : 1);

@@ -4,7 +4,7 @@
  *   else  part 0 is tokenizer.json, part 1 tokenizer_config.json
  * A tokenizer that loads then encodes a few texts (added tokens, accents,
  * CJK, long words) and answers id lookups, and every id it gives must have
- * a token. */
+ * a token; then its template, and adding PyLate's "[Q] " / "[D] " markers. */
 #include "fuzz.h"
 #include "tokenizer.h"
 
@@ -44,7 +44,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (ids[j] < 0 || ids[j] >= V || !cb_tokenizer_id_token(t, ids[j])) abort();
     }
     tokenizer_specials sp = cb_tokenizer_get_specials(t);
-    if (sp.unk < 0 || sp.unk >= V) abort();
+    if (sp.unk < -1 || sp.unk >= V) abort();   /* -1: a BPE without unknown token */
+    tokenizer_template tm = cb_tokenizer_get_template(t);
+    for (int i = 0; i < tm.n_prefix + tm.n_suffix; i++) {
+        int id = i < tm.n_prefix ? tm.prefix[i] : tm.suffix[i - tm.n_prefix];
+        if (id < 0 || id >= V || !cb_tokenizer_id_token(t, id)) abort();
+    }
+    /* PyLate's markers: new ids after the vocabulary, matched in text */
+    const char *marks[2] = {"[Q] ", "[D] "};
+    int added = cb_tokenizer_add_tokens(t, marks, 2, &err);
+    if (added < 0 || cb_tokenizer_vocab_size(t) != V + added) abort();
+    int k = cb_tokenizer_encode(t, "[Q] x [D] ", 10, ids, 64);
+    for (int j = 0; j < k && j < 64; j++)
+        if (ids[j] < 0 || ids[j] >= V + added || !cb_tokenizer_id_token(t, ids[j])) abort();
     cb_tokenizer_token_id(t, "[CLS]");
     cb_tokenizer_id_token(t, -1);
     cb_tokenizer_id_token(t, V);

@@ -1,5 +1,6 @@
 """make_seeds.py: (re)generate fuzz/data/ and the seed corpora fuzz/corpus/<target>/
-from the real all-MiniLM-L6-v2 files and NFCorpus lines, small and real-looking.
+from the real all-MiniLM-L6-v2 files and NFCorpus lines, small and real-looking
+(and, for the Unigram and BPE tokenizers, trained here on NFCorpus lines).
 
     .venv/bin/python fuzz/make_seeds.py MODEL_DIR NFCORPUS_DIR
 
@@ -75,6 +76,60 @@ open(os.path.join(d, "vocab.txt"), "w", encoding="utf-8").write("\n".join(vocab_
 json.dump({"do_lower_case": False, "strip_accents": False, "tokenize_chinese_chars": True,
            "model_max_length": 512}, open(os.path.join(d, "tokenizer_config.json"), "w"))
 
+# ---- fuzz/data: a Unigram (sentencepiece, with a small charsmap) and a
+# byte-level BPE (ModernBERT's shape) for fuzz_tokenizer_encode -------------------
+import tempfile
+
+import sentencepiece as spm
+from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from transformers.convert_slow_tokenizer import XLMRobertaConverter
+
+nf_texts = [c["title"] + " " + c["text"] for c in corpus] + [q["text"] for q in queries]
+nf_texts += [json.loads(l)["text"] for l in lines(os.path.join(NF, "corpus.jsonl"), 400)]
+nf_texts += ["Crème brûlée, naïve café — 日本語 テキスト 中文 한국어 !!! ???", "ＦＵＬＬ ｗｉｄｔｈ ①②③ ﬁ Ⅻ"] * 5
+with tempfile.TemporaryDirectory() as tmp:
+    with open(os.path.join(tmp, "c.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(nf_texts))
+    # a few rules instead of nmt_nfkc: a charsmap of a few hundred bytes
+    with open(os.path.join(tmp, "rules.tsv"), "w", encoding="utf-8") as f:
+        for src, dst in (("FB01", "66 69"), ("FF21", "41"), ("2460", "31"), ("41 30A", "C5"), ("3000", "20"),
+                         ("9", "20"), ("200B", "")):
+            f.write(f"{src}\t{dst}\n")
+    spm.SentencePieceTrainer.train(input=os.path.join(tmp, "c.txt"), model_prefix=os.path.join(tmp, "sp"),
+                                   vocab_size=600, model_type="unigram", minloglevel=2,
+                                   normalization_rule_tsv=os.path.join(tmp, "rules.tsv"))
+
+    class Slow:
+        vocab_file = os.path.join(tmp, "sp.model")
+        add_prefix_space = True
+        legacy = True
+
+        def convert_tokens_to_ids(self, t):
+            return {"<s>": 0, "</s>": 2}[t]
+
+    uni = XLMRobertaConverter(Slow()).converted()
+uni.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", AddedToken("<mask>", lstrip=True, special=True)])
+uni_json = json.loads(uni.to_str())
+d = os.path.join(ROOT, "data", "tok-unigram")
+os.makedirs(d)
+json.dump(uni_json, open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8"), ensure_ascii=False)
+json.dump({"cls_token": "<s>", "sep_token": "</s>", "pad_token": "<pad>", "mask_token": "<mask>",
+           "unk_token": "<unk>"}, open(os.path.join(d, "tokenizer_config.json"), "w"))
+
+bpe = Tokenizer(models.BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
+bpe.normalizer = normalizers.NFC()
+bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+bpe.train_from_iterator(nf_texts, trainers.BpeTrainer(vocab_size=700, show_progress=False,
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+bpe.add_tokens([AddedToken("   ", normalized=True), AddedToken("  ", normalized=True)])
+bpe.add_special_tokens(["[UNK]", "[CLS]", "[SEP]", "[PAD]", AddedToken("[MASK]", lstrip=True, special=True)])
+bpe.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
+    ("[CLS]", bpe.token_to_id("[CLS]")), ("[SEP]", bpe.token_to_id("[SEP]"))])
+bpe_json = json.loads(bpe.to_str())
+d = os.path.join(ROOT, "data", "tok-bpe")
+os.makedirs(d)
+json.dump(bpe_json, open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8"), ensure_ascii=False)
+
 # ---- tokenizer_load ------------------------------------------------------------
 cfg = js({k: tcfg[k] for k in ("do_lower_case", "model_max_length", "strip_accents",
                                 "tokenize_chinese_chars", "unk_token", "cls_token", "sep_token",
@@ -98,6 +153,16 @@ dec = {"0": {"content": "[PAD]", "special": True}, "100": {"content": "[UNK]", "
 out("tokenizer_load", "vocab_decoder", b"V" + "\r\n".join(vocab_lines[:110]).encode() + SEP
     + js({"do_lower_case": True, "added_tokens_decoder": dec, "unk_token": {"content": "[UNK]"}}))
 out("tokenizer_load", "vocab_only", b"V" + "\n".join(vocab_lines[:104]).encode())
+out("tokenizer_load", "json_unigram", b"J" + js(uni_json))
+t = json.loads(json.dumps(bpe_json))
+t["model"]["merges"] = [" ".join(m) for m in t["model"]["merges"][:200]]
+t["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "pattern": {"Regex": " ?[a-z]+|\\s+\\z|[^ a-z]{1,3}"}, "behavior": "MergedWithNext",
+     "invert": True}, {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": False}]}
+# (HF itself panics on Strip beside normalized added tokens: not here)
+t["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "Lowercase"}, {"type": "Replace", "pattern": {
+                   "String": "ab"}, "content": "x"}, {"type": "NFKD"}, {"type": "Prepend", "prepend": "_"}]}
+out("tokenizer_load", "json_bpe", b"J" + js(t))
 
 # ---- tokenizer_encode ----------------------------------------------------------
 texts = [q["text"] for q in queries[:4]] + [c["title"] + " " + c["text"] for c in corpus[:3]]

@@ -20,8 +20,18 @@ void cb_colbert_config_default(colbert_config *c) {
 static int need_id(int32_t *out, const tokenizer *tok, const char *token, cb_err *err) {
     int id = cb_tokenizer_token_id(tok, token);
     if (id < 0)
-        return cb_err_set(err, "colbert: the vocabulary has no %s token (ColBERT needs "
-                               "[CLS], [SEP], [MASK], [unused0] as [Q] and [unused1] as [D])", token);
+        return cb_err_set(err, "colbert: the vocabulary has no %s token (ColBERT needs a mask token, and [unused0] "
+                               "and [unused1] or the added tokens \"[Q] \" and \"[D] \" as markers)", token);
+    *out = id;
+    return 0;
+}
+
+/* The query or document marker: colbert-ai's [unused0] / [unused1] where
+ * the vocabulary has them, else PyLate's added "[Q] " / "[D] " (added with
+ * cb_tokenizer_add_tokens by whoever grew the embeddings). */
+static int marker_id(int32_t *out, const tokenizer *tok, const char *unused, const char *added, cb_err *err) {
+    int id = cb_tokenizer_token_id(tok, unused);
+    if (id < 0) return need_id(out, tok, added, err);
     *out = id;
     return 0;
 }
@@ -34,10 +44,14 @@ static int cmp_i32(const void *a, const void *b) {
 int cb_colbert_vocab_init(colbert_vocab *v, const tokenizer *tok, cb_err *err) {
     memset(v, 0, sizeof *v);
     tokenizer_specials sp = cb_tokenizer_get_specials(tok);
+    v->tmpl = cb_tokenizer_get_template(tok);
     v->pad = sp.pad;
-    if (need_id(&v->cls, tok, "[CLS]", err) || need_id(&v->sep, tok, "[SEP]", err) ||
-        need_id(&v->mask, tok, "[MASK]", err) || need_id(&v->q_marker, tok, "[unused0]", err) ||
-        need_id(&v->d_marker, tok, "[unused1]", err))
+    v->cls = sp.cls;
+    v->sep = sp.sep;
+    if (sp.mask < 0) return need_id(&v->mask, tok, "[MASK]", err);
+    v->mask = sp.mask;
+    if (marker_id(&v->q_marker, tok, "[unused0]", "[Q] ", err) ||
+        marker_id(&v->d_marker, tok, "[unused1]", "[D] ", err))
         return -1;
     /* colbert-ai's skiplist: the first word piece of each character of
      * string.punctuation, encoded without special tokens. */
@@ -53,19 +67,27 @@ int cb_colbert_vocab_init(colbert_vocab *v, const tokenizer *tok, cb_err *err) {
     return 0;
 }
 
-/* [CLS] marker pieces[:L-3] [SEP] into ids; returns the count (<= L). */
+/* The template's first special ([CLS], <s>), the marker, the rest of the
+ * template's prefix, the pieces, the suffix ([SEP], </s>): colbert-ai and
+ * PyLate put the marker right after the first token. Pieces are truncated
+ * so that the whole fits in L. Returns the count (<= L). */
 static int marked_ids(int32_t *ids, const colbert_vocab *v, const tokenizer *tok, const char *text,
                       size_t len, int32_t marker, int L) {
-    CB_ASSERT(L >= 3);
-    int n = cb_tokenizer_encode(tok, text, len, ids + 2, L - 3);
+    const tokenizer_template *tm = &v->tmpl;
+    int np = tm->n_prefix, ns = tm->n_suffix, room = L - np - ns - 1;
+    CB_ASSERT(room >= 0);
+    int n = cb_tokenizer_encode(tok, text, len, ids + np + 1, room);
     /* -1: no memory for the code points of a text of len bytes (a text this
      * size was already read into memory whole) */
     CB_ASSERT(n >= 0);
-    if (n > L - 3) n = L - 3;
-    ids[0] = v->cls;
-    ids[1] = marker;
-    ids[n + 2] = v->sep;
-    return n + 3;
+    if (n > room) n = room;
+    int k = 0;
+    if (np) ids[k++] = tm->prefix[0];
+    ids[k++] = marker;
+    for (int i = 1; i < np; i++) ids[k++] = tm->prefix[i];
+    k += n;
+    for (int i = 0; i < ns; i++) ids[k++] = tm->suffix[i];
+    return k;
 }
 
 void cb_colbert_query_ids(int32_t *ids, uint8_t *mask, const colbert_vocab *v, const tokenizer *tok,

@@ -1,7 +1,7 @@
 /* colbert.h: ColBERT on top of the encoder: token layout, the projection
  * head, MaxSim scores, and their backward pass.
  *
- * Token layout (colbert-ai's QueryTokenizer / DocTokenizer):
+ * Token layout (colbert-ai's QueryTokenizer / DocTokenizer), for BERT:
  *   query  [CLS] [Q] pieces[:query_maxlen-3] [SEP] [MASK]... (exactly
  *          query_maxlen ids); attention mask 1 on the real tokens and the
  *          markers, 0 on the [MASK] padding unless attend_to_mask_tokens.
@@ -10,7 +10,11 @@
  *          Punctuation tokens (the first word piece of each character of
  *          Python's string.punctuation) get a zero vector and take no part
  *          in MaxSim when mask_punctuation is set.
- *   [Q] is "[unused0]", [D] is "[unused1]".
+ *   [Q] is "[unused0]", [D] is "[unused1]"; in vocabularies without them,
+ *   the tokens "[Q] " and "[D] " that PyLate adds (cb_tokenizer_add_tokens).
+ * [CLS] ... [SEP] is the tokenizer's template (tokenizer.h): <s> ... </s>
+ * for RoBERTa and XLM-R; the marker follows its first token. The padding
+ * is the tokenizer's mask token (<mask> for RoBERTa).
  *
  * Head, per token t of the packed batch (colbert-ai's ColBERT.query/doc):
  *   proj[t] = keep[t] * act(hidden[t] @ linear^T)     act = ReLU or identity
@@ -47,12 +51,14 @@ void cb_colbert_config_default(colbert_config *c);
 #define COLBERT_MAX_PUNCT 32
 typedef struct colbert_vocab {
     int32_t cls, sep, mask, pad, q_marker, d_marker;
+    tokenizer_template tmpl;            /* the specials around the pieces */
     int n_punct;
     int32_t punct[COLBERT_MAX_PUNCT];   /* sorted, distinct */
 } colbert_vocab;
 
-/* Look the markers and punctuation ids up. -1 + err when the vocabulary
- * lacks [CLS], [SEP], [MASK], [unused0] or [unused1]. */
+/* Look the template, markers and punctuation ids up. -1 + err when the
+ * vocabulary lacks a mask token, or both [unused0] and "[Q] " (or both
+ * [unused1] and "[D] "). */
 int cb_colbert_vocab_init(colbert_vocab *v, const tokenizer *tok, cb_err *err);
 
 /* Query ids: writes exactly c->query_maxlen ids and attention-mask bytes. */

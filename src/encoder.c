@@ -17,15 +17,12 @@ int cb_encoder_load(encoder *e, ops_device *dev, const char *name, int max_len, 
     char from[600];   /* every tokenizer id must have a row in the word embeddings */
     snprintf(from, sizeof from, "%.500s/config.json (vocab_size %d)", e->dir, e->bert.cfg.vocab_size);
     if (cb_tokenizer_check_ids(e->tok, e->bert.cfg.vocab_size, from, err)) goto fail;
-    e->sp = cb_tokenizer_get_specials(e->tok);
-    if (e->sp.cls < 0 || e->sp.sep < 0) {
-        cb_err_set(err, "%s: the vocabulary has no [CLS] or [SEP] token", e->dir);
-        goto fail;
-    }
+    e->tmpl = cb_tokenizer_get_template(e->tok);
     int model_max = e->bert.cfg.max_position_embeddings;
     e->max_len = max_len > 0 ? max_len : (e->sbert.max_seq_length > 0 ? e->sbert.max_seq_length : model_max);
     if (e->max_len > model_max) e->max_len = model_max;
-    if (e->max_len < 2) e->max_len = 2;
+    int n_special = e->tmpl.n_prefix + e->tmpl.n_suffix;
+    if (e->max_len < n_special + 1) e->max_len = n_special + 1;
     e->batch_tokens = e->max_len > 4096 ? e->max_len : 4096;
     if (cb_bert_acts_init(&e->acts, dev, &e->bert.cfg, e->batch_tokens,
                        (size_t)e->batch_tokens * (size_t)e->max_len, 0, err))
@@ -49,12 +46,14 @@ void cb_encoder_free(encoder *e) {
 }
 
 int cb_encoder_tokenize(const encoder *e, const char *text, size_t len, int32_t *ids) {
-    int n = cb_tokenizer_encode(e->tok, text, len, ids + 1, e->max_len - 2);
+    const tokenizer_template *tm = &e->tmpl;
+    int room = e->max_len - tm->n_prefix - tm->n_suffix;
+    int n = cb_tokenizer_encode(e->tok, text, len, ids + tm->n_prefix, room);
     CB_ASSERT(n >= 0);   /* no memory for one text's code points: see colbert.c */
-    if (n > e->max_len - 2) n = e->max_len - 2;
-    ids[0] = e->sp.cls;
-    ids[n + 1] = e->sp.sep;
-    return n + 2;
+    if (n > room) n = room;
+    memcpy(ids, tm->prefix, (size_t)tm->n_prefix * sizeof *ids);
+    memcpy(ids + tm->n_prefix + n, tm->suffix, (size_t)tm->n_suffix * sizeof *ids);
+    return tm->n_prefix + n + tm->n_suffix;
 }
 
 /* Tokenize all texts (in parallel) into ids[n * max_len], lens[n]. */

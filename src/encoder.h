@@ -16,11 +16,11 @@
 typedef struct encoder {
     char *dir;              /* resolved model directory */
     tokenizer *tok;
-    tokenizer_specials sp;
+    tokenizer_template tmpl;  /* the special ids around a text ([CLS] ... [SEP], <s> ... </s>) */
     ops_device *dev;        /* where the model runs */
     bert_model bert;        /* on dev */
     sbert_config sbert;
-    int max_len;            /* tokens per text, [CLS] and [SEP] included */
+    int max_len;            /* tokens per text, the template's specials included */
     int batch_tokens;       /* token budget of one forward pass */
     bert_acts acts;
     float *hidden;          /* host copy of a batch's hidden states [batch_tokens, H] */
@@ -34,7 +34,9 @@ typedef struct encoder {
 int cb_encoder_load(encoder *e, ops_device *dev, const char *name, int max_len, cb_err *err);
 void cb_encoder_free(encoder *e);
 
-/* Token ids of one text: [CLS] pieces... [SEP], truncated to max_len.
+/* Token ids of one text with the tokenizer's template (tokenizer.h):
+ * prefix pieces... suffix ([CLS] pieces... [SEP] for BERT), the pieces
+ * truncated so that the whole fits in max_len.
  * ids must hold max_len entries; returns the count. */
 int cb_encoder_tokenize(const encoder *e, const char *text, size_t len, int32_t *ids);
 

@@ -33,7 +33,7 @@
  * The pieces, each usable alone:
  *   model.h       find a model (directory or hub id in the local Hugging Face
  *                 cache), read config.json and the sentence-transformers files
- *   tokenizer.h   Hugging Face BERT WordPiece, id for id
+ *   tokenizer.h   Hugging Face tokenizers (WordPiece, Unigram, BPE), id for id
  *   safetensors.h read (validated, memory-mapped) and write .safetensors
  *   ops.h         the compute interface: devices (cb_ops_open "cpu" / "cuda"),
  *                 device buffers, and every operation the model runs; the CPU

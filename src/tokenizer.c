@@ -1,7 +1,9 @@
-/* tokenizer.c: loading the BERT WordPiece tokenizer of Hugging Face
- * `tokenizers` (tokenizer.json, or vocab.txt with tokenizer_config.json),
- * and its vocabulary accessors; see tokenizer.h. The encoding pipeline is
- * in tokenizer_encode.c. */
+/* tokenizer.c: loading a Hugging Face `tokenizers` tokenizer (tokenizer.json
+ * with a WordPiece, Unigram or BPE model; or BERT's vocab.txt with
+ * tokenizer_config.json), its post-processor and special tokens, and the
+ * vocabulary accessors; see tokenizer.h. The encoding pipeline is in
+ * tokenizer_encode.c, the Unigram and BPE models and their pipeline stages
+ * in tok_*.c; adding tokens and writing the files in tokenizer_save.c. */
 #include "tokenizer_encode.h"
 #include "fsutil.h"
 
@@ -16,7 +18,7 @@
  * Vocabulary table (the lookup, cb_vocab_find, is in tokenizer_encode.h). */
 
 /* Prepare an empty table for up to n tokens. */
-static int vocab_init(tokenizer *t, size_t n, cb_err *err) {
+int cb_tokenizer_vocab_init(tokenizer *t, size_t n, cb_err *err) {
     uint64_t cap = 16;
     while (cap < 2 * (uint64_t)n + 16) cap *= 2;
     t->slots = cb_malloc(cap * sizeof *t->slots, "the vocabulary", err);
@@ -32,7 +34,7 @@ static int vocab_init(tokenizer *t, size_t n, cb_err *err) {
 /* Insert a token. A token already present is refused: 1 with *old_id set
  * (HF's maps would let the later one win and leave the earlier id without
  * a token, a vocabulary that no longer matches the embedding rows). */
-static int vocab_put(tokenizer *t, const char *s, size_t n, int id, int *old_id, cb_err *err) {
+int cb_tokenizer_vocab_put(tokenizer *t, const char *s, size_t n, int id, int *old_id, cb_err *err) {
     uint64_t h = cb_hash_mix(cb_fnv_update(FNV_OFFSET, s, n));
     uint64_t i = h & t->slot_mask;
     for (;; i = (i + 1) & t->slot_mask) {
@@ -138,35 +140,18 @@ static int added_load(tokenizer *t, json_t *arr_or_obj, const char *path, cb_err
     return 0;
 }
 
-static int load_tokenizer_json(tokenizer *t, const char *path, cb_err *err) {
-    json_t *root = json_load_path(path, err);
-    if (!root) return -1;
-    int rc = -1;
-    json_t *model = json_object_get(root, "model");
-    if (!json_is_object(model)) { cb_err_set(err, "%s: no \"model\" object", path); goto done; }
-    json_t *type = json_object_get(model, "type");
-    if (type && !(json_is_string(type) && !strcmp(json_string_value(type), "WordPiece"))) {
-        cb_err_set(err, "%s: model type '%s' is not supported (only WordPiece)", path,
-                   json_is_string(type) ? json_string_value(type) : "?");
-        goto done;
-    }
+/* The WordPiece model of tokenizer.json with its BertNormalizer (or none)
+ * and BertPreTokenizer. */
+static int load_wordpiece(tokenizer *t, json_t *root, json_t *model, const char *path, cb_err *err) {
     json_t *vocab = json_object_get(model, "vocab");
-    if (!json_is_object(vocab) || json_object_size(vocab) == 0) {
-        cb_err_set(err, "%s: model.vocab is missing or empty (expected a WordPiece token -> id map)", path);
-        goto done;
-    }
-    if (!type && json_object_get(model, "merges")) {
-        cb_err_set(err, "%s: model looks like BPE (has merges); only WordPiece is supported", path);
-        goto done;
-    }
+    if (!json_is_object(vocab) || json_object_size(vocab) == 0)
+        return cb_err_set(err, "%s: model.vocab is missing or empty (expected a WordPiece token -> id map)", path);
     json_t *v = json_object_get(model, "unk_token");
     snprintf(t->unk_token, sizeof t->unk_token, "%s", json_is_string(v) ? json_string_value(v) : "[UNK]");
     v = json_object_get(model, "continuing_subword_prefix");
     if (json_is_string(v)) {
-        if (strlen(json_string_value(v)) >= sizeof t->prefix) {
-            cb_err_set(err, "%s: continuing_subword_prefix is too long", path);
-            goto done;
-        }
+        if (strlen(json_string_value(v)) >= sizeof t->prefix)
+            return cb_err_set(err, "%s: continuing_subword_prefix is too long", path);
         snprintf(t->prefix, sizeof t->prefix, "%s", json_string_value(v));
     }
     v = json_object_get(model, "max_input_chars_per_word");
@@ -175,25 +160,22 @@ static int load_tokenizer_json(tokenizer *t, const char *path, cb_err *err) {
          * there; a silent 0 here would turn every word into the unk token */
         if (!json_is_integer(v) || json_integer_value(v) < 1) {
             char b[32];
-            cb_err_set(err, "%s: model.max_input_chars_per_word must be an integer >= 1, found %s", path,
-                       json_is_integer(v) ? (snprintf(b, sizeof b, "%lld", (long long)json_integer_value(v)), b)
-                                          : "a non-integer");
-            goto done;
+            return cb_err_set(err, "%s: model.max_input_chars_per_word must be an integer >= 1, found %s", path,
+                              json_is_integer(v) ? (snprintf(b, sizeof b, "%lld", (long long)json_integer_value(v)), b)
+                                                 : "a non-integer");
         }
         json_int_t m = json_integer_value(v);
         t->max_chars = m > INT32_MAX / 2 ? INT32_MAX / 2 : (int)m;
     }
 
-    if (vocab_init(t, json_object_size(vocab), err)) goto done;
+    if (cb_tokenizer_vocab_init(t, json_object_size(vocab), err)) return -1;
     const char *key;
     json_object_foreach(vocab, key, v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > TOKENIZER_MAX_ID) {
-            cb_err_set(err, "%s: model.vocab entry '%s' has no valid id (an integer 0 .. %d)", path, key,
-                       TOKENIZER_MAX_ID);
-            goto done;
-        }
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > TOKENIZER_MAX_ID)
+            return cb_err_set(err, "%s: model.vocab entry '%s' has no valid id (an integer 0 .. %d)", path, key,
+                              TOKENIZER_MAX_ID);
         int old;   /* jansson keeps one value per key: no duplicate token here */
-        if (vocab_put(t, key, strlen(key), (int)json_integer_value(v), &old, err)) goto done;
+        if (cb_tokenizer_vocab_put(t, key, strlen(key), (int)json_integer_value(v), &old, err)) return -1;
     }
 
     json_t *norm = json_object_get(root, "normalizer");
@@ -201,23 +183,142 @@ static int load_tokenizer_json(tokenizer *t, const char *path, cb_err *err) {
         t->clean_text = t->handle_chinese = t->strip_accents = t->lowercase = 0;
     } else {
         json_t *nt = json_object_get(norm, "type");
-        if (!json_is_string(nt) || strcmp(json_string_value(nt), "BertNormalizer")) {
-            cb_err_set(err, "%s: normalizer type '%s' is not supported (only BertNormalizer)", path,
-                       json_is_string(nt) ? json_string_value(nt) : "?");
-            goto done;
-        }
+        if (!json_is_string(nt) || strcmp(json_string_value(nt), "BertNormalizer"))
+            return cb_err_set(err, "%s: normalizer type '%s' is not supported with a WordPiece model (only "
+                                   "BertNormalizer)", path, json_is_string(nt) ? json_string_value(nt) : "?");
         t->clean_text = json_bool(norm, "clean_text", 1);
         t->handle_chinese = json_bool(norm, "handle_chinese_chars", 1);
         t->lowercase = json_bool(norm, "lowercase", 1);
         t->strip_accents = json_bool(norm, "strip_accents", t->lowercase);  /* null follows lowercase */
     }
-    json_t *pre = json_object_get(root, "pre_tokenizer");
-    json_t *pt = json_object_get(pre, "type");
-    if (!json_is_string(pt) || strcmp(json_string_value(pt), "BertPreTokenizer")) {
-        cb_err_set(err, "%s: pre_tokenizer type '%s' is not supported (only BertPreTokenizer)", path,
-                   json_is_string(pt) ? json_string_value(pt) : "none");
+    json_t *pt = json_object_get(json_object_get(root, "pre_tokenizer"), "type");
+    if (!json_is_string(pt) || strcmp(json_string_value(pt), "BertPreTokenizer"))
+        return cb_err_set(err, "%s: pre_tokenizer type '%s' is not supported with a WordPiece model (only "
+                               "BertPreTokenizer)", path, json_is_string(pt) ? json_string_value(pt) : "none");
+    return 0;
+}
+
+/* The ids of a post-processor's special token `name` (TemplateProcessing's
+ * special_tokens map) appended to ids[*n]. */
+static int template_special(json_t *specials, const char *name, int32_t *ids, int *n, const char *path,
+                            cb_err *err) {
+    json_t *ent = json_object_get(specials, name), *list = json_object_get(ent, "ids");
+    if (!json_is_array(list))
+        return cb_err_set(err, "%s: post_processor TemplateProcessing: special token '%s' has no \"ids\" in "
+                               "special_tokens", path, name);
+    size_t i;
+    json_t *x;
+    json_array_foreach(list, i, x) {
+        if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > TOKENIZER_MAX_ID)
+            return cb_err_set(err, "%s: post_processor TemplateProcessing: special token '%s' has an invalid id",
+                              path, name);
+        if (*n == TOKENIZER_TEMPLATE_MAX)
+            return cb_err_set(err, "%s: post_processor: more than %d special tokens around a sequence", path,
+                              TOKENIZER_TEMPLATE_MAX);
+        ids[(*n)++] = (int32_t)json_integer_value(x);
+    }
+    return 0;
+}
+
+/* A [name, id] pair of RobertaProcessing / BertProcessing. */
+static int pair_id(json_t *pp, const char *key, const char *type, const char *path, int32_t *id, cb_err *err) {
+    json_t *v = json_object_get(pp, key), *x = json_array_get(v, 1);
+    if (!json_is_array(v) || !json_is_integer(x) || json_integer_value(x) < 0 ||
+        json_integer_value(x) > TOKENIZER_MAX_ID)
+        return cb_err_set(err, "%s: post_processor %s: \"%s\" is not a [token, id] pair", path, type, key);
+    *id = (int32_t)json_integer_value(x);
+    return 0;
+}
+
+/* tokenizer.json's post_processor -> t->tmpl; *set: whether one adds
+ * special tokens. */
+static int load_post_processor(tokenizer *t, json_t *pp, const char *path, int depth, int *set, cb_err *err) {
+    if (!pp || json_is_null(pp)) return 0;
+    json_t *jt = json_object_get(pp, "type");
+    const char *type = json_is_string(jt) ? json_string_value(jt) : "?";
+    if (!strcmp(type, "ByteLevel")) return 0;   /* offsets only */
+    if (!strcmp(type, "Sequence") && depth < 4) {
+        json_t *list = json_object_get(pp, "processors");
+        size_t i;
+        json_t *x;
+        if (!json_is_array(list)) return cb_err_set(err, "%s: post_processor Sequence without \"processors\"", path);
+        json_array_foreach(list, i, x) if (load_post_processor(t, x, path, depth + 1, set, err)) return -1;
+        return 0;
+    }
+    int is_tmpl = !strcmp(type, "TemplateProcessing");
+    if (!is_tmpl && strcmp(type, "RobertaProcessing") && strcmp(type, "BertProcessing"))
+        return cb_err_set(err, "%s: post_processor type '%s' is not supported (supported: TemplateProcessing, "
+                               "RobertaProcessing, BertProcessing, ByteLevel, Sequence)", path, type);
+    if (*set)
+        return cb_err_set(err, "%s: post_processor: more than one processor adds special tokens", path);
+    *set = 1;
+    tokenizer_template *tm = &t->tmpl;
+    memset(tm, 0, sizeof *tm);
+    if (!is_tmpl) {
+        tm->n_prefix = tm->n_suffix = 1;
+        return pair_id(pp, "cls", type, path, &tm->prefix[0], err) || pair_id(pp, "sep", type, path, &tm->suffix[0], err)
+                   ? -1 : 0;
+    }
+    json_t *single = json_object_get(pp, "single"), *specials = json_object_get(pp, "special_tokens");
+    if (!json_is_array(single))
+        return cb_err_set(err, "%s: post_processor TemplateProcessing without a \"single\" template", path);
+    int seen_seq = 0;
+    size_t i;
+    json_t *piece;
+    json_array_foreach(single, i, piece) {
+        json_t *sp = json_object_get(piece, "SpecialToken"), *sq = json_object_get(piece, "Sequence");
+        if (json_is_object(sq)) {
+            if (seen_seq++)
+                return cb_err_set(err, "%s: post_processor TemplateProcessing: the single template has two "
+                                       "sequences", path);
+        } else if (json_is_object(sp) && json_is_string(json_object_get(sp, "id"))) {
+            const char *name = json_string_value(json_object_get(sp, "id"));
+            if (seen_seq ? template_special(specials, name, tm->suffix, &tm->n_suffix, path, err)
+                         : template_special(specials, name, tm->prefix, &tm->n_prefix, path, err))
+                return -1;
+        } else {
+            return cb_err_set(err, "%s: post_processor TemplateProcessing: single[%zu] is neither a SpecialToken "
+                                   "nor a Sequence", path, i);
+        }
+    }
+    if (!seen_seq)
+        return cb_err_set(err, "%s: post_processor TemplateProcessing: the single template has no $A", path);
+    return 0;
+}
+
+static int load_tokenizer_json(tokenizer *t, const char *path, cb_err *err) {
+    json_t *root = json_load_path(path, err);
+    if (!root) return -1;
+    int rc = -1, set = 0;
+    json_t *model = json_object_get(root, "model");
+    if (!json_is_object(model)) { cb_err_set(err, "%s: no \"model\" object", path); goto done; }
+    json_t *type = json_object_get(model, "type");
+    const char *ty = json_is_string(type) ? json_string_value(type) : NULL;
+    if (!type) {   /* untagged, as HF reads it: by the fields present */
+        ty = json_object_get(model, "merges") ? "BPE"
+           : json_is_array(json_object_get(model, "vocab")) ? "Unigram" : "WordPiece";
+    }
+    if (ty && !strcmp(ty, "WordPiece")) {
+        t->model = TOK_MODEL_WORDPIECE;
+        if (load_wordpiece(t, root, model, path, err)) goto done;
+    } else if (ty && (!strcmp(ty, "Unigram") || !strcmp(ty, "BPE"))) {
+        if (!strcmp(ty, "Unigram")) {
+            t->model = TOK_MODEL_UNIGRAM;
+            if (tok_unigram_load(&t->uni, t, model, path, err)) goto done;
+        } else {
+            t->model = TOK_MODEL_BPE;
+            if (tok_bpe_load(&t->bpe, t, model, path, err)) goto done;
+        }
+        if (tok_normalizer_load(&t->norm, json_object_get(root, "normalizer"), path, err) ||
+            tok_pretokenizer_load(&t->pre, json_object_get(root, "pre_tokenizer"), path, err))
+            goto done;
+    } else {
+        cb_err_set(err, "%s: model type '%s' is not supported (supported: WordPiece, Unigram, BPE)", path,
+                   ty ? ty : "?");
         goto done;
     }
+    if (load_post_processor(t, json_object_get(root, "post_processor"), path, 0, &set, err)) goto done;
+    if (!set && t->model == TOK_MODEL_WORDPIECE) t->tmpl.n_prefix = -1;   /* [CLS] ... [SEP], resolved at finish */
     json_t *added = json_object_get(root, "added_tokens");
     if (json_is_array(added) && added_load(t, added, path, err)) goto done;
     rc = 0;
@@ -232,7 +333,7 @@ static int load_vocab_txt(tokenizer *t, const char *path, cb_err *err) {
     if (!buf) return -1;
     size_t lines = 1;
     for (size_t i = 0; i < len; i++) lines += buf[i] == '\n';
-    int id = 0, rc = vocab_init(t, lines, err);
+    int id = 0, rc = cb_tokenizer_vocab_init(t, lines, err);
     for (size_t i = 0; i < len && !rc;) {
         size_t j = i;
         while (j < len && buf[j] != '\n') j++;
@@ -241,7 +342,7 @@ static int load_vocab_txt(tokenizer *t, const char *path, cb_err *err) {
         int old;
         if (memchr(buf + i, '\0', n))
             rc = cb_err_set(err, "%s:%d: a NUL byte in a token (not a vocabulary file?)", path, id + 1);
-        else if ((rc = vocab_put(t, buf + i, n, id, &old, err)) == 1)
+        else if ((rc = cb_tokenizer_vocab_put(t, buf + i, n, id, &old, err)) == 1)
             rc = cb_err_set(err, "%s:%d: token '%.*s' repeats line %d (each line is one token; its id is "
                             "the line number from 0)", path, id + 1, (int)(n > 60 ? 60 : n), buf + i, old + 1);
         id++;
@@ -260,6 +361,10 @@ void cb_tokenizer_free(tokenizer *t) {
         free(t->added[i].content);
     }
     free(t->added);
+    tok_unigram_free(&t->uni);
+    tok_bpe_free(&t->bpe);
+    tok_normalizer_free(&t->norm);
+    tok_pretokenizer_free(&t->pre);
     free(t->slots);
     free(t->arena);
     free(t->id_tok);
@@ -267,35 +372,43 @@ void cb_tokenizer_free(tokenizer *t) {
     free(t);
 }
 
+/* The pattern of an added token: its content, or the content's normalized
+ * form for a normalized token. */
+static int added_pattern(tokenizer *t, added_token *a, cb_err *err) {
+    size_t len = strlen(a->content);
+    uint32_t *cps = cb_malloc((len + 1) * sizeof *cps, "an added token", err);
+    if (!cps) return -1;
+    size_t n = cb_tokenizer_utf8_decode((const unsigned char *)a->content, len, cps);
+    if (a->normalized) {
+        uint32_t *raw = cps;
+        int rc = cb_tokenizer_normalize(t, raw, n, &cps, &n);
+        free(raw);
+        if (rc) return cb_err_set(err, "out of memory: normalizing the added token '%s'", a->content);
+        t->n_added_norm++;
+    } else {
+        t->n_added_raw++;
+    }
+    a->cps = cps;
+    a->n = (int)n;
+    if (n) t->added_first[a->normalized] |= 1ULL << (cps[0] & 63);
+    return 0;
+}
+
 /* After the files are read: unk id, prefix hash, added-token patterns, the
  * id -> token table, special ids. */
 static int tokenizer_finish(tokenizer *t, const char *vocab_path, json_t *cfg, cb_err *err) {
     t->prefix_len = (uint32_t)strlen(t->prefix);
     t->prefix_hash = cb_fnv_update(FNV_OFFSET, t->prefix, t->prefix_len);
-    t->unk_id = cb_vocab_find(t, 0, t->unk_token, strlen(t->unk_token));
-    if (t->unk_id < 0)
-        return cb_err_set(err, "%s: unk_token '%s' is not in the vocabulary", vocab_path, t->unk_token);
-
-    /* Patterns: raw content, or its normalized form for normalized tokens. */
-    for (int i = 0; i < t->n_added; i++) {
-        added_token *a = &t->added[i];
-        size_t len = strlen(a->content);
-        uint32_t *cps = cb_malloc((len + 1) * sizeof *cps, "an added token", err);
-        if (!cps) return -1;
-        size_t n = cb_tokenizer_utf8_decode((const unsigned char *)a->content, len, cps);
-        if (a->normalized) {
-            uint32_t *raw = cps;
-            int rc = cb_tokenizer_normalize(t, raw, n, &cps, &n);
-            free(raw);
-            if (rc) return cb_err_set(err, "out of memory: normalizing the added token '%s'", a->content);
-            t->n_added_norm++;
-        } else {
-            t->n_added_raw++;
-        }
-        a->cps = cps;
-        a->n = (int)n;
-        if (n) t->added_first[a->normalized] |= 1ULL << (cps[0] & 63);
+    if (t->model == TOK_MODEL_WORDPIECE) {
+        t->unk_id = cb_vocab_find(t, 0, t->unk_token, strlen(t->unk_token));
+        if (t->unk_id < 0)
+            return cb_err_set(err, "%s: unk_token '%s' is not in the vocabulary", vocab_path, t->unk_token);
+    } else {
+        t->unk_id = t->model == TOK_MODEL_UNIGRAM ? t->uni.unk_id : t->bpe.unk_id;
     }
+    t->n_added_file = t->n_added;
+
+    for (int i = 0; i < t->n_added; i++) if (added_pattern(t, &t->added[i], err)) return -1;
 
     int max_id = -1;
     for (uint64_t i = 0; i <= t->slot_mask; i++) if (t->slots[i].id > max_id) max_id = t->slots[i].id;
@@ -313,14 +426,34 @@ static int tokenizer_finish(tokenizer *t, const char *vocab_path, json_t *cfg, c
     }
     for (int i = 0; i < t->n_added; i++) t->id_tok[t->added[i].id] = t->added[i].content;
 
-    const char *names[4] = {"[CLS]", "[SEP]", "[PAD]", "[MASK]"};
-    const char *keys[4] = {"cls_token", "sep_token", "pad_token", "mask_token"};
-    int ids[4];
-    for (int i = 0; i < 4; i++) {
+    /* specials: tokenizer_config.json's names, the post-processor's, the usual names */
+    static const char *keys[5] = {"cls_token", "sep_token", "pad_token", "mask_token", "unk_token"};
+    static const char *names[5][3] = {{"[CLS]", "<s>", NULL}, {"[SEP]", "</s>", NULL}, {"[PAD]", "<pad>", NULL},
+                                      {"[MASK]", "<mask>", NULL}, {"[UNK]", "<unk>", NULL}};
+    int ids[5];
+    for (int i = 0; i < 5; i++) {
         const char *nm = cfg ? json_token_name(cfg, keys[i]) : NULL;
-        ids[i] = cb_tokenizer_token_id(t, nm ? nm : names[i]);
+        ids[i] = nm ? cb_tokenizer_token_id(t, nm) : -1;
+        if (ids[i] < 0 && i == 0 && t->tmpl.n_prefix > 0) ids[i] = t->tmpl.prefix[0];
+        if (ids[i] < 0 && i == 1 && t->tmpl.n_suffix > 0) ids[i] = t->tmpl.suffix[0];
+        if (ids[i] < 0 && i == 4) ids[i] = t->unk_id;
+        for (int k = 0; ids[i] < 0 && names[i][k]; k++) ids[i] = cb_tokenizer_token_id(t, names[i][k]);
     }
-    t->specials = (tokenizer_specials){ids[0], ids[1], ids[2], ids[3], t->unk_id};
+    if (t->model == TOK_MODEL_WORDPIECE) ids[4] = t->unk_id;
+    t->specials = (tokenizer_specials){ids[0], ids[1], ids[2], ids[3], ids[4]};
+    if (t->tmpl.n_prefix < 0) {   /* BERT without post-processor: [CLS] ... [SEP] */
+        memset(&t->tmpl, 0, sizeof t->tmpl);
+        if (ids[0] >= 0 && ids[1] >= 0) {
+            t->tmpl.n_prefix = t->tmpl.n_suffix = 1;
+            t->tmpl.prefix[0] = ids[0];
+            t->tmpl.suffix[0] = ids[1];
+        }
+    }
+    for (int i = 0; i < t->tmpl.n_prefix + t->tmpl.n_suffix; i++) {
+        int id = i < t->tmpl.n_prefix ? t->tmpl.prefix[i] : t->tmpl.suffix[i - t->tmpl.n_prefix];
+        if (id >= t->n_ids || !t->id_tok[id])
+            return cb_err_set(err, "%s: post_processor: special token id %d is not in the vocabulary", vocab_path, id);
+    }
     return (t->path = cb_strdup(vocab_path, err)) ? 0 : -1;
 }
 
@@ -349,6 +482,7 @@ tokenizer *cb_tokenizer_load(const char *model_dir, cb_err *err) {
     } else if (cb_file_exists(vt)) {
         /* BertTokenizer's options, as transformers converts them. */
         vocab_path = vt;
+        t->tmpl.n_prefix = -1;   /* [CLS] ... [SEP] */
         if (cfg) {
             t->lowercase = json_bool(cfg, "do_lower_case", 1);
             t->handle_chinese = json_bool(cfg, "tokenize_chinese_chars", 1);
@@ -413,3 +547,32 @@ int cb_tokenizer_check_ids(const tokenizer *t, int n_rows, const char *rows_from
 }
 
 tokenizer_specials cb_tokenizer_get_specials(const tokenizer *t) { return t->specials; }
+
+tokenizer_template cb_tokenizer_get_template(const tokenizer *t) { return t->tmpl; }
+
+int cb_tokenizer_add_tokens(tokenizer *t, const char *const *tokens, int n, cb_err *err) {
+    int added = 0;
+    for (int i = 0; i < n; i++) {
+        const char *tok = tokens[i];
+        int dup = 0;
+        for (int k = 0; k < t->n_added && !dup; k++) dup = !strcmp(t->added[k].content, tok);
+        if (dup || !*tok) continue;
+        /* a token of the model's vocabulary keeps its id (HF's AddedVocabulary) */
+        int id = cb_vocab_find(t, 0, tok, strlen(tok));
+        if (id < 0) {
+            if (t->n_ids >= TOKENIZER_MAX_ID) return cb_err_set(err, "adding token '%s': too many tokens", tok);
+            const char **grown = cb_realloc(t->id_tok, (size_t)(t->n_ids + 1) * sizeof *grown, "the token table", err);
+            if (!grown) return -1;
+            t->id_tok = grown;
+            id = t->n_ids;
+            t->id_tok[t->n_ids++] = NULL;
+            added++;
+        }
+        if (added_add(t, tok, id, 0, 0, 0, 1, err)) return -1;
+        added_token *a = &t->added[t->n_added - 1];
+        if (added_pattern(t, a, err)) return -1;
+        /* added_add may have moved t->added: re-point every added id's token */
+        for (int k = 0; k < t->n_added; k++) t->id_tok[t->added[k].id] = t->added[k].content;
+    }
+    return added;
+}

@@ -1,5 +1,7 @@
-/* tokenizer_encode.c: text -> word-piece ids, the encoding half of the BERT
- * WordPiece tokenizer (see tokenizer.h; tokenizer.c loads it).
+/* tokenizer_encode.c: text -> token ids, the encoding half of the tokenizer
+ * (see tokenizer.h; tokenizer.c loads it). The BERT WordPiece pipeline is
+ * here whole, tuned; the Unigram and BPE models run the same added-token
+ * steps around the stages of tok.h (gen_encode below).
  *
  * The pipeline of one text, as HF runs it:
  *   1. UTF-8 -> code points (invalid sequences -> U+FFFD, maximal subpart,
@@ -214,6 +216,16 @@ static void normalize(const tokenizer *t, scratch *s, const uint32_t *in, size_t
 }
 
 int cb_tokenizer_normalize(const tokenizer *t, const uint32_t *in, size_t n, uint32_t **out, size_t *n_out) {
+    if (t->model != TOK_MODEL_WORDPIECE) {
+        tok_cps b = {0};
+        if (tok_normalizer_apply(&t->norm, in, n, &b)) {
+            free(b.p);
+            return -1;
+        }
+        *out = b.p ? b.p : malloc(sizeof *b.p);
+        *n_out = b.n;
+        return *out ? 0 : -1;
+    }
     scratch s = {0};
     s.norm_heap = 1;  /* grow by realloc from NULL */
     normalize(t, &s, in, n);
@@ -369,6 +381,80 @@ static void encode_segment(const tokenizer *t, scratch *s, const uint32_t *in, s
     encode_normalized(t, s, s->norm, s->n_norm);
 }
 
+/* ---------------------------------------------------------------------------
+ * The pipeline of the Unigram and BPE models (tok.h): normalizer, added
+ * tokens matched after it, pre-tokenizer, model over each split's UTF-8. */
+
+typedef struct gen {
+    tok_cps norm;
+    tok_splits sp, tmp;
+    char *word;
+    size_t cap_word;
+} gen;
+
+static void gen_push(void *ctx, int id) { out_push(ctx, id); }
+
+/* Pre-tokenize and encode normalized in[0..n). */
+static void gen_words(const tokenizer *t, scratch *s, gen *g, const uint32_t *in, size_t n, int first) {
+    if (n == 0 || s->oom) return;
+    if (tok_pretokenize(&t->pre, in, n, first, &g->sp, &g->tmp)) {
+        s->oom = 1;
+        return;
+    }
+    for (size_t i = 0; i < g->sp.n && !s->oom; i++) {
+        const uint32_t *c = g->sp.cps.p + g->sp.off[i];
+        size_t m = g->sp.len[i];
+        if (4 * m > g->cap_word) {
+            char *w = realloc(g->word, 4 * m + 16);
+            if (!w) { s->oom = 1; return; }
+            g->word = w;
+            g->cap_word = 4 * m + 16;
+        }
+        size_t k = 0;
+        for (size_t q = 0; q < m; q++) k += (size_t)tok_utf8_put(g->word + k, c[q]);
+        int rc = t->model == TOK_MODEL_UNIGRAM ? tok_unigram_encode(t, g->word, k, gen_push, s)
+                                               : tok_bpe_encode(t, g->word, k, gen_push, s);
+        if (rc) s->oom = 1;
+    }
+}
+
+/* A segment of raw text between raw added tokens; `first`: it starts the text. */
+static void gen_segment(const tokenizer *t, scratch *s, gen *g, const uint32_t *in, size_t n, int first) {
+    if (n == 0 || s->oom) return;
+    if (tok_normalizer_apply(&t->norm, in, n, &g->norm)) {
+        s->oom = 1;
+        return;
+    }
+    if (g->norm.n == 0) return;
+    /* matching normalized added tokens may not move g->norm: gen_words
+     * uses other buffers */
+    const uint32_t *nm = g->norm.p;
+    size_t nn = g->norm.n, seg = 0, from = 0, ms, me;
+    int k;
+    while (t->n_added_norm && added_next(t, 1, nm, nn, from, seg, &ms, &me, &k)) {
+        gen_words(t, s, g, nm + seg, ms - seg, first && seg == 0);
+        out_push(s, t->added[k].id);
+        seg = from = me;
+    }
+    gen_words(t, s, g, nm + seg, nn - seg, first && seg == 0);
+}
+
+static void gen_encode(const tokenizer *t, scratch *s, const uint32_t *cps, size_t n) {
+    gen g = {0};
+    size_t seg = 0, from = 0, ms, me;
+    int k;
+    while (t->n_added_raw && added_next(t, 0, cps, n, from, seg, &ms, &me, &k)) {
+        gen_segment(t, s, &g, cps + seg, ms - seg, seg == 0);
+        out_push(s, t->added[k].id);
+        seg = from = me;
+    }
+    gen_segment(t, s, &g, cps + seg, n - seg, seg == 0);
+    free(g.norm.p);
+    tok_splits_free(&g.sp);
+    tok_splits_free(&g.tmp);
+    free(g.word);
+}
+
 int cb_tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *out, int max_ids) {
     /* Short texts (most queries and passages) never touch the heap. */
     uint32_t stack_cps[512], stack_norm[1024];
@@ -385,14 +471,18 @@ int cb_tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_
     s.out = out;
     s.max_out = out ? max_ids : 0;
 
-    size_t seg = 0, from = 0, ms, me;
-    int k;
-    while (t->n_added_raw && added_next(t, 0, cps, n, from, seg, &ms, &me, &k)) {
-        encode_segment(t, &s, cps + seg, ms - seg);
-        out_push(&s, t->added[k].id);
-        seg = from = me;
+    if (t->model != TOK_MODEL_WORDPIECE) {
+        gen_encode(t, &s, cps, n);
+    } else {
+        size_t seg = 0, from = 0, ms, me;
+        int k;
+        while (t->n_added_raw && added_next(t, 0, cps, n, from, seg, &ms, &me, &k)) {
+            encode_segment(t, &s, cps + seg, ms - seg);
+            out_push(&s, t->added[k].id);
+            seg = from = me;
+        }
+        encode_segment(t, &s, cps + seg, n - seg);
     }
-    encode_segment(t, &s, cps + seg, n - seg);
 
     if (cps != stack_cps) free(cps);
     if (s.norm_heap) free(s.norm);

@@ -1,14 +1,15 @@
-/* tokenizer_encode.h: what the two halves of the WordPiece tokenizer share:
- * the tokenizer struct, the vocabulary lookup, and the pieces of the
- * encoding pipeline that loading needs (added-token patterns are decoded
- * and normalized like text). tokenizer.c loads (tokenizer.json or
- * vocab.txt), tokenizer_encode.c encodes. Internal to those two files: the
- * library API is tokenizer.h.
+/* tokenizer_encode.h: what the parts of the tokenizer share: the tokenizer
+ * struct, the vocabulary lookup, and the pieces of the encoding pipeline
+ * that loading needs (added-token patterns are decoded and normalized like
+ * text). tokenizer.c loads (tokenizer.json or vocab.txt), tokenizer_encode.c
+ * encodes; the models and pipeline stages beside WordPiece are in tok_*.c
+ * (tok.h). Internal to the module: the library API is tokenizer.h.
  */
 #ifndef CB_TOKENIZER_ENCODE_H
 #define CB_TOKENIZER_ENCODE_H
 #include <string.h>
 #include "tokenizer.h"
+#include "tok.h"
 
 /* ---------------------------------------------------------------------------
  * Vocabulary: token bytes in one arena, open-addressing hash table. */
@@ -27,8 +28,18 @@ typedef struct added_token {
     char *content;      /* UTF-8 as written in the file */
 } added_token;
 
+typedef enum tok_model { TOK_MODEL_WORDPIECE, TOK_MODEL_UNIGRAM, TOK_MODEL_BPE } tok_model;
+
 struct tokenizer {
-    /* WordPiece model */
+    tok_model model;
+    /* Unigram and BPE, with the generic pipeline (tok.h) */
+    tok_unigram uni;
+    tok_bpe bpe;
+    tok_normalizer norm;
+    tok_pretokenizer pre;
+    tokenizer_template tmpl;  /* the post-processor's single-sequence template */
+    int n_added_file;         /* added tokens read from the files; the rest were added at run time */
+    /* WordPiece model (the vocabulary table is every model's) */
     char *arena;             /* all vocab strings, NUL-terminated */
     size_t arena_len, arena_cap;
     vocab_slot *slots;       /* [slot_mask + 1] */
@@ -88,12 +99,17 @@ static inline int cb_vocab_find(const tokenizer *t, int pre, const char *s, size
     }
 }
 
+/* The vocabulary table (tokenizer.c): prepare for n tokens; insert one
+ * (1 with *old_id when the token is already there, -1 out of memory). */
+int cb_tokenizer_vocab_init(tokenizer *t, size_t n, cb_err *err);
+int cb_tokenizer_vocab_put(tokenizer *t, const char *s, size_t n, int id, int *old_id, cb_err *err);
+
 /* UTF-8 -> code points with Python's errors="replace" (each maximal prefix
  * of a valid sequence that cannot be completed becomes one U+FFFD). out has
  * room for len code points; returns the count. */
 size_t cb_tokenizer_utf8_decode(const unsigned char *s, size_t len, uint32_t *out);
 
-/* The normalizer of t (BertNormalizer) over in[0..n): *out (malloc'd, caller
+/* The normalizer of t (BertNormalizer, or the tok.h chain) over in[0..n): *out (malloc'd, caller
  * frees) gets the *n_out normalized code points. Returns 0, or -1 when out
  * of memory. */
 int cb_tokenizer_normalize(const tokenizer *t, const uint32_t *in, size_t n, uint32_t **out, size_t *n_out);

@@ -53,9 +53,9 @@ static void test_load_errors(void) {
 
     char *bpe = tmp_dir("tok-bpe");
     p = cb_path_new(bpe, "tokenizer.json", NULL);
-    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"
+    write_file(p, "{\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"a\": 0}, \"unk_token\": \"a\"},"
                   " \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}");
-    check_load_fails(bpe, "model type 'BPE' is not supported");
+    check_load_fails(bpe, "model type 'WordLevel' is not supported (supported: WordPiece, Unigram, BPE)");
     check_load_fails(bpe, "tok-bpe/tokenizer.json");
     free(p);
     free(bpe);
@@ -67,7 +67,7 @@ static void test_load_errors(void) {
     check_load_fails(nov, "model.vocab is missing");
     write_file(p, "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"[UNK]\": 0}},"
                   " \"normalizer\": {\"type\": \"NFKC\"}, \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}}");
-    check_load_fails(nov, "normalizer type 'NFKC' is not supported");
+    check_load_fails(nov, "normalizer type 'NFKC' is not supported with a WordPiece model");
     write_file(p, "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}},"
                   " \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}}");
     check_load_fails(nov, "unk_token '[UNK]' is not in the vocabulary");

@@ -5,10 +5,14 @@ datasets in $COLBERT_DATASETS, a torture list (accents, CJK, emoji, control
 and zero-width characters, combining marks, invalid UTF-8, long words...),
 the vocab.txt fallback with several tokenizer_config.json options, and every
 Unicode code point: the ids must be identical. The reference ids are computed
-here, by `tokenizers`, from the same files.
+here, by `tokenizers`, from the same files. The same for the Unigram and
+byte-level BPE tokenizers tests/ref/gen_tokenizers.py makes (XLM-R,
+`tokenizers` Unigram, RoBERTa, ModernBERT shapes), with and without the
+post-processor's special tokens, and the error a tokenizer.json with an
+unsupported component gives.
 
 Environment (tests/run.sh): COLBERT_BIN, COLBERT_SAN_BIN, COLBERT_MODEL,
-COLBERT_DATASETS, COLBERT_TMP.
+COLBERT_DATASETS, COLBERT_TMP, COLBERT_REF.
 """
 import json
 import os
@@ -31,6 +35,7 @@ SAN_BIN = env("COLBERT_SAN_BIN")
 MODEL = env("COLBERT_MODEL")
 DATASETS = env("COLBERT_DATASETS")
 TMP = env("COLBERT_TMP")
+REF = env("COLBERT_REF")
 
 # ---------------------------------------------------------------------------
 # Torture list. str entries are written UTF-8 encoded; bytes entries are
@@ -111,6 +116,19 @@ TORTURE = [
     b"word\xffglued\xfeto\xc0gether",
     b"[CLS]\xff[SEP]\xe2\x82[MASK]",
     b"ends with a truncated sequence \xf0\x9f\x98",
+    # for the Unigram and BPE tokenizers: their specials, runs of spaces,
+    # contractions (GPT-2's split), sentencepiece's normalization
+    "<s> <pad> </s> <unk> <mask> inside text<mask>glued  <mask>  and <s>",
+    "[MASK] lstrip   [MASK]x [CLS][SEP] |||IP_ADDRESS||| and |||EMAIL_ADDRESS|||",
+    "runs of spaces:  2   3    4     5      6       7        8                         25 end",
+    "   leading spaces and trailing   ",
+    "\u00a0\u00a0nbsp run\u3000\u3000ideographic\u2003\u2003em",
+    "contractions: I'm you're we've she'll he'd it's don't 'S 'RE Tim's ''quoted'' ``tex``",
+    "curly ’s and ‘quotes’ — dashes – and …",
+    "digits 12345678901234567890 3.14 1,000 ①②③ ¹²³ ٣٤٥ 四五",
+    "▁ lower one eighth block ▁▁ twice ▁x",
+    "tab\tnewline-free\x0bvertical\x0cform feed",
+    "ﬁnancial ﬂow Ⅸ ㎏ ㍻ ½ ﬀ",
 ]
 
 
@@ -126,8 +144,9 @@ def write_lines(path, lines):
     return texts
 
 
-def colbert_tokenize(binary, model, path):
-    r = subprocess.run([binary, "tokenize", "--model", model, path], capture_output=True)
+def colbert_tokenize(binary, model, path, special=False):
+    r = subprocess.run([binary, "tokenize", "--model", model, path] + (["--special"] if special else []),
+                       capture_output=True)
     assert r.returncode == 0, f"{binary} tokenize failed ({r.returncode}): {r.stderr.decode(errors='replace')}"
     out = r.stdout.decode("ascii").split("\n")
     assert out[-1] == ""
@@ -376,3 +395,169 @@ def test_added_token_options(capsys):
     compare(capsys, "added token options", texts, ours, hf_ids(hf_tokenizer(os.path.join(d, "tokenizer.json")), texts))
     seen = {i for ids in ours for i in ids}
     assert all(n + i in seen for i in range(len(extra))), "every added token must be matched somewhere"
+
+
+# ---------------------------------------------------------------------------
+# Unigram and byte-level BPE tokenizers (tests/ref/gen_tokenizers.py).
+FAMILIES = ["xlmr", "xlmr-ws", "xlmr-first", "unigram", "roberta", "roberta-str", "modernbert",
+            "modernbert-split"]
+# XLM-R and RoBERTa get every dataset text (21,000 lines), the others a sample
+FULL = {"xlmr", "roberta"}
+
+
+def family_dir(name):
+    d = os.path.join(REF, "tokenizers", name)
+    assert os.path.isfile(os.path.join(d, "tokenizer.json")), f"{d}: run tests/ref/gen_tokenizers.py first"
+    return d
+
+
+@pytest.fixture(scope="module")
+def family_texts():
+    path = os.path.join(TMP, "tok_family.txt")
+    ds = dataset_texts()
+    texts = write_lines(path, TORTURE + ds)
+    path_s = os.path.join(TMP, "tok_family_sample.txt")
+    texts_s = write_lines(path_s, TORTURE + ds[::7])
+    return {True: (path, texts), False: (path_s, texts_s)}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_parity(name, family_texts, capsys):
+    d = family_dir(name)
+    path, texts = family_texts[name in FULL]
+    hf = hf_tokenizer(os.path.join(d, "tokenizer.json"))
+    ours = colbert_tokenize(BIN, d, path)
+    compare(capsys, f"{name} ({hf.model.__class__.__name__})", texts, ours, hf_ids(hf, texts))
+    # the hard paths are taken: unknown pieces (Unigram), byte tokens, added tokens
+    n_tor = len(TORTURE)
+    added = {hf.token_to_id(t) for t in ("<mask>", "[MASK]", "<s>", "|||IP_ADDRESS|||") if hf.token_to_id(t) is not None}
+    assert any(set(ids) & added for ids in ours[:n_tor]), "no added token met in the torture list"
+    if name.startswith("xlmr"):
+        assert sum(3 in ids for ids in ours) >= 5   # <unk>
+    if name == "unigram":
+        assert any(hf.token_to_id("<0xF0>") in ids for ids in ours[:n_tor])   # byte fallback of an emoji
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_special_tokens(name, family_texts, capsys):
+    """--special: the post-processor's template around the ids, as
+    encode(text, add_special_tokens=True)."""
+    d = family_dir(name)
+    path, texts = family_texts[False]
+    hf = hf_tokenizer(os.path.join(d, "tokenizer.json"))
+    ref = [e.ids for e in hf.encode_batch(texts, add_special_tokens=True)]
+    compare(capsys, f"{name} with special tokens", texts, colbert_tokenize(BIN, d, path, special=True), ref)
+    assert ref[0] and ref[0] != hf.encode(texts[0], add_special_tokens=False).ids
+
+
+def test_bert_special_tokens():
+    path = os.path.join(TMP, "tok_bert_special.txt")
+    texts = write_lines(path, TORTURE[:20])
+    ref = [e.ids for e in hf_tokenizer(os.path.join(MODEL, "tokenizer.json")).encode_batch(texts)]
+    assert colbert_tokenize(BIN, MODEL, path, special=True) == ref
+    assert all(r[0] == 101 and r[-1] == 102 for r in ref)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_asan(name):
+    d = family_dir(name)
+    path = os.path.join(TMP, "tok_family_torture.txt")
+    write_lines(path, TORTURE)
+    assert colbert_tokenize(SAN_BIN, d, path, special=True) == colbert_tokenize(BIN, d, path, special=True)
+
+
+# (what to change in xlmr's tokenizer.json, what the error must say)
+UNSUPPORTED = [
+    (lambda j: j["normalizer"]["normalizers"].append({"type": "StripAccents"}),
+     "normalizer type 'StripAccents' is not supported"),
+    (lambda j: j.update(pre_tokenizer={"type": "Digits", "individual_digits": True}),
+     "pre_tokenizer type 'Digits' is not supported"),
+    (lambda j: j.update(post_processor={"type": "Fancy"}), "post_processor type 'Fancy' is not supported"),
+    (lambda j: j["model"].update(type="WordLevel"), "model type 'WordLevel' is not supported"),
+    (lambda j: j["normalizer"]["normalizers"].append(
+        {"type": "Replace", "pattern": {"Regex": "(?i:ab)"}, "content": ""}),
+     "normalizer Replace: regex pattern '(?i:ab)' is not supported: it uses a group"),
+    (lambda j: j.update(pre_tokenizer={"type": "Split", "pattern": {"Regex": "\\p{L}+"}, "behavior": "Isolated"}),
+     "pre_tokenizer Split: regex pattern '\\p{L}+' is not supported"),
+    (lambda j: j["model"].update(unk_id=None), "a Unigram model without an unknown token is not supported"),
+    (lambda j: j["normalizer"]["normalizers"][0].update(precompiled_charsmap="AAAA"),
+     "normalizer Precompiled: the charsmap is malformed"),
+]
+
+
+@pytest.mark.parametrize("i", range(len(UNSUPPORTED)))
+def test_unsupported_component(i):
+    change, want = UNSUPPORTED[i]
+    with open(os.path.join(family_dir("xlmr"), "tokenizer.json"), encoding="utf-8") as f:
+        spec = json.load(f)
+    change(spec)
+    d = os.path.join(TMP, f"tok-unsupported-{i}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(spec, f, ensure_ascii=False)
+    for binary in (BIN, SAN_BIN):
+        r = subprocess.run([binary, "tokenize", "--model", d], input=b"hello\n", capture_output=True)
+        err = r.stderr.decode()
+        assert r.returncode == 1, (r.returncode, err)
+        assert err.startswith("colbert: error: " + os.path.join(d, "tokenizer.json") + ": "), err
+        assert want in err and len(err.strip().split("\n")) == 1, err
+
+
+# Each supported normalizer and pre-tokenizer (and the regex subset) in
+# turn, in front of the RoBERTa fixture's byte-level BPE (which has a piece
+# for every byte, so that every difference shows in the ids).
+def _bl(**kw):
+    return dict({"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}, **kw)
+
+
+def _split(pattern, behavior, invert=False):
+    return {"type": "Split", "pattern": pattern, "behavior": behavior, "invert": invert}
+
+
+NORMALIZER_VARIANTS = {
+    "NFD": {"type": "NFD"}, "NFKD": {"type": "NFKD"}, "NFC": {"type": "NFC"}, "NFKC": {"type": "NFKC"},
+    "Lowercase": {"type": "Lowercase"}, "Nmt": {"type": "Nmt"},
+    "Strip": {"type": "Strip", "strip_left": True, "strip_right": True},
+    "Prepend": {"type": "Prepend", "prepend": "\u2581"},
+    "Replace-string": {"type": "Replace", "pattern": {"String": "the"}, "content": "THE"},
+    "Replace-regex-ws": {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
+    "Replace-regex-set": {"type": "Replace", "pattern": {"Regex": "[aeiouA-C]{2,3}|x?y+"}, "content": "_"},
+    "Replace-regex-anchors": {"type": "Replace", "pattern": {"Regex": "\\A +| +\\z"}, "content": ""},
+    "Replace-regex-dot": {"type": "Replace", "pattern": {"Regex": "e.e|[^a-z ]\\S"}, "content": "#"},
+    "Sequence": {"type": "Sequence", "normalizers": [{"type": "NFKD"}, {"type": "Lowercase"},
+                                                     {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}]},
+}
+PRETOK_VARIANTS = {
+    "WhitespaceSplit": [{"type": "WhitespaceSplit"}, _bl()],
+    "ByteLevel-prefix": [_bl(add_prefix_space=True, use_regex=True)],
+    "Metaspace": [{"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": True}, _bl()],
+    "Split-digits": [_split({"Regex": "[0-9]+"}, "Isolated"), _bl(use_regex=True)],
+    "Split-regex-contiguous": [_split({"Regex": "\\s"}, "Contiguous"), _bl()],
+}
+for _b in ("Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"):
+    for _inv in (False, True):
+        PRETOK_VARIANTS[f"Split-{_b}{'-invert' if _inv else ''}"] = [_split({"String": " "}, _b, _inv), _bl()]
+
+
+@pytest.mark.parametrize("kind,name", [("normalizer", n) for n in NORMALIZER_VARIANTS] +
+                         [("pre_tokenizer", n) for n in PRETOK_VARIANTS])
+def test_component_variants(kind, name, family_texts):
+    with open(os.path.join(family_dir("roberta"), "tokenizer.json"), encoding="utf-8") as f:
+        spec = json.load(f)
+    if kind == "normalizer":
+        spec["normalizer"] = NORMALIZER_VARIANTS[name]
+    else:
+        spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": PRETOK_VARIANTS[name]}
+    d = os.path.join(TMP, f"tok-variant-{kind}-{name}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(spec, f, ensure_ascii=False)
+    path = os.path.join(TMP, "tok_variant.txt")
+    texts = write_lines(path, TORTURE + dataset_texts()[::60])
+    hf = hf_tokenizer(os.path.join(d, "tokenizer.json"))
+    ours = colbert_tokenize(BIN, d, path)
+    ref = hf_ids(hf, texts)
+    bad = [i for i in range(len(texts)) if ours[i] != ref[i]]
+    for i in bad[:3]:
+        print(f"{name}: {texts[i][:100]!r}\n  ours {ours[i][:30]}\n  hf   {ref[i][:30]}")
+    assert not bad, f"{kind} {name}: {len(bad)} of {len(texts)} texts differ"
