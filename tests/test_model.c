@@ -208,7 +208,7 @@ static void test_bert_config(void) {
     CHECK_ERR(rc, err, "cfg-array/config.json", "expected a JSON object");
     rc = cb_bert_config_load(&c, config_dir("cfg-roberta", "{\"model_type\": \"roberta\"}"), &err);
     CHECK_ERR(rc, err, "config.json", "model_type 'roberta' is not supported yet "
-              "(BERT family only)");
+              "(supported: bert)");
     rc = cb_bert_config_load(&c, config_dir("cfg-llama", "{\"model_type\": \"llama\"}"), &err);
     CHECK_ERR(rc, err, "model_type 'llama' is not supported yet");
     rc = cb_bert_config_load(&c, config_dir("cfg-notype", "{\"hidden_size\": 64}"), &err);
