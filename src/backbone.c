@@ -12,9 +12,16 @@
 #include <string.h>
 
 /* model_type, checkpoint prefix, transformers class, positions, default
- * pad_token_id, arch */
+ * pad_token_id, arch. RoBERTa, XLM-RoBERTa and CamemBERT are BERT's
+ * architecture (post-norm, GELU, absolute positions) with positions counted
+ * from pad_token_id + 1 and, in their checkpoints, one token type and
+ * layer_norm_eps 1e-5 (read from config.json like every size); their
+ * transformers classes keep the encoder under "roberta". */
 static const backbone_family FAMILIES[] = {
     {"bert", "bert.", "BertModel", POS_FROM_ZERO, 0, &cb_bert_arch},
+    {"roberta", "roberta.", "RobertaModel", POS_AFTER_PAD, 1, &cb_bert_arch},
+    {"xlm-roberta", "roberta.", "XLMRobertaModel", POS_AFTER_PAD, 1, &cb_bert_arch},
+    {"camembert", "roberta.", "CamembertModel", POS_AFTER_PAD, 1, &cb_bert_arch},
 };
 #define N_FAMILIES (int)(sizeof FAMILIES / sizeof FAMILIES[0])
 
