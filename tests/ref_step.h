@@ -119,7 +119,7 @@ static inline double ref_compare_block(const step_state *s, const st_file *f, st
         const char *nm = i < nt ? names[i].name : "linear";
         size_t off = i < nt ? names[i].offset : cb_step_linear_offset(s);
         size_t cnt = i < nt ? names[i].n : (size_t)s->D * s->H;
-        char key[160];
+        char key[256];
         snprintf(key, sizeof key, "%s%s", prefix, nm);
         size_t n;
         const float *r = ref_raw(f, key, &n);
