@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include "bert.h"
 #include "colbert.h"
 #include "comm.h"
 #include "model.h"
@@ -92,6 +93,8 @@ int main(int argc, char **argv) {
         bert.owned = 1;
     }
     size_t nparams = bert.n_params;
+    backbone enc;
+    if (cb_bert_to_backbone(&enc, &bert, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     char *dbuf, **docs, *qbuf, **qs;
     size_t *dlen, *qlen;
     int nd = cli_read_lines(argv[2], &dbuf, &docs, &dlen, &err);
@@ -108,7 +111,7 @@ int main(int argc, char **argv) {
     c.bsize = bsize; c.lr = 5e-6; c.warmup = 0; c.maxsteps = 1000; c.dropout = 1; c.seed = 1;
     c.comm = comm; c.ib_local = ib_local;
     step_state s;
-    if (cb_step_init(&s, &bert, tok, NULL, 7, &c, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    if (cb_step_init(&s, &enc, &vocab, NULL, 7, &c, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     int Lq = 32;
     int32_t *q_ids = malloc((size_t)bsize * Lq * sizeof(int32_t)), *d_ids = malloc((size_t)2 * bsize * 256 * sizeof(int32_t));
     uint8_t *q_mask = malloc((size_t)bsize * Lq);
@@ -146,9 +149,8 @@ int main(int argc, char **argv) {
     comm_bytes = s.comm_bytes;
     cb_comm_allreduce(comm, &tokens, 1, COMM_F64, COMM_SUM);
     /* encoder FLOPs: 2 * tokens * non-embedding weights forward, 2x that backward */
-    const bert_config *bc = cb_step_bert_config(&s);
-    double w = (double)bc->num_hidden_layers * (4.0 * bc->hidden_size * bc->hidden_size +
-                                                 2.0 * bc->hidden_size * bc->intermediate_size);
+    const backbone_info *bi = &cb_step_backbone(&s)->info;
+    double w = (double)bi->layers * (4.0 * bi->hidden * bi->hidden + 2.0 * bi->hidden * bi->intermediate);
     double flops = 6.0 * w * tokens;
     if (!R)
         printf("{\"model\": \"%s\", \"device\": \"%s\", \"bsize\": %d, \"params\": %zu, \"steps\": %d, \"ranks\": %d, \"step_s\": %.4f, "

@@ -253,7 +253,7 @@ int cli_encode(int argc, char **argv) {
         cb_ops_close(dev);
         return 1;
     }
-    int H = e.bert.cfg.hidden_size, rc = 0;
+    int H = e.enc.info.hidden, rc = 0;
     double t0 = cb_now();
     if (!token_vectors) {
         uint64_t bytes = (uint64_t)n * H * 4;

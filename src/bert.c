@@ -50,7 +50,11 @@ static void bind_tensors(bert_model *m, float *base) {
  * into it), from the open file f. */
 static int read_tensors(bert_model *m, const st_file *f, cb_err *err) {
     const bert_config *c = &m->cfg;
-    const char *pre = cb_st_find(f, "bert.embeddings.word_embeddings.weight") ? "bert." : "";
+    const backbone_family *fam = cb_backbone_family_find(c->model_type);
+    CB_ASSERT(fam);
+    char fam_key[96];
+    snprintf(fam_key, sizeof fam_key, "%sembeddings.word_embeddings.weight", fam->prefix);
+    const char *pre = cb_st_find(f, fam_key) ? fam->prefix : "";
     int64_t H = c->hidden_size, I = c->intermediate_size;
     int rc = 0;
     rc |= load_tensor(f, pre, "embeddings.word_embeddings.weight", m->t[BP_WORD_EMB], 2, c->vocab_size, H, err);
@@ -273,7 +277,7 @@ int cb_bert_acts_init(bert_acts *a, ops_device *dev, const bert_config *c, int m
     a->mask = (uint8_t *)(a->seq_off + T + 1);
     /* attention workspace for the longest sequence the budget allows */
     int ms = 1;
-    while ((size_t)(ms + 1) * (size_t)(ms + 1) <= max_att && ms < c->max_position_embeddings) ms++;
+    while ((size_t)(ms + 1) * (size_t)(ms + 1) <= max_att && ms < c->max_len) ms++;
     a->max_seq = ms;
     a->work.bytes = cb_ops_attention_workspace(dev, ms, c->hidden_size / c->num_attention_heads, train);
     a->work.p = cb_ops_alloc(dev, a->work.bytes, "the attention workspace", err);
@@ -312,10 +316,17 @@ static void layout_batch(const bert_config *c, bert_acts *a, const bert_batch *b
     for (int s = 0; s < S; s++) {
         int n = b->seq_len[s];
         seq_id[s] = b->seq_id ? b->seq_id[s] : (uint64_t)s;
-        CB_ASSERT(n > 0 && n <= c->max_position_embeddings && T + n <= a->max_tokens);
+        CB_ASSERT(n > 0 && n <= c->max_len && T + n <= a->max_tokens);
         off[s] = T;
         att_off[s] = att;
-        for (int i = 0; i < n; i++) pos[T + i] = i;
+        if (c->positions == POS_AFTER_PAD) {
+            /* transformers' create_position_ids_from_input_ids:
+             * cumsum(id != pad) * (id != pad) + pad */
+            int32_t pad = c->pad_token_id, k = 0;
+            for (int i = 0; i < n; i++) pos[T + i] = b->ids[T + i] != pad ? pad + ++k : pad;
+        } else {
+            for (int i = 0; i < n; i++) pos[T + i] = i;
+        }
         T += n;
         att += (size_t)n * n;
         if (n > longest) longest = n;
@@ -488,3 +499,163 @@ void cb_bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, float *d
     cb_ops_embed_backward(d, g->t[BP_WORD_EMB], g->t[BP_POS_EMB], g->t[BP_TYPE_EMB], dy, a->ids, a->pos,
                        a->has_types ? a->types : NULL, T, H);
 }
+
+/* ------------------------------------------------------------------ */
+/* the arch of backbone.h                                              */
+
+static void arch_info(backbone *b, const bert_model *m) {
+    const bert_config *c = &m->cfg;
+    backbone_info *i = &b->info;
+    i->hidden = c->hidden_size;
+    i->layers = c->num_hidden_layers;
+    i->intermediate = c->intermediate_size;
+    i->intermediate = c->intermediate_size;
+    i->vocab = c->vocab_size;
+    i->max_len = c->max_len;
+    i->pad_id = c->pad_token_id;
+    i->initializer_range = c->initializer_range;
+    i->hidden_dropout = c->hidden_dropout_prob;
+    i->attention_dropout = c->attention_probs_dropout_prob;
+    i->n_params = m->n_params;
+    b->params = m->params;
+}
+
+static int arch_load(backbone *b, ops_device *dev, const char *dir, cb_err *err) {
+    bert_model *m = cb_malloc(sizeof *m, "the model", err);
+    if (!m) return -1;
+    if (cb_bert_load(m, dev, dir, err)) {
+        free(m);
+        return -1;
+    }
+    b->impl = m;
+    arch_info(b, m);
+    return 0;
+}
+
+int cb_bert_to_backbone(backbone *b, bert_model *m, cb_err *err) {
+    memset(b, 0, sizeof *b);
+    const backbone_family *fam = cb_backbone_family_find(m->cfg.model_type[0] ? m->cfg.model_type : "bert");
+    bert_model *own = fam ? cb_malloc(sizeof *own, "the model", err) : NULL;
+    if (!own) return fam ? -1 : cb_err_set(err, "model_type '%s' is not a family of backbone.h", m->cfg.model_type);
+    *own = *m;
+    memset(m, 0, sizeof *m);
+    b->fam = fam;
+    b->dev = own->dev;
+    b->impl = own;
+    b->info.family = fam->model_type;
+    b->info.prefix = fam->prefix;
+    arch_info(b, own);
+    return 0;
+}
+
+static void arch_free(backbone *b) {
+    if (b->impl) cb_bert_free(b->impl);
+    free(b->impl);
+}
+
+static void arch_bind(backbone *b, float *mem) {
+    cb_bert_bind(b->impl, mem);
+    b->params = mem;
+}
+
+static int arch_acts_init(backbone_acts *a, const backbone *b, int max_tokens, size_t max_att, int train,
+                          cb_err *err) {
+    const bert_model *m = b->impl;
+    bert_acts *ba = cb_malloc(sizeof *ba, "the encoder's activations", err);
+    if (!ba) return -1;
+    if (cb_bert_acts_init(ba, b->dev, &m->cfg, max_tokens, max_att, train, err)) {
+        free(ba);
+        return -1;
+    }
+    a->impl = ba;
+    a->bytes = ba->bytes;
+    a->p_hidden = ba->p_hidden;
+    a->p_att = ba->p_att;
+    return 0;
+}
+
+static void arch_acts_free(backbone_acts *a) {
+    if (a->impl) cb_bert_acts_free(a->impl);
+    free(a->impl);
+}
+
+/* The caller's dropout settings into the arch's activations. */
+static bert_acts *sync_acts(backbone_acts *a) {
+    bert_acts *ba = a->impl;
+    ba->p_hidden = a->p_hidden;
+    ba->p_att = a->p_att;
+    ba->seed = a->seed;
+    return ba;
+}
+
+static void arch_forward(const backbone *b, backbone_acts *a, const backbone_batch *x) {
+    bert_acts *ba = sync_acts(a);
+    bert_batch bb = {.n_seq = x->n_seq, .seq_len = x->seq_len, .ids = x->ids, .mask = x->mask, .seq_id = x->seq_id};
+    double t = ba->t_attn;
+    cb_bert_forward(b->impl, ba, &bb);
+    a->t_attn += ba->t_attn - t;
+}
+
+static float *arch_output(const backbone *b, const backbone_acts *a) { return cb_bert_output(b->impl, a->impl); }
+
+static void arch_backward(const backbone *b, backbone_acts *a, float *grads, float *d_out) {
+    bert_acts *ba = sync_acts(a);
+    bert_grads g;
+    cb_bert_grads_bind(&g, b->impl, grads);
+    double t = ba->t_attn;
+    cb_bert_backward(b->impl, ba, &g, d_out);
+    a->t_attn += ba->t_attn - t;
+}
+
+static int arch_named_count(const backbone *b) { return cb_bert_named_count(&((const bert_model *)b->impl)->cfg); }
+
+static void arch_named_tensors(const backbone *b, backbone_named *out) {
+    cb_bert_named_tensors(&((const bert_model *)b->impl)->cfg, out);
+}
+
+/* The word embeddings are the first tensor: the new block is the old one
+ * with n_new rows inserted after its first V * H floats. */
+static int arch_grow_vocab(backbone *b, int n_new, uint64_t seed, cb_err *err) {
+    bert_model *m = b->impl;
+    CB_ASSERT(m->owned && n_new >= 0);
+    if (n_new == 0) return 0;
+    size_t H = (size_t)m->cfg.hidden_size, V = (size_t)m->cfg.vocab_size, add = (size_t)n_new * H;
+    size_t n_old = m->n_params, n = n_old + add;
+    float *host = cb_malloc(n * sizeof(float), "the grown word embeddings", err);
+    float *dp = host ? cb_ops_alloc(m->dev, n * sizeof(float), "the model's parameters", err) : NULL;
+    if (!dp) {
+        free(host);
+        return -1;
+    }
+    cb_ops_download(m->dev, host, m->params, V * H * sizeof(float));
+    cb_ops_download(m->dev, host + V * H + add, m->params + V * H, (n_old - V * H) * sizeof(float));
+    if (cb_backbone_init_rows(host, (int)V, n_new, (int)H, seed, err)) {
+        free(host);
+        cb_ops_free(m->dev, dp);
+        return -1;
+    }
+    cb_ops_upload(m->dev, dp, host, n * sizeof(float));
+    free(host);
+    cb_ops_free(m->dev, m->params);
+    m->cfg.vocab_size += n_new;
+    cb_bert_param_sizes(&m->cfg, m->sizes);
+    m->n_params = n;
+    bind_tensors(m, dp);
+    arch_info(b, m);
+    return 0;
+}
+
+const backbone_arch cb_bert_arch = {
+    .name = "bert",
+    .load = arch_load,
+    .free = arch_free,
+    .bind = arch_bind,
+    .acts_init = arch_acts_init,
+    .acts_free = arch_acts_free,
+    .forward = arch_forward,
+    .output = arch_output,
+    .backward = arch_backward,
+    .named_count = arch_named_count,
+    .named_tensors = arch_named_tensors,
+    .grow_vocab = arch_grow_vocab,
+};

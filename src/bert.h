@@ -1,4 +1,7 @@
-/* bert.h: the BERT encoder, forward pass on packed variable-length batches.
+/* bert.h: the BERT architecture, forward and backward on packed
+ * variable-length batches. It is one arch of the encoder interface
+ * (backbone.h: cb_bert_arch), serving every family whose encoder is BERT's
+ * post-norm transformer; callers outside the tests go through backbone.h.
  *
  * Packing. A batch of S sequences of lengths n_0..n_{S-1} is laid out as
  * T = sum n_s rows, one per token, with no padding anywhere: every linear
@@ -29,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "common.h"
+#include "backbone.h"
 #include "model.h"
 #include "ops.h"
 
@@ -69,14 +73,22 @@ typedef struct bert_model {
 void cb_bert_param_sizes(const bert_config *c, size_t sizes[BP_COUNT]);
 
 /* Load config.json and model.safetensors from a model directory (keys with
- * or without the "bert." prefix; pooler and cls.* tensors are ignored) onto
- * dev. Returns 0, or -1 with err naming the file and the problem. */
+ * or without the family's prefix, "bert." or "roberta."; pooler, lm_head
+ * and cls.* tensors are ignored) onto dev. Returns 0, or -1 with err naming
+ * the file and the problem. */
 int cb_bert_load(bert_model *m, ops_device *dev, const char *dir, cb_err *err);
 void cb_bert_free(bert_model *m);
 /* Point the tensors of m into `mem` ([dev], n_params floats, the same
  * layout), freeing what cb_bert_load allocated. Used to move the parameters
  * into a larger block; m no longer owns them. */
 void cb_bert_bind(bert_model *m, float *mem);
+
+/* The arch of backbone.h: its functions over a bert_model. */
+extern const backbone_arch cb_bert_arch;
+/* A backbone over a bert_model made by hand (benchmarks, tests): m moves
+ * into b (the caller must not free it). 0, or -1 with err (out of memory;
+ * m is then still the caller's). */
+int cb_bert_to_backbone(backbone *b, bert_model *m, cb_err *err);
 
 /* A packed batch, in host memory. ids, type_ids, mask are [T]; seq_len and
  * seq_id are [S]. type_ids and mask may be NULL (all 0, all 1). Every
@@ -171,12 +183,7 @@ float *cb_bert_output(const bert_model *m, const bert_acts *a);
  * the parameter block (or of any block with the same layout, such as the
  * gradients). Q, K and V come out as separate tensors. Used to write
  * checkpoints and to compare with PyTorch by name. */
-typedef struct bert_named {
-    char name[96];
-    size_t offset, n;
-    int ndim;
-    int64_t shape[2];
-} bert_named;
+typedef backbone_named bert_named;
 /* Number of named tensors: 5 + 16 * layers. */
 int cb_bert_named_count(const bert_config *c);
 /* Fill out[cb_bert_named_count(c)]. */

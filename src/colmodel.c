@@ -71,8 +71,8 @@ static int read_metadata(colmodel *m, const char *path, int *dim_given, cb_err *
 /* Every tokenizer id must have a row in the word embeddings. */
 static int check_vocab(const colmodel *m, cb_err *err) {
     char from[600];
-    snprintf(from, sizeof from, "%.500s/config.json (vocab_size %d)", m->dir, m->bert.cfg.vocab_size);
-    return cb_tokenizer_check_ids(m->tok, m->bert.cfg.vocab_size, from, err);
+    snprintf(from, sizeof from, "%.500s/config.json (vocab_size %d)", m->dir, m->enc.info.vocab);
+    return cb_tokenizer_check_ids(m->tok, m->enc.info.vocab, from, err);
 }
 
 int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, uint64_t seed, cb_err *err) {
@@ -84,9 +84,9 @@ int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, ui
     if (!(m->dir = cb_model_resolve(name, err))) return -1;
     if (!(m->tok = cb_tokenizer_load(m->dir, err))) goto fail;
     if (cb_colbert_vocab_init(&m->vocab, m->tok, err)) goto fail;
-    if (cb_bert_load(&m->bert, dev, m->dir, err)) goto fail;
+    if (cb_backbone_load(&m->enc, dev, m->dir, err)) goto fail;
     if (check_vocab(m, err)) goto fail;
-    int H = m->bert.cfg.hidden_size;
+    int H = m->enc.info.hidden;
     char *meta = cb_path_new(m->dir, "artifact.metadata", err);
     if (!meta) goto fail;
     int has_meta = cb_file_exists(meta);
@@ -128,7 +128,7 @@ int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, ui
     if (!lin) {
         lin = cb_malloc((size_t)m->cc.dim * H * sizeof(float), "the projection", err);
         if (!lin) goto fail;
-        cb_colbert_linear_init(lin, seed, m->bert.cfg.initializer_range, m->cc.dim, H);
+        cb_colbert_linear_init(lin, seed, m->enc.info.initializer_range, m->cc.dim, H);
     }
     m->linear = cb_ops_alloc(dev, (size_t)m->cc.dim * H * sizeof(float), "the projection", err);
     if (!m->linear) goto fail;
@@ -136,11 +136,10 @@ int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, ui
     free(lin);
     lin = NULL;
     if (m->cc.dim <= 0 || m->cc.query_maxlen < 4 || m->cc.doc_maxlen < 3 ||
-        m->cc.query_maxlen > m->bert.cfg.max_position_embeddings ||
-        m->cc.doc_maxlen > m->bert.cfg.max_position_embeddings) {
+        m->cc.query_maxlen > m->enc.info.max_len || m->cc.doc_maxlen > m->enc.info.max_len) {
         cb_err_set(err, "%s: ColBERT settings out of range (dim %d, query_maxlen %d, doc_maxlen %d; "
                    "the model has %d positions)", m->dir, m->cc.dim, m->cc.query_maxlen, m->cc.doc_maxlen,
-                   m->bert.cfg.max_position_embeddings);
+                   m->enc.info.max_len);
         goto fail;
     }
     return 0;
@@ -152,8 +151,8 @@ fail:
 
 void cb_colmodel_free(colmodel *m) {
     if (m->tok) cb_tokenizer_free(m->tok);
-    cb_bert_free(&m->bert);
-    cb_bert_acts_free(&m->acts);
+    cb_backbone_free(&m->enc);
+    cb_backbone_acts_free(&m->acts);
     if (m->dev) {
         cb_ops_free(m->dev, m->linear);
         cb_ops_free(m->dev, m->buf);
@@ -175,12 +174,12 @@ static int buffers(colmodel *m, cb_err *err) {
     int maxlen = m->cc.doc_maxlen > m->cc.query_maxlen ? m->cc.doc_maxlen : m->cc.query_maxlen;
     if (m->batch_tokens < maxlen) m->batch_tokens = maxlen;
     size_t T = (size_t)m->batch_tokens, D = (size_t)m->cc.dim;
-    if (cb_bert_acts_init(&m->acts, m->dev, &m->bert.cfg, (int)T, T * maxlen, 0, err)) return -1;
+    if (cb_backbone_acts_init(&m->acts, &m->enc, (int)T, T * maxlen, 0, err)) return -1;
     m->buf = cb_ops_alloc(m->dev, T * (2 * D + 1) * sizeof(float) + T, "the encoder's buffers", err);
     m->host = m->buf ? cb_malloc(T * D * sizeof(float) + T * 2 * sizeof(int32_t) + 2 * T, "the encoder's buffers",
                                  err) : NULL;
     if (!m->host) {
-        cb_bert_acts_free(&m->acts);
+        cb_backbone_acts_free(&m->acts);
         if (m->buf) cb_ops_free(m->dev, m->buf);
         m->buf = NULL;
         return -1;
@@ -200,11 +199,11 @@ static int buffers(colmodel *m, cb_err *err) {
 /* Encoder and head over the packed batch staged in m->h_*; the vectors
  * come back into m->h_out. */
 static void encode_batch(colmodel *m, int n_seq, int T, int queries) {
-    int D = m->cc.dim, H = m->bert.cfg.hidden_size;
-    bert_batch bb = {.n_seq = n_seq, .seq_len = m->h_len, .ids = m->h_ids, .mask = queries ? m->h_mask : NULL};
-    cb_bert_forward(&m->bert, &m->acts, &bb);
+    int D = m->cc.dim, H = m->enc.info.hidden;
+    backbone_batch bb = {.n_seq = n_seq, .seq_len = m->h_len, .ids = m->h_ids, .mask = queries ? m->h_mask : NULL};
+    cb_backbone_forward(&m->enc, &m->acts, &bb);
     if (!queries) cb_ops_upload(m->dev, m->d_keep, m->h_keep, (size_t)T);
-    cb_colbert_head_forward(m->dev, m->d_out, m->d_proj, m->d_norm, cb_bert_output(&m->bert, &m->acts), m->linear,
+    cb_colbert_head_forward(m->dev, m->d_out, m->d_proj, m->d_norm, cb_backbone_output(&m->enc, &m->acts), m->linear,
                          queries ? NULL : m->d_keep, m->cc.relu, T, H, D);
     cb_ops_download(m->dev, m->h_out, m->d_out, (size_t)T * D * sizeof(float));
 }
@@ -339,7 +338,7 @@ static int copy_file(const char *src, const char *dst, cb_err *err) {
     return rc;
 }
 
-int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params, const float *linear,
+int cb_colmodel_save(const char *dir, const backbone *enc, const float *params, const float *linear,
                   const colbert_config *cc, const char *src_dir, const char *extra_meta, cb_err *err) {
     size_t dl = strlen(dir);
     char *tmp = cb_malloc(dl + 32, "a checkpoint's directory name", err);
@@ -356,9 +355,9 @@ int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params
     json_t *cfg = NULL, *meta = NULL;
     if (mkdir(tmp, 0755)) { rc = cb_err_set(err, "%s: cannot create: %s", tmp, strerror(errno)); goto done; }
 
-    /* weights: encoder under "bert.", then linear.weight */
-    int nt = cb_bert_named_count(bc);
-    bert_named *names = cb_malloc((size_t)nt * sizeof *names, "the checkpoint's tensor names", err);
+    /* weights: encoder under the family's prefix ("bert."), then linear.weight */
+    int nt = cb_backbone_named_count(enc);
+    backbone_named *names = cb_malloc((size_t)nt * sizeof *names, "the checkpoint's tensor names", err);
     st_wtensor *w = names ? cb_malloc((size_t)(nt + 1) * sizeof *w, "the checkpoint's tensor list", err) : NULL;
     char (*keys)[112] = w ? cb_malloc((size_t)nt * sizeof *keys, "the checkpoint's tensor keys", err) : NULL;
     if (!keys) {
@@ -367,13 +366,13 @@ int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params
         rc = -1;
         goto done;
     }
-    cb_bert_named_tensors(bc, names);
+    cb_backbone_named_tensors(enc, names);
     for (int i = 0; i < nt; i++) {
-        snprintf(keys[i], sizeof keys[i], "bert.%s", names[i].name);
+        snprintf(keys[i], sizeof keys[i], "%s%s", enc->info.prefix, names[i].name);
         w[i] = (st_wtensor){keys[i], ST_F32, names[i].ndim, {names[i].shape[0], names[i].shape[1]},
                             params + names[i].offset};
     }
-    w[nt] = (st_wtensor){"linear.weight", ST_F32, 2, {cc->dim, bc->hidden_size}, linear};
+    w[nt] = (st_wtensor){"linear.weight", ST_F32, 2, {cc->dim, enc->info.hidden}, linear};
     p = cb_path_new(tmp, "model.safetensors", err);
     rc = p ? cb_st_write(p, w, nt + 1, err) : -1;
     free(p); p = NULL;
@@ -388,7 +387,13 @@ int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params
     cfg = json_load_file(p, 0, &je);
     free(p); p = NULL;
     if (!cfg) { rc = cb_err_set(err, "%s/config.json:%d: %s", src_dir, je.line, je.text); goto done; }
+    /* colbert-ai's HF_ColBERT for every family: its class_factory builds the
+     * encoder class from model_type, and transformers' AutoModel reads
+     * model_type too */
     json_object_set_new(cfg, "architectures", json_pack("[s]", "HF_ColBERT"));
+    json_t *vs = json_object_get(cfg, "vocab_size");   /* added marker rows */
+    if (!json_is_integer(vs) || json_integer_value(vs) != enc->info.vocab)
+        json_object_set_new(cfg, "vocab_size", json_integer(enc->info.vocab));
     if (!(p = cb_path_new(tmp, "config.json", err))) { rc = -1; goto done; }
     if ((rc = cb_json_write(p, cfg, err))) goto done;
     free(p); p = NULL;

@@ -1,15 +1,17 @@
 /* colmodel.h: a ColBERT model on disk and in memory.
  *
- * Load: any BERT-family model directory (or hub id from the local HF cache).
+ * Load: a model directory (or hub id from the local HF cache) of any
+ * family backbone.h supports.
  *   - A ColBERT checkpoint (artifact.metadata and a linear.weight tensor):
- *     the encoder (keys with or without "bert."), its own projection and its
+ *     the encoder (keys with or without the family's prefix, "bert."), its
+ *     own projection and its
  *     ColBERT settings (query_maxlen, doc_maxlen, dim, mask_punctuation,
  *     attend_to_mask_tokens, relu) from artifact.metadata.
  *   - A plain encoder: a new ColBERT; linear [dim, H] ~ Normal(0,
  *     initializer_range) from a seed, colbert-ai's default settings.
  * Save: a Hugging Face model directory that colbert-ai, RAGatouille and
- *   PyLate load: config.json, model.safetensors ("bert." + encoder keys,
- *   "linear.weight"), the tokenizer files, artifact.metadata (the ColBERT
+ *   PyLate load: config.json, model.safetensors (the family's prefix, "bert.",
+ *   + encoder keys, "linear.weight"), the tokenizer files, artifact.metadata (the ColBERT
  *   settings as JSON with a "meta" object). Written into a temporary
  *   directory beside the target and renamed when complete.
  * Encode (inference, no dropout): query vectors [query_maxlen, dim] each
@@ -21,7 +23,7 @@
 #define CB_COLMODEL_H
 #include <stddef.h>
 #include <stdint.h>
-#include "bert.h"
+#include "backbone.h"
 #include "colbert.h"
 #include "tokenizer.h"
 
@@ -30,13 +32,13 @@ typedef struct colmodel {
     tokenizer *tok;
     colbert_vocab vocab;
     ops_device *dev;            /* where the model runs */
-    bert_model bert;            /* on dev */
+    backbone enc;               /* on dev */
     float *linear;              /* [dev] [dim, H], owned */
     int is_colbert;             /* loaded from a ColBERT checkpoint */
     colbert_config cc;
     char *metadata;             /* artifact.metadata text, NULL if none */
     /* inference buffers, allocated on first encode */
-    bert_acts acts;
+    backbone_acts acts;
     int batch_tokens;
     void *buf;                  /* [dev] one allocation: */
     float *d_out, *d_proj, *d_norm;   /* [T, dim] [T, dim] [T] */
@@ -74,11 +76,12 @@ int cb_colmodel_queries_per_batch(const colmodel *m);
 int cb_colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t *lens, int n, int **lengths,
                          float **vectors, cb_err *err);
 
-/* Write a checkpoint to `dir`: the encoder's parameters (host, in the
- * layout of cb_bert_named_tensors(bc)), linear [cc->dim, H] (host) and the
- * ColBERT settings cc, copying config.json and the tokenizer files from
+/* Write a checkpoint to `dir`: the encoder enc's parameters (host, in the
+ * layout of cb_backbone_named_tensors(enc), written under its family's
+ * prefix), linear [cc->dim, H] (host) and the ColBERT settings cc, copying
+ * config.json (its vocab_size set to enc's) and the tokenizer files from
  * src_dir. extra_meta: JSON object text merged into artifact.metadata (may
  * be NULL). */
-int cb_colmodel_save(const char *dir, const bert_config *bc, const float *params, const float *linear,
+int cb_colmodel_save(const char *dir, const backbone *enc, const float *params, const float *linear,
                   const colbert_config *cc, const char *src_dir, const char *extra_meta, cb_err *err);
 #endif

@@ -13,21 +13,21 @@ int cb_encoder_load(encoder *e, ops_device *dev, const char *name, int max_len, 
     if (!e->dir) return -1;
     if (cb_sbert_config_load(&e->sbert, e->dir, err)) goto fail;
     if (!(e->tok = cb_tokenizer_load(e->dir, err))) goto fail;
-    if (cb_bert_load(&e->bert, dev, e->dir, err)) goto fail;
+    if (cb_backbone_load(&e->enc, dev, e->dir, err)) goto fail;
     char from[600];   /* every tokenizer id must have a row in the word embeddings */
-    snprintf(from, sizeof from, "%.500s/config.json (vocab_size %d)", e->dir, e->bert.cfg.vocab_size);
-    if (cb_tokenizer_check_ids(e->tok, e->bert.cfg.vocab_size, from, err)) goto fail;
+    snprintf(from, sizeof from, "%.500s/config.json (vocab_size %d)", e->dir, e->enc.info.vocab);
+    if (cb_tokenizer_check_ids(e->tok, e->enc.info.vocab, from, err)) goto fail;
     e->tmpl = cb_tokenizer_get_template(e->tok);
-    int model_max = e->bert.cfg.max_position_embeddings;
+    int model_max = e->enc.info.max_len;
     e->max_len = max_len > 0 ? max_len : (e->sbert.max_seq_length > 0 ? e->sbert.max_seq_length : model_max);
     if (e->max_len > model_max) e->max_len = model_max;
     int n_special = e->tmpl.n_prefix + e->tmpl.n_suffix;
     if (e->max_len < n_special + 1) e->max_len = n_special + 1;
     e->batch_tokens = e->max_len > 4096 ? e->max_len : 4096;
-    if (cb_bert_acts_init(&e->acts, dev, &e->bert.cfg, e->batch_tokens,
-                       (size_t)e->batch_tokens * (size_t)e->max_len, 0, err))
+    if (cb_backbone_acts_init(&e->acts, &e->enc, e->batch_tokens, (size_t)e->batch_tokens * (size_t)e->max_len, 0,
+                              err))
         goto fail;
-    e->hidden = cb_malloc((size_t)e->batch_tokens * e->bert.cfg.hidden_size * sizeof(float),
+    e->hidden = cb_malloc((size_t)e->batch_tokens * e->enc.info.hidden * sizeof(float),
                           "the encoder's output buffer", err);
     if (!e->hidden) goto fail;
     return 0;
@@ -38,8 +38,8 @@ fail:
 
 void cb_encoder_free(encoder *e) {
     if (e->tok) cb_tokenizer_free(e->tok);
-    cb_bert_free(&e->bert);
-    cb_bert_acts_free(&e->acts);
+    cb_backbone_free(&e->enc);
+    cb_backbone_acts_free(&e->acts);
     free(e->hidden);
     free(e->dir);
     memset(e, 0, sizeof *e);
@@ -116,10 +116,10 @@ static int run_batches(encoder *e, const char *const *texts, const size_t *lens,
             seq_len[k] = ntok[idx[k]];
             T += ntok[idx[k]];
         }
-        bert_batch bb = {.n_seq = count, .seq_len = seq_len, .ids = packed};
-        cb_bert_forward(&e->bert, &e->acts, &bb);
-        cb_ops_download(e->dev, e->hidden, cb_bert_output(&e->bert, &e->acts),
-                     (size_t)T * e->bert.cfg.hidden_size * sizeof(float));
+        backbone_batch bb = {.n_seq = count, .seq_len = seq_len, .ids = packed};
+        cb_backbone_forward(&e->enc, &e->acts, &bb);
+        cb_ops_download(e->dev, e->hidden, cb_backbone_output(&e->enc, &e->acts),
+                     (size_t)T * e->enc.info.hidden * sizeof(float));
         visit(ctx, idx, count, seq_len, e->hidden);
         cb_progress_update(&pg, bp.start[b + 1] - lo[comm->rank]);
     }
@@ -138,7 +138,7 @@ typedef struct embed_ctx { const encoder *e; float *out; } embed_ctx;
 
 static void pool_batch(void *vctx, const int *idx, int count, const int *ntok, const float *hidden) {
     embed_ctx *c = vctx;
-    int H = c->e->bert.cfg.hidden_size;
+    int H = c->e->enc.info.hidden;
     sbert_pooling mode = c->e->sbert.pooling;
     int off = 0;
     for (int k = 0; k < count; k++) {
@@ -175,7 +175,7 @@ static void pool_batch(void *vctx, const int *idx, int count, const int *ntok, c
  * order, one allgatherv, then every row back to its text's place. */
 static int gather_rows(void *vctx, cb_comm *c, const int *order, int n, const int *lo, cb_err *err) {
     embed_ctx *x = vctx;
-    size_t H = (size_t)x->e->bert.cfg.hidden_size;
+    size_t H = (size_t)x->e->enc.info.hidden;
     float *sorted = cb_malloc((size_t)(n ? n : 1) * H * sizeof(float), "the gathered embeddings", err);
     size_t *counts = sorted ? cb_malloc((size_t)c->size * sizeof(size_t), "the gathered embeddings", err) : NULL;
     if (cb_comm_max_long(c, !counts)) {
@@ -210,7 +210,7 @@ static int check_finite(const float *v, const size_t *offs, size_t total, int n,
 int cb_encoder_embed(encoder *e, const char *const *texts, const size_t *lens, int n, float *out, cb_err *err) {
     embed_ctx c = {e, out};
     if (run_batches(e, texts, lens, n, pool_batch, gather_rows, &c, err)) return -1;
-    return check_finite(out, NULL, (size_t)n, n, e->bert.cfg.hidden_size, err);
+    return check_finite(out, NULL, (size_t)n, n, e->enc.info.hidden, err);
 }
 
 typedef struct tokvec_ctx { int H; int *lengths; size_t *offsets; float *vectors; } tokvec_ctx;
@@ -227,7 +227,7 @@ static void copy_batch(void *vctx, const int *idx, int count, const int *ntok, c
 
 int cb_encoder_token_vectors(encoder *e, const char *const *texts, const size_t *lens, int n, int **lengths,
                           float **vectors, cb_err *err) {
-    int H = e->bert.cfg.hidden_size;
+    int H = e->enc.info.hidden;
     int *L = cb_malloc((size_t)(n ? n : 1) * sizeof(int), "the texts' lengths", err);
     size_t *offs = L ? cb_malloc((size_t)(n ? n : 1) * sizeof(size_t), "the texts' offsets", err) : NULL;
     int32_t *tmp = offs ? cb_malloc((size_t)e->max_len * sizeof(int32_t), "a text's ids", err) : NULL;

@@ -1,4 +1,4 @@
-/* encoder.h: text in, vectors out. A tokenizer, a BERT model and the
+/* encoder.h: text in, vectors out. A tokenizer, an encoder (backbone.h) and the
  * sentence-transformers pooling of one model directory, with the batching
  * that makes encoding fast: texts are tokenized in parallel, sorted by
  * length and packed into batches of about `batch_tokens` tokens, so no work
@@ -8,7 +8,7 @@
 #define CB_ENCODER_H
 #include <stddef.h>
 #include <stdint.h>
-#include "bert.h"
+#include "backbone.h"
 #include "comm.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -18,11 +18,11 @@ typedef struct encoder {
     tokenizer *tok;
     tokenizer_template tmpl;  /* the special ids around a text ([CLS] ... [SEP], <s> ... </s>) */
     ops_device *dev;        /* where the model runs */
-    bert_model bert;        /* on dev */
+    backbone enc;           /* on dev */
     sbert_config sbert;
     int max_len;            /* tokens per text, the template's specials included */
     int batch_tokens;       /* token budget of one forward pass */
-    bert_acts acts;
+    backbone_acts acts;
     float *hidden;          /* host copy of a batch's hidden states [batch_tokens, H] */
     int quiet;              /* no progress bar */
     cb_comm *comm;          /* NULL: one process; else cb_encoder_embed splits its
@@ -30,7 +30,8 @@ typedef struct encoder {
 } encoder;
 
 /* Load a model by name (directory or hub id). max_len 0: the model's
- * sentence-transformers max_seq_length, else max_position_embeddings. */
+ * sentence-transformers max_seq_length, else the longest sequence the
+ * encoder takes (backbone_info.max_len); never more than that. */
 int cb_encoder_load(encoder *e, ops_device *dev, const char *name, int max_len, cb_err *err);
 void cb_encoder_free(encoder *e);
 

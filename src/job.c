@@ -110,7 +110,7 @@ static int dense_rank(const char *model, const eval_data *d, int D, int max_len,
     if (cb_encoder_load(&e, cb_ops_cpu(), model, max_len, err)) return -1;
     e.quiet = quiet;
     t[1] = cb_now() - t1;
-    size_t nq = d->n_queries, nd = d->n_docs, H = (size_t)e.bert.cfg.hidden_size;
+    size_t nq = d->n_queries, nd = d->n_docs, H = (size_t)e.enc.info.hidden;
     float *q = cb_malloc((nq ? nq : 1) * H * sizeof(float), "the query embeddings", err);
     float *dv = q ? cb_malloc((nd ? nd : 1) * H * sizeof(float), "the document embeddings", err) : NULL;
     *top = dv ? cb_malloc((nq ? nq : 1) * (size_t)D * sizeof(int32_t), "the ranking", err) : NULL;
@@ -175,7 +175,7 @@ int cb_eval_job_run(eval_job *j, cb_err *err) {
 
     t1 = cb_now();
     if (cb_colmodel_load(&cm, j->dev ? j->dev : cb_ops_cpu(), j->model, j->dim, j->seed, err)) goto done;
-    int maxpos = cm.bert.cfg.max_position_embeddings;
+    int maxpos = cm.enc.info.max_len;
     if (j->doc_maxlen > maxpos || j->query_maxlen > maxpos) {
         int dl = j->doc_maxlen > maxpos;
         cb_err_set(err, "%s_maxlen %d: the model has %d positions", dl ? "doc" : "query",

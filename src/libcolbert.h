@@ -38,7 +38,9 @@
  *   ops.h         the compute interface: devices (cb_ops_open "cpu" / "cuda"),
  *                 device buffers, and every operation the model runs; the CPU
  *                 backend is src/cpu/, a CUDA one mirrors it in src/cuda/
- *   bert.h        the BERT encoder: forward and backward on packed batches
+ *   backbone.h    the encoder interface: a table of model families (BERT, ...),
+ *                 load, forward and backward on packed batches, named tensors
+ *   bert.h        the BERT architecture behind it
  *   encoder.h     text -> sentence embeddings, as sentence-transformers
  *   colmodel.h    a ColBERT model: load, save, encode queries and documents
  *   prepare.h     training data from pairs / labeled pairs / triplets / BEIR
@@ -71,6 +73,7 @@
 #include "safetensors.h"
 #include "ops.h"
 #include "comm.h"
+#include "backbone.h"
 #include "bert.h"
 #include "encoder.h"
 #include "colbert.h"

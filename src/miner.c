@@ -563,7 +563,7 @@ int cb_miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **
         e.quiet = m->o.quiet || comm->rank;
         e.comm = comm;
         m->st.t_load = cb_now() - t;
-        dim = e.bert.cfg.hidden_size;
+        dim = e.enc.info.hidden;
         t = cb_now();
         D = cb_malloc(nd * (size_t)dim * sizeof(float), "the document embeddings", err);
         Q = cb_malloc(nq * (size_t)dim * sizeof(float), "the query embeddings", err);

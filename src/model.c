@@ -3,6 +3,7 @@
  * Every JSON file is checked key by key; a problem is reported as one line
  * naming the file, the key and what was expected. */
 #include "model.h"
+#include "backbone.h"
 #include "fsutil.h"
 
 #include <dirent.h>
@@ -187,10 +188,12 @@ static int bert_config_parse(bert_config *c, const json_t *root, const char *pat
     const char *s;
     if (cfg_str(root, path, "model_type", &s, err)) return -1;
     if (!s) return cb_err_set(err, "%s: required key \"model_type\" is missing", path);
-    if (strcmp(s, "bert"))
-        return cb_err_set(err, "%s: model_type '%s' is not supported yet (BERT family only)",
-                          path, s);
+    const backbone_family *fam = cb_backbone_family_find(s);
+    if (!fam || strcmp(fam->arch->name, "bert"))
+        return cb_err_set(err, "%s: model_type '%s' is not supported yet (supported: %s)", path, s,
+                          cb_backbone_families());
     snprintf(c->model_type, sizeof c->model_type, "%s", s);
+    c->positions = (int)fam->positions;
 
     /* transformers' "gelu" and "gelu_python" are both the exact erf GELU. */
     if (cfg_str(root, path, "hidden_act", &s, err)) return -1;
@@ -213,7 +216,7 @@ static int bert_config_parse(bert_config *c, const json_t *root, const char *pat
         cfg_int(root, path, "max_position_embeddings", &c->max_position_embeddings, 0, 0, 1,
                 1 << 20, err) ||
         cfg_int(root, path, "type_vocab_size", &c->type_vocab_size, 1, 2, 1, 1 << 20, err) ||
-        cfg_int(root, path, "pad_token_id", &c->pad_token_id, 1, 0, 0, big, err) ||
+        cfg_int(root, path, "pad_token_id", &c->pad_token_id, 1, fam->default_pad_id, 0, big, err) ||
         cfg_num(root, path, "layer_norm_eps", &c->layer_norm_eps, 1e-12, 1e-30, 1, 0, err) ||
         cfg_num(root, path, "initializer_range", &c->initializer_range, 0.02, 0, 10, 0, err) ||
         cfg_num(root, path, "hidden_dropout_prob", &c->hidden_dropout_prob, 0.1, 0, 1, 1,
@@ -227,6 +230,13 @@ static int bert_config_parse(bert_config *c, const json_t *root, const char *pat
     if (c->pad_token_id >= c->vocab_size)
         return cb_err_set(err, "%s: pad_token_id %d is outside the vocabulary (vocab_size %d)",
                           path, c->pad_token_id, c->vocab_size);
+    /* POS_AFTER_PAD: positions pad + 1 .. max_position_embeddings - 1 */
+    c->max_len = c->positions == POS_AFTER_PAD ? c->max_position_embeddings - c->pad_token_id - 1
+                                               : c->max_position_embeddings;
+    if (c->max_len < 1)
+        return cb_err_set(err, "%s: max_position_embeddings %d leaves no position after pad_token_id %d "
+                          "(model_type '%s' numbers positions from pad_token_id + 1)", path,
+                          c->max_position_embeddings, c->pad_token_id, c->model_type);
     return 0;
 }
 

@@ -6,8 +6,9 @@
  * (the revision in refs/main when present, else the only/newest snapshot).
  * Nothing is ever downloaded.
  *
- * config.json of the BERT family is read into bert_config; other model
- * types are refused with a clear message. The sentence-transformers files
+ * config.json of the families that run on the BERT architecture (the
+ * family table of backbone.h) is read into bert_config; other model types
+ * are refused with a clear message naming the supported ones. The sentence-transformers files
  * (modules.json, 1_Pooling/config.json, sentence_bert_config.json) are read
  * into sbert_config.
  */
@@ -21,7 +22,7 @@
 char *cb_model_resolve(const char *name, cb_err *err);
 
 typedef struct bert_config {
-    char model_type[32];        /* "bert" */
+    char model_type[32];        /* "bert", or another family of backbone.h on this arch */
     int vocab_size;
     int hidden_size;
     int num_hidden_layers;
@@ -34,9 +35,14 @@ typedef struct bert_config {
     float initializer_range;
     float hidden_dropout_prob;
     float attention_probs_dropout_prob;
+    /* from the family (backbone.h) */
+    int positions;              /* backbone_positions: how position ids follow from the ids */
+    int max_len;                /* the longest sequence: max_position_embeddings, less
+                                 * pad_token_id + 1 for POS_AFTER_PAD */
 } bert_config;
 
-/* Read and check <dir>/config.json: model_type must be BERT-family,
+/* Read and check <dir>/config.json: model_type must be a family of the
+ * BERT architecture (backbone.h's table),
  * hidden_act gelu, position_embedding_type absolute, sizes positive,
  * hidden_size divisible by num_attention_heads. */
 int cb_bert_config_load(bert_config *c, const char *dir, cb_err *err);

@@ -21,7 +21,7 @@ static double now_synced(ops_device *d) {
     return cb_now();
 }
 
-int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float *linear,
+int cb_step_init(step_state *s, backbone *enc, const colbert_vocab *vocab, const float *linear,
               uint64_t linear_seed, const step_config *c, cb_err *err) {
     memset(s, 0, sizeof *s);
     s->c = *c;
@@ -33,25 +33,25 @@ int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const fl
                           cc->query_maxlen, cc->doc_maxlen);
     cb_comm *comm = c->comm ? c->comm : cb_comm_serial();
     int P = comm->size;
-    if (cb_step_check_device(bert->dev->kind, P, err)) return -1;
+    if (cb_step_check_device(enc->dev->kind, P, err)) return -1;
     if (c->bsize % acc)
         return cb_err_set(err, "bsize %d is not a multiple of accumsteps %d", c->bsize, acc);
     if ((c->bsize / acc) % P)
         return cb_err_set(err, "a micro-batch of %d triples (bsize %d / accumsteps %d) does not split over %d "
                           "ranks (HINT: run a number of ranks that divides it)", c->bsize / acc, c->bsize, acc, P);
-    if (cc->doc_maxlen > bert->cfg.max_position_embeddings || cc->query_maxlen > bert->cfg.max_position_embeddings)
+    if (cc->doc_maxlen > enc->info.max_len || cc->query_maxlen > enc->info.max_len)
         return cb_err_set(err, "doc_maxlen %d / query_maxlen %d exceed the model's %d positions",
-                          cc->doc_maxlen, cc->query_maxlen, bert->cfg.max_position_embeddings);
-    if (cb_colbert_vocab_init(&s->vocab, tok, err)) return -1;
+                          cc->doc_maxlen, cc->query_maxlen, enc->info.max_len);
+    s->vocab = *vocab;
 
-    ops_device *d = s->dev = bert->dev;
-    int H = s->H = bert->cfg.hidden_size, D = s->D = cc->dim;
+    ops_device *d = s->dev = enc->dev;
+    int H = s->H = enc->info.hidden, D = s->D = cc->dim;
     s->max_q = c->bsize / acc / P;
     s->comm = comm;
     s->gather = P > 1 && !c->ib_local && (c->lc.use_ib_negatives || c->lc.contrastive);
 
-    /* parameters, gradients, moments: BERT's block, then linear [D, H] */
-    size_t nb = bert->n_params, nbytes;
+    /* parameters, gradients, moments: the encoder's block, then linear [D, H] */
+    size_t nb = enc->info.n_params, nbytes;
     s->n = nb + (size_t)D * H;
     nbytes = s->n * sizeof(float);
     s->params = cb_ops_alloc(d, nbytes, "the parameters", err);
@@ -62,11 +62,10 @@ int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const fl
     cb_ops_zero(d, s->grads, nbytes);
     cb_ops_zero(d, s->m, nbytes);
     cb_ops_zero(d, s->v, nbytes);
-    s->bert = *bert;
-    memset(bert, 0, sizeof *bert);  /* ownership moves here */
-    cb_ops_copy(d, s->params, s->bert.params, nb * sizeof(float));
-    cb_bert_bind(&s->bert, s->params);
-    cb_bert_grads_bind(&s->bg, &s->bert, s->grads);
+    s->enc = *enc;
+    memset(enc, 0, sizeof *enc);  /* ownership moves here */
+    cb_ops_copy(d, s->params, s->enc.params, nb * sizeof(float));
+    cb_backbone_bind(&s->enc, s->params);
     s->linear = s->params + nb;
     s->g_linear = s->grads + nb;
     if (linear) {
@@ -74,7 +73,7 @@ int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const fl
     } else {
         float *tmp = cb_malloc((size_t)D * H * sizeof(float), "the projection", err);
         if (!tmp) goto fail;
-        cb_colbert_linear_init(tmp, linear_seed, s->bert.cfg.initializer_range, D, H);
+        cb_colbert_linear_init(tmp, linear_seed, s->enc.info.initializer_range, D, H);
         cb_ops_upload(d, s->linear, tmp, (size_t)D * H * sizeof(float));
         free(tmp);
     }
@@ -85,7 +84,7 @@ int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const fl
     size_t nd = nq * (size_t)c->lc.nway;
     size_t T = nq * Lq + nd * Ld;
     size_t att = nq * Lq * Lq + nd * Ld * Ld;
-    if (cb_bert_acts_init(&s->acts, d, &s->bert.cfg, (int)T, att, 1, err)) goto fail;
+    if (cb_backbone_acts_init(&s->acts, &s->enc, (int)T, att, 1, err)) goto fail;
     s->bytes += s->acts.bytes;
     /* the scores: this rank's queries against the documents they meet (with
      * ib_global all N ranks' documents, gathered: gd of them, gr rows) */
@@ -140,7 +139,7 @@ int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const fl
     s->h_g_keep = s->h_keep + T;
     return 0;
 fail:
-    cb_step_free(s);   /* the caller still owns `bert` if it was not taken over yet */
+    cb_step_free(s);   /* the caller still owns `enc` if it was not taken over yet */
     return -1;
 }
 
@@ -152,9 +151,9 @@ void cb_step_free(step_state *s) {
         cb_ops_free(s->dev, s->v);
         cb_ops_free(s->dev, s->buf);
         cb_ops_free(s->dev, s->sim.p);
-        cb_bert_acts_free(&s->acts);
+        cb_backbone_acts_free(&s->acts);
     }
-    cb_bert_free(&s->bert);
+    cb_backbone_free(&s->enc);
     free(s->host);
     memset(s, 0, sizeof *s);
 }
@@ -225,15 +224,15 @@ float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
     if (b->teacher) cb_ops_upload(d, s->teacher, b->teacher, (size_t)nd * sizeof(float));
 
     /* encoder */
-    s->acts.p_hidden = c->dropout ? s->bert.cfg.hidden_dropout_prob : 0.0f;
-    s->acts.p_att = c->dropout ? s->bert.cfg.attention_probs_dropout_prob : 0.0f;
+    s->acts.p_hidden = c->dropout ? s->enc.info.hidden_dropout : 0.0f;
+    s->acts.p_att = c->dropout ? s->enc.info.attention_dropout : 0.0f;
     s->acts.seed = cb_rng_mix64(c->seed ^ cb_rng_mix64((uint64_t)s->t * 1000003ULL + (uint64_t)s->acts.seed));
-    bert_batch bb = {.n_seq = nq + nd, .seq_len = s->h_seq_len, .ids = s->h_ids, .mask = s->h_mask,
-                     .seq_id = s->h_seq_id};
+    backbone_batch bb = {.n_seq = nq + nd, .seq_len = s->h_seq_len, .ids = s->h_ids, .mask = s->h_mask,
+                         .seq_id = s->h_seq_id};
     double t0 = now_synced(d), a0 = s->acts.t_attn;
-    cb_bert_forward(&s->bert, &s->acts, &bb);
+    cb_backbone_forward(&s->enc, &s->acts, &bb);
     s->t_fwd += now_synced(d) - t0;
-    const float *hidden = cb_bert_output(&s->bert, &s->acts);
+    const float *hidden = cb_backbone_output(&s->enc, &s->acts);
 
     /* head, MaxSim (against the gathered documents with ib_global), loss */
     cb_colbert_head_forward(d, s->out, s->proj, s->norm, hidden, s->linear, s->keep, c->cc.relu, (int)T, H, D);
@@ -280,7 +279,7 @@ float cb_step_micro(step_state *s, const step_batch *b, loss_parts *parts) {
     cb_ops_zero(d, s->d_hidden, T * H * sizeof(float));
     cb_colbert_head_backward(d, s->d_hidden, s->g_linear, s->d_out, s->out, s->proj, s->norm, hidden, s->linear,
                           s->keep, c->cc.relu, (int)T, H, D);
-    cb_bert_backward(&s->bert, &s->acts, &s->bg, s->d_hidden);
+    cb_backbone_backward(&s->enc, &s->acts, s->grads, s->d_hidden);
     s->t_bwd += now_synced(d) - t0;
     s->t_attn += s->acts.t_attn - a0;
     return loss;
@@ -322,10 +321,10 @@ void cb_step_encode(step_state *s, float *out, const int32_t *ids, const uint8_t
             j++;
         }
         CB_ASSERT(j > i);
-        bert_batch bb = {.n_seq = j - i, .seq_len = len + i, .ids = ids + tok, .mask = mask ? mask + tok : NULL};
-        cb_bert_forward(&s->bert, &s->acts, &bb);
+        backbone_batch bb = {.n_seq = j - i, .seq_len = len + i, .ids = ids + tok, .mask = mask ? mask + tok : NULL};
+        cb_backbone_forward(&s->enc, &s->acts, &bb);
         if (keep) cb_ops_upload(d, s->keep, keep + tok, T);
-        cb_colbert_head_forward(d, s->out, s->proj, s->norm, cb_bert_output(&s->bert, &s->acts), s->linear,
+        cb_colbert_head_forward(d, s->out, s->proj, s->norm, cb_backbone_output(&s->enc, &s->acts), s->linear,
                              keep ? s->keep : NULL, s->c.cc.relu, (int)T, H, D);
         cb_ops_download(d, out + tok * D, s->out, T * D * sizeof(float));
         tok += T;
@@ -354,8 +353,8 @@ void cb_step_set(step_state *s, step_block which, const float *host) {
     cb_ops_upload(s->dev, block(s, which), host, s->n * sizeof(float));
 }
 
-size_t cb_step_linear_offset(const step_state *s) { return s->bert.n_params; }
-const bert_config *cb_step_bert_config(const step_state *s) { return &s->bert.cfg; }
+size_t cb_step_linear_offset(const step_state *s) { return s->enc.info.n_params; }
+const backbone *cb_step_backbone(const step_state *s) { return &s->enc; }
 long cb_step_count(const step_state *s) { return s->t; }
 uint64_t cb_step_dropout_state(const step_state *s) { return s->acts.seed; }
 

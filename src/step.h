@@ -4,7 +4,7 @@
  * first), split into accumsteps micro-batches. For each micro-batch:
  *   - the queries ([CLS] [Q] ... [SEP] [MASK]..., query_maxlen each, the
  *     [MASK] padding under attention mask 0) and the documents ([CLS] [D]
- *     ... [SEP], unpadded) go through BERT in ONE packed forward pass;
+ *     ... [SEP], unpadded) go through the encoder (backbone.h) in ONE packed forward pass;
  *   - the head projects, masks punctuation and L2-normalises every token;
  *   - MaxSim scores each query against its nway documents (and, with
  *     use_ib_negatives, every document of the micro-batch);
@@ -33,7 +33,7 @@
  * Dropout masks are keyed by each sequence's position in the step's global
  * batch (ops.h), so N ranks drop what one process drops.
  *
- * Memory (llm.c style), all on the step's device: parameters (BERT +
+ * Memory (llm.c style), all on the step's device: parameters (encoder +
  * linear) in one allocation, and gradients, AdamW m and v each one
  * allocation of the same layout; activations and every scratch buffer in
  * one allocation each, sized in cb_step_init for the largest micro-batch; the
@@ -49,7 +49,7 @@
 #define CB_STEP_H
 #include <stddef.h>
 #include <stdint.h>
-#include "bert.h"
+#include "backbone.h"
 #include "colbert.h"
 #include "comm.h"
 #include "loss.h"
@@ -61,7 +61,7 @@ typedef struct step_config {
     int bsize;                  /* queries per step, over all micro-batches and ranks */
     double lr;                  /* peak learning rate */
     long warmup, maxsteps;      /* schedule */
-    int dropout;                /* 1: BERT's training-mode dropout */
+    int dropout;                /* 1: the encoder's training-mode dropout */
     uint64_t seed;              /* dropout masks derive from it and the step */
     cb_comm *comm;              /* the ranks sharing each batch; NULL: one process */
     int ib_local;               /* 1: --ib-scope local (colbert-ai's per-GPU in-batch negatives) */
@@ -92,16 +92,15 @@ typedef struct step_state {
     size_t comm_bytes;          /* bytes this rank sent into collectives, summed */
     /* private to step.c */
     ops_device *dev;
-    bert_model bert;            /* its tensors point into params */
+    backbone enc;               /* its tensors point into params */
     colbert_vocab vocab;        /* for the punctuation mask */
     float *params, *grads, *m, *v;  /* [dev] 4 allocations of n floats */
     float *linear, *g_linear;   /* [dev] [D, H] inside params, grads */
-    bert_grads bg;
     long t;                     /* optimizer steps taken */
     int step_q;                 /* global queries of this step's micro-batches so far */
     cb_comm *comm;              /* never NULL (the serial one) */
     int gather;                 /* 1: ib scope global over more than one rank */
-    bert_acts acts;
+    backbone_acts acts;
     void *buf;                  /* [dev] one allocation for the rest */
     float *out, *proj, *norm;   /* [dev] [T, D], [T, D], [T] head */
     float *d_out, *d_hidden;    /* [dev] [T, D], [T, H] */
@@ -125,13 +124,14 @@ typedef struct step_state {
     size_t *h_counts;           /*   [N] per-rank counts of a collective */
 } step_state;
 
-/* Take over a loaded BERT (on device dev; its parameters move into the
- * step's allocation and the caller must not free it) and a projection:
+/* Take over a loaded encoder (on its device; its parameters move into the
+ * step's allocation and the caller must not free it), the vocabulary's
+ * ColBERT ids (the punctuation mask) and a projection:
  * linear [D, H] ([dev]) copied, or, when NULL, initialised from Normal(0,
  * initializer_range) with `linear_seed`. Sizes every buffer for
  * micro-batches of bsize / accumsteps / N queries (N ranks must divide
  * that). Returns 0 or -1 with err (a bad configuration, or out of memory). */
-int cb_step_init(step_state *s, bert_model *bert, const tokenizer *tok, const float *linear,
+int cb_step_init(step_state *s, backbone *enc, const colbert_vocab *vocab, const float *linear,
               uint64_t linear_seed, const step_config *c, cb_err *err);
 void cb_step_free(step_state *s);
 
@@ -162,15 +162,16 @@ float cb_step_update(step_state *s, double *lr);
 void cb_step_encode(step_state *s, float *out, const int32_t *ids, const uint8_t *mask, const uint8_t *keep,
                  const int *len, int n);
 
-/* The blocks of n floats (step_state.n): BERT's parameters in the layout
- * of cb_bert_named_tensors, then linear [D, H]. */
+/* The blocks of n floats (step_state.n): the encoder's parameters in the
+ * layout of cb_backbone_named_tensors, then linear [D, H]. */
 typedef enum { STEP_PARAMS, STEP_GRADS, STEP_ADAM_M, STEP_ADAM_V } step_block;
 /* host[n] = the block / the block = host[n] */
 void cb_step_get(const step_state *s, step_block which, float *host);
 void cb_step_set(step_state *s, step_block which, const float *host);
-/* Offset of linear in every block (= BERT's parameter count). */
+/* Offset of linear in every block (= the encoder's parameter count). */
 size_t cb_step_linear_offset(const step_state *s);
-const bert_config *cb_step_bert_config(const step_state *s);
+/* The encoder (its info, named tensors). */
+const backbone *cb_step_backbone(const step_state *s);
 /* Optimizer steps taken, and the running dropout seed; both are part of a
  * resumable state. */
 long cb_step_count(const step_state *s);

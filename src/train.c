@@ -341,7 +341,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
     if (o->doc_maxlen) r->cc.doc_maxlen = o->doc_maxlen;
     if (o->query_maxlen) r->cc.query_maxlen = o->query_maxlen;
     if (o->relu >= 0) r->cc.relu = o->relu;
-    int maxpos = m.bert.cfg.max_position_embeddings;
+    int maxpos = m.enc.info.max_len;
     if (r->cc.doc_maxlen > maxpos || r->cc.query_maxlen > maxpos) {
         cb_err_set(err, "doc_maxlen %d / query_maxlen %d exceed the %d positions of %s", r->cc.doc_maxlen,
                    r->cc.query_maxlen, maxpos, m.dir);
@@ -360,7 +360,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
                     "doc_maxlen %d)\n", m.dir, r->cc.dim, r->cc.query_maxlen, r->cc.doc_maxlen);
         else if (root)
             fprintf(stderr, "colbert: a new ColBERT on the encoder %s (dim %d, linear ~ N(0, %g))\n", m.dir,
-                    r->cc.dim, m.bert.cfg.initializer_range);
+                    r->cc.dim, m.enc.info.initializer_range);
     } else if (m.metadata && !(r->base_meta = cb_strdup(m.metadata, err))) {
         cb_colmodel_free(&m);
         return -1;
@@ -471,7 +471,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
                                           .contrastive = o->contrastive},
                       .bsize = o->bsize, .lr = o->lr, .warmup = o->warmup, .maxsteps = r->decay_end,
                       .dropout = o->dropout, .seed = o->seed, .comm = r->comm, .ib_local = o->ib_local};
-    int rc = cb_step_init(&r->s, &m.bert, r->tok, m.linear, o->seed, &sc, err);
+    int rc = cb_step_init(&r->s, &m.enc, &r->vocab, m.linear, o->seed, &sc, err);
     cb_colmodel_free(&m);
     if (rc) { free(vq); cb_data_texts_free(&vqs); cb_data_texts_free(&vcs); cb_data_triples_free(&vts); return -1; }
     r->s_ready = 1;

@@ -283,7 +283,7 @@ static int write_checkpoint(run *r, long step, const val_scores *vs, const char 
     if (!host) rc = -1;
     if (!rc) {
         cb_step_get(s, STEP_PARAMS, host);
-        rc = cb_colmodel_save(part, cb_step_bert_config(s), host, host + cb_step_linear_offset(s), &r->cc, r->src_dir,
+        rc = cb_colmodel_save(part, cb_step_backbone(s), host, host + cb_step_linear_offset(s), &r->cc, r->src_dir,
                            meta, err);
     }
     free(meta);

@@ -20,16 +20,21 @@ typedef struct refbatch {
     size_t *d_off;      /* owned: document k starts at d_ids + d_off[k] */
 } refbatch;
 
-static inline void ref_batch_open(refbatch *r, const st_file *f) {
-    const int32_t *cfg = ref_raw(f, "config", NULL);
+/* The batch of tensors "<prefix>config", "<prefix>q_ids", ...; teacher
+ * scores only when the file has them. */
+static inline void ref_batch_open_prefixed(refbatch *r, const st_file *f, const char *prefix) {
+    char k[128];
+#define REF_KEY(name) (snprintf(k, sizeof k, "%s%s", prefix, name), k)
+    const int32_t *cfg = ref_raw(f, REF_KEY("config"), NULL);
     r->B = cfg[0]; r->nway = cfg[1]; r->qmax = cfg[2]; r->dmax = cfg[3]; r->dim = cfg[4];
     size_t nq_tok, nd;
-    r->q_ids = ref_raw(f, "q_ids", &nq_tok);
-    r->q_mask32 = ref_raw(f, "q_mask", NULL);
-    r->d_ids = ref_raw(f, "d_ids", NULL);
-    r->d_len = ref_raw(f, "d_len", &nd);
-    r->teacher = ref_raw(f, "teacher", NULL);
-    r->linear = ref_raw(f, "linear", NULL);
+    r->q_ids = ref_raw(f, REF_KEY("q_ids"), &nq_tok);
+    r->q_mask32 = ref_raw(f, REF_KEY("q_mask"), NULL);
+    r->d_ids = ref_raw(f, REF_KEY("d_ids"), NULL);
+    r->d_len = ref_raw(f, REF_KEY("d_len"), &nd);
+    r->teacher = cb_st_find(f, REF_KEY("teacher")) ? ref_raw(f, k, NULL) : NULL;
+    r->linear = ref_raw(f, REF_KEY("linear"), NULL);
+#undef REF_KEY
     r->q_mask = malloc(nq_tok);
     r->d_off = malloc((nd + 1) * sizeof(size_t));
     if (!r->q_mask || !r->d_off) { fprintf(stderr, "ref_batch_open: out of memory\n"); exit(2); }
@@ -37,6 +42,8 @@ static inline void ref_batch_open(refbatch *r, const st_file *f) {
     r->d_off[0] = 0;
     for (size_t i = 0; i < nd; i++) r->d_off[i + 1] = r->d_off[i] + (size_t)r->d_len[i];
 }
+
+static inline void ref_batch_open(refbatch *r, const st_file *f) { ref_batch_open_prefixed(r, f, ""); }
 
 static inline void ref_batch_free(refbatch *r) {
     free(r->q_mask);
@@ -78,11 +85,13 @@ static inline void ref_step_config(step_config *c, const refbatch *r, int ib, in
 /* A step on model_dir's encoder (CPU) and tokenizer, with projection linear. */
 static inline int ref_step_init(step_state *s, const char *model_dir, const float *linear, const step_config *c) {
     cb_err err = {{0}};
-    bert_model bert;
-    if (cb_bert_load(&bert, cb_ops_cpu(), model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
+    backbone enc;
+    if (cb_backbone_load(&enc, cb_ops_cpu(), model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
     tokenizer *tok = cb_tokenizer_load(model_dir, &err);
     if (!tok) { fprintf(stderr, "%s\n", err.msg); exit(2); }
-    int rc = cb_step_init(s, &bert, tok, linear, 0, c, &err);
+    colbert_vocab v;
+    if (cb_colbert_vocab_init(&v, tok, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
+    int rc = cb_step_init(s, &enc, &v, linear, 0, c, &err);
     if (rc) fprintf(stderr, "%s\n", err.msg);
     cb_tokenizer_free(tok);
     return rc;
@@ -97,12 +106,12 @@ static inline int ref_step_init(step_state *s, const char *model_dir, const floa
  * when verbose; returns its rel err. */
 static inline double ref_compare_block(const step_state *s, const st_file *f, step_block which, const char *prefix,
                                        double tol, int key_bias_zero, double key_bias_abs, int verbose) {
-    const bert_config *bc = cb_step_bert_config(s);
-    int nt = cb_bert_named_count(bc);
-    bert_named *names = malloc((size_t)nt * sizeof *names);
+    const backbone *enc = cb_step_backbone(s);
+    int nt = cb_backbone_named_count(enc);
+    backbone_named *names = malloc((size_t)nt * sizeof *names);
     float *block = malloc(s->n * sizeof(float));
     if (!names || !block) { fprintf(stderr, "ref_compare_block: out of memory\n"); exit(2); }
-    cb_bert_named_tensors(bc, names);
+    cb_backbone_named_tensors(enc, names);
     cb_step_get(s, which, block);
     double worst = 0;
     char worst_name[128] = "";
@@ -110,7 +119,7 @@ static inline double ref_compare_block(const step_state *s, const st_file *f, st
         const char *nm = i < nt ? names[i].name : "linear";
         size_t off = i < nt ? names[i].offset : cb_step_linear_offset(s);
         size_t cnt = i < nt ? names[i].n : (size_t)s->D * s->H;
-        char key[160];
+        char key[256];
         snprintf(key, sizeof key, "%s%s", prefix, nm);
         size_t n;
         const float *r = ref_raw(f, key, &n);

@@ -228,13 +228,28 @@ def test_config_missing_key():
 
 
 def test_config_other_model_type():
-    d = model_copy("config_roberta", skip=("config.json",))
+    d = model_copy("config_deberta", skip=("config.json",))
     with open(os.path.join(MODEL, "config.json")) as f:
         cfg = json.load(f)
-    cfg["model_type"] = "roberta"
+    cfg["model_type"] = "deberta-v2"
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f)
-    expect_error(d, "config.json", "model_type 'roberta' is not supported yet")
+    expect_error(d, "config.json", "model_type 'deberta-v2' is not supported yet",
+                 "(supported: bert, roberta, xlm-roberta, camembert)")
+
+
+def test_roberta_family_loads_or_names_its_tokenizer():
+    # the small RoBERTa / XLM-R directories of tests/ref/gen_roberta.py: the
+    # encoder loads (src/backbone.c); until their tokenizers (byte-level
+    # BPE, Unigram) are read, one line naming tokenizer.json, never a crash
+    for fam in ("roberta", "xlmr"):
+        d = os.path.join(os.environ["COLBERT_REF"], f"{fam}_model")
+        rc, err, out = run_encode(d)
+        assert "Sanitizer" not in err and "runtime error" not in err, err
+        if rc != 0:
+            assert rc == 1 and len(err.splitlines()) == 1, err
+            assert err.startswith("colbert: error: ") and "tokenizer.json" in err, err
+            print(err.strip())
 
 
 def test_config_shape_disagrees_with_weights():

@@ -165,7 +165,7 @@ static void test_finite_differences(void) {
     memset(&m, 0, sizeof m);
     bert_config *c = &m.cfg;
     c->vocab_size = 13; c->hidden_size = 8; c->num_hidden_layers = 2; c->num_attention_heads = 2;
-    c->intermediate_size = 12; c->max_position_embeddings = 10; c->type_vocab_size = 2;
+    c->intermediate_size = 12; c->max_position_embeddings = 10; c->type_vocab_size = 2; c->max_len = 10;
     c->layer_norm_eps = 1e-5f;
     cb_bert_param_sizes(c, m.sizes);
     for (int i = 0; i < BP_COUNT; i++) m.n_params += m.sizes[i];
@@ -250,7 +250,7 @@ static void test_dropout(void) {
     memset(&m, 0, sizeof m);
     bert_config *c = &m.cfg;
     c->vocab_size = 11; c->hidden_size = 8; c->num_hidden_layers = 1; c->num_attention_heads = 2;
-    c->intermediate_size = 8; c->max_position_embeddings = 8; c->type_vocab_size = 1;
+    c->intermediate_size = 8; c->max_position_embeddings = 8; c->type_vocab_size = 1; c->max_len = 8;
     c->layer_norm_eps = 1e-5f;
     cb_bert_param_sizes(c, m.sizes);
     for (int i = 0; i < BP_COUNT; i++) m.n_params += m.sizes[i];

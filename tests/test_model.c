@@ -206,11 +206,27 @@ static void test_bert_config(void) {
     CHECK_ERR(rc, err, "cfg-empty/config.json", "invalid JSON");
     rc = cb_bert_config_load(&c, config_dir("cfg-array", "[1]"), &err);
     CHECK_ERR(rc, err, "cfg-array/config.json", "expected a JSON object");
-    rc = cb_bert_config_load(&c, config_dir("cfg-roberta", "{\"model_type\": \"roberta\"}"), &err);
-    CHECK_ERR(rc, err, "config.json", "model_type 'roberta' is not supported yet "
-              "(BERT family only)");
+    rc = cb_bert_config_load(&c, config_dir("cfg-deberta", "{\"model_type\": \"deberta-v2\"}"), &err);
+    CHECK_ERR(rc, err, "config.json", "model_type 'deberta-v2' is not supported yet "
+              "(supported: bert, roberta, xlm-roberta, camembert)");
     rc = cb_bert_config_load(&c, config_dir("cfg-llama", "{\"model_type\": \"llama\"}"), &err);
     CHECK_ERR(rc, err, "model_type 'llama' is not supported yet");
+    /* the RoBERTa families: pad_token_id 1 by default, positions from pad + 1 */
+    static const char *rob[] = {"roberta", "xlm-roberta", "camembert"};
+    for (int i = 0; i < 3; i++) {
+        char text[512];
+        snprintf(text, sizeof text, "{\"model_type\": \"%s\", \"vocab_size\": 100, \"hidden_size\": 64, "
+                 "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"intermediate_size\": 128, "
+                 "\"max_position_embeddings\": 514, \"type_vocab_size\": 1, \"layer_norm_eps\": 1e-05}", rob[i]);
+        rc = cb_bert_config_load(&c, config_dir(rob[i], text), &err);
+        CHECK_MSG(rc == 0 && c.pad_token_id == 1 && c.max_len == 512 && c.positions == POS_AFTER_PAD &&
+                  c.type_vocab_size == 1 && c.layer_norm_eps == 1e-5f, "%s: %s", rob[i], rc ? err.msg : "values");
+    }
+    rc = cb_bert_config_load(&c, config_dir("cfg-rob-pos", "{\"model_type\": \"roberta\", \"vocab_size\": 100, "
+             "\"hidden_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
+             "\"intermediate_size\": 128, \"max_position_embeddings\": 2}"), &err);
+    CHECK_ERR(rc, err, "config.json", "max_position_embeddings 2 leaves no position after pad_token_id 1");
+    CHECK(cb_bert_config_load(&c, model_dir, &err) == 0 && c.max_len == 512 && c.positions == POS_FROM_ZERO);
     rc = cb_bert_config_load(&c, config_dir("cfg-notype", "{\"hidden_size\": 64}"), &err);
     CHECK_ERR(rc, err, "cfg-notype/config.json", "\"model_type\" is missing");
     rc = cb_bert_config_load(&c, config_dir("cfg-typeint", "{\"model_type\": 3}"), &err);

@@ -81,7 +81,7 @@ static void test_inference(ops_device *g) {
         exit(2);
     }
     ec.quiet = eg.quiet = 1;
-    int H = ec.bert.cfg.hidden_size;
+    int H = ec.enc.info.hidden;
     float *sc = malloc((size_t)ND * H * 4), *sg = malloc((size_t)ND * H * 4);
     CHECK(cb_encoder_embed(&ec, ev.doc_text, ev.doc_len, ND, sc, &err) == 0);
     CHECK(cb_encoder_embed(&eg, ev.doc_text, ev.doc_len, ND, sg, &err) == 0);
@@ -184,10 +184,12 @@ typedef struct tcase {
 
 static int make_step(step_state *s, ops_device *d, const tcase *tc, const float *linear_host, int D) {
     cb_err err = {{0}};
-    bert_model bert;
-    if (cb_bert_load(&bert, d, model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
+    backbone enc;
+    if (cb_backbone_load(&enc, d, model_dir, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
     tokenizer *tok = cb_tokenizer_load(model_dir, &err);
     if (!tok) { fprintf(stderr, "%s\n", err.msg); exit(2); }
+    colbert_vocab v;
+    if (cb_colbert_vocab_init(&v, tok, &err)) { fprintf(stderr, "%s\n", err.msg); exit(2); }
     step_config c;
     memset(&c, 0, sizeof c);
     cb_colbert_config_default(&c.cc);
@@ -206,9 +208,9 @@ static int make_step(step_state *s, ops_device *d, const tcase *tc, const float 
     c.dropout = tc->dropout;
     c.seed = 777;
     /* the projection: the same host values on both devices */
-    float *lin = cb_ops_alloc(d, (size_t)D * bert.cfg.hidden_size * 4, "linear", &err);
-    cb_ops_upload(d, lin, linear_host, (size_t)D * bert.cfg.hidden_size * 4);
-    int rc = cb_step_init(s, &bert, tok, lin, 0, &c, &err);
+    float *lin = cb_ops_alloc(d, (size_t)D * enc.info.hidden * 4, "linear", &err);
+    cb_ops_upload(d, lin, linear_host, (size_t)D * enc.info.hidden * 4);
+    int rc = cb_step_init(s, &enc, &v, lin, 0, &c, &err);
     if (rc) fprintf(stderr, "%s\n", err.msg);
     cb_ops_free(d, lin);
     cb_tokenizer_free(tok);
@@ -229,10 +231,10 @@ static float run_micro(step_state *s, const batch *b, int Lq, const tcase *tc) {
  * abs <= kb_abs); mode 1: cosine >= tol (key.bias skipped). */
 static void compare_block(const step_state *sg, const step_state *sc, step_block which, int mode, double tol,
                           double kb_abs, const char *what) {
-    const bert_config *bc = cb_step_bert_config(sc);
-    int nt = cb_bert_named_count(bc);
-    bert_named *names = malloc((size_t)nt * sizeof *names);
-    cb_bert_named_tensors(bc, names);
+    const backbone *enc = cb_step_backbone(sc);
+    int nt = cb_backbone_named_count(enc);
+    backbone_named *names = malloc((size_t)nt * sizeof *names);
+    cb_backbone_named_tensors(enc, names);
     float *hg = malloc(sc->n * 4), *hc = malloc(sc->n * 4);
     cb_step_get(sg, which, hg);
     cb_step_get(sc, which, hc);
