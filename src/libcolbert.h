@@ -47,6 +47,8 @@
  *   comm.h        the processes of a data-parallel run (serial, or MPI under
  *                 mpirun: cb_comm_init early in main, train_opts.comm)
  *   train.h       the training run: checkpoints, validation, resume
+ *   plot.h        pictures as SVG and PNG (the training curve);
+ *                 cb_plot_have_png: whether this build draws PNGs (cairo)
  *   eval.h        nDCG@10, MRR@10, Recall@k of a ColBERT on a BEIR dataset
  *   job.h         whole jobs as `colbert prepare|eval|encode` run them (the CLI
  *                 and the Python package share them), and the thread count
@@ -81,6 +83,7 @@
 #include "optim.h"
 #include "step.h"
 #include "train.h"
+#include "plot.h"
 #include "eval.h"
 #include "job.h"
 #endif
