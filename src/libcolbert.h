@@ -43,6 +43,7 @@
  *   colmodel.h    a ColBERT model: load, save, encode queries and documents
  *   prepare.h     training data from pairs / labeled pairs / triplets / BEIR
  *   miner.h       hard negatives from a dense model and a nearest-neighbour index
+ *   knn.h         nearest neighbours by inner product: exact, and IVF-flat
  *   step.h        one training step (loss, gradients, AdamW), equal to PyTorch
  *   comm.h        the processes of a data-parallel run (serial, or MPI under
  *                 mpirun: cb_comm_init early in main, train_opts.comm)
@@ -78,6 +79,7 @@
 #include "colbert.h"
 #include "colmodel.h"
 #include "prepare.h"
+#include "knn.h"
 #include "miner.h"
 #include "loss.h"
 #include "optim.h"
