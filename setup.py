@@ -31,8 +31,12 @@ def version():
 class BuildExt(build_ext):
     def run(self):
         jobs = os.environ.get("COLBERT_BUILD_JOBS", str(min(os.cpu_count() or 1, 4)))
-        subprocess.check_call(["make", "-C", ROOT, f"-j{jobs}", "pylib", f"PYBUILD={PYBUILD}"])
-        flags = subprocess.check_output(["make", "-s", "-C", ROOT, "print-cflags"], text=True).split()
+        # --no-print-directory: under another make (make test runs pip in a
+        # sub-make) make -C would print "Entering directory" into the flags
+        subprocess.check_call(["make", "--no-print-directory", "-C", ROOT, f"-j{jobs}", "pylib",
+                               f"PYBUILD={PYBUILD}"])
+        flags = subprocess.check_output(["make", "-s", "--no-print-directory", "-C", ROOT, "print-cflags"],
+                                        text=True).split()
         for ext in self.extensions:
             ext.extra_compile_args = flags + ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                               "-Wno-missing-field-initializers"]
