@@ -21,10 +21,14 @@ as they come before PyLate's markers are added (F_plain: no [unused0] /
 Sentence embeddings of the XLM-R sentence-transformers directory, tokenized
 in C, equal sentence-transformers'; and `colbert prepare --miner-model` on
 it mines hard negatives for French and German pairs, its embeddings equal
-to sentence-transformers' (normalised).
+to sentence-transformers' (normalised); with prompts in
+config_sentence_transformers.json (e5's "query: " / "passage: ", query /
+document, a default_prompt_name), to sentence-transformers' with the same
+prompts.
 """
 import json
 import os
+import shutil
 import subprocess
 
 import numpy as np
@@ -143,12 +147,12 @@ def test_train_from_plain_encoder(fam, data):
           f"vectors, colbert-ai's {int(ol.sum())}")
 
 
-def st_embed(model, texts):
+def st_embed(model, texts, call="encode(t"):
     code = ("import json, sys, numpy as np\n"
             "from sentence_transformers import SentenceTransformer\n"
             "m = SentenceTransformer(sys.argv[1], device='cpu')\n"
             "t = json.load(open(sys.argv[2], encoding='utf-8'))\n"
-            "np.save(sys.argv[3], m.encode(t, batch_size=8, convert_to_numpy=True))\n")
+            f"np.save(sys.argv[3], m.{call}, batch_size=8, convert_to_numpy=True))\n")
     inp, out = os.path.join(TMP, "family_st_in.json"), os.path.join(TMP, "family_st_out.npy")
     with open(inp, "w", encoding="utf-8") as f:
         json.dump(texts, f)
@@ -196,16 +200,46 @@ def test_sentence_embeddings_xlmr():
     assert diff <= TOL * max(1.0, float(np.abs(want).max()))
 
 
-def test_mining_multilingual():
-    model = os.path.join(REF, "xlmr_model")
+def prompt_model(name, cfg):
+    """The XLM-R sentence-transformers directory with cfg as its
+    config_sentence_transformers.json."""
+    d = os.path.join(TMP, name)
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(os.path.join(REF, "xlmr_model"), d)
+    with open(os.path.join(d, "config_sentence_transformers.json"), "w") as f:
+        json.dump(cfg, f)
+    return d
+
+
+# the prompts of config_sentence_transformers.json, the prompts mining uses,
+# and how sentence-transformers is asked for the same embeddings
+PROMPTS = {
+    None: (None, "", "", "encode(t", "encode(t"),
+    # e5: sentence-transformers' encode_document would take its built-in empty
+    # "document" prompt over "passage"; the model card's "passage: " is meant
+    "e5": ({"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": None}, "query: ",
+           "passage: ", "encode(t, prompt_name='query'", "encode(t, prompt_name='passage'"),
+    "document": ({"prompts": {"query": "Représente la question : ", "document": "Dokument: "}}, "Représente la question : ",
+                 "Dokument: ", "encode_query(t", "encode_document(t"),
+    "default": ({"prompts": {"retrieval": "Retrieve: "}, "default_prompt_name": "retrieval"}, "Retrieve: ", "Retrieve: ",
+                "encode(t", "encode(t"),
+}
+
+
+@pytest.mark.parametrize("prompts", list(PROMPTS))
+def test_mining_multilingual(prompts):
+    cfg, pq, pd, call_q, call_d = PROMPTS[prompts]
+    model = prompt_model(f"family_prompts_{prompts}", cfg) if cfg else os.path.join(REF, "xlmr_model")
     recs = pairs()
     inp = os.path.join(TMP, "family_pairs.jsonl")
     with open(inp, "w", encoding="utf-8") as f:
         for rec in recs:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    out, emb = os.path.join(TMP, "family_mined"), os.path.join(TMP, "family_emb")
+    out, emb = os.path.join(TMP, f"family_mined_{prompts}"), os.path.join(TMP, f"family_emb_{prompts}")
     r = run(["prepare", "--train-data", inp, "--out", out, "--miner-model", model, "--hard-negative-min-rank", "0",
-             "--num-new-negatives", "2", "--save-embeddings", emb, "--threads", "2", "--quiet"])
+             "--num-new-negatives", "2", "--save-embeddings", emb, "--threads", "2"])
+    said = f'mine: prompts of config_sentence_transformers.json: queries "{pq}", documents "{pd}"'
+    assert (said in r.stderr) == bool(prompts), r.stderr
     with open(os.path.join(out, "triples.train.colbert.jsonl")) as f:
         trip = [json.loads(line) for line in f]
     assert len(trip) >= len(recs), r.stderr
@@ -218,8 +252,29 @@ def test_mining_multilingual():
 
     def unit(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
-    for name, texts in (("queries", qs), ("docs", ds)):
-        ours, want = np.load(os.path.join(emb, f"{name}.npy")), unit(st_embed(model, texts))
+    for name, texts, call in (("queries", qs, call_q), ("docs", ds, call_d)):
+        ours, want = np.load(os.path.join(emb, f"{name}.npy")), unit(st_embed(model, texts, call))
         diff = np.abs(ours - want).max()
-        print(f"\nmining {name}: {len(texts)} French/German texts, max abs diff {diff:.3g} from sentence-transformers")
+        print(f"\nmining {name} (prompts {prompts}): {len(texts)} French/German texts, max abs diff {diff:.3g} "
+              f"from sentence-transformers' {call})")
         assert diff <= TOL
+        if prompts:   # the prompts change the embeddings
+            plain = unit(st_embed(os.path.join(REF, "xlmr_model"), texts))
+            assert np.abs(ours - plain).max() > 100 * TOL
+
+
+@pytest.mark.parametrize("cfg, msg", [
+    ({"prompts": ["query: "]}, 'key "prompts" must be an object of strings'),
+    ({"prompts": {"query": 3}}, 'prompt "query" must be a string'),
+    ({"prompts": {"query": "q: "}, "default_prompt_name": "passage"},
+     'default_prompt_name "passage" is not among the prompts'),
+])
+def test_mining_bad_prompts(cfg, msg):
+    model = prompt_model("family_bad_prompts", cfg)
+    inp = os.path.join(TMP, "family_pairs_bad.jsonl")
+    with open(inp, "w", encoding="utf-8") as f:
+        for rec in pairs():
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    r = subprocess.run([BIN, "prepare", "--train-data", inp, "--out", os.path.join(TMP, "family_bad_out"),
+                        "--miner-model", model, "--threads", "2", "--quiet"], capture_output=True, text=True)
+    assert r.returncode != 0 and msg in r.stderr and "config_sentence_transformers.json" in r.stderr, r.stderr
