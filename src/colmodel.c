@@ -356,9 +356,9 @@ fail:
  * is the checkpoint's directory, before the directory is renamed into
  * place. */
 void cb_colmodel_marker_tokens(const tokenizer *tok, const char **query, const char **doc) {
-    int unused = cb_tokenizer_token_id(tok, "[unused0]") >= 0 && cb_tokenizer_token_id(tok, "[unused1]") >= 0;
-    *query = unused ? "[unused0]" : "[Q] ";
-    *doc = unused ? "[unused1]" : "[D] ";
+    /* each as cb_colbert_vocab_init picks it */
+    *query = cb_tokenizer_token_id(tok, "[unused0]") >= 0 ? "[unused0]" : "[Q] ";
+    *doc = cb_tokenizer_token_id(tok, "[unused1]") >= 0 ? "[unused1]" : "[D] ";
 }
 
 int cb_colmodel_save(const char *dir, const backbone *enc, const float *params, const float *linear,

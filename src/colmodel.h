@@ -95,7 +95,7 @@ int cb_colmodel_save(const char *dir, const backbone *enc, const float *params, 
                   const colbert_config *cc, const tokenizer *tok, const char *src_dir, const char *extra_meta,
                   cb_err *err);
 
-/* The marker tokens of tok: "[unused0]" / "[unused1]" where it has them,
- * else "[Q] " / "[D] ". */
+/* The marker tokens of tok, as cb_colbert_vocab_init picks them: "[unused0]"
+ * where it has it, else "[Q] "; "[unused1]", else "[D] ". */
 void cb_colmodel_marker_tokens(const tokenizer *tok, const char **query, const char **doc);
 #endif
