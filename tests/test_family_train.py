@@ -107,6 +107,12 @@ def test_train_from_plain_encoder(fam, data):
         with open(os.path.join(d, "artifact.metadata")) as f:
             meta = json.load(f)
         assert meta["query_token_id"] == "[Q] " and meta["doc_token_id"] == "[D] ", meta
+    # the markers' rows are trained: AdamW's first moments there are not 0
+    # (the word embeddings are the first tensor of the parameter block)
+    from safetensors.numpy import load_file
+    H = config(plain)["hidden_size"]
+    m = load_file(os.path.join(ckpt, "training_state.safetensors"))["adamw.m"]
+    assert all(np.abs(m[r * H:(r + 1) * H]).max() > 0 for r in (rows, rows + 1))
     # fine-tuning from the checkpoint adds nothing
     r = run(["train", "--threads", "2", "--model-name", fam + "_ft", "--pretrained", ckpt, "--data", data,
              "--output-dir", runs, "--batch-size", "4", "--maxsteps", "1", "--doc-maxlen", "96", "--val-fraction",
