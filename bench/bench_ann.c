@@ -30,14 +30,14 @@ int main(int argc, char **argv) {
     float *cen = malloc(nc * dim * sizeof(float)), *d = malloc(nd * dim * sizeof(float)),
           *q = malloc(nq * dim * sizeof(float));
     for (size_t i = 0; i < nc * dim; i++) cen[i] = frand(&r);
-    cb_miner_normalize(cen, nc, dim);
+    cb_knn_normalize(cen, nc, dim);
     for (size_t i = 0; i < nd + nq; i++) {
         float *x = i < nd ? d + i * dim : q + (i - nd) * dim;
         const float *c = cen + (size_t)cb_rng_below(&r, nc) * dim;
         for (int t = 0; t < dim; t++) x[t] = c[t] + 0.06f * frand(&r);
     }
-    cb_miner_normalize(d, nd, dim);
-    cb_miner_normalize(q, nq, dim);
+    cb_knn_normalize(d, nd, dim);
+    cb_knn_normalize(q, nq, dim);
     if (argc > 4) {
         cb_err err = {{0}};
         char p[1024];
@@ -50,15 +50,15 @@ int main(int argc, char **argv) {
     int32_t *ex = malloc(nq * k * sizeof(int32_t)), *ap = malloc(nq * k * sizeof(int32_t));
     float *s = malloc(nq * k * sizeof(float));
     double t = cb_now();
-    cb_miner_topk_exact(ex, s, q, nq, d, nd, dim, k);
+    cb_knn_exact(ex, s, q, nq, d, nd, dim, k);
     double t_exact = cb_now() - t;
-    ivf_index ix;
+    knn_ivf ix;
     t = cb_now();
-    cb_ivf_build(&ix, d, nd, dim, 0, 10, 42);
+    cb_knn_ivf_build(&ix, d, nd, dim, 0, 10, 42);
     double t_build = cb_now() - t;
-    int np = cb_ivf_default_nprobe(&ix, k);
+    int np = cb_knn_ivf_nprobe(&ix, k);
     t = cb_now();
-    cb_ivf_search(&ix, ap, s, q, nq, k, np);
+    cb_knn_ivf_search(&ix, ap, s, q, nq, k, np);
     double t_search = cb_now() - t;
     size_t hit = 0;
     for (size_t i = 0; i < nq; i++)
@@ -77,7 +77,7 @@ int main(int argc, char **argv) {
         snprintf(p, sizeof p, "%s/exact.npy", argv[4]);
         cb_npy_write(p, "<i4", ex, 2, sh, &err);
     }
-    cb_ivf_free(&ix);
+    cb_knn_ivf_free(&ix);
     free(cen);
     free(d);
     free(q);

@@ -5,7 +5,7 @@
 #include "blas.h"
 #include "cli.h"
 #include "comm.h"
-#include "train.h"
+#include "plot.h"
 
 #include <stdio.h>
 
@@ -41,7 +41,7 @@ int cli_info(int argc, char **argv) {
     fputs(buf, stdout);
     printf("mpi: %s\n", cb_comm_have_mpi() ? "yes (mpirun -np N colbert train|prepare|eval)"
                                             : "no (built without MPI: one process)");
-    printf("curve png: %s\n", cb_train_have_png() ? "yes (RUN/curve.png beside RUN/curve.svg)"
+    printf("curve png: %s\n", cb_plot_have_png() ? "yes (RUN/curve.png beside RUN/curve.svg)"
                                                  : "no (built without cairo: RUN/curve.svg only)");
     return 0;
 }

@@ -105,6 +105,22 @@ long cb_comm_max_long(cb_comm *c, long x) {
     return (long)v;
 }
 
+int cb_comm_agree(cb_comm *c, int rc, cb_err *err) {
+    if (c->size == 1) return rc;
+    int64_t v[2] = {rc != 0, c->rank == 0 && rc != 0};
+    cb_comm_allreduce(c, v, 2, COMM_I64, COMM_MAX);
+    if (!v[0]) return 0;
+    /* each distinct message once: rank 0's is the caller's to print */
+    char root[sizeof err->msg];
+    memcpy(root, err->msg, sizeof root);
+    cb_comm_bcast(c, root, sizeof root, COMM_U8, 0);
+    root[sizeof root - 1] = 0;
+    if (c->rank != 0 && rc && (!v[1] || strcmp(root, err->msg)))
+        fprintf(stderr, "colbert: error: rank %d of %d: %s\n", c->rank, c->size, err->msg);
+    if (!rc || c->rank != 0) cb_err_set(err, "%s", v[1] ? root : "another rank failed (its error is above)");
+    return -1;
+}
+
 void cb_comm_share(const cb_comm *c, int r, size_t n, size_t unit, size_t *lo, size_t *hi) {
     if (unit < 1) unit = 1;
     size_t units = (n + unit - 1) / unit, P = (size_t)c->size, R = (size_t)r;

@@ -103,6 +103,13 @@ static inline void cb_comm_abort(cb_comm *c, int status) { c->fn->abort(c, statu
 
 /* The largest of x over the ranks (an agreement: any rank's 1 makes 1). */
 long cb_comm_max_long(cb_comm *c, long x);
+/* Whether any rank failed (rc != 0), every rank calling it with its own
+ * rc and err. A rank that failed with its own message prints it unless it
+ * is rank 0's (rank 0 keeps it in err, the caller's to print); on the
+ * others err becomes rank 0's message, or "another rank failed" when rank
+ * 0 did not fail. Returns 0 when none failed, else -1 on every rank. One
+ * process: rc. */
+int cb_comm_agree(cb_comm *c, int rc, cb_err *err);
 /* Rank r's share of n items, in whole units of `unit` items (the last rank
  * may get a partial unit): [*lo, *hi). Contiguous, in rank order, covering
  * 0 .. n. */

@@ -85,8 +85,7 @@ static int run_batches(encoder *e, const char *const *texts, const size_t *lens,
     if (seq_len) tokenize_all(e, texts, lens, n, ids, ntok);
     int bad = !seq_len || cb_batch_plan_make(&bp, ntok, n, e->batch_tokens, err);
     int *lo = bad ? NULL : cb_malloc(((size_t)comm->size + 1) * sizeof(int), "the batch plan", err);
-    if (comm->size > 1 && cb_comm_max_long(comm, !lo)) {   /* every rank goes on, or none */
-        if (lo) cb_err_set(err, "another rank is out of memory for encoding");
+    if (cb_comm_agree(comm, lo ? 0 : -1, err)) {   /* every rank goes on, or none */
         free(lo);
         lo = NULL;
     }
@@ -178,10 +177,10 @@ static int gather_rows(void *vctx, cb_comm *c, const int *order, int n, const in
     size_t H = (size_t)x->e->enc.info.hidden;
     float *sorted = cb_malloc((size_t)(n ? n : 1) * H * sizeof(float), "the gathered embeddings", err);
     size_t *counts = sorted ? cb_malloc((size_t)c->size * sizeof(size_t), "the gathered embeddings", err) : NULL;
-    if (cb_comm_max_long(c, !counts)) {
+    if (cb_comm_agree(c, counts ? 0 : -1, err)) {
         free(sorted);
         free(counts);
-        return counts ? cb_err_set(err, "another rank is out of memory for the embeddings") : -1;
+        return -1;
     }
     for (int r = 0; r < c->size; r++) counts[r] = (size_t)(lo[r + 1] - lo[r]) * H;
     for (int p = lo[c->rank]; p < lo[c->rank + 1]; p++)

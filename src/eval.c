@@ -308,9 +308,9 @@ int cb_eval_merge_ranks(cb_comm *c, int32_t *top, float *top_score, int nq, int 
     float *alls = all ? cb_malloc(P * per * sizeof(float), "the ranks' rankings", err) : NULL;
     topk_hit *h = alls ? cb_malloc((size_t)depth * sizeof(topk_hit), "the ranks' rankings", err) : NULL;
     size_t *counts = h ? cb_malloc(P * sizeof(size_t), "the ranks' rankings", err) : NULL;
-    if (cb_comm_max_long(c, !counts)) {   /* all ranks go on, or none */
+    if (cb_comm_agree(c, counts ? 0 : -1, err)) {   /* all ranks go on, or none */
         free(all); free(alls); free(h); free(counts);
-        return counts ? cb_err_set(err, "another rank is out of memory for the rankings") : -1;
+        return -1;
     }
     for (size_t r = 0; r < P; r++) counts[r] = per;
     cb_comm_allgatherv(c, all, top, counts, COMM_I32);

@@ -128,9 +128,9 @@ static int dense_rank(const char *model, const eval_data *d, int D, int max_len,
     }
     if (!rc) {
         t1 = cb_now();
-        cb_miner_normalize(q, nq, (int)H);
-        cb_miner_normalize(dv, nd, (int)H);
-        if (cb_miner_topk_exact(*top, *top_score, q, nq, dv, nd, (int)H, D))
+        cb_knn_normalize(q, nq, (int)H);
+        cb_knn_normalize(dv, nd, (int)H);
+        if (cb_knn_exact(*top, *top_score, q, nq, dv, nd, (int)H, D))
             rc = cb_err_set(err, "out of memory: the dense search");
         t[4] = cb_now() - t1;
     }

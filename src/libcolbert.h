@@ -45,10 +45,13 @@
  *   colmodel.h    a ColBERT model: load, save, encode queries and documents
  *   prepare.h     training data from pairs / labeled pairs / triplets / BEIR
  *   miner.h       hard negatives from a dense model and a nearest-neighbour index
+ *   knn.h         nearest neighbours by inner product: exact, and IVF-flat
  *   step.h        one training step (loss, gradients, AdamW), equal to PyTorch
  *   comm.h        the processes of a data-parallel run (serial, or MPI under
  *                 mpirun: cb_comm_init early in main, train_opts.comm)
  *   train.h       the training run: checkpoints, validation, resume
+ *   plot.h        pictures as SVG and PNG (the training curve);
+ *                 cb_plot_have_png: whether this build draws PNGs (cairo)
  *   eval.h        nDCG@10, MRR@10, Recall@k of a ColBERT on a BEIR dataset
  *   job.h         whole jobs as `colbert prepare|eval|encode` run them (the CLI
  *                 and the Python package share them), and the thread count
@@ -79,11 +82,13 @@
 #include "colbert.h"
 #include "colmodel.h"
 #include "prepare.h"
+#include "knn.h"
 #include "miner.h"
 #include "loss.h"
 #include "optim.h"
 #include "step.h"
 #include "train.h"
+#include "plot.h"
 #include "eval.h"
 #include "job.h"
 #endif

@@ -11,8 +11,8 @@
  *      min(110, n_docs / 10), with an exact search (blocked SGEMM and one
  *      bounded heap per query) or, for large collections, an approximate
  *      inverted-file index (IVF-flat: spherical k-means lists, the nprobe
- *      nearest lists scanned exactly). AUTO picks IVF from approx_min_docs
- *      documents on;
+ *      nearest lists scanned exactly), both knn.h's. AUTO picks IVF from
+ *      approx_min_docs documents on;
  *   3. hands prepare the ranks [min_rank, max_rank) of each list as
  *      candidates; prepare drops the query's positives and known negatives
  *      and samples num_new_negatives of the rest with its seeded rng.
@@ -34,6 +34,7 @@
 #include <stdint.h>
 #include "comm.h"
 #include "common.h"
+#include "knn.h"
 #include "ops.h"
 #include "prepare.h"
 
@@ -108,41 +109,4 @@ const char *cb_miner_index_name(miner_index k);
 
 /* max_rank = min(cap, n_docs / 10) (the reference's, also capped by n_docs). */
 int cb_miner_max_rank(size_t n_docs, int cap);
-
-/* ---- search kernels (public for the tests and benchmarks) ------------- */
-
-/* Exact top-k by inner product. q[nq, dim], d[nd, dim] (row-major; unit
- * rows for cosine). ids[nq, k] and scores[nq, k] get each query's k best
- * documents, best first; ties in score go to the lower id; -1 / -INFINITY
- * pad when nd < k. Blocked SGEMM, query blocks in parallel (OpenMP).
- * Returns 0, or -1 when out of memory (the search buffers, per thread). */
-int cb_miner_topk_exact(int32_t *ids, float *scores, const float *q, size_t nq, const float *d,
-                     size_t nd, int dim, int k);
-
-/* IVF-flat: an inverted-file index over unit vectors. */
-typedef struct ivf_index {
-    int dim, nlist;
-    size_t n;
-    float *centroids;    /* [nlist, dim], unit rows */
-    uint64_t *list_off;  /* [nlist + 1] */
-    int32_t *list_ids;   /* [n] document ids, list by list */
-    float *list_vecs;    /* [n, dim] the vectors in list order */
-} ivf_index;
-
-/* Build from x[n, dim]: spherical k-means (iters rounds on a seeded sample
- * of at most 64 points per list), then every vector joins its nearest
- * centroid's list. nlist <= 0: about 4 sqrt(n). Deterministic for a seed.
- * Returns 0, or -1 when out of memory (ix is then empty). */
-int cb_ivf_build(ivf_index *ix, const float *x, size_t n, int dim, int nlist, int iters, uint64_t seed);
-void cb_ivf_free(ivf_index *ix);
-/* The default nprobe for k: about 24 k documents scanned, at least nlist / 8
- * lists. */
-int cb_ivf_default_nprobe(const ivf_index *ix, int k);
-/* Top-k of each query among the documents of its nprobe nearest lists;
- * same output contract as cb_miner_topk_exact, and 0 or -1 when out of memory. */
-int cb_ivf_search(const ivf_index *ix, int32_t *ids, float *scores, const float *q, size_t nq, int k,
-               int nprobe);
-
-/* L2-normalise the rows of x[n, dim] in place (a zero row stays zero). */
-void cb_miner_normalize(float *x, size_t n, int dim);
 #endif

@@ -1,7 +1,8 @@
 /* prepare_read.h: the state of a preparation as its readers fill it, shared
- * by prepare.c (state, negatives, triplets, export) and prepare_read.c (the
- * readers: corpus files, training records, BEIR directories). Internal to
- * those two files; the API is prepare.h.
+ * by prepare.c (state, negatives, triplets), prepare_read.c (the readers:
+ * corpus files, training records, BEIR directories) and prepare_export.c
+ * (the files, their manifest and its check). Internal to those three
+ * files; the API is prepare.h.
  *
  * Reading turns every record into (query, document) edges over two string
  * tables: queries and documents are interned once each (ids in order of

@@ -353,6 +353,27 @@ void cb_step_set(step_state *s, step_block which, const float *host) {
     cb_ops_upload(s->dev, block(s, which), host, s->n * sizeof(float));
 }
 
+int cb_step_check_sync(step_state *s, cb_err *err) {
+    cb_comm *c = s->comm;
+    if (c->size == 1) return 0;
+    uint32_t *w = cb_malloc(s->n * sizeof(float), "the parameter check", err);
+    int64_t v[2] = {0, 0};
+    if (w) {
+        cb_step_get(s, STEP_PARAMS, (float *)w);
+        uint64_t h = 0xcbf29ce484222325ULL;
+        for (size_t i = 0; i < s->n; i++) h = (h ^ w[i]) * 0x100000001b3ULL;
+        v[0] = (int64_t)h;
+        v[1] = (int64_t)~h;
+        free(w);
+    }
+    if (cb_comm_agree(c, w ? 0 : -1, err)) return -1;
+    cb_comm_allreduce(c, v, 2, COMM_I64, COMM_MAX);   /* max(h) == ~max(~h) = min(h): all equal */
+    if (v[0] != ~v[1])
+        return cb_err_set(err, "the ranks hold different parameters after step %ld (a bug, or ranks that "
+                          "loaded different models or data)", cb_step_count(s));
+    return 0;
+}
+
 size_t cb_step_linear_offset(const step_state *s) { return s->enc.info.n_params; }
 const backbone *cb_step_backbone(const step_state *s) { return &s->enc; }
 long cb_step_count(const step_state *s) { return s->t; }

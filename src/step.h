@@ -168,6 +168,10 @@ typedef enum { STEP_PARAMS, STEP_GRADS, STEP_ADAM_M, STEP_ADAM_V } step_block;
 /* host[n] = the block / the block = host[n] */
 void cb_step_get(const step_state *s, step_block which, float *host);
 void cb_step_set(step_state *s, step_block which, const float *host);
+/* Data parallel: check that every rank holds the same parameters (a hash
+ * of them); -1 with err on every rank when not, or when a rank is out of
+ * memory for the check. One process: 0. */
+int cb_step_check_sync(step_state *s, cb_err *err);
 /* Offset of linear in every block (= the encoder's parameter count). */
 size_t cb_step_linear_offset(const step_state *s);
 /* The encoder (its info, named tensors). */

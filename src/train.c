@@ -1,7 +1,8 @@
 /* train.c: the training run of train.h: the public calls, set-up, batches
- * and the step loop. Checkpoints are train_ckpt.c, validation train_val.c,
- * the curve train_curve.c (train_run.h holds the shared state); the step
- * itself is step.c. */
+ * and the step loop; at each checkpoint it validates (train_val.c), saves
+ * with the scores (train_ckpt.c) and redraws the curve (train_curve.c), in
+ * that order. train_run.h holds the shared state and lists the other
+ * files; the step itself is step.c. */
 #include "train_run.h"
 #include "progress.h"
 #include "fsutil.h"
@@ -44,45 +45,6 @@ static void on_signal(int sig) {
     stop_requested = sig;
     cb_comm_signal_received();  /* data parallel: peers that stop answering are gone */
     signal(sig, SIG_DFL);       /* a second signal ends the process */
-}
-
-int cb_train_agree(run *r, int rc, cb_err *err) {
-    cb_comm *c = r->comm;
-    if (c->size == 1) return rc;
-    int64_t v[2] = {rc != 0, c->rank == 0 && rc != 0};
-    cb_comm_allreduce(c, v, 2, COMM_I64, COMM_MAX);
-    if (!v[0]) return 0;
-    /* each distinct message once: rank 0's is the caller's to print */
-    char root[sizeof err->msg];
-    memcpy(root, err->msg, sizeof root);
-    cb_comm_bcast(c, root, sizeof root, COMM_U8, 0);
-    root[sizeof root - 1] = 0;
-    if (c->rank != 0 && rc && (!v[1] || strcmp(root, err->msg)))
-        fprintf(stderr, "colbert: error: rank %d of %d: %s\n", c->rank, c->size, err->msg);
-    if (!rc || c->rank != 0) cb_err_set(err, "%s", v[1] ? root : "another rank failed (its error is above)");
-    return -1;
-}
-
-int cb_train_check_sync(run *r, cb_err *err) {
-    cb_comm *c = r->comm;
-    if (c->size == 1) return 0;
-    step_state *s = &r->s;
-    uint32_t *w = cb_malloc(s->n * sizeof(float), "the parameter check", err);
-    int64_t v[2] = {0, 0};
-    if (w) {
-        cb_step_get(s, STEP_PARAMS, (float *)w);
-        uint64_t h = 0xcbf29ce484222325ULL;
-        for (size_t i = 0; i < s->n; i++) h = (h ^ w[i]) * 0x100000001b3ULL;
-        v[0] = (int64_t)h;
-        v[1] = (int64_t)~h;
-        free(w);
-    }
-    if (cb_train_agree(r, w ? 0 : -1, err)) return -1;
-    cb_comm_allreduce(c, v, 2, COMM_I64, COMM_MAX);   /* max(h) == ~max(~h) = min(h): all equal */
-    if (v[0] != ~v[1])
-        return cb_err_set(err, "the ranks hold different parameters after step %ld (a bug, or ranks that "
-                          "loaded different models or data)", cb_step_count(s));
-    return 0;
 }
 
 trainer *cb_trainer_new(const char *model_name, const char *pretrained, const char *language_code, int n_gpus,
@@ -164,7 +126,7 @@ void cb_train_run_free(run *r) {
     free(r->train_idx);
     free(r->order);
     cb_train_val_free(&r->val);
-    free(r->hist);
+    cb_train_hist_free(&r->hist);
     free(r->loss_hist);
     free(r->avg_hist);
     free(r->lr_hist);
@@ -267,31 +229,36 @@ static void make_batch(run *r, long g, int a, step_batch *b) {
                       .teacher = r->teacher};
 }
 
-static int setup(run *r, json_t **state, cb_err *err) {
-    train_opts *o = &r->o;
-    const char *resume = o->resume;
-    int root = r->comm->rank == 0;
-    if (resume) {
-        if (!cb_dir_exists(resume)) return cb_err_set(err, "%s: no such checkpoint directory", resume);
-        if (cb_train_resume_opts(r, resume, state, err)) return -1;
-        json_t *jo = json_object_get(*state, "opts");
-        free(r->data_dir);
-        const char *dd = json_string_value(json_object_get(jo, "data_dir"));
-        if (!dd) return cb_err_set(err, "%s/%s: no data_dir in the training state", resume, STATE_JSON);
-        if (!(r->data_dir = cb_strdup(dd, err))) return -1;
-        const char *vd = json_string_value(json_object_get(jo, "val_data"));
-        const char *keys[3] = {"model_name", "pretrained", "language_code"};
-        char **dst[3] = {&r->tr->model_name, &r->tr->pretrained, &r->tr->language};
-        for (int k = 0; k < 3; k++) {
-            const char *v = json_string_value(json_object_get(jo, keys[k]));
-            char *c = v ? cb_strdup(v, err) : NULL;
-            if (v && !c) return -1;
-            if (c) { free(*dst[k]); *dst[k] = c; }
-        }
-        o->val_data = vd;  /* lives in *state */
-        if (!(r->run_dir = cb_train_dir_of(resume, err)) || !(r->src_dir = cb_strdup(resume, err))) return -1;
+/* ---- set-up ---------------------------------------------------------------- */
+
+/* --resume DIR: the run's options, data, names and directory from the
+ * checkpoint's training state (*state keeps the strings o points into). */
+static int setup_resume(run *r, json_t **state, cb_err *err) {
+    const char *resume = r->o.resume;
+    if (!cb_dir_exists(resume)) return cb_err_set(err, "%s: no such checkpoint directory", resume);
+    if (cb_train_resume_opts(r, resume, state, err)) return -1;
+    json_t *jo = json_object_get(*state, "opts");
+    free(r->data_dir);
+    const char *dd = json_string_value(json_object_get(jo, "data_dir"));
+    if (!dd) return cb_err_set(err, "%s/%s: no data_dir in the training state", resume, STATE_JSON);
+    if (!(r->data_dir = cb_strdup(dd, err))) return -1;
+    const char *vd = json_string_value(json_object_get(jo, "val_data"));
+    const char *keys[3] = {"model_name", "pretrained", "language_code"};
+    char **dst[3] = {&r->tr->model_name, &r->tr->pretrained, &r->tr->language};
+    for (int k = 0; k < 3; k++) {
+        const char *v = json_string_value(json_object_get(jo, keys[k]));
+        char *c = v ? cb_strdup(v, err) : NULL;
+        if (v && !c) return -1;
+        if (c) { free(*dst[k]); *dst[k] = c; }
     }
-    /* options */
+    r->o.val_data = vd;  /* lives in *state */
+    if (!(r->run_dir = cb_train_dir_of(resume, err)) || !(r->src_dir = cb_strdup(resume, err))) return -1;
+    return 0;
+}
+
+/* The options' ranges (keep_checkpoints resolved). */
+static int check_opts(run *r, cb_err *err) {
+    train_opts *o = &r->o;
     if (o->keep_checkpoints < 0) o->keep_checkpoints = 3;
     if (o->bsize < 1 || o->bsize > 1 << 16) return cb_err_set(err, "batch size %d out of range (1 .. 65536)", o->bsize);
     if (o->accumsteps < 1 || o->bsize % o->accumsteps)
@@ -307,6 +274,201 @@ static int setup(run *r, json_t **state, cb_err *err) {
     if (o->val_fraction < 0 || o->val_fraction >= 1)
         return cb_err_set(err, "validation fraction %g out of range [0, 1)", o->val_fraction);
     if (!r->data_dir) return cb_err_set(err, "no training data: give a data directory (--data DIR)");
+    return 0;
+}
+
+/* Where the validation set comes from, between hold_out and build_val:
+ * val_data's files, or the held-out query ids of the training triples. */
+typedef struct val_source {
+    data_texts q, c;
+    data_triples t;             /* val_data's */
+    int64_t *vq;                /* [nvq] held-out query ids */
+    int nvq;
+} val_source;
+
+static void val_source_free(val_source *v) {
+    free(v->vq);
+    cb_data_texts_free(&v->q);
+    cb_data_texts_free(&v->c);
+    cb_data_triples_free(&v->t);
+}
+
+/* The training triples (r->train_idx, n_train): all of them but those of
+ * the held-out validation queries (val_fraction of the distinct query ids,
+ * at most val_queries, in the order of a seeded hash), or all with val_data
+ * (loaded into v) or val_beir. */
+static int hold_out(run *r, val_source *v, cb_err *err) {
+    const train_opts *o = &r->o;
+    uint8_t *held = cb_calloc(r->trip.n ? r->trip.n : 1, 1, "the validation split", err);
+    if (!held) return -1;
+    if (o->val_data) {
+        if (cb_train_load_data(o->val_data, &v->q, &v->c, &v->t, err)) {
+            cb_err_prefix(err, "validation data");
+            free(held);
+            return -1;
+        }
+    } else if (!o->val_beir && o->val_fraction > 0 && o->val_queries > 0) {
+        /* distinct query ids of the triples, ordered by a seeded hash */
+        int64_t *ids = cb_malloc(r->trip.n * sizeof(int64_t), "the validation split", err);
+        size_t nd = 0;
+        uint64_t *key = ids ? cb_malloc(r->trip.n * 2 * sizeof(uint64_t), "the validation split", err) : NULL;
+        if (!key) {
+            free(ids);
+            free(held);
+            return -1;
+        }
+        for (size_t i = 0; i < r->trip.n; i++) ids[nd++] = r->trip.qids[i];
+        for (size_t i = 0; i < nd; i++) {
+            key[2 * i] = cb_rng_mix64((uint64_t)ids[i] ^ cb_rng_mix64(o->seed ^ 0x76616cULL));
+            key[2 * i + 1] = (uint64_t)ids[i];
+        }
+        /* sort pairs (hash, id) and de-duplicate by id */
+        qsort(key, nd, 2 * sizeof(uint64_t), cmp_long);  /* sorts by the hash word as signed; any fixed order works */
+        size_t nu = 0;
+        for (size_t i = 0; i < nd; i++) {
+            if (i && key[2 * i] == key[2 * (i - 1)] && key[2 * i + 1] == key[2 * (i - 1) + 1]) continue;
+            key[2 * nu] = key[2 * i];
+            key[2 * nu + 1] = key[2 * i + 1];
+            nu++;
+        }
+        if (nu >= 10) {
+            v->nvq = (int)(o->val_fraction * (double)nu + 0.5);
+            if (v->nvq < 1) v->nvq = 1;
+            if (v->nvq > o->val_queries) v->nvq = o->val_queries;
+            v->vq = cb_malloc((size_t)v->nvq * sizeof(int64_t), "the validation queries", err);
+            for (int i = 0; v->vq && i < v->nvq; i++) v->vq[i] = (int64_t)key[2 * i + 1];
+            for (size_t i = 0; v->vq && i < r->trip.n; i++)
+                for (int k = 0; k < v->nvq; k++)
+                    if (r->trip.qids[i] == v->vq[k]) { held[i] = 1; break; }
+        }
+        free(key);
+        free(ids);
+        if (v->nvq && !v->vq) {
+            free(held);
+            return -1;
+        }
+    }
+    r->n_train = 0;
+    r->train_idx = cb_malloc((r->trip.n ? r->trip.n : 1) * sizeof(uint32_t), "the training order", err);
+    if (!r->train_idx) {
+        free(held);
+        return -1;
+    }
+    for (size_t i = 0; i < r->trip.n; i++)
+        if (!held[i]) r->train_idx[r->n_train++] = (uint32_t)i;
+    free(held);
+    if (r->n_train < (size_t)o->bsize)
+        return cb_err_set(err, "%s: %zu training triples%s, fewer than one batch of %d (HINT: lower --batch-size "
+                          "to %zu or less, or prepare more data)", r->data_dir, r->n_train,
+                          v->nvq ? " after holding out the validation queries" : "", o->bsize,
+                          r->n_train ? r->n_train : 1);
+    return 0;
+}
+
+/* Steps per epoch and in all; warmup, save_every and the end of the decay
+ * from the steps this run takes (RAGatouille's arithmetic, from the steps
+ * the data allows and maxsteps, with --schedule ragatouille). */
+static void set_schedule(run *r) {
+    train_opts *o = &r->o;
+    r->spe = (long)(r->n_train / (size_t)o->bsize);
+    r->total = r->spe * o->epochs < o->maxsteps ? r->spe * o->epochs : o->maxsteps;
+    long per = (long)(r->n_triplets / (size_t)o->bsize);
+    if (o->ragatouille_schedule) {
+        if (o->warmup < 0) o->warmup = (long)((double)per * 0.1);
+        if (o->save_every <= 0) o->save_every = per / 10 > 0 ? per / 10 : 1;
+        r->decay_end = o->maxsteps;
+    } else {
+        if (o->warmup < 0) o->warmup = (long)((double)r->total * 0.1);
+        if (o->save_every <= 0) o->save_every = (r->total + 4) / 5 > 0 ? (r->total + 4) / 5 : 1;
+        r->decay_end = r->total;
+    }
+}
+
+/* The validation set r->val from v (val_data's queries, the held-out ones)
+ * or val_beir; r->has_val when it has judged queries. */
+static int build_val(run *r, val_source *v, cb_err *err) {
+    const train_opts *o = &r->o;
+    int vrc = 0;
+    if (o->val_data) {
+        int64_t *ids = cb_malloc((v->t.n ? v->t.n : 1) * sizeof(int64_t), "the validation queries", err);
+        if (!ids) return -1;
+        for (size_t i = 0; i < v->t.n; i++) {
+            int seen = 0;
+            for (int k = 0; k < v->nvq && !seen; k++) seen = ids[k] == v->t.qids[i];
+            if (!seen && v->nvq < o->val_queries) ids[v->nvq++] = v->t.qids[i];
+        }
+        if (v->nvq) vrc = cb_train_val_build(r, &v->q, &v->c, &v->t, ids, v->nvq, err);
+        free(ids);
+    } else if (o->val_beir) {
+        vrc = cb_train_val_build_beir(r, o->val_beir, o->val_split, err);
+    } else if (v->nvq) {
+        vrc = cb_train_val_build(r, &r->queries, &r->coll, &r->trip, v->vq, v->nvq, err);
+    }
+    r->has_val = !vrc && r->val.nq > 0 && r->val.rel_off && r->val.rel_off[r->val.nq] > 0;
+    return vrc ? -1 : 0;
+}
+
+/* The batch buffers (this rank's share of a micro-batch), the training
+ * order and the per-step history of the curve. */
+static int alloc_buffers(run *r, cb_err *err) {
+    const train_opts *o = &r->o;
+    r->mq = r->s.max_q;
+    if (!(r->q_ids = cb_malloc((size_t)r->mq * r->cc.query_maxlen * sizeof(int32_t), "a batch", err)) ||
+        !(r->q_mask = cb_malloc((size_t)r->mq * r->cc.query_maxlen, "a batch", err)) ||
+        !(r->d_ids = cb_malloc((size_t)r->mq * NWAY * r->cc.doc_maxlen * sizeof(int32_t), "a batch", err)) ||
+        !(r->d_len = cb_malloc((size_t)r->mq * NWAY * sizeof(int), "a batch", err)) ||
+        (r->trip.scores && !o->contrastive &&
+         !(r->teacher = cb_malloc((size_t)r->mq * NWAY * sizeof(float), "a batch", err))))
+        return -1;
+    if (r->trip.scores && o->contrastive && !o->quiet && r->comm->rank == 0)
+        fprintf(stderr, "colbert: note: --loss contrastive does not use the triples' teacher scores\n");
+    r->order_epoch = -1;
+    if (!(r->order = cb_malloc(r->n_train * sizeof(uint32_t), "the training order", err)) ||
+        !(r->loss_hist = cb_calloc((size_t)r->total, sizeof(float), "the loss history", err)) ||
+        !(r->avg_hist = cb_calloc((size_t)r->total, sizeof(float), "the loss history", err)) ||
+        !(r->lr_hist = cb_calloc((size_t)r->total, sizeof(float), "the loss history", err)))
+        return -1;
+    return 0;
+}
+
+/* The run directory (rank 0 writes it and holds its lock), the resumed
+ * state and the log. */
+static int open_run_dir(run *r, json_t *state, cb_err *err) {
+    const char *resume = r->o.resume;
+    int root = r->comm->rank == 0;
+    if (!resume) {
+        if (!(r->run_dir = cb_path_new(r->o.output_dir, r->tr->model_name, err))) return -1;
+    }
+    if (root && (cb_mkdirs(r->run_dir, NULL, err) || cb_train_claim_run_dir(r, 1, err))) return -1;
+    if (root) cb_train_clean_run_dir(r->run_dir);
+    if (resume && cb_train_load_state(r, resume, state, err)) return -1;
+    return root ? cb_train_open_log(r, cb_step_count(&r->s), err) : 0;
+}
+
+/* The device: --device, else a GPU if there is one (n_gpus 0: the CPU;
+ * under mpirun the CPUs: a GPU is refused with several ranks, step.h);
+ * "auto" says which only when it takes a GPU or was asked for by name. */
+static int open_device(run *r, cb_err *err) {
+    const train_opts *o = &r->o;
+    const char *spec = o->device ? o->device : r->tr->n_gpus == 0 ? "cpu" : "auto";
+    if (r->comm->size > 1 && !strcmp(spec, "auto")) spec = "cpu";   /* under mpirun: the CPUs (step.h) */
+    if (cb_step_check_device(spec, r->comm->size, err)) return -1;
+    cb_err why = {{0}};
+    if (!(r->dev = cb_ops_open(spec, o->precision, &why))) return cb_err_set(err, "%s", why.msg);
+    if (strcmp(r->dev->kind, "cpu") || (o->device && !strcmp(o->device, "auto")))
+        fprintf(stderr, "colbert: training on %s%s%s\n", r->dev->desc, why.msg[0] ? "; " : "", why.msg);
+    return 0;
+}
+
+/* The run from the options: the data, the model and its configuration,
+ * the validation split, the schedule, the step, the validation set, the
+ * buffers and the run directory, in that order. */
+static int setup(run *r, json_t **state, cb_err *err) {
+    train_opts *o = &r->o;
+    const char *resume = o->resume;
+    int root = r->comm->rank == 0;
+    if (resume && setup_resume(r, state, err)) return -1;
+    if (check_opts(r, err)) return -1;
     /* a busy run directory, or an earlier run in it, is refused before anything is loaded */
     if (cb_train_claim_run_dir(r, 0, err)) return -1;
 
@@ -315,15 +477,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
     r->n_triplets = r->trip.n;
 
     /* model and configuration: the base's settings, then the user's */
-    /* the device: --device, else a GPU if there is one (n_gpus 0: the CPU);
-     * "auto" says which only when it takes a GPU or was asked for by name */
-    const char *spec = o->device ? o->device : r->tr->n_gpus == 0 ? "cpu" : "auto";
-    if (r->comm->size > 1 && !strcmp(spec, "auto")) spec = "cpu";   /* under mpirun: the CPUs (step.h) */
-    if (cb_step_check_device(spec, r->comm->size, err)) return -1;
-    cb_err why = {{0}};
-    if (!(r->dev = cb_ops_open(spec, o->precision, &why))) return cb_err_set(err, "%s", why.msg);
-    if (strcmp(r->dev->kind, "cpu") || (o->device && !strcmp(o->device, "auto")))
-        fprintf(stderr, "colbert: training on %s%s%s\n", r->dev->desc, why.msg[0] ? "; " : "", why.msg);
+    if (open_device(r, err)) return -1;
     colmodel m;
     const char *from = resume ? resume : r->tr->pretrained;
     if (cb_colmodel_load(&m, r->dev, from, o->dim, o->seed, err)) {
@@ -370,100 +524,13 @@ static int setup(run *r, json_t **state, cb_err *err) {
     if (cb_colbert_vocab_init(&r->vocab, r->tok, err)) { cb_colmodel_free(&m); return -1; }
 
     /* validation split */
-    int64_t *vq = NULL;
-    int nvq = 0;
-    data_texts vqs = {0}, vcs = {0};
-    data_triples vts = {0};
-    uint8_t *held = cb_calloc(r->trip.n ? r->trip.n : 1, 1, "the validation split", err);
-    if (!held) {
+    val_source vs = {0};
+    if (hold_out(r, &vs, err)) {
+        val_source_free(&vs);
         cb_colmodel_free(&m);
         return -1;
     }
-    if (o->val_data) {
-        if (cb_train_load_data(o->val_data, &vqs, &vcs, &vts, err)) {
-            cb_err_prefix(err, "validation data");
-            free(held);
-            cb_colmodel_free(&m);
-            return -1;
-        }
-    } else if (!o->val_beir && o->val_fraction > 0 && o->val_queries > 0) {
-        /* distinct query ids of the triples, ordered by a seeded hash */
-        int64_t *ids = cb_malloc(r->trip.n * sizeof(int64_t), "the validation split", err);
-        size_t nd = 0;
-        uint64_t *key = ids ? cb_malloc(r->trip.n * 2 * sizeof(uint64_t), "the validation split", err) : NULL;
-        if (!key) {
-            free(ids);
-            free(held);
-            cb_colmodel_free(&m);
-            return -1;
-        }
-        for (size_t i = 0; i < r->trip.n; i++) ids[nd++] = r->trip.qids[i];
-        for (size_t i = 0; i < nd; i++) {
-            key[2 * i] = cb_rng_mix64((uint64_t)ids[i] ^ cb_rng_mix64(o->seed ^ 0x76616cULL));
-            key[2 * i + 1] = (uint64_t)ids[i];
-        }
-        /* sort pairs (hash, id) and de-duplicate by id */
-        qsort(key, nd, 2 * sizeof(uint64_t), cmp_long);  /* sorts by the hash word as signed; any fixed order works */
-        size_t nu = 0;
-        for (size_t i = 0; i < nd; i++) {
-            if (i && key[2 * i] == key[2 * (i - 1)] && key[2 * i + 1] == key[2 * (i - 1) + 1]) continue;
-            key[2 * nu] = key[2 * i];
-            key[2 * nu + 1] = key[2 * i + 1];
-            nu++;
-        }
-        if (nu >= 10) {
-            nvq = (int)(o->val_fraction * (double)nu + 0.5);
-            if (nvq < 1) nvq = 1;
-            if (nvq > o->val_queries) nvq = o->val_queries;
-            vq = cb_malloc((size_t)nvq * sizeof(int64_t), "the validation queries", err);
-            for (int i = 0; vq && i < nvq; i++) vq[i] = (int64_t)key[2 * i + 1];
-            for (size_t i = 0; vq && i < r->trip.n; i++)
-                for (int k = 0; k < nvq; k++)
-                    if (r->trip.qids[i] == vq[k]) { held[i] = 1; break; }
-        }
-        free(key);
-        free(ids);
-        if (nvq && !vq) {
-            free(held);
-            cb_colmodel_free(&m);
-            return -1;
-        }
-    }
-    r->n_train = 0;
-    r->train_idx = cb_malloc((r->trip.n ? r->trip.n : 1) * sizeof(uint32_t), "the training order", err);
-    if (!r->train_idx) {
-        free(held);
-        free(vq);
-        cb_data_texts_free(&vqs); cb_data_texts_free(&vcs); cb_data_triples_free(&vts);
-        cb_colmodel_free(&m);
-        return -1;
-    }
-    for (size_t i = 0; i < r->trip.n; i++)
-        if (!held[i]) r->train_idx[r->n_train++] = (uint32_t)i;
-    free(held);
-    if (r->n_train < (size_t)o->bsize) {
-        cb_err_set(err, "%s: %zu training triples%s, fewer than one batch of %d (HINT: lower --batch-size to "
-                   "%zu or less, or prepare more data)", r->data_dir, r->n_train,
-                   nvq ? " after holding out the validation queries" : "", o->bsize, r->n_train ? r->n_train : 1);
-        free(vq);
-        cb_data_texts_free(&vqs); cb_data_texts_free(&vcs); cb_data_triples_free(&vts);
-        cb_colmodel_free(&m);
-        return -1;
-    }
-    r->spe = (long)(r->n_train / (size_t)o->bsize);
-    r->total = r->spe * o->epochs < o->maxsteps ? r->spe * o->epochs : o->maxsteps;
-    /* the schedule: from the steps this run takes (RAGatouille's arithmetic,
-     * from the steps the data allows and maxsteps, with --schedule ragatouille) */
-    long per = (long)(r->n_triplets / (size_t)o->bsize);
-    if (o->ragatouille_schedule) {
-        if (o->warmup < 0) o->warmup = (long)((double)per * 0.1);
-        if (o->save_every <= 0) o->save_every = per / 10 > 0 ? per / 10 : 1;
-        r->decay_end = o->maxsteps;
-    } else {
-        if (o->warmup < 0) o->warmup = (long)((double)r->total * 0.1);
-        if (o->save_every <= 0) o->save_every = (r->total + 4) / 5 > 0 ? (r->total + 4) / 5 : 1;
-        r->decay_end = r->total;
-    }
+    set_schedule(r);
 
     /* the step (takes over the encoder) */
     step_config sc = {.cc = r->cc, .lc = {.nway = NWAY, .use_ib_negatives = o->use_ib_negatives,
@@ -473,60 +540,16 @@ static int setup(run *r, json_t **state, cb_err *err) {
                       .dropout = o->dropout, .seed = o->seed, .comm = r->comm, .ib_local = o->ib_local};
     int rc = cb_step_init(&r->s, &m.enc, &r->vocab, m.linear, o->seed, &sc, err);
     cb_colmodel_free(&m);
-    if (rc) { free(vq); cb_data_texts_free(&vqs); cb_data_texts_free(&vcs); cb_data_triples_free(&vts); return -1; }
+    if (rc) {
+        val_source_free(&vs);
+        return -1;
+    }
     r->s_ready = 1;
 
-    int vrc = 0;
-    if (o->val_data) {
-        int64_t *ids = cb_malloc((vts.n ? vts.n : 1) * sizeof(int64_t), "the validation queries", err);
-        if (!ids) {
-            free(vq);
-            cb_data_texts_free(&vqs); cb_data_texts_free(&vcs); cb_data_triples_free(&vts);
-            return -1;
-        }
-        for (size_t i = 0; i < vts.n; i++) {
-            int seen = 0;
-            for (int k = 0; k < nvq && !seen; k++) seen = ids[k] == vts.qids[i];
-            if (!seen && nvq < o->val_queries) ids[nvq++] = vts.qids[i];
-        }
-        if (nvq) vrc = cb_train_val_build(r, &vqs, &vcs, &vts, ids, nvq, err);
-        free(ids);
-    } else if (o->val_beir) {
-        vrc = cb_train_val_build_beir(r, o->val_beir, o->val_split, err);
-    } else if (nvq) {
-        vrc = cb_train_val_build(r, &r->queries, &r->coll, &r->trip, vq, nvq, err);
-    }
-    r->has_val = !vrc && r->val.nq > 0 && r->val.rel_off && r->val.rel_off[r->val.nq] > 0;
-    free(vq);
-    cb_data_texts_free(&vqs); cb_data_texts_free(&vcs); cb_data_triples_free(&vts);
-    if (vrc) return -1;
-
-    /* batch buffers: this rank's share of a micro-batch */
-    r->mq = r->s.max_q;
-    if (!(r->q_ids = cb_malloc((size_t)r->mq * r->cc.query_maxlen * sizeof(int32_t), "a batch", err)) ||
-        !(r->q_mask = cb_malloc((size_t)r->mq * r->cc.query_maxlen, "a batch", err)) ||
-        !(r->d_ids = cb_malloc((size_t)r->mq * NWAY * r->cc.doc_maxlen * sizeof(int32_t), "a batch", err)) ||
-        !(r->d_len = cb_malloc((size_t)r->mq * NWAY * sizeof(int), "a batch", err)) ||
-        (r->trip.scores && !o->contrastive &&
-         !(r->teacher = cb_malloc((size_t)r->mq * NWAY * sizeof(float), "a batch", err))))
-        return -1;
-    if (r->trip.scores && o->contrastive && !o->quiet && root)
-        fprintf(stderr, "colbert: note: --loss contrastive does not use the triples' teacher scores\n");
-    r->order_epoch = -1;
-    if (!(r->order = cb_malloc(r->n_train * sizeof(uint32_t), "the training order", err)) ||
-        !(r->loss_hist = cb_calloc((size_t)r->total, sizeof(float), "the loss history", err)) ||
-        !(r->avg_hist = cb_calloc((size_t)r->total, sizeof(float), "the loss history", err)) ||
-        !(r->lr_hist = cb_calloc((size_t)r->total, sizeof(float), "the loss history", err)))
-        return -1;
-
-    if (!resume) {
-        if (!(r->run_dir = cb_path_new(o->output_dir, r->tr->model_name, err))) return -1;
-    }
-    /* rank 0 writes the run directory, and holds its lock */
-    if (root && (cb_mkdirs(r->run_dir, NULL, err) || cb_train_claim_run_dir(r, 1, err))) return -1;
-    if (root) cb_train_clean_run_dir(r->run_dir);
-    if (resume && cb_train_load_state(r, resume, *state, err)) return -1;
-    return root ? cb_train_open_log(r, cb_step_count(&r->s), err) : 0;
+    rc = build_val(r, &vs, err);
+    val_source_free(&vs);
+    if (rc || alloc_buffers(r, err)) return -1;
+    return open_run_dir(r, *state, err);
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -536,6 +559,24 @@ static void fmt_time(char *buf, size_t n, double s) {
     long t = (long)(s + 0.5);
     if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
     else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+/* A checkpoint, in this order: the ranks' parameters checked, validation
+ * (validate_it, when the run has a validation set), RUN/step-N written
+ * with the scores, then the curve redrawn (rank 0). */
+static int checkpoint(run *r, int validate_it, cb_err *err) {
+    val_scores vs = {NAN, NAN, NAN, NAN};
+    int rc = cb_step_check_sync(&r->s, err);
+    double tv = cb_now();
+    if (!rc && validate_it && r->has_val) rc = cb_train_validate(r, &vs, err);
+    if (rc) return -1;
+    tv = cb_now() - tv;
+    r->t_val += validate_it && r->has_val ? tv : 0;
+    if (cb_train_save_checkpoint(r, &vs, tv, err)) return -1;
+    cb_err e = {{0}};
+    /* the picture is not worth stopping a run for */
+    if (r->comm->rank == 0 && cb_train_write_curve(r, &e)) fprintf(stderr, "colbert: warning: %s\n", e.msg);
+    return 0;
 }
 
 int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
@@ -553,8 +594,8 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     r.comm = opts->comm ? opts->comm : cb_comm_world();
     json_t *state = NULL;
     int rc = setup(&r, &state, err);
-    rc = cb_train_agree(&r, rc, err);
-    if (!rc) rc = cb_train_check_sync(&r, err);
+    rc = cb_comm_agree(r.comm, rc, err);
+    if (!rc) rc = cb_step_check_sync(&r.s, err);
     if (rc) {
         json_decref(state);
         cb_train_run_free(&r);
@@ -658,14 +699,14 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
         pg.done = cb_step_count(s);
         cb_progress_notify(&pg, PROGRESS_UPDATE);
         if (cb_step_count(s) % o->save_every == 0 || cb_step_count(s) == r.total) {
-            if (cb_train_save_checkpoint(&r, 1, err)) { rc = -1; break; }
+            if (checkpoint(&r, 1, err)) { rc = -1; break; }
         }
     }
     if (tty) fputc('\n', stderr);
     cb_progress_notify(&pg, PROGRESS_END);
     if (!rc && interrupted) {
         if (cb_step_count(s) > start || !o->resume) {
-            if (cb_step_count(s) > 0 && cb_train_save_checkpoint(&r, 0, err)) rc = -1;
+            if (cb_step_count(s) > 0 && checkpoint(&r, 0, err)) rc = -1;
         } else {
             char *last = cb_strdup(o->resume, err);
             if (last) {
@@ -681,9 +722,9 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
     }
     if (!rc && !interrupted && !tr->best) {
         /* resumed at the end: nothing new to save */
-        int b = cb_train_best_index(&r);
+        int b = cb_train_hist_best(&r.hist);
         if (b >= 0) {
-            char *name = cb_train_step_name(r.hist[b].step, err);
+            char *name = cb_train_step_name(r.hist.at[b].step, err);
             if (!name || !(tr->best = cb_path_new(r.run_dir, name, err))) rc = -1;
             free(name);
         }
@@ -695,10 +736,10 @@ int cb_trainer_train(trainer *tr, const train_opts *opts, cb_err *err) {
         fprintf(stderr, "colbert: done: %ld steps in %.1f s (validation %.1f s, %.0f%%); best checkpoint %s\n",
                 cb_step_count(s) - start, el, r.t_val, el > 0 ? 100.0 * r.t_val / el : 0.0,
                 tr->best ? tr->best : "(none)");
-        int b = cb_train_best_index(&r);
-        if (b >= 0 && !isnan(r.hist[b].v.ndcg10))
-            fprintf(stderr, "colbert: best: step %ld, validation nDCG@10 %.4f, MRR@10 %.4f\n", r.hist[b].step,
-                    r.hist[b].v.ndcg10, r.hist[b].v.mrr10);
+        int b = cb_train_hist_best(&r.hist);
+        if (b >= 0 && !isnan(r.hist.at[b].v.ndcg10))
+            fprintf(stderr, "colbert: best: step %ld, validation nDCG@10 %.4f, MRR@10 %.4f\n", r.hist.at[b].step,
+                    r.hist.at[b].v.ndcg10, r.hist.at[b].v.mrr10);
         fprintf(stderr, "colbert: log %s/train.jsonl, loss curve %s/curve.svg\n", r.run_dir, r.run_dir);
     }
     json_decref(state);

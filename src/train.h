@@ -153,7 +153,4 @@ const char *cb_trainer_last_path(const trainer *t);
 void cb_train_request_stop(void);
 /* The signal that stopped the last run (SIGINT for cb_train_request_stop), or 0. */
 int cb_train_stop_signal(void);
-/* 1 when this build draws RUN/curve.png (built with cairo), else 0 (only
- * RUN/curve.svg). */
-int cb_train_have_png(void);
 #endif

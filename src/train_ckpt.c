@@ -1,51 +1,21 @@
-/* train_ckpt.c: checkpoints of a training run (model, optimizer state,
- * history, the best one), resume, the JSONL log, and the run directory's
- * lock. */
+/* train_ckpt.c: the checkpoints of a training run: RUN/step-N written
+ * (the model with colbert-ai's artifact.metadata, AdamW's moments, the
+ * training state), RUN/best, the older ones pruned; resume (options,
+ * state, history) from one; and the JSONL log, train.jsonl. Validation
+ * (train_val.c) comes before a checkpoint and hands it its scores; the
+ * curve (train_curve.c) after. */
 #include "train_run.h"
 #include "fsutil.h"
-#include "npy.h"
 #include "safetensors.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <stdarg.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
-
-/* ---- small helpers ------------------------------------------------------ */
 
 /* Best effort: a leftover is cleaned up by the next run. */
 static void remove_quietly(const char *path) { cb_remove_tree(path, NULL); }
-
-char *cb_train_fmt(cb_err *err, const char *f, ...) {
-    va_list ap;
-    va_start(ap, f);
-    char *s = NULL;
-    int n = vasprintf(&s, f, ap);
-    va_end(ap);
-    if (n < 0) {   /* s is undefined then */
-        cb_err_set(err, "out of memory: a file name");
-        return NULL;
-    }
-    return s;
-}
-
-char *cb_train_dir_of(const char *path, cb_err *err) {
-    char *s = cb_strdup(path, err);
-    if (!s) return NULL;
-    size_t n = strlen(s);
-    while (n > 1 && s[n - 1] == '/') s[--n] = 0;
-    char *slash = strrchr(s, '/');
-    if (!slash) { free(s); return cb_strdup(".", err); }
-    if (slash == s) slash[1] = 0;
-    else *slash = 0;
-    return s;
-}
 
 /* ---- metadata, state, checkpoints --------------------------------------- */
 
@@ -74,15 +44,6 @@ static json_t *opts_json(const run *r) {
     json_object_set_new(j, "pretrained", json_string(r->tr->pretrained));
     json_object_set_new(j, "language_code", json_string(r->tr->language));
     return j;
-}
-
-static const char *score_keys[4] = {"val_ndcg10", "val_mrr10", "val_loss", "val_cand_mrr10"};
-
-/* The measured scores of v into the object o. */
-static void put_scores(json_t *o, const val_scores *v) {
-    const double x[4] = {v->ndcg10, v->mrr10, v->loss, v->cand_mrr10};
-    for (int k = 0; k < 4; k++)
-        if (!isnan(x[k])) json_object_set_new(o, score_keys[k], json_real(x[k]));
 }
 
 /* artifact.metadata: the base checkpoint's (fine-tune), then colbert-ai's
@@ -119,55 +80,11 @@ static char *metadata_text(const run *r, long step, const val_scores *v) {
     json_object_set_new(m, "model_name", json_null());
     json_t *meta = json_pack("{s:s, s:I, s:s}", "written_by", "colbert.c", "step", (json_int_t)step,
                              "language_code", r->tr->language);
-    put_scores(meta, v);
+    cb_train_scores_put(meta, v);
     json_object_set_new(m, "meta", meta);
     char *s = json_dumps(m, JSON_SORT_KEYS);
     json_decref(m);
     return s;
-}
-
-static json_t *hist_json(const run *r) {
-    json_t *a = json_array();
-    for (int i = 0; i < r->n_hist; i++) {
-        json_t *h = json_pack("{s:I}", "step", (json_int_t)r->hist[i].step);
-        put_scores(h, &r->hist[i].v);
-        json_array_append_new(a, h);
-    }
-    return a;
-}
-
-/* The scores of v read back from o (absent keys: NAN). */
-static val_scores get_scores(json_t *o) {
-    val_scores v;
-    double *dst[4] = {&v.ndcg10, &v.mrr10, &v.loss, &v.cand_mrr10};
-    for (int k = 0; k < 4; k++) {
-        json_t *x = json_object_get(o, score_keys[k]);
-        *dst[k] = json_is_number(x) ? json_number_value(x) : NAN;
-    }
-    /* a state written before validation by retrieval: its MRR among the
-     * candidates was called val_mrr10 */
-    if (isnan(v.ndcg10) && !isnan(v.mrr10) && isnan(v.cand_mrr10)) {
-        v.cand_mrr10 = v.mrr10;
-        v.mrr10 = NAN;
-    }
-    return v;
-}
-
-char *cb_train_step_name(long step, cb_err *err) { return cb_train_fmt(err, "step-%06ld", step); }
-
-/* Index into hist of the best validated checkpoint (highest nDCG@10, then
- * highest MRR@10, then the latest), or of the latest one. */
-int cb_train_best_index(const run *r) {
-    int b = -1;
-    for (int i = 0; i < r->n_hist; i++) {
-        const val_scores *h = &r->hist[i].v;
-        if (isnan(h->ndcg10)) continue;
-        if (b < 0 || h->ndcg10 > r->hist[b].v.ndcg10 ||
-            (h->ndcg10 == r->hist[b].v.ndcg10 && h->mrr10 >= r->hist[b].v.mrr10))
-            b = i;
-    }
-    if (b < 0) b = r->n_hist - 1;
-    return b;
 }
 
 static int cmp_long(const void *a, const void *b) {
@@ -237,12 +154,12 @@ static int strip_states(const run *r, long newest, cb_err *err) {
     return rc;
 }
 
-/* RUN/step-N of the best checkpoint (cb_train_best_index), NULL + err when
+/* RUN/step-N of the best checkpoint (cb_train_hist_best), NULL + err when
  * out of memory (or, err untouched, when there is no checkpoint). */
 static char *best_path(const run *r, cb_err *err) {
-    int b = cb_train_best_index(r);
+    int b = cb_train_hist_best(&r->hist);
     if (b < 0) return NULL;
-    char *name = cb_train_step_name(r->hist[b].step, err);
+    char *name = cb_train_step_name(r->hist.at[b].step, err);
     char *p = name ? cb_path_new(r->run_dir, name, err) : NULL;
     free(name);
     return p;
@@ -265,7 +182,7 @@ static void set_best(run *r, char *best) {
             fprintf(stderr, "colbert: warning: %s: cannot link the best checkpoint: %s\n", link, strerror(errno));
     }
     free(link); free(tmp);
-    if (prune(r, r->hist[cb_train_best_index(r)].step, &e))
+    if (prune(r, r->hist.at[cb_train_hist_best(&r->hist)].step, &e))
         fprintf(stderr, "colbert: warning: %s: cannot remove the older checkpoints: %s\n", r->run_dir, e.msg);
 }
 
@@ -305,7 +222,7 @@ static int write_checkpoint(run *r, long step, const val_scores *vs, const char 
         json_t *j = json_pack("{s:i, s:I, s:s, s:f, s:I, s:I, s:I, s:o, s:o}", "version", 1, "step",
                               (json_int_t)step, "dropout_state", seed, "loss_ema", r->ema, "steps_per_epoch",
                               (json_int_t)r->spe, "total_steps", (json_int_t)r->total, "train_triples",
-                              (json_int_t)r->n_train, "opts", opts_json(r), "history", hist_json(r));
+                              (json_int_t)r->n_train, "opts", opts_json(r), "history", cb_train_hist_json(&r->hist));
         json_object_set_new(j, "epoch", json_integer(step / r->spe));
         json_object_set_new(j, "batch_in_epoch", json_integer(step % r->spe));
         json_object_set_new(j, "written_by_ranks", json_integer(r->comm->size));
@@ -328,21 +245,14 @@ static int write_checkpoint(run *r, long step, const val_scores *vs, const char 
     return rc;
 }
 
-/* Write RUN/step-N: model, training state, validation; atomically. Data
- * parallel: every rank validates (its share) and keeps the history; rank 0
- * writes; the ranks agree on the outcome. */
-int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
+/* Write RUN/step-N (model, training state, the scores vs) atomically.
+ * Data parallel: every rank keeps the history; rank 0 writes; the ranks
+ * agree on the outcome. */
+int cb_train_save_checkpoint(run *r, const val_scores *vs, double val_s, cb_err *err) {
     step_state *s = &r->s;
     cb_comm *comm = r->comm;
     int root = comm->rank == 0;
     long step = cb_step_count(s);
-    val_scores vs = {NAN, NAN, NAN, NAN};
-    int rc = cb_train_check_sync(r, err);
-    double tv = cb_now();
-    if (!rc && validate_it && r->has_val) rc = cb_train_validate(r, &vs, err);
-    if (rc) return -1;
-    tv = cb_now() - tv;
-    r->t_val += validate_it && r->has_val ? tv : 0;
     /* what can fail for lack of memory comes before the ranks agree, so
      * that a rank short of memory fails the checkpoint on every rank */
     char *name = cb_train_step_name(step, err);
@@ -350,26 +260,17 @@ int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
     char *part = final ? cb_train_fmt(err, "%s/.partial-%s", r->run_dir, name) : NULL;
     char *last = part ? cb_strdup(final, err) : NULL, *src = last ? cb_strdup(final, err) : NULL, *best = NULL;
     int added = 0;
-    if (src && r->n_hist == r->cap_hist) {
-        int cap = r->cap_hist ? 2 * r->cap_hist : 16;
-        ckpt_info *h = cb_realloc(r->hist, (size_t)cap * sizeof(ckpt_info), "the checkpoint history", err);
-        if (h) {
-            r->hist = h;
-            r->cap_hist = cap;
-        }
-    }
-    if (src && r->n_hist < r->cap_hist) {
-        r->hist[r->n_hist++] = (ckpt_info){step, vs};
+    if (src && !cb_train_hist_push(&r->hist, step, vs, err)) {
         added = 1;
         best = best_path(r, err);   /* hist holds this checkpoint: there is a best */
     }
-    rc = best ? 0 : -1;
-    if (root && !rc) rc = write_checkpoint(r, step, &vs, name, final, part, err);
+    int rc = best ? 0 : -1;
+    if (root && !rc) rc = write_checkpoint(r, step, vs, name, final, part, err);
     comm->patient++;            /* the other ranks wait for rank 0's writing */
-    rc = cb_train_agree(r, rc, err);
+    rc = cb_comm_agree(comm, rc, err);
     comm->patient--;
     if (rc) {
-        if (added) r->n_hist--;
+        if (added) r->hist.n--;
         free(last); free(src); free(best);
     } else {
         free(r->tr->last);
@@ -380,17 +281,17 @@ int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
         r->src_dir = src;
         if (r->log) {
             json_t *j = json_pack("{s:s, s:I, s:s}", "event", "checkpoint", "step", (json_int_t)step, "path", final);
-            put_scores(j, &vs);
-            if (!isnan(vs.ndcg10)) json_object_set_new(j, "val_s", json_real(tv));
+            cb_train_scores_put(j, vs);
+            if (!isnan(vs->ndcg10)) json_object_set_new(j, "val_s", json_real(val_s));
             char *line = json_dumps(j, JSON_COMPACT);
             fprintf(r->log, "%s\n", line);
             fflush(r->log);
             free(line);
             json_decref(j);
         }
-        if (root && !isnan(vs.ndcg10))
+        if (root && !isnan(vs->ndcg10))
             fprintf(stderr, "%scheckpoint %s: validation nDCG@10 %.4f, MRR@10 %.4f (%.1f s)\n",
-                    r->tty ? "\r\033[K" : "", final, vs.ndcg10, vs.mrr10, tv);
+                    r->tty ? "\r\033[K" : "", final, vs->ndcg10, vs->mrr10, val_s);
         else if (root && !r->o.quiet)
             fprintf(stderr, "%scheckpoint %s\n", r->tty ? "\r\033[K" : "", final);
         set_best(r, best);
@@ -399,8 +300,6 @@ int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err) {
             if (strip_states(r, step, &e))
                 fprintf(stderr, "colbert: warning: %s: cannot strip the older checkpoints' training state: %s\n",
                         r->run_dir, e.msg);
-            /* the picture is not worth stopping a run for */
-            if (cb_train_write_curve(r, &e)) fprintf(stderr, "colbert: warning: %s\n", e.msg);
         }
     }
     free(name); free(final); free(part);
@@ -485,19 +384,7 @@ int cb_train_load_state(run *r, const char *dir, json_t *j, cb_err *err) {
     const char *ds = json_string_value(json_object_get(j, "dropout_state"));
     cb_step_restore(s, (long)json_integer_value(json_object_get(j, "step")), ds ? strtoull(ds, NULL, 10) : 0);
     r->ema = json_real_value(json_object_get(j, "loss_ema"));
-    json_t *h = json_object_get(j, "history");
-    size_t i;
-    json_t *e;
-    json_array_foreach(h, i, e) {
-        if (r->n_hist == r->cap_hist) {
-            int cap = r->cap_hist ? 2 * r->cap_hist : 16;
-            ckpt_info *hi = cb_realloc(r->hist, (size_t)cap * sizeof(ckpt_info), "the checkpoint history", err);
-            if (!hi) return -1;
-            r->hist = hi;
-            r->cap_hist = cap;
-        }
-        r->hist[r->n_hist++] = (ckpt_info){(long)json_integer_value(json_object_get(e, "step")), get_scores(e)};
-    }
+    if (cb_train_hist_load(&r->hist, json_object_get(j, "history"), err)) return -1;
     if ((long)json_integer_value(json_object_get(j, "train_triples")) != (long)r->n_train ||
         (long)json_integer_value(json_object_get(j, "steps_per_epoch")) != r->spe)
         return cb_err_set(err, "%s: the training data changed since this checkpoint (%lld training triples "
@@ -541,192 +428,3 @@ int cb_train_open_log(run *r, long upto, cb_err *err) {
     return rc;
 }
 
-/* Leftovers of a killed run: partial checkpoints, half-deleted ones. */
-void cb_train_clean_run_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (strncmp(e->d_name, ".partial-", 9) && strncmp(e->d_name, ".deleting-", 10)) continue;
-        char *p = cb_path_new(dir, e->d_name, NULL);
-        if (p) remove_quietly(p);   /* out of memory: left for the next run */
-        free(p);
-    }
-    closedir(d);
-}
-
-
-/* ---- the run directory: one run at a time, never a finished run replaced -- */
-
-/* The holder written into RUN/.lock: "pid P\nhost H\nstarted T\n". */
-static void lock_holder(int fd, char *out, size_t cap) {
-    char buf[512] = {0};
-    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
-    char pid[32] = "?", host[256] = "?", started[64] = "?";
-    for (char *line = n > 0 ? buf : NULL, *nl; line && *line; line = nl ? nl + 1 : NULL) {
-        nl = strchr(line, '\n');
-        if (nl) *nl = 0;
-        if (!strncmp(line, "pid ", 4)) snprintf(pid, sizeof pid, "%s", line + 4);
-        else if (!strncmp(line, "host ", 5)) snprintf(host, sizeof host, "%s", line + 5);
-        else if (!strncmp(line, "started ", 8)) snprintf(started, sizeof started, "%s", line + 8);
-    }
-    snprintf(out, cap, "pid %s on %s, started %s", pid, host, started);
-}
-
-/* Take (or, take == 0, only test) RUN/.lock: an flock that the kernel
- * drops when the holder exits, however it ends (kill -9 included), so a
- * stale lock never blocks. The holder removes the file when it is done
- * (cb_train_release_run_dir), so a taker checks that the file it locked is
- * still the one at the path (else a releaser removed it meanwhile: again). */
-static int run_lock(run *r, const char *dir, int take, cb_err *err) {
-    char *path = cb_path_new(dir, ".lock", err);
-    if (!path) return -1;
-    int rc = 0, fd = -1;
-    for (int attempt = 0; attempt < 100 && !rc; attempt++) {
-        fd = open(path, take ? O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC : O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            int e = errno;
-            if (!take && e == ENOENT) break;   /* nobody holds it */
-            rc = cb_err_set(err, "%s/.lock: cannot open the run's lock: %s", dir, strerror(e));
-            break;
-        }
-        if (fd < 3) {   /* lock_fd 0 means "none" */
-            int hi = fcntl(fd, F_DUPFD_CLOEXEC, 3), e = errno;
-            close(fd);
-            if ((fd = hi) < 0) {
-                rc = cb_err_set(err, "%s/.lock: %s", dir, strerror(e));
-                break;
-            }
-        }
-        if (flock(fd, (take ? LOCK_EX : LOCK_SH) | LOCK_NB)) {
-            int e = errno;
-            if (e == EWOULDBLOCK) {
-                char who[400];
-                lock_holder(fd, who, sizeof who);
-                rc = cb_err_set(err, "%s: another `colbert train` is using this run directory (%s); wait for it "
-                                "to end, or give another --model-name or --output-dir", dir, who);
-            } else if (take) {   /* a file system without locks: go on unprotected, and say so */
-                fprintf(stderr, "colbert: warning: %s/.lock: cannot lock (%s); nothing stops a second run in "
-                        "this directory\n", dir, strerror(e));
-            }
-            break;
-        }
-        struct stat a, b;
-        if (!take || (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev))
-            break;
-        close(fd);   /* locked a file its holder had just removed */
-        fd = -1;
-    }
-    if (!rc && take && fd < 0) rc = cb_err_set(err, "%s/.lock: cannot take the lock", dir);
-    if (!rc && take) {
-        char host[256] = "?", when[64] = "?", text[400];
-        gethostname(host, sizeof host - 1);
-        time_t now = time(NULL);
-        struct tm tm;
-        if (gmtime_r(&now, &tm)) strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
-        int n = snprintf(text, sizeof text, "pid %ld\nhost %s\nstarted %s\n", (long)getpid(), host, when);
-        if (ftruncate(fd, 0) || pwrite(fd, text, (size_t)n, 0) != n)
-            rc = cb_err_set(err, "%s/.lock: cannot write: %s", dir, strerror(errno));
-    }
-    free(path);
-    if (rc || !take) {
-        if (fd >= 0) close(fd);
-        return rc;
-    }
-    r->lock_fd = fd;
-    return 0;
-}
-
-void cb_train_release_run_dir(run *r) {
-    if (r->lock_fd <= 0) return;
-    char *path = r->run_dir ? cb_path_new(r->run_dir, ".lock", NULL) : NULL;
-    if (path) unlink(path);   /* still holding it: see run_lock */
-    free(path);
-    close(r->lock_fd);
-    r->lock_fd = 0;
-}
-
-/* The newest step-N of dir that holds a training state: *step (0 when
- * there is none) and the run's total steps; *n_ckpt = step-* directories.
- * -1 and err when out of memory. */
-static int newest_state(const char *dir, long *step, long *total, int *n_ckpt, cb_err *err) {
-    DIR *d = opendir(dir);
-    long best = 0;
-    int rc = 0;
-    *step = 0;
-    *total = 0;
-    *n_ckpt = 0;
-    if (!d) return 0;
-    struct dirent *e;
-    while (!rc && (e = readdir(d))) {
-        long st;
-        char tail;
-        if (sscanf(e->d_name, "step-%ld%c", &st, &tail) != 1) continue;
-        ++*n_ckpt;
-        char *p = cb_train_fmt(err, "%s/%s/%s", dir, e->d_name, STATE_JSON);
-        if (!p) { rc = -1; break; }
-        json_t *j = st > best ? json_load_file(p, 0, NULL) : NULL;
-        if (j) {
-            best = st;
-            *total = (long)json_integer_value(json_object_get(j, "total_steps"));
-            json_decref(j);
-        }
-        free(p);
-    }
-    closedir(d);
-    *step = best;
-    return rc;
-}
-
-int cb_train_claim_run_dir(run *r, int take, cb_err *err) {
-    char *dir = r->run_dir ? cb_strdup(r->run_dir, err) : cb_path_new(r->o.output_dir, r->tr->model_name, err);
-    if (!dir) return -1;
-    int rc = 0;
-    if (!cb_dir_exists(dir)) goto done;   /* a new run (take: the caller made it) */
-    if ((rc = run_lock(r, dir, take, err)) || r->o.resume) goto done;
-    long total, step = 0;
-    int n_ckpt;
-    if ((rc = newest_state(dir, &step, &total, &n_ckpt, err)) || !n_ckpt) goto done;
-    if (!r->o.overwrite) {
-        if (step > 0 && step >= total)
-            rc = cb_err_set(err, "%s holds a finished run (step-%06ld, the last of its %ld steps); --overwrite "
-                            "replaces it (its checkpoints, log and curve are deleted), or give another "
-                            "--model-name or --output-dir", dir, step, total);
-        else if (step > 0)
-            rc = cb_err_set(err, "%s holds an unfinished run (step %ld of %ld); continue it with --resume "
-                            "%s/step-%06ld, or start over with --overwrite (its checkpoints, log and curve are "
-                            "deleted)", dir, step, total, dir, step);
-        else
-            rc = cb_err_set(err, "%s holds %d checkpoint(s) of an earlier run; --overwrite deletes them (with "
-                            "its log and curve), or give another --model-name or --output-dir", dir, n_ckpt);
-        goto done;
-    }
-    if (!take) goto done;
-    /* --overwrite: what a run writes goes (each step-* renamed away first,
-     * so that a kill half-way never leaves a partial step-*) */
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    while (d && !rc && (e = readdir(d))) {
-        long st;
-        char tail;
-        if (sscanf(e->d_name, "step-%ld%c", &st, &tail) != 1) continue;
-        char *p = cb_path_new(dir, e->d_name, err);
-        char *gone = p ? cb_train_fmt(err, "%s/.deleting-%s", dir, e->d_name) : NULL;
-        if (!gone) rc = -1;
-        else if (rename(p, gone)) rc = cb_err_set(err, "%s: cannot remove: %s", p, strerror(errno));
-        free(p);
-        free(gone);
-    }
-    if (d) closedir(d);
-    static const char *files[] = {"best", "train.jsonl", "curve.svg", "curve.png"};
-    for (int i = 0; i < 4 && !rc; i++) {
-        char *p = cb_path_new(dir, files[i], err);
-        rc = p ? cb_remove_tree(p, err) : -1;
-        free(p);
-    }
-    cb_train_clean_run_dir(dir);
-    if (!rc) fprintf(stderr, "colbert: --overwrite: removed the earlier run of %s (%d checkpoint(s))\n", dir, n_ckpt);
-done:
-    free(dir);
-    return rc;
-}

@@ -1,9 +1,13 @@
 /* train_run.h: the state of one training run, shared by the files of
- * train.h's implementation (internal; not part of the public API):
- *   train.c        the public calls, set-up, batches and the step loop
+ * train.h's implementation (internal; not part of the public API). From
+ * the top down (each calls only those below it):
+ *   train.c        the public calls, set-up, batches and the step loop; at
+ *                  each checkpoint: validate, save (handed the scores), curve
+ *   train_val.c    validation by retrieval
  *   train_ckpt.c   checkpoints, training state, resume, the JSONL log
- *   train_val.c    validation
  *   train_curve.c  the run's picture (curve.svg; curve.png with cairo)
+ *   train_hist.c   the checkpoints' history: scores, the best, their JSON
+ *   train_rundir.c the run directory: names, lock, claim, clean-up
  */
 #ifndef CB_TRAIN_RUN_H
 #define CB_TRAIN_RUN_H
@@ -54,6 +58,12 @@ typedef struct ckpt_info {
     val_scores v;
 } ckpt_info;
 
+/* The checkpoints of the run so far, oldest first. */
+typedef struct ckpt_hist {
+    ckpt_info *at;              /* [n] */
+    int n, cap;
+} ckpt_hist;
+
 /* A validation set (train_val.c): queries with judged documents, a corpus
  * to rank, and (from training triples) the triples for the earlier
  * measures. */
@@ -99,8 +109,7 @@ typedef struct run {
     long spe, total;            /* steps per epoch, steps in all */
     val_set val;
     int has_val;
-    ckpt_info *hist;
-    int n_hist, cap_hist;
+    ckpt_hist hist;
     double ema;                 /* raw exponential average of the loss (train_smooth) */
     double t_val;               /* seconds spent validating */
     float *loss_hist, *avg_hist, *lr_hist;  /* [total] per step: loss, smoothed loss, rate (the curve) */
@@ -118,14 +127,6 @@ typedef struct run {
 
 
 void cb_train_run_free(run *r);
-/* Data parallel: whether any rank failed (rc != 0). A rank that failed
- * with its own message prints it (rank 0 keeps it in err); the others get
- * "another rank failed". Returns 0 when none failed, else -1 on every rank.
- * One process: rc. */
-int cb_train_agree(run *r, int rc, cb_err *err);
-/* Data parallel: check that every rank holds the same parameters (a hash
- * of them); -1 with err when not. */
-int cb_train_check_sync(run *r, cb_err *err);
 /* Load and check the three training files of dir. */
 int cb_train_load_data(const char *dir, data_texts *q, data_texts *c, data_triples *t, cb_err *err);
 
@@ -143,18 +144,49 @@ void cb_train_val_free(val_set *v);
 int cb_train_validate(run *r, val_scores *out, cb_err *err);
 
 /* train_ckpt.c */
-/* Write RUN/step-N (model, training state, validation) atomically. */
-int cb_train_save_checkpoint(run *r, int validate_it, cb_err *err);
+/* Write RUN/step-N (model, training state, the scores vs of a validation
+ * that took val_s seconds; NAN scores: not validated) atomically, add it to
+ * the history, point RUN/best at the best and prune. Every rank calls it;
+ * rank 0 writes. */
+int cb_train_save_checkpoint(run *r, const val_scores *vs, double val_s, cb_err *err);
 /* Restore options from a checkpoint's training_state.json (*state keeps it). */
 int cb_train_resume_opts(run *r, const char *dir, json_t **state, cb_err *err);
 /* Restore the optimizer state and history of a checkpoint. */
 int cb_train_load_state(run *r, const char *dir, json_t *j, cb_err *err);
 /* Open the JSONL log; on resume keep its lines up to step `upto`. */
 int cb_train_open_log(run *r, long upto, cb_err *err);
+
+/* train_curve.c */
+/* RUN/curve.svg and RUN/curve.png (with cairo): loss, smoothed loss,
+ * learning rate, validation per checkpoint, the best marked. -1 and err
+ * when a picture could not be drawn (out of memory) or written; the caller
+ * warns: the picture is not worth stopping a run for. */
+int cb_train_write_curve(const run *r, cb_err *err);
+
+/* train_hist.c */
+/* Append a checkpoint; -1 and err when out of memory. */
+int cb_train_hist_push(ckpt_hist *h, long step, const val_scores *v, cb_err *err);
+void cb_train_hist_free(ckpt_hist *h);
+/* Index of the best validated checkpoint (highest nDCG@10, then highest
+ * MRR@10, then the latest), else of the latest; -1 if none. */
+int cb_train_hist_best(const ckpt_hist *h);
+/* [{"step": N, "val_ndcg10": ...}, ...] (training_state.json's history). */
+json_t *cb_train_hist_json(const ckpt_hist *h);
+/* Append the checkpoints of such an array; -1 and err when out of memory. */
+int cb_train_hist_load(ckpt_hist *h, json_t *a, cb_err *err);
+/* The measured scores of v into the object o ("val_ndcg10", ...; NAN ones
+ * left out). */
+void cb_train_scores_put(json_t *o, const val_scores *v);
+
+/* train_rundir.c */
 /* "step-%06ld" (caller frees); NULL and err when out of memory. */
 char *cb_train_step_name(long step, cb_err *err);
-/* Index into hist of the best validated checkpoint (or the latest), -1 if none. */
-int cb_train_best_index(const run *r);
+/* A new string printf would write (caller frees); NULL and err "out of
+ * memory" when it cannot be allocated. */
+char *cb_train_fmt(cb_err *err, const char *f, ...) __attribute__((format(printf, 2, 3)));
+/* The directory part of path ("." when it has none; caller frees); NULL and
+ * err when out of memory. */
+char *cb_train_dir_of(const char *path, cb_err *err);
 /* Remove the leftovers of a killed run (partial and half-deleted checkpoints). */
 void cb_train_clean_run_dir(const char *dir);
 /* The run directory (r->run_dir, else output_dir/model_name) for this run:
@@ -169,17 +201,4 @@ void cb_train_clean_run_dir(const char *dir);
 int cb_train_claim_run_dir(run *r, int take, cb_err *err);
 /* Remove RUN/.lock and let it go (cb_train_run_free calls it). */
 void cb_train_release_run_dir(run *r);
-/* A new string printf would write (caller frees); NULL and err "out of
- * memory" when it cannot be allocated. */
-char *cb_train_fmt(cb_err *err, const char *f, ...) __attribute__((format(printf, 2, 3)));
-/* The directory part of path ("." when it has none; caller frees); NULL and
- * err when out of memory. */
-char *cb_train_dir_of(const char *path, cb_err *err);
-
-/* train_curve.c */
-/* RUN/curve.svg and RUN/curve.png (with cairo): loss, smoothed loss,
- * learning rate, validation per checkpoint, the best marked. -1 and err
- * when a picture could not be drawn (out of memory) or written; the caller
- * warns: the picture is not worth stopping a run for. */
-int cb_train_write_curve(const run *r, cb_err *err);
 #endif

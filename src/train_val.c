@@ -309,7 +309,7 @@ int cb_train_validate(run *r, val_scores *out, cb_err *err) {
     eval_ranker rk;
     int ready = cand && !cb_eval_ranker_init(&rk, qv, v->tie, nq, Lq, D, VAL_DEPTH, VAL_CHUNK, r->cc.doc_maxlen);
     if (cand && !ready) cb_err_set(err, "out of memory: the validation ranking");
-    if (cb_train_agree(r, ready ? 0 : -1, err)) {
+    if (cb_comm_agree(r->comm, ready ? 0 : -1, err)) {
         if (ready) cb_eval_ranker_free(&rk);
         free(qv); free(vec); free(kept); free(len); free(top); free(top_s); free(cand);
         return -1;
@@ -339,7 +339,7 @@ int cb_train_validate(run *r, val_scores *out, cb_err *err) {
     cb_eval_ranker_finish(&rk, top, top_s);
     cb_eval_ranker_free(&rk);
     if (comm->size > 1) {
-        if (cb_train_agree(r, cb_eval_merge_ranks(comm, top, top_s, nq, VAL_DEPTH, v->tie, err), err)) {
+        if (cb_comm_agree(r->comm, cb_eval_merge_ranks(comm, top, top_s, nq, VAL_DEPTH, v->tie, err), err)) {
             free(qv); free(vec); free(kept); free(len); free(top); free(top_s); free(cand);
             return -1;
         }

@@ -88,29 +88,26 @@ static int make_run(const char *dir, const synth *c, long *best_step) {
         r.avg_hist[i] = (float)cb_train_smoothed(ema, t);
         r.lr_hist[i] = (float)lr;
     }
-    r.cap_hist = (int)(c->done / c->every) + 2;
-    r.hist = calloc((size_t)r.cap_hist, sizeof(ckpt_info));
     int nval = 0;
     for (long st = c->every;; st += c->every) {
         long s = st > c->done ? c->done : st;
-        ckpt_info *h = &r.hist[r.n_hist++];
-        h->step = s;
-        h->v = (val_scores){NAN, NAN, NAN, NAN};
+        val_scores v = {NAN, NAN, NAN, NAN};
         int last = s == c->done;
         if (c->has_val && !(last && c->unvalidated_last)) {
             double q = (double)s / (double)c->total;
-            h->v.ndcg10 = 0.28 + 0.06 * q * (1.3 - q);  /* peaks before the end */
-            h->v.mrr10 = 0.45 + 0.05 * q;
+            v.ndcg10 = 0.28 + 0.06 * q * (1.3 - q);  /* peaks before the end */
+            v.mrr10 = 0.45 + 0.05 * q;
             nval++;
         }
+        CHECK(cb_train_hist_push(&r.hist, s, &v, NULL) == 0);
         if (last) break;
     }
-    *best_step = r.n_hist ? r.hist[cb_train_best_index(&r)].step : -1;
+    *best_step = r.hist.n ? r.hist.at[cb_train_hist_best(&r.hist)].step : -1;
     r.run_dir = cb_path_new(dir, c->name, NULL);
     mkdir(r.run_dir, 0755);
     CHECK(cb_train_write_curve(&r, NULL) == 0);
     free(r.run_dir);
-    free(r.loss_hist); free(r.avg_hist); free(r.lr_hist); free(r.hist);
+    free(r.loss_hist); free(r.avg_hist); free(r.lr_hist); cb_train_hist_free(&r.hist);
     return nval;
 }
 

@@ -32,7 +32,7 @@ static float frand(rng *r) { return (float)((double)(cb_rng_next(r) >> 11) / 900
 
 static void rand_unit(rng *r, float *x, size_t n, int dim) {
     for (size_t i = 0; i < n * (size_t)dim; i++) x[i] = frand(r);
-    cb_miner_normalize(x, n, dim);
+    cb_knn_normalize(x, n, dim);
 }
 
 /* ---- model table -------------------------------------------------------- */
@@ -116,7 +116,7 @@ static void test_exact(void) {
     int32_t *ids = malloc(nq * k * sizeof(int32_t)), *ids1 = malloc(nq * k * sizeof(int32_t));
     float *sc = malloc(nq * k * sizeof(float)), *sc1 = malloc(nq * k * sizeof(float));
     set_threads(2);
-    CHECK(cb_miner_topk_exact(ids, sc, q, nq, d, nd, dim, k) == 0);
+    CHECK(cb_knn_exact(ids, sc, q, nq, d, nd, dim, k) == 0);
     ref_hit *h = malloc(nd * sizeof *h);
     int bad_score = 0, bad_set = 0;
     double maxdiff = 0;
@@ -137,7 +137,7 @@ static void test_exact(void) {
     CHECK(bad_set == 0);
     /* thread count does not change a bit */
     set_threads(1);
-    CHECK(cb_miner_topk_exact(ids1, sc1, q, nq, d, nd, dim, k) == 0);
+    CHECK(cb_knn_exact(ids1, sc1, q, nq, d, nd, dim, k) == 0);
     set_threads(2);
     CHECK(!memcmp(ids, ids1, nq * k * sizeof(int32_t)) && !memcmp(sc, sc1, nq * k * sizeof(float)));
 
@@ -151,11 +151,11 @@ static void test_exact(void) {
     dd[5 * 4 + 0] = -1;                        /* doc 5: -1 */
     int32_t ti[8];
     float ts[8];
-    CHECK(cb_miner_topk_exact(ti, ts, qq, 1, dd, 6, 4, 8) == 0);
+    CHECK(cb_knn_exact(ti, ts, qq, 1, dd, 6, 4, 8) == 0);
     int32_t want[8] = {1, 3, 4, 2, 0, 5, -1, -1};
     CHECK(!memcmp(ti, want, sizeof want));
     CHECK(ts[0] == 1 && ts[3] == 0.5f && ts[5] == -1 && isinf(ts[6]) && ts[6] < 0);
-    CHECK(cb_miner_topk_exact(ti, ts, qq, 1, dd, 6, 4, 2) == 0);
+    CHECK(cb_knn_exact(ti, ts, qq, 1, dd, 6, 4, 2) == 0);
     CHECK(ti[0] == 1 && ti[1] == 3);
     free(h);
     free(q);
@@ -193,18 +193,18 @@ static void test_ivf(void) {
         const float *c = cen + (size_t)cb_rng_below(&r, nc) * dim;
         for (int t = 0; t < dim; t++) x[t] = c[t] + 0.25f * frand(&r);
     }
-    cb_miner_normalize(d, nd, dim);
-    cb_miner_normalize(q, nq, dim);
+    cb_knn_normalize(d, nd, dim);
+    cb_knn_normalize(q, nq, dim);
     int32_t *ex = malloc(nq * k * sizeof(int32_t)), *ap = malloc(nq * k * sizeof(int32_t));
     float *s1 = malloc(nq * k * sizeof(float)), *s2 = malloc(nq * k * sizeof(float));
-    CHECK(cb_miner_topk_exact(ex, s1, q, nq, d, nd, dim, k) == 0);
-    ivf_index ix, ix1;
+    CHECK(cb_knn_exact(ex, s1, q, nq, d, nd, dim, k) == 0);
+    knn_ivf ix, ix1;
     set_threads(2);
-    CHECK(cb_ivf_build(&ix, d, nd, dim, 0, 10, 42) == 0);
+    CHECK(cb_knn_ivf_build(&ix, d, nd, dim, 0, 10, 42) == 0);
     CHECK(ix.nlist == 438);   /* round(4 sqrt(12000)) */
     CHECK(ix.list_off[ix.nlist] == nd);
-    int np = cb_ivf_default_nprobe(&ix, k);
-    CHECK(cb_ivf_search(&ix, ap, s2, q, nq, k, np) == 0);
+    int np = cb_knn_ivf_nprobe(&ix, k);
+    CHECK(cb_knn_ivf_search(&ix, ap, s2, q, nq, k, np) == 0);
     double rc = recall(ap, ex, nq, k);
     printf("ivf: nlist %d, nprobe %d: recall@%d %.4f\n", ix.nlist, np, k, rc);
     CHECK(rc >= 0.99);
@@ -214,29 +214,29 @@ static void test_ivf(void) {
             for (int t = 0; t < dim; t++) s += (double)q[(i / k) * dim + t] * d[(size_t)ap[i] * dim + t];
             if (fabs(s - s2[i]) > 1e-5) { CHECK_MSG(0, "score of %d", (int)i); break; }
         }
-    cb_ivf_search(&ix, ap, s2, q, nq, k, ix.nlist);   /* every list: the exact lists */
+    cb_knn_ivf_search(&ix, ap, s2, q, nq, k, ix.nlist);   /* every list: the exact lists */
     rc = recall(ap, ex, nq, k);
     CHECK_MSG(rc >= 0.9999, "recall with all lists %.5f", rc);
     /* same seed, 1 thread: the same index and the same results */
     set_threads(1);
-    CHECK(cb_ivf_build(&ix1, d, nd, dim, 0, 10, 42) == 0);
+    CHECK(cb_knn_ivf_build(&ix1, d, nd, dim, 0, 10, 42) == 0);
     set_threads(2);
     CHECK(ix1.nlist == ix.nlist && !memcmp(ix1.centroids, ix.centroids, (size_t)ix.nlist * dim * sizeof(float)) &&
           !memcmp(ix1.list_ids, ix.list_ids, nd * sizeof(int32_t)));
-    cb_ivf_free(&ix1);
+    cb_knn_ivf_free(&ix1);
     /* tiny and degenerate sizes */
-    CHECK(cb_ivf_build(&ix1, d, 5, dim, 0, 10, 1) == 0);
+    CHECK(cb_knn_ivf_build(&ix1, d, 5, dim, 0, 10, 1) == 0);
     CHECK(ix1.nlist >= 1 && ix1.nlist <= 5 && ix1.list_off[ix1.nlist] == 5);
     int32_t ti[8];
     float ts[8];
-    CHECK(cb_ivf_search(&ix1, ti, ts, q, 1, 8, 0) == 0);
+    CHECK(cb_knn_ivf_search(&ix1, ti, ts, q, 1, 8, 0) == 0);
     CHECK(ti[4] >= 0 && ti[5] == -1);
-    cb_ivf_free(&ix1);
-    CHECK(cb_ivf_build(&ix1, d, 0, dim, 0, 10, 1) == 0);
-    CHECK(cb_ivf_search(&ix1, ti, ts, q, 1, 8, 0) == 0);
+    cb_knn_ivf_free(&ix1);
+    CHECK(cb_knn_ivf_build(&ix1, d, 0, dim, 0, 10, 1) == 0);
+    CHECK(cb_knn_ivf_search(&ix1, ti, ts, q, 1, 8, 0) == 0);
     CHECK(ti[0] == -1);
-    cb_ivf_free(&ix1);
-    cb_ivf_free(&ix);
+    cb_knn_ivf_free(&ix1);
+    cb_knn_ivf_free(&ix);
     free(cen);
     free(d);
     free(q);
@@ -333,7 +333,7 @@ static void test_hook(const char *tmp) {
             }
         for (int t = 0; t < dim; t++) Q[qi * dim + t] = D[pos_pid[qi][0] * dim + t] + 0.6f * frand(&r);
     }
-    cb_miner_normalize(Q, NQ, dim);
+    cb_knn_normalize(Q, NQ, dim);
     mkdir(dir, 0777);
     int64_t sd[2] = {ND, dim}, sq[2] = {NQ, dim};
     snprintf(path, sizeof path, "%s/docs.npy", dir);
@@ -353,7 +353,7 @@ static void test_hook(const char *tmp) {
     const int k = 110, lo = 10;
     int32_t *ex = malloc(NQ * k * sizeof(int32_t));
     float *es = malloc(NQ * k * sizeof(float));
-    CHECK(cb_miner_topk_exact(ex, es, Q, NQ, D, ND, dim, k) == 0);
+    CHECK(cb_knn_exact(ex, es, Q, NQ, D, ND, dim, k) == 0);
     miner_opts mo;
     cb_miner_opts_default(&mo);
     mo.load_dir = dir;
