@@ -4,6 +4,7 @@
 #include "batch.h"
 #include "fsutil.h"
 #include "progress.h"
+#include "rng.h"
 #include "safetensors.h"
 
 #include <dirent.h>
@@ -75,6 +76,34 @@ static int check_vocab(const colmodel *m, cb_err *err) {
     return cb_tokenizer_check_ids(m->tok, m->enc.info.vocab, from, err);
 }
 
+/* PyLate's markers for an encoder whose vocabulary has no [unused0] /
+ * [unused1] (models/colbert.py: resize_token_embeddings(len(tokenizer)),
+ * tokenizer.add_tokens(["[Q] ", "[D] "]), resize_token_embeddings again):
+ * the word embeddings grow to the tokenizer's size, the markers are added
+ * to the tokenizer, the embeddings grow by the tokens added; the new rows
+ * as transformers' mean resizing. A tokenizer smaller than the embeddings
+ * (PyLate would shrink them) keeps every row: the markers' ids then index
+ * rows that were there. Nothing happens where the markers already are
+ * (a checkpoint written by cb_colmodel_save has them in tokenizer.json). */
+static int add_markers(colmodel *m, uint64_t seed, cb_err *err) {
+    int have_unused = cb_tokenizer_token_id(m->tok, "[unused0]") >= 0 &&
+                      cb_tokenizer_token_id(m->tok, "[unused1]") >= 0;
+    if (have_unused) return 0;
+    int before = m->enc.info.vocab;
+    int n = cb_tokenizer_vocab_size(m->tok) - m->enc.info.vocab;
+    if (n > 0 && cb_backbone_grow_vocab(&m->enc, n, cb_rng_mix64(seed ^ 0x726f7773ULL), err)) return -1;
+    static const char *const markers[2] = {"[Q] ", "[D] "};
+    int added = cb_tokenizer_add_tokens(m->tok, markers, 2, err);
+    if (added < 0) return -1;
+    n = cb_tokenizer_vocab_size(m->tok) - m->enc.info.vocab;
+    if (n > 0 && cb_backbone_grow_vocab(&m->enc, n, cb_rng_mix64(seed ^ 0x6d61726bULL), err)) return -1;
+    m->added_markers = added;
+    if (added && !m->quiet)
+        fprintf(stderr, "colbert: added the ColBERT markers \"[Q] \" and \"[D] \" to the tokenizer of %s "
+                "(no [unused0] / [unused1]); word embeddings %d -> %d rows\n", m->dir, before, m->enc.info.vocab);
+    return 0;
+}
+
 int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, uint64_t seed, cb_err *err) {
     memset(m, 0, sizeof *m);
     m->dev = dev;
@@ -83,8 +112,9 @@ int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, ui
     if (dim > 0) m->cc.dim = dim;
     if (!(m->dir = cb_model_resolve(name, err))) return -1;
     if (!(m->tok = cb_tokenizer_load(m->dir, err))) goto fail;
-    if (cb_colbert_vocab_init(&m->vocab, m->tok, err)) goto fail;
     if (cb_backbone_load(&m->enc, dev, m->dir, err)) goto fail;
+    if (add_markers(m, seed, err)) goto fail;
+    if (cb_colbert_vocab_init(&m->vocab, m->tok, err)) goto fail;
     if (check_vocab(m, err)) goto fail;
     int H = m->enc.info.hidden;
     char *meta = cb_path_new(m->dir, "artifact.metadata", err);
@@ -322,24 +352,18 @@ fail:
 
 /* ---- save -------------------------------------------------------------- */
 
-/* Both write through fsutil's atomic output: each file is fsync'd, and so
+/* Every file is written through fsutil's atomic output (fsync'd), and so
  * is the checkpoint's directory, before the directory is renamed into
  * place. */
-static int copy_file(const char *src, const char *dst, cb_err *err) {
-    size_t n;
-    char *data = cb_read_file(src, &n, err);
-    if (!data) return -1;
-    char *tmp;
-    FILE *f = cb_out_open(dst, &tmp, err);
-    int rc = -1;
-    if (f && fwrite(data, 1, n, f) == n) rc = cb_out_commit(f, tmp, dst, err);
-    else if (f) { cb_out_abort(f, tmp); cb_err_set(err, "%s: cannot write: %s", dst, strerror(errno)); }
-    free(data);
-    return rc;
+void cb_colmodel_marker_tokens(const tokenizer *tok, const char **query, const char **doc) {
+    /* each as cb_colbert_vocab_init picks it */
+    *query = cb_tokenizer_token_id(tok, "[unused0]") >= 0 ? "[unused0]" : "[Q] ";
+    *doc = cb_tokenizer_token_id(tok, "[unused1]") >= 0 ? "[unused1]" : "[D] ";
 }
 
 int cb_colmodel_save(const char *dir, const backbone *enc, const float *params, const float *linear,
-                  const colbert_config *cc, const char *src_dir, const char *extra_meta, cb_err *err) {
+                  const colbert_config *cc, const tokenizer *tok, const char *src_dir, const char *extra_meta,
+                  cb_err *err) {
     size_t dl = strlen(dir);
     char *tmp = cb_malloc(dl + 32, "a checkpoint's directory name", err);
     char *old = tmp ? cb_malloc(dl + 32, "a checkpoint's directory name", err) : NULL;
@@ -398,23 +422,16 @@ int cb_colmodel_save(const char *dir, const backbone *enc, const float *params, 
     if ((rc = cb_json_write(p, cfg, err))) goto done;
     free(p); p = NULL;
 
-    /* tokenizer files */
-    static const char *tok_files[] = {"tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                                      "special_tokens_map.json", NULL};
-    for (int i = 0; tok_files[i] && !rc; i++) {
-        char *s = cb_path_new(src_dir, tok_files[i], err), *d = s ? cb_path_new(tmp, tok_files[i], err) : NULL;
-        if (!d) rc = -1;
-        else if (cb_file_exists(s)) rc = copy_file(s, d, err);
-        free(s);
-        free(d);
-    }
-    if (rc) goto done;
+    /* tokenizer files, with the added markers */
+    if ((rc = cb_tokenizer_save(tok, src_dir, tmp, err))) goto done;
 
     /* artifact.metadata: ColBERT settings, extra keys, and "meta" */
-    meta = json_pack("{s:i, s:i, s:i, s:b, s:b, s:b, s:s, s:{s:s}}", "query_maxlen", cc->query_maxlen,
+    const char *qtok, *dtok;
+    cb_colmodel_marker_tokens(tok, &qtok, &dtok);
+    meta = json_pack("{s:i, s:i, s:i, s:b, s:b, s:b, s:s, s:s, s:s, s:{s:s}}", "query_maxlen", cc->query_maxlen,
                      "doc_maxlen", cc->doc_maxlen, "dim", cc->dim, "mask_punctuation", cc->mask_punctuation,
                      "attend_to_mask_tokens", cc->attend_to_mask_tokens, "relu", cc->relu, "similarity",
-                     "cosine", "meta", "written_by", "colbert.c");
+                     "cosine", "query_token_id", qtok, "doc_token_id", dtok, "meta", "written_by", "colbert.c");
     if (extra_meta) {
         json_t *x = json_loads(extra_meta, 0, &je);
         if (!json_is_object(x)) { json_decref(x); rc = cb_err_set(err, "checkpoint metadata: invalid JSON"); goto done; }

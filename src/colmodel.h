@@ -9,6 +9,11 @@
  *     attend_to_mask_tokens, relu) from artifact.metadata.
  *   - A plain encoder: a new ColBERT; linear [dim, H] ~ Normal(0,
  *     initializer_range) from a seed, colbert-ai's default settings.
+ *   Markers: [unused0] / [unused1] where the vocabulary has them (BERT);
+ *   else PyLate's "[Q] " / "[D] ", added to the tokenizer at load when it
+ *   lacks them, the word embeddings growing for them as PyLate's
+ *   resize_token_embeddings (new rows from the seed); a checkpoint saved
+ *   from such a model has them in tokenizer.json and loads as it was.
  * Save: a Hugging Face model directory that colbert-ai, RAGatouille and
  *   PyLate load: config.json, model.safetensors (the family's prefix, "bert.",
  *   + encoder keys, "linear.weight"), the tokenizer files, artifact.metadata (the ColBERT
@@ -35,6 +40,7 @@ typedef struct colmodel {
     backbone enc;               /* on dev */
     float *linear;              /* [dev] [dim, H], owned */
     int is_colbert;             /* loaded from a ColBERT checkpoint */
+    int added_markers;          /* "[Q] " / "[D] " were added at load (no [unused0] / [unused1]) */
     colbert_config cc;
     char *metadata;             /* artifact.metadata text, NULL if none */
     /* inference buffers, allocated on first encode */
@@ -79,9 +85,17 @@ int cb_colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t 
 /* Write a checkpoint to `dir`: the encoder enc's parameters (host, in the
  * layout of cb_backbone_named_tensors(enc), written under its family's
  * prefix), linear [cc->dim, H] (host) and the ColBERT settings cc, copying
- * config.json (its vocab_size set to enc's) and the tokenizer files from
- * src_dir. extra_meta: JSON object text merged into artifact.metadata (may
- * be NULL). */
+ * config.json (its vocab_size set to enc's) from src_dir and writing the
+ * tokenizer tok with cb_tokenizer_save (src_dir's files, the added markers
+ * in tokenizer.json). artifact.metadata names the markers
+ * (query_token_id / doc_token_id: cb_colmodel_marker_tokens), as colbert-ai
+ * and PyLate read them. extra_meta: JSON object text merged into
+ * artifact.metadata (may be NULL). */
 int cb_colmodel_save(const char *dir, const backbone *enc, const float *params, const float *linear,
-                  const colbert_config *cc, const char *src_dir, const char *extra_meta, cb_err *err);
+                  const colbert_config *cc, const tokenizer *tok, const char *src_dir, const char *extra_meta,
+                  cb_err *err);
+
+/* The marker tokens of tok, as cb_colbert_vocab_init picks them: "[unused0]"
+ * where it has it, else "[Q] "; "[unused1]", else "[D] ". */
+void cb_colmodel_marker_tokens(const tokenizer *tok, const char **query, const char **doc);
 #endif

@@ -255,6 +255,36 @@ static int gather_lists(cb_comm *c, int32_t *ids, float *sc, size_t nq, int k, c
     return 0;
 }
 
+/* Embed texts t[0..n) with the prompt put before each (sentence-transformers
+ * concatenates the strings, then tokenizes); no prompt: the texts as they
+ * are. */
+static int embed_prompted(encoder *e, const char *prompt, const char **t, const size_t *l, size_t n, float *out,
+                          cb_err *err) {
+    size_t pl = strlen(prompt);
+    if (!pl) return cb_encoder_embed(e, t, l, (int)n, out, err);
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) total += pl + l[i];
+    char *buf = cb_malloc(total ? total : 1, "the prompted texts", err);
+    const char **pt = buf ? cb_malloc((n ? n : 1) * sizeof(char *), "the prompted texts", err) : NULL;
+    size_t *pn = pt ? cb_malloc((n ? n : 1) * sizeof(size_t), "the prompted texts", err) : NULL;
+    int rc = -1;
+    if (pn) {
+        char *w = buf;
+        for (size_t i = 0; i < n; i++) {
+            memcpy(w, prompt, pl);
+            memcpy(w + pl, t[i], l[i]);
+            pt[i] = w;
+            pn[i] = pl + l[i];
+            w += pn[i];
+        }
+        rc = cb_encoder_embed(e, pt, pn, (int)n, out, err);
+    }
+    free(buf);
+    free(pt);
+    free(pn);
+    return rc;
+}
+
 int cb_miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **cands, cb_err *err) {
     miner *m = ctx;
     cb_comm *comm = m->o.comm ? m->o.comm : cb_comm_serial();
@@ -309,8 +339,11 @@ int cb_miner_candidates(void *ctx, const prepare *p, uint64_t **off, uint32_t **
         if (!m->o.quiet && !comm->rank)
             fprintf(stderr, "mine: embedding %zu documents and %zu queries with %s%s\n", nd, nq,
                     m->model_name, comm->size > 1 ? " (split over the ranks)" : "");
-        int erc = cb_encoder_embed(&e, dt, dl, (int)nd, D, err);
-        if (!erc) erc = cb_encoder_embed(&e, qt, ql, (int)nq, Q, err);
+        if (!m->o.quiet && !comm->rank && (e.sbert.prompt_query[0] || e.sbert.prompt_doc[0]))
+            fprintf(stderr, "mine: prompts of config_sentence_transformers.json: queries \"%s\", documents "
+                    "\"%s\"\n", e.sbert.prompt_query, e.sbert.prompt_doc);
+        int erc = embed_prompted(&e, e.sbert.prompt_doc, dt, dl, nd, D, err);
+        if (!erc) erc = embed_prompted(&e, e.sbert.prompt_query, qt, ql, nq, Q, err);
         cb_encoder_free(&e);
         cb_ops_close(dev);
         if (erc) goto done;

@@ -280,6 +280,10 @@ static int pooling_parse(sbert_config *c, const json_t *root, const char *path,
         c->pooling = (sbert_pooling)modes[i].mode;
         nset++;
     }
+    const json_t *ip = json_object_get(root, "include_prompt");
+    if (ip && !json_is_boolean(ip))
+        return cb_err_set(err, "%s: key \"include_prompt\" must be true or false", path);
+    c->include_prompt = !json_is_false(ip);
     if (nset == 0)
         return cb_err_set(err, "%s: no pooling_mode_* key is true", path);
     if (nset > 1)
@@ -323,9 +327,62 @@ static int modules_parse(sbert_config *c, const json_t *mods, const char *dir,
     return 0;
 }
 
+/* One prompt of config_sentence_transformers.json's "prompts" into dst
+ * (left as it is when the name is absent); 1 when set, 0 when absent, -1
+ * with err. */
+static int prompt_get(char *dst, size_t cap, const json_t *prompts, const char *name, const char *path,
+                      cb_err *err) {
+    const json_t *v = json_object_get(prompts, name);
+    if (!v) return 0;
+    if (!json_is_string(v)) return cb_err_set(err, "%s: prompt \"%s\" must be a string", path, name);
+    if (strlen(json_string_value(v)) >= cap)
+        return cb_err_set(err, "%s: prompt \"%s\" is longer than %zu bytes (not supported)", path, name, cap - 1);
+    snprintf(dst, cap, "%s", json_string_value(v));
+    return 1;
+}
+
+/* config_sentence_transformers.json: the query and document prompts. */
+static int prompts_parse(sbert_config *c, const json_t *root, const char *path, cb_err *err) {
+    if (!json_is_object(root)) return cb_err_set(err, "%s: expected a JSON object", path);
+    const json_t *prompts = json_object_get(root, "prompts"), *def = json_object_get(root, "default_prompt_name");
+    if (prompts && !json_is_null(prompts) && !json_is_object(prompts))
+        return cb_err_set(err, "%s: key \"prompts\" must be an object of strings", path);
+    if (def && !json_is_null(def) && !json_is_string(def))
+        return cb_err_set(err, "%s: key \"default_prompt_name\" must be a string or null", path);
+    if (!json_is_object(prompts)) {
+        if (json_is_string(def))
+            return cb_err_set(err, "%s: default_prompt_name \"%s\" names no prompt (no \"prompts\")", path,
+                              json_string_value(def));
+        return 0;
+    }
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)prompts, k, v)
+        if (!json_is_string(v)) return cb_err_set(err, "%s: prompt \"%s\" must be a string", path, k);
+    char dflt[sizeof c->prompt_query] = "";
+    if (json_is_string(def)) {
+        int rc = prompt_get(dflt, sizeof dflt, prompts, json_string_value(def), path, err);
+        if (rc < 0) return -1;
+        if (rc == 0)
+            return cb_err_set(err, "%s: default_prompt_name \"%s\" is not among the prompts", path,
+                              json_string_value(def));
+    }
+    int rc = prompt_get(c->prompt_query, sizeof c->prompt_query, prompts, "query", path, err);
+    if (rc < 0) return -1;
+    if (rc == 0) memcpy(c->prompt_query, dflt, sizeof dflt);
+    static const char *doc_names[] = {"document", "passage", "corpus"};
+    rc = 0;
+    for (int i = 0; i < 3 && rc == 0; i++) rc = prompt_get(c->prompt_doc, sizeof c->prompt_doc, prompts, doc_names[i],
+                                                         path, err);
+    if (rc < 0) return -1;
+    if (rc == 0) memcpy(c->prompt_doc, dflt, sizeof dflt);
+    return 0;
+}
+
 int cb_sbert_config_load(sbert_config *c, const char *dir, cb_err *err) {
     memset(c, 0, sizeof *c);
     c->pooling = POOL_MEAN;
+    c->include_prompt = 1;
     int rc = 0;
     char *path = cb_path_new(dir, "modules.json", err);
     if (!path) return -1;
@@ -354,6 +411,18 @@ int cb_sbert_config_load(sbert_config *c, const char *dir, cb_err *err) {
             }
         }
         json_decref(sb);
+    }
+    free(path);
+    if (rc) return rc;
+
+    if (!(path = cb_path_new(dir, "config_sentence_transformers.json", err))) return -1;
+    if (cb_file_exists(path)) {
+        json_t *cs = cb_json_load(path, 0, err);
+        rc = cs ? prompts_parse(c, cs, path, err) : -1;
+        json_decref(cs);
+        if (!rc && !c->include_prompt && (c->prompt_query[0] || c->prompt_doc[0]))
+            rc = cb_err_set(err, "%s: prompts with 1_Pooling's include_prompt false (the prompt's tokens left out "
+                            "of the pooling) are not supported", path);
     }
     free(path);
     return rc;

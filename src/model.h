@@ -54,9 +54,19 @@ typedef struct sbert_config {
     sbert_pooling pooling;  /* from 1_Pooling/config.json; mean when none */
     int normalize;          /* a sentence_transformers.models.Normalize module */
     int max_seq_length;     /* sentence_bert_config.json; else 0 (model max) */
+    int include_prompt;     /* 1_Pooling/config.json's include_prompt (default 1) */
+    /* config_sentence_transformers.json's prompts: the query prompt is
+     * prompts["query"], the document prompt the first of prompts["document"],
+     * ["passage"], ["corpus"] (the order of sentence-transformers'
+     * encode_document, whose own built-in empty "document" prompt would hide
+     * e5's "passage": the model's is meant); either, when absent, the prompt
+     * named by default_prompt_name; "" when none. The prompt is put before
+     * the text. */
+    char prompt_query[512], prompt_doc[512];
 } sbert_config;
 
 /* Read the sentence-transformers description of <dir>; a plain model gives
- * {is_sbert 0, mean pooling, no normalisation, max_seq_length 0}. */
+ * {is_sbert 0, mean pooling, no normalisation, max_seq_length 0, no
+ * prompts}. Prompts with include_prompt false are refused (not modelled). */
 int cb_sbert_config_load(sbert_config *c, const char *dir, cb_err *err);
 #endif

@@ -43,11 +43,21 @@ static int write_tokenizer_json(const tokenizer *t, const char *src, const char 
         list = json_array();
         json_object_set_new(root, "added_tokens", list);
     }
-    for (int i = t->n_added_file; i < t->n_added; i++)
-        if (json_array_append_new(list, added_json(&t->added[i], 1))) {
+    for (int i = t->n_added_file; i < t->n_added; i++) {
+        /* src may be a file this tokenizer wrote (a training run's later
+         * checkpoints copy the newest one): a token it lists stays once */
+        int listed = 0;
+        size_t k;
+        json_t *e;
+        json_array_foreach(list, k, e) {
+            const char *c = json_string_value(json_object_get(e, "content"));
+            listed |= c && !strcmp(c, t->added[i].content);
+        }
+        if (!listed && json_array_append_new(list, added_json(&t->added[i], 1))) {
             cb_err_set(err, "%s: out of memory", dst);
             goto done;
         }
+    }
     rc = cb_json_write(dst, root, err);
 done:
     json_decref(root);

@@ -58,12 +58,14 @@ static char *metadata_text(const run *r, long step, const val_scores *v) {
     }
     if (!m) m = json_object();
     const train_opts *o = &r->o;
+    const char *qtok, *dtok;   /* [unused0] / [unused1], or the added "[Q] " / "[D] " */
+    cb_colmodel_marker_tokens(r->tok, &qtok, &dtok);
     json_t *x = json_pack("{s:i, s:i, s:i, s:b, s:b, s:b, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:I, "
                           "s:I, s:I, s:i, s:b, s:f, s:b, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:b, s:b}",
                           "query_maxlen", r->cc.query_maxlen, "doc_maxlen", r->cc.doc_maxlen, "dim", r->cc.dim,
                           "mask_punctuation", r->cc.mask_punctuation, "attend_to_mask_tokens",
                           r->cc.attend_to_mask_tokens, "relu", r->cc.relu, "similarity", "cosine",
-                          "query_token_id", "[unused0]", "doc_token_id", "[unused1]", "query_token", "[Q]",
+                          "query_token_id", qtok, "doc_token_id", dtok, "query_token", "[Q]",
                           "doc_token", "[D]", "nbits", o->nbits, "bsize", o->bsize, "accumsteps", o->accumsteps,
                           "lr", o->lr, "maxsteps", (json_int_t)o->maxsteps, "save_every",
                           (json_int_t)o->save_every, "warmup", (json_int_t)o->warmup, "nway", NWAY,
@@ -200,8 +202,8 @@ static int write_checkpoint(run *r, long step, const val_scores *vs, const char 
     if (!host) rc = -1;
     if (!rc) {
         cb_step_get(s, STEP_PARAMS, host);
-        rc = cb_colmodel_save(part, cb_step_backbone(s), host, host + cb_step_linear_offset(s), &r->cc, r->src_dir,
-                           meta, err);
+        rc = cb_colmodel_save(part, cb_step_backbone(s), host, host + cb_step_linear_offset(s), &r->cc, r->tok,
+                              r->src_dir, meta, err);
     }
     free(meta);
     if (!rc) {

@@ -195,8 +195,11 @@ static void test_save(const char *fam, const char *model_type) {
     cc.dim = 16;
     float *lin = calloc((size_t)16 * b.info.hidden, sizeof(float));
     cb_colbert_linear_init(lin, 1, 0.02f, 16, b.info.hidden);
+    tokenizer *tok = cb_tokenizer_load(dir, &err);
+    if (!tok) { fprintf(stderr, "%s\n", err.msg); exit(2); }
     /* CPU device memory is host memory */
-    CHECK_MSG(cb_colmodel_save(out, &b, b.params, lin, &cc, dir, NULL, &err) == 0, "%s", err.msg);
+    CHECK_MSG(cb_colmodel_save(out, &b, b.params, lin, &cc, tok, dir, NULL, &err) == 0, "%s", err.msg);
+    cb_tokenizer_free(tok);
     snprintf(path, sizeof path, "%s/model.safetensors", out);
     st_file f;
     CHECK_MSG(cb_st_open(&f, path, &err) == 0, "%s", err.msg);

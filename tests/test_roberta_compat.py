@@ -5,9 +5,9 @@ from the small seeded models of tests/ref/gen_roberta.py), load in colbert-ai
 PyLate (models.ColBERT), in the peers venv of scripts/setup_peers.sh: the
 encoder class is the family's, its hidden states equal transformers' on the
 model the checkpoint was made from (the same weights: exactly), and the
-projection equals the file's linear.weight. ColBERT vectors of texts need the
-family's tokenizer in C (issue 24, point 3): compared end to end once it is
-read.
+projection equals the file's linear.weight. ColBERT vectors of texts, from
+checkpoints that `colbert train` writes for these families, are compared
+end to end in tests/test_family_train.py.
 """
 import json
 import os

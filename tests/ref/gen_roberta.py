@@ -10,7 +10,10 @@ XLMRobertaModel (seeded, 2 layers, hidden 64, 4 heads, 514 positions,
 pad_token_id 1, type_vocab_size 1, layer_norm_eps 1e-5) whose embeddings
 were resized for the markers as PyLate does (resize_token_embeddings).
 Each model directory is a sentence-transformers directory too (mean
-pooling): OUT_DIR/roberta_model, OUT_DIR/xlmr_model.
+pooling): OUT_DIR/roberta_model, OUT_DIR/xlmr_model; OUT_DIR/roberta_plain,
+OUT_DIR/xlmr_plain are the same encoders before the markers were added (no
+"[Q] " / "[D] ", vocab_size = the tokenizer's), as a plain encoder comes
+from the hub.
 
 References, per family F in (roberta, xlmr), into OUT_DIR/roberta_ref.safetensors:
   F.ids, F.lengths, F.mask, F.hidden   transformers' last hidden states (eval)
@@ -86,12 +89,24 @@ def make_model(key, datasets, model_dir):
                   pad_token_id=1, bos_token_id=0, eos_token_id=2, initializer_range=0.1)
     torch.manual_seed(seed)
     model = model_cls(cfg)
+    # the plain encoder, without markers (colbert train adds them, as PyLate)
+    plain_dir = os.path.join(os.path.dirname(model_dir), f"{key}_plain")
+    shutil.rmtree(plain_dir, ignore_errors=True)
+    model.save_pretrained(plain_dir)
+    tok.save_pretrained(plain_dir)
+    st_files(plain_dir)
     # PyLate's markers: resize to the tokenizer, add the tokens, resize again
     tok.add_tokens(["[Q] ", "[D] "])
     model.resize_token_embeddings(len(tok))
     shutil.rmtree(model_dir, ignore_errors=True)
     model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
+    st_files(model_dir)
+    return tok
+
+
+def st_files(model_dir):
+    """The sentence-transformers files (mean pooling)."""
     with open(os.path.join(model_dir, "modules.json"), "w") as f:
         json.dump([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}], f)
@@ -102,7 +117,6 @@ def make_model(key, datasets, model_dir):
                    "pooling_mode_mean_sqrt_len_tokens": False}, f)
     with open(os.path.join(model_dir, "sentence_bert_config.json"), "w") as f:
         json.dump({"max_seq_length": 512, "do_lower_case": False}, f)
-    return tok
 
 
 def load(key, model_dir, train):
