@@ -5,6 +5,12 @@
  * (tok_bpe.c) models. Internal to the tokenizer module: the library API is
  * tokenizer.h; tokenizer.c loads, tokenizer_encode.c runs the pipeline.
  *
+ * The layers, each using only those below it: tokenizer.c and
+ * tokenizer_encode.c on top; these stages and models; the vocabulary table
+ * (tok_vocab.h), which the models fill and read; code points and UTF-8
+ * (tok_text.h) at the bottom. The models get their own state and the
+ * vocabulary, never the tokenizer.
+ *
  * Text moves between the stages as code points (uint32_t), then as UTF-8
  * words for the model, as HF does (its models see &str). Every stage that
  * allocates reports an allocation failure by returning -1; the loaded
