@@ -5,6 +5,12 @@
  * (tok_bpe.c) models. Internal to the tokenizer module: the library API is
  * tokenizer.h; tokenizer.c loads, tokenizer_encode.c runs the pipeline.
  *
+ * The layers, each using only those below it: tokenizer.c and
+ * tokenizer_encode.c on top; these stages and models; the vocabulary table
+ * (tok_vocab.h), which the models fill and read; code points and UTF-8
+ * (tok_text.h) at the bottom. The models get their own state and the
+ * vocabulary, never the tokenizer.
+ *
  * Text moves between the stages as code points (uint32_t), then as UTF-8
  * words for the model, as HF does (its models see &str). Every stage that
  * allocates reports an allocation failure by returning -1; the loaded
@@ -15,24 +21,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "common.h"
+#include "tok_text.h"
+#include "tok_vocab.h"
 
 struct json_t;
-struct tokenizer;
-
-/* A growable code-point buffer. */
-typedef struct tok_cps {
-    uint32_t *p;
-    size_t n, cap;
-} tok_cps;
-int tok_cps_push(tok_cps *b, uint32_t c);
-int tok_cps_append(tok_cps *b, const uint32_t *c, size_t n);
-
-static inline int tok_utf8_len(uint32_t c) { return c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4; }
-/* UTF-8 of one code point into p (room for 4); returns its length. */
-int tok_utf8_put(char *p, uint32_t c);
-
-/* Rust char::is_whitespace (the White_Space property). */
-int tok_is_whitespace(uint32_t c);
 
 /* ---------------------------------------------------------------------------
  * Regular expressions, the small subset the Replace normalizer and Split
@@ -143,9 +135,11 @@ typedef struct tok_unigram {
     int byte_id[256];        /* "<0xXX>" ids, -1 when absent */
 } tok_unigram;
 
-int tok_unigram_load(tok_unigram *u, struct tokenizer *t, struct json_t *model, const char *path, cb_err *err);
+/* Reads the model's vocabulary into v (empty) and its scores into u. */
+int tok_unigram_load(tok_unigram *u, tok_vocab *v, struct json_t *model, const char *path, cb_err *err);
 void tok_unigram_free(tok_unigram *u);
-int tok_unigram_encode(const struct tokenizer *t, const char *w, size_t n, tok_push_fn push, void *ctx);
+int tok_unigram_encode(const tok_unigram *u, const tok_vocab *v, const char *w, size_t n, tok_push_fn push,
+                       void *ctx);
 
 typedef struct tok_merge {
     uint64_t key;            /* (left id << 32) | right id; UINT64_MAX: empty */
@@ -160,7 +154,8 @@ typedef struct tok_bpe {
     int byte_id[256];
 } tok_bpe;
 
-int tok_bpe_load(tok_bpe *b, struct tokenizer *t, struct json_t *model, const char *path, cb_err *err);
+/* Reads the model's vocabulary into v (empty) and its merges into b. */
+int tok_bpe_load(tok_bpe *b, tok_vocab *v, struct json_t *model, const char *path, cb_err *err);
 void tok_bpe_free(tok_bpe *b);
-int tok_bpe_encode(const struct tokenizer *t, const char *w, size_t n, tok_push_fn push, void *ctx);
+int tok_bpe_encode(const tok_bpe *b, const tok_vocab *v, const char *w, size_t n, tok_push_fn push, void *ctx);
 #endif

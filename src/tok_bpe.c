@@ -11,7 +11,6 @@
  *   - with ignore_merges, a word that is a vocabulary token is that token.
  * Merges are read in both tokenizer.json forms: "a b" and ["a", "b"]. */
 #include "tok.h"
-#include "tokenizer_encode.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -55,7 +54,7 @@ static char *opt_string(json_t *model, const char *key, cb_err *err, int *fail) 
     return s;
 }
 
-int tok_bpe_load(tok_bpe *b, tokenizer *t, json_t *model, const char *path, cb_err *err) {
+int tok_bpe_load(tok_bpe *b, tok_vocab *voc, json_t *model, const char *path, cb_err *err) {
     json_t *vocab = json_object_get(model, "vocab"), *merges = json_object_get(model, "merges");
     if (!json_is_object(vocab) || json_object_size(vocab) == 0)
         return cb_err_set(err, "%s: model.vocab is missing or empty (expected a BPE token -> id map)", path);
@@ -71,7 +70,7 @@ int tok_bpe_load(tok_bpe *b, tokenizer *t, json_t *model, const char *path, cb_e
     b->byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
     b->ignore_merges = json_is_true(json_object_get(model, "ignore_merges"));
 
-    if (cb_tokenizer_vocab_init(t, json_object_size(vocab), err)) return -1;
+    if (tok_vocab_init(voc, json_object_size(vocab), err)) return -1;
     const char *key;
     json_t *v;
     json_object_foreach(vocab, key, v) {
@@ -79,19 +78,19 @@ int tok_bpe_load(tok_bpe *b, tokenizer *t, json_t *model, const char *path, cb_e
             return cb_err_set(err, "%s: model.vocab entry '%s' has no valid id (an integer 0 .. %d)", path, key,
                               1 << 24);
         int old;
-        if (cb_tokenizer_vocab_put(t, key, strlen(key), (int)json_integer_value(v), &old, err) < 0) return -1;
+        if (tok_vocab_put(voc, key, strlen(key), (int)json_integer_value(v), &old, err) < 0) return -1;
     }
     b->unk_id = -1;
     json_t *unk = json_object_get(model, "unk_token");
     if (json_is_string(unk)) {
-        b->unk_id = cb_vocab_find(t, 0, json_string_value(unk), json_string_length(unk));
+        b->unk_id = tok_vocab_find(voc, 0, json_string_value(unk), json_string_length(unk));
         if (b->unk_id < 0)
             return cb_err_set(err, "%s: BPE unk_token '%s' is not in the vocabulary", path, json_string_value(unk));
     }
     for (int c = 0; c < 256; c++) {
         char name[8];
         snprintf(name, sizeof name, "<0x%02X>", c);
-        b->byte_id[c] = cb_vocab_find(t, 0, name, 6);
+        b->byte_id[c] = tok_vocab_find(voc, 0, name, 6);
     }
 
     size_t n = json_array_size(merges);
@@ -128,7 +127,7 @@ int tok_bpe_load(tok_bpe *b, tokenizer *t, json_t *model, const char *path, cb_e
             rc = cb_err_set(err, "%s: model.merges[%zu] is neither \"a b\" nor [\"a\", \"b\"]", path, i);
             break;
         }
-        int a = cb_vocab_find(t, 0, l, ln), c = cb_vocab_find(t, 0, r, rn);
+        int a = tok_vocab_find(voc, 0, l, ln), c = tok_vocab_find(voc, 0, r, rn);
         /* the merged token: a + b without b's continuing prefix */
         size_t skip = plen && rn >= plen && !memcmp(r, b->prefix, plen) ? plen : 0;
         if (ln + rn + 1 > buf_cap) {
@@ -139,7 +138,7 @@ int tok_bpe_load(tok_bpe *b, tokenizer *t, json_t *model, const char *path, cb_e
         }
         memcpy(buf, l, ln);
         memcpy(buf + ln, r + skip, rn - skip);
-        int id = cb_vocab_find(t, 0, buf, ln + rn - skip);
+        int id = tok_vocab_find(voc, 0, buf, ln + rn - skip);
         if (a < 0 || c < 0 || id < 0) {
             rc = cb_err_set(err, "%s: model.merges[%zu] ('%.*s' + '%.*s'): token '%.*s' is not in the vocabulary",
                             path, i, (int)ln, l, (int)rn, r,
@@ -195,8 +194,8 @@ static cand heap_pop(cand *h, size_t *n) {
 
 /* Id of one character w[a..b) as a symbol: prefix when not first, suffix
  * when last. */
-static int char_id(const tok_bpe *b, const tokenizer *t, const char *w, size_t a, size_t e, size_t n) {
-    if (!b->prefix && !b->suffix) return cb_vocab_find(t, 0, w + a, e - a);
+static int char_id(const tok_bpe *b, const tok_vocab *voc, const char *w, size_t a, size_t e, size_t n) {
+    if (!b->prefix && !b->suffix) return tok_vocab_find(voc, 0, w + a, e - a);
     char buf[256];
     size_t k = 0, pl = b->prefix && a > 0 ? strlen(b->prefix) : 0, sl = b->suffix && e == n ? strlen(b->suffix) : 0;
     if (pl + sl + (e - a) > sizeof buf) return -1;
@@ -205,14 +204,13 @@ static int char_id(const tok_bpe *b, const tokenizer *t, const char *w, size_t a
     memcpy(buf + k, w + a, e - a);
     k += e - a;
     memcpy(buf + k, b->suffix, sl);
-    return cb_vocab_find(t, 0, buf, k + sl);
+    return tok_vocab_find(voc, 0, buf, k + sl);
 }
 
-int tok_bpe_encode(const tokenizer *t, const char *w, size_t n, tok_push_fn push, void *ctx) {
+int tok_bpe_encode(const tok_bpe *b, const tok_vocab *voc, const char *w, size_t n, tok_push_fn push, void *ctx) {
     if (n == 0) return 0;
-    const tok_bpe *b = &t->bpe;
     if (b->ignore_merges) {
-        int id = cb_vocab_find(t, 0, w, n);
+        int id = tok_vocab_find(voc, 0, w, n);
         if (id >= 0) {
             push(ctx, id);
             return 0;
@@ -235,7 +233,7 @@ int tok_bpe_encode(const tokenizer *t, const char *w, size_t n, tok_push_fn push
         unsigned c = (unsigned char)w[a];
         size_t e = a + (c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4);
         if (e > n) e = n;
-        int id = char_id(b, t, w, a, e, n);
+        int id = char_id(b, voc, w, a, e, n);
         if (id >= 0) {
             if (unk >= 0) { s[ns++] = (sym){unk, 0, 0, 1}; unk = -1; }
             s[ns++] = (sym){id, 0, 0, 1};

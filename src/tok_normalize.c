@@ -4,68 +4,17 @@
  * defines them, over code points. Unicode data comes from utf8proc (HF uses
  * the Rust crates' tables: characters newer than either differ). */
 #include "tok.h"
-#include "tokenizer_encode.h"
 
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
 
-/* ---------------------------------------------------------------------------
- * Shared helpers. */
-
-int tok_cps_push(tok_cps *b, uint32_t c) {
-    if (b->n == b->cap) {
-        size_t cap = 2 * b->cap + 64;
-        uint32_t *p = realloc(b->p, cap * sizeof *p);
-        if (!p) return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    b->p[b->n++] = c;
-    return 0;
-}
-
-int tok_cps_append(tok_cps *b, const uint32_t *c, size_t n) {
-    if (b->n + n > b->cap) {
-        size_t cap = 2 * b->cap + 64;
-        if (cap < b->n + n) cap = b->n + n;
-        uint32_t *p = realloc(b->p, cap * sizeof *p);
-        if (!p) return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->n, c, n * sizeof *c);
-    b->n += n;
-    return 0;
-}
-
-int tok_utf8_put(char *p, uint32_t c) {
-    if (c < 0x80) { p[0] = (char)c; return 1; }
-    if (c < 0x800) { p[0] = (char)(0xC0 | (c >> 6)); p[1] = (char)(0x80 | (c & 0x3F)); return 2; }
-    if (c < 0x10000) {
-        p[0] = (char)(0xE0 | (c >> 12)); p[1] = (char)(0x80 | ((c >> 6) & 0x3F));
-        p[2] = (char)(0x80 | (c & 0x3F));
-        return 3;
-    }
-    p[0] = (char)(0xF0 | (c >> 18)); p[1] = (char)(0x80 | ((c >> 12) & 0x3F));
-    p[2] = (char)(0x80 | ((c >> 6) & 0x3F)); p[3] = (char)(0x80 | (c & 0x3F));
-    return 4;
-}
-
-int tok_is_whitespace(uint32_t c) {
-    if (c < 0x80) return c == ' ' || (c >= 0x09 && c <= 0x0d);
-    if (c == 0x85) return 1;
-    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
-    return k == UTF8PROC_CATEGORY_ZS || k == UTF8PROC_CATEGORY_ZL || k == UTF8PROC_CATEGORY_ZP;
-}
-
-/* A JSON string as code points (malloc'd). */
 static uint32_t *json_cps(json_t *s, size_t *n, cb_err *err) {
     const char *v = json_string_value(s);
     size_t len = json_string_length(s);
     uint32_t *p = cb_malloc((len + 1) * sizeof *p, "a normalizer", err);
-    if (p) *n = cb_tokenizer_utf8_decode((const unsigned char *)v, len, p);
+    if (p) *n = tok_utf8_decode((const unsigned char *)v, len, p);
     return p;
 }
 

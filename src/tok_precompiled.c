@@ -10,7 +10,6 @@
  * key that is a prefix of the chunk, and the whole chunk is replaced by it
  * (spm_precompiled's transform; not sentencepiece's longest match). */
 #include "tok.h"
-#include "tokenizer_encode.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -136,7 +135,7 @@ static int transform(const tok_precompiled *pc, const uint32_t *cps, size_t n, t
             take = 60;
             while (take > 0 && ((unsigned char)s[take] & 0xC0) == 0x80) take--;
         }
-        size_t m = cb_tokenizer_utf8_decode((const unsigned char *)s, take, rep);
+        size_t m = tok_utf8_decode((const unsigned char *)s, take, rep);
         if (tok_cps_append(out, rep, m)) return -1;
         s += take;
         len -= take;

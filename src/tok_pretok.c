@@ -9,7 +9,6 @@
  *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
  * is matched by hand (gpt2_match), with utf8proc's categories. */
 #include "tok.h"
-#include "tokenizer_encode.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -59,7 +58,7 @@ static int pre_load_one(tok_pretokenizer *pt, json_t *j, const char *path, int d
         json_t *r = json_object_get(j, "replacement");
         uint32_t rep[4];
         if (!json_is_string(r) || json_string_length(r) > 4 ||
-            cb_tokenizer_utf8_decode((const unsigned char *)json_string_value(r), json_string_length(r), rep) != 1)
+            tok_utf8_decode((const unsigned char *)json_string_value(r), json_string_length(r), rep) != 1)
             return cb_err_set(err, "%s: pre_tokenizer Metaspace: \"replacement\" must be one character", path);
         if (pre_add(pt, &op, err)) return -1;
         op->kind = TOK_PRE_METASPACE;
@@ -103,7 +102,7 @@ static int pre_load_one(tok_pretokenizer *pt, json_t *j, const char *path, int d
             size_t len = json_string_length(ps);
             if (!len) return cb_err_set(err, "%s: pre_tokenizer Split with an empty pattern", path);
             if (!(op->lit = cb_malloc((len + 1) * sizeof *op->lit, "a pre-tokenizer", err))) return -1;
-            op->n_lit = cb_tokenizer_utf8_decode((const unsigned char *)json_string_value(ps), len, op->lit);
+            op->n_lit = tok_utf8_decode((const unsigned char *)json_string_value(ps), len, op->lit);
             return 0;
         }
         if (!strcmp(json_string_value(pr), GPT2_PATTERN)) {

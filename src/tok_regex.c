@@ -5,7 +5,6 @@
  * these patterns. Anything else is refused at load with the pattern named,
  * so that no pattern is silently matched differently. */
 #include "tok.h"
-#include "tokenizer_encode.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +40,7 @@ static uint32_t pat_next(const unsigned char **p) {
     size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
     if (strnlen((const char *)*p, len) < len) len = 1;
     uint32_t cp[4];
-    cb_tokenizer_utf8_decode(*p, len, cp);   /* JSON strings are valid UTF-8 */
+    tok_utf8_decode(*p, len, cp);   /* JSON strings are valid UTF-8 */
     *p += len;
     return cp[0];
 }

@@ -13,12 +13,11 @@
  *     exist) or the unknown id.
  */
 #include "tok.h"
-#include "tokenizer_encode.h"
 
 #include <jansson.h>
 #include <stdlib.h>
 
-int tok_unigram_load(tok_unigram *u, tokenizer *t, json_t *model, const char *path, cb_err *err) {
+int tok_unigram_load(tok_unigram *u, tok_vocab *voc, json_t *model, const char *path, cb_err *err) {
     json_t *vocab = json_object_get(model, "vocab");
     size_t n = json_array_size(vocab);
     if (!json_is_array(vocab) || n == 0)
@@ -32,7 +31,7 @@ int tok_unigram_load(tok_unigram *u, tokenizer *t, json_t *model, const char *pa
     u->byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
     u->n = (int)n;
     if (!(u->score = cb_malloc(n * sizeof *u->score, "the Unigram scores", err))) return -1;
-    if (cb_tokenizer_vocab_init(t, n, err)) return -1;
+    if (tok_vocab_init(voc, n, err)) return -1;
     u->min_score = 1e300;
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(vocab, i);
@@ -40,7 +39,7 @@ int tok_unigram_load(tok_unigram *u, tokenizer *t, json_t *model, const char *pa
         if (!json_is_array(e) || json_array_size(e) != 2 || !json_is_string(piece) || !json_is_number(score))
             return cb_err_set(err, "%s: model.vocab[%zu] is not a [piece, score] pair", path, i);
         int old;
-        int rc = cb_tokenizer_vocab_put(t, json_string_value(piece), json_string_length(piece), (int)i, &old, err);
+        int rc = tok_vocab_put(voc, json_string_value(piece), json_string_length(piece), (int)i, &old, err);
         if (rc < 0) return -1;
         if (rc == 1)
             return cb_err_set(err, "%s: model.vocab[%zu] '%s' repeats model.vocab[%d]", path, i,
@@ -51,7 +50,7 @@ int tok_unigram_load(tok_unigram *u, tokenizer *t, json_t *model, const char *pa
     for (int b = 0; b < 256; b++) {
         char name[8];
         snprintf(name, sizeof name, "<0x%02X>", b);
-        u->byte_id[b] = cb_vocab_find(t, 0, name, 6);
+        u->byte_id[b] = tok_vocab_find(voc, 0, name, 6);
     }
     return 0;
 }
@@ -67,9 +66,9 @@ typedef struct node {
 } node;
 
 /* The id of a final piece w[a..b): as looked up by its string. */
-static void emit_piece(const tokenizer *t, const char *w, size_t a, size_t b, tok_push_fn push, void *ctx) {
-    const tok_unigram *u = &t->uni;
-    int id = cb_vocab_find(t, 0, w + a, b - a);
+static void emit_piece(const tok_unigram *u, const tok_vocab *voc, const char *w, size_t a, size_t b, tok_push_fn push,
+                       void *ctx) {
+    int id = tok_vocab_find(voc, 0, w + a, b - a);
     if (id >= 0) {
         push(ctx, id);
         return;
@@ -85,9 +84,9 @@ static void emit_piece(const tokenizer *t, const char *w, size_t a, size_t b, to
     push(ctx, u->unk_id);
 }
 
-int tok_unigram_encode(const tokenizer *t, const char *w, size_t n, tok_push_fn push, void *ctx) {
+int tok_unigram_encode(const tok_unigram *u, const tok_vocab *voc, const char *w, size_t n, tok_push_fn push,
+                       void *ctx) {
     if (n == 0) return 0;
-    const tok_unigram *u = &t->uni;
     node stack_best[257];
     int32_t stack_ends[257];
     node *best = n < 256 ? stack_best : malloc((n + 1) * sizeof *best);
@@ -104,8 +103,8 @@ int tok_unigram_encode(const tokenizer *t, const char *w, size_t n, tok_push_fn 
         size_t mblen = utf8_lead_len((unsigned char)w[s]);
         if (mblen > n - s) mblen = n - s;
         int single = 0;
-        for (size_t e = s + mblen; e <= n && e - s <= t->max_tok_len;) {
-            int id = cb_vocab_find(t, 0, w + s, e - s);
+        for (size_t e = s + mblen; e <= n && e - s <= voc->max_tok_len;) {
+            int id = tok_vocab_find(voc, 0, w + s, e - s);
             if (id >= 0) {
                 double cand = here + u->score[id];
                 if (best[e].start < 0 || cand > best[e].score) best[e] = (node){cand, (int32_t)s, id};
@@ -136,7 +135,7 @@ int tok_unigram_encode(const tokenizer *t, const char *w, size_t n, tok_push_fn 
         if (best[b].id == u->unk_id) {
             size_t b2 = b;
             while (k > 0 && best[ends[k - 1]].id == u->unk_id) b2 = (size_t)ends[--k];
-            emit_piece(t, w, a, b2, push, ctx);
+            emit_piece(u, voc, w, a, b2, push, ctx);
             a = b2;
             continue;
         }

@@ -15,55 +15,6 @@
 #define TOKENIZER_MAX_ID (1 << 24)
 
 /* ---------------------------------------------------------------------------
- * Vocabulary table (the lookup, cb_vocab_find, is in tokenizer_encode.h). */
-
-/* Prepare an empty table for up to n tokens. */
-int cb_tokenizer_vocab_init(tokenizer *t, size_t n, cb_err *err) {
-    uint64_t cap = 16;
-    while (cap < 2 * (uint64_t)n + 16) cap *= 2;
-    t->slots = cb_malloc(cap * sizeof *t->slots, "the vocabulary", err);
-    t->arena_cap = 1 << 16;
-    t->arena = cb_malloc(t->arena_cap, "the vocabulary", err);
-    if (!t->slots || !t->arena) return -1;
-    for (uint64_t i = 0; i < cap; i++) t->slots[i].id = -1;
-    t->slot_mask = cap - 1;
-    t->arena_len = 0;
-    return 0;
-}
-
-/* Insert a token. A token already present is refused: 1 with *old_id set
- * (HF's maps would let the later one win and leave the earlier id without
- * a token, a vocabulary that no longer matches the embedding rows). */
-int cb_tokenizer_vocab_put(tokenizer *t, const char *s, size_t n, int id, int *old_id, cb_err *err) {
-    uint64_t h = cb_hash_mix(cb_fnv_update(FNV_OFFSET, s, n));
-    uint64_t i = h & t->slot_mask;
-    for (;; i = (i + 1) & t->slot_mask) {
-        vocab_slot *sl = &t->slots[i];
-        if (sl->id < 0) break;
-        if (sl->hash == h && sl->len == n && !memcmp(t->arena + sl->off, s, n)) {
-            *old_id = sl->id;
-            return 1;
-        }
-    }
-    CB_ASSERT(t->n_vocab < (int)(t->slot_mask / 2 + 8));
-    if (t->arena_len + n + 1 > t->arena_cap) {
-        size_t cap = t->arena_cap;
-        while (t->arena_len + n + 1 > cap) cap *= 2;
-        char *a = cb_realloc(t->arena, cap, "the vocabulary", err);
-        if (!a) return -1;
-        t->arena = a;
-        t->arena_cap = cap;
-    }
-    memcpy(t->arena + t->arena_len, s, n);
-    t->arena[t->arena_len + n] = '\0';
-    t->slots[i] = (vocab_slot){h, (uint32_t)t->arena_len, (uint32_t)n, id};
-    t->arena_len += n + 1;
-    t->n_vocab++;
-    if (n > t->max_tok_len) t->max_tok_len = (uint32_t)n;
-    return 0;
-}
-
-/* ---------------------------------------------------------------------------
  * Loading. */
 
 static int json_bool(json_t *o, const char *key, int dflt) {
@@ -150,9 +101,9 @@ static int load_wordpiece(tokenizer *t, json_t *root, json_t *model, const char 
     snprintf(t->unk_token, sizeof t->unk_token, "%s", json_is_string(v) ? json_string_value(v) : "[UNK]");
     v = json_object_get(model, "continuing_subword_prefix");
     if (json_is_string(v)) {
-        if (strlen(json_string_value(v)) >= sizeof t->prefix)
+        if (strlen(json_string_value(v)) >= sizeof t->vocab.prefix)
             return cb_err_set(err, "%s: continuing_subword_prefix is too long", path);
-        snprintf(t->prefix, sizeof t->prefix, "%s", json_string_value(v));
+        snprintf(t->vocab.prefix, sizeof t->vocab.prefix, "%s", json_string_value(v));
     }
     v = json_object_get(model, "max_input_chars_per_word");
     if (v && !json_is_null(v)) {
@@ -168,14 +119,14 @@ static int load_wordpiece(tokenizer *t, json_t *root, json_t *model, const char 
         t->max_chars = m > INT32_MAX / 2 ? INT32_MAX / 2 : (int)m;
     }
 
-    if (cb_tokenizer_vocab_init(t, json_object_size(vocab), err)) return -1;
+    if (tok_vocab_init(&t->vocab, json_object_size(vocab), err)) return -1;
     const char *key;
     json_object_foreach(vocab, key, v) {
         if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > TOKENIZER_MAX_ID)
             return cb_err_set(err, "%s: model.vocab entry '%s' has no valid id (an integer 0 .. %d)", path, key,
                               TOKENIZER_MAX_ID);
         int old;   /* jansson keeps one value per key: no duplicate token here */
-        if (cb_tokenizer_vocab_put(t, key, strlen(key), (int)json_integer_value(v), &old, err)) return -1;
+        if (tok_vocab_put(&t->vocab, key, strlen(key), (int)json_integer_value(v), &old, err)) return -1;
     }
 
     json_t *norm = json_object_get(root, "normalizer");
@@ -304,10 +255,10 @@ static int load_tokenizer_json(tokenizer *t, const char *path, cb_err *err) {
     } else if (ty && (!strcmp(ty, "Unigram") || !strcmp(ty, "BPE"))) {
         if (!strcmp(ty, "Unigram")) {
             t->model = TOK_MODEL_UNIGRAM;
-            if (tok_unigram_load(&t->uni, t, model, path, err)) goto done;
+            if (tok_unigram_load(&t->uni, &t->vocab, model, path, err)) goto done;
         } else {
             t->model = TOK_MODEL_BPE;
-            if (tok_bpe_load(&t->bpe, t, model, path, err)) goto done;
+            if (tok_bpe_load(&t->bpe, &t->vocab, model, path, err)) goto done;
         }
         if (tok_normalizer_load(&t->norm, json_object_get(root, "normalizer"), path, err) ||
             tok_pretokenizer_load(&t->pre, json_object_get(root, "pre_tokenizer"), path, err))
@@ -333,7 +284,7 @@ static int load_vocab_txt(tokenizer *t, const char *path, cb_err *err) {
     if (!buf) return -1;
     size_t lines = 1;
     for (size_t i = 0; i < len; i++) lines += buf[i] == '\n';
-    int id = 0, rc = cb_tokenizer_vocab_init(t, lines, err);
+    int id = 0, rc = tok_vocab_init(&t->vocab, lines, err);
     for (size_t i = 0; i < len && !rc;) {
         size_t j = i;
         while (j < len && buf[j] != '\n') j++;
@@ -342,7 +293,7 @@ static int load_vocab_txt(tokenizer *t, const char *path, cb_err *err) {
         int old;
         if (memchr(buf + i, '\0', n))
             rc = cb_err_set(err, "%s:%d: a NUL byte in a token (not a vocabulary file?)", path, id + 1);
-        else if ((rc = cb_tokenizer_vocab_put(t, buf + i, n, id, &old, err)) == 1)
+        else if ((rc = tok_vocab_put(&t->vocab, buf + i, n, id, &old, err)) == 1)
             rc = cb_err_set(err, "%s:%d: token '%.*s' repeats line %d (each line is one token; its id is "
                             "the line number from 0)", path, id + 1, (int)(n > 60 ? 60 : n), buf + i, old + 1);
         id++;
@@ -350,7 +301,7 @@ static int load_vocab_txt(tokenizer *t, const char *path, cb_err *err) {
     }
     free(buf);
     if (rc) return -1;
-    if (t->n_vocab == 0) return cb_err_set(err, "%s: empty vocabulary", path);
+    if (t->vocab.n_vocab == 0) return cb_err_set(err, "%s: empty vocabulary", path);
     return 0;
 }
 
@@ -365,8 +316,7 @@ void cb_tokenizer_free(tokenizer *t) {
     tok_bpe_free(&t->bpe);
     tok_normalizer_free(&t->norm);
     tok_pretokenizer_free(&t->pre);
-    free(t->slots);
-    free(t->arena);
+    tok_vocab_free(&t->vocab);
     free(t->id_tok);
     free(t->path);
     free(t);
@@ -378,7 +328,7 @@ static int added_pattern(tokenizer *t, added_token *a, cb_err *err) {
     size_t len = strlen(a->content);
     uint32_t *cps = cb_malloc((len + 1) * sizeof *cps, "an added token", err);
     if (!cps) return -1;
-    size_t n = cb_tokenizer_utf8_decode((const unsigned char *)a->content, len, cps);
+    size_t n = tok_utf8_decode((const unsigned char *)a->content, len, cps);
     if (a->normalized) {
         uint32_t *raw = cps;
         int rc = cb_tokenizer_normalize(t, raw, n, &cps, &n);
@@ -397,10 +347,10 @@ static int added_pattern(tokenizer *t, added_token *a, cb_err *err) {
 /* After the files are read: unk id, prefix hash, added-token patterns, the
  * id -> token table, special ids. */
 static int tokenizer_finish(tokenizer *t, const char *vocab_path, json_t *cfg, cb_err *err) {
-    t->prefix_len = (uint32_t)strlen(t->prefix);
-    t->prefix_hash = cb_fnv_update(FNV_OFFSET, t->prefix, t->prefix_len);
+    t->vocab.prefix_len = (uint32_t)strlen(t->vocab.prefix);
+    t->vocab.prefix_hash = cb_fnv_update(FNV_OFFSET, t->vocab.prefix, t->vocab.prefix_len);
     if (t->model == TOK_MODEL_WORDPIECE) {
-        t->unk_id = cb_vocab_find(t, 0, t->unk_token, strlen(t->unk_token));
+        t->unk_id = tok_vocab_find(&t->vocab, 0, t->unk_token, strlen(t->unk_token));
         if (t->unk_id < 0)
             return cb_err_set(err, "%s: unk_token '%s' is not in the vocabulary", vocab_path, t->unk_token);
     } else {
@@ -411,18 +361,18 @@ static int tokenizer_finish(tokenizer *t, const char *vocab_path, json_t *cfg, c
     for (int i = 0; i < t->n_added; i++) if (added_pattern(t, &t->added[i], err)) return -1;
 
     int max_id = -1;
-    for (uint64_t i = 0; i <= t->slot_mask; i++) if (t->slots[i].id > max_id) max_id = t->slots[i].id;
+    for (uint64_t i = 0; i <= t->vocab.slot_mask; i++) if (t->vocab.slots[i].id > max_id) max_id = t->vocab.slots[i].id;
     for (int i = 0; i < t->n_added; i++) if (t->added[i].id > max_id) max_id = t->added[i].id;
     t->n_ids = max_id + 1;
     t->id_tok = cb_calloc((size_t)t->n_ids, sizeof *t->id_tok, "the token table", err);
     if (!t->id_tok) return -1;
-    for (uint64_t i = 0; i <= t->slot_mask; i++) {
-        const vocab_slot *sl = &t->slots[i];
+    for (uint64_t i = 0; i <= t->vocab.slot_mask; i++) {
+        const vocab_slot *sl = &t->vocab.slots[i];
         if (sl->id < 0) continue;
         if (t->id_tok[sl->id])
             return cb_err_set(err, "%s: tokens '%s' and '%s' both have id %d", vocab_path, t->id_tok[sl->id],
-                              t->arena + sl->off, sl->id);
-        t->id_tok[sl->id] = t->arena + sl->off;
+                              t->vocab.arena + sl->off, sl->id);
+        t->id_tok[sl->id] = t->vocab.arena + sl->off;
     }
     for (int i = 0; i < t->n_added; i++) t->id_tok[t->added[i].id] = t->added[i].content;
 
@@ -464,7 +414,7 @@ tokenizer *cb_tokenizer_load(const char *model_dir, cb_err *err) {
     }
     tokenizer *t = cb_calloc(1, sizeof *t, "a tokenizer", err);
     if (!t) return NULL;
-    snprintf(t->prefix, sizeof t->prefix, "##");
+    snprintf(t->vocab.prefix, sizeof t->vocab.prefix, "##");
     snprintf(t->unk_token, sizeof t->unk_token, "[UNK]");
     t->max_chars = 100;
     t->clean_text = t->handle_chinese = t->lowercase = t->strip_accents = 1;
@@ -501,7 +451,7 @@ tokenizer *cb_tokenizer_load(const char *model_dir, cb_err *err) {
             for (int i = 0; i < 5; i++) {
                 const char *nm = cfg ? json_token_name(cfg, keys[i]) : NULL;
                 if (!nm) nm = names[i];
-                int id = cb_vocab_find(t, 0, nm, strlen(nm));
+                int id = tok_vocab_find(&t->vocab, 0, nm, strlen(nm));
                 if (id >= 0 && added_add(t, nm, id, 0, 0, 0, 0, err)) goto done;
             }
         }
@@ -524,7 +474,7 @@ done:
 }
 
 int cb_tokenizer_token_id(const tokenizer *t, const char *token) {
-    int id = cb_vocab_find(t, 0, token, strlen(token));
+    int id = tok_vocab_find(&t->vocab, 0, token, strlen(token));
     if (id >= 0) return id;
     for (int i = 0; i < t->n_added; i++)
         if (!strcmp(t->added[i].content, token)) return t->added[i].id;
@@ -558,7 +508,7 @@ int cb_tokenizer_add_tokens(tokenizer *t, const char *const *tokens, int n, cb_e
         for (int k = 0; k < t->n_added && !dup; k++) dup = !strcmp(t->added[k].content, tok);
         if (dup || !*tok) continue;
         /* a token of the model's vocabulary keeps its id (HF's AddedVocabulary) */
-        int id = cb_vocab_find(t, 0, tok, strlen(tok));
+        int id = tok_vocab_find(&t->vocab, 0, tok, strlen(tok));
         if (id < 0) {
             if (t->n_ids >= TOKENIZER_MAX_ID) return cb_err_set(err, "adding token '%s': too many tokens", tok);
             const char **grown = cb_realloc(t->id_tok, (size_t)(t->n_ids + 1) * sizeof *grown, "the token table", err);

@@ -263,13 +263,13 @@ static void word_flush(const tokenizer *t, scratch *s) {
     size_t start = 0;
     while (start < len) {
         size_t end = len;
-        if (end - start > t->max_tok_len) {  /* no longer token exists */
-            end = start + t->max_tok_len;
+        if (end - start > t->vocab.max_tok_len) {  /* no longer token exists */
+            end = start + t->vocab.max_tok_len;
             while (end > start && ((unsigned char)w[end] & 0xC0) == 0x80) end--;
         }
         int id = -1;
         while (end > start) {
-            id = cb_vocab_find(t, start > 0, w + start, end - start);
+            id = tok_vocab_find(&t->vocab, start > 0, w + start, end - start);
             if (id >= 0) break;
             do end--; while (end > start && ((unsigned char)w[end] & 0xC0) == 0x80);
         }
@@ -412,8 +412,8 @@ static void gen_words(const tokenizer *t, scratch *s, gen *g, const uint32_t *in
         }
         size_t k = 0;
         for (size_t q = 0; q < m; q++) k += (size_t)tok_utf8_put(g->word + k, c[q]);
-        int rc = t->model == TOK_MODEL_UNIGRAM ? tok_unigram_encode(t, g->word, k, gen_push, s)
-                                               : tok_bpe_encode(t, g->word, k, gen_push, s);
+        int rc = t->model == TOK_MODEL_UNIGRAM ? tok_unigram_encode(&t->uni, &t->vocab, g->word, k, gen_push, s)
+                                               : tok_bpe_encode(&t->bpe, &t->vocab, g->word, k, gen_push, s);
         if (rc) s->oom = 1;
     }
 }
@@ -461,7 +461,7 @@ int cb_tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_
     char stack_word[512];
     uint32_t *cps = len < 512 ? stack_cps : malloc((len + 1) * sizeof *cps);
     if (!cps) return -1;
-    size_t n = cb_tokenizer_utf8_decode((const unsigned char *)text, len, cps);
+    size_t n = tok_utf8_decode((const unsigned char *)text, len, cps);
 
     scratch s = {0};
     s.norm = stack_norm;
@@ -489,49 +489,4 @@ int cb_tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_
     if (s.word_heap) free(s.word);
     free(s.pend);
     return s.oom ? -1 : s.n_out;
-}
-
-/* ---------------------------------------------------------------------------
- * UTF-8 decoding with Python's errors="replace": each maximal prefix of a
- * valid sequence that cannot be completed becomes one U+FFFD, and decoding
- * resumes at the byte that broke it. */
-size_t cb_tokenizer_utf8_decode(const unsigned char *s, size_t len, uint32_t *out) {
-    size_t i = 0, n = 0;
-    while (i < len) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            out[n++] = c;
-            i++;
-            continue;
-        }
-        int need;
-        uint32_t cp;
-        unsigned lo = 0x80, hi = 0xBF;  /* allowed range of the next byte */
-        if (c >= 0xC2 && c <= 0xDF) { need = 1; cp = c & 0x1F; }
-        else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2; cp = c & 0x0F;
-            if (c == 0xE0) lo = 0xA0;       /* no overlong forms */
-            else if (c == 0xED) hi = 0x9F;  /* no surrogates */
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3; cp = c & 0x07;
-            if (c == 0xF0) lo = 0x90;
-            else if (c == 0xF4) hi = 0x8F;  /* <= U+10FFFF */
-        } else {
-            out[n++] = 0xFFFD;
-            i++;
-            continue;
-        }
-        size_t j = i + 1;
-        int k = 0;
-        for (; k < need && j < len; k++, j++) {
-            unsigned b = s[j];
-            if (b < lo || b > hi) break;
-            cp = (cp << 6) | (b & 0x3F);
-            lo = 0x80;
-            hi = 0xBF;
-        }
-        out[n++] = k == need ? cp : 0xFFFD;
-        i = j;
-    }
-    return n;
 }
