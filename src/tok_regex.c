@@ -160,6 +160,7 @@ tok_regex *tok_regex_new(const char *pattern, const char *where, cb_err *err) {
     }
     if (why) {
         cb_err_set(err, "%s: regex pattern '%s' is not supported: it uses %s", where, pattern, why);
+        free(re->atoms[re->n_atoms].ranges);   /* the atom that failed is not counted yet */
         tok_regex_free(re);
         return NULL;
     }
