@@ -509,7 +509,6 @@ static void arch_info(backbone *b, const bert_model *m) {
     i->hidden = c->hidden_size;
     i->layers = c->num_hidden_layers;
     i->intermediate = c->intermediate_size;
-    i->intermediate = c->intermediate_size;
     i->vocab = c->vocab_size;
     i->max_len = c->max_len;
     i->pad_id = c->pad_token_id;
