@@ -19,7 +19,8 @@ if [ -z "${COLBERT_MODEL:-}" ]; then
 fi
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" UBSAN_OPTIONS="print_stacktrace=1"
 export COLBERT_TMP=$(mktemp -d /tmp/colbert-test.XXXXXX)
-trap 'rm -rf "$COLBERT_TMP"' EXIT
+# removed at the end; COLBERT_KEEP_TMP=1 keeps everything the tests wrote
+trap '[ "${COLBERT_KEEP_TMP:-}" = 1 ] && echo "run.sh: kept $COLBERT_TMP" || rm -rf "$COLBERT_TMP"' EXIT
 
 # Reference tensors from PyTorch for the C parity tests (tests/ref/gen_*.py).
 export COLBERT_REF="$COLBERT_TMP/ref"
@@ -34,13 +35,24 @@ run() {  # run NAME CMD...
     if "$@"; then passed=$((passed+1)); s=ok; else failed=$((failed+1)); failures+=("$name"); s=FAILED; fi
     printf '== %-40s %s (%.1f s)\n' "$name" "$s" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')"
 }
-for t in build/tests/test_*; do run "$(basename "$t")" "$t"; done
-for t in build-san/tests/test_*; do run "$(basename "$t") [asan]" "$t"; done
+# each C test writes under a scratch $COLBERT_TMP of its own, removed after it
+# (COLBERT_KEEP_TMP=1 keeps it), so the suite's disk use stays small
+scratch() {  # scratch NAME CMD...: run CMD with COLBERT_TMP=$COLBERT_TMP/scratch/NAME
+    local name=$1; shift
+    local d="$COLBERT_TMP/scratch/$name"
+    mkdir -p "$d"
+    COLBERT_TMP="$d" "$@"; local rc=$?
+    [ "${COLBERT_KEEP_TMP:-}" = 1 ] || rm -rf "$d"
+    return $rc
+}
+for t in build/tests/test_*; do run "$(basename "$t")" scratch "$(basename "$t")" "$t"; done
+for t in build-san/tests/test_*; do run "$(basename "$t") [asan]" scratch "$(basename "$t").san" "$t"; done
 # each libFuzzer target of fuzz/ for 30 s from its seed corpus (new inputs
 # in a scratch directory); a crash, leak or sanitizer report fails it
 for t in fuzz/fuzz_*.c; do
     t=${t#fuzz/fuzz_}; t=${t%.c}
     run "fuzz_$t (30 s)" bash fuzz/run.sh 30 "$COLBERT_TMP/fuzz" "$t"
+    [ "${COLBERT_KEEP_TMP:-}" = 1 ] || rm -rf "$COLBERT_TMP/fuzz"
 done
 # colbert-ai, PyLate and RAGatouille (transformers 4.x) for tests/test_train_compat.py
 bash scripts/setup_peers.sh || { echo "run.sh: scripts/setup_peers.sh failed" >&2; exit 1; }

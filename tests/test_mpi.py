@@ -104,15 +104,24 @@ def nf200():
 
 
 def train_args(data, out, dropout, steps=10):
-    # --epochs 4: nf200 holds 25 steps of 8 triples an epoch; the longest run (the SIGINT test, 50 steps) needs two
+    # --epochs 4: nf200 holds 25 steps of 8 triples an epoch; the longest run (the SIGINT test, 50 steps) needs two.
+    # --keep-checkpoints 1: the tests read the last checkpoint, or resume from the newest (disk: 90 MB each)
     return ["train", "--threads", "1", "--model-name", "a", "--pretrained", MODEL, "--data", data, "--output-dir", out,
             "--batch-size", "8", "--maxsteps", str(steps), "--doc-maxlen", "32", "--query-maxlen", "16",
-            "--val-fraction", "0", "--lr", "1e-5", "--save-every", "5", "--keep-checkpoints", "0", "--epochs", "4",
+            "--val-fraction", "0", "--lr", "1e-5", "--save-every", "5", "--keep-checkpoints",
+            "1", "--epochs", "4",
             "--quiet",
             *([] if dropout else ["--no-dropout"])]
 
 
 RUNS = {}
+
+
+def forget(nf200, ranks, dropout, steps):
+    """Remove a run trained() made (no later test uses it)."""
+    d = RUNS.pop((ranks, dropout, steps), None)
+    if d:
+        shutil.rmtree(os.path.dirname(d), ignore_errors=True)
 
 
 def trained(nf200, ranks, dropout, steps=10):
@@ -162,6 +171,7 @@ def test_validation_split_equals_one_process(nf200):
         run(mpirun([BIN, *args], n) if n > 1 else [BIN, *args])
         ev = [json.loads(x) for x in open(os.path.join(out, "a", "train.jsonl")) if '"event"' in x]
         res.append(ev[-1])
+        shutil.rmtree(out)
     a, b = res
     print(f"\nvalidation, 1 process vs 2 ranks: nDCG@10 {a['val_ndcg10']:.4f} / {b['val_ndcg10']:.4f}, "
           f"loss {a['val_loss']:.6f} / {b['val_loss']:.6f}")
@@ -180,6 +190,7 @@ def test_local_scope_runs_and_differs(nf200):
     assert state["opts"]["ib_scope"] == "local"
     glob = steps_of(trained(nf200, 2, 0))[0]["loss"]
     assert steps_of(os.path.join(out, "a"))[0]["loss"] != pytest.approx(glob, rel=1e-3)
+    shutil.rmtree(out)
 
 
 def test_batch_must_split(nf200):
@@ -236,11 +247,14 @@ def test_sigint_then_resume(nf200):
     rel, worst, name = compare_runs(full, os.path.join(one, "a"), last)
     print(f"resumed in one process: loss rel err {rel:.2g}, parameters max abs diff {worst:.2g} ({name})")
     assert rel <= 1e-6 and worst <= 1e-5
+    shutil.rmtree(one)
     # 2 ranks resume bit-identically
     r = run(mpirun([BIN, "train", "--threads", "1", "--resume", src]))
     assert r.stdout.strip().splitlines()[-1] == os.path.join(out, "a", last)
     same_state(os.path.join(full, last), os.path.join(out, "a", last))
     assert [x["step"] for x in steps_of(os.path.join(out, "a"))] == list(range(1, steps + 1))
+    shutil.rmtree(out)
+    forget(nf200, 2, 1, steps)
 
 
 def rank_pids(parent):
@@ -287,6 +301,7 @@ def test_killed_rank_ends_run(nf200):
     assert not os.path.isdir(os.path.join(out, "a", "step-000010")), "the run ended before the kill"
     run(mpirun([BIN, "train", "--threads", "1", "--resume", ck]))
     same_state(os.path.join(full, "step-000010"), os.path.join(out, "a", "step-000010"))
+    shutil.rmtree(out)
 
 
 # ---- prepare (mining) and eval ---------------------------------------------
