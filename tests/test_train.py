@@ -35,6 +35,10 @@ TMP = os.environ["COLBERT_TMP"]
 FILES = ("queries.train.colbert.tsv", "corpus.train.colbert.tsv", "triples.train.colbert.jsonl")
 
 
+# each test's runs go when it ends (tests/conftest.py); what tests share comes
+# from the module's fixtures (nf, full_run)
+TMP_PER_TEST = True
+
 def train(args, binary=BIN, check=True):
     r = subprocess.run([binary, "train", "--threads", "2", *args], capture_output=True, text=True)
     if check:
@@ -258,7 +262,7 @@ def test_finetune_keeps_linear_and_config(full_run):
     # no --dim/--doc-maxlen/--query-maxlen: the checkpoint's 128/32/16 stay; a tiny rate keeps the weights
     r = train(["--model-name", "ft", "--pretrained", base, "--data", data, "--output-dir", out, "--batch-size", "4",
                "--maxsteps", "1", "--val-fraction", "0", "--lr", "1e-12", "--no-dropout"])
-    assert "fine-tuning the ColBERT checkpoint" in r.stderr
+    assert "fine-tuning the colbert-ai ColBERT checkpoint" in r.stderr
     ck = r.stdout.strip().splitlines()[-1]
     meta = json.load(open(os.path.join(ck, "artifact.metadata")))
     assert (meta["dim"], meta["doc_maxlen"], meta["query_maxlen"]) == (128, 32, 16)
