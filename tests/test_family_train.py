@@ -33,6 +33,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from hubcache import hub_cache
 
 BIN = os.environ["COLBERT_BIN"]
 DATA = os.environ["COLBERT_DATASETS"]
@@ -284,3 +285,46 @@ def test_mining_bad_prompts(cfg, msg):
     r = subprocess.run([BIN, "prepare", "--train-data", inp, "--out", os.path.join(TMP, "family_bad_out"),
                         "--miner-model", model, "--threads", "2", "--quiet"], capture_output=True, text=True)
     assert r.returncode != 0 and msg in r.stderr and "config_sentence_transformers.json" in r.stderr, r.stderr
+
+
+# `--language` alone picks the reference's dense model for the language
+# (fr: Solon, any other: multilingual-e5, both XLM-RoBERTa) from the local
+# Hugging Face cache. The cache here is made in the test: the small XLM-R
+# sentence-transformers directory under those two hub ids (e5's with its
+# "query: " / "passage: " prompts). A run that names the language mines
+# exactly what `--miner-model` on the same directory mines.
+LANG_MODELS = {"fr": ("OrdalieTech/Solon-embeddings-base-0.1", None),
+               "de": ("intfloat/multilingual-e5-small", PROMPTS["e5"][0]),
+               "ja": ("intfloat/multilingual-e5-small", PROMPTS["e5"][0])}
+
+
+def lang_hub():
+    """$HF_HUB_CACHE with the languages' models; (cache, {hub id: snapshot})."""
+    hub = os.path.join(TMP, "family_hub")
+    xlmr = os.path.join(REF, "xlmr_model")
+    return hub, hub_cache(hub, {name: (xlmr, cfg) for name, cfg in LANG_MODELS.values()})
+
+
+NAMES = ("queries.train.colbert.tsv", "corpus.train.colbert.tsv", "triples.train.colbert.jsonl")
+
+
+@pytest.mark.parametrize("lang", list(LANG_MODELS))
+def test_language_picks_the_multilingual_miner(lang):
+    hub, snaps = lang_hub()
+    name = LANG_MODELS[lang][0]
+    inp = os.path.join(TMP, "family_pairs_lang.jsonl")
+    with open(inp, "w", encoding="utf-8") as f:
+        for rec in pairs():
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    env = dict(os.environ, HF_HUB_CACHE=hub)
+    by_lang, by_dir = os.path.join(TMP, f"family_lang_{lang}"), os.path.join(TMP, f"family_lang_{lang}_dir")
+    common = ["--train-data", inp, "--hard-negative-min-rank", "0", "--num-new-negatives", "2", "--threads", "2"]
+    r = run(["prepare"] + common + ["--out", by_lang, "--language", lang], env=env)
+    assert name in r.stderr, r.stderr   # the run names the model it mines with
+    assert ("prompts of config_sentence_transformers.json" in r.stderr) == (LANG_MODELS[lang][1] is not None)
+    run(["prepare"] + common + ["--out", by_dir, "--miner-model", snaps[name]])
+    for n in NAMES:
+        with open(os.path.join(by_lang, n), "rb") as a, open(os.path.join(by_dir, n), "rb") as b:
+            assert a.read() == b.read(), n
+    with open(os.path.join(by_lang, NAMES[2])) as f:
+        assert sum(1 for _ in f) >= len(pairs())

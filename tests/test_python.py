@@ -250,6 +250,64 @@ def test_prepare_byte_identical_to_cli(prepared, kind, mined):
           f"3 files byte-identical")
 
 
+# language_code= picks the miner for the language, as `colbert prepare
+# --language` does: fr Solon, any other language multilingual-e5 (both
+# XLM-RoBERTa), from the local Hugging Face cache. The cache is made here
+# from the small seeded XLM-R sentence-transformers model of
+# tests/ref/gen_roberta.py (e5's copy with its "query: " / "passage: "
+# prompts).
+LANG_PREPARE = r"""
+import json, sys
+from colbert_c import RAGTrainer
+t = RAGTrainer("lang", sys.argv[1], language_code=sys.argv[2])
+pairs = [tuple(p) for p in json.load(open(sys.argv[3]))]
+t.prepare_training_data(pairs, data_out_path=sys.argv[4], num_new_negatives=2, hard_negative_minimum_rank=0,
+                        threads=2, quiet=True)
+"""
+LANG_PAIRS = [
+    ["Quand ouvre la piscine municipale ?", "La piscine municipale ouvre à huit heures, sauf le lundi."],
+    ["Où se trouve la gare de Lyon ?", "La gare de Lyon est dans le douzième arrondissement de Paris."],
+    ["Combien coûte le musée ?", "L'entrée du musée coûte douze euros ; elle est gratuite le dimanche."],
+    ["Qui a construit la cathédrale ?", "La cathédrale fut bâtie au treizième siècle par l'évêque Maurice."],
+    ["Pourquoi la bibliothèque est-elle fermée ?", "La bibliothèque est fermée pour travaux jusqu'en mars."],
+    ["Wann schließt das Rathaus?", "Das Rathaus schließt werktags um siebzehn Uhr."],
+    ["Wo ist der Bahnhof?", "Der Hauptbahnhof liegt nördlich der Altstadt, nahe dem Fluss."],
+    ["Wie teuer ist das Schwimmbad?", "Der Eintritt ins Schwimmbad kostet vier Euro für Erwachsene."],
+    ["Wer leitet das Museum?", "Das Museum wird seit 2019 von einer Kunsthistorikerin geleitet."],
+    ["Warum ist die Brücke gesperrt?", "Die Brücke ist wegen Sanierungsarbeiten bis Herbst gesperrt."],
+]
+
+
+@pytest.mark.parametrize("lang,name", [("fr", "OrdalieTech/Solon-embeddings-base-0.1"),
+                                       ("de", "intfloat/multilingual-e5-small")])
+def test_language_code_picks_the_multilingual_miner(py, lang, name):
+    from hubcache import hub_cache
+    xlmr = os.path.join(os.environ["COLBERT_REF"], "xlmr_model")
+    hub = TMP / "lang_hub"
+    hub_cache(str(hub), {"OrdalieTech/Solon-embeddings-base-0.1": (xlmr, None),
+                         "intfloat/multilingual-e5-small": (xlmr, {"prompts": {"query": "query: ",
+                                                                               "passage": "passage: "}})})
+    pairs = WORK / "lang_pairs.json"
+    pairs.write_text(json.dumps(LANG_PAIRS, ensure_ascii=False), encoding="utf-8")
+    ours, theirs = WORK / f"lang_py_{lang}", WORK / f"lang_cli_{lang}"
+    for d in (ours, theirs):
+        shutil.rmtree(d, ignore_errors=True)
+    run_py(py, LANG_PREPARE, MODEL, lang, pairs, ours, env=clean_env(HF_HUB_CACHE=str(hub)))
+    jsonl = WORK / "lang_pairs.jsonl"
+    jsonl.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in LANG_PAIRS), encoding="utf-8")
+    r = subprocess.run([BIN, "prepare", "--train-data", jsonl, "--out", theirs, "--language", lang,
+                        "--num-new-negatives", "2", "--hard-negative-min-rank", "0", "--threads", str(THREADS)],
+                       capture_output=True, text=True, env=dict(os.environ, HF_HUB_CACHE=str(hub)))
+    assert r.returncode == 0 and name in r.stderr, r.stderr[-3000:]
+    for n in NAMES:
+        assert (ours / n).read_bytes() == (theirs / n).read_bytes(), n
+    # and without the model in the cache, language_code= names it, as RAGatouille's would fail to load it
+    r = run_py(py, LANG_PREPARE, MODEL, lang, pairs, WORK / f"lang_none_{lang}", check=False,
+               env=clean_env(HF_HUB_CACHE=str(TMP / "lang_empty_hub")))
+    assert r.returncode != 0 and name in r.stderr and "language_code" in r.stderr, r.stderr[-3000:]
+    assert not (WORK / f"lang_none_{lang}").exists()
+
+
 # ---- train, encode, evaluate ---------------------------------------------------------
 
 TRAIN = r"""
