@@ -13,6 +13,7 @@ void cb_colbert_config_default(colbert_config *c) {
     c->mask_punctuation = 1;
     c->attend_to_mask_tokens = 0;
     c->relu = 0;
+    c->query_token[0] = c->doc_token[0] = '\0';
 }
 
 /* ---- token layout ------------------------------------------------------- */
@@ -41,7 +42,17 @@ static int cmp_i32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+void cb_colbert_default_markers(const tokenizer *tok, const char **query_token, const char **doc_token) {
+    *query_token = cb_tokenizer_token_id(tok, "[unused0]") >= 0 ? "[unused0]" : "[Q] ";
+    *doc_token = cb_tokenizer_token_id(tok, "[unused1]") >= 0 ? "[unused1]" : "[D] ";
+}
+
 int cb_colbert_vocab_init(colbert_vocab *v, const tokenizer *tok, cb_err *err) {
+    return cb_colbert_vocab_init_marked(v, tok, NULL, NULL, err);
+}
+
+int cb_colbert_vocab_init_marked(colbert_vocab *v, const tokenizer *tok, const char *query_token,
+                                 const char *doc_token, cb_err *err) {
     memset(v, 0, sizeof *v);
     tokenizer_specials sp = cb_tokenizer_get_specials(tok);
     v->tmpl = cb_tokenizer_get_template(tok);
@@ -50,8 +61,11 @@ int cb_colbert_vocab_init(colbert_vocab *v, const tokenizer *tok, cb_err *err) {
     v->sep = sp.sep;
     if (sp.mask < 0) return need_id(&v->mask, tok, "[MASK]", err);
     v->mask = sp.mask;
-    if (marker_id(&v->q_marker, tok, "[unused0]", "[Q] ", err) ||
-        marker_id(&v->d_marker, tok, "[unused1]", "[D] ", err))
+    if (query_token && *query_token ? need_id(&v->q_marker, tok, query_token, err)
+                                    : marker_id(&v->q_marker, tok, "[unused0]", "[Q] ", err))
+        return -1;
+    if (doc_token && *doc_token ? need_id(&v->d_marker, tok, doc_token, err)
+                                : marker_id(&v->d_marker, tok, "[unused1]", "[D] ", err))
         return -1;
     /* colbert-ai's skiplist: the first word piece of each character of
      * string.punctuation, encoded without special tokens. */

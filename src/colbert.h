@@ -42,6 +42,11 @@ typedef struct colbert_config {
     int mask_punctuation;       /* 1 */
     int attend_to_mask_tokens;  /* 0 */
     int relu;                   /* 0; see cb_colbert_head_forward */
+    /* The marker tokens put after [CLS] (artifact.metadata's query_token_id /
+     * doc_token_id, PyLate's query_prefix / document_prefix). "": as the
+     * vocabulary has them, colbert-ai's [unused0] / [unused1], else PyLate's
+     * added "[Q] " / "[D] " (cb_colbert_default_markers). */
+    char query_token[64], doc_token[64];
 } colbert_config;
 
 /* colbert-ai's defaults (ColBERTConfig). */
@@ -60,6 +65,13 @@ typedef struct colbert_vocab {
  * vocabulary lacks a mask token, or both [unused0] and "[Q] " (or both
  * [unused1] and "[D] "). */
 int cb_colbert_vocab_init(colbert_vocab *v, const tokenizer *tok, cb_err *err);
+/* The same with the markers named (NULL or "": as cb_colbert_vocab_init
+ * picks them); -1 + err when the vocabulary lacks a named one. */
+int cb_colbert_vocab_init_marked(colbert_vocab *v, const tokenizer *tok, const char *query_token,
+                                 const char *doc_token, cb_err *err);
+/* The markers cb_colbert_vocab_init picks: "[unused0]" where tok has it,
+ * else "[Q] "; "[unused1]", else "[D] ". */
+void cb_colbert_default_markers(const tokenizer *tok, const char **query_token, const char **doc_token);
 
 /* Query ids: writes exactly c->query_maxlen ids and attention-mask bytes. */
 void cb_colbert_query_ids(int32_t *ids /* [query_maxlen] */, uint8_t *mask /* [query_maxlen] */,

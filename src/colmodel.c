@@ -4,6 +4,7 @@
 #include "batch.h"
 #include "fsutil.h"
 #include "progress.h"
+#include "pylate.h"
 #include "rng.h"
 #include "safetensors.h"
 
@@ -26,6 +27,17 @@ static int meta_int(json_t *o, const char *key, int *dst, const char *path, cb_e
     return cb_err_set(err, "%s: \"%s\" must be an integer or a boolean", path, key);
 }
 
+/* colbert-ai's query_token_id / doc_token_id: the marker token's text
+ * ("[unused0]"), as PyLate reads it. */
+static int meta_token(json_t *o, const char *key, char *dst, size_t cap, const char *path, cb_err *err) {
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_string(v) || !*json_string_value(v) || strlen(json_string_value(v)) >= cap)
+        return cb_err_set(err, "%s: \"%s\" must be a token's text of 1 to %zu bytes", path, key, cap - 1);
+    snprintf(dst, cap, "%s", json_string_value(v));
+    return 0;
+}
+
 int cb_colbert_metadata_parse(colbert_config *cc, int *dim_given, const char *text, size_t len, const char *path,
                               cb_err *err) {
     json_error_t je;
@@ -44,6 +56,8 @@ int cb_colbert_metadata_parse(colbert_config *cc, int *dim_given, const char *te
     rc = rc ? rc : meta_int(o, "mask_punctuation", &cc->mask_punctuation, path, err);
     rc = rc ? rc : meta_int(o, "attend_to_mask_tokens", &cc->attend_to_mask_tokens, path, err);
     rc = rc ? rc : meta_int(o, "relu", &cc->relu, path, err);
+    rc = rc ? rc : meta_token(o, "query_token_id", cc->query_token, sizeof cc->query_token, path, err);
+    rc = rc ? rc : meta_token(o, "doc_token_id", cc->doc_token, sizeof cc->doc_token, path, err);
     json_decref(root);
     if (rc) return -1;
     *dim_given = 0;
@@ -76,32 +90,70 @@ static int check_vocab(const colmodel *m, cb_err *err) {
     return cb_tokenizer_check_ids(m->tok, m->enc.info.vocab, from, err);
 }
 
-/* PyLate's markers for an encoder whose vocabulary has no [unused0] /
- * [unused1] (models/colbert.py: resize_token_embeddings(len(tokenizer)),
- * tokenizer.add_tokens(["[Q] ", "[D] "]), resize_token_embeddings again):
- * the word embeddings grow to the tokenizer's size, the markers are added
- * to the tokenizer, the embeddings grow by the tokens added; the new rows
- * as transformers' mean resizing. A tokenizer smaller than the embeddings
+/* The markers: those cc names (artifact.metadata's query_token_id, a
+ * PyLate directory's prefixes), else colbert-ai's [unused0] / [unused1]
+ * where the vocabulary has them, else PyLate's "[Q] " / "[D] ". Where the
+ * tokenizer lacks them they are added as PyLate does (models/colbert.py:
+ * resize_token_embeddings(len(tokenizer)), tokenizer.add_tokens([query
+ * prefix, document prefix]), resize_token_embeddings again): the word
+ * embeddings grow to the tokenizer's size, the markers are added to the
+ * tokenizer, the embeddings grow by the tokens added; the new rows as
+ * transformers' mean resizing. A tokenizer smaller than the embeddings
  * (PyLate would shrink them) keeps every row: the markers' ids then index
- * rows that were there. Nothing happens where the markers already are
- * (a checkpoint written by cb_colmodel_save has them in tokenizer.json). */
+ * rows that were there. Nothing is added where the markers already are (a
+ * checkpoint written by cb_colmodel_save has them in tokenizer.json). On
+ * return cc names both. */
 static int add_markers(colmodel *m, uint64_t seed, cb_err *err) {
-    int have_unused = cb_tokenizer_token_id(m->tok, "[unused0]") >= 0 &&
-                      cb_tokenizer_token_id(m->tok, "[unused1]") >= 0;
-    if (have_unused) return 0;
+    colbert_config *cc = &m->cc;
+    const char *dq, *dd;
+    cb_colbert_default_markers(m->tok, &dq, &dd);
+    if (!cc->query_token[0]) snprintf(cc->query_token, sizeof cc->query_token, "%s", dq);
+    if (!cc->doc_token[0]) snprintf(cc->doc_token, sizeof cc->doc_token, "%s", dd);
+    if (cb_tokenizer_token_id(m->tok, cc->query_token) >= 0 && cb_tokenizer_token_id(m->tok, cc->doc_token) >= 0)
+        return 0;
     int before = m->enc.info.vocab;
     int n = cb_tokenizer_vocab_size(m->tok) - m->enc.info.vocab;
     if (n > 0 && cb_backbone_grow_vocab(&m->enc, n, cb_rng_mix64(seed ^ 0x726f7773ULL), err)) return -1;
-    static const char *const markers[2] = {"[Q] ", "[D] "};
+    const char *const markers[2] = {cc->query_token, cc->doc_token};
     int added = cb_tokenizer_add_tokens(m->tok, markers, 2, err);
     if (added < 0) return -1;
     n = cb_tokenizer_vocab_size(m->tok) - m->enc.info.vocab;
     if (n > 0 && cb_backbone_grow_vocab(&m->enc, n, cb_rng_mix64(seed ^ 0x6d61726bULL), err)) return -1;
     m->added_markers = added;
     if (added && !m->quiet)
-        fprintf(stderr, "colbert: added the ColBERT markers \"[Q] \" and \"[D] \" to the tokenizer of %s "
-                "(no [unused0] / [unused1]); word embeddings %d -> %d rows\n", m->dir, before, m->enc.info.vocab);
+        fprintf(stderr, "colbert: added the ColBERT markers \"%s\" and \"%s\" to the tokenizer of %s%s; word "
+                "embeddings %d -> %d rows\n", cc->query_token, cc->doc_token, m->dir,
+                strcmp(dq, "[unused0]") ? " (no [unused0] / [unused1])" : "", before, m->enc.info.vocab);
     return 0;
+}
+
+/* colbert-ai's projection, linear.weight [dim, H] of model.safetensors, into
+ * *lin (malloc'd; NULL when the file has none); dim from its shape, checked
+ * against artifact.metadata's (meta_dim, 0: none). */
+static int read_colbert_linear(colmodel *m, int meta_dim, float **lin, cb_err *err) {
+    int H = m->enc.info.hidden;
+    char *stp = cb_path_new(m->dir, "model.safetensors", err);
+    if (!stp) return -1;
+    st_file f;
+    int rc = cb_st_open(&f, stp, err);
+    free(stp);
+    if (rc) return -1;
+    const st_tensor *lt = cb_st_find(&f, "linear.weight");
+    if (lt && (lt->ndim != 2 || lt->shape[1] != H || lt->shape[0] <= 0)) {
+        rc = cb_err_set(err, "%s/model.safetensors: linear.weight has shape [%lld, %lld], expected [dim, %d]", m->dir,
+                        (long long)lt->shape[0], (long long)(lt->ndim > 1 ? lt->shape[1] : 0), H);
+    } else if (lt && meta_dim && meta_dim != lt->shape[0]) {
+        rc = cb_err_set(err, "%s/artifact.metadata: dim %d disagrees with linear.weight of model.safetensors, "
+                        "shape [%lld, %d] (dim %lld); the checkpoint is inconsistent", m->dir, meta_dim,
+                        (long long)lt->shape[0], H, (long long)lt->shape[0]);
+    } else if (lt) {
+        m->cc.dim = (int)lt->shape[0];
+        *lin = cb_malloc((size_t)m->cc.dim * H * sizeof(float), "linear.weight", err);
+        int64_t shape[2] = {m->cc.dim, H};
+        rc = *lin ? cb_st_read_f32(&f, "linear.weight", *lin, 2, shape, err) : -1;
+    }
+    cb_st_close(&f);
+    return rc;
 }
 
 int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, uint64_t seed, cb_err *err) {
@@ -113,9 +165,6 @@ int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, ui
     if (!(m->dir = cb_model_resolve(name, err))) return -1;
     if (!(m->tok = cb_tokenizer_load(m->dir, err))) goto fail;
     if (cb_backbone_load(&m->enc, dev, m->dir, err)) goto fail;
-    if (add_markers(m, seed, err)) goto fail;
-    if (cb_colbert_vocab_init(&m->vocab, m->tok, err)) goto fail;
-    if (check_vocab(m, err)) goto fail;
     int H = m->enc.info.hidden;
     char *meta = cb_path_new(m->dir, "artifact.metadata", err);
     if (!meta) goto fail;
@@ -124,37 +173,25 @@ int cb_colmodel_load(colmodel *m, ops_device *dev, const char *name, int dim, ui
     int rc = has_meta ? read_metadata(m, meta, &meta_dim, err) : 0;
     free(meta);
     if (rc) goto fail;
-    char *stp = cb_path_new(m->dir, "model.safetensors", err);
-    if (!stp) goto fail;
-    st_file f;
-    rc = cb_st_open(&f, stp, err);
-    free(stp);
-    if (rc) goto fail;
-    const st_tensor *lt = cb_st_find(&f, "linear.weight");
-    if (lt) {
-        /* a ColBERT checkpoint: its projection fixes dim */
-        if (lt->ndim != 2 || lt->shape[1] != H || lt->shape[0] <= 0) {
-            cb_err_set(err, "%s/model.safetensors: linear.weight has shape [%lld, %lld], expected "
-                       "[dim, %d]", m->dir, (long long)lt->shape[0],
-                       (long long)(lt->ndim > 1 ? lt->shape[1] : 0), H);
-            cb_st_close(&f);
-            goto fail;
+    /* a ColBERT checkpoint of colbert-ai (its projection in model.safetensors,
+     * its settings in artifact.metadata), else one of PyLate (modules.json:
+     * the encoder and a Dense), else a plain encoder */
+    if (read_colbert_linear(m, meta_dim, &lin, err)) goto fail;
+    m->is_colbert = lin != NULL;
+    if (!lin) {
+        pylate_dir pl;
+        if (cb_pylate_read(&pl, m->dir, err)) goto fail;
+        if (pl.found) {
+            m->cc = pl.cc;
+            if (!(lin = cb_malloc((size_t)pl.dim * H * sizeof(float), "the projection", err)) ||
+                cb_pylate_read_linear(&pl, m->dir, H, lin, err))
+                goto fail;
+            m->is_colbert = m->is_pylate = 1;
         }
-        if (meta_dim && meta_dim != lt->shape[0]) {
-            cb_err_set(err, "%s/artifact.metadata: dim %d disagrees with linear.weight of model.safetensors, "
-                       "shape [%lld, %d] (dim %lld); the checkpoint is inconsistent", m->dir, meta_dim,
-                       (long long)lt->shape[0], H, (long long)lt->shape[0]);
-            cb_st_close(&f);
-            goto fail;
-        }
-        m->cc.dim = (int)lt->shape[0];
-        lin = cb_malloc((size_t)m->cc.dim * H * sizeof(float), "linear.weight", err);
-        int64_t shape[2] = {m->cc.dim, H};
-        rc = lin ? cb_st_read_f32(&f, "linear.weight", lin, 2, shape, err) : -1;
-        m->is_colbert = 1;
     }
-    cb_st_close(&f);
-    if (rc) goto fail;
+    if (add_markers(m, seed, err)) goto fail;
+    if (cb_colbert_vocab_init_marked(&m->vocab, m->tok, m->cc.query_token, m->cc.doc_token, err)) goto fail;
+    if (check_vocab(m, err)) goto fail;
     if (!lin) {
         lin = cb_malloc((size_t)m->cc.dim * H * sizeof(float), "the projection", err);
         if (!lin) goto fail;
@@ -355,12 +392,6 @@ fail:
 /* Every file is written through fsutil's atomic output (fsync'd), and so
  * is the checkpoint's directory, before the directory is renamed into
  * place. */
-void cb_colmodel_marker_tokens(const tokenizer *tok, const char **query, const char **doc) {
-    /* each as cb_colbert_vocab_init picks it */
-    *query = cb_tokenizer_token_id(tok, "[unused0]") >= 0 ? "[unused0]" : "[Q] ";
-    *doc = cb_tokenizer_token_id(tok, "[unused1]") >= 0 ? "[unused1]" : "[D] ";
-}
-
 int cb_colmodel_save(const char *dir, const backbone *enc, const float *params, const float *linear,
                   const colbert_config *cc, const tokenizer *tok, const char *src_dir, const char *extra_meta,
                   cb_err *err) {
@@ -424,10 +455,18 @@ int cb_colmodel_save(const char *dir, const backbone *enc, const float *params, 
 
     /* tokenizer files, with the added markers */
     if ((rc = cb_tokenizer_save(tok, src_dir, tmp, err))) goto done;
+    /* a PyLate source pads with [MASK]: the model's own pad token again */
+    const char *pad = cb_tokenizer_id_token(tok, enc->info.pad_id);
+    if (pad && (rc = cb_tokenizer_save_pad(tmp, pad, err))) goto done;
 
     /* artifact.metadata: ColBERT settings, extra keys, and "meta" */
+    colbert_config c = *cc;   /* the markers: cc's, else the vocabulary's */
     const char *qtok, *dtok;
-    cb_colmodel_marker_tokens(tok, &qtok, &dtok);
+    cb_colbert_default_markers(tok, &qtok, &dtok);
+    if (!c.query_token[0]) snprintf(c.query_token, sizeof c.query_token, "%s", qtok);
+    if (!c.doc_token[0]) snprintf(c.doc_token, sizeof c.doc_token, "%s", dtok);
+    qtok = c.query_token;
+    dtok = c.doc_token;
     meta = json_pack("{s:i, s:i, s:i, s:b, s:b, s:b, s:s, s:s, s:s, s:{s:s}}", "query_maxlen", cc->query_maxlen,
                      "doc_maxlen", cc->doc_maxlen, "dim", cc->dim, "mask_punctuation", cc->mask_punctuation,
                      "attend_to_mask_tokens", cc->attend_to_mask_tokens, "relu", cc->relu, "similarity",
@@ -441,6 +480,9 @@ int cb_colmodel_save(const char *dir, const backbone *enc, const float *params, 
     if (!(p = cb_path_new(tmp, "artifact.metadata", err))) { rc = -1; goto done; }
     if ((rc = cb_json_write(p, meta, err))) goto done;
     free(p); p = NULL;
+
+    /* PyLate's files: modules.json, 1_Dense, config_sentence_transformers.json */
+    if ((rc = cb_pylate_write(tmp, &c, enc->info.hidden, linear, err))) goto done;
 
     /* into place: the old directory (if any) moves aside first */
     int had_old = cb_dir_exists(dir);

@@ -2,23 +2,29 @@
  *
  * Load: a model directory (or hub id from the local HF cache) of any
  * family backbone.h supports.
- *   - A ColBERT checkpoint (artifact.metadata and a linear.weight tensor):
+ *   - A colbert-ai checkpoint (a linear.weight tensor in model.safetensors):
  *     the encoder (keys with or without the family's prefix, "bert."), its
- *     own projection and its
- *     ColBERT settings (query_maxlen, doc_maxlen, dim, mask_punctuation,
- *     attend_to_mask_tokens, relu) from artifact.metadata.
- *   - A plain encoder: a new ColBERT; linear [dim, H] ~ Normal(0,
+ *     own projection and its ColBERT settings (query_maxlen, doc_maxlen,
+ *     dim, mask_punctuation, attend_to_mask_tokens, relu, the markers
+ *     query_token_id / doc_token_id) from artifact.metadata.
+ *   - Else a PyLate ColBERT (pylate.h: modules.json lists the encoder and a
+ *     Dense): the encoder at the root, the projection of 1_Dense, the
+ *     settings and markers of config_sentence_transformers.json.
+ *   - Else a plain encoder: a new ColBERT; linear [dim, H] ~ Normal(0,
  *     initializer_range) from a seed, colbert-ai's default settings.
- *   Markers: [unused0] / [unused1] where the vocabulary has them (BERT);
- *   else PyLate's "[Q] " / "[D] ", added to the tokenizer at load when it
- *   lacks them, the word embeddings growing for them as PyLate's
- *   resize_token_embeddings (new rows from the seed); a checkpoint saved
- *   from such a model has them in tokenizer.json and loads as it was.
+ *   Markers: those the checkpoint names; else [unused0] / [unused1] where
+ *   the vocabulary has them (BERT); else PyLate's "[Q] " / "[D] ". A marker
+ *   the tokenizer lacks is added at load, the word embeddings growing for
+ *   it as PyLate's resize_token_embeddings (new rows from the seed); a
+ *   checkpoint saved from such a model has it in tokenizer.json and loads
+ *   as it was. After load cc.query_token / cc.doc_token name both.
  * Save: a Hugging Face model directory that colbert-ai, RAGatouille and
  *   PyLate load: config.json, model.safetensors (the family's prefix, "bert.",
  *   + encoder keys, "linear.weight"), the tokenizer files, artifact.metadata (the ColBERT
- *   settings as JSON with a "meta" object). Written into a temporary
- *   directory beside the target and renamed when complete.
+ *   settings as JSON with a "meta" object), and PyLate's own files
+ *   (modules.json, 1_Dense, config_sentence_transformers.json: pylate.h).
+ *   Written into a temporary directory beside the target and renamed when
+ *   complete.
  * Encode (inference, no dropout): query vectors [query_maxlen, dim] each
  *   (the [MASK] augmentation included), document vectors of the kept
  *   tokens only (punctuation dropped), as colbert-ai's queryFromText and
@@ -39,7 +45,8 @@ typedef struct colmodel {
     ops_device *dev;            /* where the model runs */
     backbone enc;               /* on dev */
     float *linear;              /* [dev] [dim, H], owned */
-    int is_colbert;             /* loaded from a ColBERT checkpoint */
+    int is_colbert;             /* loaded from a ColBERT checkpoint (colbert-ai's or PyLate's) */
+    int is_pylate;              /* from a PyLate directory (its projection in 1_Dense) */
     int added_markers;          /* "[Q] " / "[D] " were added at load (no [unused0] / [unused1]) */
     colbert_config cc;
     char *metadata;             /* artifact.metadata text, NULL if none */
@@ -88,14 +95,11 @@ int cb_colmodel_encode_docs(colmodel *m, const char *const *texts, const size_t 
  * config.json (its vocab_size set to enc's) from src_dir and writing the
  * tokenizer tok with cb_tokenizer_save (src_dir's files, the added markers
  * in tokenizer.json). artifact.metadata names the markers
- * (query_token_id / doc_token_id: cb_colmodel_marker_tokens), as colbert-ai
- * and PyLate read them. extra_meta: JSON object text merged into
+ * (query_token_id / doc_token_id: cc's, else cb_colbert_default_markers),
+ * as colbert-ai and PyLate read them; PyLate's files name them too. extra_meta: JSON object text merged into
  * artifact.metadata (may be NULL). */
 int cb_colmodel_save(const char *dir, const backbone *enc, const float *params, const float *linear,
                   const colbert_config *cc, const tokenizer *tok, const char *src_dir, const char *extra_meta,
                   cb_err *err);
 
-/* The marker tokens of tok, as cb_colbert_vocab_init picks them: "[unused0]"
- * where it has it, else "[Q] "; "[unused1]", else "[D] ". */
-void cb_colmodel_marker_tokens(const tokenizer *tok, const char **query, const char **doc);
 #endif

@@ -92,4 +92,12 @@ int cb_tokenizer_add_tokens(tokenizer *t, const char *const *tokens, int n, cb_e
  * sentencepiece.bpe.model, spiece.model) copied as they are. A file src_dir
  * lacks is skipped. 0, or -1 with err. */
 int cb_tokenizer_save(const tokenizer *t, const char *src_dir, const char *dst_dir, cb_err *err);
+
+/* Where dir's tokenizer_config.json or special_tokens_map.json names the
+ * mask token as its pad_token (PyLate's save does: it pads queries with
+ * [MASK]), name pad instead (the model's own pad token, config.json's
+ * pad_token_id): colbert-ai takes the pad token for padding and zeroes the
+ * vectors of every [MASK] of a query's expansion otherwise. Files without
+ * that are left as they are. 0, or -1 with err. */
+int cb_tokenizer_save_pad(const char *dir, const char *pad, cb_err *err);
 #endif

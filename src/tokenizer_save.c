@@ -105,3 +105,28 @@ int cb_tokenizer_save(const tokenizer *t, const char *src_dir, const char *dst_d
     }
     return rc;
 }
+
+/* A special token's text: "[MASK]" or {"content": "[MASK]", ...}. */
+static const char *special_text(const json_t *v) {
+    return json_is_string(v) ? json_string_value(v) : json_string_value(json_object_get(v, "content"));
+}
+
+int cb_tokenizer_save_pad(const char *dir, const char *pad, cb_err *err) {
+    static const char *files[] = {"tokenizer_config.json", "special_tokens_map.json"};
+    int rc = 0;
+    for (int i = 0; i < 2 && !rc; i++) {
+        char *p = cb_path_new(dir, files[i], err);
+        if (!p) return -1;
+        json_t *root = cb_file_exists(p) ? cb_json_load(p, 0, err) : NULL;
+        if (cb_file_exists(p) && !root) rc = -1;
+        const char *have = root ? special_text(json_object_get(root, "pad_token")) : NULL;
+        const char *mask = root ? special_text(json_object_get(root, "mask_token")) : NULL;
+        if (!rc && have && mask && !strcmp(have, mask) && strcmp(have, pad)) {
+            json_object_set_new(root, "pad_token", json_string(pad));
+            rc = cb_json_write(p, root, err);
+        }
+        json_decref(root);
+        free(p);
+    }
+    return rc;
+}

@@ -510,8 +510,9 @@ static int setup(run *r, json_t **state, cb_err *err) {
             return -1;
         }
         if (m.is_colbert && root)
-            fprintf(stderr, "colbert: fine-tuning the ColBERT checkpoint %s (dim %d, query_maxlen %d, "
-                    "doc_maxlen %d)\n", m.dir, r->cc.dim, r->cc.query_maxlen, r->cc.doc_maxlen);
+            fprintf(stderr, "colbert: fine-tuning the %s ColBERT checkpoint %s (dim %d, query_maxlen %d, "
+                    "doc_maxlen %d, markers \"%s\" / \"%s\")\n", m.is_pylate ? "PyLate" : "colbert-ai", m.dir,
+                    r->cc.dim, r->cc.query_maxlen, r->cc.doc_maxlen, r->cc.query_token, r->cc.doc_token);
         else if (root)
             fprintf(stderr, "colbert: a new ColBERT on the encoder %s (dim %d, linear ~ N(0, %g))\n", m.dir,
                     r->cc.dim, m.enc.info.initializer_range);
@@ -521,7 +522,7 @@ static int setup(run *r, json_t **state, cb_err *err) {
     }
     r->tok = m.tok;
     m.tok = NULL;
-    if (cb_colbert_vocab_init(&r->vocab, r->tok, err)) { cb_colmodel_free(&m); return -1; }
+    r->vocab = m.vocab;   /* the markers cb_colmodel_load chose (r->cc names them) */
 
     /* validation split */
     val_source vs = {0};

@@ -58,8 +58,9 @@ static char *metadata_text(const run *r, long step, const val_scores *v) {
     }
     if (!m) m = json_object();
     const train_opts *o = &r->o;
-    const char *qtok, *dtok;   /* [unused0] / [unused1], or the added "[Q] " / "[D] " */
-    cb_colmodel_marker_tokens(r->tok, &qtok, &dtok);
+    /* the markers the model was loaded with: [unused0] / [unused1], the
+     * added "[Q] " / "[D] ", or those the checkpoint named */
+    const char *qtok = r->cc.query_token, *dtok = r->cc.doc_token;
     json_t *x = json_pack("{s:i, s:i, s:i, s:b, s:b, s:b, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:I, "
                           "s:I, s:I, s:i, s:b, s:f, s:b, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:b, s:b}",
                           "query_maxlen", r->cc.query_maxlen, "doc_maxlen", r->cc.doc_maxlen, "dim", r->cc.dim,

@@ -64,8 +64,9 @@ class RAGTrainer:
                  n_usable_gpus: int = -1):
         """
         model_name: the run's name (its checkpoints go to output_dir/model_name, see train()).
-        pretrained_model_name: a ColBERT checkpoint (fine-tune) or a BERT-like encoder (a new
-            ColBERT): a directory or a Hugging Face hub id in the local cache (nothing is downloaded).
+        pretrained_model_name: a ColBERT checkpoint, colbert-ai's or PyLate's (fine-tune), or an
+            encoder of a supported family (a new ColBERT): a directory or a Hugging Face hub id in
+            the local cache (nothing is downloaded).
         language_code: picks the hard-negative miner's dense model ("en", "zh", "fr", other).
         n_usable_gpus: -1 all GPUs or the CPU, 0 the CPU (the package is built for the CPU).
         """
