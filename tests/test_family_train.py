@@ -34,6 +34,7 @@ import subprocess
 import numpy as np
 import pytest
 from hubcache import hub_cache
+from texts import first_texts
 
 BIN = os.environ["COLBERT_BIN"]
 DATA = os.environ["COLBERT_DATASETS"]
@@ -50,16 +51,6 @@ def run(args, **kw):
     r = subprocess.run([BIN] + args, capture_output=True, text=True, **kw)
     assert r.returncode == 0, " ".join(args) + "\n" + r.stderr[-3000:]
     return r
-
-
-def first(path, n):
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            out.append(" ".join(json.loads(line)["text"].split()))
-            if len(out) == n:
-                break
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +113,7 @@ def test_train_from_plain_encoder(fam, data):
     ft = r.stdout.strip().splitlines()[-1]
     assert config(ft)["vocab_size"] == rows + 2 and added_tokens(ft) == added_tokens(ckpt)
 
-    q, d = first(os.path.join(DATA, "nfcorpus", "queries.jsonl"), 12), first(os.path.join(DATA, "nfcorpus",
+    q, d = first_texts(os.path.join(DATA, "nfcorpus", "queries.jsonl"), 12), first_texts(os.path.join(DATA, "nfcorpus",
                                                                                           "corpus.jsonl"), 24)
     qf, df = os.path.join(TMP, f"family_{fam}_q.txt"), os.path.join(TMP, f"family_{fam}_d.txt")
     for path, items in ((qf, q), (df, d)):
@@ -195,7 +186,7 @@ def pairs():
 
 def test_sentence_embeddings_xlmr():
     model = os.path.join(REF, "xlmr_model")
-    texts = [t for p in pairs()[::3] for t in p] + first(os.path.join(DATA, "nfcorpus", "corpus.jsonl"), 6)
+    texts = [t for p in pairs()[::3] for t in p] + first_texts(os.path.join(DATA, "nfcorpus", "corpus.jsonl"), 6)
     inp, out = os.path.join(TMP, "family_sent.txt"), os.path.join(TMP, "family_sent.npy")
     with open(inp, "w", encoding="utf-8") as f:
         f.write("\n".join(texts) + "\n")

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from texts import nfcorpus_texts
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = os.environ["COLBERT_BIN"]
@@ -343,15 +344,7 @@ def test_train_checkpoint_equals_cli(trained):
 
 
 def texts(nq=12, nd=24):
-    def first(path, n):
-        out = []
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                out.append(" ".join(json.loads(line)["text"].split()))
-                if len(out) == n:
-                    break
-        return out
-    return first(DATA / "nfcorpus" / "queries.jsonl", nq), first(DATA / "nfcorpus" / "corpus.jsonl", nd)
+    return nfcorpus_texts(DATA, nq, nd)
 
 
 ENCODE = r"""

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 
 import numpy as np
+from texts import nfcorpus_texts
 
 BIN = os.environ["COLBERT_BIN"]
 MODEL = os.environ["COLBERT_MODEL"]
@@ -23,16 +24,7 @@ LOADER = os.path.join(os.path.dirname(__file__), "peers", "load_checkpoint.py")
 
 
 def texts(nq=12, nd=24):
-    def first(path, n):
-        out = []
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                out.append(" ".join(json.loads(line)["text"].split()))
-                if len(out) == n:
-                    break
-        return out
-    return first(os.path.join(DATA, "nfcorpus", "queries.jsonl"), nq), \
-        first(os.path.join(DATA, "nfcorpus", "corpus.jsonl"), nd)
+    return nfcorpus_texts(DATA, nq, nd)
 
 
 def ours(ckpt, kind, items):
@@ -76,6 +68,12 @@ def test_peers_load_our_checkpoint():
         print(f"\n{peer}: {len(q)} queries {pq.shape}, max abs diff {dq:.3g}; {len(d)} documents, "
               f"{pd.shape[0]} vectors, max abs diff {dd:.3g}")
         assert dq <= 1e-4 and dd <= 1e-4
+    # PyLate read the checkpoint as its own model (modules.json, 1_Dense,
+    # config_sentence_transformers.json), with our markers and lengths
+    pj = json.load(open(os.path.join(out, "pylate.json")))
+    meta = json.load(open(os.path.join(ckpt, "artifact.metadata")))
+    assert pj["own"] and pj["query_prefix"] == meta["query_token_id"] == "[unused0]", pj
+    assert (pj["query_length"], pj["document_length"]) == (meta["query_maxlen"], meta["doc_maxlen"]), pj
     # RAGatouille: its rerank of the collection for the first query equals our MaxSim scores, computed
     # with the lengths rerank picks for itself (documents up to 512 tokens)
     rag = json.load(open(os.path.join(out, "ragatouille.json")))

@@ -20,31 +20,12 @@ import json
 import os
 import string
 import sys
-import warnings
 
-warnings.filterwarnings("ignore")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from peer_common import args, colbert_ai, np
 
-torch.set_num_threads(2)
-ckpt, qpath, dpath, out = sys.argv[1:5]
-os.makedirs(out, exist_ok=True)
-queries = [line.rstrip("\n") for line in open(qpath, encoding="utf-8")]
-docs = [line.rstrip("\n") for line in open(dpath, encoding="utf-8")]
+ckpt, queries, docs, out = args()
 info = {}
-
-from colbert.infra import ColBERTConfig  # noqa: E402
-from colbert.modeling.checkpoint import Checkpoint  # noqa: E402
-
-cfg = ColBERTConfig.load_from_checkpoint(ckpt)
-ck = Checkpoint(ckpt, colbert_config=cfg, verbose=0)
-with torch.no_grad():
-    Q = ck.queryFromText(queries, bsize=16)
-    D, lens = ck.docFromText(docs, bsize=16, keep_dims="flatten")
-np.save(os.path.join(out, "colbert_ai_q.npy"), Q.float().numpy())
-np.save(os.path.join(out, "colbert_ai_d.npy"), D.float().numpy())
-np.save(os.path.join(out, "colbert_ai_d.lengths.npy"), np.array(lens, dtype=np.int32))
+ck, _ = colbert_ai(ckpt, queries, docs, out)
 tok = ck.query_tokenizer.tok
 info["colbert_ai"] = {"q_marker": ck.query_tokenizer.Q_marker_token_id, "d_marker": ck.doc_tokenizer.D_marker_token_id,
                       "len_tokenizer": len(tok), "rows": ck.bert.get_input_embeddings().weight.shape[0]}
