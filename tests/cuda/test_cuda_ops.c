@@ -399,16 +399,16 @@ static void test_attention(const int *len, int S, int H, int NH, float p, int ma
     cw.p = cb_ops_alloc(C, cw.bytes, "workspace", &err);
     gw.p = cb_ops_alloc(G, gw.bytes, "workspace", &err);
     if (!cw.p || !gw.p) { fprintf(stderr, "%s\n", err.msg); exit(2); }
-    cb_ops_attention_forward(C, ctx, qkv, masked ? mask : NULL, &cs, H, NH, p, 99, 5, &cw);
-    cb_ops_attention_forward(G, g_ctx, g_qkv, masked ? g_mask : NULL, &gs, H, NH, p, 99, 5, &gw);
+    cb_ops_attention_forward(C, ctx, qkv, masked ? mask : NULL, &cs, H, NH, 0, p, 99, 5, &cw);
+    cb_ops_attention_forward(G, g_ctx, g_qkv, masked ? g_mask : NULL, &gs, H, NH, 0, p, 99, 5, &gw);
     snprintf(name, sizeof name, "attention fwd S%d T%d max%d H%d NH%d p%.1f%s%s", S, T, maxl, H, NH, p,
              masked ? " mask" : "", dead >= 0 ? " (one all masked)" : "");
     cmp(name, g_ctx, ctx, nc, 1e-5);
     float *dctx = hrand(nc, 1.0f, seed + 1), *dqkv = malloc(nq * 4);
     float *g_dctx = gup(dctx, nc * 4), *g_dqkv = gup(NULL, nq * 4), *g_dqkv2 = gup(NULL, nq * 4);
-    cb_ops_attention_backward(C, dqkv, dctx, qkv, masked ? mask : NULL, &cs, H, NH, p, 99, 5, &cw);
-    cb_ops_attention_backward(G, g_dqkv, g_dctx, g_qkv, masked ? g_mask : NULL, &gs, H, NH, p, 99, 5, &gw);
-    cb_ops_attention_backward(G, g_dqkv2, g_dctx, g_qkv, masked ? g_mask : NULL, &gs, H, NH, p, 99, 5, &gw);
+    cb_ops_attention_backward(C, dqkv, dctx, qkv, masked ? mask : NULL, &cs, H, NH, 0, p, 99, 5, &cw);
+    cb_ops_attention_backward(G, g_dqkv, g_dctx, g_qkv, masked ? g_mask : NULL, &gs, H, NH, 0, p, 99, 5, &gw);
+    cb_ops_attention_backward(G, g_dqkv2, g_dctx, g_qkv, masked ? g_mask : NULL, &gs, H, NH, 0, p, 99, 5, &gw);
     snprintf(name, sizeof name, "attention bwd S%d T%d max%d H%d NH%d p%.1f%s%s", S, T, maxl, H, NH, p,
              masked ? " mask" : "", dead >= 0 ? " (one all masked)" : "");
     cmp(name, g_dqkv, dqkv, nq, 1e-5);
