@@ -140,7 +140,7 @@ struct backbone_arch {
 
 /* The family of a config.json model_type, or NULL. */
 const backbone_family *cb_backbone_family_find(const char *model_type);
-/* "bert, roberta, xlm-roberta, camembert": the model types that load. */
+/* "bert, roberta, xlm-roberta, camembert, modernbert": the model types that load. */
 const char *cb_backbone_families(void);
 
 /* Load <dir>/config.json and <dir>/model.safetensors (keys with or without
