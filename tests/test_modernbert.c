@@ -15,6 +15,9 @@
  *     post-processor ([CLS] $A [SEP]);
  *   - a ColBERT training step (ce, ib): loss rel err <= 1e-5, every
  *     parameter gradient rel err <= 1e-3 (test_step's tolerances);
+ *   - 10 AdamW steps (warmup 3, decay to 0 at 12, in-batch negatives):
+ *     every step's loss within 1e-4, every final parameter rel err <= 1e-4
+ *     (test_step's tolerances);
  *   - a checkpoint written by cb_colmodel_save has "model." keys,
  *     architectures HF_ColBERT, model_type modernbert, and loads back to the
  *     same outputs, bit for bit;
@@ -230,6 +233,34 @@ static void test_step(void) {
         CHECK_MSG(lerr <= 1e-5, "%s: loss rel err %g", cases[c].name, lerr);
         snprintf(key, sizeof key, "%s.%s.grad.", FAM, cases[c].name);
         ref_compare_block(&s, &ref, STEP_GRADS, key, 1e-3, 1, 1e-4, 1);
+        cb_step_free(&s);
+    }
+
+    /* 10 AdamW steps, warmup 3, decay to 0 at 12, in-batch negatives */
+    backbone enc;
+    load_or_die(&enc, dir);
+    step_config sc;
+    ref_step_config(&sc, &r, 1, 1);
+    step_state s;
+    if (cb_step_init(&s, &enc, &v, r.linear, 0, &sc, &err)) {
+        CHECK_MSG(0, "%s", err.msg);
+        cb_backbone_free(&enc);
+    } else {
+        size_t nl;
+        const double *losses = rawk("adam.losses", &nl);
+        double worst = 0;
+        for (size_t k = 0; k < nl; k++) {
+            step_batch b = ref_batch_slice(&r, 0, r.B, 0);
+            double loss = cb_step_micro(&s, &b, NULL);
+            double lr;
+            cb_step_update(&s, &lr);
+            double d = fabs(loss - losses[k]);
+            if (d > worst) worst = d;
+            CHECK_MSG(d <= 1e-4, "AdamW step %zu: loss %.6f vs %.6f", k, loss, losses[k]);
+        }
+        printf("test_modernbert: 10 AdamW steps: losses %.4f .. %.6f, worst step loss diff %.2g\n", losses[0],
+               losses[nl - 1], worst);
+        ref_compare_block(&s, &ref, STEP_PARAMS, FAM ".adam.param.", 1e-4, 0, 0, 1);
         cb_step_free(&s);
     }
     ref_batch_free(&r);

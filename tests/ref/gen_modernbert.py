@@ -32,7 +32,11 @@ References, into OUT_DIR/modernbert_ref.safetensors (prefix "mb."):
       markers) and its ids (cls sep mask pad q d, then punctuation);
   <case>.loss, <case>.grad.<name>   loss and every parameter gradient of one
       training step (dropout off) for case ce and ib, colbert-ai's formulas
-      (gen_colbert_head.py, gen_train_step.py).
+      (gen_colbert_head.py, gen_train_step.py);
+  adam.losses, adam.param.<name>   10 optimizer steps with in-batch
+      negatives as colbert-ai takes them (clip_grad_norm_ 2.0, AdamW lr 1e-4
+      wd 0.01, linear warmup 3 and decay to 0 at 12; gen_train_step.py's
+      adam_steps on this model): each step's loss and the final parameters.
 usage: gen_modernbert.py MODEL_DIR DATASETS_DIR OUT_DIR (MODEL_DIR unused)
 """
 import json
@@ -46,7 +50,8 @@ import torch
 from safetensors.numpy import save_file
 from tokenizers import AddedToken, ByteLevelBPETokenizer
 from tokenizers.processors import TemplateProcessing
-from transformers import ModernBertConfig, ModernBertModel, PreTrainedTokenizerFast
+from transformers import (ModernBertConfig, ModernBertModel, PreTrainedTokenizerFast,
+                          get_linear_schedule_with_warmup)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_colbert_head as ref  # noqa: E402
@@ -196,6 +201,25 @@ def step_refs(tok, model_dir, datasets, out):
         out[f"{KEY}.{name}.loss"] = np.array([loss], np.float64)
         out.update({f"{KEY}.{name}.{k}": v for k, v in step.grads(model, linear).items()})
         print(f"gen_modernbert: step {name}: loss {loss:.6f}", file=sys.stderr)
+
+    # 10 optimizer steps with in-batch negatives
+    model = load(model_dir, True)
+    linear = linear0.clone().requires_grad_(True)
+    params = list(model.parameters()) + [linear]
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=3, num_training_steps=12)
+    losses = []
+    for _ in range(10):
+        losses.append(step.loss_of(model, linear, q_ids, q_mask, d_ids, d_mask, skiplist, tok.pad_token_id, 0, 1,
+                                   None, 1.0, 1))
+        torch.nn.utils.clip_grad_norm_(params, 2.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    out[f"{KEY}.adam.losses"] = np.array(losses, np.float64)
+    out.update({f"{KEY}.adam.param.{n}": p.detach().numpy().copy() for n, p in model.named_parameters()})
+    out[f"{KEY}.adam.param.linear"] = linear.detach().numpy().copy()
+    print(f"gen_modernbert: 10 AdamW steps: losses {losses[0]:.4f} .. {losses[-1]:.4f}", file=sys.stderr)
 
 
 def main():
