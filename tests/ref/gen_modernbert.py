@@ -96,12 +96,14 @@ def make_model(datasets, model_dir):
     shutil.rmtree(plain_dir, ignore_errors=True)
     model.save_pretrained(plain_dir)
     tok.save_pretrained(plain_dir)
+    hub_tokenizer_class(plain_dir)
     rob.st_files(plain_dir)
     tok.add_tokens(["[Q] ", "[D] "])
     model.resize_token_embeddings(len(tok))
     shutil.rmtree(model_dir, ignore_errors=True)
     model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
+    hub_tokenizer_class(model_dir)
     rob.st_files(model_dir)
     # the same model with the older config keys
     old_dir = os.path.join(os.path.dirname(model_dir), "modernbert_oldcfg")
@@ -117,6 +119,21 @@ def make_model(datasets, model_dir):
     with open(os.path.join(old_dir, "config.json"), "w") as f:
         json.dump(c, f, indent=2)
     return tok
+
+
+def hub_tokenizer_class(model_dir):
+    """tokenizer_class and model_input_names as answerdotai/ModernBERT-base's
+    tokenizer_config.json has them (transformers 5 writes its own
+    "TokenizersBackend", which older transformers, the peers' 4.x, cannot
+    load; without model_input_names a PreTrainedTokenizerFast returns
+    token_type_ids, which ModernBertModel does not take)."""
+    path = os.path.join(model_dir, "tokenizer_config.json")
+    with open(path) as f:
+        c = json.load(f)
+    c["tokenizer_class"] = "PreTrainedTokenizerFast"
+    c["model_input_names"] = ["input_ids", "attention_mask"]
+    with open(path, "w") as f:
+        json.dump(c, f, indent=2)
 
 
 def load(model_dir, train):
