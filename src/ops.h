@@ -287,14 +287,18 @@ static inline size_t cb_ops_attention_workspace(ops_device *d, int max_len, int 
  * ctx [T, H] (heads side by side); qkv [T, 3H] (query, key, value); mask
  * [T] or NULL: keys with mask 0 get probability exactly 0. window 0: every
  * key; window w > 0 (a sliding window, ModernBERT's local layers): query i
- * sees key j only when |i - j| <= w, the others get probability exactly 0
- * (i sees itself, so no row is empty unless masked). With p > 0,
+ * sees key j only when |i - j| <= w, the others get probability exactly 0;
+ * with a window, a row that sees no key (its keys in reach all masked) is
+ * uniform, 1/n on every key of its sequence, as transformers' additive
+ * finfo.min mask makes it, and its backward is the softmax's through those
+ * probabilities (PyTorch's autograd). With p > 0,
  * dropout on the probabilities: the probability of query token i and key
  * token j in head h of sequence s (n_s tokens) is element h * n_s^2 + i *
  * n_s + j of that sequence: kept when cb_ops_dropout_keep(seed, stream,
  * id[s], h * n_s^2 + i * n_s + j, p), scaled by 1 / (1 - p). Never stores
- * the n x n probabilities outside the workspace. A sequence whose keys are
- * all masked gets ctx = 0 (ColBERT never makes one: [CLS] is always kept). */
+ * the n x n probabilities outside the workspace. Without a window, a
+ * sequence whose keys are all masked gets ctx = 0 (ColBERT never makes one:
+ * [CLS] is always kept). */
 static inline void cb_ops_attention_forward(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask,
                                          const ops_seqs *s, int H, int NH, int window, float p, uint64_t seed,
                                          uint64_t stream, const ops_work *work) {

@@ -53,7 +53,7 @@ static float *thread_slice(const ops_work *w, size_t per) {
 
 /* Softmax of one row of n scores in place; keys j with kmask[j] == 0 or
  * outside [lo, hi) (a sliding window) get probability exactly 0 (as -inf
- * scores would). A windowed row ([lo, hi) not the whole row) that sees no
+ * scores would). A row of a windowed attention (windowed != 0) that sees no
  * key at all gets 1/n everywhere, as transformers' eager attention gives
  * a row whose every score has finfo.min added (ModernBERT's local layers
  * on ColBERT's [MASK] query padding far from any kept token); the softmax
@@ -65,7 +65,7 @@ static float *thread_slice(const ops_work *w, size_t per) {
  * keep their numbers, and a portable build (the Python package) or an AVX2
  * one now gets the same bits. */
 #define SOFTMAX_LANES 16
-CB_SIMD_CLONES static void softmax_row(float *row, const uint8_t *kmask, int n, int lo, int hi) {
+CB_SIMD_CLONES static void softmax_row(float *row, const uint8_t *kmask, int n, int lo, int hi, int windowed) {
     if (kmask)
         for (int j = 0; j < n; j++) if (!kmask[j]) row[j] = -INFINITY;
     for (int j = 0; j < lo; j++) row[j] = -INFINITY;
@@ -73,7 +73,7 @@ CB_SIMD_CLONES static void softmax_row(float *row, const uint8_t *kmask, int n, 
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
     for (int j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-    if (mx == -INFINITY && (lo > 0 || hi < n)) {
+    if (mx == -INFINITY && windowed) {
         /* a window row with no visible key: transformers' additive mask
          * (finfo.min on every key) makes it uniform over all n keys */
         for (int j = 0; j < n; j++) row[j] = 1.0f / (float)n;
@@ -119,7 +119,7 @@ static void attention_rows(float *P, float *Pd, int ldp, const float *q, int ldq
             lo = i - window > 0 ? i - window : 0;
             hi = i + window + 1 < n ? i + window + 1 : n;
         }
-        softmax_row(row, kmask, n, lo, hi);
+        softmax_row(row, kmask, n, lo, hi, window > 0);
         if (Pd) {
             float *out = Pd + (size_t)r * ldp;
             size_t b = base + (size_t)(i0 + r) * n;
@@ -158,8 +158,7 @@ void cb_cpu_attention_forward(ops_device *d, float *ctx, const float *qkv, const
 
 void cb_cpu_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, const float *qkv,
                             const uint8_t *mask, const ops_seqs *s, int H, int NH, int window, float p_att,
-                            uint64_t seed,
-                            uint64_t stream, const ops_work *work) {
+                            uint64_t seed, uint64_t stream, const ops_work *work) {
     (void)d;
     int D = H / NH, S = s->n_seq;
     float scale = 1.0f / sqrtf((float)D), dscale = p_att > 0 ? 1.0f / (1.0f - p_att) : 1.0f;
