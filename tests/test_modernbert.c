@@ -27,7 +27,9 @@
  *     differences of the parameters, rel err < 2e-3; measured 1.8e-4);
  *   - config.json files with what modernbert.c does not implement are
  *     refused, naming the file and the key;
- *   - encoder.h and colmodel.h load the directory (tokenizer included). */
+ *   - encoder.h and colmodel.h load the directory; encoder.h's sentence
+ *     embeddings of the documents, tokenized in C, equal
+ *     sentence-transformers' (<= 1e-5). */
 #include <jansson.h>
 #include "ref_step.h"
 #include "backbone.h"
@@ -479,7 +481,9 @@ static void test_refused(void) {
     cb_remove_tree(dir, NULL);
 }
 
-/* encoder.h and colmodel.h on the directory. */
+/* encoder.h and colmodel.h on the directory; encoder.h's sentence
+ * embeddings of the reference documents (tokenized in C, truncated at 512)
+ * against sentence-transformers'. */
 static void test_load_paths(void) {
     char dir[4096];
     dir_of(dir, sizeof dir, "modernbert_model");
@@ -488,6 +492,25 @@ static void test_load_paths(void) {
     CHECK_MSG(cb_encoder_load(&e, cb_ops_cpu(), dir, 0, &err) == 0, "encoder: %s", err.msg);
     if (!err.msg[0]) {
         CHECK(e.max_len == 512);
+        int nd = *(const int32_t *)rawk("n_docs", NULL), H = 64;
+        const char **texts = malloc((size_t)nd * sizeof *texts);
+        size_t *lens = malloc((size_t)nd * sizeof *lens);
+        for (int d = 0; d < nd; d++) {
+            char name[64];
+            snprintf(name, sizeof name, "doc_text.%d", d);
+            texts[d] = rawk(name, &lens[d]);
+        }
+        float *emb = malloc((size_t)nd * H * sizeof(float));
+        CHECK_MSG(cb_encoder_embed(&e, texts, lens, nd, emb, &err) == 0, "%s", err.msg);
+        const float *want = rawk("embed", NULL);
+        double worst = 0;
+        for (size_t i = 0; i < (size_t)nd * H; i++) worst = fmax(worst, fabs((double)emb[i] - want[i]));
+        printf("test_modernbert: encoder.h: %d sentence embeddings (tokenized here) vs sentence-transformers: max "
+               "abs diff %.3g\n", nd, worst);
+        CHECK_MSG(worst <= 1e-5, "encoder.h sentence embeddings: max abs diff %g", worst);
+        free(texts);
+        free(lens);
+        free(emb);
         cb_encoder_free(&e);
     }
     colmodel m;

@@ -24,7 +24,8 @@ References, into OUT_DIR/modernbert_ref.safetensors (prefix "mb."):
       tokens) and ColBERT queries ([CLS] [Q] pieces [SEP] [MASK]... to 32,
       attention mask 0 on the [MASK] padding: in the local layer most of
       those rows see no key and get transformers' uniform row);
-  n_docs, embed    sentence-transformers' embeddings of the documents;
+  n_docs, embed, doc_text.<k>   sentence-transformers' embeddings of the
+      documents, and their texts (UTF-8);
   text.<k>, text_ids.<k>   a few texts and the tokenizer's ids for them
       (special tokens included), for the C tokenizer;
   q_ids, q_mask, d_ids, d_len, linear, config, vocab    a ColBERT training
@@ -175,6 +176,8 @@ def forward_refs(tok, model_dir, datasets, out):
     out[f"{KEY}.mask"] = np.concatenate(mask_all).astype(np.int32)
     out[f"{KEY}.hidden"] = np.concatenate(hid_all).astype(np.float32)
     out[f"{KEY}.n_docs"] = np.array([len(texts)], np.int32)
+    for k, t in enumerate(texts):
+        out[f"{KEY}.doc_text.{k}"] = np.frombuffer(t.encode("utf-8"), np.uint8).copy()
     out[f"{KEY}.embed"] = emb.astype(np.float32)
     # texts for the C tokenizer: documents (untruncated, short ones), odd
     # spacing, [MASK] with the spaces before it, unicode
