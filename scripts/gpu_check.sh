@@ -30,6 +30,8 @@
 #      and bf16 (bf16 that is bf16: no fp32 fallback on aligned shapes);
 #   3. test_cuda_model: ColBERT vectors, sentence embeddings, one training
 #      step's loss and gradients in seven cases, 10 AdamW steps, bf16;
+#      test_cuda_modernbert: the ModernBERT arch, hidden states and every
+#      gradient (sliding windows, rotary embeddings, GeGLU, dropout);
 #   4. compute-sanitizer memcheck and racecheck of test_cuda_ops --small;
 #   5. colbert encode of 1000 NFCorpus texts on the GPU (fp32, bf16) against
 #      sentence-transformers (fp32, computed here on the CPU) and colbert's
@@ -148,6 +150,7 @@ fi
 step "test_cuda_ops (COLBERT_CUDA_SYNC=1)" 150 \
     bash -c "set -o pipefail; COLBERT_CUDA_SYNC=1 bash tests/cuda/run.sh '$W' test_cuda_ops 2>&1 | tee -a '$OUT/tests.txt'"
 step "test_cuda_model" 180 bash -c "set -o pipefail; bash tests/cuda/run.sh '$W' test_cuda_model 2>&1 | tee -a '$OUT/tests.txt'"
+step "test_cuda_modernbert" 60 bash -c "set -o pipefail; bash tests/cuda/run.sh '$W' test_cuda_modernbert 2>&1 | tee -a '$OUT/tests.txt'"
 
 # 4. compute-sanitizer on the small op tests (kernels run 10-100x slower)
 CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)

@@ -3,6 +3,7 @@
  * embedding rows, which is the same for every family. */
 #include "backbone.h"
 #include "bert.h"
+#include "modernbert.h"
 #include "blas.h"
 #include "fsutil.h"
 #include "rng.h"
@@ -16,12 +17,16 @@
  * architecture (post-norm, GELU, absolute positions) with positions counted
  * from pad_token_id + 1 and, in their checkpoints, one token type and
  * layer_norm_eps 1e-5 (read from config.json like every size); their
- * transformers classes keep the encoder under "roberta". */
+ * transformers classes keep the encoder under "roberta". ModernBERT is
+ * modernbert.c's arch. */
 static const backbone_family FAMILIES[] = {
     {"bert", "bert.", "BertModel", POS_FROM_ZERO, 0, &cb_bert_arch},
     {"roberta", "roberta.", "RobertaModel", POS_AFTER_PAD, 1, &cb_bert_arch},
     {"xlm-roberta", "roberta.", "XLMRobertaModel", POS_AFTER_PAD, 1, &cb_bert_arch},
     {"camembert", "roberta.", "CamembertModel", POS_AFTER_PAD, 1, &cb_bert_arch},
+    /* pre-norm, rotary positions (the positions column is unused), GeGLU,
+     * local/global attention: its own arch; encoder under "model." */
+    {"modernbert", "model.", "ModernBertModel", POS_FROM_ZERO, 50283, &cb_modernbert_arch},
 };
 #define N_FAMILIES (int)(sizeof FAMILIES / sizeof FAMILIES[0])
 

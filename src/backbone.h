@@ -16,10 +16,11 @@
  *     max_position_embeddings; RoBERTa max_position_embeddings -
  *     pad_token_id - 1 (514 - 2 = 512), the positions below pad + 1 being
  *     never used;
- *   - the architecture that computes it (a backbone_arch). One arch today,
- *     bert.c's post-norm encoder (GELU, absolute positions, token types),
- *     serves BERT, RoBERTa, XLM-RoBERTa and CamemBERT: they differ in data,
- *     not in code.
+ *   - the architecture that computes it (a backbone_arch). bert.c's
+ *     post-norm encoder (GELU, absolute positions, token types) serves
+ *     BERT, RoBERTa, XLM-RoBERTa and CamemBERT: they differ in data, not in
+ *     code. modernbert.c's pre-norm encoder (rotary positions, GeGLU,
+ *     local/global attention, no biases) serves ModernBERT ("model.").
  * Every other model_type is refused at load, naming the file, the type and
  * the supported ones.
  *
@@ -139,7 +140,7 @@ struct backbone_arch {
 
 /* The family of a config.json model_type, or NULL. */
 const backbone_family *cb_backbone_family_find(const char *model_type);
-/* "bert, roberta, xlm-roberta, camembert": the model types that load. */
+/* "bert, roberta, xlm-roberta, camembert, modernbert": the model types that load. */
 const char *cb_backbone_families(void);
 
 /* Load <dir>/config.json and <dir>/model.safetensors (keys with or without

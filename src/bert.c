@@ -388,7 +388,7 @@ void cb_bert_forward(const bert_model *m, bert_acts *a, const bert_batch *b) {
         cb_ops_linear_forward(d, qkv, x, m->t[BP_QKV_W] + l * 3 * HH, m->t[BP_QKV_B] + (size_t)l * 3 * H, T, H, 3 * H);
         if (a->train) cb_ops_sync(d);   /* on a GPU, time the work and not its launch (training reports it) */
         double t0 = cb_now();
-        cb_ops_attention_forward(d, ctx, qkv, mask, &a->seqs, H, NH, pa, a->seed, 1 + 4 * (uint64_t)l, &a->work);
+        cb_ops_attention_forward(d, ctx, qkv, mask, &a->seqs, H, NH, 0, pa, a->seed, 1 + 4 * (uint64_t)l, &a->work);
         if (a->train) cb_ops_sync(d);
         a->t_attn += cb_now() - t0;
         /* attention output projection into res1, dropout, then res1 += x */
@@ -485,7 +485,7 @@ void cb_bert_backward(const bert_model *m, bert_acts *a, bert_grads *g, float *d
         /* ctx = attention(qkv); qkv = x @ Wqkv^T + bqkv */
         cb_ops_sync(d);   /* on a GPU, time the work and not its launch */
         double t0 = cb_now();
-        cb_ops_attention_backward(d, a->d_qkv, a->d_ctx, qkv, mask, &a->seqs, H, NH, pa, a->seed,
+        cb_ops_attention_backward(d, a->d_qkv, a->d_ctx, qkv, mask, &a->seqs, H, NH, 0, pa, a->seed,
                                1 + 4 * (uint64_t)l, &a->work);
         cb_ops_sync(d);
         a->t_attn += cb_now() - t0;

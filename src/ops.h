@@ -1,6 +1,6 @@
 /* ops.h: the compute interface. Every number the encoder, the ColBERT
  * head, the losses and the optimizer compute goes through these calls;
- * bert.c, colbert.c, step.c (and encoder.c, colmodel.c for inference) call
+ * bert.c, modernbert.c, colbert.c, step.c (and encoder.c, colmodel.c for inference) call
  * nothing else that computes. A backend implements them: src/cpu/ (OpenBLAS
  * and our AVX2 attention tiles) is the specification; another backend
  * (src/cuda/) mirrors it file for file and is tested against it op by op
@@ -94,6 +94,8 @@ typedef struct ops_backend {
                                int C);
     void (*gelu_forward)(ops_device *d, float *out, const float *inp, size_t n);
     void (*gelu_backward)(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n);
+    void (*geglu_forward)(ops_device *d, float *out, const float *inp, int T, int I);
+    void (*geglu_backward)(ops_device *d, float *dinp, const float *dout, const float *inp, int T, int I);
     void (*add)(ops_device *d, float *out, const float *a, const float *b, size_t n);
     void (*dropout_forward)(ops_device *d, float *x, uint8_t *mask, const ops_seqs *s, int H, float p,
                             uint64_t seed, uint64_t stream);
@@ -101,11 +103,13 @@ typedef struct ops_backend {
     /* attention */
     size_t (*attention_workspace)(ops_device *d, int max_len, int head_dim, int train);
     void (*attention_forward)(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask,
-                              const ops_seqs *s, int H, int NH, float p, uint64_t seed, uint64_t stream,
-                              const ops_work *work);
+                              const ops_seqs *s, int H, int NH, int window, float p, uint64_t seed,
+                              uint64_t stream, const ops_work *work);
     void (*attention_backward)(ops_device *d, float *d_qkv, const float *d_ctx, const float *qkv,
-                               const uint8_t *mask, const ops_seqs *s, int H, int NH, float p, uint64_t seed,
-                               uint64_t stream, const ops_work *work);
+                               const uint8_t *mask, const ops_seqs *s, int H, int NH, int window, float p,
+                               uint64_t seed, uint64_t stream, const ops_work *work);
+    void (*rope_forward)(ops_device *d, float *qkv, const ops_seqs *s, int H, int NH, float theta);
+    void (*rope_backward)(ops_device *d, float *d_qkv, const ops_seqs *s, int H, int NH, float theta);
     /* ColBERT head */
     void (*keep_relu_forward)(ops_device *d, float *x, const uint8_t *keep, int relu, int T, int D);
     void (*keep_relu_backward)(ops_device *d, float *dx, const float *x, const uint8_t *keep, int relu, int T,
@@ -201,14 +205,17 @@ static inline void cb_ops_linear_backward(ops_device *d, float *dinp, float *dw,
 /* ---- embeddings ---------------------------------------------------------- */
 
 /* out[t] = word[ids[t]] + pos_emb[pos[t]] + type_emb[types[t]]
- * out [T, H]; ids, pos, types [T] (types may be NULL: all 0) */
+ * out [T, H]; ids, pos, types [T] (types may be NULL: all 0). pos_emb NULL:
+ * no position term (pos unused, may be NULL); type_emb NULL: no token-type
+ * term (ModernBERT's embeddings are the word rows alone). */
 static inline void cb_ops_embed_forward(ops_device *d, float *out, const int32_t *ids, const int32_t *pos,
                                      const int32_t *types, const float *word, const float *pos_emb,
                                      const float *type_emb, int T, int H) {
     d->fn->embed_forward(d, out, ids, pos, types, word, pos_emb, type_emb, T, H);
 }
 /* scatter-add of dout [T, H] into the rows the forward read; deterministic
- * (the same sums in the same order whatever the threads) */
+ * (the same sums in the same order whatever the threads). dpos / dtype
+ * NULL: that table had no term in the forward. */
 static inline void cb_ops_embed_backward(ops_device *d, float *dword, float *dpos, float *dtype, const float *dout,
                                       const int32_t *ids, const int32_t *pos, const int32_t *types, int T,
                                       int H) {
@@ -218,12 +225,14 @@ static inline void cb_ops_embed_backward(ops_device *d, float *dword, float *dpo
 /* ---- elementwise --------------------------------------------------------- */
 
 /* out, inp [T, C]; mean, rstd [T]; w, b [C]:
- * out = (inp - mean) * rstd * w + b, rstd = 1 / sqrt(var + eps) */
+ * out = (inp - mean) * rstd * w + b, rstd = 1 / sqrt(var + eps);
+ * b may be NULL (no bias: nn.LayerNorm(bias=False)) */
 static inline void cb_ops_layernorm_forward(ops_device *d, float *out, float *mean, float *rstd, const float *inp,
                                          const float *w, const float *b, int T, int C, float eps) {
     d->fn->layernorm_forward(d, out, mean, rstd, inp, w, b, T, C, eps);
 }
-/* dinp [T, C] (overwritten); dw, db [C] (+=) */
+/* dinp [T, C] (overwritten); dw, db [C] (+=); db NULL when the forward had
+ * no bias */
 static inline void cb_ops_layernorm_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout,
                                           const float *inp, const float *w, const float *mean,
                                           const float *rstd, int T, int C) {
@@ -236,6 +245,18 @@ static inline void cb_ops_gelu_forward(ops_device *d, float *out, const float *i
 /* dinp = dout * GELU'(inp) (dinp may alias dout) */
 static inline void cb_ops_gelu_backward(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n) {
     d->fn->gelu_backward(d, dinp, inp, dout, n);
+}
+/* GeGLU: inp [T, 2I] holds (input, gate) side by side per row (the
+ * chunk(2, dim=-1) of transformers' ModernBertMLP); out [T, I] =
+ * gelu(input) * gate, exact GELU */
+static inline void cb_ops_geglu_forward(ops_device *d, float *out, const float *inp, int T, int I) {
+    d->fn->geglu_forward(d, out, inp, T, I);
+}
+/* dinp [T, 2I] (overwritten): d input = dout * gate * GELU'(input),
+ * d gate = dout * gelu(input); dout [T, I] */
+static inline void cb_ops_geglu_backward(ops_device *d, float *dinp, const float *dout, const float *inp, int T,
+                                         int I) {
+    d->fn->geglu_backward(d, dinp, dout, inp, T, I);
 }
 /* out = a + b (out may alias a or b) */
 static inline void cb_ops_add(ops_device *d, float *out, const float *a, const float *b, size_t n) {
@@ -264,24 +285,46 @@ static inline size_t cb_ops_attention_workspace(ops_device *d, int max_len, int 
 }
 /* Multi-head self-attention of each packed sequence over itself.
  * ctx [T, H] (heads side by side); qkv [T, 3H] (query, key, value); mask
- * [T] or NULL: keys with mask 0 get probability exactly 0. With p > 0,
+ * [T] or NULL: keys with mask 0 get probability exactly 0. window 0: every
+ * key; window w > 0 (a sliding window, ModernBERT's local layers): query i
+ * sees key j only when |i - j| <= w, the others get probability exactly 0;
+ * with a window, a row that sees no key (its keys in reach all masked) is
+ * uniform, 1/n on every key of its sequence, as transformers' additive
+ * finfo.min mask makes it, and its backward is the softmax's through those
+ * probabilities (PyTorch's autograd). With p > 0,
  * dropout on the probabilities: the probability of query token i and key
  * token j in head h of sequence s (n_s tokens) is element h * n_s^2 + i *
  * n_s + j of that sequence: kept when cb_ops_dropout_keep(seed, stream,
  * id[s], h * n_s^2 + i * n_s + j, p), scaled by 1 / (1 - p). Never stores
- * the n x n probabilities outside the workspace. A sequence whose keys are
- * all masked gets ctx = 0 (ColBERT never makes one: [CLS] is always kept). */
+ * the n x n probabilities outside the workspace. Without a window, a
+ * sequence whose keys are all masked gets ctx = 0 (ColBERT never makes one:
+ * [CLS] is always kept). */
 static inline void cb_ops_attention_forward(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask,
-                                         const ops_seqs *s, int H, int NH, float p, uint64_t seed,
+                                         const ops_seqs *s, int H, int NH, int window, float p, uint64_t seed,
                                          uint64_t stream, const ops_work *work) {
-    d->fn->attention_forward(d, ctx, qkv, mask, s, H, NH, p, seed, stream, work);
+    d->fn->attention_forward(d, ctx, qkv, mask, s, H, NH, window, p, seed, stream, work);
 }
 /* d_qkv [T, 3H] (overwritten) from d_ctx [T, H]; recomputes the
  * probabilities (and their dropout) from qkv. */
 static inline void cb_ops_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, const float *qkv,
-                                          const uint8_t *mask, const ops_seqs *s, int H, int NH, float p,
-                                          uint64_t seed, uint64_t stream, const ops_work *work) {
-    d->fn->attention_backward(d, d_qkv, d_ctx, qkv, mask, s, H, NH, p, seed, stream, work);
+                                          const uint8_t *mask, const ops_seqs *s, int H, int NH, int window,
+                                          float p, uint64_t seed, uint64_t stream, const ops_work *work) {
+    d->fn->attention_backward(d, d_qkv, d_ctx, qkv, mask, s, H, NH, window, p, seed, stream, work);
+}
+/* Rotary position embeddings (NeoX style, rotate_half, over the whole head
+ * of D = H / NH), in place on the query and key parts of qkv [T, 3H]; the
+ * value part is left alone. Token t of sequence q has position t - off[q].
+ * For i < D/2: f_i = 1 / theta^(2i / D) (float32, as transformers'
+ * inv_freq), a = pos * f_i (float32), and each head's (x_i, x_{i+D/2})
+ * becomes (x_i cos a - x_{i+D/2} sin a, x_{i+D/2} cos a + x_i sin a). */
+static inline void cb_ops_rope_forward(ops_device *d, float *qkv, const ops_seqs *s, int H, int NH, float theta) {
+    d->fn->rope_forward(d, qkv, s, H, NH, theta);
+}
+/* In place on d_qkv [T, 3H]: the gradient through the rotation of the
+ * query and key parts (the inverse rotation); the value part unchanged. */
+static inline void cb_ops_rope_backward(ops_device *d, float *d_qkv, const ops_seqs *s, int H, int NH,
+                                        float theta) {
+    d->fn->rope_backward(d, d_qkv, s, H, NH, theta);
 }
 
 /* ---- the ColBERT head ---------------------------------------------------- */

@@ -235,7 +235,7 @@ def test_config_other_model_type():
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f)
     expect_error(d, "config.json", "model_type 'deberta-v2' is not supported yet",
-                 "(supported: bert, roberta, xlm-roberta, camembert)")
+                 "(supported: bert, roberta, xlm-roberta, camembert, modernbert)")
 
 
 def test_roberta_family_loads_or_names_its_tokenizer():

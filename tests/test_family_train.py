@@ -1,8 +1,10 @@
 """test_family_train.py: ColBERT training from plain encoders of the RoBERTa
-families, end to end (issue 24, points 4-5). The small seeded RoBERTa
-(byte-level BPE) and XLM-RoBERTa (Unigram) encoders of tests/ref/gen_roberta.py,
-as they come before PyLate's markers are added (F_plain: no [unused0] /
-[unused1], no "[Q] " / "[D] "):
+families and ModernBERT, end to end (issue 24, points 4-5; issue 27). The
+small seeded RoBERTa (byte-level BPE) and XLM-RoBERTa (Unigram) encoders of
+tests/ref/gen_roberta.py and the ModernBERT one of tests/ref/gen_modernbert.py
+(byte-level BPE, a local layer with a window of 4; the peers load it with
+their transformers 4.x), as they come before PyLate's markers are added
+(F_plain: no [unused0] / [unused1], no "[Q] " / "[D] "):
   - `colbert train --pretrained F_plain` adds the markers "[Q] " / "[D] " to
     the tokenizer and grows the word embeddings for them (as PyLate's
     models.ColBERT does), trains, and writes checkpoints whose tokenizer.json
@@ -77,7 +79,7 @@ def encode_colbert(ckpt, kind, path, out):
     return out
 
 
-@pytest.mark.parametrize("fam", ["xlmr", "roberta"])
+@pytest.mark.parametrize("fam", ["xlmr", "roberta", "modernbert"])
 def test_train_from_plain_encoder(fam, data):
     assert os.path.exists(PEERS), f"{PEERS} missing: run scripts/setup_peers.sh (make test does)"
     plain = os.path.join(REF, f"{fam}_plain")

@@ -208,7 +208,7 @@ static void test_bert_config(void) {
     CHECK_ERR(rc, err, "cfg-array/config.json", "expected a JSON object");
     rc = cb_bert_config_load(&c, config_dir("cfg-deberta", "{\"model_type\": \"deberta-v2\"}"), &err);
     CHECK_ERR(rc, err, "config.json", "model_type 'deberta-v2' is not supported yet "
-              "(supported: bert, roberta, xlm-roberta, camembert)");
+              "(supported: bert, roberta, xlm-roberta, camembert, modernbert)");
     rc = cb_bert_config_load(&c, config_dir("cfg-llama", "{\"model_type\": \"llama\"}"), &err);
     CHECK_ERR(rc, err, "model_type 'llama' is not supported yet");
     /* the RoBERTa families: pad_token_id 1 by default, positions from pad + 1 */

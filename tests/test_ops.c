@@ -174,7 +174,7 @@ typedef struct opstat {
     int cls;
     double worst[N_COL];        /* -1: not measured */
 } opstat;
-static opstat stats[40];
+static opstat stats[48];
 static int n_stats;
 
 /* The tolerance of a column for a class; finite differences are never
@@ -580,8 +580,8 @@ static void run_layernorm_forward(ops_device *d, float *out, float *mean, float 
                                   const float *w, const float *b, int T, int C, float eps) {
     dmem m = {.d = d};
     float *o = dput(&m, NULL, FB(T * C)), *mu = dput(&m, NULL, FB(T)), *rs = dput(&m, NULL, FB(T));
-    cb_ops_layernorm_forward(d, o, mu, rs, dput(&m, inp, FB(T * C)), dput(&m, w, FB(C)), dput(&m, b, FB(C)), T, C,
-                          eps);
+    cb_ops_layernorm_forward(d, o, mu, rs, dput(&m, inp, FB(T * C)), dput(&m, w, FB(C)), b ? dput(&m, b, FB(C)) : NULL,
+                          T, C, eps);
     cb_ops_download(d, out, o, FB(T * C));
     cb_ops_download(d, mean, mu, FB(T));
     cb_ops_download(d, rstd, rs, FB(T));
@@ -593,12 +593,12 @@ static void run_layernorm_backward(ops_device *d, float *dinp, float *dw, float 
                                    const float *inp, const float *w, const float *mean, const float *rstd, int T,
                                    int C) {
     dmem m = {.d = d};
-    float *gi = dput(&m, NULL, FB(T * C)), *gw = dput(&m, dw, FB(C)), *gb = dput(&m, db, FB(C));
+    float *gi = dput(&m, NULL, FB(T * C)), *gw = dput(&m, dw, FB(C)), *gb = db ? dput(&m, db, FB(C)) : NULL;
     cb_ops_layernorm_backward(d, gi, gw, gb, dput(&m, dout, FB(T * C)), dput(&m, inp, FB(T * C)), dput(&m, w, FB(C)),
                            dput(&m, mean, FB(T)), dput(&m, rstd, FB(T)), T, C);
     cb_ops_download(d, dinp, gi, FB(T * C));
     cb_ops_download(d, dw, gw, FB(C));
-    cb_ops_download(d, db, gb, FB(C));
+    if (db) cb_ops_download(d, db, gb, FB(C));
     dfree(&m);
 }
 
@@ -635,27 +635,31 @@ static void test_layernorm(void) {
     /* not C = 2: LayerNorm of 2 elements is +-1 whatever x, its dinp 0 up
      * to rounding, which no relative error measures */
     static const int Cs[] = {1, 3, 37, 384, 5, 130, 64, 768};
-    for (int k = 0; k < 8; k++) {
-        int C = Cs[k], T = k == 1 ? 1 : irand(1, 40), zero_init = k % 2 == 0;
-        float eps = k == 3 ? 1e-5f : 1e-12f;
-        snprintf(trial, sizeof trial, "T %d C %d eps %g, %s accumulators", T, C, eps, zero_init ? "zero" : "random");
+    /* trials 8 .. 11: without bias (b, db NULL; ModernBERT's), the
+     * reference with b = 0 */
+    for (int k = 0; k < 12; k++) {
+        int C = Cs[k % 8], T = k == 1 ? 1 : irand(1, 40), zero_init = k % 2 == 0, nobias = k >= 8;
+        float eps = k == 3 || nobias ? 1e-5f : 1e-12f;
+        snprintf(trial, sizeof trial, "T %d C %d eps %g, %s accumulators%s", T, C, eps, zero_init ? "zero" : "random",
+                 nobias ? ", no bias" : "");
         size_t n = (size_t)T * C;
         float *x = rand_f(n, -1, 1);
         double off = unif(-2, 2), sc = unif(0.5, 3);
         for (size_t i = 0; i < n; i++) x[i] = (float)(off + sc * x[i]);
-        float *w = rand_f(C, 0.5, 1.5), *b = rand_f(C, -0.5, 0.5);
+        float *w = rand_f(C, 0.5, 1.5), *b = nobias ? NEW(float, C) : rand_f(C, -0.5, 0.5);
         double *x_d = dbl(x, n), *w_d = dbl(w, C), *b_d = dbl(b, C);
+        float *b_op = nobias ? NULL : b;
 
         float *out = NEW(float, n), *mean = NEW(float, T), *rstd = NEW(float, T);
         double *out_r = NEW(double, n), *mean_r = NEW(double, T), *rstd_r = NEW(double, T);
-        run_layernorm_forward(dut, out, mean, rstd, x, w, b, T, C, eps);
+        run_layernorm_forward(dut, out, mean, rstd, x, w, b_op, T, C, eps);
         ref_layernorm(out_r, mean_r, rstd_r, x_d, w_d, b_d, T, C, eps);
         cmp_ref("layernorm_forward", ELEM, "out", out, out_r, n);
         cmp_ref("layernorm_forward", ELEM, "mean", mean, mean_r, T);
         cmp_ref("layernorm_forward", ELEM, "rstd", rstd, rstd_r, T);
         if (vs_cpu) {
             float *oc = NEW(float, n), *mc = NEW(float, T), *rc = NEW(float, T);
-            run_layernorm_forward(cpu, oc, mc, rc, x, w, b, T, C, eps);
+            run_layernorm_forward(cpu, oc, mc, rc, x, w, b_op, T, C, eps);
             cmp_cpu("layernorm_forward", ELEM, "out", out, oc, n);
             cmp_cpu("layernorm_forward", ELEM, "mean", mean, mc, T);
             cmp_cpu("layernorm_forward", ELEM, "rstd", rstd, rc, T);
@@ -666,7 +670,7 @@ static void test_layernorm(void) {
         double *dout_d = dbl(dout, n);
         float *gw0 = zero_init ? NEW(float, C) : rand_f(C, -1, 1), *gb0 = zero_init ? NEW(float, C) : rand_f(C, -1, 1);
         float *gi = NEW(float, n), *gw = copy_f(gw0, C), *gb = copy_f(gb0, C);
-        run_layernorm_backward(dut, gi, gw, gb, dout, x, w, mean, rstd, T, C);
+        run_layernorm_backward(dut, gi, gw, nobias ? NULL : gb, dout, x, w, mean, rstd, T, C);
         /* xhat = (x - mean) rstd; g = dout w: dx = rstd (g - mean(g) - xhat
          * mean(g xhat)), compared against its terms' size rstd |g| (for
          * small C the three cancel) */
@@ -694,21 +698,22 @@ static void test_layernorm(void) {
         }
         cmp_ref_floor("layernorm_backward", ELEM, "dinp", gi, ri, n, fi);
         cmp_ref_floor("layernorm_backward", ELEM, "dw", gw, rw, C, sq_floor(sw, C));
-        cmp_ref_floor("layernorm_backward", ELEM, "db", gb, rb, C, sq_floor(sb, C));
+        if (!nobias) cmp_ref_floor("layernorm_backward", ELEM, "db", gb, rb, C, sq_floor(sb, C));
         if (zero_init) {
             ln_ctx c = {x_d, w_d, b_d, dout_d, NEW(double, n), NEW(double, T), NEW(double, T), eps, T, C};
             record("layernorm_backward", ELEM, COL_FD, "dinp", fd_err(gi, ri, x_d, n, ln_objective, &c, 1e-5, fi));
             record("layernorm_backward", ELEM, COL_FD, "dw",
                    fd_err(gw, rw, w_d, C, ln_objective, &c, 1e-5, sq_floor(sw, C)));
-            record("layernorm_backward", ELEM, COL_FD, "db",
-                   fd_err(gb, rb, b_d, C, ln_objective, &c, 1e-5, sq_floor(sb, C)));
+            if (!nobias)
+                record("layernorm_backward", ELEM, COL_FD, "db",
+                       fd_err(gb, rb, b_d, C, ln_objective, &c, 1e-5, sq_floor(sb, C)));
         }
         if (vs_cpu) {
             float *ci = NEW(float, n), *cw = copy_f(gw0, C), *cb = copy_f(gb0, C);
-            run_layernorm_backward(cpu, ci, cw, cb, dout, x, w, mean, rstd, T, C);
+            run_layernorm_backward(cpu, ci, cw, nobias ? NULL : cb, dout, x, w, mean, rstd, T, C);
             cmp_cpu_floor("layernorm_backward", ELEM, "dinp", gi, ci, n, fi);
             cmp_cpu_floor("layernorm_backward", ELEM, "dw", gw, cw, C, sq_floor(sw, C));
-            cmp_cpu_floor("layernorm_backward", ELEM, "db", gb, cb, C, sq_floor(sb, C));
+            if (!nobias) cmp_cpu_floor("layernorm_backward", ELEM, "db", gb, cb, C, sq_floor(sb, C));
         }
         tmp_free();
     }
@@ -903,6 +908,7 @@ typedef struct att_case {
     const uint8_t *mask;        /* [T] or NULL */
     float p;
     uint64_t seed, stream;
+    int window;                 /* 0: every key; w: |i - j| <= w */
 } att_case;
 
 /* ctx out; with dqkv (out), also the backward from dctx. Workspaces for
@@ -919,13 +925,13 @@ static void run_attention(ops_device *d, float *ctx, float *dqkv, const float *d
     float *q = dput(&m, qkv, FB((size_t)T * 3 * H)), *c = dput(&m, NULL, FB((size_t)T * H));
     ops_work wf = {.bytes = cb_ops_attention_workspace(d, ws_len, D, 0)};
     wf.p = dput(&m, NULL, wf.bytes);
-    cb_ops_attention_forward(d, c, q, mask, &s, H, NH, a->p, a->seed, a->stream, &wf);
+    cb_ops_attention_forward(d, c, q, mask, &s, H, NH, a->window, a->p, a->seed, a->stream, &wf);
     cb_ops_download(d, ctx, c, FB((size_t)T * H));
     if (dqkv) {
         ops_work wb = {.bytes = cb_ops_attention_workspace(d, ws_len, D, 1)};
         wb.p = dput(&m, NULL, wb.bytes);
         float *g = dput(&m, NULL, FB((size_t)T * 3 * H));
-        cb_ops_attention_backward(d, g, dput(&m, dctx, FB((size_t)T * H)), q, mask, &s, H, NH, a->p, a->seed,
+        cb_ops_attention_backward(d, g, dput(&m, dctx, FB((size_t)T * H)), q, mask, &s, H, NH, a->window, a->p, a->seed,
                                a->stream, &wb);
         cb_ops_download(d, dqkv, g, FB((size_t)T * 3 * H));
     }
@@ -940,7 +946,9 @@ static int att_keep(const att_case *a, int s, int h, int n, int i, int j) {
 }
 
 /* Naive attention in float64, as ops.h documents it: per sequence s and
- * head h, P = softmax(q k^T / sqrt(D)) over the keys with mask 1; with
+ * head h, P = softmax(q k^T / sqrt(D)) over the keys with mask 1 (and
+ * within the window: |i - j| <= window; a windowed row that sees no key is
+ * 1/n everywhere, its backward the softmax's through those P); with
  * p > 0, element (i, j) kept by cb_ops_dropout_keep(seed, stream, id[s],
  * h n^2 + i n + j) and scaled by 1 / (1 - p); ctx = P v. With dqkv, also
  * the backward of sum dctx * ctx. */
@@ -960,8 +968,13 @@ static void ref_attention(double *ctx, double *dqkv, const double *dctx, const d
                 for (int j = 0; j < n; j++) {
                     double sc = 0;
                     for (int c = 0; c < D; c++) sc += q[(size_t)i * ld + c] * k[(size_t)j * ld + c];
-                    pr[j] = a->mask && !a->mask[o + j] ? -INFINITY : sc * scale;
+                    int hidden = (a->mask && !a->mask[o + j]) || (a->window > 0 && abs(i - j) > a->window);
+                    pr[j] = hidden ? -INFINITY : sc * scale;
                     if (pr[j] > mx) mx = pr[j];
+                }
+                if (mx == -INFINITY && a->window > 0) {   /* uniform: every score the same */
+                    for (int j = 0; j < n; j++) pr[j] = 0;
+                    mx = 0;
                 }
                 for (int j = 0; j < n; j++) sum += pr[j] = pr[j] == -INFINITY ? 0 : exp(pr[j] - mx);
                 for (int j = 0; j < n; j++) {
@@ -1022,22 +1035,30 @@ static void test_attention(void) {
     static const struct {
         int NH, D, S, len[5], masked, fd;
         float p;
+        int window;
     } fixed[] = {
-        {2, 8, 4, {1, 70, 5, 17}, 1, 1, 0.0f},
-        {2, 8, 4, {1, 70, 5, 17}, 1, 1, 0.1f},
-        {3, 5, 4, {2, 65, 1, 9}, 1, 1, 0.5f},
-        {1, 13, 1, {33}, 0, 1, 0.0f},
-        {1, 1, 3, {1, 1, 2}, 1, 1, 0.3f},
-        {4, 16, 2, {100, 3}, 0, 1, 0.2f},
-        {12, 32, 3, {32, 80, 7}, 1, 0, 0.1f},   /* MiniLM's heads */
+        {2, 8, 4, {1, 70, 5, 17}, 1, 1, 0.0f, 0},
+        {2, 8, 4, {1, 70, 5, 17}, 1, 1, 0.1f, 0},
+        {3, 5, 4, {2, 65, 1, 9}, 1, 1, 0.5f, 0},
+        {1, 13, 1, {33}, 0, 1, 0.0f, 0},
+        {1, 1, 3, {1, 1, 2}, 1, 1, 0.3f, 0},
+        {4, 16, 2, {100, 3}, 0, 1, 0.2f, 0},
+        {12, 32, 3, {32, 80, 7}, 1, 0, 0.1f, 0},   /* MiniLM's heads */
+        /* sliding windows (ModernBERT's local layers); masked: the first
+         * third of each sequence kept, so that later rows see no key */
+        {2, 8, 3, {40, 9, 1}, 0, 1, 0.0f, 4},
+        {1, 8, 1, {33}, 0, 1, 0.3f, 1},
+        {4, 16, 2, {70, 20}, 1, 0, 0.0f, 3},
+        {2, 16, 3, {32, 65, 5}, 1, 0, 0.2f, 4},
     };
     int n_fixed = (int)(sizeof fixed / sizeof *fixed);
     for (int k = 0; k < n_fixed + 3; k++) {
-        int NH, D, S, len[5], masked, fd;
+        int NH, D, S, len[5], masked, fd, window = 0;
         float p;
         if (k < n_fixed) {
             NH = fixed[k].NH, D = fixed[k].D, S = fixed[k].S, masked = fixed[k].masked, fd = fixed[k].fd;
             p = fixed[k].p;
+            window = fixed[k].window;
             memcpy(len, fixed[k].len, sizeof len);
         } else {
             NH = irand(1, 4), D = irand(1, 24), S = irand(1, 5), masked = k % 2, fd = 1, p = k % 2 ? 0.25f : 0.0f;
@@ -1058,10 +1079,14 @@ static void test_attention(void) {
             mask = NEW(uint8_t, T);
             for (int t = 0; t < T; t++) mask[t] = rnd() % 4 != 0;
             for (int s = 0; s < S; s++) mask[off[s]] = 1;
+            if (window > 0)
+                for (int s = 0; s < S; s++)
+                    for (int t = off[s]; t < off[s + 1]; t++) mask[t] = 3 * (t - off[s]) < len[s];
         }
-        att_case a = {S, T, H, NH, max_len, off, att_off, id, mask, p, rnd(), (uint64_t)k + 11};
+        att_case a = {S, T, H, NH, max_len, off, att_off, id, mask, p, rnd(), (uint64_t)k + 11, window};
         int ws_len = max_len + (k % 2 ? 5 : 0);
-        int pos = snprintf(trial, sizeof trial, "NH %d D %d p %g mask %s, lengths", NH, D, p, masked ? "yes" : "NULL");
+        int pos = snprintf(trial, sizeof trial, "NH %d D %d p %g window %d mask %s, lengths", NH, D, p, window,
+                           masked ? "yes" : "NULL");
         for (int s = 0; s < S; s++) pos += snprintf(trial + pos, sizeof trial - (size_t)pos, " %d", len[s]);
 
         size_t nq = (size_t)T * 3 * H, nc = (size_t)T * H;
@@ -1083,6 +1108,144 @@ static void test_attention(void) {
             run_attention(cpu, cc, cq, dctx, qkv, &a, ws_len);
             cmp_cpu("attention_forward", MATMUL, "ctx", ctx, cc, nc);
             cmp_cpu("attention_backward", MATMUL, "d_qkv", dqkv, cq, nq);
+        }
+        tmp_free();
+    }
+}
+
+/* ---- rotary embeddings --------------------------------------------------- */
+
+/* qkv [T, 3H] in place through rope forward (bwd: backward) on device d */
+static void run_rope(ops_device *d, float *qkv, const int *off, int S, int H, int NH, float theta, int bwd) {
+    dmem m = {.d = d};
+    int T = off[S], ml = 0;
+    for (int q = 0; q < S; q++) ml = off[q + 1] - off[q] > ml ? off[q + 1] - off[q] : ml;
+    float *x = dput(&m, qkv, FB((size_t)T * 3 * H));
+    ops_seqs s = {.n_seq = S, .n_tok = T, .max_len = ml, .off = dput(&m, off, sizeof(int) * (size_t)(S + 1))};
+    if (bwd) cb_ops_rope_backward(d, x, &s, H, NH, theta);
+    else cb_ops_rope_forward(d, x, &s, H, NH, theta);
+    cb_ops_download(d, qkv, x, FB((size_t)T * 3 * H));
+    dfree(&m);
+}
+
+/* ops.h's rotation in float64 (the angle as ops.h computes it, in float32:
+ * f = 1 / theta^(2i/D), a = pos * f); sign -1: by -a (the backward) */
+static void ref_rope(double *y, const double *x, const int *off, int S, int H, int NH, float theta, double sign) {
+    int D = H / NH, half = D / 2;
+    memcpy(y, x, sizeof(double) * (size_t)off[S] * 3 * H);
+    for (int q = 0; q < S; q++)
+        for (int t = off[q]; t < off[q + 1]; t++)
+            for (int i = 0; i < half; i++) {
+                float f = 1.0f / powf(theta, (float)(2 * i) / (float)D);
+                double a = (double)((float)(t - off[q]) * f), c = cos(a), sn = sign * sin(a);
+                for (int part = 0; part < 2; part++)
+                    for (int h = 0; h < NH; h++) {
+                        size_t e = (size_t)t * 3 * H + (size_t)part * H + (size_t)h * D;
+                        double x1 = x[e + i], x2 = x[e + i + half];
+                        y[e + i] = x1 * c - x2 * sn;
+                        y[e + i + half] = x2 * c + x1 * sn;
+                    }
+            }
+}
+
+static void test_rope(void) {
+    static const struct { int NH, D, S, len[4]; float theta; } cases[] = {
+        {4, 16, 3, {40, 1, 70}, 10000.0f},
+        {2, 64, 2, {65, 9}, 160000.0f},
+        {1, 2, 1, {5}, 10.0f},
+        {3, 8, 4, {3, 17, 1, 33}, 500.0f},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        int NH = cases[k].NH, H = NH * cases[k].D, S = cases[k].S, *off = NEW(int, S + 1);
+        for (int q = 0; q < S; q++) off[q + 1] = off[q] + cases[k].len[q];
+        snprintf(trial, sizeof trial, "NH %d D %d theta %g, %d sequences", NH, cases[k].D, cases[k].theta, S);
+        size_t n = (size_t)off[S] * 3 * H;
+        float *x = rand_f(n, -2, 2), *y = copy_f(x, n), *dy = rand_f(n, -1, 1), *dx = copy_f(dy, n);
+        double *x_d = dbl(x, n), *dy_d = dbl(dy, n), *ref = NEW(double, n), *fd = NEW(double, n);
+        run_rope(dut, y, off, S, H, NH, cases[k].theta, 0);
+        ref_rope(ref, x_d, off, S, H, NH, cases[k].theta, 1.0);
+        cmp_ref("rope_forward", ELEM, "qkv", y, ref, n);
+        run_rope(dut, dx, off, S, H, NH, cases[k].theta, 1);
+        ref_rope(ref, dy_d, off, S, H, NH, cases[k].theta, -1.0);
+        cmp_ref("rope_backward", ELEM, "d_qkv", dx, ref, n);
+        /* finite differences of sum dy * rope(x): the op is linear, so the
+         * central difference in x_e is exact up to rounding */
+        double *yp = NEW(double, n), h = 1e-3;
+        size_t step = n / FD_PROBES + 1;
+        for (size_t e = 0; e < n; e++) fd[e] = ref[e];
+        for (size_t e = 0; e < n; e += step) {
+            double f[2];
+            for (int sg = 0; sg < 2; sg++) {
+                double keep = x_d[e];
+                x_d[e] = keep + (sg ? -h : h);
+                ref_rope(yp, x_d, off, S, H, NH, cases[k].theta, 1.0);
+                x_d[e] = keep;
+                f[sg] = 0;
+                for (size_t j = 0; j < n; j++) f[sg] += dy_d[j] * yp[j];
+            }
+            fd[e] = (f[0] - f[1]) / (2 * h);
+        }
+        record("rope_backward", ELEM, COL_FD, "d_qkv", fd_err_elem(dx, fd, ref, n, 0));
+        if (vs_cpu) {
+            float *yc = copy_f(x, n), *dc = copy_f(dy, n);
+            run_rope(cpu, yc, off, S, H, NH, cases[k].theta, 0);
+            run_rope(cpu, dc, off, S, H, NH, cases[k].theta, 1);
+            cmp_cpu("rope_forward", ELEM, "qkv", y, yc, n);
+            cmp_cpu("rope_backward", ELEM, "d_qkv", dx, dc, n);
+        }
+        tmp_free();
+    }
+}
+
+/* ---- GeGLU --------------------------------------------------------------- */
+
+static void run_geglu(ops_device *d, float *out, float *dinp, const float *dout, const float *inp, int T, int I) {
+    dmem m = {.d = d};
+    size_t n = (size_t)T * I;
+    float *x = dput(&m, inp, FB(2 * n)), *o = dput(&m, NULL, FB(n));
+    cb_ops_geglu_forward(d, o, x, T, I);
+    cb_ops_download(d, out, o, FB(n));
+    if (dinp) {
+        float *g = dput(&m, NULL, FB(2 * n));
+        cb_ops_geglu_backward(d, g, dput(&m, dout, FB(n)), x, T, I);
+        cb_ops_download(d, dinp, g, FB(2 * n));
+    }
+    dfree(&m);
+}
+
+static void test_geglu(void) {
+    static const int shapes[][2] = {{1, 1}, {3, 7}, {17, 96}, {64, 1152}};
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+        int T = shapes[k][0], I = shapes[k][1];
+        size_t n = (size_t)T * I;
+        snprintf(trial, sizeof trial, "T %d I %d", T, I);
+        float *x = rand_f(2 * n, -5, 5), *dout = rand_f(n, -1, 1);
+        double *x_d = dbl(x, 2 * n);
+        float *out = NEW(float, n), *dinp = NEW(float, 2 * n);
+        double *ref = NEW(double, n), *dref = NEW(double, 2 * n), *fd = NEW(double, 2 * n), h = 1e-5;
+        /* scales: as GELU's (|x| |g| for the output, |dout| max(|g|, |x|) for the gradient) */
+        double omax = 0, dmax = 0;
+        run_geglu(dut, out, dinp, dout, x, T, I);
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < I; i++) {
+                size_t e = (size_t)t * I + i, a = (size_t)t * 2 * I + i, b = a + (size_t)I;
+                double xa = x_d[a], g = x_d[b];
+                ref[e] = gelu_d(xa) * g;
+                dref[a] = dout[e] * g * gelu_grad_d(xa);
+                dref[b] = dout[e] * gelu_d(xa);
+                fd[a] = dout[e] * g * (gelu_d(xa + h) - gelu_d(xa - h)) / (2 * h);
+                fd[b] = dout[e] * gelu_d(xa);   /* linear in g: exact */
+                omax = fmax(omax, fabs(xa * g));
+                dmax = fmax(dmax, fabs(dout[e]) * fmax(fabs(g), fabs(xa)));
+            }
+        cmp_ref_floor("geglu_forward", ELEM, "out", out, ref, n, omax);
+        cmp_ref_floor("geglu_backward", ELEM, "dinp", dinp, dref, 2 * n, dmax);
+        record("geglu_backward", ELEM, COL_FD, "dinp", fd_err_elem(dinp, fd, dref, 2 * n, dmax));
+        if (vs_cpu) {
+            float *oc = NEW(float, n), *dc = NEW(float, 2 * n);
+            run_geglu(cpu, oc, dc, dout, x, T, I);
+            cmp_cpu_floor("geglu_forward", ELEM, "out", out, oc, n, omax);
+            cmp_cpu_floor("geglu_backward", ELEM, "dinp", dinp, dc, 2 * n, dmax);
         }
         tmp_free();
     }
@@ -1762,6 +1925,8 @@ int main(void) {
     test_elementwise();
     test_dropout();
     test_attention();
+    test_rope();
+    test_geglu();
     test_keep_relu();
     test_l2norm();
     test_maxsim();

@@ -1,4 +1,4 @@
-/* cpu/activation.c: exact-erf GELU, the residual add and dropout. */
+/* cpu/activation.c: exact-erf GELU, GeGLU, the residual add and dropout. */
 #include "cpu.h"
 #include "../fastmath.h"
 
@@ -47,6 +47,44 @@ void cb_cpu_gelu_backward(ops_device *d, float *dinp, const float *inp, const fl
         size_t i = c * GELU_CHUNK;
         gelu_backward_range(dinp + i, inp + i, dout + i, n - i < GELU_CHUNK ? n - i : GELU_CHUNK);
     }
+}
+
+/* out: [T, I]; inp: [T, 2I] = (input, gate) per row */
+CB_SIMD_CLONES static void geglu_forward_row(float *out, const float *inp, int I) {
+    const float *g = inp + I;
+#pragma omp simd
+    for (int i = 0; i < I; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + cb_fast_erff(x * (float)M_SQRT1_2)) * g[i];
+    }
+}
+
+void cb_cpu_geglu_forward(ops_device *d, float *out, const float *inp, int T, int I) {
+    (void)d;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) geglu_forward_row(out + (size_t)t * I, inp + (size_t)t * 2 * I, I);
+}
+
+/* forward: out = gelu(x) * g.  dx = dout * g * GELU'(x); dg = dout * gelu(x).
+ * dinp: [T, 2I] (overwritten); dout: [T, I]; inp: [T, 2I] */
+CB_SIMD_CLONES static void geglu_backward_row(float *dinp, const float *dout, const float *inp, int I) {
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+    const float *g = inp + I;
+#pragma omp simd
+    for (int i = 0; i < I; i++) {
+        float x = inp[i];
+        float cdf = 0.5f * (1.0f + cb_fast_erff(x * (float)M_SQRT1_2));
+        float pdf = inv_sqrt_2pi * cb_fast_expf(-0.5f * x * x);
+        dinp[i] = dout[i] * g[i] * (cdf + x * pdf);
+        dinp[I + i] = dout[i] * (x * cdf);
+    }
+}
+
+void cb_cpu_geglu_backward(ops_device *d, float *dinp, const float *dout, const float *inp, int T, int I) {
+    (void)d;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++)
+        geglu_backward_row(dinp + (size_t)t * 2 * I, dout + (size_t)t * I, inp + (size_t)t * 2 * I, I);
 }
 
 void cb_cpu_add(ops_device *d, float *out, const float *a, const float *b, size_t n) {

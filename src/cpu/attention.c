@@ -51,8 +51,13 @@ static float *thread_slice(const ops_work *w, size_t per) {
     return (float *)w->p + (size_t)t * per;
 }
 
-/* Softmax of one row of n scores in place; keys j with kmask[j] == 0 get
- * probability exactly 0 (as -inf scores would).
+/* Softmax of one row of n scores in place; keys j with kmask[j] == 0 or
+ * outside [lo, hi) (a sliding window) get probability exactly 0 (as -inf
+ * scores would). A row of a windowed attention (windowed != 0) that sees no
+ * key at all gets 1/n everywhere, as transformers' eager attention gives
+ * a row whose every score has finfo.min added (ModernBERT's local layers
+ * on ColBERT's [MASK] query padding far from any kept token); the softmax
+ * backward, from these P, is then PyTorch's autograd through it.
  * The sum of the exponentials has one fixed order, whatever the instruction
  * set: element j adds into lane j % 16 (the last n % 16 elements into lane
  * 0), then the lanes add up in order. It is the order the `omp simd`
@@ -60,12 +65,20 @@ static float *thread_slice(const ops_work *w, size_t per) {
  * keep their numbers, and a portable build (the Python package) or an AVX2
  * one now gets the same bits. */
 #define SOFTMAX_LANES 16
-CB_SIMD_CLONES static void softmax_row(float *row, const uint8_t *kmask, int n) {
+CB_SIMD_CLONES static void softmax_row(float *row, const uint8_t *kmask, int n, int lo, int hi, int windowed) {
     if (kmask)
         for (int j = 0; j < n; j++) if (!kmask[j]) row[j] = -INFINITY;
+    for (int j = 0; j < lo; j++) row[j] = -INFINITY;
+    for (int j = hi; j < n; j++) row[j] = -INFINITY;
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
     for (int j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    if (mx == -INFINITY && windowed) {
+        /* a window row with no visible key: transformers' additive mask
+         * (finfo.min on every key) makes it uniform over all n keys */
+        for (int j = 0; j < n; j++) row[j] = 1.0f / (float)n;
+        return;
+    }
     float lane[SOFTMAX_LANES] = {0};
     int i = 0;
     for (; i + SOFTMAX_LANES <= n; i += SOFTMAX_LANES)
@@ -85,21 +98,28 @@ CB_SIMD_CLONES static void softmax_row(float *row, const uint8_t *kmask, int n) 
     for (int j = 0; j < n; j++) row[j] *= inv;
     if (kmask)
         for (int j = 0; j < n; j++) if (!kmask[j]) row[j] = 0.0f;
+    for (int j = 0; j < lo; j++) row[j] = 0.0f;
+    for (int j = hi; j < n; j++) row[j] = 0.0f;
 }
 
 /* Probabilities of query rows i0 .. i0 + R - 1 of one head into P (rows
  * strided by ldp): scores against the packed K^T, softmax, then dropout
  * (element (i, j) keeps by hash (key, base + i n + j): key the sequence's,
  * base = h n^2, ops.h) into Pd when Pd is
- * not NULL (Pd may be P). Forward and backward both come here, so both see
- * the same numbers. */
+ * not NULL (Pd may be P). window > 0: row i sees keys |i - j| <= window.
+ * Forward and backward both come here, so both see the same numbers. */
 static void attention_rows(float *P, float *Pd, int ldp, const float *q, int ldq, int i0, int R, const float *KT,
-                           const uint8_t *kmask, int n, int D, float scale, uint64_t key, uint32_t thr,
+                           const uint8_t *kmask, int n, int D, int window, float scale, uint64_t key, uint32_t thr,
                            size_t base, float dscale) {
     cb_attn_scores(P, ldp, q + (size_t)i0 * ldq, ldq, R, KT, cb_attn_pad(n), D, scale);
     for (int r = 0; r < R; r++) {
         float *row = P + (size_t)r * ldp;
-        softmax_row(row, kmask, n);
+        int i = i0 + r, lo = 0, hi = n;
+        if (window > 0) {
+            lo = i - window > 0 ? i - window : 0;
+            hi = i + window + 1 < n ? i + window + 1 : n;
+        }
+        softmax_row(row, kmask, n, lo, hi, window > 0);
         if (Pd) {
             float *out = Pd + (size_t)r * ldp;
             size_t b = base + (size_t)(i0 + r) * n;
@@ -109,7 +129,7 @@ static void attention_rows(float *P, float *Pd, int ldp, const float *q, int ldq
 }
 
 void cb_cpu_attention_forward(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask, const ops_seqs *s,
-                           int H, int NH, float p_att, uint64_t seed, uint64_t stream, const ops_work *work) {
+                           int H, int NH, int window, float p_att, uint64_t seed, uint64_t stream, const ops_work *work) {
     (void)d;
     int D = H / NH, S = s->n_seq;
     float scale = 1.0f / sqrtf((float)D), dscale = p_att > 0 ? 1.0f / (1.0f - p_att) : 1.0f;
@@ -129,16 +149,16 @@ void cb_cpu_attention_forward(ops_device *d, float *ctx, const float *qkv, const
         uint64_t key = p_att > 0 ? cb_ops_dropout_key(seed, stream, s->id[sq]) : 0;
         for (int i0 = 0; i0 < n; i0 += ATTN_ROWS) {
             int R = n - i0 < ATTN_ROWS ? n - i0 : ATTN_ROWS;
-            attention_rows(P, p_att > 0 ? P : NULL, n8, q, 3 * H, i0, R, KT, mask ? mask + o : NULL, n, D, scale,
-                           key, thr, base, dscale);
+            attention_rows(P, p_att > 0 ? P : NULL, n8, q, 3 * H, i0, R, KT, mask ? mask + o : NULL, n, D, window,
+                           scale, key, thr, base, dscale);
             cb_attn_context(ctx + (size_t)(o + i0) * H + (size_t)h * D, H, P, n8, R, V, n, D);
         }
     }
 }
 
 void cb_cpu_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, const float *qkv,
-                            const uint8_t *mask, const ops_seqs *s, int H, int NH, float p_att, uint64_t seed,
-                            uint64_t stream, const ops_work *work) {
+                            const uint8_t *mask, const ops_seqs *s, int H, int NH, int window, float p_att,
+                            uint64_t seed, uint64_t stream, const ops_work *work) {
     (void)d;
     int D = H / NH, S = s->n_seq;
     float scale = 1.0f / sqrtf((float)D), dscale = p_att > 0 ? 1.0f / (1.0f - p_att) : 1.0f;
@@ -161,7 +181,7 @@ void cb_cpu_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, 
         for (int i0 = 0; i0 < n; i0 += ATTN_ROWS) {
             int R = n - i0 < ATTN_ROWS ? n - i0 : ATTN_ROWS;
             attention_rows(P + (size_t)i0 * n8, p_att > 0 ? Pd + (size_t)i0 * n8 : NULL, n8, q, 3 * H, i0, R, KT,
-                           mask ? mask + o : NULL, n, D, scale, key, thr, base, dscale);
+                           mask ? mask + o : NULL, n, D, window, scale, key, thr, base, dscale);
         }
         const float *Pv = p_att > 0 ? Pd : P;
         /* forward: ctx = Pv @ v  ->  dv = Pv^T @ dctx ; dPv = dctx @ v^T */

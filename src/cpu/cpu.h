@@ -5,8 +5,9 @@
  *   matmul.c     linear layers through OpenBLAS sgemm
  *   embed.c      embeddings and their deterministic scatter-add
  *   layernorm.c  LayerNorm forward and backward
- *   activation.c GELU, residual add, dropout
+ *   activation.c GELU, GeGLU, residual add, dropout
  *   attention.c  attention over packed sequences (attn.c: AVX2 tiles)
+ *   rope.c       rotary position embeddings on the queries and keys
  *   head.c       the ColBERT head: punctuation mask / ReLU, L2 norm
  *   maxsim.c     MaxSim scores and their backward
  *   loss.c       colbert-ai's losses and PyLate's contrastive loss
@@ -54,6 +55,8 @@ void cb_cpu_layernorm_backward(ops_device *d, float *dinp, float *dw, float *db,
 
 void cb_cpu_gelu_forward(ops_device *d, float *out, const float *inp, size_t n);
 void cb_cpu_gelu_backward(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n);
+void cb_cpu_geglu_forward(ops_device *d, float *out, const float *inp, int T, int I);
+void cb_cpu_geglu_backward(ops_device *d, float *dinp, const float *dout, const float *inp, int T, int I);
 void cb_cpu_add(ops_device *d, float *out, const float *a, const float *b, size_t n);
 void cb_cpu_dropout_forward(ops_device *d, float *x, uint8_t *mask, const ops_seqs *s, int H, float p,
                          uint64_t seed, uint64_t stream);
@@ -61,10 +64,13 @@ void cb_cpu_dropout_backward(ops_device *d, float *dx, const uint8_t *mask, size
 
 size_t cb_cpu_attention_workspace(ops_device *d, int max_len, int head_dim, int train);
 void cb_cpu_attention_forward(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask, const ops_seqs *s,
-                           int H, int NH, float p, uint64_t seed, uint64_t stream, const ops_work *work);
+                           int H, int NH, int window, float p, uint64_t seed, uint64_t stream,
+                           const ops_work *work);
 void cb_cpu_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, const float *qkv,
-                            const uint8_t *mask, const ops_seqs *s, int H, int NH, float p, uint64_t seed,
-                            uint64_t stream, const ops_work *work);
+                            const uint8_t *mask, const ops_seqs *s, int H, int NH, int window, float p,
+                            uint64_t seed, uint64_t stream, const ops_work *work);
+void cb_cpu_rope_forward(ops_device *d, float *qkv, const ops_seqs *s, int H, int NH, float theta);
+void cb_cpu_rope_backward(ops_device *d, float *d_qkv, const ops_seqs *s, int H, int NH, float theta);
 
 void cb_cpu_keep_relu_forward(ops_device *d, float *x, const uint8_t *keep, int relu, int T, int D);
 void cb_cpu_keep_relu_backward(ops_device *d, float *dx, const float *x, const uint8_t *keep, int relu, int T,

@@ -6,7 +6,7 @@
 
 #define COL_BLOCK 64
 
-/* out, inp: [T, C]; mean, rstd: [T]; w, b: [C] */
+/* out, inp: [T, C]; mean, rstd: [T]; w, b: [C] (b NULL: no bias) */
 void cb_cpu_layernorm_forward(ops_device *d, float *out, float *mean, float *rstd, const float *inp,
                            const float *w, const float *b, int T, int C, float eps) {
     (void)d;
@@ -20,14 +20,17 @@ void cb_cpu_layernorm_forward(ops_device *d, float *out, float *mean, float *rst
         double v = 0;
         for (int i = 0; i < C; i++) { float dd = x[i] - m; v += (double)dd * dd; }
         float r = 1.0f / sqrtf((float)(v / C) + eps);
-        for (int i = 0; i < C; i++) o[i] = (x[i] - m) * r * w[i] + b[i];
+        if (b)
+            for (int i = 0; i < C; i++) o[i] = (x[i] - m) * r * w[i] + b[i];
+        else
+            for (int i = 0; i < C; i++) o[i] = (x[i] - m) * r * w[i];
         mean[t] = m;
         rstd[t] = r;
     }
 }
 
 /* forward: out = (inp - mean) * rstd * w + b, per row of C.
- * dinp: [T, C] (overwritten); dw, db: [C] (+=); dout, inp: [T, C] */
+ * dinp: [T, C] (overwritten); dw, db: [C] (+=; db NULL: no bias); dout, inp: [T, C] */
 void cb_cpu_layernorm_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, const float *mean, const float *rstd, int T,
                             int C) {
@@ -58,7 +61,7 @@ void cb_cpu_layernorm_backward(ops_device *d, float *dinp, float *dw, float *db,
             float m = mean[t], r = rstd[t];
             for (int i = c0; i < c1; i++) {
                 dw[i] += dy[i] * (x[i] - m) * r;
-                db[i] += dy[i];
+                if (db) db[i] += dy[i];
             }
         }
     }

@@ -1,4 +1,4 @@
-/* cuda/activation.cu: exact-erf GELU, the residual add and dropout, with
+/* cuda/activation.cu: exact-erf GELU, GeGLU, the residual add and dropout, with
  * the keep bits of ops.h's hash (the CPU's masks, bit for bit). Products
  * and sums use the _rn intrinsics where the CPU's C (no FMA contraction)
  * rounds each step, so the elementwise results match it exactly but for
@@ -40,6 +40,48 @@ void cb_cuda_gelu_backward(ops_device *d, float *dinp, const float *inp, const f
     cuda_state *s = cb_cuda_enter(d);
     if (!n) return;
     gelu_bwd_kernel<<<grid_for(n, 256), 256, 0, s->stream>>>(dinp, inp, dout, n);
+    CU_LAUNCHED();
+}
+
+/* out [T, I] = gelu(inp[:, :I]) * inp[:, I:]; n = T * I */
+static __global__ void geglu_fwd_kernel(float *out, const float *inp, int I, size_t n) {
+    GRID_STRIDE(e, n) {
+        size_t t = e / (size_t)I, i = e % (size_t)I;
+        const float *row = inp + t * 2 * (size_t)I;
+        float x = row[i], g = row[I + i];
+        float cdf = __fadd_rn(1.0f, erff(__fmul_rn(x, 0.70710678118654752f)));
+        out[e] = __fmul_rn(__fmul_rn(__fmul_rn(0.5f, x), cdf), g);
+    }
+}
+
+void cb_cuda_geglu_forward(ops_device *d, float *out, const float *inp, int T, int I) {
+    cuda_state *s = cb_cuda_enter(d);
+    size_t n = (size_t)T * I;
+    if (!n) return;
+    geglu_fwd_kernel<<<grid_for(n, 256), 256, 0, s->stream>>>(out, inp, I, n);
+    CU_LAUNCHED();
+}
+
+/* forward: out = gelu(x) g. dx = dout g GELU'(x); dg = dout gelu(x) */
+static __global__ void geglu_bwd_kernel(float *dinp, const float *dout, const float *inp, int I, size_t n) {
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+    GRID_STRIDE(e, n) {
+        size_t t = e / (size_t)I, i = e % (size_t)I;
+        const float *row = inp + t * 2 * (size_t)I;
+        float *drow = dinp + t * 2 * (size_t)I;
+        float x = row[i], g = row[I + i], dy = dout[e];
+        float cdf = __fmul_rn(0.5f, __fadd_rn(1.0f, erff(__fmul_rn(x, 0.70710678118654752f))));
+        float pdf = __fmul_rn(inv_sqrt_2pi, expf(__fmul_rn(__fmul_rn(-0.5f, x), x)));
+        drow[i] = __fmul_rn(__fmul_rn(dy, g), __fadd_rn(cdf, __fmul_rn(x, pdf)));
+        drow[I + i] = __fmul_rn(dy, __fmul_rn(x, cdf));
+    }
+}
+
+void cb_cuda_geglu_backward(ops_device *d, float *dinp, const float *dout, const float *inp, int T, int I) {
+    cuda_state *s = cb_cuda_enter(d);
+    size_t n = (size_t)T * I;
+    if (!n) return;
+    geglu_bwd_kernel<<<grid_for(n, 256), 256, 0, s->stream>>>(dinp, dout, inp, I, n);
     CU_LAUNCHED();
 }
 

@@ -24,6 +24,10 @@
  *      tile by tile, dv_j = sum_i P_ij z_ij do_i and
  *      dk_j = scale sum_i dS_ij q_i over every query tile.
  * Every sum has a fixed order (no atomics): the same bits on every run.
+ * A sliding window (window > 0, ModernBERT's local layers) hides the keys
+ * with |i - j| > window; a windowed row that sees no key at all is
+ * uniform over all n keys (its scores count as 0), as on the CPU: its
+ * backward pass leaves a flag in the third float of the statistics.
  * Head sizes 16, 32 and 64 (MiniLM, BERT-base and -large, bge, e5) are
  * built; others abort with a message.
  */
@@ -41,6 +45,7 @@ struct attn_args {
     const int *off;
     const uint64_t *id;         /* the sequences' dropout ids (NULL without dropout) */
     int H, NH;
+    int window;                 /* 0: every key; w > 0: |i - j| <= w */
     float scale, dscale;
     uint64_t seed, stream;
     uint32_t thr;
@@ -57,15 +62,21 @@ __device__ __forceinline__ void load_tile(float *S, const float *src, size_t ld,
     }
 }
 
+/* Whether query row i sees key j (mask bit mj): the window, if any. */
+__device__ __forceinline__ bool sees(const attn_args &a, int i, int j, uint8_t mj) {
+    return mj && (a.window <= 0 || abs(i - j) <= a.window);
+}
+
 /* The forward of one query row i (every thread of the block calls it: the
  * key/value tiles are loaded together): the online softmax over the
  * sequence's keys, acc = sum_j p_ij z_ij v_j with p unnormalised, *m the
- * running maximum and *l the running sum of p. The forward kernel and the
+ * running maximum and *l the running sum of p. uniform: every key, with
+ * score 0 (a windowed row that sees none). The forward kernel and the
  * first pass of the backward both come here, so both see the same numbers. */
 template <int D>
 __device__ __forceinline__ void online_row(float *acc, float *mp, float *lp, const float *q, const attn_args &a,
                                            float *Ks, float *Vs, uint8_t *Ms, int o, int n, int h, bool active,
-                                           uint64_t key, size_t base) {
+                                           uint64_t key, size_t base, int i, bool uniform) {
     int H = a.H;
     size_t ld = 3 * (size_t)H;
     float m = *mp, l = *lp;
@@ -78,12 +89,12 @@ __device__ __forceinline__ void online_row(float *acc, float *mp, float *lp, con
         __syncthreads();
         if (!active) continue;
         for (int r = 0; r < nk; r++) {
-            if (!Ms[r]) continue;
+            if (!uniform && !sees(a, i, j0 + r, Ms[r])) continue;
             const float *kr = Ks + r * D, *vr = Vs + r * D;
             float sd = 0.0f;
 #pragma unroll
             for (int d = 0; d < D; d++) sd = fmaf(q[d], kr[d], sd);
-            float sc = sd * a.scale;
+            float sc = uniform ? 0.0f : sd * a.scale;
             if (sc > m) {
                 float corr = expf(m - sc);
                 l *= corr;
@@ -123,7 +134,12 @@ static __global__ void __launch_bounds__(BQ) attn_fwd_kernel(float *ctx, attn_ar
     float m = -INFINITY, l = 0.0f;
     size_t base = (size_t)h * n * n + (size_t)i * n;
     uint64_t key = a.drop ? cb_ops_dropout_key(a.seed, a.stream, a.id[sq]) : 0;
-    online_row<D>(acc, &m, &l, q, a, Ks, Vs, Ms, o, n, h, active, key, base);
+    online_row<D>(acc, &m, &l, q, a, Ks, Vs, Ms, o, n, h, active, key, base, i, false);
+    bool uni = a.window > 0 && active && l == 0.0f;
+    if (__syncthreads_or(uni)) {   /* again, over every key, for the rows that saw none */
+        if (uni) m = -INFINITY, l = 0.0f;
+        online_row<D>(acc, &m, &l, q, a, Ks, Vs, Ms, o, n, h, active && uni, key, base, i, true);
+    }
     if (!active) return;
     /* every key masked: no term, l = 0; the CPU's softmax gives every
      * probability 0, so the output is 0 (not 0 / 0) */
@@ -156,7 +172,12 @@ static __global__ void __launch_bounds__(BQ) attn_bwd_q_kernel(float *d_qkv, con
     uint64_t key = a.drop ? cb_ops_dropout_key(a.seed, a.stream, a.id[sq]) : 0;
     /* pass 1: m, l, o_i (the forward, again) */
     float m = -INFINITY, l = 0.0f;
-    online_row<D>(acc, &m, &l, q, a, Ks, Vs, Ms, o, n, h, active, key, base);
+    online_row<D>(acc, &m, &l, q, a, Ks, Vs, Ms, o, n, h, active, key, base, i, false);
+    bool uni = a.window > 0 && active && l == 0.0f;
+    if (__syncthreads_or(uni)) {
+        if (uni) m = -INFINITY, l = 0.0f;
+        online_row<D>(acc, &m, &l, q, a, Ks, Vs, Ms, o, n, h, active && uni, key, base, i, true);
+    }
     float dO[D];
     float lse = m + logf(l), Di = 0.0f;
     if (active) {
@@ -183,7 +204,7 @@ static __global__ void __launch_bounds__(BQ) attn_bwd_q_kernel(float *d_qkv, con
         __syncthreads();
         if (!active) continue;
         for (int r = 0; r < nk; r++) {
-            if (!Ms[r]) continue;
+            if (!uni && !sees(a, i, j0 + r, Ms[r])) continue;
             const float *kr = Ks + r * D, *vr = Vs + r * D;
             float sd = 0.0f, dp = 0.0f;
 #pragma unroll
@@ -191,7 +212,7 @@ static __global__ void __launch_bounds__(BQ) attn_bwd_q_kernel(float *d_qkv, con
                 sd = fmaf(q[d], kr[d], sd);
                 dp = fmaf(dO[d], vr[d], dp);
             }
-            float p = expf(sd * a.scale - lse);
+            float p = expf((uni ? 0.0f : sd * a.scale) - lse);
             if (a.drop) dp = cb_ops_keep_bit(key, base + (size_t)(j0 + r), a.thr) ? dp * a.dscale : 0.0f;
             float ds = p * (dp - Di);
 #pragma unroll
@@ -205,12 +226,13 @@ static __global__ void __launch_bounds__(BQ) attn_bwd_q_kernel(float *d_qkv, con
     float *stats = d_qkv + (size_t)(o + i) * ld + H + (size_t)h * D;
     stats[0] = lse;
     stats[1] = Di;
+    stats[2] = uni ? 1.0f : 0.0f;
 }
 
 /* backward 2: dk and dv, one block per (sequence, head), one thread per
  * key row of the current key tile. Dynamic shared memory:
  *   Qs, dOs [BQ][D] (the query tile), Kown, Vown [BK][D + 1] (the threads'
- *   own key and value rows), lse, Dst [n] */
+ *   own key and value rows), lse, Dst, Ust [n] (Ust: the uniform rows) */
 template <int D>
 static __global__ void __launch_bounds__(BK) attn_bwd_kv_kernel(float *d_qkv, const float *d_ctx, attn_args a) {
     extern __shared__ __align__(16) float sm[];
@@ -218,7 +240,7 @@ static __global__ void __launch_bounds__(BK) attn_bwd_kv_kernel(float *d_qkv, co
     float *lse = Vown + BK * (D + 1);
     int sq = blockIdx.x / a.NH, h = blockIdx.x % a.NH;
     int o = a.off[sq], n = a.off[sq + 1] - o;
-    float *Dst = lse + n;
+    float *Dst = lse + n, *Ust = Dst + n;
     int H = a.H;
     size_t ld = 3 * (size_t)H;
     /* the statistics backward 1 left in the dk slots, before any dk write */
@@ -226,13 +248,15 @@ static __global__ void __launch_bounds__(BK) attn_bwd_kv_kernel(float *d_qkv, co
         const float *st = d_qkv + (size_t)(o + r) * ld + H + (size_t)h * D;
         lse[r] = st[0];
         Dst[r] = st[1];
+        Ust[r] = st[2];
     }
     size_t base = (size_t)h * n * n;
     uint64_t key = a.drop ? cb_ops_dropout_key(a.seed, a.stream, a.id[sq]) : 0;
     for (int j0 = 0; j0 < n; j0 += BK) {
         int nk = min(BK, n - j0);
         int j = j0 + threadIdx.x;
-        bool active = threadIdx.x < nk && (!a.mask || a.mask[o + j]);
+        bool active = threadIdx.x < nk;
+        uint8_t mj = active && (!a.mask || a.mask[o + j]) ? 1 : 0;
         __syncthreads();
         if (threadIdx.x < nk) {
             const float *kr = a.qkv + (size_t)(o + j) * ld + H + (size_t)h * D;
@@ -262,7 +286,9 @@ static __global__ void __launch_bounds__(BK) attn_bwd_kv_kernel(float *d_qkv, co
                     dp = fmaf(dor[d], vo[d], dp);
                 }
                 int i = i0 + r;
-                float p = expf(sd * a.scale - lse[i]);
+                bool uni = Ust[i] != 0.0f;
+                if (!uni && !sees(a, i, j, mj)) continue;
+                float p = expf((uni ? 0.0f : sd * a.scale) - lse[i]);
                 float pz = p;
                 if (a.drop) {
                     float z = cb_ops_keep_bit(key, base + (size_t)i * n + j, a.thr) ? a.dscale : 0.0f;
@@ -281,15 +307,15 @@ static __global__ void __launch_bounds__(BK) attn_bwd_kv_kernel(float *d_qkv, co
             float *dkr = d_qkv + (size_t)(o + j) * ld + H + (size_t)h * D, *dvr = dkr + H;
 #pragma unroll
             for (int d = 0; d < D; d++) {
-                dkr[d] = active ? dk[d] * a.scale : 0.0f;
-                dvr[d] = active ? dv[d] : 0.0f;
+                dkr[d] = dk[d] * a.scale;
+                dvr[d] = dv[d];
             }
         }
     }
 }
 
-static attn_args make_args(const float *qkv, const uint8_t *mask, const ops_seqs *s, int H, int NH, float p,
-                           uint64_t seed, uint64_t stream) {
+static attn_args make_args(const float *qkv, const uint8_t *mask, const ops_seqs *s, int H, int NH, int window,
+                           float p, uint64_t seed, uint64_t stream) {
     int D = H / NH;
     attn_args a;
     a.qkv = qkv;
@@ -298,6 +324,7 @@ static attn_args make_args(const float *qkv, const uint8_t *mask, const ops_seqs
     a.id = s->id;
     a.H = H;
     a.NH = NH;
+    a.window = window;
     a.scale = 1.0f / sqrtf((float)D);
     a.dscale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
     a.seed = seed;
@@ -325,11 +352,12 @@ static void check_shape(const float *qkv, int H, int NH) {
     }
 
 void cb_cuda_attention_forward(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask, const ops_seqs *s,
-                            int H, int NH, float p, uint64_t seed, uint64_t stream, const ops_work *work) {
+                            int H, int NH, int window, float p, uint64_t seed, uint64_t stream,
+                            const ops_work *work) {
     cuda_state *st = cb_cuda_enter(d);
     if (s->n_seq <= 0 || s->n_tok <= 0) return;
     check_shape(qkv, H, NH);
-    attn_args a = make_args(qkv, mask, s, H, NH, p, seed, stream);
+    attn_args a = make_args(qkv, mask, s, H, NH, window, p, seed, stream);
     dim3 grid((unsigned)((size_t)s->n_seq * NH), (unsigned)((s->max_len + BQ - 1) / BQ));
 #define FWD(DD) attn_fwd_kernel<DD><<<grid, BQ, 0, st->stream>>>(ctx, a)
     DISPATCH(H / NH, FWD);
@@ -339,7 +367,7 @@ void cb_cuda_attention_forward(ops_device *d, float *ctx, const float *qkv, cons
 
 template <int D>
 static void launch_bwd_kv(cuda_state *st, float *d_qkv, const float *d_ctx, const attn_args &a, const ops_seqs *s) {
-    size_t smem = ((size_t)2 * BQ * D + (size_t)2 * BK * (D + 1) + 2 * (size_t)s->max_len) * sizeof(float);
+    size_t smem = ((size_t)2 * BQ * D + (size_t)2 * BK * (D + 1) + 3 * (size_t)s->max_len) * sizeof(float);
     if (smem > (size_t)st->prop.sharedMemPerBlockOptin) {
         cb_cuda_die("attention: sequences of %d tokens need %zu bytes of shared memory in the backward; this GPU "
                     "has %zu", s->max_len, smem, (size_t)st->prop.sharedMemPerBlockOptin);
@@ -350,13 +378,13 @@ static void launch_bwd_kv(cuda_state *st, float *d_qkv, const float *d_ctx, cons
 }
 
 void cb_cuda_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, const float *qkv,
-                             const uint8_t *mask, const ops_seqs *s, int H, int NH, float p, uint64_t seed,
-                             uint64_t stream, const ops_work *work) {
+                             const uint8_t *mask, const ops_seqs *s, int H, int NH, int window, float p,
+                             uint64_t seed, uint64_t stream, const ops_work *work) {
     cuda_state *st = cb_cuda_enter(d);
     if (s->n_seq <= 0 || s->n_tok <= 0) return;
     check_shape(qkv, H, NH);
     CB_ASSERT(((uintptr_t)d_ctx & 15) == 0);
-    attn_args a = make_args(qkv, mask, s, H, NH, p, seed, stream);
+    attn_args a = make_args(qkv, mask, s, H, NH, window, p, seed, stream);
     dim3 grid((unsigned)((size_t)s->n_seq * NH), (unsigned)((s->max_len + BQ - 1) / BQ));
 #define BWD_Q(DD) attn_bwd_q_kernel<DD><<<grid, BQ, 0, st->stream>>>(d_qkv, d_ctx, a)
     DISPATCH(H / NH, BWD_Q);

@@ -8,9 +8,11 @@
  *   embed.cu      embeddings; the scatter-add of their gradient as a
  *                 segmented sum over tokens sorted by row (no atomics)
  *   layernorm.cu  LayerNorm forward and backward
- *   activation.cu GELU, residual add, dropout (the hash of ops.h)
+ *   activation.cu GELU, GeGLU, residual add, dropout (the hash of ops.h)
  *   attention.cu  fused attention over packed sequences (nothing n x n in
- *                 global memory), its backward recomputing probabilities
+ *                 global memory), its backward recomputing probabilities;
+ *                 sliding windows
+ *   rope.cu       rotary position embeddings on the queries and keys
  *   head.cu       the ColBERT head: punctuation mask / ReLU, L2 norm
  *   maxsim.cu     MaxSim scores and their backward
  *   loss.cu       the losses: the tiny score matrix goes to the host, the

@@ -20,12 +20,15 @@ static __global__ void embed_fwd_kernel(float *out, const int32_t *ids, const in
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         size_t t = i / (size_t)H, c = i % (size_t)H;
         int tt = types ? types[t] : 0;
-        out[i] = __fadd_rn(__fadd_rn(word[(size_t)ids[t] * H + c], pos_emb[(size_t)pos[t] * H + c]),
-                           type_emb[(size_t)tt * H + c]);
+        float e = word[(size_t)ids[t] * H + c];
+        if (pos_emb) e = __fadd_rn(e, pos_emb[(size_t)pos[t] * H + c]);
+        if (type_emb) e = __fadd_rn(e, type_emb[(size_t)tt * H + c]);
+        out[i] = e;
     }
 }
 
-/* out: [T, H]; ids, pos, types: [T] (types NULL: all 0) */
+/* out: [T, H]; ids, pos, types: [T] (types NULL: all 0); pos_emb / type_emb
+ * NULL: no such term (ModernBERT) */
 void cb_cuda_embed_forward(ops_device *d, float *out, const int32_t *ids, const int32_t *pos, const int32_t *types,
                         const float *word, const float *pos_emb, const float *type_emb, int T, int H) {
     cuda_state *s = cb_cuda_enter(d);
@@ -97,17 +100,20 @@ void cb_cuda_embed_backward(ops_device *d, float *dword, float *dpos, float *dty
     CU_CHECK(cub::DeviceRadixSort::SortPairs(NULL, cub_bytes, (const int32_t *)NULL, (int32_t *)NULL,
                                              (const int32_t *)NULL, (int32_t *)NULL, T, 0, 32, s->stream));
     size_t vec = scratch_round((size_t)T * sizeof(int32_t));
-    size_t need = 3 * vec + scratch_round(cub_bytes) + (types ? 0 : colsum_scratch(T, H, 1));
+    int type_sum = dtype && !types;   /* every token on type row 0: a column sum */
+    size_t need = 3 * vec + scratch_round(cub_bytes) + (type_sum ? colsum_scratch(T, H, 1) : 0);
     char *cur = (char *)cb_cuda_scratch(s, need);
     int32_t *iota = (int32_t *)scratch_take(&cur, vec), *keys = (int32_t *)scratch_take(&cur, vec);
     int32_t *tok = (int32_t *)scratch_take(&cur, vec);
     void *tmp = scratch_take(&cur, cub_bytes);
-    float *partial = types ? NULL : (float *)scratch_take(&cur, colsum_scratch(T, H, 1));
+    float *partial = type_sum ? (float *)scratch_take(&cur, colsum_scratch(T, H, 1)) : NULL;
     iota_kernel<<<grid_for((size_t)T, 256), 256, 0, s->stream>>>(iota, T);
     CU_LAUNCHED();
     scatter_table(s, dword, ids, dout, T, H, iota, keys, tok, tmp, cub_bytes);
-    scatter_table(s, dpos, pos, dout, T, H, iota, keys, tok, tmp, cub_bytes);
-    if (types) {
+    if (dpos) scatter_table(s, dpos, pos, dout, T, H, iota, keys, tok, tmp, cub_bytes);
+    if (!dtype) {
+        /* no token-type table (ModernBERT) */
+    } else if (types) {
         scatter_table(s, dtype, types, dout, T, H, iota, keys, tok, tmp, cub_bytes);
     } else {
         colsum_out<1> o = {{dtype}};

@@ -22,6 +22,8 @@ void cb_cuda_layernorm_backward(ops_device *d, float *dinp, float *dw, float *db
 
 void cb_cuda_gelu_forward(ops_device *d, float *out, const float *inp, size_t n);
 void cb_cuda_gelu_backward(ops_device *d, float *dinp, const float *inp, const float *dout, size_t n);
+void cb_cuda_geglu_forward(ops_device *d, float *out, const float *inp, int T, int I);
+void cb_cuda_geglu_backward(ops_device *d, float *dinp, const float *dout, const float *inp, int T, int I);
 void cb_cuda_add(ops_device *d, float *out, const float *a, const float *b, size_t n);
 void cb_cuda_dropout_forward(ops_device *d, float *x, uint8_t *mask, const ops_seqs *sq, int H, float p,
                              uint64_t seed, uint64_t stream);
@@ -29,10 +31,13 @@ void cb_cuda_dropout_backward(ops_device *d, float *dx, const uint8_t *mask, siz
 
 size_t cb_cuda_attention_workspace(ops_device *d, int max_len, int head_dim, int train);
 void cb_cuda_attention_forward(ops_device *d, float *ctx, const float *qkv, const uint8_t *mask, const ops_seqs *s,
-                            int H, int NH, float p, uint64_t seed, uint64_t stream, const ops_work *work);
+                            int H, int NH, int window, float p, uint64_t seed, uint64_t stream,
+                            const ops_work *work);
 void cb_cuda_attention_backward(ops_device *d, float *d_qkv, const float *d_ctx, const float *qkv,
-                             const uint8_t *mask, const ops_seqs *s, int H, int NH, float p, uint64_t seed,
-                             uint64_t stream, const ops_work *work);
+                             const uint8_t *mask, const ops_seqs *s, int H, int NH, int window, float p,
+                             uint64_t seed, uint64_t stream, const ops_work *work);
+void cb_cuda_rope_forward(ops_device *d, float *qkv, const ops_seqs *s, int H, int NH, float theta);
+void cb_cuda_rope_backward(ops_device *d, float *d_qkv, const ops_seqs *s, int H, int NH, float theta);
 
 void cb_cuda_keep_relu_forward(ops_device *d, float *x, const uint8_t *keep, int relu, int T, int D);
 void cb_cuda_keep_relu_backward(ops_device *d, float *dx, const float *x, const uint8_t *keep, int relu, int T,

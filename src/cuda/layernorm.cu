@@ -6,7 +6,7 @@
 
 #define LN_WARPS 4
 
-/* out, inp: [T, C]; mean, rstd: [T]; w, b: [C] */
+/* out, inp: [T, C]; mean, rstd: [T]; w, b: [C] (b NULL: no bias) */
 static __global__ void ln_fwd_kernel(float *out, float *mean, float *rstd, const float *inp, const float *w,
                               const float *b, int T, int C, float eps) {
     int t = blockIdx.x * LN_WARPS + threadIdx.y, lane = threadIdx.x;
@@ -25,7 +25,8 @@ static __global__ void ln_fwd_kernel(float *out, float *mean, float *rstd, const
     v = warp_sum(v);
     float r = 1.0f / sqrtf((float)(v / C) + eps);
     for (int i = lane; i < C; i += 32)
-        o[i] = __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(x[i], m), r), w[i]), b[i]);
+        o[i] = b ? __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(x[i], m), r), w[i]), b[i])
+                 : __fmul_rn(__fmul_rn(__fsub_rn(x[i], m), r), w[i]);
     if (lane == 0) {
         mean[t] = m;
         rstd[t] = r;
@@ -73,16 +74,30 @@ struct ln_wb_terms {
     }
 };
 
+/* dw's terms alone (a LayerNorm without bias) */
+struct ln_w_terms {
+    const float *dout, *inp, *mean, *rstd;
+    int C;
+    __device__ void operator()(int t, int c, float *v) const {
+        v[0] = dout[(size_t)t * C + c] * ((inp[(size_t)t * C + c] - mean[t]) * rstd[t]);
+    }
+};
+
 /* forward: out = (inp - mean) * rstd * w + b, per row of C.
- * dinp: [T, C] (overwritten); dw, db: [C] (+=) */
+ * dinp: [T, C] (overwritten); dw, db: [C] (+=; db NULL: no bias) */
 void cb_cuda_layernorm_backward(ops_device *d, float *dinp, float *dw, float *db, const float *dout,
                              const float *inp, const float *w, const float *mean, const float *rstd, int T, int C) {
     cuda_state *s = cb_cuda_enter(d);
     if (T <= 0) return;
-    float *partial = (float *)cb_cuda_scratch(s, colsum_scratch(T, C, 2));
+    float *partial = (float *)cb_cuda_scratch(s, colsum_scratch(T, C, db ? 2 : 1));
     dim3 blk(32, LN_WARPS);
     ln_bwd_kernel<<<(T + LN_WARPS - 1) / LN_WARPS, blk, 0, s->stream>>>(dinp, dout, inp, w, mean, rstd, T, C);
     CU_LAUNCHED();
-    colsum_out<2> o = {{dw, db}};
-    colsum<2>(s, o, ln_wb_terms{dout, inp, mean, rstd, C}, T, C, partial);
+    if (db) {
+        colsum_out<2> o = {{dw, db}};
+        colsum<2>(s, o, ln_wb_terms{dout, inp, mean, rstd, C}, T, C, partial);
+    } else {
+        colsum_out<1> o = {{dw}};
+        colsum<1>(s, o, ln_w_terms{dout, inp, mean, rstd, C}, T, C, partial);
+    }
 }

@@ -314,6 +314,104 @@ static void test_layernorm(int T, int Cc, uint64_t seed) {
     cb_ops_free(G, g_dinp2); cb_ops_free(G, g_dw2); cb_ops_free(G, g_db2);
 }
 
+/* A LayerNorm without bias (ModernBERT's): b and db NULL */
+static void test_layernorm_nobias(int T, int Cc, uint64_t seed) {
+    char name[128];
+    size_t n = (size_t)T * Cc;
+    float *x = hrand(n, 2.0f, seed), *w = hrand(Cc, 1.0f, seed + 1), *dout = hrand(n, 1.0f, seed + 2);
+    float *dw = hrand(Cc, 1.0f, seed + 3), *out = malloc(n * 4), *mean = malloc(T * 4), *rstd = malloc(T * 4);
+    float *dinp = malloc(n * 4);
+    float *g_x = gup(x, n * 4), *g_w = gup(w, Cc * 4), *g_out = gup(NULL, n * 4), *g_mean = gup(NULL, T * 4);
+    float *g_rstd = gup(NULL, T * 4), *g_dout = gup(dout, n * 4), *g_dinp = gup(NULL, n * 4), *g_dw = gup(dw, Cc * 4);
+    cb_ops_layernorm_forward(C, out, mean, rstd, x, w, NULL, T, Cc, 1e-5f);
+    cb_ops_layernorm_forward(G, g_out, g_mean, g_rstd, g_x, g_w, NULL, T, Cc, 1e-5f);
+    snprintf(name, sizeof name, "layernorm (no bias) fwd T%d C%d out", T, Cc);
+    cmp(name, g_out, out, n, 1e-5);
+    cb_ops_upload(G, g_mean, mean, T * 4);
+    cb_ops_upload(G, g_rstd, rstd, T * 4);
+    cb_ops_layernorm_backward(C, dinp, dw, NULL, dout, x, w, mean, rstd, T, Cc);
+    cb_ops_layernorm_backward(G, g_dinp, g_dw, NULL, g_dout, g_x, g_w, g_mean, g_rstd, T, Cc);
+    snprintf(name, sizeof name, "layernorm (no bias) bwd T%d C%d dinp", T, Cc);
+    cmp(name, g_dinp, dinp, n, 1e-5);
+    snprintf(name, sizeof name, "layernorm (no bias) bwd T%d C%d dw", T, Cc);
+    cmp(name, g_dw, dw, Cc, 1e-5);
+    free(x); free(w); free(dout); free(dw); free(out); free(mean); free(rstd); free(dinp);
+    cb_ops_free(G, g_x); cb_ops_free(G, g_w); cb_ops_free(G, g_out); cb_ops_free(G, g_mean); cb_ops_free(G, g_rstd);
+    cb_ops_free(G, g_dout); cb_ops_free(G, g_dinp); cb_ops_free(G, g_dw);
+}
+
+/* Embeddings of the word rows alone (ModernBERT: no position or type table) */
+static void test_embed_word_only(int T, int H, int V, uint64_t seed) {
+    char name[128];
+    int32_t *ids = malloc(T * 4);
+    rng r;
+    cb_rng_init(&r, seed, 1);
+    for (int t = 0; t < T; t++)
+        ids[t] = cb_rng_below(&r, 4) == 0 ? (int32_t)cb_rng_below(&r, 5) : (int32_t)cb_rng_below(&r, (uint64_t)V);
+    size_t nwd = (size_t)V * H, no = (size_t)T * H;
+    float *word = hrand(nwd, 1.0f, seed + 1), *out = malloc(no * 4), *dout = hrand(no, 1.0f, seed + 2);
+    float *dw = hrand(nwd, 0.1f, seed + 3);
+    float *g_word = gup(word, nwd * 4), *g_out = gup(NULL, no * 4), *g_dout = gup(dout, no * 4), *g_dw = gup(dw, nwd * 4);
+    int32_t *g_ids = gup(ids, T * 4);
+    cb_ops_embed_forward(C, out, ids, NULL, NULL, word, NULL, NULL, T, H);
+    cb_ops_embed_forward(G, g_out, g_ids, NULL, NULL, g_word, NULL, NULL, T, H);
+    snprintf(name, sizeof name, "embed (word only) fwd T%d H%d", T, H);
+    cmp_bits(name, g_out, out, no * 4);
+    cb_ops_embed_backward(C, dw, NULL, NULL, dout, ids, NULL, NULL, T, H);
+    cb_ops_embed_backward(G, g_dw, NULL, NULL, g_dout, g_ids, NULL, NULL, T, H);
+    snprintf(name, sizeof name, "embed (word only) bwd T%d H%d dword", T, H);
+    cmp_bits(name, g_dw, dw, nwd * 4);
+    free(ids); free(word); free(out); free(dout); free(dw);
+    cb_ops_free(G, g_word); cb_ops_free(G, g_out); cb_ops_free(G, g_dout); cb_ops_free(G, g_dw); cb_ops_free(G, g_ids);
+}
+
+/* Rotary embeddings on the q and k parts of qkv rows, forward and backward,
+ * over S sequences of the given lengths */
+static void test_rope(const int *len, int S, int H, int NH, float theta, uint64_t seed) {
+    char name[128];
+    int *off = malloc((S + 1) * sizeof(int)), maxl = 0;
+    off[0] = 0;
+    for (int q = 0; q < S; q++) {
+        off[q + 1] = off[q] + len[q];
+        if (len[q] > maxl) maxl = len[q];
+    }
+    int T = off[S];
+    size_t n = (size_t)T * 3 * H;
+    float *x = hrand(n, 2.0f, seed), *dy = hrand(n, 1.0f, seed + 1);
+    int *g_off = gup(off, (S + 1) * sizeof(int));
+    ops_seqs cs = {.n_seq = S, .n_tok = T, .max_len = maxl, .off = off};
+    ops_seqs gs = {.n_seq = S, .n_tok = T, .max_len = maxl, .off = g_off};
+    float *g_x = gup(x, n * 4), *g_dy = gup(dy, n * 4);
+    cb_ops_rope_forward(C, x, &cs, H, NH, theta);
+    cb_ops_rope_forward(G, g_x, &gs, H, NH, theta);
+    snprintf(name, sizeof name, "rope fwd S%d T%d H%d NH%d theta %g", S, T, H, NH, theta);
+    cmp(name, g_x, x, n, 1e-5);
+    cb_ops_rope_backward(C, dy, &cs, H, NH, theta);
+    cb_ops_rope_backward(G, g_dy, &gs, H, NH, theta);
+    snprintf(name, sizeof name, "rope bwd S%d T%d H%d NH%d theta %g", S, T, H, NH, theta);
+    cmp(name, g_dy, dy, n, 1e-5);
+    free(off); free(x); free(dy);
+    cb_ops_free(G, g_off); cb_ops_free(G, g_x); cb_ops_free(G, g_dy);
+}
+
+/* GeGLU: out [T, I] from (input, gate) rows [T, 2I], and its backward */
+static void test_geglu(int T, int I, uint64_t seed) {
+    char name[128];
+    size_t n = (size_t)T * I;
+    float *x = hrand(2 * n, 4.0f, seed), *dout = hrand(n, 1.0f, seed + 1), *out = malloc(n * 4), *dx = malloc(2 * n * 4);
+    float *g_x = gup(x, 2 * n * 4), *g_dout = gup(dout, n * 4), *g_out = gup(NULL, n * 4), *g_dx = gup(NULL, 2 * n * 4);
+    cb_ops_geglu_forward(C, out, x, T, I);
+    cb_ops_geglu_forward(G, g_out, g_x, T, I);
+    snprintf(name, sizeof name, "geglu fwd T%d I%d", T, I);
+    cmp(name, g_out, out, n, 1e-5);
+    cb_ops_geglu_backward(C, dx, dout, x, T, I);
+    cb_ops_geglu_backward(G, g_dx, g_dout, g_x, T, I);
+    snprintf(name, sizeof name, "geglu bwd T%d I%d", T, I);
+    cmp(name, g_dx, dx, 2 * n, 1e-5);
+    free(x); free(dout); free(out); free(dx);
+    cb_ops_free(G, g_x); cb_ops_free(G, g_dout); cb_ops_free(G, g_out); cb_ops_free(G, g_dx);
+}
+
 static void test_elementwise(size_t n, uint64_t seed) {
     char name[128];
     float *x = hrand(n, 4.0f, seed), *y = hrand(n, 1.0f, seed + 1), *out = malloc(n * 4);
@@ -367,7 +465,8 @@ static void test_elementwise(size_t n, uint64_t seed) {
 
 /* S packed sequences of the given lengths; mask: the last `pad` tokens of
  * every sequence of length >= pad_len masked (queries' [MASK] padding) */
-static void test_attention(const int *len, int S, int H, int NH, float p, int masked, int dead, uint64_t seed) {
+static void test_attention(const int *len, int S, int H, int NH, int window, float p, int masked, int dead,
+                           uint64_t seed) {
     char name[160];
     int *off = malloc((S + 1) * sizeof(int)), maxl = 0;
     size_t *att = malloc((S + 1) * sizeof(size_t));
@@ -399,17 +498,17 @@ static void test_attention(const int *len, int S, int H, int NH, float p, int ma
     cw.p = cb_ops_alloc(C, cw.bytes, "workspace", &err);
     gw.p = cb_ops_alloc(G, gw.bytes, "workspace", &err);
     if (!cw.p || !gw.p) { fprintf(stderr, "%s\n", err.msg); exit(2); }
-    cb_ops_attention_forward(C, ctx, qkv, masked ? mask : NULL, &cs, H, NH, p, 99, 5, &cw);
-    cb_ops_attention_forward(G, g_ctx, g_qkv, masked ? g_mask : NULL, &gs, H, NH, p, 99, 5, &gw);
-    snprintf(name, sizeof name, "attention fwd S%d T%d max%d H%d NH%d p%.1f%s%s", S, T, maxl, H, NH, p,
+    cb_ops_attention_forward(C, ctx, qkv, masked ? mask : NULL, &cs, H, NH, window, p, 99, 5, &cw);
+    cb_ops_attention_forward(G, g_ctx, g_qkv, masked ? g_mask : NULL, &gs, H, NH, window, p, 99, 5, &gw);
+    snprintf(name, sizeof name, "attention fwd S%d T%d max%d H%d NH%d win%d p%.1f%s%s", S, T, maxl, H, NH, window, p,
              masked ? " mask" : "", dead >= 0 ? " (one all masked)" : "");
     cmp(name, g_ctx, ctx, nc, 1e-5);
     float *dctx = hrand(nc, 1.0f, seed + 1), *dqkv = malloc(nq * 4);
     float *g_dctx = gup(dctx, nc * 4), *g_dqkv = gup(NULL, nq * 4), *g_dqkv2 = gup(NULL, nq * 4);
-    cb_ops_attention_backward(C, dqkv, dctx, qkv, masked ? mask : NULL, &cs, H, NH, p, 99, 5, &cw);
-    cb_ops_attention_backward(G, g_dqkv, g_dctx, g_qkv, masked ? g_mask : NULL, &gs, H, NH, p, 99, 5, &gw);
-    cb_ops_attention_backward(G, g_dqkv2, g_dctx, g_qkv, masked ? g_mask : NULL, &gs, H, NH, p, 99, 5, &gw);
-    snprintf(name, sizeof name, "attention bwd S%d T%d max%d H%d NH%d p%.1f%s%s", S, T, maxl, H, NH, p,
+    cb_ops_attention_backward(C, dqkv, dctx, qkv, masked ? mask : NULL, &cs, H, NH, window, p, 99, 5, &cw);
+    cb_ops_attention_backward(G, g_dqkv, g_dctx, g_qkv, masked ? g_mask : NULL, &gs, H, NH, window, p, 99, 5, &gw);
+    cb_ops_attention_backward(G, g_dqkv2, g_dctx, g_qkv, masked ? g_mask : NULL, &gs, H, NH, window, p, 99, 5, &gw);
+    snprintf(name, sizeof name, "attention bwd S%d T%d max%d H%d NH%d win%d p%.1f%s%s", S, T, maxl, H, NH, window, p,
              masked ? " mask" : "", dead >= 0 ? " (one all masked)" : "");
     cmp(name, g_dqkv, dqkv, nq, 1e-5);
     /* the three parts apart: dq, dk, dv */
@@ -446,24 +545,35 @@ static void attention_batches(void) {
     if (small) {
         /* tile edges and a sequence with every key masked (its output 0) */
         int few[] = {1, 7, 33, 65, 70};
-        test_attention(few, 5, 48, 3, 0.0f, 1, 3, 13);
-        test_attention(few, 5, 64, 2, 0.1f, 1, -1, 14);   /* heads of 32 */
+        test_attention(few, 5, 48, 3, 0, 0.0f, 1, 3, 13);
+        test_attention(few, 5, 64, 2, 0, 0.1f, 1, -1, 14);   /* heads of 32 */
+        test_attention(few, 5, 48, 3, 4, 0.1f, 1, -1, 15);   /* a sliding window */
         return;
     }
-    test_attention(odd, 12, 48, 3, 0.0f, 0, -1, 11);     /* heads of 16 */
-    test_attention(odd, 12, 48, 3, 0.1f, 1, -1, 12);
-    test_attention(odd, 12, 48, 3, 0.0f, 1, 4, 13);      /* sequence 4: every key masked */
+    test_attention(odd, 12, 48, 3, 0, 0.0f, 0, -1, 11);     /* heads of 16 */
+    test_attention(odd, 12, 48, 3, 0, 0.1f, 1, -1, 12);
+    test_attention(odd, 12, 48, 3, 0, 0.0f, 1, 4, 13);      /* sequence 4: every key masked */
     /* MiniLM: 16 queries (32 tokens, masked padding), 32 documents */
     for (int q = 0; q < 16; q++) len[S++] = 32;
     for (int d = 0; d < 32; d++) len[S++] = 20 + (int)cb_rng_below(&r, 237);
-    test_attention(len, S, 384, 12, 0.0f, 1, -1, 21);
-    test_attention(len, S, 384, 12, 0.1f, 1, -1, 22);
+    test_attention(len, S, 384, 12, 0, 0.0f, 1, -1, 21);
+    test_attention(len, S, 384, 12, 0, 0.1f, 1, -1, 22);
     /* BERT-base heads of 64, documents up to 512 */
     S = 0;
     for (int q = 0; q < 4; q++) len[S++] = 32;
     for (int d = 0; d < 8; d++) len[S++] = 50 + (int)cb_rng_below(&r, 463);
-    test_attention(len, S, 768, 12, 0.0f, 1, -1, 31);
-    test_attention(len, S, 768, 12, 0.1f, 0, -1, 32);
+    test_attention(len, S, 768, 12, 0, 0.0f, 1, -1, 31);
+    test_attention(len, S, 768, 12, 0, 0.1f, 0, -1, 32);
+    /* ModernBERT's local layers: sliding windows; with the queries' masked
+     * padding some rows see no key (uniform over the sequence) */
+    test_attention(odd, 12, 48, 3, 4, 0.0f, 0, -1, 41);
+    test_attention(odd, 12, 48, 3, 4, 0.1f, 1, -1, 42);
+    test_attention(odd, 12, 64, 2, 1, 0.0f, 1, -1, 43);
+    S = 0;
+    for (int q = 0; q < 4; q++) len[S++] = 32;
+    for (int d = 0; d < 8; d++) len[S++] = 50 + (int)cb_rng_below(&r, 463);
+    test_attention(len, S, 768, 12, 64, 0.0f, 1, -1, 44);   /* ModernBERT-base: local_attention 128 */
+    test_attention(len, S, 768, 12, 3, 0.1f, 1, -1, 45);
 }
 
 /* ---- the ColBERT head ----------------------------------------------------------- */
@@ -706,8 +816,12 @@ int main(int argc, char **argv) {
     } else {
         test_embed(300, 32, 1000, 64, 0, 11);
     }
+    test_embed_word_only(5, 8, 11, 13);
+    test_embed_word_only(small ? 300 : 4096, small ? 32 : 768, small ? 1000 : 50368, 14);
     printf("-- layernorm, gelu, add, dropout\n");
     test_layernorm(3, 5, 20);
+    test_layernorm_nobias(3, 5, 23);
+    test_layernorm_nobias(small ? 300 : 4096, small ? 64 : 768, 24);
     if (!small) {
         test_layernorm(4096, 384, 21);
         test_layernorm(1000, 768, 22);
@@ -716,6 +830,14 @@ int main(int argc, char **argv) {
     }
     test_elementwise(1001, 30);
     if (!small) test_elementwise((size_t)4096 * 1536, 31);
+    printf("-- rotary embeddings, GeGLU (ModernBERT)\n");
+    {
+        int lens[] = {1, 7, 32, 65, 300};
+        test_rope(lens, 5, 48, 3, 10000.0f, 60);
+        test_rope(lens, 5, 768, 12, 160000.0f, 61);
+        test_geglu(3, 7, 62);
+        test_geglu(small ? 300 : 4096, small ? 96 : 1152, 63);
+    }
     printf("-- attention\n");
     attention_batches();
     printf("-- head\n");
