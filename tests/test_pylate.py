@@ -6,12 +6,14 @@ scripts/setup_peers.sh: models.ColBERT(all-MiniLM-L6-v2).save(DIR), once with
 PyLate's defaults (markers "[Q] " / "[D] " added to the tokenizer, the
 embeddings grown to 30524 rows, query_length 32, document_length 180) and
 once with other settings (query_length 24, document_length 64,
-attend_to_expansion_tokens true, markers "[unused0]" / "[unused1]").
+attend_to_expansion_tokens true, markers "[unused0]" / "[unused1]"); and
+from the small ModernBERT of tests/ref/gen_modernbert.py (issue 27: a PyLate
+ColBERT of that family, as GTE-ModernColBERT is).
   - `colbert encode --colbert query|doc` on each directory equals PyLate's
     ColBERT.encode of it within 1e-5: the projection of 1_Dense, the settings
     and markers of config_sentence_transformers.json are read.
   - `colbert train --pretrained DIR` fine-tunes it (it says so, and keeps its
-    markers and lengths); the checkpoint holds PyLate's files beside
+    markers and lengths; MiniLM with other settings, and the ModernBERT); the checkpoint holds PyLate's files beside
     colbert-ai's (modules.json, 1_Dense with the same projection as
     linear.weight, config_sentence_transformers.json with the settings);
     PyLate loads it as its own model (it reads the settings from
@@ -90,10 +92,14 @@ np.save(sys.argv[3] + "_q.npy", Q.float().numpy())
 np.save(sys.argv[3] + "_d.npy", D.float().numpy())
 """
 
+# name: (the encoder PyLate starts from, models.ColBERT's arguments)
+REF = os.environ.get("COLBERT_REF", "")
 VARIANTS = {
-    "defaults": {},
-    "settings": {"query_length": 24, "document_length": 64, "attend_to_expansion_tokens": True,
-                 "query_prefix": "[unused0]", "document_prefix": "[unused1]"},
+    "defaults": (MODEL, {}),
+    "settings": (MODEL, {"query_length": 24, "document_length": 64, "attend_to_expansion_tokens": True,
+                         "query_prefix": "[unused0]", "document_prefix": "[unused1]"}),
+    # the small seeded ModernBERT of tests/ref/gen_modernbert.py (byte-level BPE, no [unused0])
+    "modernbert": (os.path.join(REF, "modernbert_plain"), {"document_length": 96}),
 }
 
 
@@ -121,10 +127,10 @@ def texts():
 @pytest.fixture(scope="module")
 def pylate_dirs():
     dirs = {}
-    for name, kw in VARIANTS.items():
+    for name, (src, kw) in VARIANTS.items():
         d = os.path.join(TMP, f"pylate_{name}")
         shutil.rmtree(d, ignore_errors=True)
-        peer(MAKE, MODEL, d, json.dumps(kw))
+        peer(MAKE, src, d, json.dumps(kw))
         dirs[name] = d
     return dirs
 
@@ -163,8 +169,13 @@ def test_encode_equals_pylate(pylate_dirs, variant):
         assert info["query_prefix"] == "[Q] " and info["vocab"] == 30524 and cfg["document_length"] == 180
 
 
-def test_finetune_pylate_dir_and_peers_load_it(pylate_dirs):
-    src = pylate_dirs["settings"]
+@pytest.mark.parametrize("variant", ["settings", "modernbert"])
+def test_finetune_pylate_dir_and_peers_load_it(pylate_dirs, variant):
+    src = pylate_dirs[variant]
+    with open(os.path.join(src, "config_sentence_transformers.json")) as f:
+        want = json.load(f)
+    with open(os.path.join(src, "1_Dense", "config.json")) as f:
+        dense_src = json.load(f)
     data = os.path.join(TMP, "pylate_data")
     r = subprocess.run([BIN, "prepare", "--beir", os.path.join(DATA, "nfcorpus"), "--split", "train",
                         "--no-mining", "--out", data, "--quiet"], capture_output=True, text=True)
@@ -174,11 +185,12 @@ def test_finetune_pylate_dir_and_peers_load_it(pylate_dirs):
                         "--val-fraction", "0", "--lr", "1e-4", "--keep-checkpoints", "1", "--quiet"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert 'fine-tuning the PyLate ColBERT checkpoint' in r.stderr and '"[unused0]" / "[unused1]"' in r.stderr, \
-        r.stderr
+    said = f'markers "{want["query_prefix"]}" / "{want["document_prefix"]}"'
+    assert "fine-tuning the PyLate ColBERT checkpoint" in r.stderr and said in r.stderr, r.stderr
+    assert "added the ColBERT markers" not in r.stderr, r.stderr   # PyLate's tokenizer has them
     ckpt = r.stdout.strip().splitlines()[-1]
 
-    # PyLate's files beside colbert-ai's, saying the same
+    # PyLate's files beside colbert-ai's, saying the same: the source's settings, kept
     with open(os.path.join(ckpt, "modules.json")) as f:
         mods = json.load(f)
     assert [m["path"] for m in mods] == ["", "1_Dense"] and mods[1]["type"] == "pylate.models.Dense.Dense"
@@ -186,30 +198,33 @@ def test_finetune_pylate_dir_and_peers_load_it(pylate_dirs):
         cfg = json.load(f)
     with open(os.path.join(ckpt, "artifact.metadata")) as f:
         meta = json.load(f)
-    assert (cfg["query_length"], cfg["document_length"], cfg["attend_to_expansion_tokens"]) == (24, 64, True)
-    assert (meta["query_maxlen"], meta["doc_maxlen"], meta["attend_to_mask_tokens"]) == (24, 64, True)
-    assert cfg["query_prefix"] == meta["query_token_id"] == "[unused0]"
-    assert cfg["document_prefix"] == meta["doc_token_id"] == "[unused1]"
+    keys = ("query_length", "document_length", "attend_to_expansion_tokens", "query_prefix", "document_prefix")
+    assert [cfg[k] for k in keys] == [want[k] for k in keys]
+    assert [meta[k] for k in ("query_maxlen", "doc_maxlen", "attend_to_mask_tokens", "query_token_id",
+                              "doc_token_id")] == [want[k] for k in keys]
     with open(os.path.join(ckpt, "1_Dense", "config.json")) as f:
         dense = json.load(f)
-    assert dense == {"in_features": 384, "out_features": 128, "bias": False,
+    assert dense == {"in_features": dense_src["in_features"], "out_features": 128, "bias": False,
                      "activation_function": "torch.nn.modules.linear.Identity", "use_residual": False}
     code = ("import sys; from safetensors.numpy import load_file as l; import numpy as np; "
             "a = l(sys.argv[1] + '/model.safetensors')['linear.weight']; "
             "b = l(sys.argv[1] + '/1_Dense/model.safetensors')['linear.weight']; "
-            "assert a.shape == (128, 384) and np.array_equal(a, b)")
-    peer(code, ckpt)
+            "assert a.shape == (128, int(sys.argv[2])) and np.array_equal(a, b)")
+    peer(code, ckpt, dense_src["in_features"])
 
     # PyLate loads it as its own model, colbert-ai as its own: the vectors of colbert encode
-    info = compare_with_pylate(ckpt, "ft")
-    assert info["own"] and (info["query_length"], info["document_length"], info["attend"]) == (24, 64, True)
+    info = compare_with_pylate(ckpt, f"ft_{variant}")
+    assert info["own"] and (info["query_length"], info["document_length"], info["attend"]) == \
+        (want["query_length"], want["document_length"], want["attend_to_expansion_tokens"])
     inp = texts()
-    base = os.path.join(TMP, "pylate_ft_colbert_ai")
+    base = os.path.join(TMP, f"pylate_ft_{variant}_colbert_ai")
     peer(COLBERT_AI, ckpt, inp, base)
     for kind in ("query", "doc"):
-        ours = np.load(os.path.join(TMP, f"pylate_ft_{kind}.npy"))
+        ours = np.load(os.path.join(TMP, f"pylate_ft_{variant}_{kind}.npy"))
         theirs = np.load(f"{base}_{kind[0]}.npy")
-        assert ours.shape == theirs.shape and float(np.abs(ours - theirs).max()) <= 1e-4, kind
+        diff = float(np.abs(ours - theirs).max()) if ours.shape == theirs.shape else None
+        print(f"{variant}: colbert-ai {kind} vectors {theirs.shape}, max abs diff {diff}")
+        assert diff is not None and diff <= 1e-4, (kind, ours.shape, theirs.shape)
 
 
 def broken(pylate_dirs, name, edit):
