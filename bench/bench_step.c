@@ -202,10 +202,10 @@ int main(int argc, char **argv) {
         printf("{\"model\": \"%s\", \"device\": \"%s\", \"bsize\": %d, \"doc_maxlen\": %d, \"params\": %zu, \"steps\": %d, "
                "\"ranks\": %d, \"step_s\": %.4f, \"step_s_median\": %.4f, \"cpu_s_median\": %.4f, "
                "\"triplets_per_s\": %.3f, \"forward_s\": %.4f, \"backward_s\": %.4f, \"attention_s\": %.4f, "
-               "\"maxsim_s\": %.4f, \"comm_s\": %.4f, \"comm_bytes\": %zu, \"encoder_gflops\": %.1f, \"dense_gflops\": %.1f, "
+               "\"tokens_per_step\": %.1f, \"maxsim_s\": %.4f, \"comm_s\": %.4f, \"comm_bytes\": %zu, \"encoder_gflops\": %.1f, \"dense_gflops\": %.1f, "
                "\"bytes\": %zu, \"peak_bytes\": %ld}\n",
                model_name, dev->desc, bsize, doc_maxlen, nparams, steps, P, t_total / steps, wall_med, cpu_med,
-               (double)bsize * steps / t_total, s.t_fwd / steps, s.t_bwd / steps, s.t_attn / steps, s.t_sim / steps, t_comm / steps,
+               (double)bsize * steps / t_total, s.t_fwd / steps, s.t_bwd / steps, s.t_attn / steps, tokens / steps, s.t_sim / steps, t_comm / steps,
                comm_bytes / (size_t)steps, flops / t_total / 1e9, flops / P / (s.t_fwd + s.t_bwd - s.t_attn) / 1e9,
                s.bytes, peak_rss());
     cb_step_free(&s);
