@@ -193,9 +193,11 @@ int main(int argc, char **argv) {
     t_comm = s.t_comm;
     comm_bytes = s.comm_bytes;
     cb_comm_allreduce(comm, &tokens, 1, COMM_F64, COMM_SUM);
-    /* encoder FLOPs: 2 * tokens * non-embedding weights forward, 2x that backward */
+    /* encoder FLOPs: 2 * tokens * non-embedding weights forward, 2x that
+     * backward; ModernBERT's GeGLU has Wi [2I, H] and Wo [H, I]: 3 H I */
     const backbone_info *bi = &cb_step_backbone(&s)->info;
-    double w = (double)bi->layers * (4.0 * bi->hidden * bi->hidden + 2.0 * bi->hidden * bi->intermediate);
+    double mlp = strcmp(bi->family, "modernbert") ? 2.0 : 3.0;
+    double w = (double)bi->layers * (4.0 * bi->hidden * bi->hidden + mlp * bi->hidden * bi->intermediate);
     double flops = 6.0 * w * tokens;
     double wall_med = median(wall, steps), cpu_med = median(cpu, steps);   /* cpu: this rank's process */
     if (!R)
