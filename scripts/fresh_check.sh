@@ -59,6 +59,7 @@ t1=$(date +%s)
 df1=$(df -B1M --output=used / | tail -1)
 
 echo "---- the end of $W/ci.log"
+grep -a 'peaked at' "$W/ci.log" | tail -1 || true   # the tests' scratch space in /tmp (tests/conftest.py)
 tail -5 "$W/ci.log"
 echo "---- build/colbert info"
 info=$("$W/repo/build/colbert" info 2>&1 || true)
