@@ -194,3 +194,24 @@ int cb_backbone_init_rows(float *emb, int V, int n, int H, uint64_t seed, cb_err
     free(L);
     return 0;
 }
+
+float *cb_backbone_grow_rows(ops_device *dev, const float *params, size_t n_old, int V, int n, int H, uint64_t seed,
+                             cb_err *err) {
+    size_t head = (size_t)V * H, add = (size_t)n * H, total = n_old + add;
+    float *host = cb_malloc(total * sizeof(float), "the grown word embeddings", err);
+    float *dp = host ? cb_ops_alloc(dev, total * sizeof(float), "the model's parameters", err) : NULL;
+    if (!dp) {
+        free(host);
+        return NULL;
+    }
+    cb_ops_download(dev, host, params, head * sizeof(float));
+    cb_ops_download(dev, host + head + add, params + head, (n_old - head) * sizeof(float));
+    if (cb_backbone_init_rows(host, V, n, H, seed, err)) {
+        free(host);
+        cb_ops_free(dev, dp);
+        return NULL;
+    }
+    cb_ops_upload(dev, dp, host, total * sizeof(float));
+    free(host);
+    return dp;
+}

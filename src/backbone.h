@@ -189,4 +189,12 @@ int cb_backbone_grow_vocab(backbone *b, int n_new, uint64_t seed, cb_err *err);
 /* For the archs: rows V .. V+n-1 of emb [V + n, H] (host) from rows 0 ..
  * V-1, as cb_backbone_grow_vocab says. 0, or -1 with err (out of memory). */
 int cb_backbone_init_rows(float *emb, int V, int n, int H, uint64_t seed, cb_err *err);
+
+/* For the archs whose parameter block starts with the word embeddings
+ * [V, H]: a new block on dev of n_old + n * H floats, the old block (params,
+ * n_old floats on dev) with n rows inserted after its first V * H floats,
+ * the new rows as cb_backbone_init_rows. The caller frees the old block.
+ * NULL with err (out of memory). */
+float *cb_backbone_grow_rows(ops_device *dev, const float *params, size_t n_old, int V, int n, int H, uint64_t seed,
+                             cb_err *err);
 #endif

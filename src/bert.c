@@ -618,27 +618,13 @@ static int arch_grow_vocab(backbone *b, int n_new, uint64_t seed, cb_err *err) {
     bert_model *m = b->impl;
     CB_ASSERT(m->owned && n_new >= 0);
     if (n_new == 0) return 0;
-    size_t H = (size_t)m->cfg.hidden_size, V = (size_t)m->cfg.vocab_size, add = (size_t)n_new * H;
-    size_t n_old = m->n_params, n = n_old + add;
-    float *host = cb_malloc(n * sizeof(float), "the grown word embeddings", err);
-    float *dp = host ? cb_ops_alloc(m->dev, n * sizeof(float), "the model's parameters", err) : NULL;
-    if (!dp) {
-        free(host);
-        return -1;
-    }
-    cb_ops_download(m->dev, host, m->params, V * H * sizeof(float));
-    cb_ops_download(m->dev, host + V * H + add, m->params + V * H, (n_old - V * H) * sizeof(float));
-    if (cb_backbone_init_rows(host, (int)V, n_new, (int)H, seed, err)) {
-        free(host);
-        cb_ops_free(m->dev, dp);
-        return -1;
-    }
-    cb_ops_upload(m->dev, dp, host, n * sizeof(float));
-    free(host);
+    float *dp = cb_backbone_grow_rows(m->dev, m->params, m->n_params, m->cfg.vocab_size, n_new,
+                                       m->cfg.hidden_size, seed, err);
+    if (!dp) return -1;
     cb_ops_free(m->dev, m->params);
     m->cfg.vocab_size += n_new;
     cb_bert_param_sizes(&m->cfg, m->sizes);
-    m->n_params = n;
+    m->n_params += (size_t)n_new * (size_t)m->cfg.hidden_size;
     bind_tensors(m, dp);
     arch_info(b, m);
     return 0;

@@ -240,7 +240,8 @@ int cb_pylate_write(const char *dir, const colbert_config *cc, int H, const floa
 
     char *ddir = cb_path_new(dir, "1_Dense", err), *p = NULL;
     int rc = ddir ? 0 : -1;
-    if (!rc && mkdir(ddir, 0755) && errno != EEXIST) rc = cb_err_set(err, "%s: cannot create: %s", ddir, strerror(errno));
+    if (!rc && mkdir(ddir, 0755) && errno != EEXIST)
+        rc = cb_err_set(err, "%s: cannot create: %s", ddir, strerror(errno));
     if (!rc)
         rc = write_json(ddir, "config.json",
                         json_pack("{s:i, s:i, s:b, s:s, s:b}", "in_features", H, "out_features", cc->dim, "bias", 0,
@@ -258,7 +259,8 @@ int cb_pylate_write(const char *dir, const colbert_config *cc, int H, const floa
     if (rc) return -1;
 
     json_t *skip = json_array();
-    for (const char *c = PUNCT; skip && cc->mask_punctuation && *c; c++) json_array_append_new(skip, json_stringn(c, 1));
+    for (const char *c = PUNCT; skip && cc->mask_punctuation && *c; c++)
+        json_array_append_new(skip, json_stringn(c, 1));
     json_t *j = skip ? json_pack("{s:{s:s, s:s}, s:n, s:s, s:s, s:s, s:i, s:i, s:b, s:o, s:b}", "prompts", "query", "",
                                  "document", "", "default_prompt_name", "similarity_fn_name", "MaxSim",
                                  "query_prefix", cc->query_token, "document_prefix", cc->doc_token, "query_length",
